@@ -1,0 +1,60 @@
+//! Codec benchmarks: our codec and the reference codec (clasp-core 3.3.0) on the same messages,
+//! in the same run. `cargo bench -p clasp-codec-bench`.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use clasp_codec_bench as b;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn bench_message(
+    c: &mut Criterion,
+    name: &str,
+    ours: clasp_proto::Message,
+    reference: reference::Message,
+) {
+    let ours_frame = clasp_proto::encode(&ours).unwrap();
+    let ref_frame = reference::codec::encode(&reference).unwrap();
+    // Both codecs must agree on the content before their speed is compared.
+    assert_eq!(
+        clasp_proto::decode_frame(&ref_frame).unwrap().message,
+        ours,
+        "{name}: the reference frame decodes to a different message"
+    );
+
+    let mut g = c.benchmark_group(format!("encode/{name}"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("clasp-rs", |bch| {
+        bch.iter(|| clasp_proto::encode(black_box(&ours)).unwrap())
+    });
+    g.bench_function("reference", |bch| {
+        bch.iter(|| reference::codec::encode(black_box(&reference)).unwrap())
+    });
+    let mut buf = Vec::with_capacity(ours_frame.len());
+    g.bench_function("clasp-rs-reused-buffer", |bch| {
+        bch.iter(|| {
+            buf.clear();
+            clasp_proto::encode_into(black_box(&ours), Default::default(), &mut buf).unwrap();
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("decode/{name}"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("clasp-rs", |bch| {
+        bch.iter(|| clasp_proto::decode_frame(black_box(&ours_frame)).unwrap())
+    });
+    g.bench_function("reference", |bch| {
+        bch.iter(|| reference::codec::decode(black_box(&ref_frame)).unwrap())
+    });
+    g.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    bench_message(c, "set_f64", b::set_ours(), b::set_reference());
+    bench_message(c, "publish_event_map3", b::event_ours(), b::event_reference());
+    bench_message(c, "snapshot_100", b::snapshot_ours(), b::snapshot_reference());
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

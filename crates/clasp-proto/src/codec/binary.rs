@@ -1,0 +1,765 @@
+//! The compact binary payload encoding (encoding version 1, protocol.md §3).
+//!
+//! Every read is bounds-checked; every count is checked against the bytes that remain before
+//! anything is allocated for it; nesting is limited to [`MAX_NESTING`]. Bytes left over after a
+//! message are ignored, as the reference decoders do (v4 senders append fields v3 does not know),
+//! except in PUBLISH where four or more trailing bytes are its `rate`.
+
+use crate::MAX_NESTING;
+use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::error_code::ErrorCode;
+use crate::message::*;
+use crate::value::{Value, tag};
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+/// A bounds-checked cursor over a payload.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf[0]` in the outermost payload, for error positions inside bundles.
+    base: usize,
+    /// Name of the message being decoded, for errors.
+    context: &'static str,
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            base,
+            context: "payload",
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn err(&self, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError::new(self.context, self.base + self.pos, kind)
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
+        match self.buf.get(self.pos..self.pos + n) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(self.err(DecodeErrorKind::Truncated {
+                field,
+                needed: n,
+                remaining: self.remaining(),
+            })),
+        }
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    #[inline]
+    fn u8(&mut self, field: &'static str) -> Result<u8> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    #[inline]
+    fn u16(&mut self, field: &'static str) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn u32(&mut self, field: &'static str) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn u64(&mut self, field: &'static str) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn f64(&mut self, field: &'static str) -> Result<f64> {
+        Ok(f64::from_be_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn str(&mut self, field: &'static str) -> Result<String> {
+        let len = self.u16(field)? as usize;
+        let at = self.pos;
+        let raw = self.take(len, field)?;
+        match std::str::from_utf8(raw) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(DecodeError::new(
+                self.context,
+                self.base + at,
+                DecodeErrorKind::InvalidUtf8(field),
+            )),
+        }
+    }
+
+    /// A string field where empty means absent (HELLO/WELCOME token).
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<String>> {
+        let s = self.str(field)?;
+        Ok(if s.is_empty() { None } else { Some(s) })
+    }
+
+    /// Reads a u16 count and checks that `count * min_item` bytes remain.
+    fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize> {
+        let count = self.u16(field)? as usize;
+        if count * min_item > self.remaining() {
+            return Err(self.err(DecodeErrorKind::CountTooLarge {
+                field,
+                count,
+                remaining: self.remaining(),
+            }));
+        }
+        Ok(count)
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value> {
+        let at = self.pos;
+        let t = self.u8("value tag")?;
+        self.value_data(t, at, depth)
+    }
+
+    /// Reads the data of a value whose tag `t` was read at `tag_at`.
+    fn value_data(&mut self, t: u8, tag_at: usize, depth: usize) -> Result<Value> {
+        Ok(match t {
+            tag::NULL => Value::Null,
+            tag::BOOL => Value::Bool(self.u8("bool")? != 0),
+            tag::I8 => Value::Int(i8::from_be_bytes(self.array("i8")?).into()),
+            tag::I16 => Value::Int(i16::from_be_bytes(self.array("i16")?).into()),
+            tag::I32 => Value::Int(i32::from_be_bytes(self.array("i32")?).into()),
+            tag::I64 => Value::Int(i64::from_be_bytes(self.array("i64")?)),
+            tag::F32 => Value::Float(f32::from_be_bytes(self.array("f32")?).into()),
+            tag::F64 => Value::Float(self.f64("f64")?),
+            tag::STRING => Value::String(self.str("string")?),
+            tag::BYTES => {
+                let len = self.u16("bytes")? as usize;
+                Value::Bytes(bytes::Bytes::copy_from_slice(self.take(len, "bytes")?))
+            }
+            tag::ARRAY => {
+                let depth = self.nest(depth)?;
+                let n = self.count("array", 1)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(depth)?);
+                }
+                Value::Array(items)
+            }
+            tag::MAP => {
+                let depth = self.nest(depth)?;
+                let n = self.count("map", 3)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = self.str("map key")?;
+                    entries.push((key, self.value(depth)?));
+                }
+                Value::Map(entries)
+            }
+            other => {
+                return Err(DecodeError::new(
+                    self.context,
+                    self.base + tag_at,
+                    DecodeErrorKind::UnknownValueTag(other),
+                ));
+            }
+        })
+    }
+
+    fn nest(&self, depth: usize) -> Result<usize> {
+        if depth >= MAX_NESTING {
+            Err(self.err(DecodeErrorKind::TooDeep(MAX_NESTING)))
+        } else {
+            Ok(depth + 1)
+        }
+    }
+}
+
+/// Decodes a binary payload.
+pub fn decode(payload: &[u8]) -> Result<Message> {
+    decode_at(payload, 0, 0)
+}
+
+fn decode_at(payload: &[u8], base: usize, depth: usize) -> Result<Message> {
+    let mut r = Reader::new(payload, base);
+    let code = r.u8("message type")?;
+    let name = name_of(code).unwrap_or("payload");
+    r.context = name;
+    Ok(match code {
+        code::HELLO => Message::Hello(Hello {
+            version: r.u8("version")?,
+            features: Features(r.u8("features")?),
+            name: r.str("name")?,
+            token: r.opt_str("token")?,
+        }),
+        code::WELCOME => Message::Welcome(Welcome {
+            version: r.u8("version")?,
+            features: Features(r.u8("features")?),
+            time: r.u64("time")?,
+            session: r.str("session")?,
+            name: r.str("name")?,
+            token: r.opt_str("token")?,
+        }),
+        code::ANNOUNCE => {
+            let namespace = r.str("namespace")?;
+            let n = r.count("signals", 4)?;
+            let mut signals = Vec::with_capacity(n);
+            for _ in 0..n {
+                signals.push(signal_def(&mut r, true)?);
+            }
+            Message::Announce(Announce { namespace, signals })
+        }
+        code::SUBSCRIBE => {
+            let id = r.u32("id")?;
+            let pattern = r.str("pattern")?;
+            let types = SignalTypes::from_mask(r.u8("type mask")?);
+            let opt = r.u8("options")?;
+            let options = SubscribeOptions {
+                max_rate: opt_if(opt & 0x01 != 0, || r.u32("max_rate"))?,
+                epsilon: opt_if(opt & 0x02 != 0, || r.f64("epsilon"))?,
+                history: opt_if(opt & 0x04 != 0, || r.u32("history"))?,
+                window: opt_if(opt & 0x08 != 0, || r.u32("window"))?,
+            };
+            Message::Subscribe(Subscribe {
+                id,
+                pattern,
+                types,
+                options,
+            })
+        }
+        code::UNSUBSCRIBE => Message::Unsubscribe(Unsubscribe { id: r.u32("id")? }),
+        code::PUBLISH => {
+            let flags = r.u8("flags")?;
+            let address = r.str("address")?;
+            let payload = match r.u8("value indicator")? {
+                0 => PublishPayload::None,
+                1 => PublishPayload::Value(r.value(depth)?),
+                2 => {
+                    let n = r.count("samples", 8)?;
+                    let mut samples = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        samples.push(r.f64("sample")?);
+                    }
+                    PublishPayload::Samples(samples)
+                }
+                other => {
+                    r.pos -= 1;
+                    return Err(r.err(DecodeErrorKind::InvalidField {
+                        field: "value indicator",
+                        found: other,
+                    }));
+                }
+            };
+            let timestamp = opt_if(flags & 0x10 != 0, || r.u64("timestamp"))?;
+            let id = opt_if(flags & 0x08 != 0, || r.u32("id"))?;
+            let rate = opt_if(r.remaining() >= 4, || r.u32("rate"))?;
+            Message::Publish(Publish {
+                address,
+                signal: SignalType::from_code(flags >> 5),
+                phase: GesturePhase::from_code(flags & 0x07),
+                payload,
+                timestamp,
+                id,
+                rate,
+            })
+        }
+        code::SET => {
+            let flags_at = r.pos;
+            let flags = r.u8("flags")?;
+            let address = r.str("address")?;
+            let value = r.value_data(flags & 0x0F, flags_at, depth)?;
+            let revision = opt_if(flags & 0x80 != 0, || r.u64("revision"))?;
+            let ttl = opt_if(flags & 0x10 != 0, || r.u32("ttl"))?;
+            Message::Set(Set {
+                address,
+                value,
+                revision,
+                lock: flags & 0x40 != 0,
+                unlock: flags & 0x20 != 0,
+                ttl,
+            })
+        }
+        code::GET => Message::Get(Get {
+            address: r.str("address")?,
+        }),
+        code::SNAPSHOT => {
+            let n = r.count("params", 12)?;
+            let mut params = Vec::with_capacity(n);
+            for _ in 0..n {
+                let address = r.str("address")?;
+                let value = r.value(depth)?;
+                let revision = r.u64("revision")?;
+                let opt = r.u8("param options")?;
+                params.push(ParamValue {
+                    address,
+                    value,
+                    revision,
+                    writer: opt_if(opt & 0x01 != 0, || r.str("writer"))?,
+                    timestamp: opt_if(opt & 0x02 != 0, || r.u64("timestamp"))?,
+                });
+            }
+            Message::Snapshot(Snapshot { params })
+        }
+        code::BUNDLE => {
+            let depth = r.nest(depth)?;
+            let flags = r.u8("flags")?;
+            let n = r.count("messages", 3)?;
+            let timestamp = opt_if(flags & 0x80 != 0, || r.u64("timestamp"))?;
+            let mut messages = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = r.u16("message length")? as usize;
+                let at = r.base + r.pos;
+                let inner = r.take(len, "message")?;
+                if inner.first().is_some_and(|&b| crate::codec::is_msgpack(b)) {
+                    return Err(DecodeError::new(
+                        name,
+                        at,
+                        DecodeErrorKind::UnknownMessageType(inner[0]),
+                    ));
+                }
+                if inner.is_empty() {
+                    return Err(DecodeError::new(name, at, DecodeErrorKind::EmptyPayload));
+                }
+                messages.push(decode_at(inner, at, depth)?);
+            }
+            Message::Bundle(Bundle {
+                timestamp,
+                messages,
+            })
+        }
+        code::SYNC => {
+            let flags = r.u8("flags")?;
+            Message::Sync(ClockSync {
+                t1: r.u64("t1")?,
+                t2: opt_if(flags & 0x01 != 0, || r.u64("t2"))?,
+                t3: opt_if(flags & 0x02 != 0, || r.u64("t3"))?,
+            })
+        }
+        code::PING => Message::Ping,
+        code::PONG => Message::Pong,
+        code::ACK => {
+            let flags = r.u8("flags")?;
+            Message::Ack(Ack {
+                address: opt_if(flags & 0x01 != 0, || r.str("address"))?,
+                revision: opt_if(flags & 0x02 != 0, || r.u64("revision"))?,
+                locked: opt_if(flags & 0x04 != 0, || Ok(r.u8("locked")? != 0))?,
+                holder: opt_if(flags & 0x08 != 0, || r.str("holder"))?,
+                correlation_id: opt_if(flags & 0x10 != 0, || r.u32("correlation_id"))?,
+            })
+        }
+        code::ERROR => {
+            let code = ErrorCode::from_code(r.u16("code")?);
+            let message = r.str("message")?;
+            let flags = r.u8("flags")?;
+            Message::Error(ErrorMessage {
+                code,
+                message,
+                address: opt_if(flags & 0x01 != 0, || r.str("address"))?,
+                correlation_id: opt_if(flags & 0x02 != 0, || r.u32("correlation_id"))?,
+            })
+        }
+        code::QUERY => Message::Query(Query {
+            pattern: r.str("pattern")?,
+        }),
+        code::RESULT => {
+            let n = r.count("signals", 4)?;
+            let mut signals = Vec::with_capacity(n);
+            for _ in 0..n {
+                signals.push(signal_def(&mut r, false)?);
+            }
+            Message::Result(QueryResult { signals })
+        }
+        other => {
+            return Err(DecodeError::new(
+                name,
+                base,
+                DecodeErrorKind::UnknownMessageType(other),
+            ));
+        }
+    })
+}
+
+#[inline]
+fn opt_if<T>(present: bool, read: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    if present { read().map(Some) } else { Ok(None) }
+}
+
+fn signal_def(r: &mut Reader<'_>, with_meta: bool) -> Result<SignalDef> {
+    let address = r.str("signal address")?;
+    let signal = SignalType::from_code(r.u8("signal type")?);
+    let opt = r.u8("signal options")?;
+    let datatype = opt_if(opt & 0x01 != 0, || r.str("datatype"))?;
+    let access = opt_if(opt & 0x02 != 0, || r.str("access"))?;
+    let meta = if with_meta && opt & 0x04 != 0 {
+        let m = r.u8("meta flags")?;
+        Some(SignalMeta {
+            unit: opt_if(m & 0x01 != 0, || r.str("unit"))?,
+            range: opt_if(m & 0x02 != 0, || Ok((r.f64("range min")?, r.f64("range max")?)))?,
+            default: opt_if(m & 0x04 != 0, || r.value(0))?,
+            description: opt_if(m & 0x08 != 0, || r.str("description"))?,
+        })
+    } else {
+        None
+    };
+    Ok(SignalDef {
+        address,
+        signal,
+        datatype,
+        access,
+        meta,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------
+
+type EResult = std::result::Result<(), EncodeError>;
+
+/// A capacity guess for the framed encoding of `msg`: exact for the small hot-path messages,
+/// a starting point for the rest.
+pub(crate) fn size_hint(msg: &Message) -> usize {
+    const HEADER: usize = 12;
+    HEADER
+        + match msg {
+            Message::Set(s) => 16 + s.address.len() + scalar_hint(&s.value),
+            Message::Publish(p) => {
+                24 + p.address.len()
+                    + match &p.payload {
+                        PublishPayload::Value(v) => scalar_hint(v),
+                        PublishPayload::Samples(s) => 2 + 8 * s.len(),
+                        PublishPayload::None => 0,
+                    }
+            }
+            Message::Snapshot(s) => 3 + s.params.len() * 64,
+            _ => 64,
+        }
+}
+
+fn scalar_hint(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 3 + s.len(),
+        Value::Bytes(b) => 3 + b.len(),
+        Value::Array(a) => 3 + 9 * a.len(),
+        Value::Map(m) => 3 + 24 * m.len(),
+        _ => 9,
+    }
+}
+
+#[inline]
+fn put_str(out: &mut Vec<u8>, s: &str, field: &'static str) -> EResult {
+    let len = u16::try_from(s.len()).map_err(|_| EncodeError::StringTooLong {
+        field,
+        len: s.len(),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+#[inline]
+fn put_count(out: &mut Vec<u8>, count: usize, field: &'static str) -> EResult {
+    let n = u16::try_from(count).map_err(|_| EncodeError::TooMany { field, count })?;
+    out.extend_from_slice(&n.to_be_bytes());
+    Ok(())
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value, depth: usize) -> EResult {
+    out.push(v.tag());
+    put_value_data(out, v, depth)
+}
+
+fn put_value_data(out: &mut Vec<u8>, v: &Value, depth: usize) -> EResult {
+    match v {
+        Value::Null => {}
+        Value::Bool(b) => out.push(u8::from(*b)),
+        Value::Int(i) => out.extend_from_slice(&i.to_be_bytes()),
+        Value::Float(f) => out.extend_from_slice(&f.to_be_bytes()),
+        Value::String(s) => put_str(out, s, "string")?,
+        Value::Bytes(b) => {
+            let len = u16::try_from(b.len()).map_err(|_| EncodeError::StringTooLong {
+                field: "bytes",
+                len: b.len(),
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        Value::Array(items) => {
+            let depth = nest(depth)?;
+            put_count(out, items.len(), "array")?;
+            for item in items {
+                put_value(out, item, depth)?;
+            }
+        }
+        Value::Map(entries) => {
+            let depth = nest(depth)?;
+            put_count(out, entries.len(), "map")?;
+            for (k, item) in entries {
+                put_str(out, k, "map key")?;
+                put_value(out, item, depth)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn nest(depth: usize) -> std::result::Result<usize, EncodeError> {
+    if depth >= MAX_NESTING {
+        Err(EncodeError::TooDeep(MAX_NESTING))
+    } else {
+        Ok(depth + 1)
+    }
+}
+
+fn flag(cond: bool, bit: u8) -> u8 {
+    if cond { bit } else { 0 }
+}
+
+/// Appends the binary payload of `msg` to `out`. On error, `out` may hold a partial payload;
+/// [`Message::encode_payload`] and [`crate::encode_into`] restore it.
+pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> EResult {
+    encode_at(msg, out, 0)
+}
+
+fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
+    out.push(msg.code());
+    match msg {
+        Message::Hello(m) => {
+            out.push(m.version);
+            out.push(m.features.0);
+            put_str(out, &m.name, "name")?;
+            put_str(out, m.token.as_deref().unwrap_or(""), "token")?;
+        }
+        Message::Welcome(m) => {
+            out.push(m.version);
+            out.push(m.features.0);
+            out.extend_from_slice(&m.time.to_be_bytes());
+            put_str(out, &m.session, "session")?;
+            put_str(out, &m.name, "name")?;
+            put_str(out, m.token.as_deref().unwrap_or(""), "token")?;
+        }
+        Message::Announce(m) => {
+            put_str(out, &m.namespace, "namespace")?;
+            put_count(out, m.signals.len(), "signals")?;
+            for s in &m.signals {
+                put_signal_def(out, s, true)?;
+            }
+        }
+        Message::Subscribe(m) => {
+            out.extend_from_slice(&m.id.to_be_bytes());
+            put_str(out, &m.pattern, "pattern")?;
+            out.push(m.types.mask());
+            let o = &m.options;
+            out.push(
+                flag(o.max_rate.is_some(), 0x01)
+                    | flag(o.epsilon.is_some(), 0x02)
+                    | flag(o.history.is_some(), 0x04)
+                    | flag(o.window.is_some(), 0x08),
+            );
+            if let Some(v) = o.max_rate {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            if let Some(v) = o.epsilon {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            if let Some(v) = o.history {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            if let Some(v) = o.window {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        Message::Unsubscribe(m) => out.extend_from_slice(&m.id.to_be_bytes()),
+        Message::Publish(m) => {
+            out.push(
+                (m.signal.code() << 5)
+                    | flag(m.timestamp.is_some(), 0x10)
+                    | flag(m.id.is_some(), 0x08)
+                    | m.phase.code(),
+            );
+            put_str(out, &m.address, "address")?;
+            match &m.payload {
+                PublishPayload::None => out.push(0),
+                PublishPayload::Value(v) => {
+                    out.push(1);
+                    put_value(out, v, depth)?;
+                }
+                PublishPayload::Samples(s) => {
+                    out.push(2);
+                    put_count(out, s.len(), "samples")?;
+                    for x in s {
+                        out.extend_from_slice(&x.to_be_bytes());
+                    }
+                }
+            }
+            if let Some(ts) = m.timestamp {
+                out.extend_from_slice(&ts.to_be_bytes());
+            }
+            if let Some(id) = m.id {
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            if let Some(rate) = m.rate {
+                out.extend_from_slice(&rate.to_be_bytes());
+            }
+        }
+        Message::Set(m) => {
+            out.push(
+                flag(m.revision.is_some(), 0x80)
+                    | flag(m.lock, 0x40)
+                    | flag(m.unlock, 0x20)
+                    | flag(m.ttl.is_some(), 0x10)
+                    | m.value.tag(),
+            );
+            put_str(out, &m.address, "address")?;
+            put_value_data(out, &m.value, depth)?;
+            if let Some(rev) = m.revision {
+                out.extend_from_slice(&rev.to_be_bytes());
+            }
+            if let Some(ttl) = m.ttl {
+                out.extend_from_slice(&ttl.to_be_bytes());
+            }
+        }
+        Message::Get(m) => put_str(out, &m.address, "address")?,
+        Message::Snapshot(m) => {
+            put_count(out, m.params.len(), "params")?;
+            for p in &m.params {
+                put_param(out, p, depth)?;
+            }
+        }
+        Message::Bundle(m) => {
+            let depth = nest(depth)?;
+            out.push(flag(m.timestamp.is_some(), 0x80));
+            put_count(out, m.messages.len(), "messages")?;
+            if let Some(ts) = m.timestamp {
+                out.extend_from_slice(&ts.to_be_bytes());
+            }
+            for inner in &m.messages {
+                let len_at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                encode_at(inner, out, depth)?;
+                let len = out.len() - len_at - 2;
+                let len = u16::try_from(len).map_err(|_| EncodeError::PayloadTooLarge(len))?;
+                out[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        Message::Sync(m) => {
+            out.push(flag(m.t2.is_some(), 0x01) | flag(m.t3.is_some(), 0x02));
+            out.extend_from_slice(&m.t1.to_be_bytes());
+            if let Some(t) = m.t2 {
+                out.extend_from_slice(&t.to_be_bytes());
+            }
+            if let Some(t) = m.t3 {
+                out.extend_from_slice(&t.to_be_bytes());
+            }
+        }
+        Message::Ping | Message::Pong => {}
+        Message::Ack(m) => {
+            out.push(
+                flag(m.address.is_some(), 0x01)
+                    | flag(m.revision.is_some(), 0x02)
+                    | flag(m.locked.is_some(), 0x04)
+                    | flag(m.holder.is_some(), 0x08)
+                    | flag(m.correlation_id.is_some(), 0x10),
+            );
+            if let Some(a) = &m.address {
+                put_str(out, a, "address")?;
+            }
+            if let Some(r) = m.revision {
+                out.extend_from_slice(&r.to_be_bytes());
+            }
+            if let Some(l) = m.locked {
+                out.push(u8::from(l));
+            }
+            if let Some(h) = &m.holder {
+                put_str(out, h, "holder")?;
+            }
+            if let Some(c) = m.correlation_id {
+                out.extend_from_slice(&c.to_be_bytes());
+            }
+        }
+        Message::Error(m) => {
+            out.extend_from_slice(&m.code.code().to_be_bytes());
+            put_str(out, &m.message, "message")?;
+            out.push(flag(m.address.is_some(), 0x01) | flag(m.correlation_id.is_some(), 0x02));
+            if let Some(a) = &m.address {
+                put_str(out, a, "address")?;
+            }
+            if let Some(c) = m.correlation_id {
+                out.extend_from_slice(&c.to_be_bytes());
+            }
+        }
+        Message::Query(m) => put_str(out, &m.pattern, "pattern")?,
+        Message::Result(m) => {
+            put_count(out, m.signals.len(), "signals")?;
+            for s in &m.signals {
+                put_signal_def(out, s, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends one SNAPSHOT param entry.
+pub(crate) fn put_param(out: &mut Vec<u8>, p: &ParamValue, depth: usize) -> EResult {
+    put_str(out, &p.address, "address")?;
+    put_value(out, &p.value, depth)?;
+    out.extend_from_slice(&p.revision.to_be_bytes());
+    out.push(flag(p.writer.is_some(), 0x01) | flag(p.timestamp.is_some(), 0x02));
+    if let Some(w) = &p.writer {
+        put_str(out, w, "writer")?;
+    }
+    if let Some(ts) = p.timestamp {
+        out.extend_from_slice(&ts.to_be_bytes());
+    }
+    Ok(())
+}
+
+fn put_signal_def(out: &mut Vec<u8>, s: &SignalDef, with_meta: bool) -> EResult {
+    put_str(out, &s.address, "signal address")?;
+    out.push(s.signal.code());
+    let meta = s.meta.as_ref().filter(|_| with_meta);
+    out.push(
+        flag(s.datatype.is_some(), 0x01)
+            | flag(s.access.is_some(), 0x02)
+            | flag(meta.is_some(), 0x04),
+    );
+    if let Some(d) = &s.datatype {
+        put_str(out, d, "datatype")?;
+    }
+    if let Some(a) = &s.access {
+        put_str(out, a, "access")?;
+    }
+    if let Some(m) = meta {
+        out.push(
+            flag(m.unit.is_some(), 0x01)
+                | flag(m.range.is_some(), 0x02)
+                | flag(m.default.is_some(), 0x04)
+                | flag(m.description.is_some(), 0x08),
+        );
+        if let Some(u) = &m.unit {
+            put_str(out, u, "unit")?;
+        }
+        if let Some((lo, hi)) = m.range {
+            out.extend_from_slice(&lo.to_be_bytes());
+            out.extend_from_slice(&hi.to_be_bytes());
+        }
+        if let Some(d) = &m.default {
+            put_value(out, d, 0)?;
+        }
+        if let Some(d) = &m.description {
+            put_str(out, d, "description")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Encoding and decoding of frames and messages.
+//!
+//! A payload is either the compact binary encoding ([`binary`], what every v3 client sends) or a
+//! legacy MessagePack map ([`msgpack`], what the Python client uses for BUNDLE and QUERY). The
+//! format is told from the payload's first byte, never from the frame's version bits
+//! (protocol.md §2.1).
+
+pub mod binary;
+pub mod msgpack;
+
+use bytes::Bytes;
+
+use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::frame::{FrameHeader, FrameOptions, MAGIC, MAX_PAYLOAD};
+use crate::message::Message;
+
+/// Whether a payload starting with `first` is a legacy MessagePack map (fixmap, map16, map32).
+pub fn is_msgpack(first: u8) -> bool {
+    first & 0xF0 == 0x80 || first == 0xDE || first == 0xDF
+}
+
+/// A frame decoded from the start of a buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedFrame {
+    /// The frame header.
+    pub header: FrameHeader,
+    /// The message in the payload.
+    pub message: Message,
+    /// Bytes the frame occupied; anything after it in the buffer was not read.
+    pub len: usize,
+}
+
+impl Message {
+    /// Decodes a payload (binary or legacy MessagePack).
+    pub fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
+        match payload.first() {
+            None => Err(DecodeError::new("payload", 0, DecodeErrorKind::EmptyPayload)),
+            Some(&b) if is_msgpack(b) => msgpack::decode(payload),
+            Some(_) => binary::decode(payload),
+        }
+    }
+
+    /// Appends the compact binary payload of this message (no frame header) to `out`.
+    ///
+    /// On error `out` is left as it was.
+    pub fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        binary::encode_payload(self, out).inspect_err(|_| out.truncate(start))
+    }
+}
+
+/// Decodes the frame at the start of `buf` and the message it carries.
+///
+/// Bytes after the frame are ignored (WebSocket carries one frame per message); their count is
+/// `buf.len() - frame.len`. Error offsets count from the start of the frame.
+pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
+    let header = match FrameHeader::parse(buf)? {
+        Some(h) => h,
+        None => {
+            let needed = if buf.get(1).is_some_and(|f| f & crate::frame::FLAG_TIMESTAMP != 0) {
+                crate::frame::HEADER_LEN_WITH_TIMESTAMP
+            } else {
+                crate::frame::HEADER_LEN
+            };
+            return Err(DecodeError::frame(
+                buf.len(),
+                DecodeErrorKind::IncompleteFrame {
+                    needed,
+                    available: buf.len(),
+                },
+            ));
+        }
+    };
+    if header.has_unsupported_flags() {
+        return Err(DecodeError::frame(
+            1,
+            DecodeErrorKind::UnsupportedFlags(header.flags),
+        ));
+    }
+    let start = header.header_len();
+    let end = header.frame_len();
+    let Some(payload) = buf.get(start..end) else {
+        return Err(DecodeError::frame(
+            buf.len(),
+            DecodeErrorKind::IncompleteFrame {
+                needed: end,
+                available: buf.len(),
+            },
+        ));
+    };
+    let message = Message::decode(payload).map_err(|e| e.shifted(start))?;
+    Ok(DecodedFrame {
+        header,
+        message,
+        len: end,
+    })
+}
+
+/// Encodes `msg` in a frame with its default QoS and no timestamp.
+pub fn encode(msg: &Message) -> Result<Bytes, EncodeError> {
+    encode_with(msg, FrameOptions::default())
+}
+
+/// Encodes `msg` in a frame with the given options.
+pub fn encode_with(msg: &Message, opts: FrameOptions) -> Result<Bytes, EncodeError> {
+    let mut out = Vec::with_capacity(binary::size_hint(msg));
+    encode_into(msg, opts, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Appends the framed encoding of `msg` to `out`. On error `out` is left as it was.
+pub fn encode_into(msg: &Message, opts: FrameOptions, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.push(MAGIC);
+    out.push(opts.flags(msg.default_qos()));
+    out.extend_from_slice(&[0, 0]);
+    if let Some(ts) = opts.timestamp {
+        out.extend_from_slice(&ts.to_be_bytes());
+    }
+    let payload_start = out.len();
+    if let Err(e) = binary::encode_payload(msg, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - payload_start;
+    if len > MAX_PAYLOAD {
+        out.truncate(start);
+        return Err(EncodeError::PayloadTooLarge(len));
+    }
+    out[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    Ok(())
+}
