@@ -52,8 +52,18 @@ fn bench_message(
 
 fn codec(c: &mut Criterion) {
     bench_message(c, "set_f64", b::set_ours(), b::set_reference());
-    bench_message(c, "publish_event_map3", b::event_ours(), b::event_reference());
-    bench_message(c, "snapshot_100", b::snapshot_ours(), b::snapshot_reference());
+    bench_message(
+        c,
+        "publish_event_map3",
+        b::event_ours(),
+        b::event_reference(),
+    );
+    bench_message(
+        c,
+        "snapshot_100",
+        b::snapshot_ours(),
+        b::snapshot_reference(),
+    );
 }
 
 criterion_group!(benches, codec);

@@ -42,7 +42,7 @@ pub mod pattern;
 pub mod stream;
 pub mod value;
 
-pub use codec::{decode_frame, encode, encode_into, encode_with, DecodedFrame};
+pub use codec::{DecodedFrame, decode_frame, encode, encode_into, encode_with};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use error_code::ErrorCode;
 pub use frame::{FrameHeader, FrameOptions, Qos};
@@ -51,4 +51,4 @@ pub use stream::{FrameReader, RawFrame};
 pub use value::Value;
 
 /// Deepest nesting of arrays, maps and bundles the codecs accept (and produce).
-pub const MAX_NESTING: usize = 64;
+pub const MAX_NESTING: usize = 32;

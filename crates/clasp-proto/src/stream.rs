@@ -55,7 +55,9 @@ impl RawFrame {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     /// Bytes that do not begin a frame were skipped.
-    #[error("stream out of sync: skipped {skipped} bytes that did not start with magic 0x53 (first was 0x{first:02x})")]
+    #[error(
+        "stream out of sync: skipped {skipped} bytes that did not start with magic 0x53 (first was 0x{first:02x})"
+    )]
     BadMagic {
         /// Number of bytes skipped so far (more may follow if no 0x53 has arrived yet).
         skipped: usize,
@@ -63,7 +65,9 @@ pub enum StreamError {
         first: u8,
     },
     /// A frame larger than the limit was discarded.
-    #[error("frame with a {payload_len}-byte payload exceeds the limit of {max} bytes and was discarded")]
+    #[error(
+        "frame with a {payload_len}-byte payload exceeds the limit of {max} bytes and was discarded"
+    )]
     Oversize {
         /// The announced payload length.
         payload_len: usize,

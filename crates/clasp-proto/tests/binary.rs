@@ -3,7 +3,7 @@
 
 mod common;
 
-use clasp_proto::frame::{MAX_PAYLOAD, MAGIC};
+use clasp_proto::frame::{MAGIC, MAX_PAYLOAD};
 use clasp_proto::*;
 use proptest::prelude::*;
 
@@ -103,7 +103,10 @@ fn truncated_set_says_which_field_and_where() {
 fn incomplete_frame_and_bad_magic_are_reported() {
     let ping = encode(&Message::Ping).unwrap();
     let e = err(&ping[..3]);
-    assert!(matches!(e.kind, DecodeErrorKind::IncompleteFrame { .. }), "{e}");
+    assert!(
+        matches!(e.kind, DecodeErrorKind::IncompleteFrame { .. }),
+        "{e}"
+    );
     let e = err(&[0x54, 0x01, 0x00, 0x01, 0x41]);
     assert_eq!(e.kind, DecodeErrorKind::BadMagic(0x54));
     assert_eq!(e.offset, 0);
@@ -135,7 +138,13 @@ fn unknown_types_and_tags_are_named() {
     assert_eq!(e.kind, DecodeErrorKind::UnknownValueTag(0xEE));
     assert_eq!(e.offset, 13);
     let e = err(&[MAGIC, 1, 0, 6, 0x20, 0x20, 0, 1, b'/', 7]);
-    assert!(matches!(e.kind, DecodeErrorKind::InvalidField { field: "value indicator", found: 7 }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::InvalidField {
+            field: "value indicator",
+            found: 7
+        }
+    ));
 }
 
 #[test]
@@ -159,7 +168,10 @@ fn counts_are_bounded_by_the_input() {
     );
     // An array of 65535 elements in a payload with 2 bytes left.
     let e = err(&[MAGIC, 1, 0, 9, 0x21, 0x0A, 0, 1, b'/', 0xff, 0xff, 0, 0]);
-    assert!(matches!(e.kind, DecodeErrorKind::CountTooLarge { field: "array", .. }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::CountTooLarge { field: "array", .. }
+    ));
 }
 
 #[test]
@@ -308,7 +320,10 @@ fn publish_rate_is_read_only_from_four_trailing_bytes() {
 fn encrypted_or_compressed_frames_are_refused() {
     let mut bytes = encode(&Message::Ping).unwrap().to_vec();
     bytes[1] |= 0x10;
-    assert_eq!(err(&bytes).kind, DecodeErrorKind::UnsupportedFlags(bytes[1]));
+    assert_eq!(
+        err(&bytes).kind,
+        DecodeErrorKind::UnsupportedFlags(bytes[1])
+    );
 }
 
 #[test]
@@ -337,5 +352,9 @@ fn maps_keep_their_order() {
     });
     let back = decode_frame(&encode(&msg).unwrap()).unwrap().message;
     assert_eq!(back, msg);
-    assert_eq!(v.get("z"), Some(&Value::Int(3)), "last entry wins on lookup");
+    assert_eq!(
+        v.get("z"),
+        Some(&Value::Int(3)),
+        "last entry wins on lookup"
+    );
 }

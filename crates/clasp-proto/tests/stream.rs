@@ -8,7 +8,9 @@ use clasp_proto::*;
 use proptest::prelude::*;
 
 fn frames(msgs: &[Message]) -> Vec<u8> {
-    msgs.iter().flat_map(|m| encode(m).unwrap().to_vec()).collect()
+    msgs.iter()
+        .flat_map(|m| encode(m).unwrap().to_vec())
+        .collect()
 }
 
 fn drain(r: &mut FrameReader) -> Vec<Result<Message, StreamError>> {
@@ -54,7 +56,7 @@ proptest! {
     ) {
         let mut bytes = frames(&[Message::Ping]);
         bytes.extend_from_slice(&garbage);
-        bytes.extend(frames(&[msg.clone()]));
+        bytes.extend(frames(std::slice::from_ref(&msg)));
         let mut r = FrameReader::new();
         r.push(&bytes);
         let got = drain(&mut r);
@@ -80,7 +82,10 @@ fn oversize_frames_are_discarded_and_the_stream_stays_in_sync() {
     for chunk in bytes.chunks(7) {
         r.push(chunk);
         got.extend(drain(&mut r));
-        assert!(r.buffered() <= 1024 + 12 + 7, "an oversize frame is never buffered");
+        assert!(
+            r.buffered() <= 1024 + 12 + 7,
+            "an oversize frame is never buffered"
+        );
     }
     assert_eq!(got.len(), 3);
     assert_eq!(got[0], Ok(Message::Ping));
@@ -151,5 +156,8 @@ fn leading_garbage_with_no_magic_yet_is_dropped() {
     ));
     assert!(r.next_frame().is_none());
     r.push(&encode(&Message::Ping).unwrap());
-    assert_eq!(r.next_frame().unwrap().unwrap().decode().unwrap(), Message::Ping);
+    assert_eq!(
+        r.next_frame().unwrap().unwrap().decode().unwrap(),
+        Message::Ping
+    );
 }

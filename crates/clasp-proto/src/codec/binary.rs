@@ -405,7 +405,9 @@ fn signal_def(r: &mut Reader<'_>, with_meta: bool) -> Result<SignalDef> {
         let m = r.u8("meta flags")?;
         Some(SignalMeta {
             unit: opt_if(m & 0x01 != 0, || r.str("unit"))?,
-            range: opt_if(m & 0x02 != 0, || Ok((r.f64("range min")?, r.f64("range max")?)))?,
+            range: opt_if(m & 0x02 != 0, || {
+                Ok((r.f64("range min")?, r.f64("range max")?))
+            })?,
             default: opt_if(m & 0x04 != 0, || r.value(0))?,
             description: opt_if(m & 0x08 != 0, || r.str("description"))?,
         })

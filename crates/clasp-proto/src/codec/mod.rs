@@ -34,7 +34,11 @@ impl Message {
     /// Decodes a payload (binary or legacy MessagePack).
     pub fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
         match payload.first() {
-            None => Err(DecodeError::new("payload", 0, DecodeErrorKind::EmptyPayload)),
+            None => Err(DecodeError::new(
+                "payload",
+                0,
+                DecodeErrorKind::EmptyPayload,
+            )),
             Some(&b) if is_msgpack(b) => msgpack::decode(payload),
             Some(_) => binary::decode(payload),
         }
@@ -57,7 +61,10 @@ pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
     let header = match FrameHeader::parse(buf)? {
         Some(h) => h,
         None => {
-            let needed = if buf.get(1).is_some_and(|f| f & crate::frame::FLAG_TIMESTAMP != 0) {
+            let needed = if buf
+                .get(1)
+                .is_some_and(|f| f & crate::frame::FLAG_TIMESTAMP != 0)
+            {
                 crate::frame::HEADER_LEN_WITH_TIMESTAMP
             } else {
                 crate::frame::HEADER_LEN
@@ -109,7 +116,11 @@ pub fn encode_with(msg: &Message, opts: FrameOptions) -> Result<Bytes, EncodeErr
 }
 
 /// Appends the framed encoding of `msg` to `out`. On error `out` is left as it was.
-pub fn encode_into(msg: &Message, opts: FrameOptions, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_into(
+    msg: &Message,
+    opts: FrameOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     out.push(MAGIC);
     out.push(opts.flags(msg.default_qos()));

@@ -135,15 +135,20 @@ fn set() -> impl Strategy<Value = Set> {
 }
 
 fn param() -> impl Strategy<Value = ParamValue> {
-    (text(), value(), any::<u64>(), maybe(text()), maybe(any::<u64>())).prop_map(
-        |(address, value, revision, writer, timestamp)| ParamValue {
+    (
+        text(),
+        value(),
+        any::<u64>(),
+        maybe(text()),
+        maybe(any::<u64>()),
+    )
+        .prop_map(|(address, value, revision, writer, timestamp)| ParamValue {
             address,
             value,
             revision,
             writer,
             timestamp,
-        },
-    )
+        })
 }
 
 /// Every message type except BUNDLE.
@@ -240,7 +245,11 @@ pub fn flat_message() -> impl Strategy<Value = Message> {
 /// Every message type, BUNDLE included (with nested bundles now and then).
 pub fn message() -> impl Strategy<Value = Message> {
     flat_message().prop_recursive(2, 16, 4, |inner| {
-        (maybe(any::<u64>()), vec(inner, 0..4))
-            .prop_map(|(timestamp, messages)| Message::Bundle(Bundle { timestamp, messages }))
+        (maybe(any::<u64>()), vec(inner, 0..4)).prop_map(|(timestamp, messages)| {
+            Message::Bundle(Bundle {
+                timestamp,
+                messages,
+            })
+        })
     })
 }
