@@ -1,7 +1,5 @@
 //! Codec errors.
 
-use std::fmt;
-
 /// Why a frame or payload could not be decoded, and where.
 ///
 /// `offset` counts bytes from the start of the frame when the error comes from
@@ -138,16 +136,4 @@ pub enum EncodeError {
     /// Values or bundles nest deeper than [`crate::MAX_NESTING`].
     #[error("nested deeper than {0} levels")]
     TooDeep(usize),
-}
-
-/// Formats at most `max` characters of `s`, marking the cut.
-pub(crate) struct Clipped<'a>(pub(crate) &'a str, pub(crate) usize);
-
-impl fmt::Display for Clipped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(self.1) {
-            Some((cut, _)) => write!(f, "{}…", &self.0[..cut]),
-            None => f.write_str(self.0),
-        }
-    }
 }

@@ -45,7 +45,8 @@ use rmp::Marker;
 use rmp::encode::{ByteBuf, ValueWriteError};
 
 use crate::MAX_NESTING;
-use crate::error::{Clipped, DecodeError, DecodeErrorKind, EncodeError};
+use crate::address::bounded;
+use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::error_code::ErrorCode;
 use crate::frame::MAX_PAYLOAD;
 use crate::message::*;
@@ -644,10 +645,7 @@ impl<'a> Reader<'a> {
             return Err(self.fail(map.at, "message map has no `type` key".to_owned()));
         };
         let Some(name) = NAMES.iter().copied().find(|n| *n == ty) else {
-            return Err(self.fail(
-                ty_at,
-                format!("unknown message type \"{}\"", Clipped(ty, 40)),
-            ));
+            return Err(self.fail(ty_at, format!("unknown message type \"{}\"", bounded(ty))));
         };
         self.msg = name;
         // Second pass: the fields.
