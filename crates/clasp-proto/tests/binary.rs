@@ -358,3 +358,73 @@ fn maps_keep_their_order() {
         "last entry wins on lookup"
     );
 }
+
+proptest! {
+    /// The standalone value codec round-trips and reports how many bytes it used.
+    #[test]
+    fn standalone_values_round_trip(v in common::value(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+        let mut buf = Vec::new();
+        codec::binary::encode_value(&v, &mut buf).unwrap();
+        let used = buf.len();
+        buf.extend_from_slice(&tail);
+        let (back, n) = codec::binary::decode_value(&buf).unwrap();
+        prop_assert_eq!(back, v);
+        prop_assert_eq!(n, used);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Snapshot chunks never exceed the limit, every param lands in exactly one chunk, in order.
+    #[test]
+    fn snapshot_writer_chunks_by_size(
+        sizes in proptest::collection::vec(0usize..3000, 0..60),
+        limit in 3100usize..20_000,
+    ) {
+        let params: Vec<ParamValue> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ParamValue {
+                address: format!("/p/{i}"),
+                value: Value::String("x".repeat(*n)),
+                revision: i as u64 + 1,
+                writer: Some("550e8400-e29b-41d4-a716-446655440000".into()),
+                timestamp: Some(7),
+            })
+            .collect();
+        let mut w = codec::binary::SnapshotWriter::new(limit);
+        for p in &params {
+            w.push(p).unwrap();
+        }
+        let frames = w.finish(true);
+        prop_assert!(!frames.is_empty());
+        let mut all = Vec::new();
+        for f in &frames {
+            let d = decode_frame(f).unwrap();
+            prop_assert_eq!(d.len, f.len());
+            prop_assert!(d.header.payload_len as usize <= limit);
+            let Message::Snapshot(s) = d.message else { panic!("not a snapshot") };
+            prop_assert!(!s.params.is_empty() || params.is_empty());
+            all.extend(s.params);
+        }
+        prop_assert_eq!(all, params);
+    }
+}
+
+#[test]
+fn snapshot_writer_refuses_a_param_that_cannot_fit() {
+    let mut w = codec::binary::SnapshotWriter::new(100);
+    let p = ParamValue {
+        address: "/big".into(),
+        value: Value::String("x".repeat(200)),
+        revision: 1,
+        writer: None,
+        timestamp: None,
+    };
+    assert!(matches!(w.push(&p), Err(EncodeError::PayloadTooLarge(_))));
+    assert_eq!(
+        w.finish(true),
+        vec![encode(&Message::Snapshot(Snapshot { params: vec![] })).unwrap()]
+    );
+}

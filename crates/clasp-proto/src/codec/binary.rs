@@ -186,6 +186,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Decodes one tagged value from the start of `buf`; returns it and the bytes it used.
+///
+/// This is the value encoding of protocol.md §2.3 on its own, for storing values outside frames.
+pub fn decode_value(buf: &[u8]) -> Result<(Value, usize)> {
+    let mut r = Reader::new(buf, 0);
+    r.context = "value";
+    let v = r.value(0)?;
+    Ok((v, r.pos))
+}
+
+/// Appends one tagged value to `out` (the inverse of [`decode_value`]). On error `out` is left
+/// as it was.
+pub fn encode_value(value: &Value, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
+    let start = out.len();
+    put_value(out, value, 0).inspect_err(|_| out.truncate(start))
+}
+
 /// Decodes a binary payload.
 pub fn decode(payload: &[u8]) -> Result<Message> {
     decode_at(payload, 0, 0)
@@ -710,6 +727,76 @@ fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
         }
     }
     Ok(())
+}
+
+/// Builds SNAPSHOT frames from params, starting a new frame whenever the next param would push
+/// the payload past the limit, so no frame is too large and no param is ever left out.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    max_payload: usize,
+    frames: Vec<bytes::Bytes>,
+    current: Vec<u8>,
+    count: u16,
+    entry: Vec<u8>,
+}
+
+impl SnapshotWriter {
+    /// A writer whose frames carry at most `max_payload` payload bytes (capped at 65,535).
+    pub fn new(max_payload: usize) -> Self {
+        SnapshotWriter {
+            max_payload: max_payload.min(crate::frame::MAX_PAYLOAD),
+            frames: Vec::new(),
+            current: Vec::new(),
+            count: 0,
+            entry: Vec::new(),
+        }
+    }
+
+    /// Adds a param. Fails only if the param alone cannot fit in a frame.
+    pub fn push(&mut self, param: &ParamValue) -> EResult {
+        self.entry.clear();
+        put_param(&mut self.entry, param, 0)?;
+        // 3 = type byte + u16 count.
+        if 3 + self.entry.len() > self.max_payload {
+            return Err(EncodeError::PayloadTooLarge(3 + self.entry.len()));
+        }
+        let payload_len = self.current.len().saturating_sub(4);
+        if self.current.is_empty() {
+            self.start();
+        } else if payload_len + self.entry.len() > self.max_payload || self.count == u16::MAX {
+            self.seal();
+            self.start();
+        }
+        self.current.extend_from_slice(&self.entry);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The frames; with `always`, one empty SNAPSHOT when no param was pushed.
+    pub fn finish(mut self, always: bool) -> Vec<bytes::Bytes> {
+        if self.current.is_empty() && self.frames.is_empty() && always {
+            self.start();
+        }
+        if !self.current.is_empty() {
+            self.seal();
+        }
+        self.frames
+    }
+
+    fn start(&mut self) {
+        self.current = Vec::with_capacity(1024);
+        self.current.extend_from_slice(&[crate::frame::MAGIC, crate::frame::VERSION_BINARY, 0, 0]);
+        self.current.extend_from_slice(&[code::SNAPSHOT, 0, 0]);
+        self.count = 0;
+    }
+
+    fn seal(&mut self) {
+        let mut frame = std::mem::take(&mut self.current);
+        let len = (frame.len() - 4) as u16;
+        frame[2..4].copy_from_slice(&len.to_be_bytes());
+        frame[5..7].copy_from_slice(&self.count.to_be_bytes());
+        self.frames.push(bytes::Bytes::from(frame));
+    }
 }
 
 /// Appends one SNAPSHOT param entry.

@@ -1,0 +1,47 @@
+//! Router core configuration.
+
+use std::time::Duration;
+
+/// Limits and behaviour of the router core. Every field has a default that just works.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterConfig {
+    /// Name sent in WELCOME.
+    pub name: String,
+    /// Maximum concurrent sessions; a HELLO beyond it gets ERROR 503 and the connection closes.
+    pub max_sessions: usize,
+    /// Maximum subscriptions per session (ERROR 429 beyond).
+    pub max_subscriptions: usize,
+    /// Maximum number of params; writes to new addresses beyond it get an ERROR.
+    pub max_params: usize,
+    /// Largest accepted frame payload in bytes (at most 65,535). Larger frames get ERROR 413 and
+    /// the connection stays open.
+    pub max_payload: usize,
+    /// Default time to live of params without one of their own; `None` keeps them forever.
+    pub param_ttl: Option<Duration>,
+    /// How long announced signals stay listed for QUERY after their last ANNOUNCE.
+    pub signal_ttl: Duration,
+    /// Gesture move coalescing interval: at most one move per gesture per interval is forwarded.
+    /// Zero forwards every move.
+    pub gesture_interval: Duration,
+    /// Largest number of scheduled (future-timestamped) bundles per session.
+    pub max_scheduled_bundles: usize,
+    /// How far in the future a bundle may be scheduled.
+    pub max_schedule_ahead: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            name: "CLASP Router".to_owned(),
+            max_sessions: 10_000,
+            max_subscriptions: 1_000,
+            max_params: 1_000_000,
+            max_payload: clasp_proto::frame::MAX_PAYLOAD,
+            param_ttl: None,
+            signal_ttl: Duration::from_secs(3600),
+            gesture_interval: Duration::from_millis(16),
+            max_scheduled_bundles: 1_000,
+            max_schedule_ahead: Duration::from_secs(24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,1222 @@
+//! The router core: a plain state machine with no I/O.
+//!
+//! The transport shell calls [`Router::open`] for each new connection, [`Router::handle`] for
+//! each inbound frame, [`Router::close`] when a connection ends and [`Router::tick`] when
+//! [`Router::next_deadline`] is reached. Time is passed in ([`Now`]); session ids come from the
+//! id source given to [`Router::new`]. Outbound frames go to each connection's [`Outlet`].
+
+pub mod config;
+pub mod index;
+pub mod metrics;
+pub mod outlet;
+pub mod state;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clasp_proto::codec::binary::SnapshotWriter;
+use clasp_proto::pattern::Pattern;
+use clasp_proto::{
+    Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, GesturePhase, Message,
+    ParamValue, Publish, PublishPayload, Qos, QueryResult, Set, SignalDef, SignalType, SignalTypes,
+    Snapshot, Subscribe, SubscribeOptions, Welcome, decode_frame, encode,
+};
+
+pub use config::RouterConfig;
+use index::SubscriptionIndex;
+pub use metrics::Metrics;
+pub use outlet::{CloseReason, Outgoing, Outlet};
+use state::{ParamStore, Write, WriteError};
+
+/// Identifies a transport connection inside the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+/// The current time, as the shell sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic microseconds (any origin); drives timers.
+    pub mono: u64,
+    /// Wall-clock microseconds since the Unix epoch; stamped on writes and sent in WELCOME/SYNC.
+    pub wall: u64,
+}
+
+/// The P2P namespace (protocol.md §11).
+const P2P_ANNOUNCE: &str = "/clasp/p2p/announce";
+const P2P_SIGNAL_PREFIX: &str = "/clasp/p2p/signal/";
+/// How often expired signal definitions and stale gestures are swept.
+const SWEEP_INTERVAL_US: u64 = 10_000_000;
+/// Gestures not updated for this long are forgotten.
+const GESTURE_MAX_AGE_US: u64 = 300_000_000;
+
+type SubKey = (ConnId, u32);
+
+/// A source of new session ids (UUIDv4 strings in production).
+pub type IdSource = Box<dyn FnMut() -> String + Send>;
+
+struct Conn {
+    outlet: Box<dyn Outlet>,
+    session: Option<Session>,
+}
+
+struct Session {
+    id: Arc<str>,
+    subs: HashMap<u32, Sub>,
+    /// Addresses this session has locked (may include ones since released).
+    locks: Vec<Arc<str>>,
+    scheduled: usize,
+}
+
+struct Sub {
+    types: SignalTypes,
+    interval_us: Option<u64>,
+    epsilon: Option<f64>,
+    /// Per-address delivery state, only for subscriptions with `max_rate` or `epsilon`.
+    filters: HashMap<Arc<str>, Filter>,
+}
+
+#[derive(Default)]
+struct Filter {
+    last_sent: Option<u64>,
+    last_value: Option<f64>,
+    pending: Option<(Outgoing, Option<f64>)>,
+    armed: bool,
+}
+
+enum Decision {
+    Now,
+    Later,
+    Skip,
+}
+
+struct Gesture {
+    started: u64,
+    last_forward: u64,
+    buffered: Option<Bytes>,
+    armed: bool,
+}
+
+type GestureKey = (ConnId, Arc<str>, u32);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Filter(ConnId, u32, Arc<str>),
+    Gesture(ConnId, Arc<str>, u32),
+    Bundle(u64),
+    Sweep,
+}
+
+struct ScheduledBundle {
+    conn: ConnId,
+    qos: Qos,
+    bundle: Bundle,
+}
+
+struct Announced {
+    def: SignalDef,
+    refreshed: u64,
+}
+
+/// The router state machine.
+pub struct Router {
+    config: RouterConfig,
+    ids: IdSource,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    sessions: HashMap<Arc<str>, ConnId>,
+    index: SubscriptionIndex<SubKey>,
+    store: ParamStore,
+    signals: HashMap<String, Announced>,
+    gestures: HashMap<GestureKey, Gesture>,
+    timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    bundles: HashMap<u64, ScheduledBundle>,
+    next_bundle: u64,
+    scratch: Vec<SubKey>,
+    metrics: Metrics,
+    last_now: Now,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("sessions", &self.sessions.len())
+            .field("connections", &self.conns.len())
+            .field("params", &self.store.len())
+            .field("subscriptions", &self.index.len())
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router with `config`, taking session ids from `ids`.
+    pub fn new(config: RouterConfig, ids: IdSource) -> Self {
+        let store = ParamStore::new(config.max_params);
+        let mut r = Router {
+            config,
+            ids,
+            conns: HashMap::new(),
+            next_conn: 1,
+            sessions: HashMap::new(),
+            index: SubscriptionIndex::new(),
+            store,
+            signals: HashMap::new(),
+            gestures: HashMap::new(),
+            timers: BinaryHeap::new(),
+            bundles: HashMap::new(),
+            next_bundle: 1,
+            scratch: Vec::new(),
+            metrics: Metrics::default(),
+            last_now: Now { mono: 0, wall: 0 },
+        };
+        r.timers.push(Reverse((SWEEP_INTERVAL_US, Timer::Sweep)));
+        r
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Counters and gauges.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Number of sessions that completed the handshake.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of open connections (sessions plus handshakes in progress).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of subscriptions across all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The param store.
+    pub fn params(&self) -> &ParamStore {
+        &self.store
+    }
+
+    /// Mutable access to the param store, for restoring persisted state and taking dirty sets.
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+
+    /// The session id of a connection, once it has one.
+    pub fn session_id(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn)?.session.as_ref().map(|s| &*s.id)
+    }
+
+    /// Registers a new transport connection, which must send HELLO first.
+    pub fn open(&mut self, outlet: Box<dyn Outlet>, _now: Now) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                outlet,
+                session: None,
+            },
+        );
+        id
+    }
+
+    /// Forgets a connection whose transport has closed: its subscriptions, locks, gestures and
+    /// scheduled bundles go with it.
+    pub fn close(&mut self, conn: ConnId, _now: Now) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(session) = c.session else {
+            return;
+        };
+        self.sessions.remove(&session.id);
+        for id in session.subs.keys() {
+            self.index.remove((conn, *id));
+        }
+        self.store.release_locks(&session.id, &session.locks);
+        self.gestures.retain(|(c, _, _), _| *c != conn);
+        self.bundles.retain(|_, b| b.conn != conn);
+    }
+
+    /// Asks every connection to close (the shell then calls [`Router::close`] for each).
+    pub fn shutdown(&mut self) {
+        for c in self.conns.values() {
+            c.outlet.close(CloseReason::Shutdown);
+        }
+    }
+
+    /// Handles one inbound frame (one WebSocket message) from `conn`.
+    pub fn handle(&mut self, conn: ConnId, frame: &[u8], now: Now) {
+        self.last_now = now;
+        self.metrics.bytes_in += frame.len() as u64;
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let established = c.session.is_some();
+        if let Some(len) = oversized(frame, self.config.max_payload) {
+            self.metrics.frames_rejected += 1;
+            let msg = format!(
+                "frame payload of {len} bytes exceeds the limit of {} bytes",
+                self.config.max_payload
+            );
+            self.error(conn, ErrorCode::TooLarge, msg, None);
+            if !established {
+                self.reject(conn, CloseReason::Handshake);
+            }
+            return;
+        }
+        let decoded = match decode_frame(frame) {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.frames_rejected += 1;
+                self.decode_error(conn, &e);
+                if !established {
+                    self.reject(conn, CloseReason::Handshake);
+                }
+                return;
+            }
+        };
+        self.metrics.count_in(decoded.message.code());
+        let qos = decoded.header.qos();
+        if !established {
+            match decoded.message {
+                Message::Hello(h) => self.on_hello(conn, h.features, now),
+                other => {
+                    let msg = format!("expected HELLO as the first message, got {}", other.name());
+                    self.error(conn, ErrorCode::InvalidMessage, msg, None);
+                    self.reject(conn, CloseReason::Handshake);
+                }
+            }
+            return;
+        }
+        self.dispatch(conn, qos, decoded.message, now);
+    }
+
+    fn dispatch(&mut self, conn: ConnId, qos: Qos, msg: Message, now: Now) {
+        match msg {
+            Message::Hello(_) => self.error(
+                conn,
+                ErrorCode::InvalidMessage,
+                "HELLO on an established session is not allowed; the session is unchanged".into(),
+                None,
+            ),
+            Message::Subscribe(s) => self.on_subscribe(conn, s),
+            Message::Unsubscribe(u) => {
+                if let Some(sess) = self.session_mut(conn) {
+                    if sess.subs.remove(&u.id).is_some() {
+                        self.index.remove((conn, u.id));
+                    }
+                }
+            }
+            Message::Set(s) => {
+                if let Err((code, text)) = self.on_set(conn, qos, s.clone(), now) {
+                    self.error(conn, code, text, Some(s.address));
+                }
+            }
+            Message::Get(g) => self.on_get(conn, g.address),
+            Message::Publish(p) => self.on_publish(conn, p, now),
+            Message::Bundle(b) => self.on_bundle(conn, qos, b, now),
+            Message::Announce(a) => {
+                for def in a.signals {
+                    self.signals.insert(
+                        def.address.clone(),
+                        Announced {
+                            def,
+                            refreshed: now.mono,
+                        },
+                    );
+                }
+                if qos.wants_ack() {
+                    let ack = Ack {
+                        address: Some(a.namespace),
+                        ..Ack::default()
+                    };
+                    self.reply(conn, &Message::Ack(ack));
+                }
+            }
+            Message::Query(q) => self.on_query(conn, &q.pattern),
+            Message::Sync(s) => {
+                let reply = ClockSync {
+                    t1: s.t1,
+                    t2: Some(now.wall),
+                    t3: Some(now.wall),
+                };
+                self.reply(conn, &Message::Sync(reply));
+            }
+            Message::Ping => self.reply(conn, &Message::Pong),
+            // Replies and router-to-client messages from a client are ignored.
+            Message::Pong
+            | Message::Welcome(_)
+            | Message::Snapshot(_)
+            | Message::Ack(_)
+            | Message::Error(_)
+            | Message::Result(_) => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Handshake
+    // -----------------------------------------------------------------------------------------
+
+    fn on_hello(&mut self, conn: ConnId, _features: Features, now: Now) {
+        if self.sessions.len() >= self.config.max_sessions {
+            let msg = format!(
+                "router is full: {} sessions (the maximum); try again later",
+                self.sessions.len()
+            );
+            self.error(conn, ErrorCode::Overloaded, msg, None);
+            self.reject(conn, CloseReason::Full);
+            return;
+        }
+        let id: Arc<str> = Arc::from((self.ids)());
+        self.sessions.insert(id.clone(), conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(Session {
+                id: id.clone(),
+                subs: HashMap::new(),
+                locks: Vec::new(),
+                scheduled: 0,
+            });
+        }
+        let welcome = Welcome {
+            version: 1,
+            features: Features::ROUTER,
+            time: now.wall,
+            session: id.to_string(),
+            name: self.config.name.clone(),
+            token: None,
+        };
+        self.reply(conn, &Message::Welcome(welcome));
+        let frames = self.snapshot_frames(|_| true, true);
+        self.send_frames(conn, frames);
+    }
+
+    fn reject(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.outlet.close(reason);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Subscriptions and reads
+    // -----------------------------------------------------------------------------------------
+
+    fn on_subscribe(&mut self, conn: ConnId, s: Subscribe) {
+        let pattern = match Pattern::compile(&s.pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(conn, ErrorCode::InvalidPattern, e.to_string(), Some(s.pattern));
+                return;
+            }
+        };
+        if let Some(opt) = unsupported_option(&s.options) {
+            let msg = format!(
+                "subscription option `{opt}` is not supported by this router; subscribe without it"
+            );
+            self.error(conn, ErrorCode::InvalidMessage, msg, Some(s.pattern));
+            return;
+        }
+        let max = self.config.max_subscriptions;
+        let Some(sess) = self.session_mut(conn) else {
+            return;
+        };
+        if !sess.subs.contains_key(&s.id) && sess.subs.len() >= max {
+            let msg = format!("Subscription limit reached (max {max})");
+            self.error(conn, ErrorCode::RateLimited, msg, Some(s.pattern));
+            return;
+        }
+        let interval_us = s
+            .options
+            .max_rate
+            .filter(|r| *r > 0)
+            .map(|r| 1_000_000 / u64::from(r));
+        sess.subs.insert(
+            s.id,
+            Sub {
+                types: s.types,
+                interval_us,
+                epsilon: s.options.epsilon.filter(|e| *e > 0.0),
+                filters: HashMap::new(),
+            },
+        );
+        let wants_params = s.types.accepts(SignalType::Param);
+        self.index.insert((conn, s.id), pattern.clone());
+        if wants_params {
+            let frames = if pattern.is_exact() {
+                self.snapshot_frames(|a| a == pattern.as_str(), false)
+            } else {
+                self.snapshot_frames(|a| pattern.matches(a), false)
+            };
+            self.send_frames(conn, frames);
+        }
+    }
+
+    fn on_get(&mut self, conn: ConnId, address: String) {
+        match self.store.get(&address) {
+            Some(p) => {
+                let snap = Snapshot {
+                    params: vec![param_value(&address, p)],
+                };
+                self.reply(conn, &Message::Snapshot(snap));
+            }
+            None => {
+                let msg = format!("no param at {address}");
+                self.error(conn, ErrorCode::AddressNotFound, msg, Some(address));
+            }
+        }
+    }
+
+    fn on_query(&mut self, conn: ConnId, pattern: &str) {
+        let signals = match Pattern::compile(pattern) {
+            Ok(p) => self
+                .signals
+                .values()
+                .filter(|s| p.matches(&s.def.address))
+                .map(|s| SignalDef {
+                    meta: None,
+                    ..s.def.clone()
+                })
+                .collect(),
+            Err(e) => {
+                self.error(
+                    conn,
+                    ErrorCode::InvalidPattern,
+                    e.to_string(),
+                    Some(pattern.to_owned()),
+                );
+                return;
+            }
+        };
+        self.reply(conn, &Message::Result(QueryResult { signals }));
+    }
+
+    /// SNAPSHOT frames of the params whose address passes `filter`.
+    fn snapshot_frames(&self, filter: impl Fn(&str) -> bool, always: bool) -> Vec<Bytes> {
+        let mut w = SnapshotWriter::new(self.config.max_payload);
+        for (addr, p) in self.store.iter() {
+            if filter(addr) {
+                // A param that cannot fit a frame is refused when written, so this cannot fail
+                // for stored params; if it ever did, the error is counted, not hidden.
+                if w.push(&param_value(addr, p)).is_err() {
+                    debug_assert!(false, "stored param too large for a snapshot: {addr}");
+                }
+            }
+        }
+        w.finish(always)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writes
+    // -----------------------------------------------------------------------------------------
+
+    /// Validates and applies a SET, broadcasts it and ACKs it. Errors are (code, text) for the
+    /// caller to report.
+    fn on_set(
+        &mut self,
+        conn: ConnId,
+        qos: Qos,
+        set: Set,
+        now: Now,
+    ) -> Result<(), (ErrorCode, String)> {
+        let writer = self.writer_id(conn).ok_or((
+            ErrorCode::InvalidMessage,
+            "no session for this connection".to_owned(),
+        ))?;
+        let (frame, revision, locked) = self.apply_set(&writer, &set, now)?;
+        if set.lock {
+            if let Some(sess) = self.session_mut(conn) {
+                sess.locks.push(Arc::from(set.address.as_str()));
+            }
+        }
+        let address = self.store.key(&set.address).unwrap_or_else(|| set.address.as_str().into());
+        let numeric = set.value.as_f64();
+        self.fan_out(&address, SignalType::Param, None, numeric, now, |a| {
+            Outgoing::Param {
+                address: a.clone(),
+                frame: frame.clone(),
+            }
+        });
+        if qos.wants_ack() {
+            let holder = if locked {
+                self.store.get(&set.address).and_then(|p| p.lock.as_deref().map(str::to_owned))
+            } else {
+                None
+            };
+            let ack = Ack {
+                address: Some(set.address),
+                revision: Some(revision),
+                locked: (set.lock || set.unlock || locked).then_some(locked),
+                holder,
+                correlation_id: None,
+            };
+            self.reply(conn, &Message::Ack(ack));
+        }
+        Ok(())
+    }
+
+    /// Checks a SET, encodes its broadcast and applies it. Returns the broadcast frame, the new
+    /// revision and whether the param is now locked.
+    fn apply_set(
+        &mut self,
+        writer: &Arc<str>,
+        set: &Set,
+        now: Now,
+    ) -> Result<(Bytes, u64, bool), (ErrorCode, String)> {
+        check_address(&set.address)?;
+        let ttl = set.ttl.or(self
+            .config
+            .param_ttl
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
+        let write = Write {
+            value: &set.value,
+            expected: set.revision,
+            lock: set.lock,
+            unlock: set.unlock,
+            ttl,
+        };
+        self.store
+            .check(&set.address, writer, &write)
+            .map_err(write_error)?;
+        let next_revision = self.store.get(&set.address).map_or(1, |p| p.revision + 1);
+        let broadcast = Message::Set(Set {
+            address: set.address.clone(),
+            value: set.value.clone(),
+            revision: Some(next_revision),
+            lock: set.lock,
+            unlock: set.unlock,
+            ttl: None,
+        });
+        let frame = encode(&broadcast).map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
+        // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
+        // late joiner could never receive it.
+        let snapshot_len = frame.len() - 4 + 13 + writer.len();
+        if snapshot_len > self.config.max_payload {
+            return Err((
+                ErrorCode::TooLarge,
+                format!(
+                    "value too large to store: its snapshot entry would take {snapshot_len} bytes, over the {}-byte frame limit",
+                    self.config.max_payload
+                ),
+            ));
+        }
+        let written = self
+            .store
+            .write(&set.address, writer, &write, now.wall)
+            .map_err(write_error)?;
+        Ok((frame, written.revision, written.locked))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Publish
+    // -----------------------------------------------------------------------------------------
+
+    fn on_publish(&mut self, conn: ConnId, p: Publish, now: Now) {
+        if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX) {
+            if !target.is_empty() && !target.contains('/') {
+                self.p2p_signal(conn, target, &p);
+                return;
+            }
+        }
+        if p.address == P2P_ANNOUNCE {
+            let Ok(frame) = encode(&Message::Publish(p.clone())) else {
+                return;
+            };
+            let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
+            // Announces reach every subscriber of the address, whatever its type filter.
+            self.fan_out(&address, SignalType::Event, Some(conn), None, now, |_| {
+                Outgoing::Event(frame.clone())
+            });
+            return;
+        }
+        if let Err(text) = check_address(&p.address) {
+            self.error(conn, text.0, text.1, Some(p.address));
+            return;
+        }
+        if p.signal == SignalType::Gesture && self.config.gesture_interval.as_micros() > 0 {
+            self.gesture(conn, p, now);
+            return;
+        }
+        self.forward_publish(conn, &p, now);
+    }
+
+    fn forward_publish(&mut self, conn: ConnId, p: &Publish, now: Now) {
+        let frame = match encode(&Message::Publish(p.clone())) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(conn, ErrorCode::TooLarge, e.to_string(), Some(p.address.clone()));
+                return;
+            }
+        };
+        self.forward_frame(conn, &p.address, p.signal, frame, numeric_of(p), now);
+    }
+
+    fn forward_frame(
+        &mut self,
+        conn: ConnId,
+        address: &str,
+        signal: SignalType,
+        frame: Bytes,
+        numeric: Option<f64>,
+        now: Now,
+    ) {
+        let address: Arc<str> = Arc::from(address);
+        let stream = signal == SignalType::Stream;
+        self.fan_out(&address, signal, Some(conn), numeric, now, |_| {
+            if stream {
+                Outgoing::Stream(frame.clone())
+            } else {
+                Outgoing::Event(frame.clone())
+            }
+        });
+    }
+
+    fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &Publish) {
+        let Some(&to) = self.sessions.get(target) else {
+            let msg = format!("Target session not found: {target}");
+            self.error(conn, ErrorCode::TargetNotFound, msg, Some(p.address.clone()));
+            return;
+        };
+        match encode(&Message::Publish(p.clone())) {
+            Ok(frame) => self.send(to, Outgoing::Event(frame), crate::core::metrics::OUT_PUBLISH),
+            Err(e) => self.error(conn, ErrorCode::TooLarge, e.to_string(), Some(p.address.clone())),
+        }
+    }
+
+    /// Gesture move coalescing: start, end and cancel go out at once; moves go out at most once
+    /// per interval per (session, address, id), always ending with the latest one.
+    fn gesture(&mut self, conn: ConnId, p: Publish, now: Now) {
+        let key: GestureKey = (conn, Arc::from(p.address.as_str()), p.id.unwrap_or(0));
+        let interval = self.config.gesture_interval.as_micros() as u64;
+        match p.phase {
+            GesturePhase::Start => {
+                self.gestures.insert(
+                    key,
+                    Gesture {
+                        started: now.mono,
+                        last_forward: now.mono,
+                        buffered: None,
+                        armed: false,
+                    },
+                );
+                self.forward_publish(conn, &p, now);
+            }
+            GesturePhase::Move => {
+                let Some(g) = self.gestures.get_mut(&key) else {
+                    // A move without a start (late join): forward as is.
+                    self.forward_publish(conn, &p, now);
+                    return;
+                };
+                if g.buffered.is_none() && now.mono >= g.last_forward + interval {
+                    g.last_forward = now.mono;
+                    self.forward_publish(conn, &p, now);
+                    return;
+                }
+                let Ok(frame) = encode(&Message::Publish(p.clone())) else {
+                    return;
+                };
+                g.buffered = Some(frame);
+                self.metrics.gesture_moves_coalesced += 1;
+                if !g.armed {
+                    g.armed = true;
+                    let due = g.last_forward + interval;
+                    self.timers
+                        .push(Reverse((due, Timer::Gesture(conn, key.1.clone(), key.2))));
+                }
+            }
+            GesturePhase::End | GesturePhase::Cancel => {
+                if let Some(g) = self.gestures.remove(&key) {
+                    if let Some(frame) = g.buffered {
+                        self.forward_frame(conn, &p.address, SignalType::Gesture, frame, None, now);
+                    }
+                }
+                self.forward_publish(conn, &p, now);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bundles
+    // -----------------------------------------------------------------------------------------
+
+    fn on_bundle(&mut self, conn: ConnId, qos: Qos, bundle: Bundle, now: Now) {
+        if let Some(bad) = bundle
+            .messages
+            .iter()
+            .find(|m| !matches!(m, Message::Set(_) | Message::Publish(_)))
+        {
+            let msg = format!(
+                "BUNDLE may contain only SET and PUBLISH, not {}; nothing was applied",
+                bad.name()
+            );
+            self.error(conn, ErrorCode::BundleRejected, msg, None);
+            return;
+        }
+        match bundle.timestamp {
+            Some(at) if at > now.wall => {
+                let ahead = at - now.wall;
+                if ahead > self.config.max_schedule_ahead.as_micros() as u64 {
+                    let msg = format!(
+                        "BUNDLE scheduled {} s ahead; the limit is {} s",
+                        ahead / 1_000_000,
+                        self.config.max_schedule_ahead.as_secs()
+                    );
+                    self.error(conn, ErrorCode::BundleRejected, msg, None);
+                    return;
+                }
+                let max = self.config.max_scheduled_bundles;
+                let Some(sess) = self.session_mut(conn) else {
+                    return;
+                };
+                if sess.scheduled >= max {
+                    let msg = format!("too many scheduled bundles (max {max})");
+                    self.error(conn, ErrorCode::RateLimited, msg, None);
+                    return;
+                }
+                sess.scheduled += 1;
+                let id = self.next_bundle;
+                self.next_bundle += 1;
+                self.bundles.insert(id, ScheduledBundle { conn, qos, bundle });
+                self.timers
+                    .push(Reverse((now.mono + ahead, Timer::Bundle(id))));
+                self.metrics.bundles_scheduled += 1;
+            }
+            _ => self.run_bundle(conn, qos, bundle, now),
+        }
+    }
+
+    /// Executes a bundle atomically: every inner SET is checked first (against the state as the
+    /// earlier SETs of the bundle leave it); if one fails nothing is applied and one ERROR names
+    /// it. Otherwise the messages are applied in order.
+    fn run_bundle(&mut self, conn: ConnId, qos: Qos, bundle: Bundle, now: Now) {
+        let Some(writer) = self.writer_id(conn) else {
+            return;
+        };
+        if let Err((address, code, text)) = self.check_bundle(&writer, &bundle) {
+            let msg = format!("BUNDLE rejected, nothing was applied: SET {address}: {text}");
+            self.error(conn, code, msg, Some(address));
+            return;
+        }
+        let mut last_revision = None;
+        for m in bundle.messages {
+            match m {
+                Message::Set(s) => match self.on_set(conn, Qos::Fire, s.clone(), now) {
+                    Ok(()) => last_revision = self.store.get(&s.address).map(|p| p.revision),
+                    Err((code, text)) => {
+                        // Unreachable after check_bundle; reported rather than hidden.
+                        self.error(conn, code, text, Some(s.address));
+                    }
+                },
+                Message::Publish(p) => self.on_publish(conn, p, now),
+                _ => {}
+            }
+        }
+        if qos.wants_ack() {
+            let ack = Ack {
+                revision: last_revision,
+                ..Ack::default()
+            };
+            self.reply(conn, &Message::Ack(ack));
+        }
+    }
+
+    fn check_bundle(
+        &self,
+        writer: &Arc<str>,
+        bundle: &Bundle,
+    ) -> Result<(), (String, ErrorCode, String)> {
+        // Revisions and locks as they will be after the earlier SETs of this bundle.
+        let mut planned: HashMap<&str, (u64, Option<&str>)> = HashMap::new();
+        let mut new_addresses = 0usize;
+        for m in &bundle.messages {
+            let Message::Set(s) = m else { continue };
+            let fail = |code, text: String| (s.address.clone(), code, text);
+            check_address(&s.address).map_err(|(c, t)| fail(c, t))?;
+            let current = match planned.get(s.address.as_str()) {
+                Some(&(rev, lock)) => Some((rev, lock)),
+                None => self
+                    .store
+                    .get(&s.address)
+                    .map(|p| (p.revision, p.lock.as_deref())),
+            };
+            match current {
+                None => {
+                    new_addresses += 1;
+                    if self.store.len() + new_addresses > self.config.max_params {
+                        let e = WriteError::AtCapacity {
+                            max: self.config.max_params,
+                        };
+                        let (c, t) = write_error(e);
+                        return Err(fail(c, t));
+                    }
+                    let lock = s.lock.then_some(&**writer);
+                    planned.insert(&s.address, (1, lock));
+                }
+                Some((rev, lock)) => {
+                    if let Some(expected) = s.revision {
+                        if expected != rev {
+                            let (c, t) = write_error(WriteError::RevisionConflict {
+                                expected,
+                                actual: rev,
+                            });
+                            return Err(fail(c, t));
+                        }
+                    }
+                    if let Some(holder) = lock {
+                        if holder != &**writer {
+                            let (c, t) = write_error(WriteError::LockHeld {
+                                holder: holder.into(),
+                            });
+                            return Err(fail(c, t));
+                        }
+                    }
+                    let lock = if s.lock {
+                        Some(&**writer)
+                    } else if s.unlock {
+                        None
+                    } else {
+                        lock
+                    };
+                    planned.insert(&s.address, (rev + 1, lock));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Fan-out
+    // -----------------------------------------------------------------------------------------
+
+    /// Delivers to every session with a matching subscription that accepts `signal`, once per
+    /// session, applying `maxRate` and `epsilon` for params and streams. `exclude` is the sender
+    /// for PUBLISH (SET broadcasts include the writer).
+    fn fan_out(
+        &mut self,
+        address: &Arc<str>,
+        signal: SignalType,
+        exclude: Option<ConnId>,
+        numeric: Option<f64>,
+        now: Now,
+        make: impl Fn(&Arc<str>) -> Outgoing,
+    ) {
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        self.index.for_each_match(address, |k| keys.push(k));
+        if keys.len() > 1 {
+            keys.sort_unstable();
+        }
+        let p2p_announce = &**address == P2P_ANNOUNCE;
+        let filtered_kind = matches!(signal, SignalType::Param | SignalType::Stream);
+        let out_code = if signal == SignalType::Param {
+            metrics::OUT_SET
+        } else {
+            metrics::OUT_PUBLISH
+        };
+        let mut i = 0;
+        while i < keys.len() {
+            let conn = keys[i].0;
+            let mut j = i;
+            while j < keys.len() && keys[j].0 == conn {
+                j += 1;
+            }
+            if Some(conn) != exclude {
+                let mut deliver = false;
+                let mut out: Option<Outgoing> = None;
+                if let Some(sess) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                    for k in &keys[i..j] {
+                        let Some(sub) = sess.subs.get_mut(&k.1) else {
+                            continue;
+                        };
+                        if !p2p_announce && !sub.types.accepts(signal) {
+                            continue;
+                        }
+                        if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none())
+                        {
+                            deliver = true;
+                            break;
+                        }
+                        let o = out.get_or_insert_with(|| make(address)).clone();
+                        match filter(sub, address, o, numeric, now.mono) {
+                            Decision::Now => {
+                                deliver = true;
+                                break;
+                            }
+                            Decision::Later => {
+                                let f = sub.filters.get_mut(address);
+                                if let Some(f) = f.filter(|f| !f.armed) {
+                                    f.armed = true;
+                                    let due = f.last_sent.unwrap_or(now.mono)
+                                        + sub.interval_us.unwrap_or(0);
+                                    self.timers.push(Reverse((
+                                        due,
+                                        Timer::Filter(conn, k.1, address.clone()),
+                                    )));
+                                }
+                            }
+                            Decision::Skip => {}
+                        }
+                    }
+                }
+                if deliver {
+                    let o = out.unwrap_or_else(|| make(address));
+                    self.send(conn, o, out_code);
+                }
+            }
+            i = j;
+        }
+        self.scratch = keys;
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Timers
+    // -----------------------------------------------------------------------------------------
+
+    /// When [`Router::tick`] should next run (monotonic µs).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let expiry = self.store.next_expiry().map(|at| {
+            let now = self.last_now;
+            now.mono + at.saturating_sub(now.wall)
+        });
+        match (timer, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs every timer due at `now`: coalesced gesture moves, rate-limited deliveries,
+    /// scheduled bundles, param expiry and periodic sweeps.
+    pub fn tick(&mut self, now: Now) {
+        self.last_now = now;
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now.mono {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Filter(conn, sub, address) => self.flush_filter(conn, sub, &address, now),
+                Timer::Gesture(conn, address, id) => self.flush_gesture(conn, address, id, now),
+                Timer::Bundle(id) => {
+                    if let Some(b) = self.bundles.remove(&id) {
+                        if let Some(sess) = self.session_mut(b.conn) {
+                            sess.scheduled = sess.scheduled.saturating_sub(1);
+                        }
+                        self.run_bundle(b.conn, b.qos, b.bundle, now);
+                    }
+                }
+                Timer::Sweep => {
+                    self.sweep(now);
+                    self.timers
+                        .push(Reverse((now.mono + SWEEP_INTERVAL_US, Timer::Sweep)));
+                }
+            }
+        }
+        let expired = self.store.expire(now.wall);
+        self.metrics.params_expired += expired.len() as u64;
+    }
+
+    fn flush_filter(&mut self, conn: ConnId, sub: u32, address: &Arc<str>, now: Now) {
+        let Some(f) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.session.as_mut())
+            .and_then(|s| s.subs.get_mut(&sub))
+            .and_then(|s| s.filters.get_mut(address))
+        else {
+            return;
+        };
+        f.armed = false;
+        if let Some((out, value)) = f.pending.take() {
+            f.last_sent = Some(now.mono);
+            if value.is_some() {
+                f.last_value = value;
+            }
+            let code = match out {
+                Outgoing::Param { .. } => metrics::OUT_SET,
+                _ => metrics::OUT_PUBLISH,
+            };
+            self.send(conn, out, code);
+        }
+    }
+
+    fn flush_gesture(&mut self, conn: ConnId, address: Arc<str>, id: u32, now: Now) {
+        let key = (conn, address, id);
+        let Some(g) = self.gestures.get_mut(&key) else {
+            return;
+        };
+        g.armed = false;
+        if let Some(frame) = g.buffered.take() {
+            g.last_forward = now.mono;
+            self.forward_frame(conn, &key.1, SignalType::Gesture, frame, None, now);
+        }
+    }
+
+    fn sweep(&mut self, now: Now) {
+        let ttl = self.config.signal_ttl.as_micros() as u64;
+        self.signals
+            .retain(|_, s| now.mono.saturating_sub(s.refreshed) < ttl);
+        self.gestures
+            .retain(|_, g| now.mono.saturating_sub(g.started) < GESTURE_MAX_AGE_US);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Output helpers
+    // -----------------------------------------------------------------------------------------
+
+    fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
+        self.conns.get_mut(&conn)?.session.as_mut()
+    }
+
+    fn writer_id(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.conns.get(&conn)?.session.as_ref().map(|s| s.id.clone())
+    }
+
+    fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
+        if let Some(c) = self.conns.get(&conn) {
+            self.metrics.count_out(code, out.frame().len());
+            c.outlet.send(out);
+        }
+    }
+
+    fn send_frames(&mut self, conn: ConnId, frames: Vec<Bytes>) {
+        for f in frames {
+            self.send(conn, Outgoing::Control(f), clasp_proto::message::code::SNAPSHOT);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, msg: &Message) {
+        match encode(msg) {
+            Ok(frame) => self.send(conn, Outgoing::Control(frame), msg.code()),
+            Err(e) => {
+                // Replies are built from bounded data; report rather than drop silently.
+                let text = format!("reply could not be encoded: {e}");
+                self.error(conn, ErrorCode::Internal, text, None);
+            }
+        }
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: String, address: Option<String>) {
+        self.metrics.errors_sent += 1;
+        let msg = Message::Error(ErrorMessage {
+            code,
+            message: clip(message),
+            address: address.map(clip),
+            correlation_id: None,
+        });
+        if let Ok(frame) = encode(&msg) {
+            self.send(conn, Outgoing::Control(frame), clasp_proto::message::code::ERROR);
+        }
+    }
+
+    fn decode_error(&mut self, conn: ConnId, e: &DecodeError) {
+        let code = if e.context == "frame" {
+            ErrorCode::InvalidFrame
+        } else {
+            ErrorCode::InvalidMessage
+        };
+        self.error(conn, code, e.to_string(), None);
+    }
+}
+
+/// Applies a subscription's `maxRate`/`epsilon` to one delivery.
+fn filter(sub: &mut Sub, address: &Arc<str>, out: Outgoing, value: Option<f64>, now: u64) -> Decision {
+    let f = sub.filters.entry(address.clone()).or_default();
+    if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value) {
+        if (v - last).abs() < eps {
+            return Decision::Skip;
+        }
+    }
+    match (sub.interval_us, f.last_sent) {
+        (Some(interval), Some(last)) if now < last + interval => {
+            f.pending = Some((out, value));
+            Decision::Later
+        }
+        _ => {
+            f.last_sent = Some(now);
+            f.pending = None;
+            if value.is_some() {
+                f.last_value = value;
+            }
+            Decision::Now
+        }
+    }
+}
+
+fn unsupported_option(o: &SubscribeOptions) -> Option<&'static str> {
+    if o.history.is_some() {
+        Some("history")
+    } else if o.window.is_some() {
+        Some("window")
+    } else {
+        None
+    }
+}
+
+/// The payload length of a frame if it exceeds `max`.
+fn oversized(frame: &[u8], max: usize) -> Option<usize> {
+    let len = usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]));
+    (len > max).then_some(len)
+}
+
+fn check_address(address: &str) -> Result<(), (ErrorCode, String)> {
+    clasp_proto::address::validate_address(address)
+        .map_err(|e| (ErrorCode::InvalidAddress, e.to_string()))?;
+    if address.contains('*') {
+        return Err((
+            ErrorCode::InvalidAddress,
+            format!("wildcards are only allowed in patterns, not in addresses: {address}"),
+        ));
+    }
+    Ok(())
+}
+
+fn write_error(e: WriteError) -> (ErrorCode, String) {
+    let code = match e {
+        WriteError::RevisionConflict { .. } => ErrorCode::RevisionConflict,
+        WriteError::LockHeld { .. } => ErrorCode::LockHeld,
+        WriteError::AtCapacity { .. } => ErrorCode::StateRejected,
+    };
+    (code, e.to_string())
+}
+
+fn param_value(address: &str, p: &state::Param) -> ParamValue {
+    ParamValue {
+        address: address.to_owned(),
+        value: p.value.clone(),
+        revision: p.revision,
+        writer: Some(p.writer.to_string()),
+        timestamp: Some(p.timestamp),
+    }
+}
+
+fn numeric_of(p: &Publish) -> Option<f64> {
+    match &p.payload {
+        PublishPayload::Value(v) => v.as_f64(),
+        PublishPayload::Samples(s) => s.last().copied(),
+        PublishPayload::None => None,
+    }
+}
+
+/// Error texts and addresses are clipped so an ERROR always fits a frame.
+fn clip(s: String) -> String {
+    const MAX: usize = 1024;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut cut = MAX;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+

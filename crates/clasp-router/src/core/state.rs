@@ -1,0 +1,388 @@
+//! The param store: values with revisions, writers, locks and expiry.
+//!
+//! Write rules (protocol.md §7, with the reference's lock bypass fixed):
+//!
+//! * the first write of an address creates it at revision 1 (an expected revision on a creating
+//!   write is not checked, as in the reference);
+//! * every accepted write adds 1 to the revision;
+//! * an expected revision that differs from the current one is a [`WriteError::RevisionConflict`];
+//! * a param locked by another session cannot be written at all, whatever the flags
+//!   ([`WriteError::LockHeld`]); the holder releases it with the unlock flag or by leaving;
+//! * the lock flag makes the writer the holder.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use clasp_proto::Value;
+
+/// One stored param.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// Current value.
+    pub value: Value,
+    /// Current revision (1 after the first write).
+    pub revision: u64,
+    /// Session id of the last writer.
+    pub writer: Arc<str>,
+    /// Router wall-clock time of the last write (µs since the Unix epoch).
+    pub timestamp: u64,
+    /// Session id of the lock holder, if locked.
+    pub lock: Option<Arc<str>>,
+    /// Wall-clock expiry (µs), if the param has a TTL.
+    pub expires_at: Option<u64>,
+}
+
+/// A write request, as carried by SET.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// New value.
+    pub value: &'a Value,
+    /// Expected current revision.
+    pub expected: Option<u64>,
+    /// Take the lock.
+    pub lock: bool,
+    /// Release the lock (holder only).
+    pub unlock: bool,
+    /// Time to live in seconds from now (`Some(0)` = never expire).
+    pub ttl: Option<u32>,
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The expected revision does not match.
+    #[error("revision conflict: expected revision {expected}, current revision is {actual}")]
+    RevisionConflict {
+        /// Revision the writer expected.
+        expected: u64,
+        /// Current revision.
+        actual: u64,
+    },
+    /// Another session holds the lock.
+    #[error("param is locked by session {holder}")]
+    LockHeld {
+        /// The holder's session id.
+        holder: Arc<str>,
+    },
+    /// The store is full and the address is new.
+    #[error("the router holds its maximum of {max} params; new addresses are refused")]
+    AtCapacity {
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// Result of an accepted write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The new revision.
+    pub revision: u64,
+    /// Whether the param is locked after the write.
+    pub locked: bool,
+}
+
+/// The map of params.
+#[derive(Debug)]
+pub struct ParamStore {
+    params: HashMap<Arc<str>, Param>,
+    max_params: usize,
+    /// Expiry index: (expires_at, address).
+    expiries: BTreeSet<(u64, Arc<str>)>,
+    /// Addresses changed or removed since the last [`ParamStore::take_dirty`].
+    dirty: HashMap<Arc<str>, ()>,
+}
+
+impl ParamStore {
+    /// An empty store holding at most `max_params` params.
+    pub fn new(max_params: usize) -> Self {
+        ParamStore {
+            params: HashMap::new(),
+            max_params,
+            expiries: BTreeSet::new(),
+            dirty: HashMap::new(),
+        }
+    }
+
+    /// Number of params.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// The param at `address`.
+    pub fn get(&self, address: &str) -> Option<&Param> {
+        self.params.get(address)
+    }
+
+    /// The stored key for `address` (shared, so callers avoid allocating a new one).
+    pub fn key(&self, address: &str) -> Option<Arc<str>> {
+        self.params.get_key_value(address).map(|(k, _)| k.clone())
+    }
+
+    /// Every param.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Param)> {
+        self.params.iter()
+    }
+
+    /// Checks whether `write` by `writer` would be accepted, without applying it.
+    pub fn check(&self, address: &str, writer: &str, write: &Write<'_>) -> Result<(), WriteError> {
+        match self.params.get(address) {
+            None => {
+                if self.params.len() >= self.max_params {
+                    Err(WriteError::AtCapacity {
+                        max: self.max_params,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            Some(p) => {
+                if let Some(expected) = write.expected {
+                    if expected != p.revision {
+                        return Err(WriteError::RevisionConflict {
+                            expected,
+                            actual: p.revision,
+                        });
+                    }
+                }
+                match &p.lock {
+                    Some(holder) if &**holder != writer => Err(WriteError::LockHeld {
+                        holder: holder.clone(),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Applies `write` by session `writer` at wall-clock `now` (µs).
+    pub fn write(
+        &mut self,
+        address: &str,
+        writer: &Arc<str>,
+        write: &Write<'_>,
+        now: u64,
+    ) -> Result<Written, WriteError> {
+        self.check(address, writer, write)?;
+        let expires_at = match write.ttl {
+            Some(0) | None => None,
+            Some(secs) => Some(now.saturating_add(u64::from(secs) * 1_000_000)),
+        };
+        let key = match self.params.get_key_value(address) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(address),
+        };
+        let param = self.params.entry(key.clone()).or_insert_with(|| Param {
+            value: Value::Null,
+            revision: 0,
+            writer: writer.clone(),
+            timestamp: now,
+            lock: None,
+            expires_at: None,
+        });
+        param.value = write.value.clone();
+        param.revision += 1;
+        param.writer = writer.clone();
+        param.timestamp = now;
+        if write.unlock {
+            param.lock = None;
+        }
+        if write.lock {
+            param.lock = Some(writer.clone());
+        }
+        // Each write sets the TTL anew: a write without one makes the param permanent.
+        if write.ttl.is_some() || param.expires_at.is_some() {
+            if let Some(old) = param.expires_at.take() {
+                self.expiries.remove(&(old, key.clone()));
+            }
+            let new = if write.ttl.is_some() {
+                expires_at
+            } else {
+                None
+            };
+            param.expires_at = new;
+            if let Some(at) = new {
+                self.expiries.insert((at, key.clone()));
+            }
+        }
+        let written = Written {
+            revision: param.revision,
+            locked: param.lock.is_some(),
+        };
+        self.dirty.insert(key, ());
+        Ok(written)
+    }
+
+    /// Releases every lock held by `session`; returns the addresses released.
+    pub fn release_locks(&mut self, session: &str, addresses: &[Arc<str>]) -> Vec<Arc<str>> {
+        let mut released = Vec::new();
+        for a in addresses {
+            if let Some(p) = self.params.get_mut(a) {
+                if p.lock.as_deref() == Some(session) {
+                    p.lock = None;
+                    released.push(a.clone());
+                }
+            }
+        }
+        released
+    }
+
+    /// Removes params whose expiry is at or before `now`; returns their addresses.
+    pub fn expire(&mut self, now: u64) -> Vec<Arc<str>> {
+        let mut gone = Vec::new();
+        while let Some((at, addr)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.params.remove(&addr);
+            self.dirty.insert(addr.clone(), ());
+            gone.push(addr);
+        }
+        gone
+    }
+
+    /// The earliest expiry (wall-clock µs), if any param has a TTL.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Inserts a param loaded from persistent storage (not marked dirty).
+    pub fn restore(&mut self, address: Arc<str>, param: Param) {
+        if let Some(at) = param.expires_at {
+            self.expiries.insert((at, address.clone()));
+        }
+        self.params.insert(address, param);
+    }
+
+    /// Takes the set of addresses changed since the last call: `(present, removed)`.
+    pub fn take_dirty(&mut self) -> (Vec<(Arc<str>, Param)>, Vec<Arc<str>>) {
+        let mut present = Vec::new();
+        let mut removed = Vec::new();
+        for (addr, ()) in self.dirty.drain() {
+            match self.params.get(&addr) {
+                Some(p) => present.push((addr, p.clone())),
+                None => removed.push(addr),
+            }
+        }
+        (present, removed)
+    }
+
+    /// Number of addresses waiting to be persisted.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(value: &Value) -> Write<'_> {
+        Write {
+            value,
+            expected: None,
+            lock: false,
+            unlock: false,
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn revisions_start_at_one_and_count_writes() {
+        let mut s = ParamStore::new(10);
+        let a: Arc<str> = "A".into();
+        let v = Value::Int(1);
+        assert_eq!(s.write("/x", &a, &w(&v), 5).unwrap().revision, 1);
+        assert_eq!(s.write("/x", &a, &w(&v), 6).unwrap().revision, 2);
+        let p = s.get("/x").unwrap();
+        assert_eq!((p.revision, p.timestamp, &*p.writer), (2, 6, "A"));
+    }
+
+    #[test]
+    fn expected_revision_is_checked_on_existing_params_only() {
+        let mut s = ParamStore::new(10);
+        let a: Arc<str> = "A".into();
+        let v = Value::Int(1);
+        let mut write = w(&v);
+        write.expected = Some(99);
+        assert!(s.write("/x", &a, &write, 0).is_ok(), "creation ignores it");
+        assert_eq!(
+            s.write("/x", &a, &write, 0),
+            Err(WriteError::RevisionConflict {
+                expected: 99,
+                actual: 1
+            })
+        );
+        write.expected = Some(1);
+        assert_eq!(s.write("/x", &a, &write, 0).unwrap().revision, 2);
+    }
+
+    #[test]
+    fn locks_cannot_be_bypassed_and_are_released_by_the_holder() {
+        let mut s = ParamStore::new(10);
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        let v = Value::Float(0.5);
+        let mut lock = w(&v);
+        lock.lock = true;
+        assert!(s.write("/f", &a, &lock, 0).unwrap().locked);
+        let mut unlock = w(&v);
+        unlock.unlock = true;
+        // The reference let a non-holder write with the unlock flag; we do not.
+        assert!(matches!(
+            s.write("/f", &b, &unlock, 0),
+            Err(WriteError::LockHeld { .. })
+        ));
+        assert!(matches!(
+            s.write("/f", &b, &w(&v), 0),
+            Err(WriteError::LockHeld { .. })
+        ));
+        assert!(s.write("/f", &a, &w(&v), 0).unwrap().locked, "holder keeps it");
+        assert!(!s.write("/f", &a, &unlock, 0).unwrap().locked);
+        assert!(s.write("/f", &b, &w(&v), 0).is_ok());
+        assert!(s.write("/f", &b, &lock, 0).unwrap().locked);
+        assert_eq!(s.release_locks("B", &["/f".into()]).len(), 1);
+        assert!(s.write("/f", &a, &w(&v), 0).is_ok());
+    }
+
+    #[test]
+    fn capacity_refuses_new_addresses_only() {
+        let mut s = ParamStore::new(1);
+        let a: Arc<str> = "A".into();
+        let v = Value::Null;
+        s.write("/1", &a, &w(&v), 0).unwrap();
+        assert_eq!(
+            s.write("/2", &a, &w(&v), 0),
+            Err(WriteError::AtCapacity { max: 1 })
+        );
+        assert!(s.write("/1", &a, &w(&v), 0).is_ok());
+    }
+
+    #[test]
+    fn ttl_expires_and_is_tracked_for_persistence() {
+        let mut s = ParamStore::new(10);
+        let a: Arc<str> = "A".into();
+        let v = Value::Null;
+        let mut t = w(&v);
+        t.ttl = Some(2);
+        s.write("/t", &a, &t, 1_000_000).unwrap();
+        s.write("/keep", &a, &w(&v), 1_000_000).unwrap();
+        assert_eq!(s.next_expiry(), Some(3_000_000));
+        let _ = s.take_dirty();
+        assert!(s.expire(2_999_999).is_empty());
+        assert_eq!(s.expire(3_000_000), vec![Arc::<str>::from("/t")]);
+        assert!(s.get("/t").is_none());
+        let (present, removed) = s.take_dirty();
+        assert!(present.is_empty());
+        assert_eq!(removed, vec![Arc::<str>::from("/t")]);
+        // A later write without TTL clears an existing TTL.
+        s.write("/u", &a, &t, 0).unwrap();
+        s.write("/u", &a, &w(&v), 0).unwrap();
+        assert_eq!(s.get("/u").unwrap().expires_at, None);
+        assert_eq!(s.next_expiry(), None);
+    }
+}

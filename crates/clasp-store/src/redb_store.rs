@@ -1,0 +1,296 @@
+//! The embedded default store: one redb database file.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
+};
+
+use crate::{Batch, Store, StoreError, StoredParam, record};
+
+/// The name of the database file inside the data directory.
+pub const STATE_FILE_NAME: &str = "state.redb";
+
+/// The database format version this build reads and writes (kept in [`META_TABLE`]).
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The params table: address → record (see the [`RedbStore`] docs for the record layout).
+pub const PARAMS_TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("params");
+
+/// The metadata table; key [`FORMAT_VERSION_KEY`] holds the format version.
+pub const META_TABLE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+
+/// The key of the format version in [`META_TABLE`].
+pub const FORMAT_VERSION_KEY: &str = "format_version";
+
+/// The embedded default: one redb database file, `dir/state.redb`.
+///
+/// The database has two tables: [`META_TABLE`] holds the format version ([`FORMAT_VERSION`]),
+/// and [`PARAMS_TABLE`] maps each address to one record, all integers big-endian:
+/// a version byte (1), the revision (u64), the timestamp (u64), a has-expiry flag (u8, 0 or 1)
+/// followed by `expires_at` (u64) when set, the writer as a u16 length and UTF-8 bytes, and
+/// finally the value as one tagged value of the CLASP binary encoding.
+///
+/// Each [`Store::apply`] is one write transaction committed with [`Durability::Immediate`]
+/// (fsync'd before it returns). The database is opened with redb's integrity check, so a file
+/// damaged outside redb is reported as an error at open instead of being trusted.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+    /// Reused record buffer.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) `dir/state.redb`, creating `dir` if needed.
+    ///
+    /// Fails with [`StoreError::InUse`] if another process (or another `RedbStore` in this one)
+    /// has the database open, [`StoreError::NotADatabase`] if the file is not a CLASP state
+    /// database, and [`StoreError::UnsupportedFormat`] if it was written in a newer format.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        create_dir(dir)?;
+        let path = dir.join(STATE_FILE_NAME);
+        let db = open_database(&path)?;
+        check_format(&db, &path)?;
+        Ok(RedbStore {
+            db,
+            path,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the batch into `txn` (without committing).
+    fn write_batch(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+        let path = &self.path;
+        let mut table = txn
+            .open_table(PARAMS_TABLE)
+            .map_err(db_error(path, "opening the params table"))?;
+        let buf = &mut self.scratch;
+        for param in &batch.upserts {
+            buf.clear();
+            record::encode(param, buf).map_err(|detail| StoreError::InvalidParam {
+                address: param.address.clone(),
+                detail,
+            })?;
+            table
+                .insert(param.address.as_str(), buf.as_slice())
+                .map_err(db_error(path, "insert"))?;
+        }
+        for address in &batch.deletes {
+            table
+                .remove(address.as_str())
+                .map_err(db_error(path, "delete"))?;
+        }
+        // Don't keep one huge value's buffer around for ever.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Vec<StoredParam>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(db_error(&self.path, "begin read"))?;
+        let table = match txn.open_table(PARAMS_TABLE) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_error(&self.path, "opening the params table")(e)),
+        };
+        let len = table
+            .len()
+            .map_err(db_error(&self.path, "counting params"))?;
+        let mut params = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let iter = table
+            .iter()
+            .map_err(db_error(&self.path, "reading params"))?;
+        for entry in iter {
+            let (key, value) = entry.map_err(db_error(&self.path, "reading params"))?;
+            let address = key.value();
+            let param =
+                record::decode(address, value.value()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    address: address.to_owned(),
+                    detail,
+                })?;
+            params.push(param);
+        }
+        Ok(params)
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(db_error(&self.path, "begin write"))?;
+        // Immediate is redb's default; set it anyway, as apply promises durability.
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_error(&self.path, "setting durability"))?;
+        if let Err(e) = self.write_batch(&txn, batch) {
+            // Dropping would abort too; an abort error changes nothing for the caller.
+            let _ = txn.abort();
+            return Err(e);
+        }
+        txn.commit().map_err(db_error(&self.path, "commit"))
+    }
+
+    fn describe(&self) -> String {
+        format!("redb:{}", self.path.display())
+    }
+}
+
+/// Wraps a redb error from `operation` on the database at `path`.
+fn db_error<E: Into<redb::Error>>(
+    path: &Path,
+    operation: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |error| StoreError::Database {
+        path: path.to_path_buf(),
+        operation,
+        error: Box::new(error.into()),
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    let fail = |error| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it exists and is not a directory",
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(fail)
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    // redb's integrity check turns a file damaged outside redb into an error rather than a
+    // panic; the catch is a last line of defence so a bad file can never take the process down.
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+    }));
+    let result = match opened {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked while opening it".to_owned());
+            return Err(StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+    };
+    result.map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::InUse {
+                path: path.to_path_buf(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail,
+        },
+        // redb reports a file that does not start with its magic number as invalid data.
+        DatabaseError::Storage(StorageError::Io(e)) if e.kind() == ErrorKind::InvalidData => {
+            StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        other => StoreError::Open {
+            path: path.to_path_buf(),
+            error: Box::new(other.into()),
+        },
+    })
+}
+
+/// Checks the format version, initialising a new database.
+fn check_format(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let open_error = |error: redb::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        error: Box::new(error),
+    };
+    let txn = db.begin_read().map_err(|e| open_error(e.into()))?;
+    let version = match txn.open_table(META_TABLE) {
+        Ok(meta) => meta
+            .get(FORMAT_VERSION_KEY)
+            .map_err(|e| open_error(e.into()))?
+            .map(|v| v.value()),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(TableError::TableTypeMismatch { .. }) => {
+            return Err(StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                detail: "it is a redb database with an unexpected `meta` table".to_owned(),
+            });
+        }
+        Err(e) => return Err(open_error(e.into())),
+    };
+    match version {
+        Some(FORMAT_VERSION) => Ok(()),
+        Some(found) => Err(StoreError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        None => {
+            // A new database, or one that is not ours: refuse to add tables to a foreign one.
+            let tables: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| open_error(e.into()))?
+                .map(|t| t.name().to_owned())
+                .collect();
+            if !tables.is_empty() {
+                return Err(StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "it is a redb database without a format version (tables: {})",
+                        tables.join(", ")
+                    ),
+                });
+            }
+            drop(txn);
+            let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
+            {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| open_error(e.into()))?;
+                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
+                    .map_err(|e| open_error(e.into()))?;
+                txn.open_table(PARAMS_TABLE)
+                    .map_err(|e| open_error(e.into()))?;
+            }
+            txn.commit().map_err(|e| open_error(e.into()))
+        }
+    }
+}
