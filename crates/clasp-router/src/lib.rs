@@ -9,3 +9,4 @@
 #![deny(unused_must_use)]
 
 pub mod core;
+pub mod server;

@@ -52,12 +52,15 @@ impl Harness {
     /// A client that has completed the handshake; its WELCOME and SNAPSHOT are consumed.
     fn client(&mut self) -> Client {
         let c = self.open();
-        self.send(&c, Message::Hello(Hello {
-            version: 1,
-            features: Features::CLIENT_DEFAULT,
-            name: "t".into(),
-            token: None,
-        }));
+        self.send(
+            &c,
+            Message::Hello(Hello {
+                version: 1,
+                features: Features::CLIENT_DEFAULT,
+                name: "t".into(),
+                token: None,
+            }),
+        );
         let got = c.msgs();
         assert!(matches!(got[0], Message::Welcome(_)), "{got:?}");
         c
@@ -68,16 +71,26 @@ impl Harness {
     }
 
     fn send_qos(&mut self, c: &Client, m: Message, qos: Option<Qos>) {
-        let bytes = encode_with(&m, FrameOptions { qos, timestamp: None }).unwrap();
+        let bytes = encode_with(
+            &m,
+            FrameOptions {
+                qos,
+                timestamp: None,
+            },
+        )
+        .unwrap();
         self.router.handle(c.conn, &bytes, self.now);
     }
 
     fn sub(&mut self, c: &Client, id: u32, pattern: &str) {
-        self.send(c, Message::Subscribe(Subscribe {
-            id,
-            pattern: pattern.into(),
-            ..Default::default()
-        }));
+        self.send(
+            c,
+            Message::Subscribe(Subscribe {
+                id,
+                pattern: pattern.into(),
+                ..Default::default()
+            }),
+        );
     }
 
     fn set(&mut self, c: &Client, address: &str, value: Value) {
@@ -130,8 +143,13 @@ fn handshake_sends_welcome_then_a_snapshot_even_when_empty() {
     h.send(&c, Message::Hello(Hello::default()));
     let got = c.msgs();
     assert_eq!(got.len(), 2);
-    let Message::Welcome(w) = &got[0] else { panic!() };
-    assert_eq!((w.version, w.features, w.time), (1, Features::ROUTER, h.now.wall));
+    let Message::Welcome(w) = &got[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (w.version, w.features, w.time),
+        (1, Features::ROUTER, h.now.wall)
+    );
     assert_eq!(w.session, "session-1");
     assert_eq!(got[1], Message::Snapshot(Snapshot { params: vec![] }));
 }
@@ -177,11 +195,16 @@ fn set_is_broadcast_to_subscribers_including_the_writer_before_the_ack() {
     let Message::Set(s) = &got[0] else { panic!() };
     assert_eq!((s.revision, &s.value), (Some(1), &Value::Float(0.75)));
     let Message::Ack(ack) = &got[1] else { panic!() };
-    assert_eq!((ack.address.as_deref(), ack.revision), (Some("/test/value"), Some(1)));
+    assert_eq!(
+        (ack.address.as_deref(), ack.revision),
+        (Some("/test/value"), Some(1))
+    );
     assert_eq!(b.msgs().len(), 1);
     // Revision increments.
     h.set(&b, "/test/value", Value::Float(0.5));
-    let Message::Set(s) = &a.msgs()[0] else { panic!() };
+    let Message::Set(s) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(s.revision, Some(2));
 }
 
@@ -204,11 +227,23 @@ fn get_returns_the_param_or_error_201() {
     let a = h.client();
     h.set(&a, "/g", Value::String("v".into()));
     a.msgs();
-    h.send(&a, Message::Get(Get { address: "/g".into() }));
-    let Message::Snapshot(s) = &a.msgs()[0] else { panic!() };
+    h.send(
+        &a,
+        Message::Get(Get {
+            address: "/g".into(),
+        }),
+    );
+    let Message::Snapshot(s) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(s.params[0].value, Value::String("v".into()));
     assert_eq!(s.params[0].writer.as_deref(), Some("session-1"));
-    h.send(&a, Message::Get(Get { address: "/nope".into() }));
+    h.send(
+        &a,
+        Message::Get(Get {
+            address: "/nope".into(),
+        }),
+    );
     let got = a.msgs();
     let Message::Error(e) = &got[0] else { panic!() };
     assert_eq!((e.code.code(), e.address.as_deref()), (201, Some("/nope")));
@@ -248,16 +283,22 @@ fn one_copy_per_session_and_type_filters_apply() {
     let w = h.client();
     h.sub(&a, 1, "/m/**");
     h.sub(&a, 2, "/m/*");
-    h.send(&a, Message::Subscribe(Subscribe {
-        id: 3,
-        pattern: "/e/**".into(),
-        types: SignalTypes::of(&[SignalType::Event]),
-        ..Default::default()
-    }));
+    h.send(
+        &a,
+        Message::Subscribe(Subscribe {
+            id: 3,
+            pattern: "/e/**".into(),
+            types: SignalTypes::of(&[SignalType::Event]),
+            ..Default::default()
+        }),
+    );
     h.set(&w, "/m/x", Value::Int(1));
     assert_eq!(a.msgs().len(), 1);
     h.set(&w, "/e/x", Value::Int(1));
-    assert!(a.msgs().is_empty(), "event-only subscription does not see SETs");
+    assert!(
+        a.msgs().is_empty(),
+        "event-only subscription does not see SETs"
+    );
     h.send(&w, event("/e/x", Value::Null));
     assert_eq!(a.msgs().len(), 1);
 }
@@ -271,7 +312,9 @@ fn subscribe_sends_a_snapshot_of_matching_params_only_if_any() {
     h.set(&w, "/t/1", Value::Int(3));
     let late = h.client();
     h.sub(&late, 1, "/s/*");
-    let Message::Snapshot(s) = &late.msgs()[0] else { panic!() };
+    let Message::Snapshot(s) = &late.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(s.params.len(), 2);
     h.sub(&late, 2, "/none/**");
     assert!(late.msgs().is_empty());
@@ -290,7 +333,9 @@ fn connect_snapshot_is_chunked_by_size_and_complete() {
     let mut total = 0;
     for f in &frames[1..] {
         assert!(f.frame().len() <= 4 + 65_535);
-        let Message::Snapshot(s) = decode_frame(f.frame()).unwrap().message else { panic!() };
+        let Message::Snapshot(s) = decode_frame(f.frame()).unwrap().message else {
+            panic!()
+        };
         total += s.params.len();
     }
     assert!(frames.len() > 3, "several chunks");
@@ -302,25 +347,42 @@ fn locks_hold_against_everyone_else_and_end_with_the_session() {
     let mut h = Harness::new();
     let a = h.client();
     let b = h.client();
-    h.send(&a, Message::Set(Set {
-        address: "/f".into(),
-        value: Value::Float(0.5),
-        lock: true,
-        ..Default::default()
-    }));
-    let Message::Ack(ack) = &a.msgs()[0] else { panic!() };
-    assert_eq!((ack.locked, ack.holder.as_deref()), (Some(true), Some("session-1")));
+    h.send(
+        &a,
+        Message::Set(Set {
+            address: "/f".into(),
+            value: Value::Float(0.5),
+            lock: true,
+            ..Default::default()
+        }),
+    );
+    let Message::Ack(ack) = &a.msgs()[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (ack.locked, ack.holder.as_deref()),
+        (Some(true), Some("session-1"))
+    );
     // Plain write and the reference's unlock-flag bypass both fail.
     h.set(&b, "/f", Value::Float(0.1));
-    h.send(&b, Message::Set(Set {
-        address: "/f".into(),
-        value: Value::Float(0.2),
-        unlock: true,
-        ..Default::default()
-    }));
+    h.send(
+        &b,
+        Message::Set(Set {
+            address: "/f".into(),
+            value: Value::Float(0.2),
+            unlock: true,
+            ..Default::default()
+        }),
+    );
     let got = b.msgs();
-    assert_eq!(got.iter().filter_map(error_code).collect::<Vec<_>>(), vec![401, 401]);
-    assert_eq!(h.router.params().get("/f").unwrap().value, Value::Float(0.5));
+    assert_eq!(
+        got.iter().filter_map(error_code).collect::<Vec<_>>(),
+        vec![401, 401]
+    );
+    assert_eq!(
+        h.router.params().get("/f").unwrap().value,
+        Value::Float(0.5)
+    );
     // The holder leaves: the lock goes with it.
     h.router.close(a.conn, h.now);
     h.set(&b, "/f", Value::Float(0.3));
@@ -333,15 +395,23 @@ fn revision_conflicts_are_reported() {
     let a = h.client();
     h.set(&a, "/r", Value::Int(1));
     a.msgs();
-    h.send(&a, Message::Set(Set {
-        address: "/r".into(),
-        value: Value::Int(2),
-        revision: Some(99),
-        ..Default::default()
-    }));
-    let Message::Error(e) = &a.msgs()[0] else { panic!() };
+    h.send(
+        &a,
+        Message::Set(Set {
+            address: "/r".into(),
+            value: Value::Int(2),
+            revision: Some(99),
+            ..Default::default()
+        }),
+    );
+    let Message::Error(e) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(e.code.code(), 409);
-    assert_eq!(e.message, "revision conflict: expected revision 99, current revision is 1");
+    assert_eq!(
+        e.message,
+        "revision conflict: expected revision 99, current revision is 1"
+    );
 }
 
 #[test]
@@ -381,7 +451,9 @@ fn bundles_are_atomic() {
         ],
     });
     h.send(&a, good);
-    let Message::Ack(ack) = &a.msgs()[0] else { panic!() };
+    let Message::Ack(ack) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(ack.revision, Some(2));
     assert_eq!(b.msgs().len(), 3);
 }
@@ -391,10 +463,13 @@ fn future_bundles_run_at_their_time() {
     let mut h = Harness::new();
     let a = h.client();
     let at = h.now.wall + 50_000;
-    h.send(&a, Message::Bundle(Bundle {
-        timestamp: Some(at),
-        messages: vec![set("/later", Value::Int(1))],
-    }));
+    h.send(
+        &a,
+        Message::Bundle(Bundle {
+            timestamp: Some(at),
+            messages: vec![set("/later", Value::Int(1))],
+        }),
+    );
     assert!(a.msgs().is_empty());
     assert!(h.router.params().get("/later").is_none());
     assert_eq!(h.router.next_deadline(), Some(h.now.mono + 50_000));
@@ -410,15 +485,18 @@ fn max_rate_coalesces_params_and_always_delivers_the_latest() {
     let mut h = Harness::new();
     let a = h.client();
     let w = h.client();
-    h.send(&a, Message::Subscribe(Subscribe {
-        id: 1,
-        pattern: "/fast".into(),
-        options: SubscribeOptions {
-            max_rate: Some(10),
+    h.send(
+        &a,
+        Message::Subscribe(Subscribe {
+            id: 1,
+            pattern: "/fast".into(),
+            options: SubscribeOptions {
+                max_rate: Some(10),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    }));
+        }),
+    );
     for i in 0..50 {
         h.set(&w, "/fast", Value::Int(i));
         h.advance(Duration::from_millis(2));
@@ -427,7 +505,9 @@ fn max_rate_coalesces_params_and_always_delivers_the_latest() {
     // 100 ms of writes at 10 Hz: the first at once, then at most one per 100 ms.
     let got = a.msgs();
     assert!(got.len() <= 3, "{}", got.len());
-    let Some(Message::Set(last)) = got.last() else { panic!("{got:?}") };
+    let Some(Message::Set(last)) = got.last() else {
+        panic!("{got:?}")
+    };
     assert_eq!(last.value, Value::Int(49), "the final state is delivered");
 }
 
@@ -436,15 +516,18 @@ fn epsilon_skips_small_changes() {
     let mut h = Harness::new();
     let a = h.client();
     let w = h.client();
-    h.send(&a, Message::Subscribe(Subscribe {
-        id: 1,
-        pattern: "/e".into(),
-        options: SubscribeOptions {
-            epsilon: Some(0.1),
+    h.send(
+        &a,
+        Message::Subscribe(Subscribe {
+            id: 1,
+            pattern: "/e".into(),
+            options: SubscribeOptions {
+                epsilon: Some(0.1),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    }));
+        }),
+    );
     for v in [0.0, 0.05, 0.09, 0.2, 0.25, 0.31] {
         h.set(&w, "/e", Value::Float(v));
     }
@@ -463,16 +546,21 @@ fn epsilon_skips_small_changes() {
 fn history_and_window_are_refused_clearly() {
     let mut h = Harness::new();
     let a = h.client();
-    h.send(&a, Message::Subscribe(Subscribe {
-        id: 1,
-        pattern: "/h".into(),
-        options: SubscribeOptions {
-            history: Some(5),
+    h.send(
+        &a,
+        Message::Subscribe(Subscribe {
+            id: 1,
+            pattern: "/h".into(),
+            options: SubscribeOptions {
+                history: Some(5),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    }));
-    let Message::Error(e) = &a.msgs()[0] else { panic!() };
+        }),
+    );
+    let Message::Error(e) = &a.msgs()[0] else {
+        panic!()
+    };
     assert!(e.message.contains("`history`"), "{}", e.message);
     assert_eq!(h.router.subscription_count(), 0);
 }
@@ -520,7 +608,9 @@ fn oversize_frames_get_an_error_and_the_session_continues() {
     });
     let a = h.client();
     h.set(&a, "/big", Value::String("x".repeat(2000)));
-    let Message::Error(e) = &a.msgs()[0] else { panic!() };
+    let Message::Error(e) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(e.code.code(), 413);
     h.send(&a, Message::Ping);
     assert_eq!(a.msgs(), vec![Message::Pong]);
@@ -555,10 +645,13 @@ fn p2p_signals_go_only_to_the_target() {
     h.send(&a, sig.clone());
     assert_eq!(b.msgs(), vec![sig]);
     assert!(c.msgs().is_empty());
-    h.send(&a, Message::Publish(Publish {
-        address: "/clasp/p2p/signal/nobody".into(),
-        ..Default::default()
-    }));
+    h.send(
+        &a,
+        Message::Publish(Publish {
+            address: "/clasp/p2p/signal/nobody".into(),
+            ..Default::default()
+        }),
+    );
     assert_eq!(error_code(&a.msgs()[0]), Some(404));
 }
 
@@ -566,12 +659,23 @@ fn p2p_signals_go_only_to_the_target() {
 fn sync_ping_query_and_announce() {
     let mut h = Harness::new();
     let a = h.client();
-    h.send(&a, Message::Sync(ClockSync { t1: 5, t2: None, t3: None }));
+    h.send(
+        &a,
+        Message::Sync(ClockSync {
+            t1: 5,
+            t2: None,
+            t3: None,
+        }),
+    );
     h.send(&a, Message::Ping);
     assert_eq!(
         a.msgs(),
         vec![
-            Message::Sync(ClockSync { t1: 5, t2: Some(h.now.wall), t3: Some(h.now.wall) }),
+            Message::Sync(ClockSync {
+                t1: 5,
+                t2: Some(h.now.wall),
+                t3: Some(h.now.wall)
+            }),
             Message::Pong
         ]
     );
@@ -589,8 +693,15 @@ fn sync_ping_query_and_announce() {
         Some(Qos::Confirm),
     );
     assert!(matches!(&a.msgs()[0], Message::Ack(ack) if ack.address.as_deref() == Some("/app")));
-    h.send(&a, Message::Query(Query { pattern: "/app/**".into() }));
-    let Message::Result(r) = &a.msgs()[0] else { panic!() };
+    h.send(
+        &a,
+        Message::Query(Query {
+            pattern: "/app/**".into(),
+        }),
+    );
+    let Message::Result(r) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(r.signals.len(), 1);
 }
 
@@ -606,7 +717,10 @@ fn unsubscribe_stops_delivery_and_close_cleans_up() {
     h.sub(&a, 2, "/u/**");
     assert_eq!(h.router.subscription_count(), 1);
     h.router.close(a.conn, h.now);
-    assert_eq!((h.router.subscription_count(), h.router.session_count()), (0, 1));
+    assert_eq!(
+        (h.router.subscription_count(), h.router.session_count()),
+        (0, 1)
+    );
 }
 
 #[test]
@@ -627,7 +741,9 @@ fn a_value_too_large_to_snapshot_is_refused_not_lost_later() {
     // Fits a SET frame but not a SNAPSHOT entry (which adds writer and timestamp).
     let s = "y".repeat(65_535 - 30);
     h.set(&a, "/huge", Value::String(s));
-    let Message::Error(e) = &a.msgs()[0] else { panic!() };
+    let Message::Error(e) = &a.msgs()[0] else {
+        panic!()
+    };
     assert_eq!(e.code.code(), 413);
     assert!(h.router.params().get("/huge").is_none());
 }

@@ -18,7 +18,11 @@ fn index_set<K: Copy + Eq + std::hash::Hash + std::fmt::Debug>(
 ) -> HashSet<K> {
     let found = index.matches(address);
     let set: HashSet<K> = found.iter().copied().collect();
-    assert_eq!(set.len(), found.len(), "duplicates for {address:?}: {found:?}");
+    assert_eq!(
+        set.len(),
+        found.len(),
+        "duplicates for {address:?}: {found:?}"
+    );
     set
 }
 
@@ -295,7 +299,11 @@ fn lighting_rig() {
     assert_eq!(index_set(&index, "/zone7/x"), HashSet::from([4, 5]));
     assert_eq!(index_set(&index, "/lights"), HashSet::from([4]));
     assert_eq!(index_set(&index, "/lights/"), HashSet::from([2, 4]));
-    assert!(index.matches("lights/zone50/fixture5/brightness").is_empty());
+    assert!(
+        index
+            .matches("lights/zone50/fixture5/brightness")
+            .is_empty()
+    );
 }
 
 #[test]

@@ -785,7 +785,8 @@ impl SnapshotWriter {
 
     fn start(&mut self) {
         self.current = Vec::with_capacity(1024);
-        self.current.extend_from_slice(&[crate::frame::MAGIC, crate::frame::VERSION_BINARY, 0, 0]);
+        self.current
+            .extend_from_slice(&[crate::frame::MAGIC, crate::frame::VERSION_BINARY, 0, 0]);
         self.current.extend_from_slice(&[code::SNAPSHOT, 0, 0]);
         self.count = 0;
     }

@@ -100,13 +100,15 @@ impl<K> Node<K> {
     /// The child for `seg`, created if missing.
     fn child_mut(&mut self, seg: &PatternSegment) -> &mut Node<K> {
         match seg {
-            PatternSegment::Literal(text) => {
-                self.literals.entry(text.clone()).or_default()
-            }
+            PatternSegment::Literal(text) => self.literals.entry(text.clone()).or_default(),
             PatternSegment::AnySegment => self.any.get_or_insert_with(Box::default),
             PatternSegment::MultiSegment => self.multi.get_or_insert_with(Box::default),
             PatternSegment::Glob(glob) => {
-                match self.globs.iter().position(|(g, _)| g.as_str() == glob.as_str()) {
+                match self
+                    .globs
+                    .iter()
+                    .position(|(g, _)| g.as_str() == glob.as_str())
+                {
                     Some(i) => &mut self.globs[i].1,
                     None => {
                         self.globs.push((glob.clone(), Node::new()));
@@ -149,7 +151,10 @@ impl<K: Copy + Eq> Node<K> {
             PatternSegment::AnySegment => remove_boxed(&mut self.any, rest, key),
             PatternSegment::MultiSegment => remove_boxed(&mut self.multi, rest, key),
             PatternSegment::Glob(glob) => {
-                let Some(i) = self.globs.iter().position(|(g, _)| g.as_str() == glob.as_str())
+                let Some(i) = self
+                    .globs
+                    .iter()
+                    .position(|(g, _)| g.as_str() == glob.as_str())
                 else {
                     return false;
                 };
@@ -171,7 +176,11 @@ impl<K> Default for Node<K> {
 }
 
 /// [`Node::remove`] on an optional boxed child, dropping it when left empty.
-fn remove_boxed<K: Copy + Eq>(slot: &mut Option<Box<Node<K>>>, segs: &[PatternSegment], key: K) -> bool {
+fn remove_boxed<K: Copy + Eq>(
+    slot: &mut Option<Box<Node<K>>>,
+    segs: &[PatternSegment],
+    key: K,
+) -> bool {
     let Some(child) = slot.as_deref_mut() else {
         return false;
     };

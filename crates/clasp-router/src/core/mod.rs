@@ -413,7 +413,12 @@ impl Router {
         let pattern = match Pattern::compile(&s.pattern) {
             Ok(p) => p,
             Err(e) => {
-                self.error(conn, ErrorCode::InvalidPattern, e.to_string(), Some(s.pattern));
+                self.error(
+                    conn,
+                    ErrorCode::InvalidPattern,
+                    e.to_string(),
+                    Some(s.pattern),
+                );
                 return;
             }
         };
@@ -536,7 +541,10 @@ impl Router {
                 sess.locks.push(Arc::from(set.address.as_str()));
             }
         }
-        let address = self.store.key(&set.address).unwrap_or_else(|| set.address.as_str().into());
+        let address = self
+            .store
+            .key(&set.address)
+            .unwrap_or_else(|| set.address.as_str().into());
         let numeric = set.value.as_f64();
         self.fan_out(&address, SignalType::Param, None, numeric, now, |a| {
             Outgoing::Param {
@@ -546,7 +554,9 @@ impl Router {
         });
         if qos.wants_ack() {
             let holder = if locked {
-                self.store.get(&set.address).and_then(|p| p.lock.as_deref().map(str::to_owned))
+                self.store
+                    .get(&set.address)
+                    .and_then(|p| p.lock.as_deref().map(str::to_owned))
             } else {
                 None
             };
@@ -651,7 +661,12 @@ impl Router {
         let frame = match encode(&Message::Publish(p.clone())) {
             Ok(f) => f,
             Err(e) => {
-                self.error(conn, ErrorCode::TooLarge, e.to_string(), Some(p.address.clone()));
+                self.error(
+                    conn,
+                    ErrorCode::TooLarge,
+                    e.to_string(),
+                    Some(p.address.clone()),
+                );
                 return;
             }
         };
@@ -681,12 +696,26 @@ impl Router {
     fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &Publish) {
         let Some(&to) = self.sessions.get(target) else {
             let msg = format!("Target session not found: {target}");
-            self.error(conn, ErrorCode::TargetNotFound, msg, Some(p.address.clone()));
+            self.error(
+                conn,
+                ErrorCode::TargetNotFound,
+                msg,
+                Some(p.address.clone()),
+            );
             return;
         };
         match encode(&Message::Publish(p.clone())) {
-            Ok(frame) => self.send(to, Outgoing::Event(frame), crate::core::metrics::OUT_PUBLISH),
-            Err(e) => self.error(conn, ErrorCode::TooLarge, e.to_string(), Some(p.address.clone())),
+            Ok(frame) => self.send(
+                to,
+                Outgoing::Event(frame),
+                crate::core::metrics::OUT_PUBLISH,
+            ),
+            Err(e) => self.error(
+                conn,
+                ErrorCode::TooLarge,
+                e.to_string(),
+                Some(p.address.clone()),
+            ),
         }
     }
 
@@ -783,7 +812,8 @@ impl Router {
                 sess.scheduled += 1;
                 let id = self.next_bundle;
                 self.next_bundle += 1;
-                self.bundles.insert(id, ScheduledBundle { conn, qos, bundle });
+                self.bundles
+                    .insert(id, ScheduledBundle { conn, qos, bundle });
                 self.timers
                     .push(Reverse((now.mono + ahead, Timer::Bundle(id))));
                 self.metrics.bundles_scheduled += 1;
@@ -938,8 +968,7 @@ impl Router {
                         if !p2p_announce && !sub.types.accepts(signal) {
                             continue;
                         }
-                        if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none())
-                        {
+                        if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none()) {
                             deliver = true;
                             break;
                         }
@@ -1078,7 +1107,11 @@ impl Router {
     }
 
     fn writer_id(&self, conn: ConnId) -> Option<Arc<str>> {
-        self.conns.get(&conn)?.session.as_ref().map(|s| s.id.clone())
+        self.conns
+            .get(&conn)?
+            .session
+            .as_ref()
+            .map(|s| s.id.clone())
     }
 
     fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
@@ -1090,7 +1123,11 @@ impl Router {
 
     fn send_frames(&mut self, conn: ConnId, frames: Vec<Bytes>) {
         for f in frames {
-            self.send(conn, Outgoing::Control(f), clasp_proto::message::code::SNAPSHOT);
+            self.send(
+                conn,
+                Outgoing::Control(f),
+                clasp_proto::message::code::SNAPSHOT,
+            );
         }
     }
 
@@ -1114,7 +1151,11 @@ impl Router {
             correlation_id: None,
         });
         if let Ok(frame) = encode(&msg) {
-            self.send(conn, Outgoing::Control(frame), clasp_proto::message::code::ERROR);
+            self.send(
+                conn,
+                Outgoing::Control(frame),
+                clasp_proto::message::code::ERROR,
+            );
         }
     }
 
@@ -1129,7 +1170,13 @@ impl Router {
 }
 
 /// Applies a subscription's `maxRate`/`epsilon` to one delivery.
-fn filter(sub: &mut Sub, address: &Arc<str>, out: Outgoing, value: Option<f64>, now: u64) -> Decision {
+fn filter(
+    sub: &mut Sub,
+    address: &Arc<str>,
+    out: Outgoing,
+    value: Option<f64>,
+    now: u64,
+) -> Decision {
     let f = sub.filters.entry(address.clone()).or_default();
     if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value) {
         if (v - last).abs() < eps {
@@ -1219,4 +1266,3 @@ fn clip(s: String) -> String {
     }
     format!("{}…", &s[..cut])
 }
-

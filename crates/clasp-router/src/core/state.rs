@@ -341,7 +341,10 @@ mod tests {
             s.write("/f", &b, &w(&v), 0),
             Err(WriteError::LockHeld { .. })
         ));
-        assert!(s.write("/f", &a, &w(&v), 0).unwrap().locked, "holder keeps it");
+        assert!(
+            s.write("/f", &a, &w(&v), 0).unwrap().locked,
+            "holder keeps it"
+        );
         assert!(!s.write("/f", &a, &unlock, 0).unwrap().locked);
         assert!(s.write("/f", &b, &w(&v), 0).is_ok());
         assert!(s.write("/f", &b, &lock, 0).unwrap().locked);

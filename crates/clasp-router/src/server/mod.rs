@@ -1,0 +1,428 @@
+//! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
+//! with write-behind persistence of params.
+
+pub mod outbox;
+mod persist;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router as HttpRouter;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clasp_store::{MemoryStore, RedbStore, Store};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+
+use crate::core::{Now, Router, RouterConfig};
+use outbox::{OutboxCounters, OutboxLimits};
+
+/// Everything `clasp server` can be configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the state database lives; `None` keeps state in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// The router core's limits and behaviour.
+    pub router: RouterConfig,
+    /// Outbound queue limits per connection.
+    pub outbox: OutboxLimits,
+    /// Time a new connection has to send HELLO.
+    pub handshake_timeout: Duration,
+    /// A connection with no inbound traffic (frames, pings or pongs) for this long is closed.
+    pub idle_timeout: Duration,
+    /// How often the router pings idle connections so live peers keep answering.
+    pub ping_interval: Duration,
+    /// How often changed params are written to the database (the most a `kill -9` can lose).
+    pub flush_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7330)),
+            data_dir: None,
+            router: RouterConfig::default(),
+            outbox: OutboxLimits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] clasp_store::StoreError),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every task of a running server.
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<Router>,
+    pub(crate) config: ServerConfig,
+    pub(crate) counters: Arc<OutboxCounters>,
+    pub(crate) start: Instant,
+    /// Wakes the timer task when a deadline earlier than the one it sleeps for appears.
+    pub(crate) timer: Notify,
+    /// The deadline the timer task sleeps for (monotonic µs; `u64::MAX` = none).
+    pub(crate) timer_at: AtomicU64,
+    pub(crate) store_desc: String,
+    pub(crate) persist: persist::Status,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> Now {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Now {
+            mono: self.start.elapsed().as_micros() as u64,
+            wall,
+        }
+    }
+
+    /// Runs `f` on the core, then wakes the timer task if the next deadline moved earlier.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Router, Now) -> T) -> T {
+        let now = self.now();
+        let mut core = self.core.lock();
+        let out = f(&mut core, now);
+        let next = core.next_deadline().unwrap_or(u64::MAX);
+        drop(core);
+        if next < self.timer_at.load(Ordering::Acquire) {
+            self.timer_at.store(next, Ordering::Release);
+            self.timer.notify_one();
+        }
+        out
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    store: Box<dyn Store>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.shared.config.listen)
+            .field("store", &self.shared.store_desc)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Opens the state database, restores the params in it, and binds the listening socket.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let store: Box<dyn Store> = match &config.data_dir {
+            Some(dir) => Box::new(RedbStore::open(dir)?),
+            None => Box::new(MemoryStore::default()),
+        };
+        let loaded = store.load()?;
+        let restored = loaded.len();
+        let mut core = Router::new(
+            config.router.clone(),
+            Box::new(|| uuid::Uuid::new_v4().to_string()),
+        );
+        persist::restore(&mut core, loaded);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let store_desc = store.describe();
+        tracing::info!(store = %store_desc, params = restored, "state restored");
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            config,
+            counters: Arc::new(OutboxCounters::default()),
+            start: Instant::now(),
+            timer: Notify::new(),
+            timer_at: AtomicU64::new(u64::MAX),
+            store_desc,
+            persist: persist::Status::default(),
+        });
+        Ok(Server {
+            shared,
+            listener,
+            store,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, closes every connection with a
+    /// close frame, flushes state to the database and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            shared,
+            listener,
+            store,
+        } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, name = %shared.config.router.name, "CLASP router listening (WebSocket, /healthz, /metrics)");
+        let tracker = TaskTracker::new();
+        let persister = persist::spawn(shared.clone(), store);
+        let timer = tokio::spawn(timer_loop(shared.clone()));
+
+        let app = HttpRouter::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(ws::upgrade)
+            .with_state(ws::AppState {
+                shared: shared.clone(),
+                tracker: tracker.clone(),
+            });
+        let stop = Arc::new(Notify::new());
+        let stop2 = stop.clone();
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop2.notify_one();
+        });
+        let serve_task = tokio::spawn(async move { serve.await });
+        stop.notified().await;
+        tracing::info!("shutting down: closing connections and flushing state");
+        shared.with_core(|core, _| core.shutdown());
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        timer.abort();
+        let _ = serve_task.await;
+        persist::stop(persister).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn timer_loop(shared: Arc<Shared>) {
+    loop {
+        let at = shared.timer_at.load(Ordering::Acquire);
+        let now = shared.start.elapsed().as_micros() as u64;
+        if at <= now {
+            shared.timer_at.store(u64::MAX, Ordering::Release);
+            shared.with_core(|core, now| core.tick(now));
+            let next = shared.core.lock().next_deadline().unwrap_or(u64::MAX);
+            // with_core may have lowered it already; keep the earliest.
+            shared.timer_at.fetch_min(next, Ordering::AcqRel);
+            continue;
+        }
+        let wait = Duration::from_micros(at.saturating_sub(now)).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                if at == u64::MAX {
+                    // Periodic wake-up: pick up deadlines such as param expiry.
+                    let next = shared.core.lock().next_deadline().unwrap_or(u64::MAX);
+                    shared.timer_at.fetch_min(next, Ordering::AcqRel);
+                }
+            }
+            _ = shared.timer.notified() => {}
+        }
+    }
+}
+
+async fn healthz(State(state): State<ws::AppState>) -> impl IntoResponse {
+    let s = &state.shared;
+    let (sessions, params, subs) = {
+        let core = s.core.lock();
+        (
+            core.session_count(),
+            core.params().len(),
+            core.subscription_count(),
+        )
+    };
+    let body = format!(
+        "{{\"status\":\"ok\",\"name\":{},\"sessions\":{sessions},\"params\":{params},\"subscriptions\":{subs},\"store\":{},\"persist_errors\":{},\"uptime_s\":{}}}\n",
+        json_str(&s.config.router.name),
+        json_str(&s.store_desc),
+        s.persist.errors.load(Ordering::Relaxed),
+        s.start.elapsed().as_secs()
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn metrics(State(state): State<ws::AppState>) -> impl IntoResponse {
+    let body = render_metrics(&state.shared);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+}
+
+fn render_metrics(s: &Shared) -> String {
+    use std::fmt::Write as _;
+    let core = s.core.lock();
+    let m = core.metrics().clone();
+    let (sessions, conns, subs, params, dirty) = (
+        core.session_count(),
+        core.connection_count(),
+        core.subscription_count(),
+        core.params().len(),
+        core.params().dirty_len(),
+    );
+    drop(core);
+    let mut o = String::with_capacity(4096);
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "clasp_sessions",
+        "Sessions that completed the handshake.",
+        sessions as u64,
+    );
+    gauge(
+        "clasp_connections",
+        "Open connections, handshakes included.",
+        conns as u64,
+    );
+    gauge("clasp_subscriptions", "Active subscriptions.", subs as u64);
+    gauge("clasp_params", "Params in the state store.", params as u64);
+    gauge(
+        "clasp_params_unpersisted",
+        "Changed params waiting to be written to the database.",
+        dirty as u64,
+    );
+    gauge(
+        "clasp_slow_consumers",
+        "Connections whose outbound queue is above its soft limit.",
+        s.counters.congested.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP clasp_messages_in_total Frames received, by message type.\n# TYPE clasp_messages_in_total counter"
+    );
+    for (name, n) in crate::core::Metrics::by_type(&m.messages_in) {
+        let _ = writeln!(o, "clasp_messages_in_total{{type=\"{name}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP clasp_messages_out_total Frames sent, by message type.\n# TYPE clasp_messages_out_total counter"
+    );
+    for (name, n) in crate::core::Metrics::by_type(&m.messages_out) {
+        let _ = writeln!(o, "clasp_messages_out_total{{type=\"{name}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP clasp_drops_total Outbound frames not delivered, by kind (params are coalesced to their latest value).\n# TYPE clasp_drops_total counter"
+    );
+    let _ = writeln!(
+        o,
+        "clasp_drops_total{{kind=\"param_coalesced\"}} {}",
+        s.counters.params_coalesced.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "clasp_drops_total{{kind=\"stream\"}} {}",
+        s.counters.streams_dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "clasp_drops_total{{kind=\"gesture_coalesced\"}} {}",
+        m.gesture_moves_coalesced
+    );
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter(
+        "clasp_bytes_in_total",
+        "Bytes received in frames.",
+        m.bytes_in,
+    );
+    counter(
+        "clasp_bytes_out_total",
+        "Bytes queued to connections.",
+        m.bytes_out,
+    );
+    counter(
+        "clasp_frames_rejected_total",
+        "Frames that could not be decoded or were too large.",
+        m.frames_rejected,
+    );
+    counter(
+        "clasp_errors_sent_total",
+        "ERROR messages sent.",
+        m.errors_sent,
+    );
+    counter(
+        "clasp_slow_disconnects_total",
+        "Connections closed because they could not keep up with events.",
+        s.counters.slow_disconnects.load(Ordering::Relaxed),
+    );
+    counter(
+        "clasp_params_expired_total",
+        "Params removed when their TTL ran out.",
+        m.params_expired,
+    );
+    counter(
+        "clasp_bundles_scheduled_total",
+        "Bundles scheduled for a later time.",
+        m.bundles_scheduled,
+    );
+    counter(
+        "clasp_persist_errors_total",
+        "Failed writes to the state database (retried).",
+        s.persist.errors.load(Ordering::Relaxed),
+    );
+    counter(
+        "clasp_persisted_params_total",
+        "Param changes written to the state database.",
+        s.persist.written.load(Ordering::Relaxed),
+    );
+    o
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,336 @@
+//! A connection's outbound queue, with per-kind back-pressure.
+//!
+//! The core pushes frames without blocking; one writer task per connection drains everything
+//! queued and writes it with a single flush. When the peer reads slowly and the queue grows past
+//! a soft limit:
+//!
+//! * **params** coalesce: a newer frame for an address still waiting in the queue replaces it in
+//!   place, so the subscriber skips intermediate values but always ends with the latest state;
+//! * **streams** drop the oldest queued sample beyond their own limit, counting every drop;
+//! * **events and control frames** are never dropped: past the hard limit the queue is replaced
+//!   by one ERROR 503 explaining why, and the connection is closed; the client resynchronises
+//!   from the connect snapshot when it reconnects.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use clasp_proto::{ErrorCode, ErrorMessage, Message};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::core::{CloseReason, Outgoing, Outlet};
+
+/// Queue limits of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Queue length above which params coalesce and streams are capped.
+    pub soft: usize,
+    /// Most stream frames kept queued; older ones are dropped.
+    pub max_streams: usize,
+    /// Most event and control frames kept queued before the connection is closed.
+    pub max_events: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            soft: 256,
+            max_streams: 1024,
+            max_events: 8192,
+        }
+    }
+}
+
+/// Counters shared by every outbox, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OutboxCounters {
+    /// Param frames replaced by a newer value before being written.
+    pub params_coalesced: AtomicU64,
+    /// Stream frames dropped because the subscriber was too slow.
+    pub streams_dropped: AtomicU64,
+    /// Connections closed because their event queue passed the hard limit.
+    pub slow_disconnects: AtomicU64,
+    /// Outboxes currently above their soft limit.
+    pub congested: AtomicU64,
+}
+
+enum Slot {
+    Frame(Bytes, bool),
+    Param(Bytes),
+    Dropped,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Slot>,
+    /// Sequence number of `queue[0]`.
+    head_seq: u64,
+    /// Address → sequence number of its queued param frame (only while congested).
+    params: HashMap<Arc<str>, u64>,
+    streams: usize,
+    events: usize,
+    congested: bool,
+    close: Option<CloseReason>,
+}
+
+/// The outbound queue of one connection. Cheap to share: the core holds it as its
+/// [`Outlet`], the writer task drains it.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    notify: Notify,
+    closed: Notify,
+    limits: OutboxLimits,
+    counters: Arc<OutboxCounters>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.inner.state.lock();
+        f.debug_struct("Outbox")
+            .field("queued", &s.queue.len())
+            .field("close", &s.close)
+            .finish()
+    }
+}
+
+/// What the writer takes from the queue in one go.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Frames to write, in order.
+    pub frames: Vec<Bytes>,
+    /// Close after writing them.
+    pub close: Option<CloseReason>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new(limits: OutboxLimits, counters: Arc<OutboxCounters>) -> Self {
+        Outbox {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                notify: Notify::new(),
+                closed: Notify::new(),
+                limits,
+                counters,
+            }),
+        }
+    }
+
+    /// Waits until there is something to write or the connection should close.
+    pub async fn ready(&self) {
+        self.inner.notify.notified().await;
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self, into: &mut Drained) {
+        let mut s = self.inner.state.lock();
+        into.frames.reserve(s.queue.len());
+        for slot in s.queue.drain(..) {
+            match slot {
+                Slot::Frame(b, _) | Slot::Param(b) => into.frames.push(b),
+                Slot::Dropped => {}
+            }
+        }
+        s.head_seq = 0;
+        s.params.clear();
+        s.streams = 0;
+        s.events = 0;
+        if s.congested {
+            s.congested = false;
+            self.inner
+                .counters
+                .congested
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        into.close = s.close;
+    }
+
+    /// Whether a close has been requested.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.inner.state.lock().close
+    }
+
+    /// Requests a close and wakes the writer.
+    pub fn request_close(&self, reason: CloseReason) {
+        let mut s = self.inner.state.lock();
+        s.close.get_or_insert(reason);
+        drop(s);
+        self.inner.notify.notify_one();
+        self.inner.closed.notify_waiters();
+    }
+
+    /// Resolves once a close has been requested.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closing().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn push(&self, msg: Outgoing) {
+        let limits = self.inner.limits;
+        let counters = &self.inner.counters;
+        let mut s = self.inner.state.lock();
+        if s.close.is_some() {
+            return;
+        }
+        let len = s.queue.len();
+        if len >= limits.soft && !s.congested {
+            s.congested = true;
+            counters.congested.fetch_add(1, Ordering::Relaxed);
+        }
+        match msg {
+            Outgoing::Param { address, frame } => {
+                if s.congested {
+                    let head = s.head_seq;
+                    if let Some(&seq) = s.params.get(&address) {
+                        if seq >= head {
+                            let i = (seq - head) as usize;
+                            if let Some(Slot::Param(b)) = s.queue.get_mut(i) {
+                                *b = frame;
+                                counters.params_coalesced.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                    let seq = head + s.queue.len() as u64;
+                    s.params.insert(address.clone(), seq);
+                }
+                s.queue.push_back(Slot::Param(frame));
+            }
+            Outgoing::Stream(frame) => {
+                if s.streams >= limits.max_streams {
+                    if let Some(slot) = s
+                        .queue
+                        .iter_mut()
+                        .find(|slot| matches!(slot, Slot::Frame(_, true)))
+                    {
+                        *slot = Slot::Dropped;
+                        s.streams -= 1;
+                        counters.streams_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                s.streams += 1;
+                s.queue.push_back(Slot::Frame(frame, true));
+            }
+            Outgoing::Control(frame) | Outgoing::Event(frame) => {
+                if s.events >= limits.max_events {
+                    counters.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    let text = format!(
+                        "disconnecting: this client is not reading fast enough ({} messages queued); reconnect to resynchronise",
+                        s.queue.len()
+                    );
+                    s.queue.clear();
+                    s.params.clear();
+                    if let Ok(err) = clasp_proto::encode(&Message::Error(ErrorMessage {
+                        code: ErrorCode::Overloaded,
+                        message: text,
+                        address: None,
+                        correlation_id: None,
+                    })) {
+                        s.queue.push_back(Slot::Frame(err, false));
+                    }
+                    s.close = Some(CloseReason::Shutdown);
+                    self.inner.closed.notify_waiters();
+                } else {
+                    s.events += 1;
+                    s.queue.push_back(Slot::Frame(frame, false));
+                }
+            }
+        }
+        drop(s);
+        self.inner.notify.notify_one();
+    }
+}
+
+impl Outlet for Outbox {
+    fn send(&self, msg: Outgoing) {
+        self.push(msg);
+    }
+
+    fn close(&self, reason: CloseReason) {
+        self.request_close(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(soft: usize, max_streams: usize, max_events: usize) -> (Outbox, Arc<OutboxCounters>) {
+        let counters = Arc::new(OutboxCounters::default());
+        let limits = OutboxLimits {
+            soft,
+            max_streams,
+            max_events,
+        };
+        (Outbox::new(limits, counters.clone()), counters)
+    }
+
+    fn param(addr: &str, v: u8) -> Outgoing {
+        Outgoing::Param {
+            address: Arc::from(addr),
+            frame: Bytes::from(vec![v]),
+        }
+    }
+
+    fn drain(o: &Outbox) -> Drained {
+        let mut d = Drained::default();
+        o.drain(&mut d);
+        d
+    }
+
+    #[test]
+    fn params_coalesce_to_the_latest_value_when_congested() {
+        let (o, c) = outbox(2, 10, 10);
+        o.send(param("/a", 1));
+        o.send(param("/b", 1));
+        o.send(param("/a", 2)); // congested from here
+        o.send(param("/a", 3));
+        o.send(param("/b", 4));
+        o.send(param("/b", 5));
+        let d = drain(&o);
+        let vals: Vec<u8> = d.frames.iter().map(|b| b[0]).collect();
+        // Order of first appearance kept; the last value per address wins.
+        assert_eq!(vals, vec![1, 1, 3, 5]);
+        assert_eq!(c.params_coalesced.load(Ordering::Relaxed), 2);
+        assert_eq!(c.congested.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn streams_drop_oldest_and_count() {
+        let (o, c) = outbox(100, 3, 100);
+        for i in 0..6 {
+            o.send(Outgoing::Stream(Bytes::from(vec![i])));
+        }
+        let vals: Vec<u8> = drain(&o).frames.iter().map(|b| b[0]).collect();
+        assert_eq!(vals, vec![3, 4, 5]);
+        assert_eq!(c.streams_dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn events_past_the_hard_limit_close_with_an_error() {
+        let (o, c) = outbox(100, 100, 3);
+        for i in 0..5 {
+            o.send(Outgoing::Event(Bytes::from(vec![i])));
+        }
+        let d = drain(&o);
+        assert_eq!(d.frames.len(), 1);
+        let msg = clasp_proto::decode_frame(&d.frames[0]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(msg.message, Message::Error(ref e) if e.code == ErrorCode::Overloaded));
+        assert!(d.close.is_some());
+        assert_eq!(c.slow_disconnects.load(Ordering::Relaxed), 1);
+    }
+}

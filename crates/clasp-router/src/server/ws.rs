@@ -1,0 +1,153 @@
+//! WebSocket connections: one reader loop and one writer task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::task::TaskTracker;
+
+use super::Shared;
+use super::outbox::{Drained, Outbox};
+use crate::core::{CloseReason, ConnId};
+
+/// Largest WebSocket message accepted. Bigger than any CLASP frame, so an oversize frame is
+/// answered with a CLASP ERROR instead of a dropped connection; anything larger is abuse.
+const MAX_WS_MESSAGE: usize = 1 << 20;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// Any path: a WebSocket upgrade becomes a CLASP connection; anything else gets a hint.
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (
+            StatusCode::NOT_FOUND,
+            "CLASP router: connect with a WebSocket (subprotocol \"clasp\"); see /healthz and /metrics\n",
+        )
+            .into_response();
+    };
+    let tracker = state.tracker.clone();
+    ws.protocols(["clasp"])
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| tracker.track_future(serve(state.shared, socket, peer)))
+}
+
+async fn serve(shared: Arc<Shared>, socket: WebSocket, peer: SocketAddr) {
+    let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
+    let conn = shared.with_core(|core, now| core.open(Box::new(outbox.clone()), now));
+    tracing::debug!(%peer, ?conn, "connection opened");
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        shared.config.ping_interval,
+    ));
+
+    let reason = read_loop(&shared, conn, &outbox, &mut stream).await;
+    let session = shared.with_core(|core, now| {
+        let id = core.session_id(conn).map(str::to_owned);
+        core.close(conn, now);
+        id
+    });
+    tracing::debug!(%peer, ?session, reason, "connection closed");
+    outbox.request_close(CloseReason::Shutdown);
+    let _ = writer.await;
+}
+
+async fn read_loop(
+    shared: &Shared,
+    conn: ConnId,
+    outbox: &Outbox,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> &'static str {
+    let cfg = &shared.config;
+    let mut established = false;
+    loop {
+        let limit = if established {
+            cfg.idle_timeout
+        } else {
+            cfg.handshake_timeout
+        };
+        let next = tokio::select! {
+            r = tokio::time::timeout(limit, stream.next()) => r,
+            () = outbox.closed() => return "closed by the router",
+        };
+        match next {
+            Err(_) if established => return "idle timeout (no traffic, no pong)",
+            Err(_) => {
+                return "handshake timeout";
+            }
+            Ok(None) => return "peer closed",
+            Ok(Some(Err(_))) => return "transport error",
+            Ok(Some(Ok(msg))) => match msg {
+                WsMessage::Binary(data) => {
+                    established = shared.with_core(|core, now| {
+                        core.handle(conn, &data, now);
+                        core.session_id(conn).is_some()
+                    });
+                }
+                WsMessage::Close(_) => return "peer closed",
+                // Text is not CLASP; pings and pongs only prove the peer is alive.
+                WsMessage::Text(_) | WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            },
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    outbox: Outbox,
+    ping_interval: Duration,
+) {
+    let mut drained = Drained::default();
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            () = outbox.ready() => {}
+            _ = ping.tick() => {
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        outbox.drain(&mut drained);
+        for frame in drained.frames.drain(..) {
+            if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+        if let Some(reason) = drained.close.take() {
+            let (code, text) = match reason {
+                CloseReason::Shutdown => (1001, "router closing the connection"),
+                CloseReason::Handshake => (1008, "handshake failed"),
+                CloseReason::Full => (1013, "router full"),
+            };
+            let _ = sink
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code,
+                    reason: text.into(),
+                })))
+                .await;
+            let _ = sink.close().await;
+            return;
+        }
+    }
+}
