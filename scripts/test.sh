@@ -26,3 +26,7 @@ fi
 
 say "cargo test"
 cargo test --locked
+
+say "interop: official Python and JS clients against our router"
+cargo build -p clasp-cli --locked
+./scripts/interop.sh target/debug/clasp

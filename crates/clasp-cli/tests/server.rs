@@ -1,0 +1,153 @@
+//! `clasp server` as a process: persistence across SIGTERM and `kill -9`, exit codes, errors.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../../clasp-router/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clasp_proto::*;
+use support::WsClient;
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+fn start(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["server", "--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before it was ready")
+            .unwrap();
+        if let Some(i) = line.find("ready: ws://") {
+            let rest = &line[i + "ready: ".len()..];
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+async fn write_params(url: &str, n: usize) {
+    let (mut c, _) = WsClient::connect(url).await;
+    for i in 0..n {
+        c.send_qos(
+            Message::Set(Set {
+                address: format!("/persist/{i}"),
+                value: Value::Float(i as f64),
+                ..Default::default()
+            }),
+            Some(Qos::Confirm),
+        )
+        .await;
+    }
+    let mut acked = 0;
+    while acked < n {
+        if let Message::Ack(_) = c.recv().await {
+            acked += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_state_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    write_params(&p.url, 50).await;
+    signal(&p, "-TERM");
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut p = start(&["--data-dir", d]);
+    let (_c, params) = WsClient::connect(&p.url).await;
+    assert_eq!(params.len(), 50);
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_at_most_the_last_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    write_params(&p.url, 500).await;
+    // Every write above was acknowledged; after one flush interval (50 ms by default) they are
+    // on disk. Wait a few intervals, then kill without warning.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&p, "-KILL");
+    p.child.wait().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    let (_c, params) = WsClient::connect(&p.url).await;
+    assert_eq!(params.len(), 500, "every param acknowledged before the last flush survived");
+    let p7 = params.iter().find(|x| x.address == "/persist/7").unwrap();
+    assert_eq!((p7.value.clone(), p7.revision), (Value::Float(7.0), 1));
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_mode_keeps_nothing() {
+    let mut p = start(&["--memory"]);
+    write_params(&p.url, 5).await;
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+    let mut p = start(&["--memory"]);
+    let (_c, params) = WsClient::connect(&p.url).await;
+    assert!(params.is_empty());
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_data_dir_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["server", "--bind", "127.0.0.1", "--port", "0", "--data-dir", d])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another clasp server is using this data directory"), "{err}");
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[test]
+fn bad_config_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "port = 7330\nbogus = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["server", "--memory", "--config", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid config file") && err.contains("bogus"), "{err}");
+}

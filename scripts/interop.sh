@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Interop tests: the official Python (PyPI clasp-to==3.3.0) and JS (npm @clasp-to/core@3.3.2 with
+# ws, Node 20) clients against our router. Installs the clients when missing.
+#
+#   ./scripts/interop.sh [path/to/clasp]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clasp=${1:-target/debug/clasp}
+cache=.cache/interop
+mkdir -p "$cache"
+
+say() { printf '\n== %s\n' "$*"; }
+
+[[ -x "$clasp" ]] || cargo build -p clasp-cli --locked
+command -v python3 >/dev/null || { echo "python3 is required for the interop tests" >&2; exit 1; }
+command -v node >/dev/null || { echo "node (20 or later) is required for the interop tests" >&2; exit 1; }
+
+venv="$cache/venv"
+if ! "$venv/bin/python" -c 'import clasp, importlib.metadata as m; assert m.version("clasp-to") == "3.3.0"' 2>/dev/null; then
+    say "installing the Python client (clasp-to==3.3.0) into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check clasp-to==3.3.0
+fi
+
+if [[ ! -d tests/interop/js/node_modules/@clasp-to/core ]]; then
+    say "installing the JS client (@clasp-to/core 3.3.2, ws)"
+    (cd tests/interop/js && npm ci --silent --no-audit --no-fund)
+fi
+
+log="$cache/router.log"
+"$clasp" server --bind 127.0.0.1 --port 0 --memory >"$log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
+url=""
+for _ in $(seq 100); do
+    url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
+    [[ -n "$url" ]] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "router failed to start" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$url" ]] || { cat "$log" >&2; echo "router did not become ready" >&2; exit 1; }
+
+status=0
+say "Python client clasp-to 3.3.0 against $url"
+timeout 300 "$venv/bin/python" tests/interop/python/interop.py "$url" || status=1
+say "JS client @clasp-to/core 3.3.2 against $url"
+(cd tests/interop/js && timeout 300 node interop.mjs "$url") || status=1
+
+kill -TERM "$pid"
+if ! wait "$pid"; then
+    echo "router did not exit cleanly on SIGTERM" >&2
+    status=1
+fi
+trap - EXIT
+exit $status
