@@ -57,7 +57,7 @@ async fn write_params(url: &str, n: usize) {
     for i in 0..n {
         c.send_qos(
             Message::Set(Set {
-                address: format!("/persist/{i}"),
+                address: format!("/persist/{i}").into(),
                 value: Value::Float(i as f64),
                 ..Default::default()
             }),
@@ -102,7 +102,11 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
     p.child.wait().unwrap();
     let mut p = start(&["--data-dir", d]);
     let (_c, params) = WsClient::connect(&p.url).await;
-    assert_eq!(params.len(), 500, "every param acknowledged before the last flush survived");
+    assert_eq!(
+        params.len(),
+        500,
+        "every param acknowledged before the last flush survived"
+    );
     let p7 = params.iter().find(|x| x.address == "/persist/7").unwrap();
     assert_eq!((p7.value.clone(), p7.revision), (Value::Float(7.0), 1));
     signal(&p, "-TERM");
@@ -128,12 +132,23 @@ fn a_data_dir_in_use_is_a_clear_error() {
     let d = dir.path().to_str().unwrap();
     let mut p = start(&["--data-dir", d]);
     let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["server", "--bind", "127.0.0.1", "--port", "0", "--data-dir", d])
+        .args([
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another clasp server is using this data directory"), "{err}");
+    assert!(
+        err.contains("another clasp server is using this data directory"),
+        "{err}"
+    );
     signal(&p, "-TERM");
     assert!(p.child.wait().unwrap().success());
 }
@@ -149,5 +164,8 @@ fn bad_config_files_are_reported() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid config file") && err.contains("bogus"), "{err}");
+    assert!(
+        err.contains("invalid config file") && err.contains("bogus"),
+        "{err}"
+    );
 }

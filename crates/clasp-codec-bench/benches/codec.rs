@@ -42,7 +42,7 @@ fn bench_message(
     let mut g = c.benchmark_group(format!("decode/{name}"));
     g.throughput(Throughput::Elements(1));
     g.bench_function("clasp-rs", |bch| {
-        bch.iter(|| clasp_proto::decode_frame(black_box(&ours_frame)).unwrap())
+        bch.iter(|| clasp_proto::decode_frame_bytes(black_box(&ours_frame)).unwrap())
     });
     g.bench_function("reference", |bch| {
         bch.iter(|| reference::codec::decode(black_box(&ref_frame)).unwrap())

@@ -89,10 +89,10 @@ pub fn snapshot_ours() -> ours::Message {
             .map(|i| {
                 let (address, v, revision, writer, ts) = snapshot_entry(i);
                 ours::ParamValue {
-                    address,
+                    address: address.into(),
                     value: ours::Value::Float(v),
                     revision,
-                    writer: Some(writer),
+                    writer: Some(writer.into()),
                     timestamp: Some(ts),
                 }
             })

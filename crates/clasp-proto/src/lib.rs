@@ -42,13 +42,13 @@ pub mod pattern;
 pub mod stream;
 pub mod value;
 
-pub use codec::{DecodedFrame, decode_frame, encode, encode_into, encode_with};
+pub use codec::{DecodedFrame, decode_frame, decode_frame_bytes, encode, encode_into, encode_with};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use error_code::ErrorCode;
 pub use frame::{FrameHeader, FrameOptions, Qos};
 pub use message::*;
 pub use stream::{FrameReader, RawFrame};
-pub use value::Value;
+pub use value::{Str, Value};
 
 /// Deepest nesting of arrays, maps and bundles the codecs accept (and produce).
 pub const MAX_NESTING: usize = 32;

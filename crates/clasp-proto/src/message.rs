@@ -2,7 +2,7 @@
 
 use crate::error_code::ErrorCode;
 use crate::frame::Qos;
-use crate::value::Value;
+use crate::value::{Str, Value};
 
 /// Binary message type codes.
 pub mod code {
@@ -285,9 +285,9 @@ pub struct Hello {
     /// Features the client supports.
     pub features: Features,
     /// Client name.
-    pub name: String,
+    pub name: Str,
     /// Authentication token; on the wire `None` is the empty string.
-    pub token: Option<String>,
+    pub token: Option<Str>,
 }
 
 /// WELCOME (0x02): the router's answer to HELLO.
@@ -300,37 +300,37 @@ pub struct Welcome {
     /// Router clock, µs since the Unix epoch.
     pub time: u64,
     /// The new session's id.
-    pub session: String,
+    pub session: Str,
     /// Router name.
-    pub name: String,
+    pub name: Str,
     /// Token (always empty from routers); on the wire `None` is the empty string.
-    pub token: Option<String>,
+    pub token: Option<Str>,
 }
 
 /// Optional metadata of an announced signal.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SignalMeta {
     /// Unit, e.g. `"Hz"`.
-    pub unit: Option<String>,
+    pub unit: Option<Str>,
     /// Range `(min, max)`.
     pub range: Option<(f64, f64)>,
     /// Default value.
     pub default: Option<Value>,
     /// Human description.
-    pub description: Option<String>,
+    pub description: Option<Str>,
 }
 
 /// A signal definition (ANNOUNCE entries; RESULT entries carry no meta).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SignalDef {
     /// The signal's address.
-    pub address: String,
+    pub address: Str,
     /// Its kind.
     pub signal: SignalType,
     /// Free-text data type, e.g. `"f64"`.
-    pub datatype: Option<String>,
+    pub datatype: Option<Str>,
     /// Free-text access, e.g. `"rw"`.
-    pub access: Option<String>,
+    pub access: Option<Str>,
     /// Metadata (ANNOUNCE only; not encoded in RESULT).
     pub meta: Option<SignalMeta>,
 }
@@ -339,7 +339,7 @@ pub struct SignalDef {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Announce {
     /// Namespace the signals live under.
-    pub namespace: String,
+    pub namespace: Str,
     /// The signals.
     pub signals: Vec<SignalDef>,
 }
@@ -370,7 +370,7 @@ pub struct Subscribe {
     /// Subscription id, chosen by the client, unique per session.
     pub id: u32,
     /// Address pattern.
-    pub pattern: String,
+    pub pattern: Str,
     /// Signal types wanted (empty = all).
     pub types: SignalTypes,
     /// Options.
@@ -400,7 +400,7 @@ pub enum PublishPayload {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Publish {
     /// Target address.
-    pub address: String,
+    pub address: Str,
     /// Signal kind.
     pub signal: SignalType,
     /// Gesture phase ([`GesturePhase::Start`] for non-gestures).
@@ -429,7 +429,7 @@ impl Publish {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Set {
     /// Param address.
-    pub address: String,
+    pub address: Str,
     /// New value.
     pub value: Value,
     /// Client→router: the expected current revision; router→client: the new revision.
@@ -446,20 +446,20 @@ pub struct Set {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Get {
     /// Param address.
-    pub address: String,
+    pub address: Str,
 }
 
 /// One param in a SNAPSHOT.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ParamValue {
     /// Address.
-    pub address: String,
+    pub address: Str,
     /// Current value.
     pub value: Value,
     /// Current revision.
     pub revision: u64,
     /// Session id of the last writer.
-    pub writer: Option<String>,
+    pub writer: Option<Str>,
     /// Router time of the last write (µs).
     pub timestamp: Option<u64>,
 }
@@ -495,13 +495,13 @@ pub struct ClockSync {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ack {
     /// Address acknowledged.
-    pub address: Option<String>,
+    pub address: Option<Str>,
     /// Revision after the write.
     pub revision: Option<u64>,
     /// Whether the param is locked.
     pub locked: Option<bool>,
     /// Session holding the lock.
-    pub holder: Option<String>,
+    pub holder: Option<Str>,
     /// Correlation id.
     pub correlation_id: Option<u32>,
 }
@@ -512,9 +512,9 @@ pub struct ErrorMessage {
     /// The code.
     pub code: ErrorCode,
     /// Human-readable text.
-    pub message: String,
+    pub message: Str,
     /// Address or pattern concerned.
-    pub address: Option<String>,
+    pub address: Option<Str>,
     /// Correlation id.
     pub correlation_id: Option<u32>,
 }
@@ -523,7 +523,7 @@ pub struct ErrorMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Query {
     /// The pattern.
-    pub pattern: String,
+    pub pattern: Str,
 }
 
 /// RESULT (0x61): the answer to QUERY.

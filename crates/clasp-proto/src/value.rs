@@ -7,6 +7,17 @@
 
 use bytes::Bytes;
 
+/// An immutable UTF-8 string that shares the buffer it was decoded from (no copy on decode).
+///
+/// Decoded strings are slices of the received frame, so a long-lived small string keeps its
+/// whole frame alive; call [`compact`] on values you keep for a long time if that matters.
+pub type Str = bytestring::ByteString;
+
+/// A copy of `s` that owns just its own bytes.
+pub fn compact(s: &Str) -> Str {
+    Str::from(&**s)
+}
+
 /// Wire tags of the value encoding.
 pub mod tag {
     /// `null`: no data.
@@ -52,13 +63,13 @@ pub enum Value {
     /// Float (tag 0x07; tag 0x06 widens to this).
     Float(f64),
     /// UTF-8 string (tag 0x08).
-    String(String),
+    String(Str),
     /// Raw bytes (tag 0x09).
     Bytes(Bytes),
     /// Array of values (tag 0x0A).
     Array(Vec<Value>),
     /// Map of string keys to values, in wire order (tag 0x0B).
-    Map(Vec<(String, Value)>),
+    Map(Vec<(Str, Value)>),
 }
 
 impl Value {
@@ -134,7 +145,11 @@ impl Value {
     /// For a map, the value of the last entry named `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Map(entries) => entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .rev()
+                .find(|(k, _)| &**k == key)
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -166,12 +181,18 @@ impl From<f64> for Value {
 
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::String(v.to_owned())
+        Value::String(v.into())
     }
 }
 
 impl From<String> for Value {
     fn from(v: String) -> Self {
+        Value::String(v.into())
+    }
+}
+
+impl From<Str> for Value {
+    fn from(v: Str) -> Self {
         Value::String(v)
     }
 }

@@ -200,7 +200,10 @@ fn deep_nesting_is_refused_not_overflowed() {
 #[test]
 fn encoder_refuses_what_does_not_fit() {
     let big = "x".repeat(70_000);
-    let e = encode(&Message::Get(Get { address: big })).unwrap_err();
+    let e = encode(&Message::Get(Get {
+        address: big.into(),
+    }))
+    .unwrap_err();
     assert_eq!(
         e,
         EncodeError::StringTooLong {
@@ -225,8 +228,8 @@ fn encoder_refuses_what_does_not_fit() {
     // Fits each field limit but not the frame: 40,000 + 40,000 bytes.
     let s = "y".repeat(40_000);
     let e = encode(&Message::Set(Set {
-        address: s.clone(),
-        value: Value::String(s),
+        address: s.clone().into(),
+        value: Value::from(s),
         ..Default::default()
     }))
     .unwrap_err();
@@ -235,7 +238,7 @@ fn encoder_refuses_what_does_not_fit() {
     // On error nothing is left in the output buffer.
     let mut out = vec![1, 2, 3];
     let bad = Message::Get(Get {
-        address: "z".repeat(70_000),
+        address: "z".repeat(70_000).into(),
     });
     assert!(encode_into(&bad, FrameOptions::default(), &mut out).is_err());
     assert_eq!(out, [1, 2, 3]);
@@ -248,7 +251,7 @@ fn largest_payload_round_trips() {
     let s = "v".repeat(MAX_PAYLOAD - overhead);
     let msg = Message::Set(Set {
         address: "/x".into(),
-        value: Value::String(s),
+        value: Value::from(s),
         ..Default::default()
     });
     let bytes = encode(&msg).unwrap();
@@ -386,8 +389,8 @@ proptest! {
             .iter()
             .enumerate()
             .map(|(i, n)| ParamValue {
-                address: format!("/p/{i}"),
-                value: Value::String("x".repeat(*n)),
+                address: format!("/p/{i}").into(),
+                value: Value::from("x".repeat(*n)),
                 revision: i as u64 + 1,
                 writer: Some("550e8400-e29b-41d4-a716-446655440000".into()),
                 timestamp: Some(7),
@@ -417,7 +420,7 @@ fn snapshot_writer_refuses_a_param_that_cannot_fit() {
     let mut w = codec::binary::SnapshotWriter::new(100);
     let p = ParamValue {
         address: "/big".into(),
-        value: Value::String("x".repeat(200)),
+        value: Value::from("x".repeat(200)),
         revision: 1,
         writer: None,
         timestamp: None,

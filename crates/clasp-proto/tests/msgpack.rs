@@ -244,10 +244,10 @@ fn msgpack_form(m: Message) -> Message {
         }
         Message::Announce(mut a) => {
             for s in &mut a.signals {
-                if let Some(meta) = &mut s.meta {
-                    if meta.default == Some(Value::Null) {
-                        meta.default = None;
-                    }
+                if let Some(meta) = &mut s.meta
+                    && meta.default == Some(Value::Null)
+                {
+                    meta.default = None;
                 }
             }
             Message::Announce(a)

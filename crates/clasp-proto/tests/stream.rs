@@ -72,7 +72,7 @@ proptest! {
 fn oversize_frames_are_discarded_and_the_stream_stays_in_sync() {
     let big = Message::Set(Set {
         address: "/big".into(),
-        value: Value::String("x".repeat(5000)),
+        value: Value::from("x".repeat(5000)),
         ..Default::default()
     });
     let bytes = frames(&[Message::Ping, big, Message::Pong]);
@@ -109,7 +109,7 @@ fn many_frames_in_one_read() {
     let msgs: Vec<Message> = (0..1000)
         .map(|i| {
             Message::Set(Set {
-                address: format!("/n/{i}"),
+                address: format!("/n/{i}").into(),
                 value: Value::Int(i),
                 ..Default::default()
             })

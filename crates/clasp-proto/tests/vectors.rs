@@ -14,11 +14,11 @@ fn vectors() -> Json {
     serde_json::from_str(&text).unwrap()
 }
 
-fn s(j: &Json) -> String {
-    j.as_str().expect("string").to_owned()
+fn s(j: &Json) -> Str {
+    j.as_str().expect("string").into()
 }
 
-fn opt_s(j: &Json, k: &str) -> Option<String> {
+fn opt_s(j: &Json, k: &str) -> Option<Str> {
     j.get(k).filter(|v| !v.is_null()).map(s)
 }
 
@@ -50,7 +50,7 @@ fn value(j: &Json) -> Value {
             v.as_object()
                 .unwrap()
                 .iter()
-                .map(|(k, v)| (k.clone(), value(v)))
+                .map(|(k, v)| (k.as_str().into(), value(v)))
                 .collect(),
         ),
         other => panic!("unknown value form {other}"),

@@ -164,7 +164,8 @@ fn first_frame_must_be_hello() {
     assert_eq!(c.rec.closed(), Some(CloseReason::Handshake));
     // Garbage also gets an ERROR and a close.
     let d = h.open();
-    h.router.handle(d.conn, &[1, 2, 3], h.now);
+    h.router
+        .handle(d.conn, &bytes::Bytes::from_static(&[1, 2, 3]), h.now);
     assert_eq!(error_code(&d.msgs()[0]), Some(100));
     assert_eq!(d.rec.closed(), Some(CloseReason::Handshake));
 }
@@ -225,7 +226,7 @@ fn fire_qos_gets_no_ack_so_the_python_client_keeps_working() {
 fn get_returns_the_param_or_error_201() {
     let mut h = Harness::new();
     let a = h.client();
-    h.set(&a, "/g", Value::String("v".into()));
+    h.set(&a, "/g", Value::from("v"));
     a.msgs();
     h.send(
         &a,
@@ -236,7 +237,7 @@ fn get_returns_the_param_or_error_201() {
     let Message::Snapshot(s) = &a.msgs()[0] else {
         panic!()
     };
-    assert_eq!(s.params[0].value, Value::String("v".into()));
+    assert_eq!(s.params[0].value, Value::from("v"));
     assert_eq!(s.params[0].writer.as_deref(), Some("session-1"));
     h.send(
         &a,
@@ -325,7 +326,7 @@ fn connect_snapshot_is_chunked_by_size_and_complete() {
     let mut h = Harness::new();
     let w = h.client();
     for i in 0..300 {
-        h.set(&w, &format!("/big/{i}"), Value::String("x".repeat(1000)));
+        h.set(&w, &format!("/big/{i}"), Value::from("x".repeat(1000)));
     }
     let late = h.open();
     h.send(&late, Message::Hello(Hello::default()));
@@ -607,7 +608,7 @@ fn oversize_frames_get_an_error_and_the_session_continues() {
         ..Default::default()
     });
     let a = h.client();
-    h.set(&a, "/big", Value::String("x".repeat(2000)));
+    h.set(&a, "/big", Value::from("x".repeat(2000)));
     let Message::Error(e) = &a.msgs()[0] else {
         panic!()
     };
@@ -740,7 +741,7 @@ fn a_value_too_large_to_snapshot_is_refused_not_lost_later() {
     let a = h.client();
     // Fits a SET frame but not a SNAPSHOT entry (which adds writer and timestamp).
     let s = "y".repeat(65_535 - 30);
-    h.set(&a, "/huge", Value::String(s));
+    h.set(&a, "/huge", Value::from(s));
     let Message::Error(e) = &a.msgs()[0] else {
         panic!()
     };

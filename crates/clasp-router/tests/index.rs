@@ -141,7 +141,7 @@ proptest! {
 #[test]
 fn replace_remove_len() {
     let mut index = SubscriptionIndex::new();
-    assert!(index.is_empty() && index.len() == 0);
+    assert!(index.is_empty() && index.is_empty());
     assert!(!index.remove(1u32));
     assert!(index.matches("/a").is_empty());
 

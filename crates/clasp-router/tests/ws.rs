@@ -129,7 +129,7 @@ async fn oversize_websocket_frames_get_an_error_and_the_connection_stays() {
     cfg.router.max_payload = 1000;
     let r = Running::start(cfg).await;
     let (mut a, _) = WsClient::connect(&r.url).await;
-    a.set("/big", Value::String("x".repeat(5000))).await;
+    a.set("/big", Value::from("x".repeat(5000))).await;
     let Message::Error(e) = a.recv().await else {
         panic!()
     };
@@ -197,7 +197,7 @@ async fn state_survives_a_clean_restart() {
     for i in 0..100 {
         a.set(&format!("/keep/{i}"), Value::Int(i)).await;
     }
-    a.set("/keep/0", Value::String("last".into())).await;
+    a.set("/keep/0", Value::from("last")).await;
     for _ in 0..101 {
         a.recv().await;
     }
@@ -206,7 +206,7 @@ async fn state_survives_a_clean_restart() {
     let (_b, params) = WsClient::connect(&r.url).await;
     assert_eq!(params.len(), 100);
     let p0 = params.iter().find(|p| p.address == "/keep/0").unwrap();
-    assert_eq!((p0.revision, &p0.value), (2, &Value::String("last".into())));
+    assert_eq!((p0.revision, &p0.value), (2, &Value::from("last")));
     r.stop().await;
 }
 
@@ -223,8 +223,8 @@ async fn slow_subscribers_are_visible_and_state_is_not_lost() {
         for i in 0..100 {
             w.send_qos(
                 Message::Set(Set {
-                    address: format!("/flood/{i}"),
-                    value: Value::String(format!("{round}:{payload}")),
+                    address: format!("/flood/{i}").into(),
+                    value: Value::from(format!("{round}:{payload}")),
                     ..Default::default()
                 }),
                 Some(Qos::Fire),

@@ -143,7 +143,7 @@ mod tests {
                     "x".into(),
                     Value::Array(vec![Value::Int(-3), Value::Float(1.5)]),
                 ),
-                ("ü".into(), Value::String("日本".into())),
+                ("ü".into(), Value::from("日本")),
             ]),
             revision: 42,
             writer: "s-1".into(),
@@ -224,7 +224,7 @@ mod tests {
         };
         assert!(encode(&p, &mut buf).unwrap_err().contains("writer"));
         let p = StoredParam {
-            value: Value::String("v".repeat(70_000)),
+            value: Value::from("v".repeat(70_000)),
             ..sample()
         };
         buf.clear();

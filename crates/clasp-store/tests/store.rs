@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use clasp_proto::Value;
+use clasp_proto::{Str, Value};
 use clasp_store::{
     Batch, FORMAT_VERSION_KEY, META_TABLE, MemoryStore, PARAMS_TABLE, RedbStore, Store, StoreError,
     StoredParam,
@@ -19,7 +19,7 @@ fn param(address: &str, value: Value, revision: u64) -> StoredParam {
         revision,
         writer: format!("session-{revision}"),
         timestamp: 1_700_000_000_000_000 + revision,
-        expires_at: if revision % 2 == 0 {
+        expires_at: if revision.is_multiple_of(2) {
             Some(1_800_000_000_000_000 + revision)
         } else {
             None
@@ -44,7 +44,7 @@ fn all_kinds() -> Vec<StoredParam> {
                 Value::Map(vec![("deep".into(), Value::Float(-0.25))]),
             ]),
         ),
-        ("ключ".into(), Value::String("значение 🎛️".into())),
+        ("ключ".into(), Value::from("значение 🎛️")),
         ("empty".into(), Value::Map(vec![])),
         ("dup".into(), Value::Int(1)),
         ("dup".into(), Value::Int(2)),
@@ -57,8 +57,8 @@ fn all_kinds() -> Vec<StoredParam> {
         param("/int/max", Value::Int(i64::MAX), 5),
         param("/float", Value::Float(std::f64::consts::PI), 6),
         param("/float/inf", Value::Float(f64::NEG_INFINITY), 7),
-        param("/string", Value::String("héllo, 世界 — ✓".into()), 8),
-        param("/string/empty", Value::String(String::new()), 9),
+        param("/string", Value::from("héllo, 世界 — ✓"), 8),
+        param("/string/empty", Value::from(""), 9),
         param("/bytes", Value::from(vec![0u8, 1, 2, 255, 254]), 10),
         param("/bytes/empty", Value::from(Vec::<u8>::new()), 11),
         param(
@@ -73,7 +73,7 @@ fn all_kinds() -> Vec<StoredParam> {
             expires_at: Some(u64::MAX),
             revision: u64::MAX,
             timestamp: 0,
-            ..param("/extremes", Value::String("x".repeat(60_000)), 0)
+            ..param("/extremes", Value::from("x".repeat(60_000)), 0)
         },
     ]
 }
@@ -168,7 +168,7 @@ fn failed_batch_stores_nothing() {
         upserts: vec![
             param("/new", Value::Int(2), 2),
             param("/keep", Value::Int(2), 2),
-            param("/bad", Value::String("x".repeat(70_000)), 3),
+            param("/bad", Value::from("x".repeat(70_000)), 3),
         ],
         deletes: vec!["/gone".into()],
     };
@@ -365,7 +365,7 @@ fn ten_thousand_params_in_one_batch() {
             let value = match i % 4 {
                 0 => Value::Int(i as i64),
                 1 => Value::Float(i as f64 / 3.0),
-                2 => Value::String(format!("value {i}")),
+                2 => Value::from(format!("value {i}")),
                 _ => Value::Array(vec![Value::Int(i as i64), Value::Bool(i % 3 == 0)]),
             };
             param(&format!("/bulk/{}/{i}", i % 97), value, i)
@@ -416,13 +416,14 @@ fn value_strategy() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_filter("not NaN", |f| !f.is_nan())
             .prop_map(Value::Float),
-        "\\PC{0,12}".prop_map(Value::String),
+        "\\PC{0,12}".prop_map(Value::from),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::vec(("\\PC{0,6}", inner), 0..4).prop_map(Value::Map),
+            proptest::collection::vec(("\\PC{0,6}".prop_map(Str::from), inner), 0..4)
+                .prop_map(Value::Map),
         ]
     })
 }
@@ -438,7 +439,7 @@ fn param_strategy() -> impl Strategy<Value = StoredParam> {
         prop_oneof![
             20 => value_strategy(),
             // Occasionally a value that cannot be stored, failing its batch.
-            1 => Just(Value::String("x".repeat(70_000))),
+            1 => Just(Value::from("x".repeat(70_000))),
         ],
         any::<u64>(),
         "\\PC{0,8}",

@@ -5,19 +5,21 @@
 //! message are ignored, as the reference decoders do (v4 senders append fields v3 does not know),
 //! except in PUBLISH where four or more trailing bytes are its `rate`.
 
+use bytes::Bytes;
+
 use crate::MAX_NESTING;
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::error_code::ErrorCode;
 use crate::message::*;
-use crate::value::{Value, tag};
+use crate::value::{Str, Value, tag};
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-/// A bounds-checked cursor over a payload.
-struct Reader<'a> {
-    buf: &'a [u8],
+/// A bounds-checked cursor over a payload. Strings and byte values are zero-copy slices of it.
+struct Reader {
+    buf: Bytes,
     pos: usize,
     /// Offset of `buf[0]` in the outermost payload, for error positions inside bundles.
     base: usize,
@@ -27,8 +29,8 @@ struct Reader<'a> {
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
+impl Reader {
+    fn new(buf: Bytes, base: usize) -> Self {
         Reader {
             buf,
             pos: 0,
@@ -46,7 +48,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&[u8]> {
         match self.buf.get(self.pos..self.pos + n) {
             Some(s) => {
                 self.pos += n;
@@ -92,23 +94,37 @@ impl<'a> Reader<'a> {
         Ok(f64::from_be_bytes(self.array(field)?))
     }
 
+    /// Takes `n` bytes as a shared slice of the payload.
     #[inline]
-    fn str(&mut self, field: &'static str) -> Result<String> {
+    fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes> {
+        if n > self.remaining() {
+            return Err(self.err(DecodeErrorKind::Truncated {
+                field,
+                needed: n,
+                remaining: self.remaining(),
+            }));
+        }
+        let at = self.pos;
+        self.pos += n;
+        Ok(self.buf.slice(at..at + n))
+    }
+
+    #[inline]
+    fn str(&mut self, field: &'static str) -> Result<Str> {
         let len = self.u16(field)? as usize;
         let at = self.pos;
-        let raw = self.take(len, field)?;
-        match std::str::from_utf8(raw) {
-            Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(DecodeError::new(
+        let raw = self.slice(len, field)?;
+        Str::try_from(raw).map_err(|_| {
+            DecodeError::new(
                 self.context,
                 self.base + at,
                 DecodeErrorKind::InvalidUtf8(field),
-            )),
-        }
+            )
+        })
     }
 
     /// A string field where empty means absent (HELLO/WELCOME token).
-    fn opt_str(&mut self, field: &'static str) -> Result<Option<String>> {
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<Str>> {
         let s = self.str(field)?;
         Ok(if s.is_empty() { None } else { Some(s) })
     }
@@ -146,7 +162,7 @@ impl<'a> Reader<'a> {
             tag::STRING => Value::String(self.str("string")?),
             tag::BYTES => {
                 let len = self.u16("bytes")? as usize;
-                Value::Bytes(bytes::Bytes::copy_from_slice(self.take(len, "bytes")?))
+                Value::Bytes(self.slice(len, "bytes")?)
             }
             tag::ARRAY => {
                 let depth = self.nest(depth)?;
@@ -189,8 +205,9 @@ impl<'a> Reader<'a> {
 /// Decodes one tagged value from the start of `buf`; returns it and the bytes it used.
 ///
 /// This is the value encoding of protocol.md §2.3 on its own, for storing values outside frames.
+/// The value's strings are copied out of `buf` (one allocation for the whole value).
 pub fn decode_value(buf: &[u8]) -> Result<(Value, usize)> {
-    let mut r = Reader::new(buf, 0);
+    let mut r = Reader::new(Bytes::copy_from_slice(buf), 0);
     r.context = "value";
     let v = r.value(0)?;
     Ok((v, r.pos))
@@ -203,12 +220,12 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) -> std::result::Result<(),
     put_value(out, value, 0).inspect_err(|_| out.truncate(start))
 }
 
-/// Decodes a binary payload.
-pub fn decode(payload: &[u8]) -> Result<Message> {
-    decode_at(payload, 0, 0)
+/// Decodes a binary payload. Strings and byte values in the result share `payload`'s buffer.
+pub fn decode(payload: &Bytes) -> Result<Message> {
+    decode_at(payload.clone(), 0, 0)
 }
 
-fn decode_at(payload: &[u8], base: usize, depth: usize) -> Result<Message> {
+fn decode_at(payload: Bytes, base: usize, depth: usize) -> Result<Message> {
     let mut r = Reader::new(payload, base);
     let code = r.u8("message type")?;
     let name = name_of(code).unwrap_or("payload");
@@ -337,7 +354,7 @@ fn decode_at(payload: &[u8], base: usize, depth: usize) -> Result<Message> {
             for _ in 0..n {
                 let len = r.u16("message length")? as usize;
                 let at = r.base + r.pos;
-                let inner = r.take(len, "message")?;
+                let inner = r.slice(len, "message")?;
                 if inner.first().is_some_and(|&b| crate::codec::is_msgpack(b)) {
                     return Err(DecodeError::new(
                         name,
@@ -412,7 +429,7 @@ fn opt_if<T>(present: bool, read: impl FnOnce() -> Result<T>) -> Result<Option<T
     if present { read().map(Some) } else { Ok(None) }
 }
 
-fn signal_def(r: &mut Reader<'_>, with_meta: bool) -> Result<SignalDef> {
+fn signal_def(r: &mut Reader, with_meta: bool) -> Result<SignalDef> {
     let address = r.str("signal address")?;
     let signal = SignalType::from_code(r.u8("signal type")?);
     let opt = r.u8("signal options")?;
@@ -734,7 +751,7 @@ fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
 #[derive(Debug)]
 pub struct SnapshotWriter {
     max_payload: usize,
-    frames: Vec<bytes::Bytes>,
+    frames: Vec<Bytes>,
     current: Vec<u8>,
     count: u16,
     entry: Vec<u8>,
@@ -773,7 +790,7 @@ impl SnapshotWriter {
     }
 
     /// The frames; with `always`, one empty SNAPSHOT when no param was pushed.
-    pub fn finish(mut self, always: bool) -> Vec<bytes::Bytes> {
+    pub fn finish(mut self, always: bool) -> Vec<Bytes> {
         if self.current.is_empty() && self.frames.is_empty() && always {
             self.start();
         }
@@ -796,7 +813,7 @@ impl SnapshotWriter {
         let len = (frame.len() - 4) as u16;
         frame[2..4].copy_from_slice(&len.to_be_bytes());
         frame[5..7].copy_from_slice(&self.count.to_be_bytes());
-        self.frames.push(bytes::Bytes::from(frame));
+        self.frames.push(Bytes::from(frame));
     }
 }
 

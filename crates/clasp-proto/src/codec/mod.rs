@@ -31,8 +31,15 @@ pub struct DecodedFrame {
 }
 
 impl Message {
-    /// Decodes a payload (binary or legacy MessagePack).
+    /// Decodes a payload (binary or legacy MessagePack), copying it first; see
+    /// [`Message::decode_bytes`] for the zero-copy form.
     pub fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
+        Message::decode_bytes(&Bytes::copy_from_slice(payload))
+    }
+
+    /// Decodes a payload (binary or legacy MessagePack). Strings and byte values of a binary
+    /// payload share `payload`'s buffer instead of being copied.
+    pub fn decode_bytes(payload: &Bytes) -> Result<Message, DecodeError> {
         match payload.first() {
             None => Err(DecodeError::new(
                 "payload",
@@ -53,11 +60,22 @@ impl Message {
     }
 }
 
-/// Decodes the frame at the start of `buf` and the message it carries.
+/// Decodes the frame at the start of `buf` and the message it carries, copying the frame first;
+/// see [`decode_frame_bytes`] for the zero-copy form.
+pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
+    let end = FrameHeader::parse(buf)
+        .ok()
+        .flatten()
+        .map_or(buf.len(), |h| h.frame_len().min(buf.len()));
+    decode_frame_bytes(&Bytes::copy_from_slice(&buf[..end]))
+}
+
+/// Decodes the frame at the start of `buf` and the message it carries. Strings and byte values
+/// in the message share `buf`'s buffer.
 ///
 /// Bytes after the frame are ignored (WebSocket carries one frame per message); their count is
 /// `buf.len() - frame.len`. Error offsets count from the start of the frame.
-pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
+pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
     let header = match FrameHeader::parse(buf)? {
         Some(h) => h,
         None => {
@@ -86,7 +104,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
     }
     let start = header.header_len();
     let end = header.frame_len();
-    let Some(payload) = buf.get(start..end) else {
+    if buf.len() < end {
         return Err(DecodeError::frame(
             buf.len(),
             DecodeErrorKind::IncompleteFrame {
@@ -94,8 +112,8 @@ pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
                 available: buf.len(),
             },
         ));
-    };
-    let message = Message::decode(payload).map_err(|e| e.shifted(start))?;
+    }
+    let message = Message::decode_bytes(&buf.slice(start..end)).map_err(|e| e.shifted(start))?;
     Ok(DecodedFrame {
         header,
         message,

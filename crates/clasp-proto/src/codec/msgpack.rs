@@ -50,7 +50,7 @@ use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::error_code::ErrorCode;
 use crate::frame::MAX_PAYLOAD;
 use crate::message::*;
-use crate::value::Value;
+use crate::value::{Str, Value};
 
 /// Context of every error this module returns.
 const CONTEXT: &str = "MessagePack";
@@ -385,7 +385,7 @@ impl<'a> Reader<'a> {
                 ));
             }
             Head::Float(f) => Value::Float(f),
-            Head::Str(b) => Value::String(self.utf8(at, b, field)?.to_owned()),
+            Head::Str(b) => Value::String(Str::from(self.utf8(at, b, field)?)),
             Head::Bin(b) => Value::Bytes(Bytes::copy_from_slice(b)),
             Head::Array(n) => {
                 let depth = self.nest(at, depth)?;
@@ -410,7 +410,7 @@ impl<'a> Reader<'a> {
                             ),
                         ));
                     };
-                    let key = self.utf8(key_at, key, field)?.to_owned();
+                    let key = Str::from(self.utf8(key_at, key, field)?);
                     entries.push((key, self.value(field, depth)?));
                 }
                 Value::Map(entries)
@@ -434,16 +434,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn opt_string(&mut self, field: &'static str) -> Result<Option<String>> {
-        Ok(self.opt_str(field)?.map(str::to_owned))
+    fn opt_string(&mut self, field: &'static str) -> Result<Option<Str>> {
+        Ok(self.opt_str(field)?.map(Str::from))
     }
 
     /// A token: nil and the empty string are `None`.
-    fn token(&mut self, field: &'static str) -> Result<Option<String>> {
+    fn token(&mut self, field: &'static str) -> Result<Option<Str>> {
         Ok(self
             .opt_str(field)?
             .filter(|s| !s.is_empty())
-            .map(str::to_owned))
+            .map(Str::from))
     }
 
     /// An unsigned integer field, range-checked for `T`; nil is `None`.

@@ -7,13 +7,13 @@ use proptest::option::of as maybe;
 use proptest::prelude::*;
 
 /// Short strings, including non-ASCII and the empty string.
-pub fn text() -> impl Strategy<Value = String> {
-    "[a-z/_é☃ ]{0,12}"
+pub fn text() -> impl Strategy<Value = Str> {
+    "[a-z/_é☃ ]{0,12}".prop_map(Str::from)
 }
 
 /// Non-empty strings (tokens decode empty as absent).
-pub fn nonempty_text() -> impl Strategy<Value = String> {
-    "[a-z0-9_]{1,12}"
+pub fn nonempty_text() -> impl Strategy<Value = Str> {
+    "[a-z0-9_]{1,12}".prop_map(Str::from)
 }
 
 /// Finite floats (NaN never compares equal).

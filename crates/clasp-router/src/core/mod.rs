@@ -21,7 +21,7 @@ use clasp_proto::pattern::Pattern;
 use clasp_proto::{
     Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, GesturePhase, Message,
     ParamValue, Publish, PublishPayload, Qos, QueryResult, Set, SignalDef, SignalType, SignalTypes,
-    Snapshot, Subscribe, SubscribeOptions, Welcome, decode_frame, encode,
+    Snapshot, Str, Subscribe, SubscribeOptions, Welcome, decode_frame_bytes, encode,
 };
 
 pub use config::RouterConfig;
@@ -128,7 +128,7 @@ pub struct Router {
     sessions: HashMap<Arc<str>, ConnId>,
     index: SubscriptionIndex<SubKey>,
     store: ParamStore,
-    signals: HashMap<String, Announced>,
+    signals: HashMap<Str, Announced>,
     gestures: HashMap<GestureKey, Gesture>,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     bundles: HashMap<u64, ScheduledBundle>,
@@ -254,7 +254,7 @@ impl Router {
     }
 
     /// Handles one inbound frame (one WebSocket message) from `conn`.
-    pub fn handle(&mut self, conn: ConnId, frame: &[u8], now: Now) {
+    pub fn handle(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
         self.last_now = now;
         self.metrics.bytes_in += frame.len() as u64;
         let Some(c) = self.conns.get(&conn) else {
@@ -273,7 +273,7 @@ impl Router {
             }
             return;
         }
-        let decoded = match decode_frame(frame) {
+        let decoded = match decode_frame_bytes(frame) {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.frames_rejected += 1;
@@ -310,10 +310,10 @@ impl Router {
             ),
             Message::Subscribe(s) => self.on_subscribe(conn, s),
             Message::Unsubscribe(u) => {
-                if let Some(sess) = self.session_mut(conn) {
-                    if sess.subs.remove(&u.id).is_some() {
-                        self.index.remove((conn, u.id));
-                    }
+                if let Some(sess) = self.session_mut(conn)
+                    && sess.subs.remove(&u.id).is_some()
+                {
+                    self.index.remove((conn, u.id));
                 }
             }
             Message::Set(s) => {
@@ -390,8 +390,8 @@ impl Router {
             version: 1,
             features: Features::ROUTER,
             time: now.wall,
-            session: id.to_string(),
-            name: self.config.name.clone(),
+            session: id.to_string().into(),
+            name: self.config.name.clone().into(),
             token: None,
         };
         self.reply(conn, &Message::Welcome(welcome));
@@ -464,7 +464,7 @@ impl Router {
         }
     }
 
-    fn on_get(&mut self, conn: ConnId, address: String) {
+    fn on_get(&mut self, conn: ConnId, address: Str) {
         match self.store.get(&address) {
             Some(p) => {
                 let snap = Snapshot {
@@ -495,7 +495,7 @@ impl Router {
                     conn,
                     ErrorCode::InvalidPattern,
                     e.to_string(),
-                    Some(pattern.to_owned()),
+                    Some(Str::from(pattern)),
                 );
                 return;
             }
@@ -536,15 +536,15 @@ impl Router {
             "no session for this connection".to_owned(),
         ))?;
         let (frame, revision, locked) = self.apply_set(&writer, &set, now)?;
-        if set.lock {
-            if let Some(sess) = self.session_mut(conn) {
-                sess.locks.push(Arc::from(set.address.as_str()));
-            }
+        if set.lock
+            && let Some(sess) = self.session_mut(conn)
+        {
+            sess.locks.push(Arc::from(&*set.address));
         }
         let address = self
             .store
             .key(&set.address)
-            .unwrap_or_else(|| set.address.as_str().into());
+            .unwrap_or_else(|| Arc::from(&*set.address));
         let numeric = set.value.as_f64();
         self.fan_out(&address, SignalType::Param, None, numeric, now, |a| {
             Outgoing::Param {
@@ -556,7 +556,7 @@ impl Router {
             let holder = if locked {
                 self.store
                     .get(&set.address)
-                    .and_then(|p| p.lock.as_deref().map(str::to_owned))
+                    .and_then(|p| p.lock.as_deref().map(Str::from))
             } else {
                 None
             };
@@ -629,11 +629,12 @@ impl Router {
     // -----------------------------------------------------------------------------------------
 
     fn on_publish(&mut self, conn: ConnId, p: Publish, now: Now) {
-        if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX) {
-            if !target.is_empty() && !target.contains('/') {
-                self.p2p_signal(conn, target, &p);
-                return;
-            }
+        if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX)
+            && !target.is_empty()
+            && !target.contains('/')
+        {
+            self.p2p_signal(conn, target, &p);
+            return;
         }
         if p.address == P2P_ANNOUNCE {
             let Ok(frame) = encode(&Message::Publish(p.clone())) else {
@@ -722,7 +723,7 @@ impl Router {
     /// Gesture move coalescing: start, end and cancel go out at once; moves go out at most once
     /// per interval per (session, address, id), always ending with the latest one.
     fn gesture(&mut self, conn: ConnId, p: Publish, now: Now) {
-        let key: GestureKey = (conn, Arc::from(p.address.as_str()), p.id.unwrap_or(0));
+        let key: GestureKey = (conn, Arc::from(&*p.address), p.id.unwrap_or(0));
         let interval = self.config.gesture_interval.as_micros() as u64;
         match p.phase {
             GesturePhase::Start => {
@@ -761,10 +762,10 @@ impl Router {
                 }
             }
             GesturePhase::End | GesturePhase::Cancel => {
-                if let Some(g) = self.gestures.remove(&key) {
-                    if let Some(frame) = g.buffered {
-                        self.forward_frame(conn, &p.address, SignalType::Gesture, frame, None, now);
-                    }
+                if let Some(g) = self.gestures.remove(&key)
+                    && let Some(frame) = g.buffered
+                {
+                    self.forward_frame(conn, &p.address, SignalType::Gesture, frame, None, now);
                 }
                 self.forward_publish(conn, &p, now);
             }
@@ -861,7 +862,7 @@ impl Router {
         &self,
         writer: &Arc<str>,
         bundle: &Bundle,
-    ) -> Result<(), (String, ErrorCode, String)> {
+    ) -> Result<(), (Str, ErrorCode, String)> {
         // Revisions and locks as they will be after the earlier SETs of this bundle.
         let mut planned: HashMap<&str, (u64, Option<&str>)> = HashMap::new();
         let mut new_addresses = 0usize;
@@ -869,7 +870,7 @@ impl Router {
             let Message::Set(s) = m else { continue };
             let fail = |code, text: String| (s.address.clone(), code, text);
             check_address(&s.address).map_err(|(c, t)| fail(c, t))?;
-            let current = match planned.get(s.address.as_str()) {
+            let current = match planned.get(&*s.address) {
                 Some(&(rev, lock)) => Some((rev, lock)),
                 None => self
                     .store
@@ -890,22 +891,22 @@ impl Router {
                     planned.insert(&s.address, (1, lock));
                 }
                 Some((rev, lock)) => {
-                    if let Some(expected) = s.revision {
-                        if expected != rev {
-                            let (c, t) = write_error(WriteError::RevisionConflict {
-                                expected,
-                                actual: rev,
-                            });
-                            return Err(fail(c, t));
-                        }
+                    if let Some(expected) = s.revision
+                        && expected != rev
+                    {
+                        let (c, t) = write_error(WriteError::RevisionConflict {
+                            expected,
+                            actual: rev,
+                        });
+                        return Err(fail(c, t));
                     }
-                    if let Some(holder) = lock {
-                        if holder != &**writer {
-                            let (c, t) = write_error(WriteError::LockHeld {
-                                holder: holder.into(),
-                            });
-                            return Err(fail(c, t));
-                        }
+                    if let Some(holder) = lock
+                        && holder != &**writer
+                    {
+                        let (c, t) = write_error(WriteError::LockHeld {
+                            holder: holder.into(),
+                        });
+                        return Err(fail(c, t));
                     }
                     let lock = if s.lock {
                         Some(&**writer)
@@ -1142,12 +1143,12 @@ impl Router {
         }
     }
 
-    fn error(&mut self, conn: ConnId, code: ErrorCode, message: String, address: Option<String>) {
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: String, address: Option<Str>) {
         self.metrics.errors_sent += 1;
         let msg = Message::Error(ErrorMessage {
             code,
-            message: clip(message),
-            address: address.map(clip),
+            message: clip(message).into(),
+            address: address.map(|a| clip_str(&a)),
             correlation_id: None,
         });
         if let Ok(frame) = encode(&msg) {
@@ -1178,10 +1179,10 @@ fn filter(
     now: u64,
 ) -> Decision {
     let f = sub.filters.entry(address.clone()).or_default();
-    if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value) {
-        if (v - last).abs() < eps {
-            return Decision::Skip;
-        }
+    if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value)
+        && (v - last).abs() < eps
+    {
+        return Decision::Skip;
     }
     match (sub.interval_us, f.last_sent) {
         (Some(interval), Some(last)) if now < last + interval => {
@@ -1238,10 +1239,10 @@ fn write_error(e: WriteError) -> (ErrorCode, String) {
 
 fn param_value(address: &str, p: &state::Param) -> ParamValue {
     ParamValue {
-        address: address.to_owned(),
+        address: address.to_owned().into(),
         value: p.value.clone(),
         revision: p.revision,
-        writer: Some(p.writer.to_string()),
+        writer: Some(p.writer.to_string().into()),
         timestamp: Some(p.timestamp),
     }
 }
@@ -1255,6 +1256,14 @@ fn numeric_of(p: &Publish) -> Option<f64> {
 }
 
 /// Error texts and addresses are clipped so an ERROR always fits a frame.
+fn clip_str(s: &Str) -> Str {
+    if s.len() <= 1024 {
+        s.clone()
+    } else {
+        clip(s.to_string()).into()
+    }
+}
+
 fn clip(s: String) -> String {
     const MAX: usize = 1024;
     if s.len() <= MAX {

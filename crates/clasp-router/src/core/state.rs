@@ -81,6 +81,9 @@ pub struct Written {
     pub locked: bool,
 }
 
+/// Params changed since the last persistence pass, and addresses removed since then.
+pub type Dirty = (Vec<(Arc<str>, Param)>, Vec<Arc<str>>);
+
 /// The map of params.
 #[derive(Debug)]
 pub struct ParamStore {
@@ -141,13 +144,13 @@ impl ParamStore {
                 }
             }
             Some(p) => {
-                if let Some(expected) = write.expected {
-                    if expected != p.revision {
-                        return Err(WriteError::RevisionConflict {
-                            expected,
-                            actual: p.revision,
-                        });
-                    }
+                if let Some(expected) = write.expected
+                    && expected != p.revision
+                {
+                    return Err(WriteError::RevisionConflict {
+                        expected,
+                        actual: p.revision,
+                    });
                 }
                 match &p.lock {
                     Some(holder) if &**holder != writer => Err(WriteError::LockHeld {
@@ -221,11 +224,11 @@ impl ParamStore {
     pub fn release_locks(&mut self, session: &str, addresses: &[Arc<str>]) -> Vec<Arc<str>> {
         let mut released = Vec::new();
         for a in addresses {
-            if let Some(p) = self.params.get_mut(a) {
-                if p.lock.as_deref() == Some(session) {
-                    p.lock = None;
-                    released.push(a.clone());
-                }
+            if let Some(p) = self.params.get_mut(a)
+                && p.lock.as_deref() == Some(session)
+            {
+                p.lock = None;
+                released.push(a.clone());
             }
         }
         released
@@ -260,7 +263,7 @@ impl ParamStore {
     }
 
     /// Takes the set of addresses changed since the last call: `(present, removed)`.
-    pub fn take_dirty(&mut self) -> (Vec<(Arc<str>, Param)>, Vec<Arc<str>>) {
+    pub fn take_dirty(&mut self) -> Dirty {
         let mut present = Vec::new();
         let mut removed = Vec::new();
         for (addr, ()) in self.dirty.drain() {

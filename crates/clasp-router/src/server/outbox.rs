@@ -195,14 +195,14 @@ impl Outbox {
             Outgoing::Param { address, frame } => {
                 if s.congested {
                     let head = s.head_seq;
-                    if let Some(&seq) = s.params.get(&address) {
-                        if seq >= head {
-                            let i = (seq - head) as usize;
-                            if let Some(Slot::Param(b)) = s.queue.get_mut(i) {
-                                *b = frame;
-                                counters.params_coalesced.fetch_add(1, Ordering::Relaxed);
-                                return;
-                            }
+                    if let Some(&seq) = s.params.get(&address)
+                        && seq >= head
+                    {
+                        let i = (seq - head) as usize;
+                        if let Some(Slot::Param(b)) = s.queue.get_mut(i) {
+                            *b = frame;
+                            counters.params_coalesced.fetch_add(1, Ordering::Relaxed);
+                            return;
                         }
                     }
                     let seq = head + s.queue.len() as u64;
@@ -211,16 +211,15 @@ impl Outbox {
                 s.queue.push_back(Slot::Param(frame));
             }
             Outgoing::Stream(frame) => {
-                if s.streams >= limits.max_streams {
-                    if let Some(slot) = s
+                if s.streams >= limits.max_streams
+                    && let Some(slot) = s
                         .queue
                         .iter_mut()
                         .find(|slot| matches!(slot, Slot::Frame(_, true)))
-                    {
-                        *slot = Slot::Dropped;
-                        s.streams -= 1;
-                        counters.streams_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                {
+                    *slot = Slot::Dropped;
+                    s.streams -= 1;
+                    counters.streams_dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 s.streams += 1;
                 s.queue.push_back(Slot::Frame(frame, true));
@@ -236,7 +235,7 @@ impl Outbox {
                     s.params.clear();
                     if let Ok(err) = clasp_proto::encode(&Message::Error(ErrorMessage {
                         code: ErrorCode::Overloaded,
-                        message: text,
+                        message: text.into(),
                         address: None,
                         correlation_id: None,
                     })) {

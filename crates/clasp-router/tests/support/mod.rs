@@ -52,7 +52,7 @@ impl WsClient {
         let Message::Welcome(w) = c.recv().await else {
             panic!("expected WELCOME")
         };
-        c.session = w.session;
+        c.session = w.session.to_string();
         let mut params = Vec::new();
         // The connect snapshot may span several frames; the last one is followed by silence.
         let Message::Snapshot(s) = c.recv().await else {
