@@ -17,49 +17,62 @@ use crate::value::{Str, Value, tag};
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-/// A bounds-checked cursor over a payload. Strings and byte values are zero-copy slices of it.
-struct Reader {
-    buf: Bytes,
+/// A bounds-checked cursor over `src[pos..end]`. Strings and byte values are zero-copy slices
+/// of `src`. Positions are absolute in `src`; error offsets count from `origin`.
+struct Reader<'a> {
+    src: &'a Bytes,
     pos: usize,
-    /// Offset of `buf[0]` in the outermost payload, for error positions inside bundles.
-    base: usize,
+    end: usize,
+    origin: usize,
     /// Name of the message being decoded, for errors.
     context: &'static str,
 }
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-impl Reader {
-    fn new(buf: Bytes, base: usize) -> Self {
+impl<'a> Reader<'a> {
+    fn new(src: &'a Bytes, pos: usize, end: usize, origin: usize) -> Self {
         Reader {
-            buf,
-            pos: 0,
-            base,
+            src,
+            pos,
+            end,
+            origin,
             context: "payload",
         }
     }
 
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
+    }
+
+    fn err_at(&self, at: usize, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError::new(self.context, at - self.origin, kind)
     }
 
     fn err(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError::new(self.context, self.base + self.pos, kind)
+        self.err_at(self.pos, kind)
     }
 
+    /// Advances over `n` bytes; returns where they start.
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&[u8]> {
-        match self.buf.get(self.pos..self.pos + n) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => Err(self.err(DecodeErrorKind::Truncated {
+    fn advance(&mut self, n: usize, field: &'static str) -> Result<usize> {
+        if n > self.remaining() {
+            return Err(self.err(DecodeErrorKind::Truncated {
                 field,
                 needed: n,
                 remaining: self.remaining(),
-            })),
+            }));
         }
+        let at = self.pos;
+        self.pos += n;
+        Ok(at)
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
+        let at = self.advance(n, field)?;
+        let src: &'a Bytes = self.src;
+        Ok(&src[at..at + n])
     }
 
     #[inline]
@@ -97,30 +110,16 @@ impl Reader {
     /// Takes `n` bytes as a shared slice of the payload.
     #[inline]
     fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes> {
-        if n > self.remaining() {
-            return Err(self.err(DecodeErrorKind::Truncated {
-                field,
-                needed: n,
-                remaining: self.remaining(),
-            }));
-        }
-        let at = self.pos;
-        self.pos += n;
-        Ok(self.buf.slice(at..at + n))
+        let at = self.advance(n, field)?;
+        Ok(self.src.slice(at..at + n))
     }
 
     #[inline]
     fn str(&mut self, field: &'static str) -> Result<Str> {
         let len = self.u16(field)? as usize;
-        let at = self.pos;
-        let raw = self.slice(len, field)?;
-        Str::try_from(raw).map_err(|_| {
-            DecodeError::new(
-                self.context,
-                self.base + at,
-                DecodeErrorKind::InvalidUtf8(field),
-            )
-        })
+        let at = self.advance(len, field)?;
+        Str::try_from(self.src.slice(at..at + len))
+            .map_err(|_| self.err_at(at, DecodeErrorKind::InvalidUtf8(field)))
     }
 
     /// A string field where empty means absent (HELLO/WELCOME token).
@@ -184,11 +183,7 @@ impl Reader {
                 Value::Map(entries)
             }
             other => {
-                return Err(DecodeError::new(
-                    self.context,
-                    self.base + tag_at,
-                    DecodeErrorKind::UnknownValueTag(other),
-                ));
+                return Err(self.err_at(tag_at, DecodeErrorKind::UnknownValueTag(other)));
             }
         })
     }
@@ -207,7 +202,8 @@ impl Reader {
 /// This is the value encoding of protocol.md §2.3 on its own, for storing values outside frames.
 /// The value's strings are copied out of `buf` (one allocation for the whole value).
 pub fn decode_value(buf: &[u8]) -> Result<(Value, usize)> {
-    let mut r = Reader::new(Bytes::copy_from_slice(buf), 0);
+    let src = Bytes::copy_from_slice(buf);
+    let mut r = Reader::new(&src, 0, src.len(), 0);
     r.context = "value";
     let v = r.value(0)?;
     Ok((v, r.pos))
@@ -222,11 +218,22 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) -> std::result::Result<(),
 
 /// Decodes a binary payload. Strings and byte values in the result share `payload`'s buffer.
 pub fn decode(payload: &Bytes) -> Result<Message> {
-    decode_at(payload.clone(), 0, 0)
+    decode_at(payload, 0, payload.len(), 0, 0)
 }
 
-fn decode_at(payload: Bytes, base: usize, depth: usize) -> Result<Message> {
-    let mut r = Reader::new(payload, base);
+/// Decodes the binary payload at `src[start..end]`; error offsets count from `origin`.
+pub(crate) fn decode_in(src: &Bytes, start: usize, end: usize, origin: usize) -> Result<Message> {
+    decode_at(src, start, end, origin, 0)
+}
+
+fn decode_at(
+    src: &Bytes,
+    start: usize,
+    end: usize,
+    origin: usize,
+    depth: usize,
+) -> Result<Message> {
+    let mut r = Reader::new(src, start, end, origin);
     let code = r.u8("message type")?;
     let name = name_of(code).unwrap_or("payload");
     r.context = name;
@@ -353,19 +360,17 @@ fn decode_at(payload: Bytes, base: usize, depth: usize) -> Result<Message> {
             let mut messages = Vec::with_capacity(n);
             for _ in 0..n {
                 let len = r.u16("message length")? as usize;
-                let at = r.base + r.pos;
-                let inner = r.slice(len, "message")?;
-                if inner.first().is_some_and(|&b| crate::codec::is_msgpack(b)) {
-                    return Err(DecodeError::new(
-                        name,
-                        at,
-                        DecodeErrorKind::UnknownMessageType(inner[0]),
-                    ));
+                let at = r.advance(len, "message")?;
+                match src.get(at) {
+                    _ if len == 0 => {
+                        return Err(r.err_at(at, DecodeErrorKind::EmptyPayload));
+                    }
+                    Some(&b) if crate::codec::is_msgpack(b) => {
+                        return Err(r.err_at(at, DecodeErrorKind::UnknownMessageType(b)));
+                    }
+                    _ => {}
                 }
-                if inner.is_empty() {
-                    return Err(DecodeError::new(name, at, DecodeErrorKind::EmptyPayload));
-                }
-                messages.push(decode_at(inner, at, depth)?);
+                messages.push(decode_at(src, at, at + len, origin, depth)?);
             }
             Message::Bundle(Bundle {
                 timestamp,
@@ -417,7 +422,7 @@ fn decode_at(payload: Bytes, base: usize, depth: usize) -> Result<Message> {
         other => {
             return Err(DecodeError::new(
                 name,
-                base,
+                start - origin,
                 DecodeErrorKind::UnknownMessageType(other),
             ));
         }
@@ -429,7 +434,7 @@ fn opt_if<T>(present: bool, read: impl FnOnce() -> Result<T>) -> Result<Option<T
     if present { read().map(Some) } else { Ok(None) }
 }
 
-fn signal_def(r: &mut Reader, with_meta: bool) -> Result<SignalDef> {
+fn signal_def(r: &mut Reader<'_>, with_meta: bool) -> Result<SignalDef> {
     let address = r.str("signal address")?;
     let signal = SignalType::from_code(r.u8("signal type")?);
     let opt = r.u8("signal options")?;

@@ -113,7 +113,19 @@ pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
             },
         ));
     }
-    let message = Message::decode_bytes(&buf.slice(start..end)).map_err(|e| e.shifted(start))?;
+    let message = match buf.get(start).filter(|_| start < end) {
+        None => {
+            return Err(DecodeError::new(
+                "payload",
+                start,
+                DecodeErrorKind::EmptyPayload,
+            ));
+        }
+        Some(&b) if is_msgpack(b) => {
+            msgpack::decode(&buf[start..end]).map_err(|e| e.shifted(start))?
+        }
+        Some(_) => binary::decode_in(buf, start, end, 0)?,
+    };
     Ok(DecodedFrame {
         header,
         message,
@@ -127,10 +139,31 @@ pub fn encode(msg: &Message) -> Result<Bytes, EncodeError> {
 }
 
 /// Encodes `msg` in a frame with the given options.
+///
+/// The frame is built in a reused per-thread buffer and then copied into an allocation of
+/// exactly its size: one allocation per frame, and no spare capacity kept alive by the `Bytes`.
 pub fn encode_with(msg: &Message, opts: FrameOptions) -> Result<Bytes, EncodeError> {
-    let mut out = Vec::with_capacity(binary::size_hint(msg));
-    encode_into(msg, opts, &mut out)?;
-    Ok(Bytes::from(out))
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// Scratch buffers larger than this are released after use.
+    const KEEP: usize = 256 * 1024;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = encode_into(msg, opts, &mut buf).map(|()| Bytes::copy_from_slice(&buf));
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+            result
+        }
+        // Only reachable if encoding re-entered itself; fall back to a fresh buffer.
+        Err(_) => {
+            let mut out = Vec::with_capacity(binary::size_hint(msg));
+            encode_into(msg, opts, &mut out)?;
+            Ok(Bytes::from(out))
+        }
+    })
 }
 
 /// Appends the framed encoding of `msg` to `out`. On error `out` is left as it was.

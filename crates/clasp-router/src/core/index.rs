@@ -13,9 +13,9 @@
 //!   `/a/\*` (keyed by the one address they match, `/a/*`). A lookup costs one hash of the full
 //!   address; no segment walk.
 //! * `root: Node` — a trie over the compiled [`PatternSegment`]s of every other pattern. A node
-//!   has literal children (hashed by segment text), at most one [`AnySegment`] child, glob
-//!   children (one per distinct glob text), at most one [`MultiSegment`] child, and the keys whose
-//!   pattern ends there.
+//!   has literal children (hashed by segment text), at most one `*` child
+//!   ([`PatternSegment::AnySegment`]), glob children (one per distinct glob text), at most one
+//!   `**` child ([`PatternSegment::MultiSegment`]), and the keys whose pattern ends there.
 //!
 //! # Lookup
 //!
@@ -26,16 +26,17 @@
 //! a plain node whose children consume segment `j` (that is, `M` has already swallowed
 //! segments `i..j`). When all `n` segments are consumed, the node's keys match.
 //!
-//! Each node is reached by a single trie path, so below the first `**` on a path the only source of
-//! repeated work is the same `**` node being entered at different positions, through different
-//! choices made by an earlier `**`. Every such `**` node remembers the lowest position it has
-//! been entered at during the lookup; since entering at `i` covers all of `i..=n`, a later entry at
-//! `i' < i` only has to cover `i'..i`, and one at `i' >= i` nothing. Hence every (node, position)
-//! state is expanded at most once — the lookup is polynomial, O(nodes · segments), however many
-//! `**` a pattern has — and every key, living in exactly one node, is reported at most once with
-//! no deduplication of keys. The bookkeeping map is only touched for a `**` below another `**`,
-//! so lookups that meet no such pattern (exact patterns, `*`, globs, `/lights/**`, `/**`)
-//! allocate nothing.
+//! Each node is reached by a single trie path, so below the first `**` on a path the only source
+//! of repeated work is the same `**` node being entered at different positions, through different
+//! choices made by an earlier `**`. Every such `**` node remembers the lowest position it has been
+//! entered at during the lookup. Entering at `i` covers all of `i..=n`, so a later entry at
+//! `i' >= i` has nothing left to do (and one at `i' < i`, which the depth-first order never
+//! produces since entries come in increasing order, would only cover `i'..i`). Hence every
+//! (node, position) state is expanded at most once — the lookup is polynomial,
+//! O(nodes · segments), however many `**` a pattern has — and every key, living in exactly one
+//! node, is reported at most once without any deduplication of keys. The bookkeeping map is only
+//! touched for a `**` below another `**`, so lookups that meet no such pattern (exact patterns,
+//! `*`, globs, `/lights/**`, `/**`) allocate nothing.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
