@@ -41,6 +41,17 @@ impl Running {
         Running::start(local(ServerConfig::default())).await
     }
 
+    async fn session_count(&self) -> u64 {
+        let h = http_get(&self.http, "/healthz").await;
+        let i = h.find("\"sessions\":").unwrap() + 11;
+        h[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -247,5 +258,31 @@ async fn slow_subscribers_are_visible_and_state_is_not_lost() {
             "final value delivered"
         );
     }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn silent_peers_are_closed_and_live_ones_kept() {
+    let mut cfg = local(ServerConfig::default());
+    cfg.idle_timeout = Duration::from_millis(1000);
+    cfg.ping_interval = Duration::from_millis(100);
+    let r = Running::start(cfg).await;
+    // `silent` never reads again, like a peer whose machine went away; `live` keeps reading, so
+    // its WebSocket layer answers the router's pings although it sends nothing itself.
+    let (mut silent, _) = WsClient::connect(&r.url).await;
+    let (mut live, _) = WsClient::connect(&r.url).await;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(3000) {
+        live.try_recv(Duration::from_millis(50)).await;
+    }
+    live.send(Message::Ping).await;
+    assert_eq!(
+        live.recv().await,
+        Message::Pong,
+        "a live peer is never reaped"
+    );
+    // The silent peer was closed: a close frame, or a reset because it never answered.
+    assert!(matches!(silent.closed().await, Some(1001) | None));
+    assert_eq!(r.session_count().await, 1);
     r.stop().await;
 }
