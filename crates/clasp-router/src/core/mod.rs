@@ -317,8 +317,9 @@ impl Router {
                 }
             }
             Message::Set(s) => {
-                if let Err((code, text)) = self.on_set(conn, qos, s.clone(), now) {
-                    self.error(conn, code, text, Some(s.address));
+                let address = s.address.clone();
+                if let Err((code, text)) = self.on_set(conn, qos, s, now) {
+                    self.error(conn, code, text, Some(address));
                 }
             }
             Message::Get(g) => self.on_get(conn, g.address),
@@ -838,13 +839,14 @@ impl Router {
         let mut last_revision = None;
         for m in bundle.messages {
             match m {
-                Message::Set(s) => match self.on_set(conn, Qos::Fire, s.clone(), now) {
-                    Ok(()) => last_revision = self.store.get(&s.address).map(|p| p.revision),
-                    Err((code, text)) => {
+                Message::Set(s) => {
+                    let address = s.address.clone();
+                    match self.on_set(conn, Qos::Fire, s, now) {
+                        Ok(()) => last_revision = self.store.get(&address).map(|p| p.revision),
                         // Unreachable after check_bundle; reported rather than hidden.
-                        self.error(conn, code, text, Some(s.address));
+                        Err((code, text)) => self.error(conn, code, text, Some(address)),
                     }
-                },
+                }
                 Message::Publish(p) => self.on_publish(conn, p, now),
                 _ => {}
             }
