@@ -49,13 +49,9 @@ async fn main() {
     };
     println!("ready");
     let router = Router::new(config);
-    tokio::select! {
-        r = router.serve_on(server) => {
-            if let Err(e) = r {
-                eprintln!("reference-router: {e}");
-                std::process::exit(1)
-            }
-        }
-        _ = tokio::signal::ctrl_c() => {}
+    // Runs until killed (SIGTERM/SIGINT end the process).
+    if let Err(e) = router.serve_on(server).await {
+        eprintln!("reference-router: {e}");
+        std::process::exit(1)
     }
 }

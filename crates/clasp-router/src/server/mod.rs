@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use clasp_store::{MemoryStore, RedbStore, Store};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -208,6 +209,12 @@ impl Server {
             });
         let stop = Arc::new(Notify::new());
         let stop2 = stop.clone();
+        // Frames are small and latency matters: no Nagle delay on accepted sockets.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -18,6 +18,10 @@ use crate::core::{CloseReason, ConnId};
 /// Largest WebSocket message accepted. Bigger than any CLASP frame, so an oversize frame is
 /// answered with a CLASP ERROR instead of a dropped connection; anything larger is abuse.
 const MAX_WS_MESSAGE: usize = 1 << 20;
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes of outgoing frames gathered before a write (the writer also flushes after each batch).
+const WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -40,6 +44,10 @@ pub(crate) async fn upgrade(
     };
     let tracker = state.tracker.clone();
     ws.protocols(["clasp"])
+        // Small buffers: they are per connection, and the library defaults (128 KiB each way)
+        // would cost ~130 KB of memory per idle client. Larger messages are read in pieces.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| tracker.track_future(serve(state.shared, socket, peer)))

@@ -1,0 +1,213 @@
+//! `clasp-bench`: drives any CLASP router by URL with raw frames and measures single-hop latency,
+//! fan-out, throughput and memory per connection.
+//!
+//! Every client speaks CLASP directly over WebSocket (subprotocol `clasp`): HELLO → WELCOME, the
+//! connect SNAPSHOT drained, then the workload. Writers use QoS Fire and discard whatever the
+//! router sends back. Connections go to 127.0.0.1 only.
+//!
+//! ```text
+//! clasp-bench latency    --url ws://127.0.0.1:7330/ [--samples 10000] [--warmup 200] [--size 8]
+//! clasp-bench fanout     --url ... [--subscribers 10,100,1000] [--messages 1000]
+//! clasp-bench throughput --url ... [--messages 100000] [--size 8]
+//! clasp-bench memory     --url ... --pid PID [--connections 1000,10000] [--metrics-url URL]
+//! clasp-bench all        --url ... --pid PID
+//! clasp-bench report     --input results.jsonl
+//! ```
+//!
+//! With `--json` each result is also printed as one JSON object per line on stdout (the tables
+//! then go to stderr); `--label` and `--round` tag those lines for `report`.
+
+mod conn;
+mod fanout;
+mod latency;
+mod memory;
+mod output;
+mod report;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+
+use crate::conn::Target;
+use crate::fanout::FanoutOpts;
+use crate::latency::LatencyOpts;
+use crate::memory::MemoryOpts;
+use crate::output::Out;
+use crate::report::ReportOpts;
+use crate::throughput::ThroughputOpts;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "clasp-bench",
+    version,
+    about = "Benchmarks a CLASP router by URL"
+)]
+struct Cli {
+    /// Also print each result as one JSON object per line on stdout (tables go to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Tag added to the JSON lines: which router this is (e.g. `ours`, `reference`).
+    #[arg(long, global = true)]
+    label: Option<String>,
+    /// Tag added to the JSON lines: the round of a repeated run.
+    #[arg(long, global = true)]
+    round: Option<u32>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The router to load.
+#[derive(Debug, Clone, clap::Args)]
+struct UrlArg {
+    /// WebSocket URL of the router, e.g. ws://127.0.0.1:7330/ (127.0.0.1 only).
+    #[arg(long)]
+    url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Single hop: publisher → router → subscriber, one SET in flight at a time.
+    Latency {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: LatencyOpts,
+    },
+    /// N subscribers on one address, one publisher sending as fast as it can.
+    Fanout {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: FanoutOpts,
+    },
+    /// One writer over 100 addresses, one wildcard subscriber; sent/s, delivered/s, final values.
+    Throughput {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: ThroughputOpts,
+    },
+    /// Router resident memory per idle connection (VmRSS from /proc/PID/status).
+    Memory {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: MemoryOpts,
+    },
+    /// Latency, fan-out 10/100/1000, throughput, then memory 1000/10000, with default settings.
+    All {
+        #[command(flatten)]
+        url: UrlArg,
+        /// Process id of the router (for the memory workload).
+        #[arg(long)]
+        pid: u32,
+        /// The router's Prometheus endpoint, passed to the memory workload.
+        #[arg(long)]
+        metrics_url: Option<String>,
+    },
+    /// Compares two routers from JSON lines: medians per workload and metric, and their ratio.
+    Report(ReportOpts),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clasp-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = match &cli.cmd {
+        Cmd::Latency { url, .. }
+        | Cmd::Fanout { url, .. }
+        | Cmd::Throughput { url, .. }
+        | Cmd::Memory { url, .. }
+        | Cmd::All { url, .. } => url.url.clone(),
+        Cmd::Report(o) => return report::run(o),
+    };
+    // Many connections need many descriptors: raise the soft limit to the hard one.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
+    let target = Target::parse(&url)?;
+    let out = Out {
+        json: cli.json,
+        label: cli.label.clone(),
+        round: cli.round,
+        url: target.url().to_owned(),
+    };
+    if let Some(n) = nofile {
+        out.human(&format!("open-file limit: {n}"));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Latency { opts, .. } => latency::run(&target, &opts, &out).await,
+            Cmd::Fanout { opts, .. } => fanout::run(&target, &opts, &out).await,
+            Cmd::Throughput { opts, .. } => throughput::run(&target, &opts, &out).await,
+            Cmd::Memory { opts, .. } => memory::run(&target, &opts, &out).await,
+            Cmd::All {
+                pid, metrics_url, ..
+            } => all(&target, pid, metrics_url, &out).await,
+            Cmd::Report(_) => Ok(()),
+        }
+    })
+}
+
+/// Every workload with its defaults, in order.
+async fn all(
+    target: &Target,
+    pid: u32,
+    metrics_url: Option<String>,
+    out: &Out,
+) -> anyhow::Result<()> {
+    latency::run(
+        target,
+        &LatencyOpts {
+            samples: 10_000,
+            warmup: 200,
+            size: 8,
+        },
+        out,
+    )
+    .await?;
+    fanout::run(
+        target,
+        &FanoutOpts {
+            subscribers: vec![10, 100, 1000],
+            messages: 1000,
+            deadline_secs: 30,
+            stall_secs: 5,
+            concurrency: 50,
+        },
+        out,
+    )
+    .await?;
+    throughput::run(
+        target,
+        &ThroughputOpts {
+            messages: 100_000,
+            size: 8,
+            deadline_secs: 30,
+            stall_secs: 5,
+        },
+        out,
+    )
+    .await?;
+    memory::run(
+        target,
+        &MemoryOpts {
+            pid,
+            connections: vec![1000, 10_000],
+            metrics_url,
+            settle_secs: 2,
+            concurrency: 50,
+        },
+        out,
+    )
+    .await
+}
