@@ -93,6 +93,18 @@ impl Harness {
         );
     }
 
+    fn sub_with(&mut self, c: &Client, id: u32, pattern: &str, options: SubscribeOptions) {
+        self.send(
+            c,
+            Message::Subscribe(Subscribe {
+                id,
+                pattern: pattern.into(),
+                options,
+                ..Default::default()
+            }),
+        );
+    }
+
     fn set(&mut self, c: &Client, address: &str, value: Value) {
         self.send(c, set(address, value));
     }
@@ -486,17 +498,14 @@ fn max_rate_coalesces_params_and_always_delivers_the_latest() {
     let mut h = Harness::new();
     let a = h.client();
     let w = h.client();
-    h.send(
+    h.sub_with(
         &a,
-        Message::Subscribe(Subscribe {
-            id: 1,
-            pattern: "/fast".into(),
-            options: SubscribeOptions {
-                max_rate: Some(10),
-                ..Default::default()
-            },
+        1,
+        "/fast",
+        SubscribeOptions {
+            max_rate: Some(10),
             ..Default::default()
-        }),
+        },
     );
     for i in 0..50 {
         h.set(&w, "/fast", Value::Int(i));
@@ -517,17 +526,14 @@ fn epsilon_skips_small_changes() {
     let mut h = Harness::new();
     let a = h.client();
     let w = h.client();
-    h.send(
+    h.sub_with(
         &a,
-        Message::Subscribe(Subscribe {
-            id: 1,
-            pattern: "/e".into(),
-            options: SubscribeOptions {
-                epsilon: Some(0.1),
-                ..Default::default()
-            },
+        1,
+        "/e",
+        SubscribeOptions {
+            epsilon: Some(0.1),
             ..Default::default()
-        }),
+        },
     );
     for v in [0.0, 0.05, 0.09, 0.2, 0.25, 0.31] {
         h.set(&w, "/e", Value::Float(v));
@@ -547,17 +553,14 @@ fn epsilon_skips_small_changes() {
 fn history_and_window_are_refused_clearly() {
     let mut h = Harness::new();
     let a = h.client();
-    h.send(
+    h.sub_with(
         &a,
-        Message::Subscribe(Subscribe {
-            id: 1,
-            pattern: "/h".into(),
-            options: SubscribeOptions {
-                history: Some(5),
-                ..Default::default()
-            },
+        1,
+        "/h",
+        SubscribeOptions {
+            history: Some(5),
             ..Default::default()
-        }),
+        },
     );
     let Message::Error(e) = &a.msgs()[0] else {
         panic!()
