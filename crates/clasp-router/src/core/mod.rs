@@ -547,11 +547,8 @@ impl Router {
             .key(&set.address)
             .unwrap_or_else(|| Arc::from(&*set.address));
         let numeric = set.value.as_f64();
-        self.fan_out(&address, SignalType::Param, None, numeric, now, |a| {
-            Outgoing::Param {
-                address: a.clone(),
-                frame: frame.clone(),
-            }
+        self.fan_out(&address, SignalType::Param, None, numeric, now, || {
+            Outgoing::Param(frame.clone())
         });
         if qos.wants_ack() {
             let holder = if locked {
@@ -643,7 +640,7 @@ impl Router {
             };
             let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
             // Announces reach every subscriber of the address, whatever its type filter.
-            self.fan_out(&address, SignalType::Event, Some(conn), None, now, |_| {
+            self.fan_out(&address, SignalType::Event, Some(conn), None, now, || {
                 Outgoing::Event(frame.clone())
             });
             return;
@@ -686,7 +683,7 @@ impl Router {
     ) {
         let address: Arc<str> = Arc::from(address);
         let stream = signal == SignalType::Stream;
-        self.fan_out(&address, signal, Some(conn), numeric, now, |_| {
+        self.fan_out(&address, signal, Some(conn), numeric, now, || {
             if stream {
                 Outgoing::Stream(frame.clone())
             } else {
@@ -938,7 +935,7 @@ impl Router {
         exclude: Option<ConnId>,
         numeric: Option<f64>,
         now: Now,
-        make: impl Fn(&Arc<str>) -> Outgoing,
+        make: impl Fn() -> Outgoing,
     ) {
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
@@ -975,7 +972,7 @@ impl Router {
                             deliver = true;
                             break;
                         }
-                        let o = out.get_or_insert_with(|| make(address)).clone();
+                        let o = out.get_or_insert_with(&make).clone();
                         match filter(sub, address, o, numeric, now.mono) {
                             Decision::Now => {
                                 deliver = true;
@@ -998,7 +995,7 @@ impl Router {
                     }
                 }
                 if deliver {
-                    let o = out.unwrap_or_else(|| make(address));
+                    let o = out.unwrap_or_else(&make);
                     self.send(conn, o, out_code);
                 }
             }
@@ -1074,7 +1071,7 @@ impl Router {
                 f.last_value = value;
             }
             let code = match out {
-                Outgoing::Param { .. } => metrics::OUT_SET,
+                Outgoing::Param(_) => metrics::OUT_SET,
                 _ => metrics::OUT_PUBLISH,
             };
             self.send(conn, out, code);

@@ -4,8 +4,8 @@
 //! connection's [`Outlet`], tagged with its kind so the transport can apply the back-pressure
 //! policy of that kind when the peer reads slowly:
 //!
-//! * [`Outgoing::Param`]: state. May be coalesced to the latest frame per address (intermediate
-//!   values are skipped, the final state is never lost).
+//! * [`Outgoing::Param`]: state (a SET frame). May be coalesced to the latest frame per address
+//!   (intermediate values are skipped, the final state is never lost).
 //! * [`Outgoing::Stream`]: samples. The oldest may be dropped (and counted).
 //! * [`Outgoing::Event`] and [`Outgoing::Control`]: never dropped silently. Past a hard limit the
 //!   transport sends an ERROR and disconnects, and the client resynchronises on reconnect.
@@ -23,21 +23,18 @@ pub enum Outgoing {
     Event(Bytes),
     /// A forwarded stream sample.
     Stream(Bytes),
-    /// A param update (SET broadcast) for `address`.
-    Param {
-        /// The param's address (the coalescing key).
-        address: Arc<str>,
-        /// The encoded frame.
-        frame: Bytes,
-    },
+    /// A param update: an encoded SET frame. Its address is the coalescing key.
+    Param(Bytes),
 }
 
 impl Outgoing {
     /// The encoded frame.
     pub fn frame(&self) -> &Bytes {
         match self {
-            Outgoing::Control(b) | Outgoing::Event(b) | Outgoing::Stream(b) => b,
-            Outgoing::Param { frame, .. } => frame,
+            Outgoing::Control(b)
+            | Outgoing::Event(b)
+            | Outgoing::Stream(b)
+            | Outgoing::Param(b) => b,
         }
     }
 }

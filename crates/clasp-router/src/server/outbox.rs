@@ -36,9 +36,9 @@ pub struct OutboxLimits {
 impl Default for OutboxLimits {
     fn default() -> Self {
         OutboxLimits {
-            soft: 256,
-            max_streams: 1024,
-            max_events: 8192,
+            soft: 4096,
+            max_streams: 4096,
+            max_events: 65_536,
         }
     }
 }
@@ -67,8 +67,9 @@ struct State {
     queue: VecDeque<Slot>,
     /// Sequence number of `queue[0]`.
     head_seq: u64,
-    /// Address → sequence number of its queued param frame (only while congested).
-    params: HashMap<Arc<str>, u64>,
+    /// Address (a slice of the SET frame) → sequence number of its queued param frame; kept
+    /// only while congested.
+    params: HashMap<Bytes, u64>,
     streams: usize,
     events: usize,
     congested: bool,
@@ -192,8 +193,10 @@ impl Outbox {
             counters.congested.fetch_add(1, Ordering::Relaxed);
         }
         match msg {
-            Outgoing::Param { address, frame } => {
-                if s.congested {
+            Outgoing::Param(frame) => {
+                if s.congested
+                    && let Some(address) = set_address(&frame)
+                {
                     let head = s.head_seq;
                     if let Some(&seq) = s.params.get(&address)
                         && seq >= head
@@ -206,7 +209,7 @@ impl Outbox {
                         }
                     }
                     let seq = head + s.queue.len() as u64;
-                    s.params.insert(address.clone(), seq);
+                    s.params.insert(address, seq);
                 }
                 s.queue.push_back(Slot::Param(frame));
             }
@@ -254,6 +257,18 @@ impl Outbox {
     }
 }
 
+/// The address of an encoded SET frame, as a slice of it (no copy).
+fn set_address(frame: &Bytes) -> Option<Bytes> {
+    let header = clasp_proto::FrameHeader::parse(frame).ok()??.header_len();
+    let payload = frame.get(header..)?;
+    if payload.first() != Some(&clasp_proto::message::code::SET) {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*payload.get(2)?, *payload.get(3)?]));
+    let start = header + 4;
+    (frame.len() >= start + len).then(|| frame.slice(start..start + len))
+}
+
 impl Outlet for Outbox {
     fn send(&self, msg: Outgoing) {
         self.push(msg);
@@ -278,10 +293,20 @@ mod tests {
         (Outbox::new(limits, counters.clone()), counters)
     }
 
+    /// A SET frame for `addr` whose value is the integer `v`.
     fn param(addr: &str, v: u8) -> Outgoing {
-        Outgoing::Param {
-            address: Arc::from(addr),
-            frame: Bytes::from(vec![v]),
+        let set = Message::Set(clasp_proto::Set {
+            address: addr.into(),
+            value: clasp_proto::Value::Int(v.into()),
+            ..Default::default()
+        });
+        Outgoing::Param(clasp_proto::encode(&set).unwrap_or_default())
+    }
+
+    fn value_of(frame: &Bytes) -> u8 {
+        match clasp_proto::decode_frame(frame).map(|f| f.message) {
+            Ok(Message::Set(s)) => s.value.as_i64().unwrap_or(-1) as u8,
+            _ => 255,
         }
     }
 
@@ -301,7 +326,7 @@ mod tests {
         o.send(param("/b", 4));
         o.send(param("/b", 5));
         let d = drain(&o);
-        let vals: Vec<u8> = d.frames.iter().map(|b| b[0]).collect();
+        let vals: Vec<u8> = d.frames.iter().map(value_of).collect();
         // Order of first appearance kept; the last value per address wins.
         assert_eq!(vals, vec![1, 1, 3, 5]);
         assert_eq!(c.params_coalesced.load(Ordering::Relaxed), 2);
