@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Runs the same clasp-bench workloads against our router (`clasp server`) and the reference
 # router (crates.io clasp-router 3.3.0, bench/peers/reference-router), alternating ours and the
-# reference for each workload and round, each router started fresh for each run. Prints medians
-# side by side and writes every result line to target/bench-routers/results.jsonl.
+# reference for each workload and round, each router started fresh for each run. The latency
+# workloads also run against `clasp-bench echo-server` (label `echo`), a zero-work server that
+# gives the floor of single-hop latency on this machine. Prints medians side by side, the
+# acceptance targets with PASS/FAIL, and writes every result line to
+# target/bench-routers/results.jsonl.
 #
 # Settings (environment):
-#   ROUNDS=3                  rounds per workload (each round runs ours, then the reference)
-#   WORKLOADS="latency fanout throughput memory"
+#   ROUNDS=3                  rounds per workload (each round runs ours, the reference[, echo])
+#   WORKLOADS="latency latency_loaded fanout throughput memory"
+#                             latency: idle single hop; latency_loaded: the same while a
+#                             background fan-out load runs
 #   SAMPLES=10000 WARMUP=200  latency samples and warm-up
+#   LOAD_SUBSCRIBERS=100 LOAD_RATE=200000
+#                             latency_loaded: load subscribers and total deliveries/s
 #   SIZE=8                    value size in bytes (8: f64; more: a string of that size)
 #   SUBSCRIBERS=10,100,1000   fan-out subscriber counts
 #   MESSAGES=1000             fan-out messages per subscriber count
 #   TP_MESSAGES=100000        throughput messages
 #   CONNECTIONS=1000,10000    memory: idle connection counts
-#   PORT_OURS=17330 PORT_REF=17331
+#   PORT_OURS=17330 PORT_REF=17331 PORT_ECHO=17332
 #   ROUTER_LOG=warn           RUST_LOG of our router
 #
 # Quick smoke run:
-#   ROUNDS=1 SAMPLES=500 MESSAGES=200 TP_MESSAGES=5000 CONNECTIONS=200,1000 \
+#   ROUNDS=1 SAMPLES=1000 MESSAGES=200 TP_MESSAGES=5000 CONNECTIONS=200 \
 #     scripts/bench-routers.sh
 set -euo pipefail
 
@@ -25,9 +32,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 ROUNDS="${ROUNDS:-3}"
-WORKLOADS="${WORKLOADS:-latency fanout throughput memory}"
+WORKLOADS="${WORKLOADS:-latency latency_loaded fanout throughput memory}"
 SAMPLES="${SAMPLES:-10000}"
 WARMUP="${WARMUP:-200}"
+LOAD_SUBSCRIBERS="${LOAD_SUBSCRIBERS:-100}"
+LOAD_RATE="${LOAD_RATE:-200000}"
 SIZE="${SIZE:-8}"
 SUBSCRIBERS="${SUBSCRIBERS:-10,100,1000}"
 MESSAGES="${MESSAGES:-1000}"
@@ -35,6 +44,7 @@ TP_MESSAGES="${TP_MESSAGES:-100000}"
 CONNECTIONS="${CONNECTIONS:-1000,10000}"
 PORT_OURS="${PORT_OURS:-17330}"
 PORT_REF="${PORT_REF:-17331}"
+PORT_ECHO="${PORT_ECHO:-17332}"
 ROUTER_LOG="${ROUTER_LOG:-warn}"
 
 OUT="$ROOT/target/bench-routers"
@@ -71,19 +81,28 @@ wait_port_free() {
     return 1
 }
 
-# Starts router $1 (ours|reference) for run name $2; sets ROUTER_PID and PORT.
+# Starts router $1 (ours|reference|echo) for run name $2; sets ROUTER_PID and PORT.
 start_router() {
     local which="$1" log="$LOGS/$2.log" i
-    if [[ "$which" == ours ]]; then
-        PORT="$PORT_OURS"
-        wait_port_free "$PORT"
-        RUST_LOG="$ROUTER_LOG" "$CLASP" server --memory --bind 127.0.0.1 --port "$PORT" \
-            --max-sessions 20000 >"$log" 2>&1 &
-    else
-        PORT="$PORT_REF"
-        wait_port_free "$PORT"
-        "$REF" --listen "127.0.0.1:$PORT" --max-sessions 20000 >"$log" 2>&1 &
-    fi
+    case "$which" in
+        ours)
+            PORT="$PORT_OURS"
+            wait_port_free "$PORT"
+            RUST_LOG="$ROUTER_LOG" "$CLASP" server --memory --bind 127.0.0.1 --port "$PORT" \
+                --max-sessions 20000 >"$log" 2>&1 &
+            ;;
+        reference)
+            PORT="$PORT_REF"
+            wait_port_free "$PORT"
+            "$REF" --listen "127.0.0.1:$PORT" --max-sessions 20000 >"$log" 2>&1 &
+            ;;
+        echo)
+            PORT="$PORT_ECHO"
+            wait_port_free "$PORT"
+            "$BENCH" echo-server --listen "127.0.0.1:$PORT" >"$log" 2>&1 &
+            ;;
+        *) echo "unknown router $which" >&2; return 1 ;;
+    esac
     ROUTER_PID=$!
     for ((i = 0; i < 100; i++)); do
         if port_open "$PORT"; then
@@ -122,6 +141,10 @@ run_one() {
     url="ws://127.0.0.1:$PORT/"
     case "$workload" in
         latency) args=(latency --url "$url" --samples "$SAMPLES" --warmup "$WARMUP" --size "$SIZE") ;;
+        latency_loaded)
+            args=(latency --url "$url" --samples "$SAMPLES" --warmup "$WARMUP" --size "$SIZE"
+                --load-subscribers "$LOAD_SUBSCRIBERS" --load-rate "$LOAD_RATE")
+            ;;
         fanout) args=(fanout --url "$url" --subscribers "$SUBSCRIBERS" --messages "$MESSAGES") ;;
         throughput) args=(throughput --url "$url" --messages "$TP_MESSAGES" --size "$SIZE") ;;
         memory)
@@ -141,9 +164,13 @@ run_one() {
 
 : >"$RESULTS"
 for workload in $WORKLOADS; do
+    routers=(ours reference)
+    # The zero-work echo server only makes sense as a latency floor.
+    [[ "$workload" == latency* ]] && routers+=(echo)
     for ((round = 1; round <= ROUNDS; round++)); do
-        run_one "$workload" ours "$round"
-        run_one "$workload" reference "$round"
+        for which in "${routers[@]}"; do
+            run_one "$workload" "$which" "$round"
+        done
     done
 done
 
@@ -153,8 +180,10 @@ echo "cpus:   $(nproc)"
 echo "cpu:    $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "kernel: $(uname -sr)"
 echo "rounds: $ROUNDS (medians), value size $SIZE B"
+echo "load:   latency_loaded with $LOAD_SUBSCRIBERS subscribers, $LOAD_RATE deliveries/s asked for"
 echo
 echo "== ours (clasp server --memory) vs reference (clasp-router 3.3.0, max_sessions 20000, rate limit off)"
-"$BENCH" report --input "$RESULTS" --ours ours --reference reference
+echo "   and, for latency, echo (clasp-bench echo-server: zero-work floor)"
+"$BENCH" report --input "$RESULTS" --ours ours --reference reference --echo echo
 echo
 echo "raw results: $RESULTS"

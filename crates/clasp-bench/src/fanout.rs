@@ -1,8 +1,11 @@
 //! `fanout`: N subscribers on one address, one publisher sending as fast as it can.
 //!
-//! A subscriber is done when it receives the last message: a router that coalesces params
-//! (skips superseded values for a slow reader) still delivers the last one, and one that drops
-//! may lose any; both show in `delivered` / `expected`.
+//! The headline figure is `deliveries_per_sec`: SETs received by all subscribers together per
+//! second, from the first send to the last delivery, next to `delivered` / `expected` (every
+//! subscriber should receive every SET). A subscriber is done when it receives the last message:
+//! a router that coalesces params (skips superseded values for a slow reader) still delivers the
+//! last one, and one that drops may lose any; both show as `undelivered` > 0. The `settled_*`
+//! figure counts how fast every subscriber reached the final value, skipped values included.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,13 +52,23 @@ pub(crate) struct FanoutOpts {
 struct FanoutResult {
     subscribers: usize,
     messages: usize,
+    /// `messages` × `subscribers`.
     expected: u64,
+    /// SETs received by all subscribers together.
     delivered: u64,
+    /// `delivered` / `expected`.
     delivered_fraction: f64,
+    /// `expected` − `delivered`: values skipped (coalesced) or dropped by the router.
+    undelivered: u64,
+    /// Subscribers that received every one of the `messages`.
+    subscribers_complete: usize,
     /// Every subscriber got the last message before the deadline.
     complete: bool,
+    /// Time to hand every SET to the publisher's socket.
+    send_ms: f64,
     /// From the first send to the last delivery (every subscriber has the final value).
     elapsed_ms: f64,
+    /// `delivered` / `elapsed`: deliveries per second, all subscribers together.
     deliveries_per_sec: f64,
     /// `expected` / `elapsed`: how fast every subscriber was brought up to date, counting the
     /// values a router coalesced away as delivered (absent when not complete).
@@ -225,6 +238,7 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
         .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
     let sent = blast(&mut sink, frames).await;
+    let send_ms = start.elapsed().as_secs_f64() * 1e3;
     let complete = match sent {
         Ok(()) => {
             wait_done(
@@ -238,6 +252,10 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
         Err(_) => false,
     };
     let delivered = total(&slots);
+    let subscribers_complete = slots
+        .iter()
+        .filter(|s| s.count.load(Ordering::Relaxed) >= m)
+        .count();
     let last_ns = slots
         .iter()
         .map(|s| s.last_ns.load(Ordering::Relaxed))
@@ -259,7 +277,10 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
         expected,
         delivered,
         delivered_fraction: r4(delivered as f64 / expected.max(1) as f64),
+        undelivered: expected.saturating_sub(delivered),
+        subscribers_complete,
         complete,
+        send_ms: r1(send_ms),
         elapsed_ms: r1(secs * 1e3),
         deliveries_per_sec: if secs > 0.0 {
             (delivered as f64 / secs).round()

@@ -1,4 +1,5 @@
-//! `latency`: one hop, publisher → router → subscriber, one SET in flight at a time.
+//! `latency`: one hop, publisher → router → subscriber, one SET in flight at a time; with
+//! `--load-subscribers N`, measured while a background fan-out load runs (see [`crate::load`]).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
 use crate::conn::{Target, Ws, close, connect, decode_set, seq_value, set_frame, value_seq};
+use crate::load::{Load, LoadFigures};
 use crate::output::{Out, r1};
 
 /// The address the publisher writes and the subscriber subscribes to (exactly).
@@ -17,6 +19,8 @@ const ADDR: &str = "/bench/hop";
 const SAMPLE_WAIT: Duration = Duration::from_secs(2);
 /// Lost SETs tolerated before the run is abandoned.
 const MAX_LOST: usize = 20;
+/// How long a background load runs before the warm-up samples start.
+const LOAD_SETTLE: Duration = Duration::from_millis(500);
 
 /// Options of `latency`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +34,12 @@ pub(crate) struct LatencyOpts {
     /// Value size in bytes: 8 or less sends an f64, more a string of that many bytes.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=60_000))]
     pub(crate) size: u16,
+    /// Background load: subscribers on /bench/load (0: an idle run).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) load_subscribers: usize,
+    /// Background load: deliveries per second to all load subscribers together.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) load_rate: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +58,9 @@ struct LatencyResult {
     min_us: f64,
     mean_us: f64,
     lost: usize,
+    /// The background load, in a loaded run.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    load: Option<LoadFigures>,
 }
 
 /// One SET seen by the subscriber.
@@ -111,6 +124,13 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
     // The publisher reads and discards whatever comes back (the reference ACKs every SET).
     let (mut sink, mut stream) = publisher.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let load = if o.load_subscribers > 0 {
+        let load = Load::start(target, o.load_subscribers, o.load_rate).await?;
+        tokio::time::sleep(LOAD_SETTLE).await;
+        Some(load)
+    } else {
+        None
+    };
 
     let total = o.warmup + o.samples;
     let frames = (0..total)
@@ -120,7 +140,11 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
     let mut delivered_frame_bytes = 0;
     let mut lat = Vec::with_capacity(o.samples);
     let mut lost = 0;
+    let mut timed_from = load.as_ref().map(Load::mark);
     for (seq, frame) in frames.into_iter().enumerate() {
+        if seq == o.warmup {
+            timed_from = load.as_ref().map(Load::mark);
+        }
         let t0 = Instant::now();
         sink.send(WsMsg::Binary(frame))
             .await
@@ -151,6 +175,13 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
         }
     }
 
+    let load = match (load, timed_from) {
+        (Some(load), Some(from)) => {
+            let to = load.mark();
+            Some(load.finish(from, to).await?)
+        }
+        _ => None,
+    };
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sub_task).await;
@@ -175,11 +206,22 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
         min_us: r1(lat.first().map_or(0.0, |d| d.as_secs_f64() * 1e6)),
         mean_us: r1(mean),
         lost,
+        load,
+    };
+    let (workload, during) = match o.load_subscribers {
+        0 => ("latency", String::new()),
+        n => (
+            "latency_loaded",
+            format!(
+                ", under load ({n} subscribers, {} deliveries/s)",
+                o.load_rate
+            ),
+        ),
     };
     out.result(
-        "latency",
+        workload,
         &format!(
-            "latency: single hop SET {ADDR}, {} samples ({} B frame)",
+            "{workload}: single hop SET {ADDR}, {} samples ({} B frame){during}",
             o.samples, sent_frame_bytes
         ),
         &r,

@@ -1,5 +1,6 @@
 //! `clasp-bench`: drives any CLASP router by URL with raw frames and measures single-hop latency,
-//! fan-out, throughput and memory per connection.
+//! fan-out, throughput and memory per connection; `echo-server` is a zero-work server that
+//! calibrates the latency floor.
 //!
 //! Every client speaks CLASP directly over WebSocket (subprotocol `clasp`): HELLO → WELCOME, the
 //! connect SNAPSHOT drained, then the workload. Writers use QoS Fire and discard whatever the
@@ -7,19 +8,23 @@
 //!
 //! ```text
 //! clasp-bench latency    --url ws://127.0.0.1:7330/ [--samples 10000] [--warmup 200] [--size 8]
+//!                        [--load-subscribers 100 --load-rate 200000]
 //! clasp-bench fanout     --url ... [--subscribers 10,100,1000] [--messages 1000]
 //! clasp-bench throughput --url ... [--messages 100000] [--size 8]
 //! clasp-bench memory     --url ... --pid PID [--connections 1000,10000] [--metrics-url URL]
 //! clasp-bench all        --url ... --pid PID
-//! clasp-bench report     --input results.jsonl
+//! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
+//! clasp-bench echo-server --listen 127.0.0.1:7332
 //! ```
 //!
 //! With `--json` each result is also printed as one JSON object per line on stdout (the tables
 //! then go to stderr); `--label` and `--round` tag those lines for `report`.
 
 mod conn;
+mod echo;
 mod fanout;
 mod latency;
+mod load;
 mod memory;
 mod output;
 mod report;
@@ -28,6 +33,7 @@ mod throughput;
 use clap::{Parser, Subcommand};
 
 use crate::conn::Target;
+use crate::echo::EchoOpts;
 use crate::fanout::FanoutOpts;
 use crate::latency::LatencyOpts;
 use crate::memory::MemoryOpts;
@@ -66,7 +72,8 @@ struct UrlArg {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Single hop: publisher → router → subscriber, one SET in flight at a time.
+    /// Single hop: publisher → router → subscriber, one SET in flight at a time, optionally
+    /// under a background fan-out load.
     Latency {
         #[command(flatten)]
         url: UrlArg,
@@ -105,8 +112,11 @@ enum Cmd {
         #[arg(long)]
         metrics_url: Option<String>,
     },
-    /// Compares two routers from JSON lines: medians per workload and metric, and their ratio.
+    /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
+    /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
+    /// gives the floor of single-hop latency. Prints `ready` when listening.
+    EchoServer(EchoOpts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -128,6 +138,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Memory { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
+        Cmd::EchoServer(o) => {
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(echo::run(o));
+        }
     };
     // Many connections need many descriptors: raise the soft limit to the hard one.
     let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
@@ -153,7 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,
-            Cmd::Report(_) => Ok(()),
+            Cmd::Report(_) | Cmd::EchoServer(_) => Ok(()),
         }
     })
 }
@@ -171,6 +188,8 @@ async fn all(
             samples: 10_000,
             warmup: 200,
             size: 8,
+            load_subscribers: 0,
+            load_rate: 0,
         },
         out,
     )
