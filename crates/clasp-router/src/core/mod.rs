@@ -59,6 +59,9 @@ pub type IdSource = Box<dyn FnMut() -> String + Send>;
 struct Conn {
     outlet: Box<dyn Outlet>,
     session: Option<Session>,
+    /// Frames produced for this connection during the current call, handed to the outlet in
+    /// one batch when the call ends (one queue lock and one wake-up per connection per batch).
+    staged: Vec<Outgoing>,
 }
 
 struct Session {
@@ -134,6 +137,8 @@ pub struct Router {
     bundles: HashMap<u64, ScheduledBundle>,
     next_bundle: u64,
     scratch: Vec<SubKey>,
+    /// Connections with staged frames.
+    dirty: Vec<ConnId>,
     metrics: Metrics,
     last_now: Now,
 }
@@ -167,6 +172,7 @@ impl Router {
             bundles: HashMap::new(),
             next_bundle: 1,
             scratch: Vec::new(),
+            dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
         };
@@ -223,6 +229,7 @@ impl Router {
             Conn {
                 outlet,
                 session: None,
+                staged: Vec::new(),
             },
         );
         id
@@ -248,6 +255,7 @@ impl Router {
 
     /// Asks every connection to close (the shell then calls [`Router::close`] for each).
     pub fn shutdown(&mut self) {
+        self.flush();
         for c in self.conns.values() {
             c.outlet.close(CloseReason::Shutdown);
         }
@@ -255,6 +263,35 @@ impl Router {
 
     /// Handles one inbound frame (one WebSocket message) from `conn`.
     pub fn handle(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
+        self.handle_one(conn, frame, now);
+        self.flush();
+    }
+
+    /// Handles several frames that arrived together from `conn`, handing the frames they produce
+    /// to each connection's outlet in one batch.
+    pub fn handle_many(&mut self, conn: ConnId, frames: &[Bytes], now: Now) {
+        for f in frames {
+            self.handle_one(conn, f, now);
+        }
+        self.flush();
+    }
+
+    /// Hands every staged frame to its connection's outlet.
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if c.staged.len() == 1 {
+                    if let Some(out) = c.staged.pop() {
+                        c.outlet.send(out);
+                    }
+                } else {
+                    c.outlet.send_batch(&mut c.staged);
+                }
+            }
+        }
+    }
+
+    fn handle_one(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
         self.last_now = now;
         self.metrics.bytes_in += frame.len() as u64;
         let Some(c) = self.conns.get(&conn) else {
@@ -401,6 +438,7 @@ impl Router {
     }
 
     fn reject(&mut self, conn: ConnId, reason: CloseReason) {
+        self.flush();
         if let Some(c) = self.conns.get(&conn) {
             c.outlet.close(reason);
         }
@@ -1052,6 +1090,7 @@ impl Router {
         }
         let expired = self.store.expire(now.wall);
         self.metrics.params_expired += expired.len() as u64;
+        self.flush();
     }
 
     fn flush_filter(&mut self, conn: ConnId, sub: u32, address: &Arc<str>, now: Now) {
@@ -1115,9 +1154,12 @@ impl Router {
     }
 
     fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
-        if let Some(c) = self.conns.get(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             self.metrics.count_out(code, out.frame().len());
-            c.outlet.send(out);
+            if c.staged.is_empty() {
+                self.dirty.push(conn);
+            }
+            c.staged.push(out);
         }
     }
 

@@ -54,6 +54,12 @@ pub enum CloseReason {
 pub trait Outlet: Send {
     /// Queues a frame.
     fn send(&self, msg: Outgoing);
+    /// Queues several frames in order, leaving `msgs` empty (its capacity is kept).
+    fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
+        for m in msgs.drain(..) {
+            self.send(m);
+        }
+    }
     /// Asks the transport to close once what is queued has been written.
     fn close(&self, reason: CloseReason);
 }

@@ -181,9 +181,24 @@ impl Outbox {
     }
 
     fn push(&self, msg: Outgoing) {
+        let mut s = self.inner.state.lock();
+        self.push_locked(&mut s, msg);
+        drop(s);
+        self.inner.notify.notify_one();
+    }
+
+    fn push_batch(&self, msgs: &mut Vec<Outgoing>) {
+        let mut s = self.inner.state.lock();
+        for msg in msgs.drain(..) {
+            self.push_locked(&mut s, msg);
+        }
+        drop(s);
+        self.inner.notify.notify_one();
+    }
+
+    fn push_locked(&self, s: &mut State, msg: Outgoing) {
         let limits = self.inner.limits;
         let counters = &self.inner.counters;
-        let mut s = self.inner.state.lock();
         if s.close.is_some() {
             return;
         }
@@ -252,8 +267,6 @@ impl Outbox {
                 }
             }
         }
-        drop(s);
-        self.inner.notify.notify_one();
     }
 }
 
@@ -272,6 +285,10 @@ fn set_address(frame: &Bytes) -> Option<Bytes> {
 impl Outlet for Outbox {
     fn send(&self, msg: Outgoing) {
         self.push(msg);
+    }
+
+    fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
+        self.push_batch(msgs);
     }
 
     fn close(&self, reason: CloseReason) {

@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
@@ -18,6 +18,8 @@ use crate::core::{CloseReason, ConnId};
 /// Largest WebSocket message accepted. Bigger than any CLASP frame, so an oversize frame is
 /// answered with a CLASP ERROR instead of a dropped connection; anything larger is abuse.
 const MAX_WS_MESSAGE: usize = 1 << 20;
+/// Most frames handled in one go when several have already arrived.
+const MAX_BATCH: usize = 64;
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of outgoing frames gathered before a write (the writer also flushes after each batch).
@@ -102,10 +104,32 @@ async fn read_loop(
             Ok(Some(Err(_))) => return "transport error",
             Ok(Some(Ok(msg))) => match msg {
                 WsMessage::Binary(data) => {
+                    // Take whatever else has already arrived, so a burst is handled under one
+                    // lock and its output reaches each subscriber's queue in one batch.
+                    let mut batch = vec![data];
+                    let mut ended = None;
+                    while batch.len() < MAX_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(WsMessage::Binary(more)))) => batch.push(more),
+                            Some(Some(Ok(WsMessage::Close(_)))) | Some(None) => {
+                                ended = Some("peer closed");
+                                break;
+                            }
+                            Some(Some(Err(_))) => {
+                                ended = Some("transport error");
+                                break;
+                            }
+                            Some(Some(Ok(_))) => {}
+                            None => break,
+                        }
+                    }
                     established = shared.with_core(|core, now| {
-                        core.handle(conn, &data, now);
+                        core.handle_many(conn, &batch, now);
                         core.session_id(conn).is_some()
                     });
+                    if let Some(reason) = ended {
+                        return reason;
+                    }
                 }
                 WsMessage::Close(_) => return "peer closed",
                 // Text is not CLASP; pings and pongs only prove the peer is alive.
