@@ -765,3 +765,31 @@ fn param_ttl_expires_params() {
     h.advance(Duration::from_secs(1));
     assert!(h.router.params().get("/ttl").is_none());
 }
+
+#[test]
+fn a_burst_handled_at_once_keeps_every_frame_in_order() {
+    let mut h = Harness::new();
+    let a = h.client();
+    let w = h.client();
+    h.sub(&a, 1, "/burst/**");
+    let frames: Vec<bytes::Bytes> = (0..5)
+        .map(|i| encode(&set(&format!("/burst/{}", i % 2), Value::Int(i))).unwrap())
+        .collect();
+    h.router.handle_many(w.conn, &frames, h.now);
+    let got: Vec<i64> = a
+        .msgs()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Set(s) => s.value.as_i64(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        w.msgs()
+            .iter()
+            .filter(|m| matches!(m, Message::Ack(_)))
+            .count(),
+        5
+    );
+}
