@@ -150,6 +150,30 @@ pub(crate) async fn wait_done(
     }
 }
 
+/// Sends `frames` with [`blast`] starting at `start`, then waits with [`wait_done`] until every
+/// subscriber is done, the deadline passes or delivery stalls. Returns the send result, whether
+/// it completed, and how long sending took.
+pub(crate) async fn blast_and_wait<S>(
+    sink: &mut S,
+    frames: Vec<Bytes>,
+    start: Instant,
+    completion: &Completion,
+    slots: &[Slot],
+    deadline: Duration,
+    stall: Duration,
+) -> (anyhow::Result<()>, bool, Duration)
+where
+    S: futures_util::Sink<WsMsg, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let sent = blast(sink, frames).await;
+    let send_time = start.elapsed();
+    let complete = match sent {
+        Ok(()) => wait_done(completion, slots, start + deadline, stall).await,
+        Err(_) => false,
+    };
+    (sent, complete, send_time)
+}
+
 /// Sends the frames as fast as the socket takes them, flushing every [`SEND_BATCH`] frames.
 pub(crate) async fn blast<S>(sink: &mut S, frames: Vec<Bytes>) -> anyhow::Result<()>
 where
@@ -237,20 +261,17 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
         .map(|i| set_frame(ADDR, seq_value(i, 8)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
-    let sent = blast(&mut sink, frames).await;
-    let send_ms = start.elapsed().as_secs_f64() * 1e3;
-    let complete = match sent {
-        Ok(()) => {
-            wait_done(
-                &completion,
-                &slots,
-                start + Duration::from_secs(o.deadline_secs),
-                Duration::from_secs(o.stall_secs),
-            )
-            .await
-        }
-        Err(_) => false,
-    };
+    let (sent, complete, send_time) = blast_and_wait(
+        &mut sink,
+        frames,
+        start,
+        &completion,
+        &slots,
+        Duration::from_secs(o.deadline_secs),
+        Duration::from_secs(o.stall_secs),
+    )
+    .await;
+    let send_ms = send_time.as_secs_f64() * 1e3;
     let delivered = total(&slots);
     let subscribers_complete = slots
         .iter()

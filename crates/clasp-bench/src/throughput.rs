@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 use serde::Serialize;
 
 use crate::conn::{Fleet, Target, connect, decode_set, seq_value, set_frame, value_seq};
-use crate::fanout::{Completion, Slot, blast, open_error, publisher_sink, total, wait_done};
+use crate::fanout::{Completion, Slot, blast_and_wait, open_error, publisher_sink, total};
 use crate::output::{Out, r1, r4};
 
 /// Addresses written in rotation: `/bench/tp/0` .. `/bench/tp/99`.
@@ -168,20 +168,16 @@ pub(crate) async fn run(target: &Target, o: &ThroughputOpts, out: &Out) -> anyho
     let sent_frame_bytes = frames.first().map_or(0, |f| f.len());
 
     let start = Instant::now();
-    let sent = blast(&mut sink, frames).await;
-    let send_time = start.elapsed();
-    let complete = match sent {
-        Ok(()) => {
-            wait_done(
-                &completion,
-                &slots,
-                start + Duration::from_secs(o.deadline_secs),
-                Duration::from_secs(o.stall_secs),
-            )
-            .await
-        }
-        Err(_) => false,
-    };
+    let (sent, complete, send_time) = blast_and_wait(
+        &mut sink,
+        frames,
+        start,
+        &completion,
+        &slots,
+        Duration::from_secs(o.deadline_secs),
+        Duration::from_secs(o.stall_secs),
+    )
+    .await;
     let delivered = total(&slots);
     let last_ns = slots[0].last_ns.load(Ordering::Relaxed);
     let elapsed = Duration::from_nanos(last_ns.saturating_sub((start - base).as_nanos() as u64));
