@@ -37,12 +37,9 @@ pub(crate) struct FanoutOpts {
     /// SETs the publisher sends for each subscriber count.
     #[arg(long, default_value_t = 1000)]
     pub(crate) messages: usize,
-    /// Give up waiting for deliveries after this many seconds.
-    #[arg(long, default_value_t = 30)]
-    pub(crate) deadline_secs: u64,
-    /// Stop waiting early when nothing arrived for this many seconds (0: wait for the deadline).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) stall_secs: u64,
+    /// How long to wait for deliveries.
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
     /// Connections set up at once.
     #[arg(long, default_value_t = 50)]
     pub(crate) concurrency: usize,
@@ -109,6 +106,26 @@ impl Completion {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
         if before == Ok(1) {
             self.done.notify_one();
+        }
+    }
+}
+
+/// When to stop waiting for deliveries.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WaitArgs {
+    /// Give up waiting for deliveries after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) deadline_secs: u64,
+    /// Stop waiting early when nothing arrived for this many seconds (0: wait for the deadline).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) stall_secs: u64,
+}
+
+impl Default for WaitArgs {
+    fn default() -> Self {
+        WaitArgs {
+            deadline_secs: 30,
+            stall_secs: 5,
         }
     }
 }
@@ -267,8 +284,8 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
         start,
         &completion,
         &slots,
-        Duration::from_secs(o.deadline_secs),
-        Duration::from_secs(o.stall_secs),
+        Duration::from_secs(o.wait.deadline_secs),
+        Duration::from_secs(o.wait.stall_secs),
     )
     .await;
     let send_ms = send_time.as_secs_f64() * 1e3;

@@ -34,7 +34,7 @@ use clap::{Parser, Subcommand};
 
 use crate::conn::Target;
 use crate::echo::EchoOpts;
-use crate::fanout::FanoutOpts;
+use crate::fanout::{FanoutOpts, WaitArgs};
 use crate::latency::LatencyOpts;
 use crate::memory::MemoryOpts;
 use crate::output::Out;
@@ -199,8 +199,7 @@ async fn all(
         &FanoutOpts {
             subscribers: vec![10, 100, 1000],
             messages: 1000,
-            deadline_secs: 30,
-            stall_secs: 5,
+            wait: WaitArgs::default(),
             concurrency: 50,
         },
         out,
@@ -211,8 +210,7 @@ async fn all(
         &ThroughputOpts {
             messages: 100_000,
             size: 8,
-            deadline_secs: 30,
-            stall_secs: 5,
+            wait: WaitArgs::default(),
         },
         out,
     )

@@ -13,7 +13,9 @@ use futures_util::SinkExt;
 use serde::Serialize;
 
 use crate::conn::{Fleet, Target, connect, decode_set, seq_value, set_frame, value_seq};
-use crate::fanout::{Completion, Slot, blast_and_wait, open_error, publisher_sink, total};
+use crate::fanout::{
+    Completion, Slot, WaitArgs, blast_and_wait, open_error, publisher_sink, total,
+};
 use crate::output::{Out, r1, r4};
 
 /// Addresses written in rotation: `/bench/tp/0` .. `/bench/tp/99`.
@@ -30,12 +32,9 @@ pub(crate) struct ThroughputOpts {
     /// Value size in bytes: 8 or less sends an f64, more a string of that many bytes.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=60_000))]
     pub(crate) size: u16,
-    /// Give up waiting for deliveries after this many seconds.
-    #[arg(long, default_value_t = 30)]
-    pub(crate) deadline_secs: u64,
-    /// Stop waiting early when nothing arrived for this many seconds (0: wait for the deadline).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) stall_secs: u64,
+    /// How long to wait for deliveries.
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -174,8 +173,8 @@ pub(crate) async fn run(target: &Target, o: &ThroughputOpts, out: &Out) -> anyho
         start,
         &completion,
         &slots,
-        Duration::from_secs(o.deadline_secs),
-        Duration::from_secs(o.stall_secs),
+        Duration::from_secs(o.wait.deadline_secs),
+        Duration::from_secs(o.wait.stall_secs),
     )
     .await;
     let delivered = total(&slots);
