@@ -95,9 +95,29 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
     let d = dir.path().to_str().unwrap();
     let mut p = start(&["--data-dir", d]);
     write_params(&p.url, 500).await;
-    // Every write above was acknowledged; after one flush interval (50 ms by default) they are
-    // on disk. Wait a few intervals, then kill without warning.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every write above was acknowledged; within a flush interval (50 ms by default) the writer
+    // thread has them on disk. Wait until the router reports nothing left to persist (polling
+    // /metrics rather than sleeping, so a slow machine cannot make this flaky), then kill it
+    // without warning.
+    let host = p
+        .url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = support::http_get(&host, "/metrics").await;
+        let pending = support::metric(&m, "clasp_params_unpersisted");
+        let written = support::metric(&m, "clasp_persisted_params_total");
+        if pending == Some(0.0) && written >= Some(500.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state not persisted within 10 s: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&p, "-KILL");
     p.child.wait().unwrap();
     let mut p = start(&["--data-dir", d]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clasp_proto::*;
 use clasp_router::server::{Server, ServerConfig};
-use support::WsClient;
+use support::{WsClient, http_get};
 
 struct Running {
     url: String,
@@ -66,16 +66,6 @@ impl Running {
 fn local(mut c: ServerConfig) -> ServerConfig {
     c.listen = "127.0.0.1:0".parse().unwrap();
     c
-}
-
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test]
