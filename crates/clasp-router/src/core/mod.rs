@@ -561,61 +561,52 @@ impl Router {
     // Writes
     // -----------------------------------------------------------------------------------------
 
-    /// Validates and applies a SET, broadcasts it and ACKs it. Errors are (code, text) for the
-    /// caller to report.
+    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision. Errors
+    /// are (code, text) for the caller to report.
     fn on_set(
         &mut self,
         conn: ConnId,
         qos: Qos,
         set: Set,
         now: Now,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<u64, (ErrorCode, String)> {
         let writer = self.writer_id(conn).ok_or((
             ErrorCode::InvalidMessage,
             "no session for this connection".to_owned(),
         ))?;
-        let (frame, revision, locked) = self.apply_set(&writer, &set, now)?;
+        let (frame, written) = self.apply_set(&writer, &set, now)?;
         if set.lock
             && let Some(sess) = self.session_mut(conn)
         {
-            sess.locks.push(Arc::from(&*set.address));
+            sess.locks.push(written.key.clone());
         }
-        let address = self
-            .store
-            .key(&set.address)
-            .unwrap_or_else(|| Arc::from(&*set.address));
         let numeric = set.value.as_f64();
-        self.fan_out(&address, SignalType::Param, None, numeric, now, || {
+        self.fan_out(&written.key, SignalType::Param, None, numeric, now, || {
             Outgoing::Param(frame.clone())
         });
         if qos.wants_ack() {
-            let holder = if locked {
-                self.store
-                    .get(&set.address)
-                    .and_then(|p| p.lock.as_deref().map(Str::from))
-            } else {
-                None
-            };
+            let locked = written.holder.is_some();
+            let holder = written.holder.as_deref().map(Str::from);
             let ack = Ack {
                 address: Some(set.address),
-                revision: Some(revision),
+                revision: Some(written.revision),
                 locked: (set.lock || set.unlock || locked).then_some(locked),
                 holder,
                 correlation_id: None,
             };
             self.reply(conn, &Message::Ack(ack));
         }
-        Ok(())
+        Ok(written.revision)
     }
 
-    /// Checks a SET, encodes its broadcast and applies it. Returns the broadcast frame, the new
-    /// revision and whether the param is now locked.
+    /// Checks a SET, encodes its broadcast and applies it. Returns the broadcast frame and what
+    /// the store did.
     fn apply_set(
         &mut self,
         writer: &Arc<str>,
         set: &Set,
         now: Now,
-    ) -> Result<(Bytes, u64, bool), (ErrorCode, String)> {
+    ) -> Result<(Bytes, state::Written), (ErrorCode, String)> {
         check_address(&set.address)?;
         let ttl = set.ttl.or(self
             .config
@@ -628,10 +619,10 @@ impl Router {
             unlock: set.unlock,
             ttl,
         };
-        self.store
+        let next_revision = self
+            .store
             .check(&set.address, writer, &write)
             .map_err(write_error)?;
-        let next_revision = self.store.get(&set.address).map_or(1, |p| p.revision + 1);
         let broadcast = Message::Set(Set {
             address: set.address.clone(),
             value: set.value.clone(),
@@ -657,7 +648,7 @@ impl Router {
             .store
             .write(&set.address, writer, &write, now.wall)
             .map_err(write_error)?;
-        Ok((frame, written.revision, written.locked))
+        Ok((frame, written))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -877,7 +868,7 @@ impl Router {
                 Message::Set(s) => {
                     let address = s.address.clone();
                     match self.on_set(conn, Qos::Fire, s, now) {
-                        Ok(()) => last_revision = self.store.get(&address).map(|p| p.revision),
+                        Ok(revision) => last_revision = Some(revision),
                         // Unreachable after check_bundle; reported rather than hidden.
                         Err((code, text)) => self.error(conn, code, text, Some(address)),
                     }

@@ -73,12 +73,14 @@ pub enum WriteError {
 }
 
 /// Result of an accepted write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
+    /// The stored key of the address (shared, so callers need not allocate their own).
+    pub key: Arc<str>,
     /// The new revision.
     pub revision: u64,
-    /// Whether the param is locked after the write.
-    pub locked: bool,
+    /// The lock holder after the write, if the param is locked.
+    pub holder: Option<Arc<str>>,
 }
 
 /// Params changed since the last persistence pass, and addresses removed since then.
@@ -121,18 +123,14 @@ impl ParamStore {
         self.params.get(address)
     }
 
-    /// The stored key for `address` (shared, so callers avoid allocating a new one).
-    pub fn key(&self, address: &str) -> Option<Arc<str>> {
-        self.params.get_key_value(address).map(|(k, _)| k.clone())
-    }
-
     /// Every param.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Param)> {
         self.params.iter()
     }
 
-    /// Checks whether `write` by `writer` would be accepted, without applying it.
-    pub fn check(&self, address: &str, writer: &str, write: &Write<'_>) -> Result<(), WriteError> {
+    /// Checks whether `write` by `writer` would be accepted, without applying it; returns the
+    /// revision the write would produce.
+    pub fn check(&self, address: &str, writer: &str, write: &Write<'_>) -> Result<u64, WriteError> {
         match self.params.get(address) {
             None => {
                 if self.params.len() >= self.max_params {
@@ -140,7 +138,7 @@ impl ParamStore {
                         max: self.max_params,
                     })
                 } else {
-                    Ok(())
+                    Ok(1)
                 }
             }
             Some(p) => {
@@ -156,7 +154,7 @@ impl ParamStore {
                     Some(holder) if &**holder != writer => Err(WriteError::LockHeld {
                         holder: holder.clone(),
                     }),
-                    _ => Ok(()),
+                    _ => Ok(p.revision + 1),
                 }
             }
         }
@@ -213,8 +211,9 @@ impl ParamStore {
             }
         }
         let written = Written {
+            key: key.clone(),
             revision: param.revision,
-            locked: param.lock.is_some(),
+            holder: param.lock.clone(),
         };
         self.dirty.insert(key, ());
         Ok(written)
@@ -332,7 +331,7 @@ mod tests {
         let v = Value::Float(0.5);
         let mut lock = w(&v);
         lock.lock = true;
-        assert!(s.write("/f", &a, &lock, 0).unwrap().locked);
+        assert!(s.write("/f", &a, &lock, 0).unwrap().holder.is_some());
         let mut unlock = w(&v);
         unlock.unlock = true;
         // The reference let a non-holder write with the unlock flag; we do not.
@@ -345,12 +344,12 @@ mod tests {
             Err(WriteError::LockHeld { .. })
         ));
         assert!(
-            s.write("/f", &a, &w(&v), 0).unwrap().locked,
+            s.write("/f", &a, &w(&v), 0).unwrap().holder.is_some(),
             "holder keeps it"
         );
-        assert!(!s.write("/f", &a, &unlock, 0).unwrap().locked);
+        assert!(!s.write("/f", &a, &unlock, 0).unwrap().holder.is_some());
         assert!(s.write("/f", &b, &w(&v), 0).is_ok());
-        assert!(s.write("/f", &b, &lock, 0).unwrap().locked);
+        assert!(s.write("/f", &b, &lock, 0).unwrap().holder.is_some());
         assert_eq!(s.release_locks("B", &["/f".into()]).len(), 1);
         assert!(s.write("/f", &a, &w(&v), 0).is_ok());
     }
