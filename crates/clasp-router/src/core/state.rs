@@ -347,7 +347,7 @@ mod tests {
             s.write("/f", &a, &w(&v), 0).unwrap().holder.is_some(),
             "holder keeps it"
         );
-        assert!(!s.write("/f", &a, &unlock, 0).unwrap().holder.is_some());
+        assert!(s.write("/f", &a, &unlock, 0).unwrap().holder.is_none());
         assert!(s.write("/f", &b, &w(&v), 0).is_ok());
         assert!(s.write("/f", &b, &lock, 0).unwrap().holder.is_some());
         assert_eq!(s.release_locks("B", &["/f".into()]).len(), 1);
