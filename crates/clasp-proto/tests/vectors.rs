@@ -83,6 +83,10 @@ fn signal_def(j: &Json) -> SignalDef {
     }
 }
 
+fn signal_defs(j: &Json) -> Vec<SignalDef> {
+    j.as_array().unwrap().iter().map(signal_def).collect()
+}
+
 /// The message a vector's JSON describes.
 fn message(j: &Json) -> Message {
     match j["type"].as_str().unwrap() {
@@ -102,12 +106,7 @@ fn message(j: &Json) -> Message {
         }),
         "ANNOUNCE" => Message::Announce(Announce {
             namespace: s(&j["namespace"]),
-            signals: j["signals"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(signal_def)
-                .collect(),
+            signals: signal_defs(&j["signals"]),
         }),
         "SUBSCRIBE" => {
             let o = &j["options"];
@@ -216,12 +215,7 @@ fn message(j: &Json) -> Message {
             pattern: s(&j["pattern"]),
         }),
         "RESULT" => Message::Result(QueryResult {
-            signals: j["signals"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(signal_def)
-                .collect(),
+            signals: signal_defs(&j["signals"]),
         }),
         other => panic!("unknown message type {other}"),
     }

@@ -793,3 +793,46 @@ fn a_burst_handled_at_once_keeps_every_frame_in_order() {
         5
     );
 }
+
+#[test]
+fn max_rate_and_epsilon_apply_to_streams_too() {
+    let mut h = Harness::new();
+    let a = h.client();
+    let s = h.client();
+    h.sub_with(
+        &a,
+        1,
+        "/sensor/x",
+        SubscribeOptions {
+            max_rate: Some(10),
+            epsilon: Some(0.5),
+            ..Default::default()
+        },
+    );
+    let sample = |v: f64| {
+        Message::Publish(Publish {
+            address: "/sensor/x".into(),
+            signal: SignalType::Stream,
+            payload: PublishPayload::Value(Value::Float(v)),
+            ..Default::default()
+        })
+    };
+    // 1 kHz samples for 300 ms, rising by 0.01 each: at 10 Hz at most ~4 get through, each at
+    // least 0.5 away from the last one delivered, and the last one delivered is the latest.
+    for i in 0..300 {
+        h.send(&s, sample(f64::from(i) * 0.01));
+        h.advance(Duration::from_millis(1));
+    }
+    h.advance(Duration::from_millis(200));
+    let vals: Vec<f64> = a
+        .msgs()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Publish(p) => p.value().and_then(Value::as_f64),
+            _ => None,
+        })
+        .collect();
+    assert!((2..=5).contains(&vals.len()), "{vals:?}");
+    assert!(vals.windows(2).all(|w| w[1] - w[0] >= 0.5), "{vals:?}");
+    assert!((vals[vals.len() - 1] - 2.99).abs() < 1e-9, "{vals:?}");
+}

@@ -212,7 +212,7 @@ async fn state_survives_a_clean_restart() {
 }
 
 #[tokio::test]
-async fn slow_subscribers_are_visible_and_state_is_not_lost() {
+async fn a_flooded_subscriber_ends_with_every_final_value() {
     // A subscriber that stops reading: its params coalesce; when it reads again it has the
     // final value of every address.
     let r = Running::memory().await;

@@ -319,19 +319,22 @@ fn write_raw(path: &Path, address: &str, bytes: &[u8]) {
     txn.commit().unwrap();
 }
 
+/// Writes every value kind into a fresh database in `dir` and closes it; returns its file.
+fn database_with_all_kinds(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut store = RedbStore::open(dir).unwrap();
+    store
+        .apply(&Batch {
+            upserts: all_kinds(),
+            deletes: vec![],
+        })
+        .unwrap();
+    store.path().to_path_buf()
+}
+
 #[test]
 fn corrupt_record_is_reported_with_its_address() {
     let dir = tempfile::tempdir().unwrap();
-    let path = {
-        let mut store = RedbStore::open(dir.path()).unwrap();
-        store
-            .apply(&Batch {
-                upserts: all_kinds(),
-                deletes: vec![],
-            })
-            .unwrap();
-        store.path().to_path_buf()
-    };
+    let path = database_with_all_kinds(dir.path());
     for bytes in [&b""[..], b"\x01garbage", b"\x09\x00", &[1u8; 40]] {
         write_raw(&path, "/broken/param", bytes);
         let store = RedbStore::open(dir.path()).unwrap();
@@ -492,16 +495,7 @@ proptest! {
 #[test]
 fn damaged_database_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let path = {
-        let mut store = RedbStore::open(dir.path()).unwrap();
-        store
-            .apply(&Batch {
-                upserts: all_kinds(),
-                deletes: vec![],
-            })
-            .unwrap();
-        store.path().to_path_buf()
-    };
+    let path = database_with_all_kinds(dir.path());
     let good = std::fs::read(&path).unwrap();
     // Overwrite one stretch of the file at a time (keeping the header's magic number).
     let mut errors = 0;
