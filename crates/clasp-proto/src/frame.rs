@@ -164,6 +164,15 @@ impl FrameOptions {
         }
     }
 
+    /// The length of the frame header these options produce.
+    pub(crate) fn header_len(&self) -> usize {
+        if self.timestamp.is_some() {
+            HEADER_LEN_WITH_TIMESTAMP
+        } else {
+            HEADER_LEN
+        }
+    }
+
     /// The flags byte for a message whose default QoS is `default_qos`.
     pub(crate) fn flags(&self, default_qos: Qos) -> u8 {
         let qos = self.qos.unwrap_or(default_qos);

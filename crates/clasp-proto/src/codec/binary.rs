@@ -45,8 +45,20 @@ impl<'a> Reader<'a> {
         self.end - self.pos
     }
 
+    #[cold]
+    #[inline(never)]
     fn err_at(&self, at: usize, kind: DecodeErrorKind) -> DecodeError {
         DecodeError::new(self.context, at - self.origin, kind)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn truncated(&self, needed: usize, field: &'static str) -> DecodeError {
+        self.err(DecodeErrorKind::Truncated {
+            field,
+            needed,
+            remaining: self.remaining(),
+        })
     }
 
     fn err(&self, kind: DecodeErrorKind) -> DecodeError {
@@ -54,67 +66,63 @@ impl<'a> Reader<'a> {
     }
 
     /// Advances over `n` bytes; returns where they start.
-    #[inline]
+    #[inline(always)]
     fn advance(&mut self, n: usize, field: &'static str) -> Result<usize> {
         if n > self.remaining() {
-            return Err(self.err(DecodeErrorKind::Truncated {
-                field,
-                needed: n,
-                remaining: self.remaining(),
-            }));
+            return Err(self.truncated(n, field));
         }
         let at = self.pos;
         self.pos += n;
         Ok(at)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
         let at = self.advance(n, field)?;
         let src: &'a Bytes = self.src;
         Ok(&src[at..at + n])
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self, field: &'static str) -> Result<u8> {
         Ok(self.array::<1>(field)?[0])
     }
 
-    #[inline]
+    #[inline(always)]
     fn u16(&mut self, field: &'static str) -> Result<u16> {
         Ok(u16::from_be_bytes(self.array(field)?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn u32(&mut self, field: &'static str) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn u64(&mut self, field: &'static str) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn f64(&mut self, field: &'static str) -> Result<f64> {
         Ok(f64::from_be_bytes(self.array(field)?))
     }
 
     /// Takes `n` bytes as a shared slice of the payload.
-    #[inline]
+    #[inline(always)]
     fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes> {
         let at = self.advance(n, field)?;
         Ok(self.src.slice(at..at + n))
     }
 
-    #[inline]
+    #[inline(always)]
     fn str(&mut self, field: &'static str) -> Result<Str> {
         let len = self.u16(field)? as usize;
         let at = self.advance(len, field)?;
@@ -148,7 +156,24 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the data of a value whose tag `t` was read at `tag_at`.
+    ///
+    /// Scalars are read inline, so the value is built where the caller wants it; bytes, arrays
+    /// and maps go through [`Reader::value_data_rest`].
+    #[inline(always)]
     fn value_data(&mut self, t: u8, tag_at: usize, depth: usize) -> Result<Value> {
+        Ok(match t {
+            tag::NULL => Value::Null,
+            tag::BOOL => Value::Bool(self.u8("bool")? != 0),
+            tag::I64 => Value::Int(i64::from_be_bytes(self.array("i64")?)),
+            tag::F64 => Value::Float(self.f64("f64")?),
+            tag::STRING => Value::String(self.str("string")?),
+            _ => return self.value_data_rest(t, tag_at, depth),
+        })
+    }
+
+    /// [`Reader::value_data`] for the tags it does not read inline.
+    #[inline(never)]
+    fn value_data_rest(&mut self, t: u8, tag_at: usize, depth: usize) -> Result<Value> {
         Ok(match t {
             tag::NULL => Value::Null,
             tag::BOOL => Value::Bool(self.u8("bool")? != 0),
@@ -224,6 +249,34 @@ pub fn decode(payload: &Bytes) -> Result<Message> {
 /// Decodes the binary payload at `src[start..end]`; error offsets count from `origin`.
 pub(crate) fn decode_in(src: &Bytes, start: usize, end: usize, origin: usize) -> Result<Message> {
     decode_at(src, start, end, origin, 0)
+}
+
+/// Decodes the SET whose type code is at `src[start]`, inline in the caller so the message is
+/// built where the caller wants it (SET is the most frequent message).
+#[inline(always)]
+pub(crate) fn decode_set_in(src: &Bytes, start: usize, end: usize, origin: usize) -> Result<Set> {
+    let mut r = Reader::new(src, start + 1, end, origin);
+    r.context = "SET";
+    decode_set(&mut r, 0)
+}
+
+/// The fields of a SET after its type code.
+#[inline(always)]
+fn decode_set(r: &mut Reader<'_>, depth: usize) -> Result<Set> {
+    let flags_at = r.pos;
+    let flags = r.u8("flags")?;
+    let address = r.str("address")?;
+    let value = r.value_data(flags & 0x0F, flags_at, depth)?;
+    let revision = opt_if(flags & 0x80 != 0, || r.u64("revision"))?;
+    let ttl = opt_if(flags & 0x10 != 0, || r.u32("ttl"))?;
+    Ok(Set {
+        address,
+        value,
+        revision,
+        lock: flags & 0x40 != 0,
+        unlock: flags & 0x20 != 0,
+        ttl,
+    })
 }
 
 fn decode_at(
@@ -315,22 +368,7 @@ fn decode_at(
                 rate,
             })
         }
-        code::SET => {
-            let flags_at = r.pos;
-            let flags = r.u8("flags")?;
-            let address = r.str("address")?;
-            let value = r.value_data(flags & 0x0F, flags_at, depth)?;
-            let revision = opt_if(flags & 0x80 != 0, || r.u64("revision"))?;
-            let ttl = opt_if(flags & 0x10 != 0, || r.u32("ttl"))?;
-            Message::Set(Set {
-                address,
-                value,
-                revision,
-                lock: flags & 0x40 != 0,
-                unlock: flags & 0x20 != 0,
-                ttl,
-            })
-        }
+        code::SET => Message::Set(decode_set(&mut r, depth)?),
         code::GET => Message::Get(Get {
             address: r.str("address")?,
         }),
@@ -486,6 +524,59 @@ pub(crate) fn size_hint(msg: &Message) -> usize {
             Message::Snapshot(s) => 3 + s.params.len() * 64,
             _ => 64,
         }
+}
+
+/// The exact payload length of a SET or PUBLISH (the messages sent most), so their frames can be
+/// encoded straight into an allocation of the right size; `None` for other messages and for
+/// values nested deeper than the encoder allows.
+pub(crate) fn exact_payload_len(msg: &Message) -> Option<usize> {
+    match msg {
+        Message::Set(s) => Some(
+            4 + s.address.len()
+                + value_len(&s.value, 0)?
+                + if s.revision.is_some() { 8 } else { 0 }
+                + if s.ttl.is_some() { 4 } else { 0 },
+        ),
+        Message::Publish(p) => Some(
+            5 + p.address.len()
+                + match &p.payload {
+                    PublishPayload::None => 0,
+                    PublishPayload::Value(v) => 1 + value_len(v, 0)?,
+                    PublishPayload::Samples(s) => 2 + 8 * s.len(),
+                }
+                + if p.timestamp.is_some() { 8 } else { 0 }
+                + if p.id.is_some() { 4 } else { 0 }
+                + if p.rate.is_some() { 4 } else { 0 },
+        ),
+        _ => None,
+    }
+}
+
+/// The length of a value's data after its tag, as [`put_value_data`] writes it.
+fn value_len(v: &Value, depth: usize) -> Option<usize> {
+    Some(match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::String(s) => 2 + s.len(),
+        Value::Bytes(b) => 2 + b.len(),
+        Value::Array(items) => {
+            let depth = nest(depth).ok()?;
+            let mut n = 2;
+            for item in items {
+                n += 1 + value_len(item, depth)?;
+            }
+            n
+        }
+        Value::Map(entries) => {
+            let depth = nest(depth).ok()?;
+            let mut n = 2;
+            for (k, item) in entries {
+                n += 2 + k.len() + 1 + value_len(item, depth)?;
+            }
+            n
+        }
+    })
 }
 
 fn scalar_hint(v: &Value) -> usize {

@@ -121,6 +121,13 @@ pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
                 DecodeErrorKind::EmptyPayload,
             ));
         }
+        Some(&crate::message::code::SET) => {
+            return binary::decode_set_in(buf, start, end, 0).map(|set| DecodedFrame {
+                header,
+                message: Message::Set(set),
+                len: end,
+            });
+        }
         Some(&b) if is_msgpack(b) => {
             msgpack::decode(&buf[start..end]).map_err(|e| e.shifted(start))?
         }
@@ -140,9 +147,16 @@ pub fn encode(msg: &Message) -> Result<Bytes, EncodeError> {
 
 /// Encodes `msg` in a frame with the given options.
 ///
-/// The frame is built in a reused per-thread buffer and then copied into an allocation of
-/// exactly its size: one allocation per frame, and no spare capacity kept alive by the `Bytes`.
+/// One allocation of exactly the frame's size, and no spare capacity kept alive by the `Bytes`:
+/// SET and PUBLISH, whose size is computed first, are encoded straight into it; other messages
+/// are built in a reused per-thread buffer and copied.
 pub fn encode_with(msg: &Message, opts: FrameOptions) -> Result<Bytes, EncodeError> {
+    if let Some(payload) = binary::exact_payload_len(msg) {
+        let mut out = Vec::with_capacity(opts.header_len() + payload);
+        encode_into(msg, opts, &mut out)?;
+        debug_assert_eq!(out.len(), out.capacity(), "exact_payload_len is wrong");
+        return Ok(Bytes::from(out));
+    }
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
