@@ -1,0 +1,44 @@
+//! An async client for CLASP routers (ours, and the reference router 3.3.0).
+//!
+//! ```no_run
+//! # async fn demo() -> clasp_client::Result<()> {
+//! use clasp_client::Client;
+//! use futures_util::StreamExt;
+//!
+//! let client = Client::builder("ws://127.0.0.1:7330").name("demo").connect().await?;
+//! let revision = client.set_confirmed("/lights/1/level", 0.8).await?;
+//! let mut sub = client.subscribe("/lights/**").await?;
+//! while let Some(update) = sub.next().await {
+//!     println!("{} = {:?} (rev {:?})", update.address, update.value, update.revision);
+//! }
+//! # let _ = revision;
+//! # Ok(()) }
+//! ```
+//!
+//! What it does beyond the reference client:
+//! * confirmed writes return the new revision or a typed error (revision conflict, lock held);
+//! * `get` of a missing address is [`Error::NotFound`] (with our router), never a hang;
+//! * subscriptions are `Stream`s with the router's options and unsubscribe on drop;
+//! * periodic NTP-style clock sync with smoothing and a quality figure;
+//! * reconnect runs by itself with exponential backoff and jitter, resubscribes with the same
+//!   options and resyncs state; connection events are observable;
+//! * `close()` and dropping the last [`Client`] send a WebSocket Close: no leaked sessions;
+//! * connect and request timeouts; an authentication failure carries the router's code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![deny(unused_must_use)]
+
+mod client;
+mod clock;
+mod driver;
+mod error;
+pub mod json;
+mod subscription;
+
+pub use clasp_proto::{
+    self as proto, ErrorCode, GesturePhase, Message, ParamValue, SignalDef, SignalType, Str, Value,
+};
+pub use client::{Client, ClientBuilder, ConnectionEvent, ReconnectPolicy, SetOptions};
+pub use clock::ClockStatus;
+pub use error::{Error, Result};
+pub use subscription::{Listener, SubscribeOptions, Subscription, Update};
