@@ -469,7 +469,8 @@ impl Client {
         self.subscribe_with(pattern, SubscribeOptions::new()).await
     }
 
-    /// Subscribes with options (signal types, max rate, epsilon, buffer).
+    /// Subscribes with options (signal types, max rate, epsilon, buffer). Works while the client
+    /// is reconnecting too: the subscription starts when the connection is back.
     pub async fn subscribe_with(
         &self,
         pattern: &str,
@@ -479,14 +480,18 @@ impl Client {
         let id = self.inner.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(options.buffer.unwrap_or(SUB_BUFFER));
         let dropped = Arc::new(AtomicU64::new(0));
-        self.command(Command::Subscribe {
-            id,
-            pattern: compiled,
-            options,
-            tx,
-            dropped: dropped.clone(),
-        })
-        .await?;
+        // Allowed while reconnecting: the subscription is sent once the connection is back.
+        self.inner
+            .cmd
+            .send(Command::Subscribe {
+                id,
+                pattern: compiled,
+                options,
+                tx,
+                dropped: dropped.clone(),
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
         Ok(Subscription {
             id,
             pattern: pattern.to_string(),

@@ -425,6 +425,9 @@ async fn reconnects_resubscribes_and_resyncs() {
     assert!(matches!(e, ConnectionEvent::Disconnected { .. }), "{e:?}");
     assert!(matches!(c.set("/r/a", 2).await, Err(Error::NotConnected)));
 
+    // Subscribing while disconnected is allowed; it starts with the new connection.
+    let mut late = c.subscribe("/late/**").await.unwrap();
+
     // A new router on the same port, with state the client has not seen.
     let r = Router::start_on(addr, |_| {}).await;
     let other = client(&r).await;
@@ -447,6 +450,12 @@ async fn reconnects_resubscribes_and_resyncs() {
     other.set_confirmed("/r/c", 6).await.unwrap();
     let u = within("live after reconnect", sub.next()).await.unwrap();
     assert_eq!((&*u.address, &u.value), ("/r/c", &Value::Int(6)));
+    c.ping().await.unwrap(); // the resubscriptions went out before this PING
+    other.emit("/late/event", 1).await.unwrap();
+    let u = within("subscription made while away", late.next())
+        .await
+        .unwrap();
+    assert_eq!((&*u.address, u.kind), ("/late/event", SignalType::Event));
     // The cache was rebuilt: the param of the old router is gone.
     assert_eq!(
         c.get("/r/a").await.unwrap_err(),
