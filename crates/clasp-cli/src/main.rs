@@ -1,6 +1,8 @@
-//! `clasp`: run the CLASP router and work with it from the command line.
+//! `clasp`: run the CLASP router and work with it from the command line (`set`, `get`, `sub`,
+//! `emit`, `query`, `ping`, `snapshot`).
 
 mod server;
+mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -16,12 +18,15 @@ struct Cli {
 enum Command {
     /// Run the CLASP router (WebSocket on port 7330, with /healthz and /metrics).
     Server(server::ServerArgs),
+    #[command(flatten)]
+    Tool(tools::Tool),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Tool(tool) => tools::run(tool),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

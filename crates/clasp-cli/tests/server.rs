@@ -4,53 +4,14 @@
 #[path = "../../clasp-router/tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use clasp_proto::*;
+use common::{signal, start};
 use support::WsClient;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-fn start(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["server", "--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
-        if let Some(i) = line.find("ready: ws://") {
-            let rest = &line[i + "ready: ".len()..];
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, url }
-}
-
-fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
 
 async fn write_params(url: &str, n: usize) {
     let (mut c, _) = WsClient::connect(url).await;

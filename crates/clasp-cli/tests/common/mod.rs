@@ -1,0 +1,59 @@
+//! Helpers shared by the CLI tests: `clasp server` as a child process on 127.0.0.1.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running `clasp server`; killed when dropped if it is still running.
+pub struct Proc {
+    pub child: Child,
+    /// `ws://127.0.0.1:PORT/`, from the server's `ready:` log line.
+    pub url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `clasp server --bind 127.0.0.1 --port 0 ARGS` and waits until it is ready.
+pub fn start(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["server", "--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before it was ready")
+            .unwrap();
+        if let Some(i) = line.find("ready: ws://") {
+            let rest = &line[i + "ready: ".len()..];
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
+}
+
+/// Sends a signal (`-TERM`, `-KILL`, ...) to the server.
+pub fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
