@@ -48,6 +48,14 @@ fn bench_message(
     g.bench_function("reference", |bch| {
         bch.iter(|| reference::codec::decode(black_box(&ref_frame)).unwrap())
     });
+    // The zero-copy view the router decodes with; every field of the message is read, so lazily
+    // read arrays, maps and snapshot params are paid for in full.
+    g.bench_function("clasp-rs-view", |bch| {
+        bch.iter(|| {
+            let f = clasp_proto::decode_frame_view(black_box(&ours_frame)).unwrap();
+            b::visit_view(black_box(&f.message))
+        })
+    });
     g.finish();
 }
 

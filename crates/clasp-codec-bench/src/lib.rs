@@ -117,3 +117,52 @@ pub fn snapshot_reference() -> reference::Message {
             .collect(),
     })
 }
+
+/// Reads every field of a decoded view (strings, numbers, and every item of arrays, maps,
+/// samples and snapshot params), so a benchmark of the lazy view pays for all of it. Returns a
+/// checksum so nothing can be optimised away.
+pub fn visit_view(m: &ours::MessageView<'_>) -> u64 {
+    use ours::codec::view::PayloadRef;
+    match m {
+        ours::MessageView::Set(s) => {
+            s.address.len() as u64 + visit_value(&s.value) + s.revision.unwrap_or(0)
+        }
+        ours::MessageView::Publish(p) => {
+            p.address.len() as u64
+                + p.timestamp.unwrap_or(0)
+                + match p.payload {
+                    PayloadRef::None => 0,
+                    PayloadRef::Value(v) => visit_value(&v),
+                    PayloadRef::Samples(s) => s.iter().map(f64::to_bits).fold(0, u64::wrapping_add),
+                }
+        }
+        ours::MessageView::Snapshot(s) => s
+            .iter()
+            .map(|p| {
+                p.address.len() as u64
+                    + visit_value(&p.value)
+                    + p.revision
+                    + p.writer.map_or(0, |w| w.len() as u64)
+                    + p.timestamp.unwrap_or(0)
+            })
+            .fold(0, u64::wrapping_add),
+        ours::MessageView::Other(_) => 0,
+    }
+}
+
+fn visit_value(v: &ours::ValueRef<'_>) -> u64 {
+    use ours::ValueRef as V;
+    match v {
+        V::Null => 0,
+        V::Bool(b) => u64::from(*b),
+        V::Int(i) => *i as u64,
+        V::Float(f) => f.to_bits(),
+        V::String(s) => s.len() as u64,
+        V::Bytes(b) => b.len() as u64,
+        V::Array(a) => a.iter().map(|x| visit_value(&x)).fold(1, u64::wrapping_add),
+        V::Map(m) => m
+            .iter()
+            .map(|(k, x)| k.len() as u64 + visit_value(&x))
+            .fold(1, u64::wrapping_add),
+    }
+}

@@ -5,7 +5,9 @@
 //! * [`frame`]: the frame header (magic `0x53`, flags, length, optional timestamp);
 //! * [`Value`]: the twelve value tags and the decode widening rules;
 //! * [`Message`] and its payload types: all 17 message types;
-//! * [`codec`]: the compact binary encoding (v3) and the legacy MessagePack form;
+//! * [`codec`]: the compact binary encoding (v3) and the legacy MessagePack form, decoded to
+//!   owned messages ([`decode_frame_bytes`]) or, for SET, PUBLISH and SNAPSHOT, to zero-copy
+//!   views of the frame ([`decode_frame_view`]);
 //! * [`address`] and [`pattern`]: address validation and the router-side pattern matcher;
 //! * [`ErrorCode`]: the error-code catalogue carried by ERROR messages;
 //! * [`FrameReader`]: reassembly of frames from byte streams (TCP, QUIC, serial).
@@ -28,7 +30,8 @@
 //! * **Maps** keep their entry order, so a forwarded map is byte-identical to the one received.
 //! * **MessagePack** is decoded (the Python client sends BUNDLE and QUERY that way) but only
 //!   emitted by [`codec::msgpack::encode`], which exists for tests.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in `utf8`, two audited lines (see that module).
+#![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
 
@@ -40,9 +43,13 @@ pub mod frame;
 pub mod message;
 pub mod pattern;
 pub mod stream;
+mod utf8;
 pub mod value;
 
-pub use codec::{DecodedFrame, decode_frame, decode_frame_bytes, encode, encode_into, encode_with};
+pub use codec::view::{FrameView, MessageView, ValueRef, decode_frame_view};
+pub use codec::{
+    DecodedFrame, decode_frame, decode_frame_bytes, encode, encode_into, encode_set, encode_with,
+};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use error_code::ErrorCode;
 pub use frame::{FrameHeader, FrameOptions, Qos};

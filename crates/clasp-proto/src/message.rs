@@ -442,6 +442,37 @@ pub struct Set {
     pub ttl: Option<u32>,
 }
 
+/// A SET whose address and value are borrowed, for encoding without building a [`Set`]
+/// (see [`crate::codec::encode_set`]). The fields mean what they mean in [`Set`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SetRef<'a> {
+    /// The param's address.
+    pub address: &'a str,
+    /// The value.
+    pub value: &'a Value,
+    /// Expected revision (client to router) or new revision (router to client).
+    pub revision: Option<u64>,
+    /// Take the lock.
+    pub lock: bool,
+    /// Release the lock.
+    pub unlock: bool,
+    /// Time to live in seconds (v4 extension).
+    pub ttl: Option<u32>,
+}
+
+impl<'a> From<&'a Set> for SetRef<'a> {
+    fn from(s: &'a Set) -> Self {
+        SetRef {
+            address: &s.address,
+            value: &s.value,
+            revision: s.revision,
+            lock: s.lock,
+            unlock: s.unlock,
+            ttl: s.ttl,
+        }
+    }
+}
+
 /// GET (0x22).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Get {

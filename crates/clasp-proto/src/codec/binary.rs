@@ -17,22 +17,25 @@ use crate::value::{Str, Value, tag};
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-/// A bounds-checked cursor over `src[pos..end]`. Strings and byte values are zero-copy slices
-/// of `src`. Positions are absolute in `src`; error offsets count from `origin`.
-struct Reader<'a> {
-    src: &'a Bytes,
-    pos: usize,
-    end: usize,
+/// A bounds-checked cursor over `src[pos..end]`, shared by the owned decoder ([`Reader`]) and
+/// the borrowed one ([`crate::codec::view`]). Positions are absolute in `src`; error offsets
+/// count from `origin`.
+#[derive(Debug)]
+pub(crate) struct Cursor<'a> {
+    pub(crate) src: &'a [u8],
+    pub(crate) pos: usize,
+    pub(crate) end: usize,
     origin: usize,
     /// Name of the message being decoded, for errors.
-    context: &'static str,
+    pub(crate) context: &'static str,
 }
 
-type Result<T> = std::result::Result<T, DecodeError>;
+pub(crate) type Result<T> = std::result::Result<T, DecodeError>;
 
-impl<'a> Reader<'a> {
-    fn new(src: &'a Bytes, pos: usize, end: usize, origin: usize) -> Self {
-        Reader {
+impl<'a> Cursor<'a> {
+    #[inline(always)]
+    pub(crate) fn new(src: &'a [u8], pos: usize, end: usize, origin: usize) -> Self {
+        Cursor {
             src,
             pos,
             end,
@@ -41,13 +44,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn remaining(&self) -> usize {
+    #[inline(always)]
+    pub(crate) fn remaining(&self) -> usize {
         self.end - self.pos
     }
 
     #[cold]
     #[inline(never)]
-    fn err_at(&self, at: usize, kind: DecodeErrorKind) -> DecodeError {
+    pub(crate) fn err_at(&self, at: usize, kind: DecodeErrorKind) -> DecodeError {
         DecodeError::new(self.context, at - self.origin, kind)
     }
 
@@ -61,13 +65,13 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn err(&self, kind: DecodeErrorKind) -> DecodeError {
+    pub(crate) fn err(&self, kind: DecodeErrorKind) -> DecodeError {
         self.err_at(self.pos, kind)
     }
 
     /// Advances over `n` bytes; returns where they start.
     #[inline(always)]
-    fn advance(&mut self, n: usize, field: &'static str) -> Result<usize> {
+    pub(crate) fn advance(&mut self, n: usize, field: &'static str) -> Result<usize> {
         if n > self.remaining() {
             return Err(self.truncated(n, field));
         }
@@ -77,67 +81,56 @@ impl<'a> Reader<'a> {
     }
 
     #[inline(always)]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
         let at = self.advance(n, field)?;
-        let src: &'a Bytes = self.src;
+        let src: &'a [u8] = self.src;
         Ok(&src[at..at + n])
     }
 
     #[inline(always)]
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
     }
 
     #[inline(always)]
-    fn u8(&mut self, field: &'static str) -> Result<u8> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8> {
         Ok(self.array::<1>(field)?[0])
     }
 
     #[inline(always)]
-    fn u16(&mut self, field: &'static str) -> Result<u16> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16> {
         Ok(u16::from_be_bytes(self.array(field)?))
     }
 
     #[inline(always)]
-    fn u32(&mut self, field: &'static str) -> Result<u32> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
     #[inline(always)]
-    fn u64(&mut self, field: &'static str) -> Result<u64> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
     #[inline(always)]
-    fn f64(&mut self, field: &'static str) -> Result<f64> {
+    pub(crate) fn f64(&mut self, field: &'static str) -> Result<f64> {
         Ok(f64::from_be_bytes(self.array(field)?))
     }
 
-    /// Takes `n` bytes as a shared slice of the payload.
+    /// A u16-length-prefixed UTF-8 string, borrowed from the input.
     #[inline(always)]
-    fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes> {
-        let at = self.advance(n, field)?;
-        Ok(self.src.slice(at..at + n))
-    }
-
-    #[inline(always)]
-    fn str(&mut self, field: &'static str) -> Result<Str> {
+    pub(crate) fn str_ref(&mut self, field: &'static str) -> Result<&'a str> {
         let len = self.u16(field)? as usize;
-        let at = self.advance(len, field)?;
-        Str::try_from(self.src.slice(at..at + len))
-            .map_err(|_| self.err_at(at, DecodeErrorKind::InvalidUtf8(field)))
-    }
-
-    /// A string field where empty means absent (HELLO/WELCOME token).
-    fn opt_str(&mut self, field: &'static str) -> Result<Option<Str>> {
-        let s = self.str(field)?;
-        Ok(if s.is_empty() { None } else { Some(s) })
+        let at = self.pos;
+        let bytes = self.take(len, field)?;
+        crate::utf8::str_from_utf8(bytes)
+            .ok_or_else(|| self.err_at(at, DecodeErrorKind::InvalidUtf8(field)))
     }
 
     /// Reads a u16 count and checks that `count * min_item` bytes remain.
-    fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize> {
+    pub(crate) fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize> {
         let count = self.u16(field)? as usize;
         if count * min_item > self.remaining() {
             return Err(self.err(DecodeErrorKind::CountTooLarge {
@@ -147,6 +140,67 @@ impl<'a> Reader<'a> {
             }));
         }
         Ok(count)
+    }
+
+    pub(crate) fn nest(&self, depth: usize) -> Result<usize> {
+        if depth >= MAX_NESTING {
+            Err(self.err(DecodeErrorKind::TooDeep(MAX_NESTING)))
+        } else {
+            Ok(depth + 1)
+        }
+    }
+}
+
+/// The owned decoder's cursor: strings and byte values are zero-copy slices of `bytes`, the
+/// buffer the cursor reads.
+struct Reader<'a> {
+    c: Cursor<'a>,
+    bytes: &'a Bytes,
+}
+
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = Cursor<'a>;
+    #[inline(always)]
+    fn deref(&self) -> &Cursor<'a> {
+        &self.c
+    }
+}
+
+impl<'a> std::ops::DerefMut for Reader<'a> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut Cursor<'a> {
+        &mut self.c
+    }
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn new(src: &'a Bytes, pos: usize, end: usize, origin: usize) -> Self {
+        Reader {
+            c: Cursor::new(src, pos, end, origin),
+            bytes: src,
+        }
+    }
+
+    /// Takes `n` bytes as a shared slice of the payload.
+    #[inline(always)]
+    fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes> {
+        let at = self.c.advance(n, field)?;
+        Ok(self.bytes.slice(at..at + n))
+    }
+
+    #[inline(always)]
+    fn str(&mut self, field: &'static str) -> Result<Str> {
+        let len = self.c.u16(field)? as usize;
+        let at = self.c.advance(len, field)?;
+        crate::utf8::str_from_bytes(self.bytes.slice(at..at + len))
+            .ok_or_else(|| self.c.err_at(at, DecodeErrorKind::InvalidUtf8(field)))
+    }
+
+    /// A string field where empty means absent (HELLO/WELCOME token).
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<Str>> {
+        let s = self.str(field)?;
+        Ok(if s.is_empty() { None } else { Some(s) })
     }
 
     fn value(&mut self, depth: usize) -> Result<Value> {
@@ -211,14 +265,6 @@ impl<'a> Reader<'a> {
                 return Err(self.err_at(tag_at, DecodeErrorKind::UnknownValueTag(other)));
             }
         })
-    }
-
-    fn nest(&self, depth: usize) -> Result<usize> {
-        if depth >= MAX_NESTING {
-            Err(self.err(DecodeErrorKind::TooDeep(MAX_NESTING)))
-        } else {
-            Ok(depth + 1)
-        }
     }
 }
 
@@ -531,12 +577,7 @@ pub(crate) fn size_hint(msg: &Message) -> usize {
 /// values nested deeper than the encoder allows.
 pub(crate) fn exact_payload_len(msg: &Message) -> Option<usize> {
     match msg {
-        Message::Set(s) => Some(
-            4 + s.address.len()
-                + value_len(&s.value, 0)?
-                + if s.revision.is_some() { 8 } else { 0 }
-                + if s.ttl.is_some() { 4 } else { 0 },
-        ),
+        Message::Set(s) => set_payload_len(&SetRef::from(s)),
         Message::Publish(p) => Some(
             5 + p.address.len()
                 + match &p.payload {
@@ -550,6 +591,16 @@ pub(crate) fn exact_payload_len(msg: &Message) -> Option<usize> {
         ),
         _ => None,
     }
+}
+
+/// The exact payload length of a SET.
+pub(crate) fn set_payload_len(s: &SetRef<'_>) -> Option<usize> {
+    Some(
+        4 + s.address.len()
+            + value_len(s.value, 0)?
+            + if s.revision.is_some() { 8 } else { 0 }
+            + if s.ttl.is_some() { 4 } else { 0 },
+    )
 }
 
 /// The length of a value's data after its tag, as [`put_value_data`] writes it.
@@ -745,23 +796,7 @@ fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
                 out.extend_from_slice(&rate.to_be_bytes());
             }
         }
-        Message::Set(m) => {
-            out.push(
-                flag(m.revision.is_some(), 0x80)
-                    | flag(m.lock, 0x40)
-                    | flag(m.unlock, 0x20)
-                    | flag(m.ttl.is_some(), 0x10)
-                    | m.value.tag(),
-            );
-            put_str(out, &m.address, "address")?;
-            put_value_data(out, &m.value, depth)?;
-            if let Some(rev) = m.revision {
-                out.extend_from_slice(&rev.to_be_bytes());
-            }
-            if let Some(ttl) = m.ttl {
-                out.extend_from_slice(&ttl.to_be_bytes());
-            }
-        }
+        Message::Set(m) => put_set_fields(out, &SetRef::from(m), depth)?,
         Message::Get(m) => put_str(out, &m.address, "address")?,
         Message::Snapshot(m) => {
             put_count(out, m.params.len(), "params")?;
@@ -838,6 +873,26 @@ fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
                 put_signal_def(out, s, false)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The fields of a SET after its type code.
+pub(crate) fn put_set_fields(out: &mut Vec<u8>, m: &SetRef<'_>, depth: usize) -> EResult {
+    out.push(
+        flag(m.revision.is_some(), 0x80)
+            | flag(m.lock, 0x40)
+            | flag(m.unlock, 0x20)
+            | flag(m.ttl.is_some(), 0x10)
+            | m.value.tag(),
+    );
+    put_str(out, m.address, "address")?;
+    put_value_data(out, m.value, depth)?;
+    if let Some(rev) = m.revision {
+        out.extend_from_slice(&rev.to_be_bytes());
+    }
+    if let Some(ttl) = m.ttl {
+        out.extend_from_slice(&ttl.to_be_bytes());
     }
     Ok(())
 }

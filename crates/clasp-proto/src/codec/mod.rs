@@ -3,16 +3,17 @@
 //! A payload is either the compact binary encoding ([`binary`], what every v3 client sends) or a
 //! legacy MessagePack map ([`msgpack`], what the Python client uses for BUNDLE and QUERY). The
 //! format is told from the payload's first byte, never from the frame's version bits
-//! (protocol.md §2.1).
+//! (protocol.md §2.1). [`view`] decodes the hot-path messages without copying or allocating.
 
 pub mod binary;
 pub mod msgpack;
+pub mod view;
 
 use bytes::Bytes;
 
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::frame::{FrameHeader, FrameOptions, MAGIC, MAX_PAYLOAD};
-use crate::message::Message;
+use crate::message::{Message, SetRef};
 
 /// Whether a payload starting with `first` is a legacy MessagePack map (fixmap, map16, map32).
 pub fn is_msgpack(first: u8) -> bool {
@@ -76,43 +77,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
 /// Bytes after the frame are ignored (WebSocket carries one frame per message); their count is
 /// `buf.len() - frame.len`. Error offsets count from the start of the frame.
 pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
-    let header = match FrameHeader::parse(buf)? {
-        Some(h) => h,
-        None => {
-            let needed = if buf
-                .get(1)
-                .is_some_and(|f| f & crate::frame::FLAG_TIMESTAMP != 0)
-            {
-                crate::frame::HEADER_LEN_WITH_TIMESTAMP
-            } else {
-                crate::frame::HEADER_LEN
-            };
-            return Err(DecodeError::frame(
-                buf.len(),
-                DecodeErrorKind::IncompleteFrame {
-                    needed,
-                    available: buf.len(),
-                },
-            ));
-        }
-    };
-    if header.has_unsupported_flags() {
-        return Err(DecodeError::frame(
-            1,
-            DecodeErrorKind::UnsupportedFlags(header.flags),
-        ));
-    }
-    let start = header.header_len();
-    let end = header.frame_len();
-    if buf.len() < end {
-        return Err(DecodeError::frame(
-            buf.len(),
-            DecodeErrorKind::IncompleteFrame {
-                needed: end,
-                available: buf.len(),
-            },
-        ));
-    }
+    let (header, start, end) = frame_bounds(buf)?;
     let message = match buf.get(start).filter(|_| start < end) {
         None => {
             return Err(DecodeError::new(
@@ -138,6 +103,53 @@ pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
         message,
         len: end,
     })
+}
+
+/// Checks the frame header at the start of `buf` and that the whole frame is there; returns the
+/// header and where its payload starts and ends.
+#[inline(always)]
+pub(crate) fn frame_bounds(buf: &[u8]) -> Result<(FrameHeader, usize, usize), DecodeError> {
+    let header = match FrameHeader::parse(buf)? {
+        Some(h) => h,
+        None => return Err(incomplete_header(buf)),
+    };
+    if header.has_unsupported_flags() {
+        return Err(DecodeError::frame(
+            1,
+            DecodeErrorKind::UnsupportedFlags(header.flags),
+        ));
+    }
+    let start = header.header_len();
+    let end = header.frame_len();
+    if buf.len() < end {
+        return Err(DecodeError::frame(
+            buf.len(),
+            DecodeErrorKind::IncompleteFrame {
+                needed: end,
+                available: buf.len(),
+            },
+        ));
+    }
+    Ok((header, start, end))
+}
+
+#[cold]
+fn incomplete_header(buf: &[u8]) -> DecodeError {
+    let needed = if buf
+        .get(1)
+        .is_some_and(|f| f & crate::frame::FLAG_TIMESTAMP != 0)
+    {
+        crate::frame::HEADER_LEN_WITH_TIMESTAMP
+    } else {
+        crate::frame::HEADER_LEN
+    };
+    DecodeError::frame(
+        buf.len(),
+        DecodeErrorKind::IncompleteFrame {
+            needed,
+            available: buf.len(),
+        },
+    )
 }
 
 /// Encodes `msg` in a frame with its default QoS and no timestamp.
@@ -178,6 +190,26 @@ pub fn encode_with(msg: &Message, opts: FrameOptions) -> Result<Bytes, EncodeErr
             Ok(Bytes::from(out))
         }
     })
+}
+
+/// Encodes a SET given by reference in a frame with the given options: the same bytes as
+/// [`encode_with`] of the equivalent [`Message::Set`], in one allocation of the exact size.
+pub fn encode_set(set: &SetRef<'_>, opts: FrameOptions) -> Result<Bytes, EncodeError> {
+    let payload = binary::set_payload_len(set).ok_or(EncodeError::TooDeep(crate::MAX_NESTING))?;
+    if payload > MAX_PAYLOAD {
+        return Err(EncodeError::PayloadTooLarge(payload));
+    }
+    let mut out = Vec::with_capacity(opts.header_len() + payload);
+    out.push(MAGIC);
+    out.push(opts.flags(crate::frame::Qos::Confirm));
+    out.extend_from_slice(&(payload as u16).to_be_bytes());
+    if let Some(ts) = opts.timestamp {
+        out.extend_from_slice(&ts.to_be_bytes());
+    }
+    out.push(crate::message::code::SET);
+    binary::put_set_fields(&mut out, set, 0)?;
+    debug_assert_eq!(out.len(), out.capacity(), "set_payload_len is wrong");
+    Ok(Bytes::from(out))
 }
 
 /// Appends the framed encoding of `msg` to `out`. On error `out` is left as it was.

@@ -355,7 +355,8 @@ impl<'a> Reader<'a> {
     }
 
     fn utf8(&self, at: usize, bytes: &'a [u8], field: &'static str) -> Result<&'a str> {
-        std::str::from_utf8(bytes).map_err(|_| self.error(at, DecodeErrorKind::InvalidUtf8(field)))
+        crate::utf8::str_from_utf8(bytes)
+            .ok_or_else(|| self.error(at, DecodeErrorKind::InvalidUtf8(field)))
     }
 
     /// Reads a value (any MessagePack item but ext) at nesting `depth`.
