@@ -275,6 +275,50 @@ fn publish_goes_to_subscribers_but_not_back_to_the_sender() {
 }
 
 #[test]
+fn publish_frames_are_forwarded_byte_for_byte() {
+    let mut h = Harness::new();
+    let a = h.client();
+    let b = h.client();
+    h.sub(&b, 1, "/ev/**");
+    b.msgs();
+    // Python's null form (indicator 0), an i8 value tag, a frame timestamp and Commit QoS:
+    // what the subscriber receives is exactly what was sent.
+    let python_null = encode_with(
+        &Message::Publish(Publish {
+            address: "/ev/a".into(),
+            ..Default::default()
+        }),
+        FrameOptions {
+            qos: Some(Qos::Commit),
+            timestamp: Some(42),
+        },
+    )
+    .unwrap();
+    let mut narrow = vec![0x53, 0x41, 0, 0, 0x20, 0x20, 0, 5];
+    narrow.extend_from_slice(b"/ev/b");
+    narrow.extend_from_slice(&[1, 0x02, 0xFF]);
+    let len = (narrow.len() - 4) as u16;
+    narrow[2..4].copy_from_slice(&len.to_be_bytes());
+    for frame in [python_null, bytes::Bytes::from(narrow)] {
+        h.router.handle(a.conn, &frame, h.now);
+        let got = b.raw();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].frame(), &frame);
+    }
+    // SET broadcasts carry the router's revision and are re-encoded.
+    h.set(&a, "/ev/p", Value::String("x".into()));
+    assert_eq!(
+        b.msgs(),
+        vec![Message::Set(Set {
+            address: "/ev/p".into(),
+            value: Value::String("x".into()),
+            revision: Some(1),
+            ..Default::default()
+        })]
+    );
+}
+
+#[test]
 fn every_accepted_pattern_gets_live_updates() {
     // The reference never delivers live updates to `/zone*/x`.
     let mut h = Harness::new();

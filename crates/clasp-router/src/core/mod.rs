@@ -17,11 +17,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clasp_proto::codec::binary::SnapshotWriter;
+use clasp_proto::codec::view::{self, MessageView, PayloadRef, PublishView};
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
-    Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, GesturePhase, Message,
-    ParamValue, Publish, PublishPayload, Qos, QueryResult, Set, SignalDef, SignalType, SignalTypes,
-    Snapshot, Str, Subscribe, SubscribeOptions, Welcome, decode_frame_bytes, encode,
+    Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, FrameOptions,
+    GesturePhase, Message, ParamValue, Publish, PublishPayload, Qos, QueryResult, SetRef,
+    SignalDef, SignalType, SignalTypes, Snapshot, Str, Subscribe, SubscribeOptions, Welcome,
+    decode_frame_view, encode, encode_set,
 };
 
 pub use config::RouterConfig;
@@ -310,7 +312,9 @@ impl Router {
             }
             return;
         }
-        let decoded = match decode_frame_bytes(frame) {
+        // SET and PUBLISH are handled straight from the frame (no copy, no allocation to
+        // decode); everything else as an owned message.
+        let decoded = match decode_frame_view(frame) {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.frames_rejected += 1;
@@ -325,7 +329,11 @@ impl Router {
         let qos = decoded.header.qos();
         if !established {
             match decoded.message {
-                Message::Hello(h) => self.on_hello(conn, h.features, now),
+                MessageView::Other(m) if matches!(*m, Message::Hello(_)) => {
+                    if let Message::Hello(h) = *m {
+                        self.on_hello(conn, h.features, now);
+                    }
+                }
                 other => {
                     let msg = format!("expected HELLO as the first message, got {}", other.name());
                     self.error(conn, ErrorCode::InvalidMessage, msg, None);
@@ -334,7 +342,32 @@ impl Router {
             }
             return;
         }
-        self.dispatch(conn, qos, decoded.message, now);
+        match decoded.message {
+            MessageView::Set(s) => {
+                let value = s.value.to_value();
+                let req = SetReq {
+                    set: SetRef {
+                        address: s.address,
+                        value: &value,
+                        revision: s.revision,
+                        lock: s.lock,
+                        unlock: s.unlock,
+                        ttl: s.ttl,
+                    },
+                    frame: Some(frame),
+                };
+                if let Err((code, text)) = self.on_set(conn, qos, &req, now) {
+                    self.error(conn, code, text, Some(req.address_str()));
+                }
+            }
+            MessageView::Publish(p) => {
+                let req = PubReq::from_view(&p, frame.slice(..decoded.len), frame);
+                self.on_publish(conn, &req, now);
+            }
+            // Router-to-client messages from a client are ignored.
+            MessageView::Snapshot(_) => {}
+            MessageView::Other(m) => self.dispatch(conn, qos, *m, now),
+        }
     }
 
     fn dispatch(&mut self, conn: ConnId, qos: Qos, msg: Message, now: Now) {
@@ -354,13 +387,13 @@ impl Router {
                 }
             }
             Message::Set(s) => {
-                let address = s.address.clone();
-                if let Err((code, text)) = self.on_set(conn, qos, s, now) {
-                    self.error(conn, code, text, Some(address));
+                let req = SetReq::owned(&s);
+                if let Err((code, text)) = self.on_set(conn, qos, &req, now) {
+                    self.error(conn, code, text, Some(s.address.clone()));
                 }
             }
             Message::Get(g) => self.on_get(conn, g.address),
-            Message::Publish(p) => self.on_publish(conn, p, now),
+            Message::Publish(p) => self.publish_owned(conn, &p, now),
             Message::Bundle(b) => self.on_bundle(conn, qos, b, now),
             Message::Announce(a) => {
                 for def in a.signals {
@@ -567,14 +600,15 @@ impl Router {
         &mut self,
         conn: ConnId,
         qos: Qos,
-        set: Set,
+        req: &SetReq<'_>,
         now: Now,
     ) -> Result<u64, (ErrorCode, String)> {
         let writer = self.writer_id(conn).ok_or((
             ErrorCode::InvalidMessage,
             "no session for this connection".to_owned(),
         ))?;
-        let (frame, written) = self.apply_set(&writer, &set, now)?;
+        let set = &req.set;
+        let (frame, written) = self.apply_set(&writer, set, now)?;
         if set.lock
             && let Some(sess) = self.session_mut(conn)
         {
@@ -588,7 +622,7 @@ impl Router {
             let locked = written.holder.is_some();
             let holder = written.holder.as_deref().map(Str::from);
             let ack = Ack {
-                address: Some(set.address),
+                address: Some(req.address_str()),
                 revision: Some(written.revision),
                 locked: (set.lock || set.unlock || locked).then_some(locked),
                 holder,
@@ -604,16 +638,16 @@ impl Router {
     fn apply_set(
         &mut self,
         writer: &Arc<str>,
-        set: &Set,
+        set: &SetRef<'_>,
         now: Now,
     ) -> Result<(Bytes, state::Written), (ErrorCode, String)> {
-        check_address(&set.address)?;
+        check_address(set.address)?;
         let ttl = set.ttl.or(self
             .config
             .param_ttl
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
         let write = Write {
-            value: &set.value,
+            value: set.value,
             expected: set.revision,
             lock: set.lock,
             unlock: set.unlock,
@@ -621,17 +655,15 @@ impl Router {
         };
         let next_revision = self
             .store
-            .check(&set.address, writer, &write)
+            .check(set.address, writer, &write)
             .map_err(write_error)?;
-        let broadcast = Message::Set(Set {
-            address: set.address.clone(),
-            value: set.value.clone(),
+        let broadcast = SetRef {
             revision: Some(next_revision),
-            lock: set.lock,
-            unlock: set.unlock,
             ttl: None,
-        });
-        let frame = encode(&broadcast).map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
+            ..*set
+        };
+        let frame = encode_set(&broadcast, FrameOptions::default())
+            .map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
         // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
         // late joiner could never receive it.
         let snapshot_len = frame.len() - 4 + 13 + writer.len();
@@ -646,7 +678,7 @@ impl Router {
         }
         let written = self
             .store
-            .write(&set.address, writer, &write, now.wall)
+            .write(set.address, writer, &write, now.wall)
             .map_err(write_error)?;
         Ok((frame, written))
     }
@@ -655,50 +687,51 @@ impl Router {
     // Publish
     // -----------------------------------------------------------------------------------------
 
-    fn on_publish(&mut self, conn: ConnId, p: Publish, now: Now) {
+    /// A PUBLISH from a bundle: encoded once, then handled like one from a frame.
+    fn publish_owned(&mut self, conn: ConnId, p: &Publish, now: Now) {
+        match encode(&Message::Publish(p.clone())) {
+            Ok(frame) => {
+                let req = PubReq::owned(p, frame);
+                self.on_publish(conn, &req, now);
+            }
+            Err(e) => self.error(
+                conn,
+                ErrorCode::TooLarge,
+                e.to_string(),
+                Some(p.address.clone()),
+            ),
+        }
+    }
+
+    fn on_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
         if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX)
             && !target.is_empty()
             && !target.contains('/')
         {
-            self.p2p_signal(conn, target, &p);
+            self.p2p_signal(conn, target, p);
             return;
         }
         if p.address == P2P_ANNOUNCE {
-            let Ok(frame) = encode(&Message::Publish(p.clone())) else {
-                return;
-            };
             let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
             // Announces reach every subscriber of the address, whatever its type filter.
             self.fan_out(&address, SignalType::Event, Some(conn), None, now, || {
-                Outgoing::Event(frame.clone())
+                Outgoing::Event(p.frame.clone())
             });
             return;
         }
-        if let Err(text) = check_address(&p.address) {
-            self.error(conn, text.0, text.1, Some(p.address));
+        if let Err(text) = check_address(p.address) {
+            self.error(conn, text.0, text.1, Some(p.address_str()));
             return;
         }
         if p.signal == SignalType::Gesture && self.config.gesture_interval.as_micros() > 0 {
             self.gesture(conn, p, now);
             return;
         }
-        self.forward_publish(conn, &p, now);
+        self.forward_publish(conn, p, now);
     }
 
-    fn forward_publish(&mut self, conn: ConnId, p: &Publish, now: Now) {
-        let frame = match encode(&Message::Publish(p.clone())) {
-            Ok(f) => f,
-            Err(e) => {
-                self.error(
-                    conn,
-                    ErrorCode::TooLarge,
-                    e.to_string(),
-                    Some(p.address.clone()),
-                );
-                return;
-            }
-        };
-        self.forward_frame(conn, &p.address, p.signal, frame, numeric_of(p), now);
+    fn forward_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        self.forward_frame(conn, p.address, p.signal, p.frame.clone(), p.numeric, now);
     }
 
     fn forward_frame(
@@ -721,36 +754,23 @@ impl Router {
         });
     }
 
-    fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &Publish) {
+    fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
         let Some(&to) = self.sessions.get(target) else {
             let msg = format!("Target session not found: {target}");
-            self.error(
-                conn,
-                ErrorCode::TargetNotFound,
-                msg,
-                Some(p.address.clone()),
-            );
+            self.error(conn, ErrorCode::TargetNotFound, msg, Some(p.address_str()));
             return;
         };
-        match encode(&Message::Publish(p.clone())) {
-            Ok(frame) => self.send(
-                to,
-                Outgoing::Event(frame),
-                crate::core::metrics::OUT_PUBLISH,
-            ),
-            Err(e) => self.error(
-                conn,
-                ErrorCode::TooLarge,
-                e.to_string(),
-                Some(p.address.clone()),
-            ),
-        }
+        self.send(
+            to,
+            Outgoing::Event(p.frame.clone()),
+            crate::core::metrics::OUT_PUBLISH,
+        );
     }
 
     /// Gesture move coalescing: start, end and cancel go out at once; moves go out at most once
     /// per interval per (session, address, id), always ending with the latest one.
-    fn gesture(&mut self, conn: ConnId, p: Publish, now: Now) {
-        let key: GestureKey = (conn, Arc::from(&*p.address), p.id.unwrap_or(0));
+    fn gesture(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        let key: GestureKey = (conn, Arc::from(p.address), p.id.unwrap_or(0));
         let interval = self.config.gesture_interval.as_micros() as u64;
         match p.phase {
             GesturePhase::Start => {
@@ -763,23 +783,20 @@ impl Router {
                         armed: false,
                     },
                 );
-                self.forward_publish(conn, &p, now);
+                self.forward_publish(conn, p, now);
             }
             GesturePhase::Move => {
                 let Some(g) = self.gestures.get_mut(&key) else {
                     // A move without a start (late join): forward as is.
-                    self.forward_publish(conn, &p, now);
+                    self.forward_publish(conn, p, now);
                     return;
                 };
                 if g.buffered.is_none() && now.mono >= g.last_forward + interval {
                     g.last_forward = now.mono;
-                    self.forward_publish(conn, &p, now);
+                    self.forward_publish(conn, p, now);
                     return;
                 }
-                let Ok(frame) = encode(&Message::Publish(p.clone())) else {
-                    return;
-                };
-                g.buffered = Some(frame);
+                g.buffered = Some(p.frame.clone());
                 self.metrics.gesture_moves_coalesced += 1;
                 if !g.armed {
                     g.armed = true;
@@ -792,9 +809,9 @@ impl Router {
                 if let Some(g) = self.gestures.remove(&key)
                     && let Some(frame) = g.buffered
                 {
-                    self.forward_frame(conn, &p.address, SignalType::Gesture, frame, None, now);
+                    self.forward_frame(conn, p.address, SignalType::Gesture, frame, None, now);
                 }
-                self.forward_publish(conn, &p, now);
+                self.forward_publish(conn, p, now);
             }
         }
     }
@@ -865,15 +882,12 @@ impl Router {
         let mut last_revision = None;
         for m in bundle.messages {
             match m {
-                Message::Set(s) => {
-                    let address = s.address.clone();
-                    match self.on_set(conn, Qos::Fire, s, now) {
-                        Ok(revision) => last_revision = Some(revision),
-                        // Unreachable after check_bundle; reported rather than hidden.
-                        Err((code, text)) => self.error(conn, code, text, Some(address)),
-                    }
-                }
-                Message::Publish(p) => self.on_publish(conn, p, now),
+                Message::Set(s) => match self.on_set(conn, Qos::Fire, &SetReq::owned(&s), now) {
+                    Ok(revision) => last_revision = Some(revision),
+                    // Unreachable after check_bundle; reported rather than hidden.
+                    Err((code, text)) => self.error(conn, code, text, Some(s.address.clone())),
+                },
+                Message::Publish(p) => self.publish_owned(conn, &p, now),
                 _ => {}
             }
         }
@@ -1279,11 +1293,85 @@ fn param_value(address: &str, p: &state::Param) -> ParamValue {
     }
 }
 
-fn numeric_of(p: &Publish) -> Option<f64> {
-    match &p.payload {
-        PublishPayload::Value(v) => v.as_f64(),
-        PublishPayload::Samples(s) => s.last().copied(),
-        PublishPayload::None => None,
+/// A SET as the core applies it: borrowed from a frame, or from a bundle's owned message.
+struct SetReq<'a> {
+    set: SetRef<'a>,
+    /// The frame `set.address` borrows from, if any.
+    frame: Option<&'a Bytes>,
+}
+
+impl<'a> SetReq<'a> {
+    fn owned(s: &'a clasp_proto::Set) -> Self {
+        SetReq {
+            set: SetRef::from(s),
+            frame: None,
+        }
+    }
+
+    /// The address as a shared string (for ACKs and ERRORs).
+    fn address_str(&self) -> Str {
+        match self.frame {
+            Some(f) => view::share(f, self.set.address),
+            None => Str::from(self.set.address),
+        }
+    }
+}
+
+/// A PUBLISH as the core routes it: its routing fields and the frame that is forwarded.
+struct PubReq<'a> {
+    address: &'a str,
+    signal: SignalType,
+    phase: GesturePhase,
+    id: Option<u32>,
+    /// The number `maxRate`/`epsilon` look at: the value if numeric, else the last sample.
+    numeric: Option<f64>,
+    /// The frame subscribers receive: the received frame itself, or the bundle's PUBLISH encoded.
+    frame: Bytes,
+    /// The buffer `address` borrows from, if any.
+    source: Option<&'a Bytes>,
+}
+
+impl<'a> PubReq<'a> {
+    fn from_view(p: &PublishView<'a>, frame: Bytes, source: &'a Bytes) -> Self {
+        let numeric = match p.payload {
+            PayloadRef::Value(v) => v.as_f64(),
+            PayloadRef::Samples(s) => s.iter().last(),
+            PayloadRef::None => None,
+        };
+        PubReq {
+            address: p.address,
+            signal: p.signal,
+            phase: p.phase,
+            id: p.id,
+            numeric,
+            frame,
+            source: Some(source),
+        }
+    }
+
+    fn owned(p: &'a Publish, frame: Bytes) -> Self {
+        let numeric = match &p.payload {
+            PublishPayload::Value(v) => v.as_f64(),
+            PublishPayload::Samples(s) => s.last().copied(),
+            PublishPayload::None => None,
+        };
+        PubReq {
+            address: &p.address,
+            signal: p.signal,
+            phase: p.phase,
+            id: p.id,
+            numeric,
+            frame,
+            source: None,
+        }
+    }
+
+    /// The address as a shared string (for ERRORs).
+    fn address_str(&self) -> Str {
+        match self.source {
+            Some(f) => view::share(f, self.address),
+            None => Str::from(self.address),
+        }
     }
 }
 
