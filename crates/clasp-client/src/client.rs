@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ClockStatus, wall_micros};
-use crate::driver::{Command, Config, Driver, Shared, Waiter, encode_qos, open};
+use crate::driver::{Command, Config, Driver, EventHook, Shared, Waiter, encode_qos, open};
 use crate::error::{Error, Result};
 use crate::subscription::{Listener, SubscribeOptions, Subscription, Update};
 
@@ -80,6 +80,12 @@ impl ReconnectPolicy {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
+    /// The first connection is up (seen by [`ClientBuilder::on_event`] listeners, which exist
+    /// before it; [`Client::events`] receivers are created after it).
+    Connected {
+        /// The session id.
+        session: String,
+    },
     /// The connection was lost.
     Disconnected {
         /// Why.
@@ -175,14 +181,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Calls `f` for every connection event, from [`ConnectionEvent::Connected`] on (events
+    /// are also available as a channel from [`Client::events`]). `f` runs on the connection's
+    /// task: keep it short.
+    pub fn on_event(mut self, f: impl Fn(&ConnectionEvent) + Send + Sync + 'static) -> Self {
+        self.cfg.on_event = Some(EventHook(Arc::new(f)));
+        self
+    }
+
     /// Connects and completes the handshake.
     pub async fn connect(self) -> Result<Client> {
         let cfg = self.cfg;
         check_url(&cfg.url)?;
         let t1 = wall_micros();
         let (ws, welcome) = open(&cfg).await?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(cfg.on_event.clone()));
         Driver::welcomed(&shared, &welcome, t1, wall_micros());
+        shared.emit(ConnectionEvent::Connected {
+            session: welcome.session.to_string(),
+        });
         let cfg = Arc::new(cfg);
         let (cmd, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
         let cancel = CancellationToken::new();
@@ -256,6 +273,7 @@ impl Client {
                 connect_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(5),
                 sync_interval: Duration::from_secs(10),
+                on_event: None,
             },
         }
     }

@@ -40,6 +40,17 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) sync_interval: Duration,
+    pub(crate) on_event: Option<EventHook>,
+}
+
+/// A listener for connection events, registered before connecting.
+#[derive(Clone)]
+pub(crate) struct EventHook(pub(crate) Arc<dyn Fn(&ConnectionEvent) + Send + Sync>);
+
+impl std::fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHook")
+    }
 }
 
 /// State the handles read and the driver writes.
@@ -59,15 +70,17 @@ pub(crate) struct Shared {
     pub(crate) state: std::sync::Mutex<SharedState>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) next_id: AtomicU32,
+    on_event: Option<EventHook>,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Shared {
+    pub(crate) fn new(on_event: Option<EventHook>) -> Shared {
         Shared {
             connected: AtomicBool::new(false),
             state: std::sync::Mutex::new(SharedState::default()),
             events: broadcast::channel(64).0,
             next_id: AtomicU32::new(1),
+            on_event,
         }
     }
 
@@ -75,7 +88,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn emit(&self, e: ConnectionEvent) {
+    pub(crate) fn emit(&self, e: ConnectionEvent) {
+        if let Some(hook) = &self.on_event {
+            (hook.0)(&e);
+        }
         // Nobody listening is fine.
         let _ = self.events.send(e);
     }

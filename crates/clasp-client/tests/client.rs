@@ -401,15 +401,24 @@ async fn connect_errors_are_typed() {
 async fn reconnects_resubscribes_and_resyncs() {
     let r = Router::start().await;
     let addr = r.addr;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
     let c = Client::builder(&r.url)
         .reconnect(ReconnectPolicy {
             initial_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
             ..ReconnectPolicy::default()
         })
+        .on_event(move |e| record.lock().unwrap().push(e.clone()))
         .connect()
         .await
         .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [ConnectionEvent::Connected {
+            session: c.session_id().unwrap()
+        }]
+    );
     let mut events = c.events();
     let mut sub = c
         .subscribe_with("/r/**", SubscribeOptions::new().types([SignalType::Param]))
@@ -460,5 +469,25 @@ async fn reconnects_resubscribes_and_resyncs() {
     assert_eq!(
         c.get("/r/a").await.unwrap_err(),
         Error::NotFound("/r/a".into())
+    );
+    // The listener saw the whole story, in order.
+    let kinds: Vec<&'static str> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| match e {
+            ConnectionEvent::Connected { .. } => "connected",
+            ConnectionEvent::Disconnected { .. } => "disconnected",
+            ConnectionEvent::Reconnecting { .. } => "reconnecting",
+            ConnectionEvent::Reconnected { .. } => "reconnected",
+            _ => "other",
+        })
+        .collect();
+    let mut collapsed = kinds.clone();
+    collapsed.dedup();
+    assert_eq!(
+        collapsed,
+        ["connected", "disconnected", "reconnecting", "reconnected"],
+        "{kinds:?}"
     );
 }
