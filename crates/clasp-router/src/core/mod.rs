@@ -13,6 +13,8 @@ pub mod state;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -68,10 +70,14 @@ struct Conn {
 
 struct Session {
     id: Arc<str>,
-    subs: HashMap<u32, Sub>,
+    /// Subscriptions by the client's id (at most `max_subscriptions`, so colliding ids chosen by a
+    /// client can only slow that client's own deliveries).
+    subs: FxHashMap<u32, Sub>,
     /// Addresses this session has locked (may include ones since released).
     locks: Vec<Arc<str>>,
     scheduled: usize,
+    /// The last fan-out that delivered to this session.
+    served: u64,
 }
 
 struct Sub {
@@ -128,7 +134,8 @@ struct Announced {
 pub struct Router {
     config: RouterConfig,
     ids: IdSource,
-    conns: HashMap<ConnId, Conn>,
+    /// Connections by id (looked up for every delivery; ids are ours, so a fast hash is safe).
+    conns: FxHashMap<ConnId, Conn>,
     next_conn: u64,
     sessions: HashMap<Arc<str>, ConnId>,
     index: SubscriptionIndex<SubKey>,
@@ -139,6 +146,8 @@ pub struct Router {
     bundles: HashMap<u64, ScheduledBundle>,
     next_bundle: u64,
     scratch: Vec<SubKey>,
+    /// Number of fan-outs so far (see [`Session::served`]).
+    fanouts: u64,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -163,7 +172,7 @@ impl Router {
         let mut r = Router {
             config,
             ids,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             next_conn: 1,
             sessions: HashMap::new(),
             index: SubscriptionIndex::new(),
@@ -174,6 +183,7 @@ impl Router {
             bundles: HashMap::new(),
             next_bundle: 1,
             scratch: Vec::new(),
+            fanouts: 0,
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
@@ -452,9 +462,10 @@ impl Router {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(Session {
                 id: id.clone(),
-                subs: HashMap::new(),
+                subs: FxHashMap::default(),
                 locks: Vec::new(),
                 scheduled: 0,
+                served: 0,
             });
         }
         let welcome = Welcome {
@@ -983,9 +994,10 @@ impl Router {
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
         self.index.for_each_match(address, |k| keys.push(k));
-        if keys.len() > 1 {
-            keys.sort_unstable();
-        }
+        // A session is served once per fan-out however many of its subscriptions match: it is
+        // marked with this fan-out's number when it gets the frame.
+        self.fanouts += 1;
+        let fanout = self.fanouts;
         let p2p_announce = &**address == P2P_ANNOUNCE;
         let filtered_kind = matches!(signal, SignalType::Param | SignalType::Stream);
         let out_code = if signal == SignalType::Param {
@@ -993,56 +1005,60 @@ impl Router {
         } else {
             metrics::OUT_PUBLISH
         };
-        let mut i = 0;
-        while i < keys.len() {
-            let conn = keys[i].0;
-            let mut j = i;
-            while j < keys.len() && keys[j].0 == conn {
-                j += 1;
+        let mut out: Option<Outgoing> = None;
+        for &(conn, sub_id) in &keys {
+            if Some(conn) == exclude {
+                continue;
             }
-            if Some(conn) != exclude {
-                let mut deliver = false;
-                let mut out: Option<Outgoing> = None;
-                if let Some(sess) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
-                    for k in &keys[i..j] {
-                        let Some(sub) = sess.subs.get_mut(&k.1) else {
-                            continue;
-                        };
-                        if !p2p_announce && !sub.types.accepts(signal) {
-                            continue;
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let Some(sess) = c.session.as_mut() else {
+                continue;
+            };
+            if sess.served == fanout {
+                continue;
+            }
+            let Some(sub) = sess.subs.get_mut(&sub_id) else {
+                continue;
+            };
+            if !p2p_announce && !sub.types.accepts(signal) {
+                continue;
+            }
+            let deliver = if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none())
+            {
+                true
+            } else {
+                let o = out.get_or_insert_with(&make).clone();
+                match filter(sub, address, o, numeric, now.mono) {
+                    Decision::Now => true,
+                    Decision::Later => {
+                        let f = sub.filters.get_mut(address);
+                        if let Some(f) = f.filter(|f| !f.armed) {
+                            f.armed = true;
+                            let due = f.last_sent.unwrap_or(now.mono) + sub.interval_us.unwrap_or(0);
+                            self.timers.push(Reverse((
+                                due,
+                                Timer::Filter(conn, sub_id, address.clone()),
+                            )));
                         }
-                        if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none()) {
-                            deliver = true;
-                            break;
-                        }
-                        let o = out.get_or_insert_with(&make).clone();
-                        match filter(sub, address, o, numeric, now.mono) {
-                            Decision::Now => {
-                                deliver = true;
-                                break;
-                            }
-                            Decision::Later => {
-                                let f = sub.filters.get_mut(address);
-                                if let Some(f) = f.filter(|f| !f.armed) {
-                                    f.armed = true;
-                                    let due = f.last_sent.unwrap_or(now.mono)
-                                        + sub.interval_us.unwrap_or(0);
-                                    self.timers.push(Reverse((
-                                        due,
-                                        Timer::Filter(conn, k.1, address.clone()),
-                                    )));
-                                }
-                            }
-                            Decision::Skip => {}
-                        }
+                        false
                     }
+                    Decision::Skip => false,
                 }
-                if deliver {
-                    let o = out.unwrap_or_else(&make);
-                    self.send(conn, o, out_code);
+            };
+            if deliver {
+                sess.served = fanout;
+                let o = match &out {
+                    Some(o) => o.clone(),
+                    None => out.insert(make()).clone(),
+                };
+                self.metrics.count_out(out_code, o.frame().len());
+                if c.staged.is_empty() {
+                    self.dirty.push(conn);
                 }
+                c.staged.push(o);
             }
-            i = j;
         }
         self.scratch = keys;
     }
