@@ -335,6 +335,11 @@ fn render_metrics(s: &Shared) -> String {
         "Connections whose outbound queue is above its soft limit.",
         s.counters.congested.load(Ordering::Relaxed),
     );
+    gauge(
+        "clasp_backlogged_consumers",
+        "Connections whose outbound queue holds a quarter of its soft limit or more (fast publishers then yield to the writers).",
+        s.counters.backlogged.load(Ordering::Relaxed),
+    );
     let _ = writeln!(
         o,
         "# HELP clasp_messages_in_total Frames received, by message type.\n# TYPE clasp_messages_in_total counter"

@@ -54,6 +54,9 @@ pub struct OutboxCounters {
     pub slow_disconnects: AtomicU64,
     /// Outboxes currently above their soft limit.
     pub congested: AtomicU64,
+    /// Outboxes currently holding a quarter of their soft limit or more: readers then let the
+    /// writers catch up before reading more (see `ws::read_loop`).
+    pub backlogged: AtomicU64,
 }
 
 enum Slot {
@@ -73,6 +76,7 @@ struct State {
     streams: usize,
     events: usize,
     congested: bool,
+    backlogged: bool,
     close: Option<CloseReason>,
 }
 
@@ -150,6 +154,13 @@ impl Outbox {
                 .congested
                 .fetch_sub(1, Ordering::Relaxed);
         }
+        if s.backlogged {
+            s.backlogged = false;
+            self.inner
+                .counters
+                .backlogged
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         into.close = s.close;
     }
 
@@ -203,6 +214,10 @@ impl Outbox {
             return;
         }
         let len = s.queue.len();
+        if len >= limits.soft / 4 && !s.backlogged {
+            s.backlogged = true;
+            counters.backlogged.fetch_add(1, Ordering::Relaxed);
+        }
         if len >= limits.soft && !s.congested {
             s.congested = true;
             counters.congested.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -129,6 +130,14 @@ async fn read_loop(
                     });
                     if let Some(reason) = ended {
                         return reason;
+                    }
+                    // This peer is sending flat out and some queue is filling: let the writers
+                    // run before reading more, so a fast publisher cannot push its subscribers
+                    // into coalescing just by being scheduled ahead of their writers.
+                    if batch.len() == MAX_BATCH
+                        && shared.counters.backlogged.load(Ordering::Relaxed) > 0
+                    {
+                        tokio::task::yield_now().await;
                     }
                 }
                 WsMessage::Close(_) => return "peer closed",
