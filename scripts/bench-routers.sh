@@ -17,14 +17,17 @@
 #                             latency_loaded: load subscribers and total deliveries/s
 #   SIZE=8                    value size in bytes (8: f64; more: a string of that size)
 #   SUBSCRIBERS=10,100,1000   fan-out subscriber counts
-#   MESSAGES=1000             fan-out messages per subscriber count
+#   MESSAGES=1000             fan-out messages per subscriber count (at least)
+#   MIN_DELIVERIES=1000000    fan-out: more messages when needed for this many deliveries per
+#                             run (N=10: 100,000 SETs, N=100: 10,000), so each run is long
+#                             enough to measure a steady rate rather than its start-up
 #   TP_MESSAGES=100000        throughput messages
 #   CONNECTIONS=1000,10000    memory: idle connection counts
 #   PORT_OURS=17330 PORT_REF=17331 PORT_ECHO=17332
 #   ROUTER_LOG=warn           RUST_LOG of our router
 #
 # Quick smoke run:
-#   ROUNDS=1 SAMPLES=1000 MESSAGES=200 TP_MESSAGES=5000 CONNECTIONS=200 \
+#   ROUNDS=1 SAMPLES=1000 MESSAGES=200 MIN_DELIVERIES=0 TP_MESSAGES=5000 CONNECTIONS=200 \
 #     scripts/bench-routers.sh
 set -euo pipefail
 
@@ -40,6 +43,7 @@ LOAD_RATE="${LOAD_RATE:-200000}"
 SIZE="${SIZE:-8}"
 SUBSCRIBERS="${SUBSCRIBERS:-10,100,1000}"
 MESSAGES="${MESSAGES:-1000}"
+MIN_DELIVERIES="${MIN_DELIVERIES:-1000000}"
 TP_MESSAGES="${TP_MESSAGES:-100000}"
 CONNECTIONS="${CONNECTIONS:-1000,10000}"
 PORT_OURS="${PORT_OURS:-17330}"
@@ -145,7 +149,7 @@ run_one() {
             args=(latency --url "$url" --samples "$SAMPLES" --warmup "$WARMUP" --size "$SIZE"
                 --load-subscribers "$LOAD_SUBSCRIBERS" --load-rate "$LOAD_RATE")
             ;;
-        fanout) args=(fanout --url "$url" --subscribers "$SUBSCRIBERS" --messages "$MESSAGES") ;;
+        fanout) args=(fanout --url "$url" --subscribers "$SUBSCRIBERS" --messages "$MESSAGES" --min-deliveries "$MIN_DELIVERIES") ;;
         throughput) args=(throughput --url "$url" --messages "$TP_MESSAGES" --size "$SIZE") ;;
         memory)
             args=(memory --url "$url" --pid "$ROUTER_PID" --connections "$CONNECTIONS")

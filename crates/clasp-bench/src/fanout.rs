@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
 use crate::conn::{
-    Exhausted, Fleet, Target, Ws, connect, decode_set, seq_value, set_frame, value_seq,
+    Exhausted, Fleet, Target, Ws, connect, seq_value, set_frame, set_info,
 };
 use crate::output::{Out, r1, r4};
 
@@ -34,9 +34,13 @@ pub(crate) struct FanoutOpts {
     /// Subscriber counts to run, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     pub(crate) subscribers: Vec<usize>,
-    /// SETs the publisher sends for each subscriber count.
+    /// SETs the publisher sends for each subscriber count (at least).
     #[arg(long, default_value_t = 1000)]
     pub(crate) messages: usize,
+    /// Send more SETs when needed for this many deliveries in all, so a run lasts long enough
+    /// to measure a steady rate (0: exactly `--messages`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) min_deliveries: u64,
     /// How long to wait for deliveries.
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
@@ -234,7 +238,7 @@ pub(crate) fn open_error(f: crate::conn::OpenFailure, wanted: usize) -> anyhow::
 }
 
 async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Result<()> {
-    let m = o.messages as u64;
+    let m = (o.messages as u64).max(o.min_deliveries.div_ceil(n as u64));
     let base = Instant::now();
     let slots: Arc<[Slot]> = (0..n).map(|_| Slot::default()).collect();
     let completion = Arc::new(Completion::new(n));
@@ -242,18 +246,18 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
     let (fleet, opened) = Fleet::open(target, n, o.concurrency, Some(ADDR), |i| {
         let slots = slots.clone();
         let completion = completion.clone();
-        move |frame: &Bytes| {
-            let Some(set) = decode_set(frame) else { return };
-            if &*set.address != ADDR {
+        move |frame: &Bytes, at: Instant| {
+            let Some(set) = set_info(frame) else { return };
+            if set.address != ADDR {
                 return;
             }
             let slot = &slots[i];
             slot.count.fetch_add(1, Ordering::Relaxed);
             slot.last_ns
-                .store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .store((at - base).as_nanos() as u64, Ordering::Relaxed);
             // One address, one writer: the last message arrives last, whether or not the
             // router skipped (coalesced or dropped) some before it.
-            if value_seq(&set.value) == Some(m - 1) {
+            if set.seq == Some(m - 1) {
                 completion.one_done();
             }
         }
@@ -311,7 +315,7 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
     let secs = elapsed.as_secs_f64();
     let r = FanoutResult {
         subscribers: n,
-        messages: o.messages,
+        messages: m as usize,
         expected,
         delivered,
         delivered_fraction: r4(delivered as f64 / expected.max(1) as f64),
@@ -331,7 +335,7 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
     };
     out.result(
         "fanout",
-        &format!("fanout: {n} subscribers x {} SETs on {ADDR}", o.messages),
+        &format!("fanout: {n} subscribers x {m} SETs on {ADDR}"),
         &r,
     );
     Ok(())

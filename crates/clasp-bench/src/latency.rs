@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
-use crate::conn::{Target, Ws, close, connect, decode_set, seq_value, set_frame, value_seq};
+use crate::conn::{Target, Ws, close, connect, seq_value, set_frame, set_info};
 use crate::load::{Load, LoadFigures};
 use crate::output::{Out, r1};
 
@@ -82,12 +82,13 @@ async fn subscriber(
             _ = &mut stop => break,
             next = ws.next() => match next {
                 Some(Ok(WsMsg::Binary(b))) => {
-                    let Some(set) = decode_set(&b) else { continue };
-                    if &*set.address != ADDR {
+                    let at = Instant::now();
+                    let Some(set) = set_info(&b) else { continue };
+                    if set.address != ADDR {
                         continue;
                     }
-                    let Some(seq) = value_seq(&set.value) else { continue };
-                    let d = Delivery { seq, at: Instant::now(), bytes: b.len() };
+                    let Some(seq) = set.seq else { continue };
+                    let d = Delivery { seq, at, bytes: b.len() };
                     if tx.send(d).is_err() {
                         break;
                     }
@@ -124,12 +125,32 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
     // The publisher reads and discards whatever comes back (the reference ACKs every SET).
     let (mut sink, mut stream) = publisher.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    let load = if o.load_subscribers > 0 {
-        let load = Load::start(target, o.load_subscribers, o.load_rate).await?;
-        tokio::time::sleep(LOAD_SETTLE).await;
-        Some(load)
+    // The load runs on its own runtime (its own threads), so the probe's subscriber never
+    // waits in a task queue behind the load's 100 subscribers: what the probe measures is the
+    // router under load, not this tool's scheduler.
+    let load_rt = if o.load_subscribers > 0 {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("bench-load")
+                .enable_all()
+                .build()
+                .context("load runtime")?,
+        )
     } else {
         None
+    };
+    let load = match &load_rt {
+        Some(rt) => {
+            let (t, n, rate) = (target.clone(), o.load_subscribers, o.load_rate);
+            let load = rt
+                .spawn(async move { Load::start(&t, n, rate).await })
+                .await
+                .context("load setup task")??;
+            tokio::time::sleep(LOAD_SETTLE).await;
+            Some(load)
+        }
+        None => None,
     };
 
     let total = o.warmup + o.samples;
@@ -175,13 +196,20 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
         }
     }
 
-    let load = match (load, timed_from) {
-        (Some(load), Some(from)) => {
+    let load = match (load, timed_from, &load_rt) {
+        (Some(load), Some(from), Some(rt)) => {
             let to = load.mark();
-            Some(load.finish(from, to).await?)
+            Some(
+                rt.spawn(load.finish(from, to))
+                    .await
+                    .context("load finish task")??,
+            )
         }
         _ => None,
     };
+    if let Some(rt) = load_rt {
+        rt.shutdown_background();
+    }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sub_task).await;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::conn::{Fleet, Target, connect, decode_set, seq_value, set_frame};
+use crate::conn::{Fleet, Target, connect, seq_value, set_frame, set_info};
 use crate::fanout::{open_error, publisher_sink};
 use crate::output::{r1, r4};
 
@@ -74,8 +74,8 @@ impl Load {
         let delivered = Arc::new(AtomicU64::new(0));
         let (fleet, opened) = Fleet::open(target, subscribers, 50, Some(LOAD_ADDR), |_| {
             let delivered = delivered.clone();
-            move |frame: &Bytes| {
-                if decode_set(frame).is_some_and(|s| &*s.address == LOAD_ADDR) {
+            move |frame: &Bytes, _at| {
+                if set_info(frame).is_some_and(|s| s.address == LOAD_ADDR) {
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }

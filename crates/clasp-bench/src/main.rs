@@ -9,7 +9,7 @@
 //! ```text
 //! clasp-bench latency    --url ws://127.0.0.1:7330/ [--samples 10000] [--warmup 200] [--size 8]
 //!                        [--load-subscribers 100 --load-rate 200000]
-//! clasp-bench fanout     --url ... [--subscribers 10,100,1000] [--messages 1000]
+//! clasp-bench fanout     --url ... [--subscribers 10,100,1000] [--messages 1000] [--min-deliveries N]
 //! clasp-bench throughput --url ... [--messages 100000] [--size 8]
 //! clasp-bench memory     --url ... --pid PID [--connections 1000,10000] [--metrics-url URL]
 //! clasp-bench all        --url ... --pid PID
@@ -199,6 +199,7 @@ async fn all(
         &FanoutOpts {
             subscribers: vec![10, 100, 1000],
             messages: 1000,
+            min_deliveries: 1_000_000,
             wait: WaitArgs::default(),
             concurrency: 50,
         },

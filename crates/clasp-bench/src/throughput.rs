@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use serde::Serialize;
 
-use crate::conn::{Fleet, Target, connect, decode_set, seq_value, set_frame, value_seq};
+use crate::conn::{Fleet, Target, connect, seq_value, set_frame, set_info};
 use crate::fanout::{
     Completion, Slot, WaitArgs, blast_and_wait, open_error, publisher_sink, total,
 };
@@ -127,8 +127,8 @@ pub(crate) async fn run(target: &Target, o: &ThroughputOpts, out: &Out) -> anyho
         let slots = slots.clone();
         let completion = completion.clone();
         let tracker = tracker.clone();
-        move |frame: &Bytes| {
-            let Some(set) = decode_set(frame) else { return };
+        move |frame: &Bytes, at: Instant| {
+            let Some(set) = set_info(frame) else { return };
             let Some(k) = set
                 .address
                 .strip_prefix(PREFIX)
@@ -140,9 +140,9 @@ pub(crate) async fn run(target: &Target, o: &ThroughputOpts, out: &Out) -> anyho
             let slot = &slots[0];
             slot.count.fetch_add(1, Ordering::Relaxed);
             slot.last_ns
-                .store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .store((at - base).as_nanos() as u64, Ordering::Relaxed);
             if let Ok(mut t) = tracker.lock()
-                && t.seen(k, value_seq(&set.value))
+                && t.seen(k, set.seq)
             {
                 completion.one_done();
             }
