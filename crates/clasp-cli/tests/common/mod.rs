@@ -22,8 +22,20 @@ impl Drop for Proc {
 
 /// Starts `clasp server --bind 127.0.0.1 --port 0 ARGS` and waits until it is ready.
 pub fn start(args: &[&str]) -> Proc {
+    start_on(0, args)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts `clasp server --bind 127.0.0.1 --port PORT ARGS` and waits until it is ready.
+pub fn start_on(port: u16, args: &[&str]) -> Proc {
+    let port = port.to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["server", "--bind", "127.0.0.1", "--port", "0"])
+        .args(["server", "--bind", "127.0.0.1", "--port", &port])
         .args(args)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
