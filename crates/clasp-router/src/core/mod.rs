@@ -61,7 +61,7 @@ type SubKey = (ConnId, u32);
 pub type IdSource = Box<dyn FnMut() -> String + Send>;
 
 struct Conn {
-    outlet: Box<dyn Outlet>,
+    outlet: Arc<dyn Outlet>,
     session: Option<Session>,
     /// Frames produced for this connection during the current call, handed to the outlet in
     /// one batch when the call ends (one queue lock and one wake-up per connection per batch).
@@ -130,6 +130,46 @@ struct Announced {
     refreshed: u64,
 }
 
+/// Frames and close requests for several outlets, in order, taken from the router with
+/// [`Router::take_output`].
+#[derive(Default)]
+pub struct Output(Vec<(Arc<dyn Outlet>, Delivery)>);
+
+enum Delivery {
+    Frames(Vec<Outgoing>),
+    Close(CloseReason),
+}
+
+impl Output {
+    /// Hands everything to its outlet, in the order it was produced.
+    pub fn deliver(self) {
+        for (outlet, d) in self.0 {
+            match d {
+                Delivery::Frames(mut batch) if batch.len() == 1 => {
+                    if let Some(out) = batch.pop() {
+                        outlet.send(out);
+                    }
+                }
+                Delivery::Frames(mut batch) => outlet.send_batch(&mut batch),
+                Delivery::Close(reason) => outlet.close(reason),
+            }
+        }
+    }
+
+    /// Whether there is nothing to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("outlets", &self.0.len())
+            .finish()
+    }
+}
+
 /// The router state machine.
 pub struct Router {
     config: RouterConfig,
@@ -148,6 +188,8 @@ pub struct Router {
     scratch: Vec<SubKey>,
     /// Number of fan-outs so far (see [`Session::served`]).
     fanouts: u64,
+    defer_output: bool,
+    output: Output,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -184,12 +226,26 @@ impl Router {
             next_bundle: 1,
             scratch: Vec::new(),
             fanouts: 0,
+            defer_output: false,
+            output: Output::default(),
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
         };
         r.timers.push(Reverse((SWEEP_INTERVAL_US, Timer::Sweep)));
         r
+    }
+
+    /// With `on`, the frames each call produces are not handed to the outlets at its end but
+    /// kept until [`Router::take_output`], so a caller holding the router under a lock can
+    /// deliver them after releasing it (waking writers is then no longer done under the lock).
+    pub fn defer_output(&mut self, on: bool) {
+        self.defer_output = on;
+    }
+
+    /// The frames produced since the last call, per outlet (see [`Router::defer_output`]).
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.output)
     }
 
     /// The configuration in force.
@@ -239,7 +295,7 @@ impl Router {
         self.conns.insert(
             id,
             Conn {
-                outlet,
+                outlet: Arc::from(outlet),
                 session: None,
                 staged: Vec::new(),
             },
@@ -268,8 +324,9 @@ impl Router {
     /// Asks every connection to close (the shell then calls [`Router::close`] for each).
     pub fn shutdown(&mut self) {
         self.flush();
-        for c in self.conns.values() {
-            c.outlet.close(CloseReason::Shutdown);
+        let outlets: Vec<Arc<dyn Outlet>> = self.conns.values().map(|c| c.outlet.clone()).collect();
+        for o in &outlets {
+            self.close_outlet(o, CloseReason::Shutdown);
         }
     }
 
@@ -288,11 +345,17 @@ impl Router {
         self.flush();
     }
 
-    /// Hands every staged frame to its connection's outlet.
+    /// Hands every staged frame to its connection's outlet, or, with deferred output, keeps
+    /// the batches for [`Router::take_output`].
     fn flush(&mut self) {
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
-                if c.staged.len() == 1 {
+                if self.defer_output {
+                    let batch = std::mem::take(&mut c.staged);
+                    self.output
+                        .0
+                        .push((c.outlet.clone(), Delivery::Frames(batch)));
+                } else if c.staged.len() == 1 {
                     if let Some(out) = c.staged.pop() {
                         c.outlet.send(out);
                     }
@@ -484,7 +547,18 @@ impl Router {
     fn reject(&mut self, conn: ConnId, reason: CloseReason) {
         self.flush();
         if let Some(c) = self.conns.get(&conn) {
-            c.outlet.close(reason);
+            self.close_outlet(&c.outlet.clone(), reason);
+        }
+    }
+
+    /// Asks an outlet to close, after the frames already handed to it (or kept for it).
+    fn close_outlet(&mut self, outlet: &Arc<dyn Outlet>, reason: CloseReason) {
+        if self.defer_output {
+            self.output
+                .0
+                .push((outlet.clone(), Delivery::Close(reason)));
+        } else {
+            outlet.close(reason);
         }
     }
 
@@ -1036,11 +1110,10 @@ impl Router {
                         let f = sub.filters.get_mut(address);
                         if let Some(f) = f.filter(|f| !f.armed) {
                             f.armed = true;
-                            let due = f.last_sent.unwrap_or(now.mono) + sub.interval_us.unwrap_or(0);
-                            self.timers.push(Reverse((
-                                due,
-                                Timer::Filter(conn, sub_id, address.clone()),
-                            )));
+                            let due =
+                                f.last_sent.unwrap_or(now.mono) + sub.interval_us.unwrap_or(0);
+                            self.timers
+                                .push(Reverse((due, Timer::Filter(conn, sub_id, address.clone()))));
                         }
                         false
                     }

@@ -51,7 +51,7 @@ pub enum CloseReason {
 }
 
 /// A connection's sink for outbound frames. Implementations must not block.
-pub trait Outlet: Send {
+pub trait Outlet: Send + Sync {
     /// Queues a frame.
     fn send(&self, msg: Outgoing);
     /// Queues several frames in order, leaving `msgs` empty (its capacity is kept).

@@ -112,7 +112,11 @@ impl Shared {
         let mut core = self.core.lock();
         let out = f(&mut core, now);
         let next = core.next_deadline().unwrap_or(u64::MAX);
+        let output = core.take_output();
         drop(core);
+        // Frames are queued (and their writers woken) after the lock is released, so other
+        // connections wait for the core only as long as the routing itself takes.
+        output.deliver();
         if next < self.timer_at.load(Ordering::Acquire) {
             self.timer_at.store(next, Ordering::Release);
             self.timer.notify_one();
@@ -150,6 +154,7 @@ impl Server {
             config.router.clone(),
             Box::new(|| uuid::Uuid::new_v4().to_string()),
         );
+        core.defer_output(true);
         persist::restore(&mut core, loaded);
         let listener =
             TcpListener::bind(config.listen)
