@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clasp_proto::{
-    MessageView, ValueRef, decode_frame_view,
-    FrameOptions, Hello, Message, Qos, Set, Subscribe, Value, decode_frame_bytes, encode,
-    encode_with,
+    FrameOptions, Hello, Message, MessageView, Qos, Set, Subscribe, Value, ValueRef,
+    decode_frame_bytes, decode_frame_view, encode, encode_with,
 };
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;

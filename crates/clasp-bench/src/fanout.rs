@@ -18,9 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
-use crate::conn::{
-    Exhausted, Fleet, Target, Ws, connect, seq_value, set_frame, set_info,
-};
+use crate::conn::{Exhausted, Fleet, Target, Ws, connect, seq_value, set_frame, set_info};
 use crate::output::{Out, r1, r4};
 
 /// The address every subscriber subscribes to (exactly) and the publisher writes.

@@ -107,7 +107,8 @@ pub(crate) async fn run(target: &Target, o: &MemoryOpts, out: &Out) -> anyhow::R
     for &n in o.connections.iter().filter(|&&n| n > 0) {
         let before = rss_kb(o.pid)?;
         let setup = Instant::now();
-        let (fleet, opened) = Fleet::open(target, n, o.concurrency, None, |_| |_: &Bytes, _| {}).await;
+        let (fleet, opened) =
+            Fleet::open(target, n, o.concurrency, None, |_| |_: &Bytes, _| {}).await;
         if let Err(f) = opened {
             fleet.close().await;
             return Err(open_error(f, n).context(format!("memory with {n} connections")));
