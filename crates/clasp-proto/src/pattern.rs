@@ -262,6 +262,19 @@ impl Pattern {
         &self.segments
     }
 
+    /// Whether every address this pattern matches is also matched by `other` (pattern
+    /// inclusion, used to decide whether a subscription stays within a read scope).
+    ///
+    /// The answer is sound but conservative: `true` is always right; `false` may be returned
+    /// for some inclusions that only hold through a union of cases (for instance `/a/x*` is not
+    /// shown to be inside `/a/[x]*`). A `*` never covers a `**`: `/a/**` is not inside `/a/*`.
+    pub fn is_subset_of(&self, other: &Pattern) -> bool {
+        let (p, s) = (&self.segments, &other.segments);
+        // memo[i * (s.len() + 1) + j]: None = not computed yet.
+        let mut memo = vec![None; (p.len() + 1) * (s.len() + 1)];
+        subset(p, s, 0, 0, &mut memo)
+    }
+
     /// Whether `address` matches this pattern. Never panics, whatever the address.
     pub fn matches(&self, address: &str) -> bool {
         if self.exact {
@@ -465,6 +478,53 @@ fn match_segments(pats: &[PatternSegment], rest: &str) -> bool {
     pats[pi..]
         .iter()
         .all(|p| *p == PatternSegment::MultiSegment)
+}
+
+/// Whether every sequence of segments matched by `p[i..]` is matched by `s[j..]` (sound, see
+/// [`Pattern::is_subset_of`]). Each (i, j) is decided once (memo), and the recursion depth is
+/// at most `p.len() + s.len()` (≤ 2 × 257 elements).
+fn subset(
+    p: &[PatternSegment],
+    s: &[PatternSegment],
+    i: usize,
+    j: usize,
+    memo: &mut [Option<bool>],
+) -> bool {
+    let key = i * (s.len() + 1) + j;
+    if let Some(known) = memo[key] {
+        return known;
+    }
+    let answer = match (p.get(i), s.get(j)) {
+        // A `**` of the scope covers nothing more (zero segments) or absorbs the pattern's
+        // next element, whatever it is (a `**` of the pattern included).
+        (_, Some(PatternSegment::MultiSegment)) => {
+            subset(p, s, i, j + 1, memo) || (i < p.len() && subset(p, s, i + 1, j, memo))
+        }
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        // The pattern's `**` is zero segments, or one segment of any content followed by the
+        // same `**` again: both must be covered, and the scope's single element must then
+        // accept any segment.
+        (Some(PatternSegment::MultiSegment), Some(b)) => {
+            *b == PatternSegment::AnySegment
+                && subset(p, s, i + 1, j, memo)
+                && subset(p, s, i, j + 1, memo)
+        }
+        (Some(a), Some(b)) => segment_subset(a, b) && subset(p, s, i + 1, j + 1, memo),
+    };
+    memo[key] = Some(answer);
+    answer
+}
+
+/// Whether every segment `a` matches is matched by `b` (both single-segment elements).
+fn segment_subset(a: &PatternSegment, b: &PatternSegment) -> bool {
+    match (a, b) {
+        (_, PatternSegment::AnySegment) => true,
+        (PatternSegment::Literal(x), PatternSegment::Literal(y)) => x == y,
+        (PatternSegment::Literal(x), PatternSegment::Glob(g)) => g.matches_unchecked(x),
+        (PatternSegment::Glob(g), PatternSegment::Glob(h)) => g.as_str() == h.as_str(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -328,3 +328,69 @@ fn model_sanity() {
     assert!(re("/**").is_match("/"));
     assert!(!re("/a/*").is_match("/a/b/c"));
 }
+
+/// Small patterns over a tiny alphabet, so that inclusions and matches are frequent.
+fn small_pattern() -> impl Strategy<Value = String> {
+    let segment = prop::sample::select(vec![
+        "a", "b", "a", "*", "*", "**", "**", "a*", "*b", "?", "[ab]", "",
+    ]);
+    prop::collection::vec(segment, 1..5).prop_map(|v| format!("/{}", v.join("/")))
+}
+
+fn small_address() -> impl Strategy<Value = String> {
+    let segment = prop::sample::select(vec!["a", "b", "ab", "ba", "", "c"]);
+    prop::collection::vec(segment, 1..6).prop_map(|v| format!("/{}", v.join("/")))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Soundness of pattern inclusion: when `p` is reported inside `s`, every address `p`
+    /// matches is matched by `s`. Every pattern is inside itself and inside `/**`.
+    #[test]
+    fn subset_is_sound(
+        p in small_pattern(),
+        s in small_pattern(),
+        addrs in prop::collection::vec(small_address(), 40),
+    ) {
+        let (Ok(pp), Ok(ss)) = (Pattern::compile(&p), Pattern::compile(&s)) else {
+            return Ok(());
+        };
+        prop_assert!(pp.is_subset_of(&pp), "{} not inside itself", p);
+        prop_assert!(pp.is_subset_of(&Pattern::compile("/**").unwrap()), "{} not inside /**", p);
+        if pp.is_subset_of(&ss) {
+            for a in addrs.iter().filter(|a| pp.matches(a)) {
+                prop_assert!(ss.matches(a), "{} reported inside {} but {} matches only the first", p, s, a);
+            }
+        }
+    }
+}
+
+#[test]
+fn subset_cases() {
+    let inside = |p: &str, s: &str| {
+        Pattern::compile(p)
+            .unwrap()
+            .is_subset_of(&Pattern::compile(s).unwrap())
+    };
+    // Scope widening through `**` is refused.
+    assert!(!inside("/a/**", "/a/*"));
+    assert!(!inside("/**", "/a/**"));
+    assert!(!inside("/a/*", "/a/b"));
+    assert!(!inside("/a/b/c", "/a/*"));
+    assert!(!inside("/a/x*", "/a/y*"));
+    // What a scope does cover.
+    assert!(inside("/a/b", "/a/*"));
+    assert!(inside("/a/*", "/a/**"));
+    assert!(inside("/a/**", "/a/**"));
+    assert!(inside("/a/b/**", "/a/**"));
+    assert!(inside("/a/*/c", "/a/**"));
+    assert!(inside("/a/**/c", "/a/**"));
+    assert!(inside("/zone*/x", "/**"));
+    assert!(inside("/zone1/x", "/zone*/x"));
+    assert!(inside("/lights/zone*/level", "/lights/*/level"));
+    assert!(inside("/a/b", "/a/b"));
+    // An exact pattern is a literal: `?` in it is just a character.
+    assert!(inside("/a?", "/a*"));
+    assert!(!inside("/a*", "/a?"));
+}
