@@ -1,7 +1,8 @@
 //! `clasp`: run the CLASP router and work with it from the command line (`set`, `get`, `sub`,
-//! `emit`, `query`, `ping`, `snapshot`).
+//! `emit`, `query`, `ping`, `snapshot`), and manage its tokens (`token`).
 
 mod server;
+mod token;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the CLASP router (WebSocket on port 7330, with /healthz and /metrics).
     Server(server::ServerArgs),
+    /// Manage the router's CPSK tokens (create, list, revoke).
+    Token(token::TokenArgs),
     #[command(flatten)]
     Tool(tools::Tool),
 }
@@ -26,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Token(args) => token::run(args),
         Command::Tool(tool) => tools::run(tool),
     };
     match result {

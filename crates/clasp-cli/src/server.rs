@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use clasp_router::core::auth::JwtConfig;
 use clasp_router::server::{Server, ServerConfig};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 /// Options of `clasp server`. Each has an environment variable, and all but `--config` can also
@@ -35,6 +37,36 @@ pub(crate) struct ServerArgs {
     /// TOML configuration file (keys as the long flags, with underscores).
     #[arg(long, env = "CLASP_CONFIG")]
     config: Option<PathBuf>,
+    /// CPSK token file, managed with `clasp token` [default: tokens.json in the data
+    /// directory]. The router requires tokens as soon as it holds one; it reloads the file when
+    /// it changes and ends the sessions of removed tokens.
+    #[arg(long, env = "CLASP_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Revoked tokens, JWT ids (jti) or subjects, one per line [default: revoked.txt in the
+    /// data directory]; reloaded when it changes.
+    #[arg(long, env = "CLASP_REVOKED_FILE")]
+    revoked_file: Option<PathBuf>,
+    /// Accept HS256 JWTs signed with the secret in this file.
+    #[arg(long, env = "CLASP_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Accept EdDSA (Ed25519) or RS256 JWTs signed by the key whose public half is in this PEM
+    /// file (repeatable).
+    #[arg(
+        long = "jwt-public-key",
+        env = "CLASP_JWT_PUBLIC_KEY",
+        value_delimiter = ','
+    )]
+    jwt_public_keys: Vec<PathBuf>,
+    /// Required JWT audience (`aud`).
+    #[arg(long, env = "CLASP_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Required JWT issuer (`iss`).
+    #[arg(long, env = "CLASP_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Longest time a JWT id (jti) is remembered to refuse replays, in seconds [default:
+    /// 86400; tokens are remembered until they expire, at most this long].
+    #[arg(long, env = "CLASP_JWT_REPLAY_WINDOW")]
+    jwt_replay_window: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -67,6 +99,13 @@ struct FileConfig {
     param_ttl_secs: Option<u64>,
     /// Gesture coalescing interval in milliseconds (0: off).
     gesture_interval_ms: Option<u64>,
+    token_file: Option<PathBuf>,
+    revoked_file: Option<PathBuf>,
+    jwt_secret_file: Option<PathBuf>,
+    jwt_public_keys: Option<Vec<PathBuf>>,
+    jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_replay_window_secs: Option<u64>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -75,7 +114,7 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     match directories::ProjectDirs::from("", "", "clasp") {
         Some(d) => Ok(d.data_dir().to_path_buf()),
         None => {
@@ -133,7 +172,63 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     if let Some(ms) = file.gesture_interval_ms {
         c.router.gesture_interval = Duration::from_millis(ms);
     }
+    let in_data_dir = |name: &str| c.data_dir.as_ref().map(|d| d.join(name));
+    c.auth.token_file = args
+        .token_file
+        .clone()
+        .or(file.token_file)
+        .or_else(|| in_data_dir(clasp_router::server::tokens::TOKEN_FILE));
+    c.auth.revoked_file = args
+        .revoked_file
+        .clone()
+        .or(file.revoked_file)
+        .or_else(|| in_data_dir("revoked.txt"));
+    let secret_file = args.jwt_secret_file.clone().or(file.jwt_secret_file);
+    let mut key_files = args.jwt_public_keys.clone();
+    if key_files.is_empty() {
+        key_files = file.jwt_public_keys.unwrap_or_default();
+    }
+    if secret_file.is_some() || !key_files.is_empty() {
+        let mut jwt = JwtConfig::default();
+        if let Some(p) = secret_file {
+            let secret = std::fs::read(&p)
+                .with_context(|| format!("cannot read the JWT secret {}", p.display()))?;
+            let secret = secret.trim_ascii().to_vec();
+            if secret.len() < 32 {
+                bail!(
+                    "the JWT secret in {} is {} bytes; use at least 32",
+                    p.display(),
+                    secret.len()
+                );
+            }
+            jwt.hs256_secret = Some(secret);
+        }
+        for p in &key_files {
+            jwt.public_keys.push(load_public_key(p)?);
+        }
+        jwt.audience = args.jwt_audience.clone().or(file.jwt_audience);
+        jwt.issuer = args.jwt_issuer.clone().or(file.jwt_issuer);
+        if let Some(s) = args.jwt_replay_window.or(file.jwt_replay_window_secs) {
+            jwt.replay_window = Duration::from_secs(s);
+        }
+        c.auth.jwt = Some(jwt);
+    }
     Ok(c)
+}
+
+/// A JWT verification key from a PEM file: Ed25519 (EdDSA) or RSA (RS256).
+fn load_public_key(p: &Path) -> anyhow::Result<(Algorithm, DecodingKey)> {
+    let pem = std::fs::read(p).with_context(|| format!("cannot read key file {}", p.display()))?;
+    if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
+        return Ok((Algorithm::EdDSA, k));
+    }
+    if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((Algorithm::RS256, k));
+    }
+    bail!(
+        "{}: not an Ed25519 or RSA public key in PEM form",
+        p.display()
+    )
 }
 
 fn init_logging(format: LogFormat) {

@@ -687,16 +687,35 @@ fn p2p_signals_go_only_to_the_target() {
     let sig = Message::Publish(Publish {
         address: "/clasp/p2p/signal/session-2".into(),
         signal: SignalType::Event,
-        payload: PublishPayload::Value(Value::Map(vec![("type".into(), "offer".into())])),
+        payload: PublishPayload::Value(Value::Map(vec![
+            ("type".into(), "offer".into()),
+            ("from".into(), "session-1".into()),
+        ])),
         ..Default::default()
     });
     h.send(&a, sig.clone());
     assert_eq!(b.msgs(), vec![sig]);
     assert!(c.msgs().is_empty());
+    // Speaking for another session (or for nobody) is refused, and nothing is forwarded.
+    for from in [Some("session-3"), None] {
+        let mut entries = vec![("type".into(), Value::from("offer"))];
+        entries.extend(from.map(|f| ("from".into(), Value::from(f))));
+        h.send(
+            &a,
+            Message::Publish(Publish {
+                address: "/clasp/p2p/signal/session-2".into(),
+                payload: PublishPayload::Value(Value::Map(entries)),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(error_code(&a.msgs()[0]), Some(301));
+        assert!(b.msgs().is_empty());
+    }
     h.send(
         &a,
         Message::Publish(Publish {
             address: "/clasp/p2p/signal/nobody".into(),
+            payload: PublishPayload::Value(Value::Map(vec![("from".into(), "session-1".into())])),
             ..Default::default()
         }),
     );

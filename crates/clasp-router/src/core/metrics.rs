@@ -28,6 +28,14 @@ pub struct Metrics {
     pub bundles_scheduled: u64,
     /// Params removed because their TTL ran out.
     pub params_expired: u64,
+    /// HELLOs refused for their token.
+    pub auth_failures: u64,
+    /// Messages refused for lack of scope (ERROR 301 or 403).
+    pub forbidden: u64,
+    /// Sessions closed because their token expired or was revoked.
+    pub sessions_revoked: u64,
+    /// Messages refused by the per-session rate limit.
+    pub rate_limited: u64,
 }
 
 impl Default for Metrics {
@@ -42,6 +50,10 @@ impl Default for Metrics {
             gesture_moves_coalesced: 0,
             bundles_scheduled: 0,
             params_expired: 0,
+            auth_failures: 0,
+            forbidden: 0,
+            sessions_revoked: 0,
+            rate_limited: 0,
         }
     }
 }

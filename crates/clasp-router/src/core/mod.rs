@@ -5,6 +5,7 @@
 //! [`Router::next_deadline`] is reached. Time is passed in ([`Now`]); session ids come from the
 //! id source given to [`Router::new`]. Outbound frames go to each connection's [`Outlet`].
 
+pub mod auth;
 pub mod config;
 pub mod index;
 pub mod metrics;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clasp_proto::codec::binary::SnapshotWriter;
-use clasp_proto::codec::view::{self, MessageView, PayloadRef, PublishView};
+use clasp_proto::codec::view::{self, MessageView, PayloadRef, PublishView, ValueRef};
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
     Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, FrameOptions,
@@ -28,6 +29,7 @@ use clasp_proto::{
     decode_frame_view, encode, encode_set,
 };
 
+use auth::{Action, Auth, Grant};
 pub use config::RouterConfig;
 use index::SubscriptionIndex;
 pub use metrics::Metrics;
@@ -78,6 +80,17 @@ struct Session {
     scheduled: usize,
     /// The last fan-out that delivered to this session.
     served: u64,
+    /// What the session's token allows; `None` in open mode (everything).
+    grant: Option<Grant>,
+}
+
+impl Session {
+    /// Whether the session may do `action` on `address`.
+    fn may(&self, action: Action, address: &str) -> bool {
+        self.grant
+            .as_ref()
+            .is_none_or(|g| g.scopes.allows(action, address))
+    }
 }
 
 struct Sub {
@@ -190,6 +203,7 @@ pub struct Router {
     fanouts: u64,
     defer_output: bool,
     output: Output,
+    auth: Auth,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -228,6 +242,7 @@ impl Router {
             fanouts: 0,
             defer_output: false,
             output: Output::default(),
+            auth: Auth::open(),
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
@@ -246,6 +261,37 @@ impl Router {
     /// The frames produced since the last call, per outlet (see [`Router::defer_output`]).
     pub fn take_output(&mut self) -> Output {
         std::mem::take(&mut self.output)
+    }
+
+    /// The authenticator (open mode until tokens or keys are given to it).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The authenticator, to load tokens, keys and revocations; call [`Router::revalidate`]
+    /// afterwards so sessions whose tokens are gone end.
+    pub fn auth_mut(&mut self) -> &mut Auth {
+        &mut self.auth
+    }
+
+    /// Ends (ERROR, then close) every session whose token is no longer valid at `now`:
+    /// revoked, removed or expired. Also runs on every sweep (every 10 s).
+    pub fn revalidate(&mut self, now: Now) {
+        let mut ended = Vec::new();
+        for (conn, c) in &self.conns {
+            if let Some(g) = c.session.as_ref().and_then(|s| s.grant.as_ref())
+                && let Err(e) = self.auth.still_valid(g, now.wall)
+            {
+                ended.push((*conn, e));
+            }
+        }
+        for (conn, e) in ended {
+            self.metrics.sessions_revoked += 1;
+            let msg = format!("{e}; the session ends");
+            self.error(conn, e.code(), msg, None);
+            self.reject(conn, CloseReason::Shutdown);
+        }
+        self.flush();
     }
 
     /// The configuration in force.
@@ -404,7 +450,7 @@ impl Router {
             match decoded.message {
                 MessageView::Other(m) if matches!(*m, Message::Hello(_)) => {
                     if let Message::Hello(h) = *m {
-                        self.on_hello(conn, h.features, now);
+                        self.on_hello(conn, h.token.as_deref(), now);
                     }
                 }
                 other => {
@@ -465,10 +511,31 @@ impl Router {
                     self.error(conn, code, text, Some(s.address.clone()));
                 }
             }
-            Message::Get(g) => self.on_get(conn, g.address),
+            Message::Get(g) => {
+                if self.permits(conn, Action::Read, &g.address) {
+                    self.on_get(conn, g.address);
+                } else {
+                    let msg = "Insufficient scope for read operation".to_owned();
+                    self.error(conn, ErrorCode::Forbidden, msg, Some(g.address));
+                }
+            }
             Message::Publish(p) => self.publish_owned(conn, &p, now),
             Message::Bundle(b) => self.on_bundle(conn, qos, b, now),
             Message::Announce(a) => {
+                let denied = std::iter::once(&a.namespace)
+                    .chain(a.signals.iter().map(|d| &d.address))
+                    .find(|addr| {
+                        !self
+                            .session(conn)
+                            .is_some_and(|s| s.may(Action::Write, addr))
+                    })
+                    .cloned();
+                if let Some(addr) = denied {
+                    self.metrics.forbidden += 1;
+                    let msg = "Insufficient scope for announce".to_owned();
+                    self.error(conn, ErrorCode::Forbidden, msg, Some(addr));
+                    return;
+                }
                 for def in a.signals {
                     self.signals.insert(
                         def.address.clone(),
@@ -510,7 +577,20 @@ impl Router {
     // Handshake
     // -----------------------------------------------------------------------------------------
 
-    fn on_hello(&mut self, conn: ConnId, _features: Features, now: Now) {
+    fn on_hello(&mut self, conn: ConnId, token: Option<&str>, now: Now) {
+        let grant = if self.auth.enabled() {
+            match self.auth.authenticate(token, now.wall) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    self.metrics.auth_failures += 1;
+                    self.error(conn, e.code(), e.to_string(), None);
+                    self.reject(conn, CloseReason::Handshake);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         if self.sessions.len() >= self.config.max_sessions {
             let msg = format!(
                 "router is full: {} sessions (the maximum); try again later",
@@ -529,6 +609,7 @@ impl Router {
                 locks: Vec::new(),
                 scheduled: 0,
                 served: 0,
+                grant,
             });
         }
         let welcome = Welcome {
@@ -540,7 +621,10 @@ impl Router {
             token: None,
         };
         self.reply(conn, &Message::Welcome(welcome));
-        let frames = self.snapshot_frames(|_| true, true);
+        let frames = match self.session(conn) {
+            Some(s) if s.grant.is_some() => self.snapshot_frames(|a| s.may(Action::Read, a), true),
+            _ => self.snapshot_frames(|_| true, true),
+        };
         self.send_frames(conn, frames);
     }
 
@@ -579,6 +663,17 @@ impl Router {
                 return;
             }
         };
+        let allowed = self.session(conn).is_some_and(|sess| {
+            sess.grant
+                .as_ref()
+                .is_none_or(|g| g.scopes.allows_pattern(Action::Read, &pattern))
+        });
+        if !allowed {
+            self.metrics.forbidden += 1;
+            let msg = "Insufficient scope for subscription".to_owned();
+            self.error(conn, ErrorCode::Forbidden, msg, Some(s.pattern));
+            return;
+        }
         if let Some(opt) = unsupported_option(&s.options) {
             let msg = format!(
                 "subscription option `{opt}` is not supported by this router; subscribe without it"
@@ -612,10 +707,14 @@ impl Router {
         let wants_params = s.types.accepts(SignalType::Param);
         self.index.insert((conn, s.id), pattern.clone());
         if wants_params {
+            let may = |a: &str| {
+                self.session(conn)
+                    .is_some_and(|sess| sess.may(Action::Read, a))
+            };
             let frames = if pattern.is_exact() {
-                self.snapshot_frames(|a| a == pattern.as_str(), false)
+                self.snapshot_frames(|a| a == pattern.as_str() && may(a), false)
             } else {
-                self.snapshot_frames(|a| pattern.matches(a), false)
+                self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
             };
             self.send_frames(conn, frames);
         }
@@ -642,6 +741,10 @@ impl Router {
                 .signals
                 .values()
                 .filter(|s| p.matches(&s.def.address))
+                .filter(|s| {
+                    self.session(conn)
+                        .is_some_and(|sess| sess.may(Action::Read, &s.def.address))
+                })
                 .map(|s| SignalDef {
                     meta: None,
                     ..s.def.clone()
@@ -693,6 +796,12 @@ impl Router {
             "no session for this connection".to_owned(),
         ))?;
         let set = &req.set;
+        if !self.permits(conn, Action::Write, set.address) {
+            return Err((
+                ErrorCode::Forbidden,
+                "Insufficient scope for write operation".to_owned(),
+            ));
+        }
         let (frame, written) = self.apply_set(&writer, set, now)?;
         if set.lock
             && let Some(sess) = self.session_mut(conn)
@@ -789,6 +898,10 @@ impl Router {
     }
 
     fn on_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        if let Err((code, text)) = self.check_publish(conn, p) {
+            self.error(conn, code, text, Some(p.address_str()));
+            return;
+        }
         if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX)
             && !target.is_empty()
             && !target.contains('/')
@@ -813,6 +926,31 @@ impl Router {
             return;
         }
         self.forward_publish(conn, p, now);
+    }
+
+    /// A PUBLISH needs write on its address; a P2P signal or announce must name its sender's
+    /// own session (`from`, `session_id`), so no session can speak for another.
+    fn check_publish(&mut self, conn: ConnId, p: &PubReq<'_>) -> Result<(), (ErrorCode, String)> {
+        if !self.permits(conn, Action::Write, p.address) {
+            return Err((
+                ErrorCode::Forbidden,
+                "Insufficient scope for publish operation".to_owned(),
+            ));
+        }
+        if let Some(claimed) = p.p2p_sender {
+            let own = self.session(conn).map(|s| &*s.id);
+            if own != Some(claimed) {
+                self.metrics.forbidden += 1;
+                return Err((
+                    ErrorCode::Forbidden,
+                    format!(
+                        "P2P messages must name the sender's own session, not `{}`",
+                        clip(claimed.to_owned())
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn forward_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
@@ -917,6 +1055,27 @@ impl Router {
             );
             self.error(conn, ErrorCode::BundleRejected, msg, None);
             return;
+        }
+        for m in &bundle.messages {
+            let (what, address) = match m {
+                Message::Set(s) => ("SET", &s.address),
+                Message::Publish(p) => ("PUBLISH", &p.address),
+                _ => continue,
+            };
+            let allowed = match m {
+                Message::Publish(p) => {
+                    let req = PubReq::owned(p, Bytes::new());
+                    self.check_publish(conn, &req).is_ok()
+                }
+                _ => self.permits(conn, Action::Write, address),
+            };
+            if !allowed {
+                let msg = format!(
+                    "Bundle rejected: insufficient scope for {what} to {address}; nothing was applied"
+                );
+                self.error(conn, ErrorCode::BundleRejected, msg, Some(address.clone()));
+                return;
+            }
         }
         match bundle.timestamp {
             Some(at) if at > now.wall => {
@@ -1224,6 +1383,10 @@ impl Router {
     }
 
     fn sweep(&mut self, now: Now) {
+        self.auth.sweep(now.wall);
+        if self.auth.enabled() {
+            self.revalidate(now);
+        }
         let ttl = self.config.signal_ttl.as_micros() as u64;
         self.signals
             .retain(|_, s| now.mono.saturating_sub(s.refreshed) < ttl);
@@ -1234,6 +1397,19 @@ impl Router {
     // -----------------------------------------------------------------------------------------
     // Output helpers
     // -----------------------------------------------------------------------------------------
+
+    fn session(&self, conn: ConnId) -> Option<&Session> {
+        self.conns.get(&conn)?.session.as_ref()
+    }
+
+    /// Whether `conn`'s session may do `action` on `address`; counts a refusal.
+    fn permits(&mut self, conn: ConnId, action: Action, address: &str) -> bool {
+        let ok = self.session(conn).is_some_and(|s| s.may(action, address));
+        if !ok {
+            self.metrics.forbidden += 1;
+        }
+        ok
+    }
 
     fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
         self.conns.get_mut(&conn)?.session.as_mut()
@@ -1418,6 +1594,20 @@ struct PubReq<'a> {
     frame: Bytes,
     /// The buffer `address` borrows from, if any.
     source: Option<&'a Bytes>,
+    /// For P2P signals and announces, the session the payload claims to come from (`from`,
+    /// or `session_id` in an announce; `""` when absent).
+    p2p_sender: Option<&'a str>,
+}
+
+/// The sender a P2P payload names, for signals (`from`) and announces (`session_id`).
+fn p2p_field(address: &str) -> Option<&'static str> {
+    if address == P2P_ANNOUNCE {
+        Some("session_id")
+    } else if address.starts_with(P2P_SIGNAL_PREFIX) {
+        Some("from")
+    } else {
+        None
+    }
 }
 
 impl<'a> PubReq<'a> {
@@ -1427,6 +1617,13 @@ impl<'a> PubReq<'a> {
             PayloadRef::Samples(s) => s.iter().last(),
             PayloadRef::None => None,
         };
+        let p2p_sender = p2p_field(p.address).map(|field| match p.payload {
+            PayloadRef::Value(ValueRef::Map(m)) => match m.get(field) {
+                Some(ValueRef::String(s)) => s,
+                _ => "",
+            },
+            _ => "",
+        });
         PubReq {
             address: p.address,
             signal: p.signal,
@@ -1435,6 +1632,7 @@ impl<'a> PubReq<'a> {
             numeric,
             frame,
             source: Some(source),
+            p2p_sender,
         }
     }
 
@@ -1444,6 +1642,12 @@ impl<'a> PubReq<'a> {
             PublishPayload::Samples(s) => s.last().copied(),
             PublishPayload::None => None,
         };
+        let p2p_sender = p2p_field(&p.address).map(|field| {
+            p.value()
+                .and_then(|v| v.get(field))
+                .and_then(clasp_proto::Value::as_str)
+                .unwrap_or("")
+        });
         PubReq {
             address: &p.address,
             signal: p.signal,
@@ -1452,6 +1656,7 @@ impl<'a> PubReq<'a> {
             numeric,
             frame,
             source: None,
+            p2p_sender,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod outbox;
 mod persist;
+pub mod tokens;
 mod ws;
 
 use std::net::SocketAddr;
@@ -45,6 +46,21 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// How often changed params are written to the database (the most a `kill -9` can lose).
     pub flush_interval: Duration,
+    /// Tokens and keys; open mode when none are configured.
+    pub auth: AuthConfig,
+}
+
+/// Where tokens and keys come from. The router is in open mode unless the token file holds a
+/// token or JWT verification is configured.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The CPSK token file (see [`tokens`]), reloaded when it changes.
+    pub token_file: Option<PathBuf>,
+    /// The revocation list (tokens, JWT `jti`s or subjects, one per line), reloaded when it
+    /// changes.
+    pub revoked_file: Option<PathBuf>,
+    /// JWT verification, if JWTs are accepted.
+    pub jwt: Option<crate::core::auth::JwtConfig>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +74,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             flush_interval: Duration::from_millis(50),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -76,6 +93,9 @@ pub enum ServerError {
     /// The state database could not be opened or read.
     #[error(transparent)]
     Store(#[from] clasp_store::StoreError),
+    /// The token file or the revocation list could not be read.
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenFileError),
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -93,7 +113,97 @@ pub(crate) struct Shared {
     pub(crate) timer_at: AtomicU64,
     pub(crate) store_desc: String,
     pub(crate) persist: persist::Status,
+    /// What the token files held when last read.
+    auth: Mutex<AuthState>,
 }
+
+/// The token file and revocation list as last loaded, with their modification times.
+#[derive(Debug, Default)]
+struct AuthState {
+    tokens: tokens::TokenFile,
+    tokens_mtime: Option<SystemTime>,
+    revoked: std::collections::HashSet<String>,
+    revoked_mtime: Option<SystemTime>,
+}
+
+fn mtime(path: Option<&PathBuf>) -> Option<SystemTime> {
+    path.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+}
+
+impl AuthState {
+    fn load(cfg: &AuthConfig) -> Result<AuthState, tokens::TokenFileError> {
+        let tokens_mtime = mtime(cfg.token_file.as_ref());
+        let revoked_mtime = mtime(cfg.revoked_file.as_ref());
+        let tokens = match &cfg.token_file {
+            Some(p) => tokens::TokenFile::load(p)?,
+            None => tokens::TokenFile::default(),
+        };
+        let revoked = match &cfg.revoked_file {
+            Some(p) => tokens::load_revoked(p)?,
+            None => Default::default(),
+        };
+        Ok(AuthState {
+            tokens,
+            tokens_mtime,
+            revoked,
+            revoked_mtime,
+        })
+    }
+
+    fn changed(&self, cfg: &AuthConfig) -> bool {
+        mtime(cfg.token_file.as_ref()) != self.tokens_mtime
+            || mtime(cfg.revoked_file.as_ref()) != self.revoked_mtime
+    }
+
+    fn apply(&self, core: &mut Router, cfg: &AuthConfig) {
+        let path = cfg.token_file.clone().unwrap_or_default();
+        // Checked when loaded; expired tokens are left out.
+        let table = self
+            .tokens
+            .cpsk_table(&path, tokens::unix_now())
+            .unwrap_or_default();
+        let auth = core.auth_mut();
+        auth.set_cpsk(table);
+        auth.set_jwt(cfg.jwt.clone());
+        auth.set_revoked(self.revoked.clone());
+    }
+}
+
+/// Reloads the token file and the revocation list when they change, and ends the sessions
+/// whose tokens are gone.
+async fn watch_tokens(shared: Arc<Shared>) {
+    let cfg = &shared.config.auth;
+    if cfg.token_file.is_none() && cfg.revoked_file.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(TOKEN_POLL);
+    loop {
+        tick.tick().await;
+        if !shared.auth.lock().changed(cfg) {
+            continue;
+        }
+        match AuthState::load(cfg) {
+            Ok(state) => {
+                shared.with_core(|core, now| {
+                    state.apply(core, cfg);
+                    core.revalidate(now);
+                    tracing::info!(tokens = core.auth().cpsk().len(), "token file reloaded");
+                });
+                *shared.auth.lock() = state;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token file not reloaded; the previous tokens stay in force");
+                // Do not retry until the file changes again.
+                let mut st = shared.auth.lock();
+                st.tokens_mtime = mtime(cfg.token_file.as_ref());
+                st.revoked_mtime = mtime(cfg.revoked_file.as_ref());
+            }
+        }
+    }
+}
+
+/// How often the token files are checked for changes.
+const TOKEN_POLL: Duration = Duration::from_millis(500);
 
 impl Shared {
     pub(crate) fn now(&self) -> Now {
@@ -156,6 +266,19 @@ impl Server {
         );
         core.defer_output(true);
         persist::restore(&mut core, loaded);
+        let auth = AuthState::load(&config.auth)?;
+        auth.apply(&mut core, &config.auth);
+        if core.auth().enabled() {
+            tracing::info!(
+                tokens = core.auth().cpsk().len(),
+                jwt = config.auth.jwt.is_some(),
+                "authentication on: HELLO must carry a valid token"
+            );
+        } else {
+            tracing::info!(
+                "open mode: no tokens or keys configured, every client may do everything"
+            );
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -174,6 +297,7 @@ impl Server {
             timer_at: AtomicU64::new(u64::MAX),
             store_desc,
             persist: persist::Status::default(),
+            auth: Mutex::new(auth),
         });
         Ok(Server {
             shared,
@@ -203,6 +327,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let persister = persist::spawn(shared.clone(), store);
         let timer = tokio::spawn(timer_loop(shared.clone()));
+        let token_watch = tokio::spawn(watch_tokens(shared.clone()));
 
         let app = HttpRouter::new()
             .route("/healthz", get(healthz))
@@ -240,6 +365,7 @@ impl Server {
             tracing::warn!("some connections did not close within 5 s");
         }
         timer.abort();
+        token_watch.abort();
         let _ = serve_task.await;
         persist::stop(persister).await;
         tracing::info!("stopped");
