@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use clasp_router::core::RateLimit;
 use clasp_router::core::auth::JwtConfig;
-use clasp_router::server::{Server, ServerConfig};
+use clasp_router::server::{Server, ServerConfig, TlsConfig};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -67,6 +68,30 @@ pub(crate) struct ServerArgs {
     /// 86400; tokens are remembered until they expire, at most this long].
     #[arg(long, env = "CLASP_JWT_REPLAY_WINDOW")]
     jwt_replay_window: Option<u64>,
+    /// Serve wss:// with this PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        env = "CLASP_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CLASP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve wss:// with a self-signed certificate for development (kept in the data
+    /// directory, so its fingerprint stays the same across restarts; printed at start).
+    #[arg(long, env = "CLASP_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
+    /// Messages per second each session may send (token bucket; 0: no limit) [default: 10000].
+    #[arg(long, env = "CLASP_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Largest burst a session may send above the rate [default: twice the rate].
+    #[arg(long, env = "CLASP_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Most connections open at once from one IP address (0: no limit) [default: 1000].
+    #[arg(long, env = "CLASP_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -106,6 +131,16 @@ struct FileConfig {
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
     jwt_replay_window_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<bool>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    max_connections_per_ip: Option<usize>,
+    /// Seconds a client has to send its HTTP request head.
+    header_read_timeout_secs: Option<u64>,
+    /// Seconds a new connection has to send HELLO.
+    handshake_timeout_secs: Option<u64>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -213,7 +248,101 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         }
         c.auth.jwt = Some(jwt);
     }
+    if let Some(rate) = args.rate_limit.or(file.rate_limit) {
+        c.router.rate_limit = (rate > 0).then(|| RateLimit {
+            per_sec: rate,
+            burst: args
+                .rate_burst
+                .or(file.rate_burst)
+                .unwrap_or(rate.saturating_mul(2))
+                .max(1),
+        });
+    } else if let (Some(limit), Some(burst)) = (
+        c.router.rate_limit.as_mut(),
+        args.rate_burst.or(file.rate_burst),
+    ) {
+        limit.burst = burst.max(1);
+    }
+    if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
+        c.max_connections_per_ip = n;
+    }
+    if let Some(s) = file.header_read_timeout_secs {
+        c.header_read_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = file.handshake_timeout_secs {
+        c.handshake_timeout = Duration::from_secs(s.max(1));
+    }
+    let cert = args.tls_cert.clone().or(file.tls_cert);
+    let key = args.tls_key.clone().or(file.tls_key);
+    c.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(&cert, &key)?),
+        (Some(_), None) | (None, Some(_)) => bail!("TLS needs both a certificate and a key"),
+        (None, None) if args.tls_self_signed || file.tls_self_signed.unwrap_or(false) => {
+            Some(self_signed(c.data_dir.as_deref(), bind)?)
+        }
+        (None, None) => None,
+    };
     Ok(c)
+}
+
+/// The development certificate: loaded from the data directory if it is there, else made
+/// (and saved there, the key readable only by this user).
+fn self_signed(data_dir: Option<&Path>, bind: IpAddr) -> anyhow::Result<TlsConfig> {
+    let dir = data_dir.map(|d| d.join("tls"));
+    if let Some(dir) = &dir {
+        let (cert, key) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+        if cert.exists() && key.exists() {
+            let tls = TlsConfig::from_pem_files(&cert, &key)?;
+            eprintln!("TLS: self-signed certificate {} (reused)", cert.display());
+            return Ok(tls);
+        }
+    }
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !bind.is_unspecified() && !bind.is_loopback() {
+        hosts.push(bind.to_string());
+    }
+    let (tls, cert_pem, key_pem) = TlsConfig::self_signed(&hosts)?;
+    match &dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let cert = dir.join("self-signed.crt");
+            std::fs::write(&cert, &cert_pem)
+                .with_context(|| format!("cannot write {}", cert.display()))?;
+            write_private(&dir.join("self-signed.key"), &key_pem)?;
+            eprintln!(
+                "TLS: new self-signed certificate {} for {}",
+                cert.display(),
+                hosts.join(", ")
+            );
+        }
+        None => eprintln!(
+            "TLS: new self-signed certificate for {} (not saved: --memory)\n{cert_pem}",
+            hosts.join(", ")
+        ),
+    }
+    Ok(tls)
+}
+
+/// Writes `pem` to a file only its owner can read.
+fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A JWT verification key from a PEM file: Ed25519 (EdDSA) or RSA (RS256).
@@ -253,9 +382,13 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
             .data_dir
             .as_ref()
             .map_or("memory only".to_owned(), |d| d.display().to_string());
+        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+        if let Some(t) = &config.tls {
+            eprintln!("TLS certificate fingerprint (SHA-256): {}", t.fingerprint());
+        }
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
-        tracing::info!(%addr, state = %data, "ready: ws://{addr}/");
+        tracing::info!(%addr, state = %data, "ready: {scheme}://{addr}/");
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })

@@ -33,6 +33,10 @@ pub(crate) struct Conn {
     /// Machine-readable output (JSON).
     #[arg(long)]
     json: bool,
+    /// Also trust this PEM certificate for wss:// (a router's self-signed certificate or a
+    /// private CA).
+    #[arg(long, env = "CLASP_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Seconds to wait for the connection and for each answer of the router.
     #[arg(long, default_value = "5", value_parser = parse_timeout, value_name = "SECONDS")]
     timeout: Duration,
@@ -182,6 +186,11 @@ async fn connect(
         .request_timeout(conn.timeout);
     if let Some(t) = &conn.token {
         b = b.token(t.clone());
+    }
+    if let Some(p) = &conn.ca_cert {
+        let pem =
+            std::fs::read(p).with_context(|| format!("cannot read certificate {}", p.display()))?;
+        b = b.add_root_certificate_pem(pem);
     }
     if let Some(i) = sync_interval {
         b = b.sync_interval(i);

@@ -189,6 +189,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts this certificate (PEM) for `wss://` routers, in addition to the public
+    /// authorities: a router's self-signed certificate (`clasp server --tls-self-signed`) or a
+    /// private CA.
+    pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.cfg.tls.extra_roots_pem.push(pem.into());
+        self
+    }
+
+    /// Trusts only the certificates given with [`ClientBuilder::add_root_certificate_pem`],
+    /// not the public authorities.
+    pub fn only_added_roots(mut self) -> Self {
+        self.cfg.tls.public_roots = false;
+        self
+    }
+
     /// Connects and completes the handshake.
     pub async fn connect(self) -> Result<Client> {
         let cfg = self.cfg;
@@ -225,11 +240,11 @@ fn check_url(url: &str) -> Result<()> {
             reason: reason.to_string(),
         })
     };
-    let Some(rest) = url.strip_prefix("ws://") else {
-        if url.starts_with("wss://") {
-            return bad("wss:// (TLS) is not supported by this client yet; use ws://");
-        }
-        return bad("expected ws://HOST[:PORT][/PATH]");
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return bad("expected ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH]");
     };
     if rest.split(['/', ':']).next().is_none_or(str::is_empty) {
         return bad("no host");
@@ -274,6 +289,7 @@ impl Client {
                 request_timeout: Duration::from_secs(5),
                 sync_interval: Duration::from_secs(10),
                 on_event: None,
+                tls: Default::default(),
             },
         }
     }

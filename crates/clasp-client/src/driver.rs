@@ -41,6 +41,55 @@ pub(crate) struct Config {
     pub(crate) request_timeout: Duration,
     pub(crate) sync_interval: Duration,
     pub(crate) on_event: Option<EventHook>,
+    pub(crate) tls: TlsSettings,
+}
+
+/// How `wss://` routers are verified.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSettings {
+    /// Trust the usual public certificate authorities (Mozilla's list).
+    pub(crate) public_roots: bool,
+    /// Further trusted certificates (PEM), e.g. a router's self-signed certificate.
+    pub(crate) extra_roots_pem: Vec<Vec<u8>>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            public_roots: true,
+            extra_roots_pem: Vec::new(),
+        }
+    }
+}
+
+/// The rustls client configuration for `settings` (ring as the crypto provider).
+fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if settings.public_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for pem in &settings.extra_roots_pem {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Tls(format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Tls("no certificate in the PEM data".into()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| Error::Tls(format!("certificate refused: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// A listener for connection events, registered before connecting.
@@ -247,8 +296,13 @@ pub(crate) async fn open(cfg: &Config) -> Result<(Ws, Welcome)> {
             })?;
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("clasp"));
+        let connector = if cfg.url.starts_with("wss://") {
+            Some(tokio_tungstenite::Connector::Rustls(tls_config(&cfg.tls)?))
+        } else {
+            None
+        };
         let (mut ws, _) =
-            tokio_tungstenite::connect_async(req)
+            tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector)
                 .await
                 .map_err(|e| Error::Connect {
                     url: cfg.url.clone(),

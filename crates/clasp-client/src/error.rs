@@ -44,6 +44,9 @@ pub enum Error {
     /// The client is not connected right now (it may be reconnecting).
     #[error("not connected to the router")]
     NotConnected,
+    /// The TLS settings are unusable (a trusted certificate that does not parse).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The connection was lost before the router answered.
     #[error("the connection was lost before the router answered")]
     Disconnected,

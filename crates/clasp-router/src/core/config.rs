@@ -27,6 +27,19 @@ pub struct RouterConfig {
     pub max_scheduled_bundles: usize,
     /// How far in the future a bundle may be scheduled.
     pub max_schedule_ahead: Duration,
+    /// Messages each session may send, as a token bucket; `None` for no limit. Messages over
+    /// the limit are dropped with ERROR 429 (at most one ERROR per second); a BUNDLE costs one
+    /// message per inner message.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_sec` messages a second on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_sec: u32,
+    /// Largest burst.
+    pub burst: u32,
 }
 
 impl Default for RouterConfig {
@@ -42,6 +55,10 @@ impl Default for RouterConfig {
             gesture_interval: Duration::from_millis(16),
             max_scheduled_bundles: 1_000,
             max_schedule_ahead: Duration::from_secs(24 * 3600),
+            rate_limit: Some(RateLimit {
+                per_sec: 10_000,
+                burst: 20_000,
+            }),
         }
     }
 }

@@ -30,7 +30,7 @@ use clasp_proto::{
 };
 
 use auth::{Action, Auth, Grant};
-pub use config::RouterConfig;
+pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::Metrics;
 pub use outlet::{CloseReason, Outgoing, Outlet};
@@ -82,6 +82,42 @@ struct Session {
     served: u64,
     /// What the session's token allows; `None` in open mode (everything).
     grant: Option<Grant>,
+    /// Rate limit state.
+    bucket: Bucket,
+}
+
+/// A session's token bucket (see [`RateLimit`]).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    /// When it was last refilled (monotonic µs).
+    at: u64,
+    /// When the session was last told it is over the limit.
+    warned: Option<u64>,
+}
+
+impl Bucket {
+    fn full(limit: Option<RateLimit>, now: u64) -> Bucket {
+        Bucket {
+            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
+            at: now,
+            warned: None,
+        }
+    }
+
+    /// Takes `cost` tokens if there are enough.
+    fn take(&mut self, limit: RateLimit, cost: f64, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.at) as f64 / 1e6;
+        self.tokens =
+            (self.tokens + elapsed * f64::from(limit.per_sec)).min(f64::from(limit.burst));
+        self.at = now;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Session {
@@ -461,6 +497,9 @@ impl Router {
             }
             return;
         }
+        if !self.within_rate(conn, &decoded.message, now) {
+            return;
+        }
         match decoded.message {
             MessageView::Set(s) => {
                 let value = s.value.to_value();
@@ -610,6 +649,7 @@ impl Router {
                 scheduled: 0,
                 served: 0,
                 grant,
+                bucket: Bucket::full(self.config.rate_limit, now.mono),
             });
         }
         let welcome = Welcome {
@@ -1397,6 +1437,43 @@ impl Router {
     // -----------------------------------------------------------------------------------------
     // Output helpers
     // -----------------------------------------------------------------------------------------
+
+    /// Charges a message to its session's rate limit; false (after at most one ERROR 429 a
+    /// second) when the session is over it and the message must be dropped.
+    fn within_rate(&mut self, conn: ConnId, msg: &MessageView<'_>, now: Now) -> bool {
+        let Some(limit) = self.config.rate_limit else {
+            return true;
+        };
+        let cost = match msg {
+            MessageView::Other(m) => match &**m {
+                Message::Bundle(b) => b.messages.len().max(1) as f64,
+                _ => 1.0,
+            },
+            _ => 1.0,
+        };
+        let Some(sess) = self.session_mut(conn) else {
+            return true;
+        };
+        if sess.bucket.take(limit, cost, now.mono) {
+            return true;
+        }
+        let warn = sess
+            .bucket
+            .warned
+            .is_none_or(|at| now.mono.saturating_sub(at) >= 1_000_000);
+        if warn {
+            sess.bucket.warned = Some(now.mono);
+        }
+        self.metrics.rate_limited += 1;
+        if warn {
+            let msg = format!(
+                "Rate limit exceeded: {} messages/second (bursts of {}); messages over it are dropped",
+                limit.per_sec, limit.burst
+            );
+            self.error(conn, ErrorCode::RateLimited, msg, None);
+        }
+        false
+    }
 
     fn session(&self, conn: ConnId) -> Option<&Session> {
         self.conns.get(&conn)?.session.as_ref()

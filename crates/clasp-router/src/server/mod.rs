@@ -1,6 +1,7 @@
 //! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
 //! with write-behind persistence of params.
 
+mod listen;
 pub mod outbox;
 mod persist;
 pub mod tokens;
@@ -17,7 +18,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use clasp_store::{MemoryStore, RedbStore, Store};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{Now, Router, RouterConfig};
+pub use listen::{TlsConfig, TlsError, fingerprint};
 use outbox::{OutboxCounters, OutboxLimits};
 
 /// Everything `clasp server` can be configured with.
@@ -48,6 +49,14 @@ pub struct ServerConfig {
     pub flush_interval: Duration,
     /// Tokens and keys; open mode when none are configured.
     pub auth: AuthConfig,
+    /// Serve `wss://` with this certificate; `None` serves plain `ws://`.
+    pub tls: Option<TlsConfig>,
+    /// Most connections open at once from one IP address (0: no limit); more get HTTP 429.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send its HTTP request head (upgrade requests included).
+    pub header_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// Where tokens and keys come from. The router is in open mode unless the token file holds a
@@ -75,6 +84,10 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(20),
             flush_interval: Duration::from_millis(50),
             auth: AuthConfig::default(),
+            tls: None,
+            max_connections_per_ip: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +109,9 @@ pub enum ServerError {
     /// The token file or the revocation list could not be read.
     #[error(transparent)]
     Tokens(#[from] tokens::TokenFileError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -115,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) persist: persist::Status,
     /// What the token files held when last read.
     auth: Mutex<AuthState>,
+    /// Connections refused for the per-IP limit.
+    pub(crate) refused_per_ip: Arc<AtomicU64>,
 }
 
 /// The token file and revocation list as last loaded, with their modification times.
@@ -298,6 +316,7 @@ impl Server {
             store_desc,
             persist: persist::Status::default(),
             auth: Mutex::new(auth),
+            refused_per_ip: Arc::new(AtomicU64::new(0)),
         });
         Ok(Server {
             shared,
@@ -323,7 +342,15 @@ impl Server {
             store,
         } = self;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, name = %shared.config.router.name, "CLASP router listening (WebSocket, /healthz, /metrics)");
+        let scheme = if shared.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        tracing::info!(%addr, scheme, name = %shared.config.router.name, "CLASP router listening (WebSocket, /healthz, /metrics)");
+        if let Some(t) = &shared.config.tls {
+            tracing::info!(fingerprint = %t.fingerprint(), "TLS certificate (SHA-256)");
+        }
         let tracker = TaskTracker::new();
         let persister = persist::spawn(shared.clone(), store);
         let timer = tokio::spawn(timer_loop(shared.clone()));
@@ -337,24 +364,27 @@ impl Server {
                 shared: shared.clone(),
                 tracker: tracker.clone(),
             });
+        let tls = match &shared.config.tls {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
+        let limits = listen::AcceptLimits {
+            per_ip: shared.config.max_connections_per_ip,
+            tls_handshake: shared.config.tls_handshake_timeout,
+            header_read: shared.config.header_read_timeout,
+        };
         let stop = Arc::new(Notify::new());
-        let stop2 = stop.clone();
-        // Frames are small and latency matters: no Nagle delay on accepted sockets.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
+        let accept = tokio::spawn(listen::accept_loop(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop2.notify_one();
-        });
-        let serve_task = tokio::spawn(async move { serve.await });
-        stop.notified().await;
+            app,
+            tls,
+            limits,
+            stop.clone(),
+            shared.refused_per_ip.clone(),
+        ));
+        shutdown.await;
+        stop.notify_one();
+        let _ = accept.await;
         tracing::info!("shutting down: closing connections and flushing state");
         shared.with_core(|core, _| core.shutdown());
         tracker.close();
@@ -366,7 +396,6 @@ impl Server {
         }
         timer.abort();
         token_watch.abort();
-        let _ = serve_task.await;
         persist::stop(persister).await;
         tracing::info!("stopped");
         Ok(())
@@ -551,6 +580,31 @@ fn render_metrics(s: &Shared) -> String {
         "clasp_persisted_params_total",
         "Param changes written to the state database.",
         s.persist.written.load(Ordering::Relaxed),
+    );
+    counter(
+        "clasp_auth_failures_total",
+        "HELLOs refused for their token (ERROR 300 or 302).",
+        m.auth_failures,
+    );
+    counter(
+        "clasp_forbidden_total",
+        "Messages refused for lack of scope (ERROR 301 or 403).",
+        m.forbidden,
+    );
+    counter(
+        "clasp_sessions_revoked_total",
+        "Sessions ended because their token expired, was revoked or removed.",
+        m.sessions_revoked,
+    );
+    counter(
+        "clasp_rate_limited_total",
+        "Messages dropped by the per-session rate limit (ERROR 429).",
+        m.rate_limited,
+    );
+    counter(
+        "clasp_connections_refused_total",
+        "Connections refused because their IP address had too many open (HTTP 429).",
+        s.refused_per_ip.load(Ordering::Relaxed),
     );
     o
 }

@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
+use super::listen::IpSlot;
 use super::outbox::{Drained, Outbox};
 use crate::core::{CloseReason, ConnId};
 
@@ -36,6 +37,7 @@ pub(crate) struct AppState {
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<Arc<IpSlot>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -53,7 +55,13 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| tracker.track_future(serve(state.shared, socket, peer)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                // The connection keeps its place in the per-IP count until it ends.
+                let _slot = slot;
+                serve(state.shared, socket, peer).await;
+            })
+        })
 }
 
 async fn serve(shared: Arc<Shared>, socket: WebSocket, peer: SocketAddr) {
