@@ -165,6 +165,8 @@ enum Timer {
     Filter(ConnId, u32, Arc<str>),
     Gesture(ConnId, Arc<str>, u32),
     Bundle(u64),
+    /// A session's token expires.
+    Grant(ConnId),
     Sweep,
 }
 
@@ -310,8 +312,23 @@ impl Router {
         &mut self.auth
     }
 
+    /// Ends `conn`'s session if its token is no longer valid at `now`.
+    fn revalidate_one(&mut self, conn: ConnId, now: Now) {
+        let invalid = self
+            .session(conn)
+            .and_then(|s| s.grant.as_ref())
+            .and_then(|g| self.auth.still_valid(g, now.wall).err());
+        if let Some(e) = invalid {
+            self.metrics.sessions_revoked += 1;
+            let msg = format!("{e}; the session ends");
+            self.error(conn, e.code(), msg, None);
+            self.reject(conn, CloseReason::Shutdown);
+        }
+    }
+
     /// Ends (ERROR, then close) every session whose token is no longer valid at `now`:
-    /// revoked, removed or expired. Also runs on every sweep (every 10 s).
+    /// revoked, removed or expired. Also runs on every sweep (every 10 s), and a session is
+    /// checked again when its token expires.
     pub fn revalidate(&mut self, now: Now) {
         let mut ended = Vec::new();
         for (conn, c) in &self.conns {
@@ -638,6 +655,10 @@ impl Router {
             self.error(conn, ErrorCode::Overloaded, msg, None);
             self.reject(conn, CloseReason::Full);
             return;
+        }
+        if let Some(at) = grant.as_ref().and_then(|g| g.expires_at) {
+            let due = now.mono.saturating_add(at.saturating_sub(now.wall));
+            self.timers.push(Reverse((due, Timer::Grant(conn))));
         }
         let id: Arc<str> = Arc::from((self.ids)());
         self.sessions.insert(id.clone(), conn);
@@ -1374,6 +1395,7 @@ impl Router {
                         self.run_bundle(b.conn, b.qos, b.bundle, now);
                     }
                 }
+                Timer::Grant(conn) => self.revalidate_one(conn, now),
                 Timer::Sweep => {
                     self.sweep(now);
                     self.timers

@@ -41,16 +41,30 @@ impl WsClient {
 
     /// Opens and completes the handshake; returns the client and the connect snapshot's params.
     pub async fn connect(url: &str) -> (WsClient, Vec<ParamValue>) {
+        match WsClient::connect_token(url, None).await {
+            Ok(x) => x,
+            Err(e) => panic!("handshake refused: {e:?}"),
+        }
+    }
+
+    /// Opens and sends HELLO with `token`; returns the client and the connect snapshot's
+    /// params, or the ERROR the router answered with.
+    pub async fn connect_token(
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<(WsClient, Vec<ParamValue>), ErrorMessage> {
         let mut c = WsClient::open(url).await;
         c.send(Message::Hello(Hello {
             version: 1,
             features: Features::CLIENT_DEFAULT,
             name: "test".into(),
-            token: None,
+            token: token.map(Str::from),
         }))
         .await;
-        let Message::Welcome(w) = c.recv().await else {
-            panic!("expected WELCOME")
+        let w = match c.recv().await {
+            Message::Welcome(w) => w,
+            Message::Error(e) => return Err(e),
+            other => panic!("expected WELCOME or ERROR, got {other:?}"),
         };
         c.session = w.session.to_string();
         let mut params = Vec::new();
@@ -62,7 +76,7 @@ impl WsClient {
         while let Some(Message::Snapshot(s)) = c.try_recv(Duration::from_millis(100)).await {
             params.extend(s.params);
         }
-        (c, params)
+        Ok((c, params))
     }
 
     pub async fn send(&mut self, m: Message) {
