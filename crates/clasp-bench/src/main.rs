@@ -13,6 +13,7 @@
 //! clasp-bench throughput --url ... [--messages 100000] [--size 8]
 //! clasp-bench memory     --url ... --pid PID [--connections 1000,10000] [--metrics-url URL]
 //! clasp-bench all        --url ... --pid PID
+//! clasp-bench soak       --url ... --pid PID [--duration-secs 1800] [--interval-secs 10]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench echo-server --listen 127.0.0.1:7332
 //! ```
@@ -28,6 +29,7 @@ mod load;
 mod memory;
 mod output;
 mod report;
+mod soak;
 mod throughput;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,7 @@ use crate::latency::LatencyOpts;
 use crate::memory::MemoryOpts;
 use crate::output::Out;
 use crate::report::ReportOpts;
+use crate::soak::SoakOpts;
 use crate::throughput::ThroughputOpts;
 
 /// Command line.
@@ -112,6 +115,14 @@ enum Cmd {
         #[arg(long)]
         metrics_url: Option<String>,
     },
+    /// A long mixed load (SETs, events, streams, gestures, bundles, wildcard subscribers,
+    /// client churn) with the router's RSS sampled at an interval; checks that memory plateaus.
+    Soak {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: SoakOpts,
+    },
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
@@ -136,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Fanout { url, .. }
         | Cmd::Throughput { url, .. }
         | Cmd::Memory { url, .. }
+        | Cmd::Soak { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::EchoServer(o) => {
@@ -167,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Fanout { opts, .. } => fanout::run(&target, &opts, &out).await,
             Cmd::Throughput { opts, .. } => throughput::run(&target, &opts, &out).await,
             Cmd::Memory { opts, .. } => memory::run(&target, &opts, &out).await,
+            Cmd::Soak { opts, .. } => soak::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,

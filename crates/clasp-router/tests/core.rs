@@ -593,6 +593,47 @@ fn epsilon_skips_small_changes() {
     assert_eq!(vals, vec![0.0, 0.2, 0.31]);
 }
 
+/// Found by the core fuzzer: a small change arriving while a larger one waited for the rate
+/// limit used to be skipped, so the waiting (older) value went out later, after the session
+/// had already seen the newer revision through another subscription.
+#[test]
+fn max_rate_with_epsilon_never_delivers_an_older_revision() {
+    let mut h = Harness::new();
+    let a = h.client();
+    let w = h.client();
+    h.sub_with(
+        &a,
+        1,
+        "/m",
+        SubscribeOptions {
+            max_rate: Some(10),
+            epsilon: Some(1.0),
+            ..Default::default()
+        },
+    );
+    h.sub(&a, 2, "/*");
+    a.msgs();
+    h.set(&w, "/m", Value::Float(0.0)); // rev 1: sent at once
+    h.advance(Duration::from_millis(10));
+    h.set(&w, "/m", Value::Float(5.0)); // rev 2: waits for the rate limit (sub 1)
+    h.advance(Duration::from_millis(10));
+    h.set(&w, "/m", Value::Float(0.5)); // rev 3: within epsilon of what sub 1 last sent
+    h.advance(Duration::from_millis(200));
+    let revs: Vec<(u64, f64)> = a
+        .msgs()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Set(s) => Some((s.revision.unwrap(), s.value.as_f64().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        revs.windows(2).all(|p| p[0].0 <= p[1].0),
+        "revisions went back: {revs:?}"
+    );
+    assert_eq!(revs.last(), Some(&(3, 0.5)), "{revs:?}");
+}
+
 #[test]
 fn history_and_window_are_refused_clearly() {
     let mut h = Harness::new();

@@ -1592,6 +1592,13 @@ fn filter(
     if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value)
         && (v - last).abs() < eps
     {
+        // A change too small to send on its own; but if an earlier one is waiting for the
+        // rate limit, this one replaces it, or the subscriber would later get an older value
+        // than the latest (found by the core fuzzer).
+        if f.pending.is_some() {
+            f.pending = Some((out, value));
+            return Decision::Later;
+        }
         return Decision::Skip;
     }
     match (sub.interval_us, f.last_sent) {
