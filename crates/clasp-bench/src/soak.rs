@@ -241,7 +241,7 @@ async fn churner(target: Target, k: u64, c: Arc<Counters>) {
             c.received.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         close(ws).await;
     } else {
         // Gone without a close frame: the router must notice on its own.
