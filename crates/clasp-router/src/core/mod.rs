@@ -1311,6 +1311,16 @@ impl Router {
                 continue;
             };
             if sess.served == fanout {
+                // The session already has this frame through another subscription: a value
+                // this one holds back for its rate limit is now older than what the client
+                // has, and must not go out later (found by the core fuzzer).
+                if let Some(f) = sess
+                    .subs
+                    .get_mut(&sub_id)
+                    .and_then(|sub| sub.filters.get_mut(address))
+                {
+                    f.pending = None;
+                }
                 continue;
             }
             let Some(sub) = sess.subs.get_mut(&sub_id) else {
