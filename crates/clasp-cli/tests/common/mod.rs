@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 /// A running `clasp server`; killed when dropped if it is still running.
 pub struct Proc {
     pub child: Child,
-    /// `ws://127.0.0.1:PORT/`, from the server's `ready:` log line.
+    /// `ws://127.0.0.1:PORT/` (or `wss://`), from the server's `ready:` log line.
     pub url: String,
 }
 
@@ -50,7 +50,10 @@ pub fn start_on(port: u16, args: &[&str]) -> Proc {
             .next()
             .expect("server exited before it was ready")
             .unwrap();
-        if let Some(i) = line.find("ready: ws://") {
+        if let Some(i) = line
+            .find("ready: ws://")
+            .or_else(|| line.find("ready: wss://"))
+        {
             let rest = &line[i + "ready: ".len()..];
             break rest.split_whitespace().next().unwrap().to_owned();
         }
