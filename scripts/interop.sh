@@ -53,4 +53,28 @@ if ! wait "$pid"; then
     status=1
 fi
 trap - EXIT
+
+# An authenticated router: tokens made with `clasp token create`.
+tokens="$cache/tokens.json"
+rm -f "$tokens"
+rw=$("$clasp" token --file "$tokens" create --scopes "read:/**,write:/auth/**" --subject interop 2>/dev/null)
+ro=$("$clasp" token --file "$tokens" create --scopes "read:/auth/**" 2>/dev/null)
+log="$cache/router-auth.log"
+"$clasp" server --bind 127.0.0.1 --port 0 --memory --token-file "$tokens" >"$log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
+url=""
+for _ in $(seq 100); do
+    url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
+    [[ -n "$url" ]] && break
+    sleep 0.1
+done
+[[ -n "$url" ]] || { cat "$log" >&2; echo "authenticated router did not become ready" >&2; exit 1; }
+say "Python client with tokens against $url"
+timeout 120 "$venv/bin/python" tests/interop/python/auth.py "$url" "$rw" "$ro" || status=1
+say "JS client with tokens against $url"
+(cd tests/interop/js && timeout 120 node auth.mjs "$url" "$rw" "$ro") || status=1
+kill -TERM "$pid"
+wait "$pid" || status=1
+trap - EXIT
 exit $status

@@ -2,6 +2,8 @@
 //! * Arbitrary strings: compiling and matching never panic; exact patterns are string equality.
 //! * Patterns and addresses built from glob tokens: the matcher agrees with the independent
 //!   regex model shared with the property tests.
+//! * Pattern inclusion is sound: when one pattern is reported inside another, every address
+//!   the first matches is matched by the second.
 #![no_main]
 
 use clasp_proto::pattern::Pattern;
@@ -20,8 +22,8 @@ fn build(tokens: &[&str], bytes: &[u8]) -> String {
     bytes.iter().take(100).map(|b| tokens[*b as usize % tokens.len()]).collect()
 }
 
-fuzz_target!(|input: (String, String, Vec<u8>, Vec<Vec<u8>>)| {
-    let (raw_pattern, raw_address, pattern_bytes, addresses) = input;
+fuzz_target!(|input: (String, String, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)| {
+    let (raw_pattern, raw_address, pattern_bytes, addresses, scope_bytes) = input;
 
     if let Ok(p) = Pattern::compile(&raw_pattern) {
         let m = p.matches(&raw_address);
@@ -37,12 +39,19 @@ fuzz_target!(|input: (String, String, Vec<u8>, Vec<Vec<u8>>)| {
     let (Ok(compiled), Some(model)) = (compiled, model) else {
         return;
     };
+    let scope = Pattern::compile(&build(PATTERN_TOKENS, &scope_bytes)).ok();
+    let inside = scope.as_ref().is_some_and(|s| compiled.is_subset_of(s));
+    assert!(compiled.is_subset_of(&compiled), "{pattern:?} not inside itself");
     for a in addresses.iter().take(8) {
         let address = build(ADDRESS_TOKENS, a);
-        assert_eq!(
-            compiled.matches(&address),
-            model.is_match(&address),
-            "{pattern:?} vs {address:?}"
-        );
+        let m = compiled.matches(&address);
+        assert_eq!(m, model.is_match(&address), "{pattern:?} vs {address:?}");
+        if inside && m {
+            let s = scope.as_ref().map(Pattern::as_str).unwrap_or_default();
+            assert!(
+                scope.as_ref().is_some_and(|s| s.matches(&address)),
+                "{pattern:?} reported inside {s:?}, but {address:?} matches only the first"
+            );
+        }
     }
 });

@@ -178,9 +178,20 @@ impl fmt::Display for Scopes {
     }
 }
 
+/// The kind of token a grant came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A CPSK token from the table (it ends when removed from the table).
+    Cpsk,
+    /// A JWT.
+    Jwt,
+}
+
 /// What an accepted token grants a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// Where it came from.
+    pub kind: TokenKind,
     /// Identifies the token for revocation: the CPSK token, or the JWT's `jti` (else its
     /// subject).
     pub token_id: String,
@@ -382,6 +393,7 @@ impl Auth {
         if token.starts_with("cpsk_") {
             let t = self.cpsk.get(token).ok_or(AuthError::Unknown)?;
             let grant = Grant {
+                kind: TokenKind::Cpsk,
                 token_id: token.to_owned(),
                 subject: t.subject.clone(),
                 scopes: t.scopes.clone(),
@@ -407,7 +419,7 @@ impl Auth {
         {
             return Err(AuthError::Revoked);
         }
-        if grant.token_id.starts_with("cpsk_") && !self.cpsk.contains_key(&grant.token_id) {
+        if grant.kind == TokenKind::Cpsk && !self.cpsk.contains_key(&grant.token_id) {
             return Err(AuthError::Revoked);
         }
         if grant.expires_at.is_some_and(|at| at <= now) {
@@ -489,6 +501,7 @@ impl Auth {
         let expires_at = c.exp.map(|e| (e.max(0.0) * 1e6) as u64);
         let token_id = c.jti.clone().or_else(|| c.sub.clone()).unwrap_or_default();
         let grant = Grant {
+            kind: TokenKind::Jwt,
             token_id,
             subject: c.sub,
             scopes,
