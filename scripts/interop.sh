@@ -28,18 +28,26 @@ if [[ ! -d tests/interop/js/node_modules/@clasp-to/core ]]; then
     (cd tests/interop/js && npm ci --silent --no-audit --no-fund)
 fi
 
-log="$cache/router.log"
-"$clasp" server --bind 127.0.0.1 --port 0 --memory >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
-url=""
-for _ in $(seq 100); do
-    url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
-    [[ -n "$url" ]] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "router failed to start" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$url" ]] || { cat "$log" >&2; echo "router did not become ready" >&2; exit 1; }
+# Starts `clasp server --memory ARGS` logging to $1; sets pid and url.
+start_router() {
+    local log="$1"
+    shift
+    "$clasp" server --bind 127.0.0.1 --port 0 --memory "$@" >"$log" 2>&1 &
+    pid=$!
+    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
+    url=""
+    for _ in $(seq 100); do
+        url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
+        [[ -n "$url" ]] && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "router failed to start" >&2; exit 1; }
+        sleep 0.1
+    done
+    cat "$log" >&2
+    echo "router did not become ready" >&2
+    exit 1
+}
+
+start_router "$cache/router.log"
 
 status=0
 say "Python client clasp-to 3.3.0 against $url"
@@ -59,17 +67,7 @@ tokens="$cache/tokens.json"
 rm -f "$tokens"
 rw=$("$clasp" token --file "$tokens" create --scopes "read:/**,write:/auth/**" --subject interop 2>/dev/null)
 ro=$("$clasp" token --file "$tokens" create --scopes "read:/auth/**" 2>/dev/null)
-log="$cache/router-auth.log"
-"$clasp" server --bind 127.0.0.1 --port 0 --memory --token-file "$tokens" >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
-url=""
-for _ in $(seq 100); do
-    url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
-    [[ -n "$url" ]] && break
-    sleep 0.1
-done
-[[ -n "$url" ]] || { cat "$log" >&2; echo "authenticated router did not become ready" >&2; exit 1; }
+start_router "$cache/router-auth.log" --token-file "$tokens"
 say "Python client with tokens against $url"
 timeout 120 "$venv/bin/python" tests/interop/python/auth.py "$url" "$rw" "$ro" || status=1
 say "JS client with tokens against $url"

@@ -50,7 +50,8 @@ struct MemoryResult {
 }
 
 /// VmRSS of `pid` in kB.
-fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+/// The resident memory of process `pid` in KB (VmRSS from /proc).
+pub(crate) fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {path} (is the router running?)"))?;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
 use crate::conn::{Target, close, connect, set_frame};
+use crate::memory::rss_kb;
 use crate::output::{Out, r1};
 use clasp_proto::{
     Bundle, FrameOptions, GesturePhase, Message, Publish, PublishPayload, Qos, Set, SignalType,
@@ -81,17 +82,6 @@ struct SoakResult {
     received: u64,
     churned: u64,
     errors: u64,
-}
-
-fn rss_kb(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {path} (is the router running?)"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS line in {path}"))
 }
 
 #[derive(Default)]

@@ -142,11 +142,48 @@ impl<'a> Cursor<'a> {
         Ok(count)
     }
 
+    /// The data of a null, boolean or numeric value with tag `t`, the narrow tags widened;
+    /// `None` for the other tags (nothing is read then).
+    #[inline]
+    pub(crate) fn scalar(&mut self, t: u8) -> Result<Option<Scalar>> {
+        Ok(Some(match t {
+            tag::NULL => Scalar::Null,
+            tag::BOOL => Scalar::Bool(self.u8("bool")? != 0),
+            tag::I8 => Scalar::Int(i8::from_be_bytes(self.array("i8")?).into()),
+            tag::I16 => Scalar::Int(i16::from_be_bytes(self.array("i16")?).into()),
+            tag::I32 => Scalar::Int(i32::from_be_bytes(self.array("i32")?).into()),
+            tag::I64 => Scalar::Int(i64::from_be_bytes(self.array("i64")?)),
+            tag::F32 => Scalar::Float(f32::from_be_bytes(self.array("f32")?).into()),
+            tag::F64 => Scalar::Float(self.f64("f64")?),
+            _ => return Ok(None),
+        }))
+    }
+
     pub(crate) fn nest(&self, depth: usize) -> Result<usize> {
         if depth >= MAX_NESTING {
             Err(self.err(DecodeErrorKind::TooDeep(MAX_NESTING)))
         } else {
             Ok(depth + 1)
+        }
+    }
+}
+
+/// A decoded null, boolean or number, before it becomes a [`Value`] or a view's value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl From<Scalar> for Value {
+    fn from(s: Scalar) -> Value {
+        match s {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(i) => Value::Int(i),
+            Scalar::Float(f) => Value::Float(f),
         }
     }
 }
@@ -228,15 +265,10 @@ impl<'a> Reader<'a> {
     /// [`Reader::value_data`] for the tags it does not read inline.
     #[inline(never)]
     fn value_data_rest(&mut self, t: u8, tag_at: usize, depth: usize) -> Result<Value> {
+        if let Some(s) = self.c.scalar(t)? {
+            return Ok(s.into());
+        }
         Ok(match t {
-            tag::NULL => Value::Null,
-            tag::BOOL => Value::Bool(self.u8("bool")? != 0),
-            tag::I8 => Value::Int(i8::from_be_bytes(self.array("i8")?).into()),
-            tag::I16 => Value::Int(i16::from_be_bytes(self.array("i16")?).into()),
-            tag::I32 => Value::Int(i32::from_be_bytes(self.array("i32")?).into()),
-            tag::I64 => Value::Int(i64::from_be_bytes(self.array("i64")?)),
-            tag::F32 => Value::Float(f32::from_be_bytes(self.array("f32")?).into()),
-            tag::F64 => Value::Float(self.f64("f64")?),
             tag::STRING => Value::String(self.str("string")?),
             tag::BYTES => {
                 let len = self.u16("bytes")? as usize;

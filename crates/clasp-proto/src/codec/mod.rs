@@ -79,13 +79,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
 pub fn decode_frame_bytes(buf: &Bytes) -> Result<DecodedFrame, DecodeError> {
     let (header, start, end) = frame_bounds(buf)?;
     let message = match buf.get(start).filter(|_| start < end) {
-        None => {
-            return Err(DecodeError::new(
-                "payload",
-                start,
-                DecodeErrorKind::EmptyPayload,
-            ));
-        }
+        None => return Err(empty_payload(start)),
         Some(&crate::message::code::SET) => {
             return binary::decode_set_in(buf, start, end, 0).map(|set| DecodedFrame {
                 header,
@@ -131,6 +125,12 @@ pub(crate) fn frame_bounds(buf: &[u8]) -> Result<(FrameHeader, usize, usize), De
         ));
     }
     Ok((header, start, end))
+}
+
+/// The error for a frame whose payload is empty.
+#[cold]
+pub(crate) fn empty_payload(start: usize) -> DecodeError {
+    DecodeError::new("payload", start, DecodeErrorKind::EmptyPayload)
 }
 
 #[cold]

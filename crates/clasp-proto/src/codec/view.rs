@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::binary::{Cursor, Result, decode_in};
+use super::binary::{Cursor, Result, Scalar, decode_in};
 use super::{frame_bounds, is_msgpack, msgpack};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::frame::FrameHeader;
@@ -313,6 +313,17 @@ pub enum ValueRef<'a> {
     Map(MapRef<'a>),
 }
 
+impl From<Scalar> for ValueRef<'_> {
+    fn from(s: Scalar) -> Self {
+        match s {
+            Scalar::Null => ValueRef::Null,
+            Scalar::Bool(b) => ValueRef::Bool(b),
+            Scalar::Int(i) => ValueRef::Int(i),
+            Scalar::Float(f) => ValueRef::Float(f),
+        }
+    }
+}
+
 impl ValueRef<'_> {
     /// The value as f64 if it is numeric (as [`Value::as_f64`]).
     pub fn as_f64(&self) -> Option<f64> {
@@ -488,13 +499,7 @@ pub fn share(frame: &Bytes, s: &str) -> Str {
 pub fn decode_frame_view(buf: &Bytes) -> std::result::Result<FrameView<'_>, DecodeError> {
     let (header, start, end) = frame_bounds(buf)?;
     let message = match buf.get(start).filter(|_| start < end) {
-        None => {
-            return Err(DecodeError::new(
-                "payload",
-                start,
-                DecodeErrorKind::EmptyPayload,
-            ));
-        }
+        None => return Err(super::empty_payload(start)),
         Some(&code::SET) => {
             let mut c = Cursor::new(buf, start + 1, end, 0);
             c.context = "SET";
@@ -679,15 +684,10 @@ fn value_data_rest<'a>(
     tag_at: usize,
     depth: usize,
 ) -> Result<ValueRef<'a>> {
+    if let Some(s) = c.scalar(t)? {
+        return Ok(s.into());
+    }
     Ok(match t {
-        tag::NULL => ValueRef::Null,
-        tag::BOOL => ValueRef::Bool(c.u8("bool")? != 0),
-        tag::I8 => ValueRef::Int(i8::from_be_bytes(c.array("i8")?).into()),
-        tag::I16 => ValueRef::Int(i16::from_be_bytes(c.array("i16")?).into()),
-        tag::I32 => ValueRef::Int(i32::from_be_bytes(c.array("i32")?).into()),
-        tag::I64 => ValueRef::Int(i64::from_be_bytes(c.array("i64")?)),
-        tag::F32 => ValueRef::Float(f32::from_be_bytes(c.array("f32")?).into()),
-        tag::F64 => ValueRef::Float(c.f64("f64")?),
         tag::STRING => ValueRef::String(c.str_ref("string")?),
         tag::BYTES => {
             let len = c.u16("bytes")? as usize;

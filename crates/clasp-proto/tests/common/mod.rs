@@ -253,3 +253,23 @@ pub fn message() -> impl Strategy<Value = Message> {
         })
     })
 }
+
+/// The encoding of a random message with one corruption: a byte flipped, the frame cut short,
+/// or a byte inserted.
+pub fn corrupted_frame() -> impl Strategy<Value = Vec<u8>> {
+    (message(), any::<prop::sample::Index>(), any::<u8>(), 0u8..3).prop_map(
+        |(msg, pos, byte, op)| {
+            let mut bytes = encode(&msg).map(|b| b.to_vec()).unwrap_or_default();
+            if bytes.is_empty() {
+                return bytes;
+            }
+            let i = pos.index(bytes.len());
+            match op {
+                0 => bytes[i] ^= byte | 1,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+            bytes
+        },
+    )
+}
