@@ -58,6 +58,8 @@ REF_TARGET="$ROOT/target/reference-router"
 mkdir -p "$OUT" "$LOGS"
 
 ROUTER_PID=""
+FLOOR_PID=""
+PORT_FLOOR_LOAD="${PORT_FLOOR_LOAD:-17333}"
 trap 'stop_router' EXIT
 trap 'exit 130' INT TERM
 
@@ -107,6 +109,18 @@ start_router() {
             wait_port_free "$PORT"
             "$BENCH" echo-server --listen "127.0.0.1:$PORT" >"$log" 2>&1 &
             ;;
+        floor)
+            # Two of our routers: the probe's (idle) and one that carries the load, so the
+            # probe measures what the machine adds under that load, not what a router does.
+            PORT="$PORT_ECHO"
+            wait_port_free "$PORT"
+            wait_port_free "$PORT_FLOOR_LOAD"
+            RUST_LOG="$ROUTER_LOG" "$CLASP" server --memory --bind 127.0.0.1 --port "$PORT_FLOOR_LOAD" \
+                --rate-limit 0 --max-connections-per-ip 0 >"$log.load" 2>&1 &
+            FLOOR_PID=$!
+            RUST_LOG="$ROUTER_LOG" "$CLASP" server --memory --bind 127.0.0.1 --port "$PORT" \
+                --rate-limit 0 --max-connections-per-ip 0 >"$log" 2>&1 &
+            ;;
         *) echo "unknown router $which" >&2; return 1 ;;
     esac
     ROUTER_PID=$!
@@ -128,6 +142,11 @@ start_router() {
 # SIGTERM, then wait (at most 10 s, then SIGKILL).
 stop_router() {
     local i
+    if [[ -n "$FLOOR_PID" ]]; then
+        kill -TERM "$FLOOR_PID" 2>/dev/null || true
+        wait "$FLOOR_PID" 2>/dev/null || true
+        FLOOR_PID=""
+    fi
     [[ -n "$ROUTER_PID" ]] || return 0
     kill -TERM "$ROUTER_PID" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
@@ -142,14 +161,18 @@ stop_router() {
 # Runs workload $1 against router $2 ($3 = round).
 run_one() {
     local workload="$1" which="$2" round="$3" name="$1-$2-r$3"
-    local url args=()
-    start_router "$which" "$name"
+    local url args=() kind="$which"
+    # Under load, the zero-work echo server would forward the load to the probe too; the
+    # calibration there is the floor instead (see start_router), still labelled `echo`.
+    [[ "$workload" == latency_loaded && "$which" == echo ]] && kind=floor
+    start_router "$kind" "$name"
     url="ws://127.0.0.1:$PORT/"
     case "$workload" in
         latency) args=(latency --url "$url" --samples "$SAMPLES" --warmup "$WARMUP" --size "$SIZE") ;;
         latency_loaded)
             args=(latency --url "$url" --samples "$SAMPLES" --warmup "$WARMUP" --size "$SIZE"
                 --load-subscribers "$LOAD_SUBSCRIBERS" --load-rate "$LOAD_RATE")
+            [[ "$kind" == floor ]] && args+=(--load-url "ws://127.0.0.1:$PORT_FLOOR_LOAD/")
             ;;
         fanout) args=(fanout --url "$url" --subscribers "$SUBSCRIBERS" --messages "$MESSAGES" --min-deliveries "$MIN_DELIVERIES") ;;
         throughput) args=(throughput --url "$url" --messages "$TP_MESSAGES" --size "$SIZE") ;;
@@ -187,6 +210,7 @@ echo "cpu:    $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ */
 echo "kernel: $(uname -sr)"
 echo "rounds: $ROUNDS (medians), value size $SIZE B"
 echo "load:   latency_loaded with $LOAD_SUBSCRIBERS subscribers, $LOAD_RATE deliveries/s asked for"
+echo "        (its echo column is the floor: the probe on an idle router of ours while a second one carries the load)"
 echo
 echo "== ours (clasp server --memory, rate and per-IP limits off) vs reference (clasp-router 3.3.0, max_sessions 20000, rate limit off)"
 echo "   and, for latency, echo (clasp-bench echo-server: zero-work floor)"

@@ -40,6 +40,10 @@ pub(crate) struct LatencyOpts {
     /// Background load: deliveries per second to all load subscribers together.
     #[arg(long, default_value_t = 200_000)]
     pub(crate) load_rate: u64,
+    /// Put the background load on this other router instead (127.0.0.1 only): the probe then
+    /// measures the machine's noise floor under that load, with a router doing no load work.
+    #[arg(long)]
+    pub(crate) load_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,7 +146,11 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
     };
     let load = match &load_rt {
         Some(rt) => {
-            let (t, n, rate) = (target.clone(), o.load_subscribers, o.load_rate);
+            let t = match &o.load_url {
+                Some(u) => Target::parse(u).context("--load-url")?,
+                None => target.clone(),
+            };
+            let (n, rate) = (o.load_subscribers, o.load_rate);
             let load = rt
                 .spawn(async move { Load::start(&t, n, rate).await })
                 .await

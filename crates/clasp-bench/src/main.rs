@@ -203,6 +203,7 @@ async fn all(
             size: 8,
             load_subscribers: 0,
             load_rate: 0,
+            load_url: None,
         },
         out,
     )
