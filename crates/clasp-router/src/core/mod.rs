@@ -196,20 +196,10 @@ impl Output {
     pub fn deliver(self) {
         for (outlet, d) in self.0 {
             match d {
-                Delivery::Frames(mut batch) if batch.len() == 1 => {
-                    if let Some(out) = batch.pop() {
-                        outlet.send(out);
-                    }
-                }
                 Delivery::Frames(mut batch) => outlet.send_batch(&mut batch),
                 Delivery::Close(reason) => outlet.close(reason),
             }
         }
-    }
-
-    /// Whether there is nothing to deliver.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -330,19 +320,14 @@ impl Router {
     /// revoked, removed or expired. Also runs on every sweep (every 10 s), and a session is
     /// checked again when its token expires.
     pub fn revalidate(&mut self, now: Now) {
-        let mut ended = Vec::new();
-        for (conn, c) in &self.conns {
-            if let Some(g) = c.session.as_ref().and_then(|s| s.grant.as_ref())
-                && let Err(e) = self.auth.still_valid(g, now.wall)
-            {
-                ended.push((*conn, e));
-            }
-        }
-        for (conn, e) in ended {
-            self.metrics.sessions_revoked += 1;
-            let msg = format!("{e}; the session ends");
-            self.error(conn, e.code(), msg, None);
-            self.reject(conn, CloseReason::Shutdown);
+        let with_grant: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.as_ref().is_some_and(|s| s.grant.is_some()))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in with_grant {
+            self.revalidate_one(conn, now);
         }
         self.flush();
     }
@@ -580,14 +565,9 @@ impl Router {
             Message::Announce(a) => {
                 let denied = std::iter::once(&a.namespace)
                     .chain(a.signals.iter().map(|d| &d.address))
-                    .find(|addr| {
-                        !self
-                            .session(conn)
-                            .is_some_and(|s| s.may(Action::Write, addr))
-                    })
+                    .find(|addr| !self.permits(conn, Action::Write, addr))
                     .cloned();
                 if let Some(addr) = denied {
-                    self.metrics.forbidden += 1;
                     let msg = "Insufficient scope for announce".to_owned();
                     self.error(conn, ErrorCode::Forbidden, msg, Some(addr));
                     return;
@@ -724,13 +704,7 @@ impl Router {
                 return;
             }
         };
-        let allowed = self.session(conn).is_some_and(|sess| {
-            sess.grant
-                .as_ref()
-                .is_none_or(|g| g.scopes.allows_pattern(Action::Read, &pattern))
-        });
-        if !allowed {
-            self.metrics.forbidden += 1;
+        if !self.permits_pattern(conn, Action::Read, &pattern) {
             let msg = "Insufficient scope for subscription".to_owned();
             self.error(conn, ErrorCode::Forbidden, msg, Some(s.pattern));
             return;
@@ -959,7 +933,7 @@ impl Router {
     }
 
     fn on_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
-        if let Err((code, text)) = self.check_publish(conn, p) {
+        if let Err((code, text)) = self.check_publish(conn, p.address, p.p2p_sender) {
             self.error(conn, code, text, Some(p.address_str()));
             return;
         }
@@ -991,14 +965,19 @@ impl Router {
 
     /// A PUBLISH needs write on its address; a P2P signal or announce must name its sender's
     /// own session (`from`, `session_id`), so no session can speak for another.
-    fn check_publish(&mut self, conn: ConnId, p: &PubReq<'_>) -> Result<(), (ErrorCode, String)> {
-        if !self.permits(conn, Action::Write, p.address) {
+    fn check_publish(
+        &mut self,
+        conn: ConnId,
+        address: &str,
+        p2p_sender: Option<&str>,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !self.permits(conn, Action::Write, address) {
             return Err((
                 ErrorCode::Forbidden,
                 "Insufficient scope for publish operation".to_owned(),
             ));
         }
-        if let Some(claimed) = p.p2p_sender {
+        if let Some(claimed) = p2p_sender {
             let own = self.session(conn).map(|s| &*s.id);
             if own != Some(claimed) {
                 self.metrics.forbidden += 1;
@@ -1124,10 +1103,7 @@ impl Router {
                 _ => continue,
             };
             let allowed = match m {
-                Message::Publish(p) => {
-                    let req = PubReq::owned(p, Bytes::new());
-                    self.check_publish(conn, &req).is_ok()
-                }
+                Message::Publish(p) => self.check_publish(conn, address, claimed_sender(p)).is_ok(),
                 _ => self.permits(conn, Action::Write, address),
             };
             if !allowed {
@@ -1514,9 +1490,19 @@ impl Router {
     /// Whether `conn`'s session may do `action` on `address`; counts a refusal.
     fn permits(&mut self, conn: ConnId, action: Action, address: &str) -> bool {
         let ok = self.session(conn).is_some_and(|s| s.may(action, address));
-        if !ok {
-            self.metrics.forbidden += 1;
-        }
+        self.metrics.forbidden += u64::from(!ok);
+        ok
+    }
+
+    /// Whether `conn`'s session may do `action` on every address `pattern` matches (pattern
+    /// inclusion in one of its scopes); counts a refusal.
+    fn permits_pattern(&mut self, conn: ConnId, action: Action, pattern: &Pattern) -> bool {
+        let ok = self.session(conn).is_some_and(|s| {
+            s.grant
+                .as_ref()
+                .is_none_or(|g| g.scopes.allows_pattern(action, pattern))
+        });
+        self.metrics.forbidden += u64::from(!ok);
         ok
     }
 
@@ -1674,6 +1660,14 @@ fn param_value(address: &str, p: &state::Param) -> ParamValue {
     }
 }
 
+/// `s` as a [`Str`]: sharing `frame` when it was read from it, else a copy.
+fn shared_str(frame: Option<&Bytes>, s: &str) -> Str {
+    match frame {
+        Some(f) => view::share(f, s),
+        None => Str::from(s),
+    }
+}
+
 /// A SET as the core applies it: borrowed from a frame, or from a bundle's owned message.
 struct SetReq<'a> {
     set: SetRef<'a>,
@@ -1691,10 +1685,7 @@ impl<'a> SetReq<'a> {
 
     /// The address as a shared string (for ACKs and ERRORs).
     fn address_str(&self) -> Str {
-        match self.frame {
-            Some(f) => view::share(f, self.set.address),
-            None => Str::from(self.set.address),
-        }
+        shared_str(self.frame, self.set.address)
     }
 }
 
@@ -1713,6 +1704,16 @@ struct PubReq<'a> {
     /// For P2P signals and announces, the session the payload claims to come from (`from`,
     /// or `session_id` in an announce; `""` when absent).
     p2p_sender: Option<&'a str>,
+}
+
+/// For an owned P2P signal or announce, the session its payload names (see [`p2p_field`]).
+fn claimed_sender(p: &Publish) -> Option<&str> {
+    p2p_field(&p.address).map(|field| {
+        p.value()
+            .and_then(|v| v.get(field))
+            .and_then(clasp_proto::Value::as_str)
+            .unwrap_or("")
+    })
 }
 
 /// The sender a P2P payload names, for signals (`from`) and announces (`session_id`).
@@ -1758,13 +1759,8 @@ impl<'a> PubReq<'a> {
             PublishPayload::Samples(s) => s.last().copied(),
             PublishPayload::None => None,
         };
-        let p2p_sender = p2p_field(&p.address).map(|field| {
-            p.value()
-                .and_then(|v| v.get(field))
-                .and_then(clasp_proto::Value::as_str)
-                .unwrap_or("")
-        });
         PubReq {
+            p2p_sender: claimed_sender(p),
             address: &p.address,
             signal: p.signal,
             phase: p.phase,
@@ -1772,16 +1768,12 @@ impl<'a> PubReq<'a> {
             numeric,
             frame,
             source: None,
-            p2p_sender,
         }
     }
 
     /// The address as a shared string (for ERRORs).
     fn address_str(&self) -> Str {
-        match self.source {
-            Some(f) => view::share(f, self.address),
-            None => Str::from(self.address),
-        }
+        shared_str(self.source, self.address)
     }
 }
 
