@@ -313,7 +313,9 @@ fn self_signed(data_dir: Option<&Path>, bind: IpAddr) -> anyhow::Result<TlsConfi
             let cert = dir.join("self-signed.crt");
             std::fs::write(&cert, &cert_pem)
                 .with_context(|| format!("cannot write {}", cert.display()))?;
-            write_private(&dir.join("self-signed.key"), &key_pem)?;
+            let key = dir.join("self-signed.key");
+            clasp_router::server::tokens::write_private(&key, key_pem.as_bytes())
+                .with_context(|| format!("cannot write {}", key.display()))?;
             eprintln!(
                 "TLS: new self-signed certificate {} for {}",
                 cert.display(),
@@ -326,23 +328,6 @@ fn self_signed(data_dir: Option<&Path>, bind: IpAddr) -> anyhow::Result<TlsConfi
         ),
     }
     Ok(tls)
-}
-
-/// Writes `pem` to a file only its owner can read.
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A JWT verification key from a PEM file: Ed25519 (EdDSA) or RSA (RS256).

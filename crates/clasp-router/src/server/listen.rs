@@ -129,7 +129,7 @@ impl TlsConfig {
 }
 
 /// SHA-256 of `der` as colon-separated upper-case hex pairs.
-pub fn fingerprint(der: &[u8]) -> String {
+fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
         .map(|b| format!("{b:02X}"))

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{Now, Router, RouterConfig};
-pub use listen::{TlsConfig, TlsError, fingerprint};
+pub use listen::{TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
 
 /// Everything `clasp server` can be configured with.
@@ -129,62 +129,47 @@ pub(crate) struct Shared {
     pub(crate) timer_at: AtomicU64,
     pub(crate) store_desc: String,
     pub(crate) persist: persist::Status,
-    /// What the token files held when last read.
-    auth: Mutex<AuthState>,
+    /// When the token files were last read.
+    auth_stamps: Mutex<Stamps>,
     /// Connections refused for the per-IP limit.
     pub(crate) refused_per_ip: Arc<AtomicU64>,
 }
 
-/// The token file and revocation list as last loaded, with their modification times.
-#[derive(Debug, Default)]
-struct AuthState {
-    tokens: tokens::TokenFile,
-    tokens_mtime: Option<SystemTime>,
-    revoked: std::collections::HashSet<String>,
-    revoked_mtime: Option<SystemTime>,
+/// The modification times of the token file and the revocation list when last read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Stamps {
+    tokens: Option<SystemTime>,
+    revoked: Option<SystemTime>,
 }
 
-fn mtime(path: Option<&PathBuf>) -> Option<SystemTime> {
-    path.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+impl Stamps {
+    fn now(cfg: &AuthConfig) -> Stamps {
+        let mtime = |p: Option<&PathBuf>| {
+            p.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        };
+        Stamps {
+            tokens: mtime(cfg.token_file.as_ref()),
+            revoked: mtime(cfg.revoked_file.as_ref()),
+        }
+    }
 }
 
-impl AuthState {
-    fn load(cfg: &AuthConfig) -> Result<AuthState, tokens::TokenFileError> {
-        let tokens_mtime = mtime(cfg.token_file.as_ref());
-        let revoked_mtime = mtime(cfg.revoked_file.as_ref());
-        let tokens = match &cfg.token_file {
-            Some(p) => tokens::TokenFile::load(p)?,
-            None => tokens::TokenFile::default(),
-        };
-        let revoked = match &cfg.revoked_file {
-            Some(p) => tokens::load_revoked(p)?,
-            None => Default::default(),
-        };
-        Ok(AuthState {
-            tokens,
-            tokens_mtime,
-            revoked,
-            revoked_mtime,
-        })
-    }
-
-    fn changed(&self, cfg: &AuthConfig) -> bool {
-        mtime(cfg.token_file.as_ref()) != self.tokens_mtime
-            || mtime(cfg.revoked_file.as_ref()) != self.revoked_mtime
-    }
-
-    fn apply(&self, core: &mut Router, cfg: &AuthConfig) {
-        let path = cfg.token_file.clone().unwrap_or_default();
-        // Checked when loaded; expired tokens are left out.
-        let table = self
-            .tokens
-            .cpsk_table(&path, tokens::unix_now())
-            .unwrap_or_default();
-        let auth = core.auth_mut();
-        auth.set_cpsk(table);
-        auth.set_jwt(cfg.jwt.clone());
-        auth.set_revoked(self.revoked.clone());
-    }
+/// Reads the token file and the revocation list and puts them (with the JWT settings) into
+/// the core's authenticator. A file that fails to read leaves the core unchanged.
+fn load_auth(core: &mut Router, cfg: &AuthConfig) -> Result<(), tokens::TokenFileError> {
+    let table = match &cfg.token_file {
+        Some(p) => tokens::TokenFile::load(p)?.cpsk_table(p, tokens::unix_now())?,
+        None => Default::default(),
+    };
+    let revoked = match &cfg.revoked_file {
+        Some(p) => tokens::load_revoked(p)?,
+        None => Default::default(),
+    };
+    let auth = core.auth_mut();
+    auth.set_cpsk(table);
+    auth.set_jwt(cfg.jwt.clone());
+    auth.set_revoked(revoked);
+    Ok(())
 }
 
 /// Reloads the token file and the revocation list when they change, and ends the sessions
@@ -197,26 +182,22 @@ async fn watch_tokens(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(TOKEN_POLL);
     loop {
         tick.tick().await;
-        if !shared.auth.lock().changed(cfg) {
+        let stamps = Stamps::now(cfg);
+        if *shared.auth_stamps.lock() == stamps {
             continue;
         }
-        match AuthState::load(cfg) {
-            Ok(state) => {
-                shared.with_core(|core, now| {
-                    state.apply(core, cfg);
-                    core.revalidate(now);
-                    tracing::info!(tokens = core.auth().cpsk().len(), "token file reloaded");
-                });
-                *shared.auth.lock() = state;
+        // Whatever the outcome, do not retry until a file changes again.
+        *shared.auth_stamps.lock() = stamps;
+        shared.with_core(|core, now| match load_auth(core, cfg) {
+            Ok(()) => {
+                core.revalidate(now);
+                tracing::info!(tokens = core.auth().cpsk().len(), "token file reloaded");
             }
-            Err(e) => {
-                tracing::error!(error = %e, "token file not reloaded; the previous tokens stay in force");
-                // Do not retry until the file changes again.
-                let mut st = shared.auth.lock();
-                st.tokens_mtime = mtime(cfg.token_file.as_ref());
-                st.revoked_mtime = mtime(cfg.revoked_file.as_ref());
-            }
-        }
+            Err(e) => tracing::error!(
+                error = %e,
+                "token file not reloaded; the previous tokens stay in force"
+            ),
+        });
     }
 }
 
@@ -284,8 +265,8 @@ impl Server {
         );
         core.defer_output(true);
         persist::restore(&mut core, loaded);
-        let auth = AuthState::load(&config.auth)?;
-        auth.apply(&mut core, &config.auth);
+        let stamps = Stamps::now(&config.auth);
+        load_auth(&mut core, &config.auth)?;
         if core.auth().enabled() {
             tracing::info!(
                 tokens = core.auth().cpsk().len(),
@@ -315,7 +296,7 @@ impl Server {
             timer_at: AtomicU64::new(u64::MAX),
             store_desc,
             persist: persist::Status::default(),
-            auth: Mutex::new(auth),
+            auth_stamps: Mutex::new(stamps),
             refused_per_ip: Arc::new(AtomicU64::new(0)),
         });
         Ok(Server {

@@ -168,32 +168,16 @@ impl TokenFile {
 
     /// Writes the file atomically with mode 0600, creating its directory if needed.
     pub fn save(&self, path: &Path) -> Result<(), TokenFileError> {
-        let io = |source| TokenFileError::Io {
+        let mut json =
+            serde_json::to_string_pretty(self).map_err(|source| TokenFileError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
+        json.push('\n');
+        write_private(path, json.as_bytes()).map_err(|source| TokenFileError::Io {
             path: path.to_owned(),
             source,
-        };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        let json = serde_json::to_string_pretty(self).map_err(|source| TokenFileError::Json {
-            path: path.to_owned(),
-            source,
-        })?;
-        f.write_all(json.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .and_then(|()| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        })
     }
 
     /// The router's CPSK table; tokens without scopes get `admin:/**` as in the reference.
@@ -251,6 +235,28 @@ impl TokenFile {
             .cloned()
             .collect()
     }
+}
+
+/// Writes `bytes` to `path` so that only its owner can ever read it: into a temporary file
+/// created with mode 0600, synced, then renamed into place (creating the directory if needed).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Reads a revocation list: one token, `jti` or subject per line, `#` comments. A missing file
