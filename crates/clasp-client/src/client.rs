@@ -15,7 +15,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ClockStatus, wall_micros};
-use crate::driver::{Command, Config, Driver, EventHook, Shared, Waiter, encode_qos, open};
+use crate::driver::{
+    Command, Config, Driver, EventHook, Shared, Waiter, encode_qos, open, tls_config,
+};
 use crate::error::{Error, Result};
 use crate::subscription::{Listener, SubscribeOptions, Subscription, Update};
 
@@ -206,8 +208,11 @@ impl ClientBuilder {
 
     /// Connects and completes the handshake.
     pub async fn connect(self) -> Result<Client> {
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
         check_url(&cfg.url)?;
+        if cfg.url.starts_with("wss://") {
+            cfg.tls_config = Some(tls_config(&cfg.tls)?);
+        }
         let t1 = wall_micros();
         let (ws, welcome) = open(&cfg).await?;
         let shared = Arc::new(Shared::new(cfg.on_event.clone()));
@@ -290,6 +295,7 @@ impl Client {
                 sync_interval: Duration::from_secs(10),
                 on_event: None,
                 tls: Default::default(),
+                tls_config: None,
             },
         }
     }

@@ -42,6 +42,8 @@ pub(crate) struct Config {
     pub(crate) sync_interval: Duration,
     pub(crate) on_event: Option<EventHook>,
     pub(crate) tls: TlsSettings,
+    /// Built from `tls` once, when a `wss://` client connects (reconnects reuse it).
+    pub(crate) tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How `wss://` routers are verified.
@@ -63,7 +65,7 @@ impl Default for TlsSettings {
 }
 
 /// The rustls client configuration for `settings` (ring as the crypto provider).
-fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -296,11 +298,10 @@ pub(crate) async fn open(cfg: &Config) -> Result<(Ws, Welcome)> {
             })?;
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("clasp"));
-        let connector = if cfg.url.starts_with("wss://") {
-            Some(tokio_tungstenite::Connector::Rustls(tls_config(&cfg.tls)?))
-        } else {
-            None
-        };
+        let connector = cfg
+            .tls_config
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls);
         let (mut ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector)
                 .await
