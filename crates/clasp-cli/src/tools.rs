@@ -306,14 +306,12 @@ async fn sub(a: SubArgs) -> anyhow::Result<()> {
         // The router handles a session's messages in order: once the PONG is back, the
         // subscription is in place and nothing written from now on can be missed.
         c.ping().await?;
+        // The handler is in place before "subscribed" is printed, so a Ctrl-C right after it
+        // ends the tool cleanly instead of killing it.
+        let ctrl_c = interrupted()?;
+        tokio::pin!(ctrl_c);
         eprintln!("subscribed to {}", a.pattern);
         let mut seen = 0u64;
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::pin!(ctrl_c);
         while a.count.is_none_or(|n| seen < n) {
             let update = tokio::select! {
                 u = sub.recv() => u,
@@ -335,6 +333,26 @@ async fn sub(a: SubArgs) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// A future that resolves on Ctrl-C (SIGINT), with the handler installed now.
+fn interrupted() -> anyhow::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sig = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        Ok(async move {
+            sig.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
 }
 
 async fn emit(a: EmitArgs) -> anyhow::Result<()> {
