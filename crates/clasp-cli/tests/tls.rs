@@ -26,6 +26,13 @@ async fn self_signed_wss_works_for_the_tools_and_the_client() {
     assert!(p.url.starts_with("wss://"), "{}", p.url);
     let cert = dir.path().join("tls").join("self-signed.crt");
     let cert_s = cert.to_str().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.path().join("tls").join("self-signed.key");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the private key is readable by others");
+    }
 
     // The tools, trusting the certificate.
     let o = tool(&p.url, &["set", "/tls/x", "42", "--ca-cert", cert_s]);

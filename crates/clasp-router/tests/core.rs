@@ -670,6 +670,40 @@ fn a_held_back_value_never_follows_a_newer_one_from_another_subscription() {
     assert_eq!(revs.last(), Some(&3), "{revs:?}");
 }
 
+/// A BUNDLE costs one message per member against the rate limit, so bundling cannot get
+/// around it; a refused bundle applies nothing, and one ERROR 429 says why.
+#[test]
+fn bundles_cost_their_size_against_the_rate_limit() {
+    let mut h = Harness::with(RouterConfig {
+        rate_limit: Some(clasp_router::core::RateLimit {
+            per_sec: 1,
+            burst: 10,
+        }),
+        ..Default::default()
+    });
+    let a = h.client();
+    let bundle = |n: usize| {
+        Message::Bundle(Bundle {
+            timestamp: None,
+            messages: (0..n)
+                .map(|i| set(&format!("/rl/{i}"), Value::Int(i as i64)))
+                .collect(),
+        })
+    };
+    h.send(&a, bundle(20));
+    let got = a.msgs();
+    assert_eq!(got.iter().filter_map(error_code).collect::<Vec<_>>(), [429]);
+    assert_eq!(
+        h.router.params().len(),
+        0,
+        "nothing of the refused bundle applied"
+    );
+    // Within the burst, a bundle goes through.
+    h.send(&a, bundle(8));
+    assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
+    assert_eq!(h.router.params().len(), 8);
+}
+
 #[test]
 fn history_and_window_are_refused_clearly() {
     let mut h = Harness::new();
