@@ -85,5 +85,23 @@ fn codec(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, codec);
+/// Why `clasp-proto` checks short strings with `is_ascii` before the standard validator
+/// (`src/utf8.rs`): the two on the string lengths of the benchmark messages, at an odd offset as
+/// in a frame.
+fn utf8(c: &mut Criterion) {
+    let buf = b"x/test/benchmark/value550e8400-e29b-41d4-a716-446655440000/lights/zone3/fixture7/b";
+    let mut g = c.benchmark_group("utf8");
+    for (name, range) in [("5B", 1..6), ("21B", 1..22), ("36B", 22..58)] {
+        let s = &buf[range];
+        g.bench_function(format!("std_from_utf8/{name}"), |b| {
+            b.iter(|| std::str::from_utf8(black_box(s)).is_ok())
+        });
+        g.bench_function(format!("is_ascii/{name}"), |b| {
+            b.iter(|| black_box(s).is_ascii())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, utf8);
 criterion_main!(benches);
