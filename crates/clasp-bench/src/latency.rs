@@ -44,6 +44,10 @@ pub(crate) struct LatencyOpts {
     /// measures the machine's noise floor under that load, with a router doing no load work.
     #[arg(long)]
     pub(crate) load_url: Option<String>,
+    /// Also write every timed sample to this file, one latency in microseconds per line, in
+    /// the order sent (to see how the slow samples are spread over time).
+    #[arg(long)]
+    pub(crate) raw: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +227,14 @@ pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::
     let _ = tokio::time::timeout(Duration::from_secs(2), sub_task).await;
     drain.abort();
 
+    if let Some(path) = &o.raw {
+        let text: String = lat
+            .iter()
+            .map(|d| format!("{:.1}\n", d.as_secs_f64() * 1e6))
+            .collect();
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the raw samples to {}", path.display()))?;
+    }
     lat.sort_unstable();
     let mean = if lat.is_empty() {
         0.0

@@ -204,6 +204,7 @@ async fn all(
             load_subscribers: 0,
             load_rate: 0,
             load_url: None,
+            raw: None,
         },
         out,
     )
