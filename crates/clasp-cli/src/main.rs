@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the CLASP router (WebSocket on port 7330, with /healthz and /metrics).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Manage the router's CPSK tokens (create, list, revoke).
     Token(token::TokenArgs),
     #[command(flatten)]
@@ -28,7 +28,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
         Command::Token(args) => token::run(args),
         Command::Tool(tool) => tools::run(tool),
     };
