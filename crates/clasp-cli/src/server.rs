@@ -92,6 +92,10 @@ pub(crate) struct ServerArgs {
     /// Most connections open at once from one IP address (0: no limit) [default: 1000].
     #[arg(long, env = "CLASP_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Threads that write large fan-outs, at a lower CPU priority so input and small exchanges
+    /// keep their latency under load (0: write on the main threads) [default: one per CPU].
+    #[arg(long, env = "CLASP_WRITER_THREADS")]
+    writer_threads: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -137,6 +141,7 @@ struct FileConfig {
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
     max_connections_per_ip: Option<usize>,
+    writer_threads: Option<usize>,
     /// Seconds a client has to send its HTTP request head.
     header_read_timeout_secs: Option<u64>,
     /// Seconds a new connection has to send HELLO.
@@ -265,6 +270,9 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
         c.max_connections_per_ip = n;
+    }
+    if let Some(n) = args.writer_threads.or(file.writer_threads) {
+        c.writer_threads = n;
     }
     if let Some(s) = file.header_read_timeout_secs {
         c.header_read_timeout = Duration::from_secs(s.max(1));

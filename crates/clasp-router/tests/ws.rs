@@ -276,3 +276,67 @@ async fn silent_peers_are_closed_and_live_ones_kept() {
     assert_eq!(r.session_count().await, 1);
     r.stop().await;
 }
+
+#[tokio::test]
+async fn frames_written_inline_and_by_the_writer_pool_keep_their_order() {
+    // Frames for /few reach one subscriber (written inline by the publisher's reader); frames
+    // for /many reach nine (written by the writer pool). The watcher gets both, interleaved,
+    // and must see them in exactly the order they were sent.
+    let r = Running::memory().await;
+    let (mut watcher, _) = WsClient::connect(&r.url).await;
+    watcher.subscribe(1, "/order/**").await;
+    let mut others = Vec::new();
+    for i in 0..8 {
+        let (mut c, _) = WsClient::connect(&r.url).await;
+        c.subscribe(i + 10, "/order/many").await;
+        others.push(c);
+    }
+    let (mut w, _) = WsClient::connect(&r.url).await;
+    let n = 2000;
+    for i in 0..n {
+        let address = if i % 3 == 0 {
+            "/order/many"
+        } else {
+            "/order/few"
+        };
+        w.send_qos(
+            Message::Set(Set {
+                address: address.into(),
+                value: Value::Int(i),
+                ..Default::default()
+            }),
+            Some(Qos::Fire),
+        )
+        .await;
+    }
+    let mut next = 0;
+    while next < n {
+        match watcher.recv().await {
+            Message::Set(s) => {
+                assert_eq!(s.value, Value::Int(next), "delivered in send order");
+                next += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn same_runtime_writers_work_too() {
+    // writer_threads = 0: every writer on the caller's runtime; the same exchange works.
+    let mut c = local(ServerConfig::default());
+    c.writer_threads = 0;
+    let r = Running::start(c).await;
+    let (mut sub, _) = WsClient::connect(&r.url).await;
+    sub.subscribe(1, "/x").await;
+    let (mut w, _) = WsClient::connect(&r.url).await;
+    w.set("/x", Value::Int(7)).await;
+    loop {
+        if let Message::Set(s) = sub.recv().await {
+            assert_eq!(s.value, Value::Int(7));
+            break;
+        }
+    }
+    r.stop().await;
+}

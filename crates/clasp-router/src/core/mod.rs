@@ -201,6 +201,24 @@ impl Output {
             }
         }
     }
+
+    /// Like [`Output::deliver`], for a shell with its own writers: when at most `few` outlets
+    /// get frames they are handed over with [`Outlet::send_batch_inline`]; otherwise they are
+    /// staged ([`Outlet::stage_batch`]) and the outlets still to wake are added to `wake`.
+    pub fn deliver_staged(self, few: usize, wake: &mut Vec<Arc<dyn Outlet>>) {
+        let inline = self.0.len() <= few;
+        for (outlet, d) in self.0 {
+            match d {
+                Delivery::Frames(mut batch) if inline => outlet.send_batch_inline(&mut batch),
+                Delivery::Frames(mut batch) => {
+                    if outlet.stage_batch(&mut batch) {
+                        wake.push(outlet);
+                    }
+                }
+                Delivery::Close(reason) => outlet.close(reason),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Output {

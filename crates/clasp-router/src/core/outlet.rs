@@ -60,6 +60,19 @@ pub trait Outlet: Send + Sync {
             self.send(m);
         }
     }
+    /// Like [`Outlet::send_batch`], for one of few recipients: the transport may write the
+    /// frames straight away, from the caller's task, instead of waking a writer.
+    fn send_batch_inline(&self, msgs: &mut Vec<Outgoing>) {
+        self.send_batch(msgs);
+    }
+    /// Queues frames without waking whoever writes them; `true` means [`Outlet::wake`] must be
+    /// called afterwards (a caller waking many outlets can then do it in one go, elsewhere).
+    fn stage_batch(&self, msgs: &mut Vec<Outgoing>) -> bool {
+        self.send_batch(msgs);
+        false
+    }
+    /// Wakes the writer after [`Outlet::stage_batch`].
+    fn wake(&self) {}
     /// Asks the transport to close once what is queued has been written.
     fn close(&self, reason: CloseReason);
 }

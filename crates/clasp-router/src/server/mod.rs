@@ -5,6 +5,7 @@ mod listen;
 pub mod outbox;
 mod persist;
 pub mod tokens;
+mod writers;
 mod ws;
 
 use std::net::SocketAddr;
@@ -57,6 +58,12 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Threads of the pool that writes large fan-outs (0: write on the calling runtime). The
+    /// default is one per CPU.
+    pub writer_threads: usize,
+    /// Run the writer pool at a lower CPU priority (nice 10), so reading input and answering
+    /// small exchanges never wait behind a burst of fan-out writes.
+    pub lower_writer_priority: bool,
 }
 
 /// Where tokens and keys come from. The router is in open mode unless the token file holds a
@@ -88,6 +95,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1000,
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            writer_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            lower_writer_priority: true,
         }
     }
 }
@@ -133,6 +142,10 @@ pub(crate) struct Shared {
     auth_stamps: Mutex<Stamps>,
     /// Connections refused for the per-IP limit.
     pub(crate) refused_per_ip: Arc<AtomicU64>,
+    /// Where writer tasks run (see [`writers`]).
+    pub(crate) writers: tokio::runtime::Handle,
+    /// Whether the writer pool has threads of its own.
+    separate_writers: bool,
 }
 
 /// The modification times of the token file and the revocation list when last read.
@@ -225,7 +238,25 @@ impl Shared {
         drop(core);
         // Frames are queued (and their writers woken) after the lock is released, so other
         // connections wait for the core only as long as the routing itself takes.
-        output.deliver();
+        let mut wake = Vec::new();
+        output.deliver_staged(ws::INLINE_FANOUT, &mut wake);
+        match wake.len() {
+            0 => {}
+            // One task on the writer pool wakes them all: the wake-ups are then local to
+            // the pool's threads instead of one cross-thread hand-off per connection.
+            n if n > 1 && self.separate_writers => {
+                self.writers.spawn(async move {
+                    for outlet in wake {
+                        outlet.wake();
+                    }
+                });
+            }
+            _ => {
+                for outlet in wake {
+                    outlet.wake();
+                }
+            }
+        }
         if next < self.timer_at.load(Ordering::Acquire) {
             self.timer_at.store(next, Ordering::Release);
             self.timer.notify_one();
@@ -239,6 +270,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     store: Box<dyn Store>,
+    writers: writers::WriterPool,
 }
 
 impl std::fmt::Debug for Server {
@@ -287,6 +319,8 @@ impl Server {
                 })?;
         let store_desc = store.describe();
         tracing::info!(store = %store_desc, params = restored, "state restored");
+        let writers =
+            writers::WriterPool::new(config.writer_threads, config.lower_writer_priority)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             config,
@@ -298,11 +332,14 @@ impl Server {
             persist: persist::Status::default(),
             auth_stamps: Mutex::new(stamps),
             refused_per_ip: Arc::new(AtomicU64::new(0)),
+            writers: writers.handle(),
+            separate_writers: writers.separate(),
         });
         Ok(Server {
             shared,
             listener,
             store,
+            writers,
         })
     }
 
@@ -321,6 +358,7 @@ impl Server {
             shared,
             listener,
             store,
+            writers,
         } = self;
         let addr = listener.local_addr()?;
         let scheme = if shared.config.tls.is_some() {
@@ -378,6 +416,7 @@ impl Server {
         timer.abort();
         token_watch.abort();
         persist::stop(persister).await;
+        drop(writers);
         tracing::info!("stopped");
         Ok(())
     }

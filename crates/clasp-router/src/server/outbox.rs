@@ -57,6 +57,16 @@ pub struct OutboxCounters {
     /// Outboxes currently holding a quarter of their soft limit or more: readers then let the
     /// writers catch up before reading more (see `ws::read_loop`).
     pub backlogged: AtomicU64,
+    /// Signalled when an outbox stops being backlogged.
+    pub relief: Notify,
+}
+
+impl OutboxCounters {
+    /// Whether some subscriber's queue is filling but not yet congested: a flat-out publisher
+    /// should then wait for the writers (a congested queue coalesces, so it holds nobody up).
+    pub fn filling(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed) > self.congested.load(Ordering::Relaxed)
+    }
 }
 
 enum Slot {
@@ -87,7 +97,15 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// Writes an outbox's frames from the caller's task when the socket is free.
+pub trait InlineWrite: Send + Sync {
+    /// Tries to write everything queued now, without waiting; `false` if the writer task must
+    /// do it (or finish it).
+    fn try_write(&self, outbox: &Outbox) -> bool;
+}
+
 struct Inner {
+    inline: std::sync::OnceLock<std::sync::Weak<dyn InlineWrite>>,
     state: Mutex<State>,
     notify: Notify,
     closed: Notify,
@@ -119,6 +137,7 @@ impl Outbox {
     pub fn new(limits: OutboxLimits, counters: Arc<OutboxCounters>) -> Self {
         Outbox {
             inner: Arc::new(Inner {
+                inline: std::sync::OnceLock::new(),
                 state: Mutex::new(State::default()),
                 notify: Notify::new(),
                 closed: Notify::new(),
@@ -128,6 +147,16 @@ impl Outbox {
         }
     }
 
+    /// Sets who can write this outbox's frames inline.
+    pub fn set_inline(&self, w: std::sync::Weak<dyn InlineWrite>) {
+        let _ = self.inner.inline.set(w);
+    }
+
+    /// Wakes the writer task.
+    pub fn wake_writer(&self) {
+        self.inner.notify.notify_one();
+    }
+
     /// Waits until there is something to write or the connection should close.
     pub async fn ready(&self) {
         self.inner.notify.notified().await;
@@ -135,16 +164,22 @@ impl Outbox {
 
     /// Takes everything queued.
     pub fn drain(&self, into: &mut Drained) {
+        into.close = self.drain_with(|b| into.frames.push(b));
+    }
+
+    /// Hands everything queued to `f`, in order, and returns the close request, if any.
+    pub fn drain_with(&self, mut f: impl FnMut(Bytes)) -> Option<CloseReason> {
         let mut s = self.inner.state.lock();
-        into.frames.reserve(s.queue.len());
         for slot in s.queue.drain(..) {
             match slot {
-                Slot::Frame(b, _) | Slot::Param(b) => into.frames.push(b),
+                Slot::Frame(b, _) | Slot::Param(b) => f(b),
                 Slot::Dropped => {}
             }
         }
         s.head_seq = 0;
-        s.params.clear();
+        if !s.params.is_empty() {
+            s.params.clear();
+        }
         s.streams = 0;
         s.events = 0;
         if s.congested {
@@ -160,8 +195,9 @@ impl Outbox {
                 .counters
                 .backlogged
                 .fetch_sub(1, Ordering::Relaxed);
+            self.inner.counters.relief.notify_waiters();
         }
-        into.close = s.close;
+        s.close
     }
 
     /// Whether a close has been requested.
@@ -304,6 +340,32 @@ impl Outlet for Outbox {
 
     fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
         self.push_batch(msgs);
+    }
+
+    fn stage_batch(&self, msgs: &mut Vec<Outgoing>) -> bool {
+        let mut s = self.inner.state.lock();
+        for msg in msgs.drain(..) {
+            self.push_locked(&mut s, msg);
+        }
+        true
+    }
+
+    fn wake(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    fn send_batch_inline(&self, msgs: &mut Vec<Outgoing>) {
+        let mut s = self.inner.state.lock();
+        for msg in msgs.drain(..) {
+            self.push_locked(&mut s, msg);
+        }
+        drop(s);
+        if let Some(w) = self.inner.inline.get().and_then(std::sync::Weak::upgrade)
+            && w.try_write(self)
+        {
+            return;
+        }
+        self.inner.notify.notify_one();
     }
 
     fn close(&self, reason: CloseReason) {
