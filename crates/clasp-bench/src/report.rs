@@ -411,8 +411,8 @@ pub(crate) fn run(o: &ReportOpts) -> anyhow::Result<()> {
         let _ = writeln!(
             text,
             "{e}: zero-work server (clasp-bench echo-server), the idle latency floor; {} / {e} is a \
-             plain quotient. Under load {e} is no floor: keeping no subscriptions, it also forwards \
-             every latency SET to every load subscriber",
+             plain quotient. For latency under load, bench-routers.sh puts the loaded floor in this \
+             column instead: the probe on an idle router while a second one carries the load",
             o.ours,
             e = o.echo
         );
