@@ -52,6 +52,9 @@ pub struct Now {
 /// The P2P namespace (protocol.md §11).
 const P2P_ANNOUNCE: &str = "/clasp/p2p/announce";
 const P2P_SIGNAL_PREFIX: &str = "/clasp/p2p/signal/";
+/// Where the router says that a session that announced itself for P2P has ended (an
+/// extension: PUBLISH event with payload `{session_id}`).
+const P2P_LEAVE: &str = "/clasp/p2p/leave";
 /// How often expired signal definitions and stale gestures are swept.
 const SWEEP_INTERVAL_US: u64 = 10_000_000;
 /// Gestures not updated for this long are forgotten.
@@ -240,6 +243,8 @@ pub struct Router {
     index: SubscriptionIndex<SubKey>,
     store: ParamStore,
     signals: HashMap<Str, Announced>,
+    /// The last P2P announce of each session that sent one, replayed to later subscribers.
+    p2p_announces: FxHashMap<ConnId, Bytes>,
     gestures: HashMap<GestureKey, Gesture>,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     bundles: HashMap<u64, ScheduledBundle>,
@@ -280,6 +285,7 @@ impl Router {
             index: SubscriptionIndex::new(),
             store,
             signals: HashMap::new(),
+            p2p_announces: FxHashMap::default(),
             gestures: HashMap::new(),
             timers: BinaryHeap::new(),
             bundles: HashMap::new(),
@@ -421,6 +427,31 @@ impl Router {
         self.store.release_locks(&session.id, &session.locks);
         self.gestures.retain(|(c, _, _), _| *c != conn);
         self.bundles.retain(|_, b| b.conn != conn);
+        if self.p2p_announces.remove(&conn).is_some() {
+            self.p2p_leave(&session.id, _now);
+        }
+    }
+
+    /// Tells the subscribers of [`P2P_LEAVE`] that a P2P-capable session has ended, so its
+    /// peers drop their connections to it at once.
+    fn p2p_leave(&mut self, session: &str, now: Now) {
+        let msg = Message::Publish(Publish {
+            address: P2P_LEAVE.into(),
+            signal: SignalType::Event,
+            payload: PublishPayload::Value(clasp_proto::Value::Map(vec![(
+                "session_id".into(),
+                clasp_proto::Value::String(session.into()),
+            )])),
+            ..Default::default()
+        });
+        let Ok(frame) = clasp_proto::encode(&msg) else {
+            return;
+        };
+        let address: Arc<str> = Arc::from(P2P_LEAVE);
+        self.fan_out(&address, SignalType::Event, None, None, now, || {
+            Outgoing::Event(frame.clone())
+        });
+        self.flush();
     }
 
     /// Asks every connection to close (the shell then calls [`Router::close`] for each).
@@ -759,6 +790,19 @@ impl Router {
         );
         let wants_params = s.types.accepts(SignalType::Param);
         self.index.insert((conn, s.id), pattern.clone());
+        if pattern.matches(P2P_ANNOUNCE) && !self.p2p_announces.is_empty() {
+            // Peers that announced before this subscription (the reference never replays, so
+            // its clients only learn of peers that arrive after them).
+            let frames: Vec<Bytes> = self
+                .p2p_announces
+                .iter()
+                .filter(|(c, _)| **c != conn)
+                .map(|(_, f)| f.clone())
+                .collect();
+            for f in frames {
+                self.send(conn, Outgoing::Event(f), crate::core::metrics::OUT_PUBLISH);
+            }
+        }
         if wants_params {
             let may = |a: &str| {
                 self.session(conn)
@@ -963,6 +1007,7 @@ impl Router {
             return;
         }
         if p.address == P2P_ANNOUNCE {
+            self.p2p_announces.insert(conn, p.frame.clone());
             let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
             // Announces reach every subscriber of the address, whatever its type filter.
             self.fan_out(&address, SignalType::Event, Some(conn), None, now, || {
