@@ -28,6 +28,7 @@ mod latency;
 mod load;
 mod memory;
 mod output;
+mod p2p;
 mod report;
 mod soak;
 mod throughput;
@@ -40,6 +41,7 @@ use crate::fanout::{FanoutOpts, WaitArgs};
 use crate::latency::LatencyOpts;
 use crate::memory::MemoryOpts;
 use crate::output::Out;
+use crate::p2p::P2pOpts;
 use crate::report::ReportOpts;
 use crate::soak::SoakOpts;
 use crate::throughput::ThroughputOpts;
@@ -123,6 +125,14 @@ enum Cmd {
         #[command(flatten)]
         opts: SoakOpts,
     },
+    /// Two clients exchange messages directly over WebRTC (P2P) and through the router: round
+    /// trips and reliable throughput for each route.
+    P2p {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: P2pOpts,
+    },
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
@@ -148,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Throughput { url, .. }
         | Cmd::Memory { url, .. }
         | Cmd::Soak { url, .. }
+        | Cmd::P2p { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::EchoServer(o) => {
@@ -180,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Throughput { opts, .. } => throughput::run(&target, &opts, &out).await,
             Cmd::Memory { opts, .. } => memory::run(&target, &opts, &out).await,
             Cmd::Soak { opts, .. } => soak::run(&target, &opts, &out).await,
+            Cmd::P2p { opts, .. } => p2p::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,

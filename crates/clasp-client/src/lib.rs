@@ -33,6 +33,7 @@ mod clock;
 mod driver;
 mod error;
 pub mod json;
+pub mod p2p;
 mod subscription;
 
 pub use clasp_proto::{

@@ -1,0 +1,248 @@
+//! P2P signalling payloads (protocol.md §11), as CLASP map values.
+//!
+//! Signals are PUBLISH events to `/clasp/p2p/signal/<target>`, which the router forwards to
+//! the target session only. The payload is a map tagged by `type`: `offer`, `answer`,
+//! `ice_candidate`, `connected`, `disconnected` as in the spec, plus `relay`, which carries
+//! application data through the router when the direct path is not available (clients that do
+//! not know it ignore it).
+
+use bytes::Bytes;
+use clasp_proto::{Str, Value};
+
+/// Where signals for `session` go.
+pub(crate) fn signal_address(session: &str) -> String {
+    format!("/clasp/p2p/signal/{session}")
+}
+
+/// The announce address.
+pub(crate) const ANNOUNCE: &str = "/clasp/p2p/announce";
+/// Where the router says that a P2P-capable session has ended (payload `{session_id}`).
+pub(crate) const LEAVE: &str = "/clasp/p2p/leave";
+
+/// One signal between two peers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Signal {
+    /// An SDP offer.
+    Offer { sdp: String },
+    /// An SDP answer.
+    Answer { sdp: String },
+    /// A trickled ICE candidate: the JSON text of an `RTCIceCandidateInit`.
+    IceCandidate { candidate: String },
+    /// The sender's side is connected.
+    Connected,
+    /// The sender closed the connection.
+    Disconnected { reason: Option<String> },
+    /// Application data relayed through the router.
+    Relay { data: Bytes, reliable: bool },
+}
+
+/// A signal with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Envelope {
+    /// The sending session.
+    pub(crate) from: String,
+    /// Which connection attempt it belongs to.
+    pub(crate) correlation_id: String,
+    /// The signal.
+    pub(crate) signal: Signal,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(Str::from(v))
+}
+
+impl Envelope {
+    /// The map value sent on the wire.
+    pub(crate) fn to_value(&self) -> Value {
+        let mut m: Vec<(Str, Value)> = Vec::with_capacity(5);
+        let kind = match &self.signal {
+            Signal::Offer { .. } => "offer",
+            Signal::Answer { .. } => "answer",
+            Signal::IceCandidate { .. } => "ice_candidate",
+            Signal::Connected => "connected",
+            Signal::Disconnected { .. } => "disconnected",
+            Signal::Relay { .. } => "relay",
+        };
+        m.push(("type".into(), s(kind)));
+        m.push(("from".into(), s(&self.from)));
+        match &self.signal {
+            Signal::Offer { sdp } | Signal::Answer { sdp } => m.push(("sdp".into(), s(sdp))),
+            Signal::IceCandidate { candidate } => m.push(("candidate".into(), s(candidate))),
+            Signal::Connected => {}
+            Signal::Disconnected { reason } => {
+                if let Some(r) = reason {
+                    m.push(("reason".into(), s(r)));
+                }
+            }
+            Signal::Relay { data, reliable } => {
+                m.push(("data".into(), Value::Bytes(data.clone())));
+                m.push(("reliable".into(), Value::Bool(*reliable)));
+            }
+        }
+        m.push(("correlation_id".into(), s(&self.correlation_id)));
+        Value::Map(m)
+    }
+
+    /// Parses a received payload; `None` for anything that is not a signal we understand.
+    pub(crate) fn from_value(v: &Value) -> Option<Envelope> {
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let from = text("from")?;
+        let correlation_id = text("correlation_id").unwrap_or_default();
+        let signal = match v.get("type")?.as_str()? {
+            "offer" => Signal::Offer { sdp: text("sdp")? },
+            "answer" => Signal::Answer { sdp: text("sdp")? },
+            "ice_candidate" => Signal::IceCandidate {
+                candidate: text("candidate")?,
+            },
+            "connected" => Signal::Connected,
+            "disconnected" => Signal::Disconnected {
+                reason: text("reason"),
+            },
+            "relay" => Signal::Relay {
+                data: match v.get("data")? {
+                    Value::Bytes(b) => b.clone(),
+                    Value::String(t) => Bytes::copy_from_slice(t.as_bytes()),
+                    _ => return None,
+                },
+                reliable: v.get("reliable").and_then(Value::as_bool).unwrap_or(true),
+            },
+            _ => return None,
+        };
+        Some(Envelope {
+            from,
+            correlation_id,
+            signal,
+        })
+    }
+}
+
+/// The announce payload: `{session_id, p2p_capable: true, features: [...]}`.
+pub(crate) fn announce_value(session: &str) -> Value {
+    Value::Map(vec![
+        ("session_id".into(), s(session)),
+        ("p2p_capable".into(), Value::Bool(true)),
+        (
+            "features".into(),
+            Value::Array(vec![s("webrtc"), s("reliable"), s("unreliable")]),
+        ),
+    ])
+}
+
+/// The session and features of an announce, if it is one from a P2P-capable peer.
+pub(crate) fn parse_announce(v: &Value) -> Option<(String, Vec<String>)> {
+    let session = v.get("session_id")?.as_str()?.to_owned();
+    if v.get("p2p_capable").and_then(Value::as_bool) == Some(false) {
+        return None;
+    }
+    let features = match v.get("features") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((session, features))
+}
+
+/// The ICE candidate as browsers and the reference clients exchange it: the JSON text of an
+/// `RTCIceCandidateInit`.
+pub(crate) fn candidate_json(candidate_line: &str) -> String {
+    serde_json::json!({
+        "candidate": candidate_line,
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "usernameFragment": null,
+    })
+    .to_string()
+}
+
+/// The `candidate:...` line inside an `RTCIceCandidateInit` JSON text (or the text itself when
+/// it already is a candidate line).
+pub(crate) fn candidate_line(json_or_line: &str) -> Option<String> {
+    let t = json_or_line.trim();
+    if t.starts_with("candidate:") || t.starts_with("a=candidate:") {
+        return Some(t.trim_start_matches("a=").to_owned());
+    }
+    let j: serde_json::Value = serde_json::from_str(t).ok()?;
+    let line = j.get("candidate")?.as_str()?.trim();
+    (!line.is_empty()).then(|| line.trim_start_matches("a=").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(signal: Signal) -> Envelope {
+        Envelope {
+            from: "a".into(),
+            correlation_id: "a-b-1".into(),
+            signal,
+        }
+    }
+
+    #[test]
+    fn every_signal_round_trips() {
+        for sig in [
+            Signal::Offer { sdp: "v=0".into() },
+            Signal::Answer { sdp: "v=0".into() },
+            Signal::IceCandidate {
+                candidate: candidate_json("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"),
+            },
+            Signal::Connected,
+            Signal::Disconnected { reason: None },
+            Signal::Disconnected {
+                reason: Some("bye".into()),
+            },
+            Signal::Relay {
+                data: Bytes::from_static(b"\x00\x01"),
+                reliable: false,
+            },
+        ] {
+            let e = env(sig);
+            assert_eq!(Envelope::from_value(&e.to_value()), Some(e));
+        }
+    }
+
+    #[test]
+    fn the_wire_shape_follows_the_spec() {
+        let v = env(Signal::Offer { sdp: "x".into() }).to_value();
+        assert_eq!(v.get("type").and_then(Value::as_str), Some("offer"));
+        assert_eq!(v.get("from").and_then(Value::as_str), Some("a"));
+        assert_eq!(v.get("sdp").and_then(Value::as_str), Some("x"));
+        assert_eq!(
+            v.get("correlation_id").and_then(Value::as_str),
+            Some("a-b-1")
+        );
+    }
+
+    #[test]
+    fn unknown_or_incomplete_payloads_are_ignored() {
+        assert_eq!(Envelope::from_value(&Value::Null), None);
+        let no_sdp = Value::Map(vec![("type".into(), s("offer")), ("from".into(), s("a"))]);
+        assert_eq!(Envelope::from_value(&no_sdp), None);
+        let odd = Value::Map(vec![("type".into(), s("weird")), ("from".into(), s("a"))]);
+        assert_eq!(Envelope::from_value(&odd), None);
+    }
+
+    #[test]
+    fn candidates_come_out_of_json_or_plain_lines() {
+        let line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
+        assert_eq!(candidate_line(&candidate_json(line)).as_deref(), Some(line));
+        assert_eq!(candidate_line(line).as_deref(), Some(line));
+        assert_eq!(candidate_line(&format!("a={line}")).as_deref(), Some(line));
+        assert_eq!(candidate_line("{\"candidate\":\"\"}"), None);
+        assert_eq!(candidate_line("not json"), None);
+    }
+
+    #[test]
+    fn announces_parse() {
+        let (id, features) = parse_announce(&announce_value("s1")).unwrap_or_default();
+        assert_eq!(id, "s1");
+        assert_eq!(features, vec!["webrtc", "reliable", "unreliable"]);
+        let off = Value::Map(vec![
+            ("session_id".into(), s("s1")),
+            ("p2p_capable".into(), Value::Bool(false)),
+        ]);
+        assert_eq!(parse_announce(&off), None);
+    }
+}
