@@ -107,7 +107,7 @@ pub(crate) async fn run(target: &Target, o: &P2pOpts, out: &Out) -> anyhow::Resu
                         Route::Direct => RoutingMode::P2POnly,
                         Route::Router => RoutingMode::ServerOnly,
                     });
-                    let _ = b_p2p.send(&a_id, data, true).await;
+                    let _ = b_p2p.send_p2p(&a_id, data, true).await;
                 }
                 Some(2) => {
                     count += 1;
@@ -117,7 +117,7 @@ pub(crate) async fn run(target: &Target, o: &P2pOpts, out: &Out) -> anyhow::Resu
                             Route::Direct => RoutingMode::P2POnly,
                             Route::Router => RoutingMode::ServerOnly,
                         });
-                        let _ = b_p2p.send(&a_id, vec![3u8; 8], true).await;
+                        let _ = b_p2p.send_p2p(&a_id, vec![3u8; 8], true).await;
                     }
                 }
                 _ => {}
@@ -135,14 +135,14 @@ pub(crate) async fn run(target: &Target, o: &P2pOpts, out: &Out) -> anyhow::Resu
         probe[0] = 1;
         // Warm-up.
         for _ in 0..100 {
-            a.send(&b_id, probe.clone(), true).await?;
+            a.send_p2p(&b_id, probe.clone(), true).await?;
             next_data(&mut a_events).await?;
         }
         let mut rtts = Vec::with_capacity(o.samples);
         for i in 0..o.samples {
             probe[1..5].copy_from_slice(&(i as u32).to_be_bytes());
             let t0 = Instant::now();
-            a.send(&b_id, probe.clone(), true).await?;
+            a.send_p2p(&b_id, probe.clone(), true).await?;
             loop {
                 let (d, _) = next_data(&mut a_events).await?;
                 if d.get(1..5) == probe.get(1..5) {
@@ -158,7 +158,7 @@ pub(crate) async fn run(target: &Target, o: &P2pOpts, out: &Out) -> anyhow::Resu
         let msg = bytes::Bytes::from(msg);
         let t0 = Instant::now();
         for _ in 0..o.messages {
-            a.send(&b_id, msg.clone(), true).await?;
+            a.send_p2p(&b_id, msg.clone(), true).await?;
         }
         loop {
             let (d, _) = next_data(&mut a_events).await?;

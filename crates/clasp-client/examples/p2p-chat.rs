@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
                 for peer in &peers {
-                    let way = p2p.send(peer, line.clone().into_bytes(), true).await?;
+                    let way = p2p.send_p2p(peer, line.clone().into_bytes(), true).await?;
                     if way == Route::Router {
                         println!("  (to {peer} through the router)");
                     }

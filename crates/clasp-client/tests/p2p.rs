@@ -123,7 +123,7 @@ async fn p2p_two_peers_exchange_data_on_both_channels() {
 
     let r = a
         .p2p
-        .send(&b.id, b"reliable hello".to_vec(), true)
+        .send_p2p(&b.id, b"reliable hello".to_vec(), true)
         .await
         .unwrap();
     assert_eq!(r, Route::Direct);
@@ -134,14 +134,17 @@ async fn p2p_two_peers_exchange_data_on_both_channels() {
     // The unordered channel loses nothing on loopback in practice; retry a few times anyway.
     let mut got = None;
     for _ in 0..20 {
-        a.p2p.send(&b.id, b"fast".to_vec(), false).await.unwrap();
+        a.p2p
+            .send_p2p(&b.id, b"fast".to_vec(), false)
+            .await
+            .unwrap();
         if let Ok(d) = tokio::time::timeout(Duration::from_millis(200), b.data_from(&a.id)).await {
             got = Some(d);
             break;
         }
     }
     assert_eq!(got, Some((b"fast".to_vec(), false, Route::Direct)));
-    let r = b.p2p.send(&a.id, b"back".to_vec(), true).await.unwrap();
+    let r = b.p2p.send_p2p(&a.id, b"back".to_vec(), true).await.unwrap();
     assert_eq!(r, Route::Direct);
     assert_eq!(
         a.data_from(&b.id).await,
@@ -151,11 +154,11 @@ async fn p2p_two_peers_exchange_data_on_both_channels() {
     // Ordered and complete on the reliable channel, in both directions at once.
     for i in 0..200u32 {
         a.p2p
-            .send(&b.id, i.to_be_bytes().to_vec(), true)
+            .send_p2p(&b.id, i.to_be_bytes().to_vec(), true)
             .await
             .unwrap();
         b.p2p
-            .send(&a.id, i.to_be_bytes().to_vec(), true)
+            .send_p2p(&a.id, i.to_be_bytes().to_vec(), true)
             .await
             .unwrap();
     }
@@ -206,7 +209,7 @@ async fn mesh(n: usize) {
         for (j, id) in ids.iter().enumerate() {
             if i != j {
                 let msg = format!("{i}->{j}").into_bytes();
-                let r = node.p2p.send(id, msg, true).await.unwrap();
+                let r = node.p2p.send_p2p(id, msg, true).await.unwrap();
                 assert_eq!(r, Route::Direct);
             }
         }
@@ -284,7 +287,7 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     // Not connected yet: PreferP2P goes through the router and arrives.
     let r = a
         .p2p
-        .send(&b.id, b"via router".to_vec(), true)
+        .send_p2p(&b.id, b"via router".to_vec(), true)
         .await
         .unwrap();
     assert_eq!(r, Route::Router);
@@ -295,7 +298,7 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     // P2POnly refuses.
     a.p2p.set_routing_mode(RoutingMode::P2POnly);
     assert!(matches!(
-        a.p2p.send(&b.id, b"x".to_vec(), true).await,
+        a.p2p.send_p2p(&b.id, b"x".to_vec(), true).await,
         Err(P2pError::NotConnected(_))
     ));
 
@@ -303,7 +306,11 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     a.p2p.connect_to_peer(&b.id).await.unwrap();
     a.connected(&b.id).await;
     b.connected(&a.id).await;
-    let r = a.p2p.send(&b.id, b"direct".to_vec(), true).await.unwrap();
+    let r = a
+        .p2p
+        .send_p2p(&b.id, b"direct".to_vec(), true)
+        .await
+        .unwrap();
     assert_eq!(r, Route::Direct);
     assert_eq!(
         b.data_from(&a.id).await,
@@ -311,7 +318,7 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     );
 
     a.p2p.set_routing_mode(RoutingMode::P2POnly);
-    let r = a.p2p.send(&b.id, b"only".to_vec(), true).await.unwrap();
+    let r = a.p2p.send_p2p(&b.id, b"only".to_vec(), true).await.unwrap();
     assert_eq!(r, Route::Direct);
     assert_eq!(
         b.data_from(&a.id).await,
@@ -320,7 +327,11 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
 
     // ServerOnly: through the router even though a direct link is up.
     a.p2p.set_routing_mode(RoutingMode::ServerOnly);
-    let r = a.p2p.send(&b.id, b"server".to_vec(), false).await.unwrap();
+    let r = a
+        .p2p
+        .send_p2p(&b.id, b"server".to_vec(), false)
+        .await
+        .unwrap();
     assert_eq!(r, Route::Router);
     assert_eq!(
         b.data_from(&a.id).await,
@@ -363,7 +374,7 @@ async fn p2p_simultaneous_offers_resolve_to_one_connection() {
     b.connected(&a.id).await;
     let r = a
         .p2p
-        .send(&b.id, b"after glare".to_vec(), true)
+        .send_p2p(&b.id, b"after glare".to_vec(), true)
         .await
         .unwrap();
     assert_eq!(r, Route::Direct);
@@ -460,7 +471,11 @@ async fn p2p_comes_back_after_a_router_restart() {
     a.p2p.connect_to_peer(&new_b).await.unwrap();
     a.connected(&new_b).await;
     b.connected(&new_a).await;
-    let r = a.p2p.send(&new_b, b"again".to_vec(), true).await.unwrap();
+    let r = a
+        .p2p
+        .send_p2p(&new_b, b"again".to_vec(), true)
+        .await
+        .unwrap();
     assert_eq!(r, Route::Direct);
     assert_eq!(b.data_from(&new_a).await.0, b"again".to_vec());
     router.stop().await;

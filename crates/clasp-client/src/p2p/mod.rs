@@ -12,7 +12,7 @@
 //!     match event {
 //!         P2pEvent::PeerAnnounced { session, .. } => p2p.connect_to_peer(&session).await?,
 //!         P2pEvent::Connected { peer } => {
-//!             p2p.send(&peer, b"hello".to_vec(), true).await?;
+//!             p2p.send_p2p(&peer, b"hello".to_vec(), true).await?;
 //!         }
 //!         P2pEvent::Data { peer, data, .. } => println!("{peer}: {data:?}"),
 //!         _ => {}
@@ -55,7 +55,7 @@ const RELAY_BUFFER: usize = 1 << 16;
 /// How long a sender blocked on a full channel buffer waits before trying again.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
 
-/// How [`P2p::send`] routes data.
+/// How [`P2p::send_p2p`] routes data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoutingMode {
     /// Always through the router.
@@ -124,7 +124,7 @@ pub enum P2pEvent {
 pub struct P2pConfig {
     /// How long a connection attempt may take, on either side (default 30 s).
     pub connect_timeout: Duration,
-    /// Routing of [`P2p::send`] (default [`RoutingMode::PreferP2P`]).
+    /// Routing of [`P2p::send_p2p`] (default [`RoutingMode::PreferP2P`]).
     pub routing: RoutingMode,
     /// Local addresses for host candidates; empty (the default) means every interface,
     /// loopback included.
@@ -297,7 +297,7 @@ impl P2p {
     /// Sends `data` to `peer` on the reliable or the unreliable channel, as the routing mode
     /// says; returns which way it went. Through the router, the data goes to that peer's
     /// session only and arrives as [`P2pEvent::Data`] with [`Route::Router`].
-    pub async fn send(
+    pub async fn send_p2p(
         &self,
         peer: &str,
         data: impl Into<Bytes>,
