@@ -37,6 +37,46 @@ mod link;
 mod signal;
 mod stun;
 
+/// Entry points for fuzzing the parsers P2P applies to what other peers send (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use clasp_proto::{Message, PublishPayload};
+
+    use super::signal::{Envelope, Signal, candidate_line, parse_announce};
+
+    /// Decodes `frame` as a router frame and, if it is a PUBLISH with a value, runs every P2P
+    /// parser on it: signal envelope, announce, ICE candidate and SDP. Must never panic.
+    pub fn signal_frame(frame: &[u8]) {
+        let Ok(f) = clasp_proto::decode_frame(frame) else {
+            return;
+        };
+        let Message::Publish(p) = f.message else {
+            return;
+        };
+        let PublishPayload::Value(v) = p.payload else {
+            return;
+        };
+        let _ = parse_announce(&v);
+        let Some(env) = Envelope::from_value(&v) else {
+            return;
+        };
+        match env.signal {
+            Signal::Offer { sdp } => {
+                let _ = str0m::change::SdpOffer::from_sdp_string(&sdp);
+            }
+            Signal::Answer { sdp } => {
+                let _ = str0m::change::SdpAnswer::from_sdp_string(&sdp);
+            }
+            Signal::IceCandidate { candidate } => {
+                if let Some(line) = candidate_line(&candidate) {
+                    let _ = str0m::Candidate::from_sdp_string(&line);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

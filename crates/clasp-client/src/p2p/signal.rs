@@ -171,6 +171,81 @@ pub(crate) fn candidate_line(json_or_line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary values, maps with the keys signals use more often than chance would.
+    fn value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("type".to_owned()),
+            Just("from".to_owned()),
+            Just("sdp".to_owned()),
+            Just("candidate".to_owned()),
+            Just("data".to_owned()),
+            Just("session_id".to_owned()),
+            ".{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            ".{0,40}".prop_map(|t| Value::String(t.as_str().into())),
+            prop_oneof![
+                Just("offer"),
+                Just("answer"),
+                Just("ice_candidate"),
+                Just("relay")
+            ]
+            .prop_map(|t| Value::String(t.into())),
+            proptest::collection::vec(any::<u8>(), 0..16)
+                .prop_map(|b| Value::Bytes(Bytes::from(b))),
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|kv| {
+                    Value::Map(
+                        kv.into_iter()
+                            .map(|(k, v)| (k.as_str().into(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever another peer sends, parsing never panics; what parses re-encodes to the
+        /// same envelope.
+        #[test]
+        fn arbitrary_payloads_parse_or_are_ignored(v in value()) {
+            let _ = parse_announce(&v);
+            if let Some(env) = Envelope::from_value(&v) {
+                prop_assert_eq!(Envelope::from_value(&env.to_value()), Some(env));
+            }
+        }
+
+        #[test]
+        fn arbitrary_candidate_texts_never_panic(t in ".{0,200}") {
+            let _ = candidate_line(&t);
+        }
+
+        #[test]
+        fn envelopes_round_trip(from in ".{0,30}", corr in ".{0,30}", sdp in ".{0,200}",
+                                data in proptest::collection::vec(any::<u8>(), 0..64),
+                                reliable in any::<bool>()) {
+            for signal in [
+                Signal::Offer { sdp: sdp.clone() },
+                Signal::Answer { sdp: sdp.clone() },
+                Signal::IceCandidate { candidate: sdp.clone() },
+                Signal::Connected,
+                Signal::Disconnected { reason: Some(sdp.clone()) },
+                Signal::Relay { data: Bytes::from(data.clone()), reliable },
+            ] {
+                let env = Envelope { from: from.clone(), correlation_id: corr.clone(), signal };
+                prop_assert_eq!(Envelope::from_value(&env.to_value()), Some(env));
+            }
+        }
+    }
 
     fn env(signal: Signal) -> Envelope {
         Envelope {
