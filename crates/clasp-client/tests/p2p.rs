@@ -480,3 +480,64 @@ async fn p2p_comes_back_after_a_router_restart() {
     assert_eq!(b.data_from(&new_a).await.0, b"again".to_vec());
     router.stop().await;
 }
+
+#[tokio::test]
+async fn p2p_with_tokens_needs_p2p_scopes() {
+    use clasp_router::server::tokens::{TokenFile, TokenRecord, generate, unix_now};
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = TokenFile::default();
+    let mut token = |scopes: &[&str]| {
+        let t = generate();
+        file.tokens.insert(
+            t.clone(),
+            TokenRecord {
+                token: t.clone(),
+                subject: None,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                expires_at: None,
+                created_at: unix_now(),
+            },
+        );
+        t
+    };
+    let peer = token(&["read:/clasp/p2p/**", "write:/clasp/p2p/**"]);
+    let outsider = token(&["read:/lights/**", "write:/lights/**"]);
+    file.save(&dir.path().join("tokens.json")).unwrap();
+    let path = dir.path().join("tokens.json");
+    let router = Router::start_with(|c| c.auth.token_file = Some(path)).await;
+    let join = |t: String| {
+        let url = router.url.clone();
+        async move {
+            let client = Client::builder(url).token(t).connect().await.unwrap();
+            let (p2p, events) = P2p::attach(&client, P2pConfig::default()).await.unwrap();
+            let id = p2p.session_id();
+            Node {
+                client,
+                p2p,
+                events,
+                id,
+            }
+        }
+    };
+    let mut a = join(peer.clone()).await;
+    let mut b = join(peer).await;
+    a.p2p.connect_to_peer(&b.id).await.unwrap();
+    a.connected(&b.id).await;
+    b.connected(&a.id).await;
+    let r = a
+        .p2p
+        .send_p2p(&b.id, b"scoped".to_vec(), true)
+        .await
+        .unwrap();
+    assert_eq!(r, Route::Direct);
+    assert_eq!(b.data_from(&a.id).await.0, b"scoped".to_vec());
+
+    // Without write scope on the P2P namespace the router refuses the signals: the attempt
+    // fails at once instead of hanging for the timeout.
+    let mut c = join(outsider).await;
+    c.p2p.connect_to_peer(&a.id).await.unwrap();
+    let reason = c.failed(&a.id).await;
+    assert!(reason.contains("refused"), "{reason}");
+    assert!(!a.p2p.is_peer_connected(&c.id));
+    router.stop().await;
+}
