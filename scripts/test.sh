@@ -24,15 +24,26 @@ if [[ $quick == 0 ]]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
+# Debian packages the tests use: coturn (a real TURN server for the P2P relay test) and
+# iproute2 (the loopback-only namespace below).
+need=()
+command -v turnserver >/dev/null 2>&1 || need+=(coturn)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${need[*]} (apt-get)"
+    sudo_=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo_=sudo
+    $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
+        { $sudo_ apt-get update -qq >/dev/null 2>&1 && $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; } ||
+        echo "!! could not install ${need[*]}: the TURN test will say SKIPPED" >&2
+fi
+
 say "cargo test"
 cargo test --locked
 
 # P2P must work on a host whose only interface is loopback (what CI has to assume), so its
 # tests run again inside a fresh network namespace with nothing but `lo`.
 say "P2P tests inside a network namespace with only loopback (unshare -rn)"
-if ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y -qq iproute2 >/dev/null 2>&1 || sudo apt-get install -y -qq iproute2 >/dev/null 2>&1) || true
-fi
 p2p_bin=$(cargo test --locked -p clasp-client --test p2p --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 if [[ -z "$p2p_bin" ]]; then

@@ -541,3 +541,98 @@ async fn p2p_with_tokens_needs_p2p_scopes() {
     assert!(!a.p2p.is_peer_connected(&c.id));
     router.stop().await;
 }
+
+/// A coturn `turnserver` on loopback (Debian package `coturn`), stopped on drop; `None` when
+/// it is not installed.
+struct Turn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Turn {
+    fn start() -> Option<Turn> {
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            s.local_addr().ok()?.port()
+        };
+        let child = std::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--relay-ip=127.0.0.1",
+                "--min-port=49200",
+                "--max-port=49999",
+                "--lt-cred-mech",
+                "--user=clasp:secret",
+                "--realm=clasp.test",
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Turn { child, port })
+    }
+
+    fn server(&self) -> clasp_client::p2p::TurnServer {
+        clasp_client::p2p::TurnServer {
+            address: format!("127.0.0.1:{}", self.port),
+            username: "clasp".into(),
+            password: "secret".into(),
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn p2p_through_a_turn_relay_only() {
+    let Some(turn) = Turn::start() else {
+        eprintln!(
+            "SKIPPED: turnserver (Debian coturn) is not installed; scripts/test.sh installs it"
+        );
+        return;
+    };
+    // Give coturn a moment to listen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let router = Router::start().await;
+    let cfg = P2pConfig {
+        turn_servers: vec![turn.server()],
+        relay_only: true,
+        ..P2pConfig::default()
+    };
+    let mut a = Node::join(&router, cfg.clone()).await;
+    let mut b = Node::join(&router, cfg).await;
+    a.p2p.connect_to_peer(&b.id).await.unwrap();
+    a.connected(&b.id).await;
+    b.connected(&a.id).await;
+    let r = a
+        .p2p
+        .send_p2p(&b.id, b"via turn".to_vec(), true)
+        .await
+        .unwrap();
+    assert_eq!(r, Route::Direct);
+    assert_eq!(
+        b.data_from(&a.id).await,
+        (b"via turn".to_vec(), true, Route::Direct)
+    );
+    let r = b
+        .p2p
+        .send_p2p(&a.id, b"back via turn".to_vec(), true)
+        .await
+        .unwrap();
+    assert_eq!(r, Route::Direct);
+    assert_eq!(a.data_from(&b.id).await.0, b"back via turn".to_vec());
+    router.stop().await;
+}

@@ -22,6 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 use super::stun;
+use super::turn::{self, Relay, TurnServer};
 
 /// Label of the unordered, no-retransmit channel (Fire traffic).
 pub(crate) const UNRELIABLE: &str = "clasp";
@@ -70,6 +71,7 @@ struct Core {
     space: Arc<Notify>,
     sockets: Vec<Arc<UdpSocket>>,
     locals: Vec<SocketAddr>,
+    relays: Vec<Relay>,
     pending: Option<SdpPendingOffer>,
     reliable: Option<ChannelId>,
     unreliable: Option<ChannelId>,
@@ -123,7 +125,32 @@ pub(crate) fn local_addresses(only: &[IpAddr]) -> Vec<IpAddr> {
     out
 }
 
+/// The addresses of the `a=candidate` lines in an SDP.
+fn sdp_candidate_ips(sdp: &str) -> Vec<IpAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .filter_map(|l| Candidate::from_sdp_string(l).ok())
+        .map(|c| c.addr().ip())
+        .collect()
+}
+
 impl Core {
+    /// Opens every relay to the peer's candidate addresses.
+    fn permit(&mut self, ips: &[IpAddr]) {
+        let now = Instant::now();
+        let Core {
+            relays, sockets, ..
+        } = self;
+        for r in relays.iter_mut() {
+            if let Some(s) = sockets.get(r.socket) {
+                for ip in ips {
+                    r.permit(s, *ip, now);
+                }
+            }
+        }
+    }
+
     fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -138,6 +165,12 @@ impl Core {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    if let Some(r) = self.relays.iter_mut().find(|r| r.relayed == t.source) {
+                        if let Some(s) = self.sockets.get(r.socket) {
+                            r.send(s, t.destination, &t.contents, Instant::now());
+                        }
+                        continue;
+                    }
                     let socket = self
                         .locals
                         .iter()
@@ -210,6 +243,10 @@ pub(crate) struct LinkConfig {
     pub(crate) addresses: Vec<IpAddr>,
     /// STUN servers (`host:port`) to ask for server-reflexive candidates.
     pub(crate) stun_servers: Vec<String>,
+    /// TURN servers to allocate relayed candidates on.
+    pub(crate) turn_servers: Vec<TurnServer>,
+    /// Offer relayed candidates only (no host or server-reflexive ones).
+    pub(crate) relay_only: bool,
 }
 
 async fn bind(addresses: &[IpAddr]) -> Result<(Vec<Arc<UdpSocket>>, Vec<SocketAddr>), LinkError> {
@@ -286,6 +323,7 @@ impl Link {
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| LinkError::Sdp(e.to_string()))?;
         let (mut core, candidates) = Link::prepare(cfg, notes).await?;
+        core.permit(&sdp_candidate_ips(offer_sdp));
         let answer = core
             .rtc
             .sdp_api()
@@ -300,13 +338,37 @@ impl Link {
         let now = Instant::now();
         let mut rtc = new_rtc(now);
         let mut lines = Vec::new();
-        for a in &locals {
+        let mut relays = Vec::new();
+        for server in &cfg.turn_servers {
+            // From a socket the server can be reached from: loopback for a server on loopback.
+            let loopback = server
+                .address
+                .split(':')
+                .next()
+                .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
+            let pick = locals
+                .iter()
+                .position(|a| a.ip().is_loopback() == loopback)
+                .or(if locals.is_empty() { None } else { Some(0) });
+            let Some(i) = pick else { continue };
+            if let (Some(sock), Some(local)) = (sockets.get(i), locals.get(i))
+                && let Some(relay) = turn::allocate(sock, i, *local, server).await
+            {
+                if let Ok(c) = Candidate::relayed(relay.relayed, *local, "udp")
+                    && let Some(added) = rtc.add_local_candidate(c)
+                {
+                    lines.push(added.to_sdp_string());
+                }
+                relays.push(relay);
+            }
+        }
+        for a in locals.iter().filter(|_| !cfg.relay_only) {
             let c = Candidate::host(*a, "udp").map_err(|e| LinkError::Rtc(e.to_string()))?;
             if let Some(added) = rtc.add_local_candidate(c) {
                 lines.push(added.to_sdp_string());
             }
         }
-        for server in &cfg.stun_servers {
+        for server in cfg.stun_servers.iter().filter(|_| !cfg.relay_only) {
             for (s, base) in sockets.iter().zip(&locals) {
                 if base.ip().is_loopback() {
                     continue;
@@ -325,9 +387,12 @@ impl Link {
             }
         }
         if lines.is_empty() {
-            return Err(LinkError::NoCandidates(
-                "the WebRTC stack accepted none of the local addresses".into(),
-            ));
+            let why = if cfg.relay_only {
+                "relay only, and no TURN allocation was made"
+            } else {
+                "the WebRTC stack accepted none of the local addresses"
+            };
+            return Err(LinkError::NoCandidates(why.into()));
         }
         Ok((
             Core {
@@ -336,6 +401,7 @@ impl Link {
                 space: Arc::new(Notify::new()),
                 sockets,
                 locals,
+                relays,
                 pending: None,
                 reliable: None,
                 unreliable: None,
@@ -358,6 +424,7 @@ impl Link {
     pub(crate) fn accept_answer(&self, sdp: &str) -> Result<(), LinkError> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| LinkError::Sdp(e.to_string()))?;
         let mut core = Core::lock(&self.core);
+        core.permit(&sdp_candidate_ips(sdp));
         let Some(pending) = core.pending.take() else {
             return Err(LinkError::Rtc("no offer is waiting for an answer".into()));
         };
@@ -373,7 +440,10 @@ impl Link {
     /// Adds a candidate the peer trickled (an SDP candidate line).
     pub(crate) fn add_remote_candidate(&self, line: &str) -> Result<(), LinkError> {
         let c = Candidate::from_sdp_string(line).map_err(|e| LinkError::Sdp(e.to_string()))?;
-        Core::lock(&self.core).rtc.add_remote_candidate(c);
+        let mut core = Core::lock(&self.core);
+        core.permit(&[c.addr().ip()]);
+        core.rtc.add_remote_candidate(c);
+        drop(core);
         self.wake.notify_one();
         Ok(())
     }
@@ -439,7 +509,20 @@ async fn run(core: Arc<Mutex<Core>>, wake: Arc<Notify>) {
     let mut buf = vec![0u8; 2048];
     Core::lock(&core).drive();
     loop {
-        let deadline = Core::lock(&core).next_timeout;
+        let deadline = {
+            let mut c = Core::lock(&core);
+            let now = Instant::now();
+            let mut d = c.next_timeout;
+            let Core {
+                relays, sockets, ..
+            } = &mut *c;
+            for r in relays.iter_mut() {
+                if let Some(s) = sockets.get(r.socket) {
+                    d = d.min(r.tick(s, now));
+                }
+            }
+            d
+        };
         let received = tokio::select! {
             r = recv_any(&sockets, &mut buf) => Some(r),
             () = tokio::time::sleep_until(deadline.into()) => None,
@@ -450,13 +533,41 @@ async fn run(core: Arc<Mutex<Core>>, wake: Arc<Notify>) {
         let input_ok = match received {
             Some(Ok((i, n, source))) => {
                 let destination = locals.get(i).copied().unwrap_or(source);
-                match buf
-                    .get(..n)
-                    .map(|b| Receive::new(Protocol::Udp, source, destination, b))
-                {
-                    Some(Ok(r)) => c.rtc.handle_input(Input::Receive(now, r)).is_ok(),
-                    // Not a datagram WebRTC knows (stray traffic): ignore it.
-                    _ => true,
+                let from_relay = {
+                    let Core {
+                        relays, sockets, ..
+                    } = &mut *c;
+                    match (
+                        relays
+                            .iter_mut()
+                            .find(|r| r.socket == i && r.server == source),
+                        sockets.get(i),
+                        buf.get(..n),
+                    ) {
+                        (Some(r), Some(s), Some(data)) => {
+                            Some((r.relayed, r.receive(s, destination, data, now)))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((relayed, got)) = from_relay {
+                    // What the TURN server relays arrived, for str0m, at the relayed address.
+                    match got
+                        .as_ref()
+                        .map(|(peer, data)| Receive::new(Protocol::Udp, *peer, relayed, data))
+                    {
+                        Some(Ok(r)) => c.rtc.handle_input(Input::Receive(now, r)).is_ok(),
+                        _ => true,
+                    }
+                } else {
+                    match buf
+                        .get(..n)
+                        .map(|b| Receive::new(Protocol::Udp, source, destination, b))
+                    {
+                        Some(Ok(r)) => c.rtc.handle_input(Input::Receive(now, r)).is_ok(),
+                        // Not a datagram WebRTC knows (stray traffic): ignore it.
+                        _ => true,
+                    }
                 }
             }
             Some(Err(_)) => true,

@@ -36,6 +36,9 @@
 mod link;
 mod signal;
 mod stun;
+mod turn;
+
+pub use turn::TurnServer;
 
 /// Entry points for fuzzing the parsers P2P applies to what other peers send (not an API).
 #[doc(hidden)]
@@ -172,6 +175,11 @@ pub struct P2pConfig {
     /// STUN servers (`host:port`) asked for server-reflexive candidates; none by default, so
     /// nothing leaves the local networks unless configured.
     pub stun_servers: Vec<String>,
+    /// TURN servers (UDP, long-term credentials) that relayed candidates are allocated on.
+    pub turn_servers: Vec<TurnServer>,
+    /// Offer relayed candidates only (the WebRTC "relay" ICE transport policy): the peer never
+    /// learns our addresses, at the cost of a detour through the TURN server.
+    pub relay_only: bool,
 }
 
 impl Default for P2pConfig {
@@ -181,6 +189,8 @@ impl Default for P2pConfig {
             routing: RoutingMode::PreferP2P,
             addresses: Vec::new(),
             stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -573,6 +583,8 @@ impl Manager {
         LinkConfig {
             addresses: link::local_addresses(&self.cfg.addresses),
             stun_servers: self.cfg.stun_servers.clone(),
+            turn_servers: self.cfg.turn_servers.clone(),
+            relay_only: self.cfg.relay_only,
         }
     }
 
