@@ -636,3 +636,39 @@ async fn p2p_through_a_turn_relay_only() {
     assert_eq!(a.data_from(&b.id).await.0, b"back via turn".to_vec());
     router.stop().await;
 }
+
+#[tokio::test]
+async fn p2p_candidates_that_arrive_before_the_offer_are_kept() {
+    // Relay only, and no candidates in the SDPs: the answerer learns the offerer's only
+    // candidate from an ice_candidate signal sent *before* the offer. Dropped, the answerer
+    // would know no candidate of the offerer, open no TURN permission for it, and the
+    // connection could not form; kept, it connects.
+    let Some(turn) = Turn::start() else {
+        eprintln!(
+            "SKIPPED: turnserver (Debian coturn) is not installed; scripts/test.sh installs it"
+        );
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let router = Router::start().await;
+    let cfg = P2pConfig {
+        turn_servers: vec![turn.server()],
+        relay_only: true,
+        trickle_first: true,
+        connect_timeout: Duration::from_secs(10),
+        ..P2pConfig::default()
+    };
+    let mut a = Node::join(&router, cfg.clone()).await;
+    let mut b = Node::join(&router, cfg).await;
+    a.p2p.connect_to_peer(&b.id).await.unwrap();
+    a.connected(&b.id).await;
+    b.connected(&a.id).await;
+    let r = a
+        .p2p
+        .send_p2p(&b.id, b"early".to_vec(), true)
+        .await
+        .unwrap();
+    assert_eq!(r, Route::Direct);
+    assert_eq!(b.data_from(&a.id).await.0, b"early".to_vec());
+    router.stop().await;
+}

@@ -180,6 +180,10 @@ pub struct P2pConfig {
     /// Offer relayed candidates only (the WebRTC "relay" ICE transport policy): the peer never
     /// learns our addresses, at the cost of a detour through the TURN server.
     pub relay_only: bool,
+    /// Test hook: SDPs go out without candidates, and an offerer signals its candidates
+    /// before its offer, so the answerer must keep candidates that arrive early.
+    #[doc(hidden)]
+    pub trickle_first: bool,
 }
 
 impl Default for P2pConfig {
@@ -191,6 +195,7 @@ impl Default for P2pConfig {
             stun_servers: Vec::new(),
             turn_servers: Vec::new(),
             relay_only: false,
+            trickle_first: false,
         }
     }
 }
@@ -619,6 +624,16 @@ impl Manager {
                 deadline: Instant::now() + self.cfg.connect_timeout,
             },
         );
+        if self.cfg.trickle_first {
+            for c in &candidates {
+                let candidate = signal::candidate_json(c);
+                self.signal(peer, &correlation, Signal::IceCandidate { candidate })
+                    .await;
+            }
+            let sdp = without_candidates(&sdp);
+            self.signal(peer, &correlation, Signal::Offer { sdp }).await;
+            return Ok(());
+        }
         self.signal(peer, &correlation, Signal::Offer { sdp }).await;
         for c in candidates {
             let candidate = signal::candidate_json(&c);
@@ -913,6 +928,13 @@ impl Manager {
         self.announce().await?;
         Ok(subs)
     }
+}
+
+/// `sdp` without its `a=candidate` lines (see [`P2pConfig::trickle_first`]).
+fn without_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !l.trim_start().starts_with("a=candidate:"))
+        .collect()
 }
 
 fn close_link(link: Arc<Link>) {
