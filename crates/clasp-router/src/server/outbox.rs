@@ -152,11 +152,6 @@ impl Outbox {
         let _ = self.inner.inline.set(w);
     }
 
-    /// Wakes the writer task.
-    pub fn wake_writer(&self) {
-        self.inner.notify.notify_one();
-    }
-
     /// Waits until there is something to write or the connection should close.
     pub async fn ready(&self) {
         self.inner.notify.notified().await;
@@ -234,13 +229,12 @@ impl Outbox {
         self.inner.notify.notify_one();
     }
 
-    fn push_batch(&self, msgs: &mut Vec<Outgoing>) {
+    /// Queues `msgs` under one lock, without waking the writer.
+    fn push_all(&self, msgs: &mut Vec<Outgoing>) {
         let mut s = self.inner.state.lock();
         for msg in msgs.drain(..) {
             self.push_locked(&mut s, msg);
         }
-        drop(s);
-        self.inner.notify.notify_one();
     }
 
     fn push_locked(&self, s: &mut State, msg: Outgoing) {
@@ -339,14 +333,12 @@ impl Outlet for Outbox {
     }
 
     fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
-        self.push_batch(msgs);
+        self.push_all(msgs);
+        self.inner.notify.notify_one();
     }
 
     fn stage_batch(&self, msgs: &mut Vec<Outgoing>) -> bool {
-        let mut s = self.inner.state.lock();
-        for msg in msgs.drain(..) {
-            self.push_locked(&mut s, msg);
-        }
+        self.push_all(msgs);
         true
     }
 
@@ -355,11 +347,7 @@ impl Outlet for Outbox {
     }
 
     fn send_batch_inline(&self, msgs: &mut Vec<Outgoing>) {
-        let mut s = self.inner.state.lock();
-        for msg in msgs.drain(..) {
-            self.push_locked(&mut s, msg);
-        }
-        drop(s);
+        self.push_all(msgs);
         if let Some(w) = self.inner.inline.get().and_then(std::sync::Weak::upgrade)
             && w.try_write(self)
         {

@@ -260,11 +260,9 @@ impl SocketState {
 
 impl InlineWrite for Socket {
     /// Writes what is queued if the socket takes it now; never waits. Whatever is left (the
-    /// writer task is busy, the socket is full, a close is pending) is for the writer task.
+    /// writer task is busy, the socket is full, a close is pending: `poll_send` then reports
+    /// it) is for the writer task.
     fn try_write(&self, outbox: &Outbox) -> bool {
-        if outbox.closing().is_some() {
-            return false;
-        }
         let Some(mut st) = self.state.try_lock() else {
             return false;
         };
