@@ -624,21 +624,19 @@ impl Manager {
                 deadline: Instant::now() + self.cfg.connect_timeout,
             },
         );
-        if self.cfg.trickle_first {
-            for c in &candidates {
-                let candidate = signal::candidate_json(c);
-                self.signal(peer, &correlation, Signal::IceCandidate { candidate })
-                    .await;
+        // Normally the offer goes first (its SDP carries the candidates) and the candidates
+        // follow as signals for peers that expect them trickled; the test hook turns it round.
+        let offer = if self.cfg.trickle_first {
+            self.trickle(peer, &correlation, &candidates).await;
+            Signal::Offer {
+                sdp: without_candidates(&sdp),
             }
-            let sdp = without_candidates(&sdp);
-            self.signal(peer, &correlation, Signal::Offer { sdp }).await;
-            return Ok(());
-        }
-        self.signal(peer, &correlation, Signal::Offer { sdp }).await;
-        for c in candidates {
-            let candidate = signal::candidate_json(&c);
-            self.signal(peer, &correlation, Signal::IceCandidate { candidate })
-                .await;
+        } else {
+            Signal::Offer { sdp }
+        };
+        self.signal(peer, &correlation, offer).await;
+        if !self.cfg.trickle_first {
+            self.trickle(peer, &correlation, &candidates).await;
         }
         Ok(())
     }
@@ -764,9 +762,14 @@ impl Manager {
         );
         self.signal(from, correlation, Signal::Answer { sdp: answer })
             .await;
+        self.trickle(from, correlation, &candidates).await;
+    }
+
+    /// Sends each local candidate line to `peer` as an `ice_candidate` signal.
+    async fn trickle(&self, peer: &str, correlation: &str, candidates: &[String]) {
         for c in candidates {
-            let candidate = signal::candidate_json(&c);
-            self.signal(from, correlation, Signal::IceCandidate { candidate })
+            let candidate = signal::candidate_json(c);
+            self.signal(peer, correlation, Signal::IceCandidate { candidate })
                 .await;
         }
     }
@@ -885,24 +888,17 @@ impl Manager {
 
     async fn expire(&mut self) {
         let now = Instant::now();
-        let late: Vec<(String, String)> = self
+        let late: Vec<String> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.open && p.deadline <= now)
-            .map(|(k, p)| (k.clone(), p.correlation.clone()))
+            .map(|(k, _)| k.clone())
             .collect();
         let secs = self.cfg.connect_timeout.as_secs_f64();
-        for (peer, correlation) in late {
-            let reason = format!("connection timed out after {secs:.1} s");
-            self.drop_peer(&peer, Some(&reason), None).await;
-            self.signal(
-                &peer,
-                &correlation,
-                Signal::Disconnected {
-                    reason: Some(reason),
-                },
-            )
-            .await;
+        let reason = format!("connection timed out after {secs:.1} s");
+        for peer in late {
+            // The peer is told too, so its side ends now rather than at its own deadline.
+            self.drop_peer(&peer, None, Some(&reason)).await;
         }
         let ttl = self.cfg.connect_timeout;
         self.early.retain(|_, e| now.duration_since(e.since) < ttl);
