@@ -107,11 +107,33 @@ async fn pair(router: &Router) -> (Node, Node) {
 
 /// Two nodes with a direct connection up (A offered).
 async fn linked(router: &Router) -> (Node, Node) {
-    let (mut a, mut b) = pair(router).await;
+    linked_with(router, P2pConfig::default()).await
+}
+
+/// Two nodes configured with `cfg`, with a direct connection up (A offered).
+async fn linked_with(router: &Router, cfg: P2pConfig) -> (Node, Node) {
+    let mut a = Node::join(router, cfg.clone()).await;
+    let mut b = Node::join(router, cfg).await;
     a.p2p.connect_to_peer(&b.id).await.unwrap();
     a.connected(&b.id).await;
     b.connected(&a.id).await;
     (a, b)
+}
+
+/// Sends `msg` from `from` to `to`, checks that it arrives as sent and that both sides agree
+/// on the way it went; returns that way.
+async fn exchange(from: &Node, to: &mut Node, msg: &[u8], reliable: bool) -> Route {
+    let sent = from
+        .p2p
+        .send_p2p(&to.id, msg.to_vec(), reliable)
+        .await
+        .unwrap();
+    let (data, got_reliable, route) = to.data_from(&from.id).await;
+    assert_eq!(
+        (data.as_slice(), got_reliable, route),
+        (msg, reliable, sent)
+    );
+    route
 }
 
 #[tokio::test]
@@ -121,15 +143,9 @@ async fn p2p_two_peers_exchange_data_on_both_channels() {
     assert!(a.p2p.is_peer_connected(&b.id));
     assert!(b.p2p.is_peer_connected(&a.id));
 
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"reliable hello".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
     assert_eq!(
-        b.data_from(&a.id).await,
-        (b"reliable hello".to_vec(), true, Route::Direct)
+        exchange(&a, &mut b, b"reliable hello", true).await,
+        Route::Direct
     );
     // The unordered channel loses nothing on loopback in practice; retry a few times anyway.
     let mut got = None;
@@ -144,12 +160,7 @@ async fn p2p_two_peers_exchange_data_on_both_channels() {
         }
     }
     assert_eq!(got, Some((b"fast".to_vec(), false, Route::Direct)));
-    let r = b.p2p.send_p2p(&a.id, b"back".to_vec(), true).await.unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(
-        a.data_from(&b.id).await,
-        (b"back".to_vec(), true, Route::Direct)
-    );
+    assert_eq!(exchange(&b, &mut a, b"back", true).await, Route::Direct);
 
     // Ordered and complete on the reliable channel, in both directions at once.
     for i in 0..200u32 {
@@ -285,15 +296,9 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     let (mut a, mut b) = pair(&router).await;
 
     // Not connected yet: PreferP2P goes through the router and arrives.
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"via router".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Router);
     assert_eq!(
-        b.data_from(&a.id).await,
-        (b"via router".to_vec(), true, Route::Router)
+        exchange(&a, &mut b, b"via router", true).await,
+        Route::Router
     );
     // P2POnly refuses.
     a.p2p.set_routing_mode(RoutingMode::P2POnly);
@@ -306,37 +311,14 @@ async fn p2p_routing_modes_and_a_fallback_that_delivers() {
     a.p2p.connect_to_peer(&b.id).await.unwrap();
     a.connected(&b.id).await;
     b.connected(&a.id).await;
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"direct".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(
-        b.data_from(&a.id).await,
-        (b"direct".to_vec(), true, Route::Direct)
-    );
+    assert_eq!(exchange(&a, &mut b, b"direct", true).await, Route::Direct);
 
     a.p2p.set_routing_mode(RoutingMode::P2POnly);
-    let r = a.p2p.send_p2p(&b.id, b"only".to_vec(), true).await.unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(
-        b.data_from(&a.id).await,
-        (b"only".to_vec(), true, Route::Direct)
-    );
+    assert_eq!(exchange(&a, &mut b, b"only", true).await, Route::Direct);
 
     // ServerOnly: through the router even though a direct link is up.
     a.p2p.set_routing_mode(RoutingMode::ServerOnly);
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"server".to_vec(), false)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Router);
-    assert_eq!(
-        b.data_from(&a.id).await,
-        (b"server".to_vec(), false, Route::Router)
-    );
+    assert_eq!(exchange(&a, &mut b, b"server", false).await, Route::Router);
     router.stop().await;
 }
 
@@ -372,13 +354,10 @@ async fn p2p_simultaneous_offers_resolve_to_one_connection() {
     rb.unwrap();
     a.connected(&b.id).await;
     b.connected(&a.id).await;
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"after glare".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(b.data_from(&a.id).await.0, b"after glare".to_vec());
+    assert_eq!(
+        exchange(&a, &mut b, b"after glare", true).await,
+        Route::Direct
+    );
     let again: Vec<_> = a
         .drain(Duration::from_millis(500))
         .await
@@ -524,13 +503,7 @@ async fn p2p_with_tokens_needs_p2p_scopes() {
     a.p2p.connect_to_peer(&b.id).await.unwrap();
     a.connected(&b.id).await;
     b.connected(&a.id).await;
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"scoped".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(b.data_from(&a.id).await.0, b"scoped".to_vec());
+    assert_eq!(exchange(&a, &mut b, b"scoped", true).await, Route::Direct);
 
     // Without write scope on the P2P namespace the router refuses the signals: the attempt
     // fails at once instead of hanging for the timeout.
@@ -550,6 +523,19 @@ struct Turn {
 }
 
 impl Turn {
+    /// A running turnserver, or `None` (with a SKIPPED line) when coturn is not installed.
+    async fn start_or_skip() -> Option<Turn> {
+        let Some(turn) = Turn::start() else {
+            eprintln!(
+                "SKIPPED: turnserver (Debian coturn) is not installed; scripts/test.sh installs it"
+            );
+            return None;
+        };
+        // Give coturn a moment to listen.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some(turn)
+    }
+
     fn start() -> Option<Turn> {
         let port = {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
@@ -598,42 +584,21 @@ impl Drop for Turn {
 
 #[tokio::test]
 async fn p2p_through_a_turn_relay_only() {
-    let Some(turn) = Turn::start() else {
-        eprintln!(
-            "SKIPPED: turnserver (Debian coturn) is not installed; scripts/test.sh installs it"
-        );
+    let Some(turn) = Turn::start_or_skip().await else {
         return;
     };
-    // Give coturn a moment to listen.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let router = Router::start().await;
     let cfg = P2pConfig {
         turn_servers: vec![turn.server()],
         relay_only: true,
         ..P2pConfig::default()
     };
-    let mut a = Node::join(&router, cfg.clone()).await;
-    let mut b = Node::join(&router, cfg).await;
-    a.p2p.connect_to_peer(&b.id).await.unwrap();
-    a.connected(&b.id).await;
-    b.connected(&a.id).await;
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"via turn".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
+    let (mut a, mut b) = linked_with(&router, cfg).await;
+    assert_eq!(exchange(&a, &mut b, b"via turn", true).await, Route::Direct);
     assert_eq!(
-        b.data_from(&a.id).await,
-        (b"via turn".to_vec(), true, Route::Direct)
+        exchange(&b, &mut a, b"back via turn", true).await,
+        Route::Direct
     );
-    let r = b
-        .p2p
-        .send_p2p(&a.id, b"back via turn".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(a.data_from(&b.id).await.0, b"back via turn".to_vec());
     router.stop().await;
 }
 
@@ -643,13 +608,9 @@ async fn p2p_candidates_that_arrive_before_the_offer_are_kept() {
     // candidate from an ice_candidate signal sent *before* the offer. Dropped, the answerer
     // would know no candidate of the offerer, open no TURN permission for it, and the
     // connection could not form; kept, it connects.
-    let Some(turn) = Turn::start() else {
-        eprintln!(
-            "SKIPPED: turnserver (Debian coturn) is not installed; scripts/test.sh installs it"
-        );
+    let Some(turn) = Turn::start_or_skip().await else {
         return;
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let router = Router::start().await;
     let cfg = P2pConfig {
         turn_servers: vec![turn.server()],
@@ -658,17 +619,7 @@ async fn p2p_candidates_that_arrive_before_the_offer_are_kept() {
         connect_timeout: Duration::from_secs(10),
         ..P2pConfig::default()
     };
-    let mut a = Node::join(&router, cfg.clone()).await;
-    let mut b = Node::join(&router, cfg).await;
-    a.p2p.connect_to_peer(&b.id).await.unwrap();
-    a.connected(&b.id).await;
-    b.connected(&a.id).await;
-    let r = a
-        .p2p
-        .send_p2p(&b.id, b"early".to_vec(), true)
-        .await
-        .unwrap();
-    assert_eq!(r, Route::Direct);
-    assert_eq!(b.data_from(&a.id).await.0, b"early".to_vec());
+    let (a, mut b) = linked_with(&router, cfg).await;
+    assert_eq!(exchange(&a, &mut b, b"early", true).await, Route::Direct);
     router.stop().await;
 }

@@ -340,3 +340,47 @@ async fn same_runtime_writers_work_too() {
     }
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_after_its_session_ends() {
+    // The slow client's writer waits for socket space that never comes. Its session ends at
+    // the event limit; past the close grace period the socket is dropped too, which frees its
+    // per-IP slot (without that, the slot would stay taken forever).
+    let mut c = local(ServerConfig::default());
+    c.max_connections_per_ip = 2;
+    c.outbox = clasp_router::server::outbox::OutboxLimits {
+        soft: 50,
+        max_streams: 50,
+        max_events: 100,
+    };
+    let r = Running::start(c).await;
+    let (mut slow, _) = WsClient::connect(&r.url).await;
+    slow.subscribe(1, "/ev/**").await;
+    let (mut w, _) = WsClient::connect(&r.url).await;
+    let event = Message::Publish(Publish {
+        address: "/ev/x".into(),
+        payload: PublishPayload::Value(Value::String("y".repeat(10_000).into())),
+        ..Default::default()
+    });
+    for _ in 0..3000 {
+        w.send(event.clone()).await;
+    }
+    w.send(Message::Ping).await;
+    while !matches!(w.recv().await, Message::Pong) {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if tokio_tungstenite::connect_async(r.url.as_str())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck connection still holds its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(slow);
+    r.stop().await;
+}
