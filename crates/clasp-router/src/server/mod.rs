@@ -1,6 +1,7 @@
 //! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
 //! with write-behind persistence of params.
 
+mod handle;
 mod listen;
 pub mod outbox;
 mod persist;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{Now, Router, RouterConfig};
+pub use handle::RouterHandle;
 pub use listen::{TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
 
@@ -271,6 +273,8 @@ pub struct Server {
     listener: TcpListener,
     store: Box<dyn Store>,
     writers: writers::WriterPool,
+    /// Extra HTTP routes served on the WebSocket port (e.g. the rendezvous API).
+    http: Option<HttpRouter>,
 }
 
 impl std::fmt::Debug for Server {
@@ -340,7 +344,26 @@ impl Server {
             listener,
             store,
             writers,
+            http: None,
         })
+    }
+
+    /// A handle on the router core, for listeners of other protocols (see [`RouterHandle`]).
+    pub fn handle(&self) -> RouterHandle {
+        RouterHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves `routes` on the WebSocket port too, beside `/healthz` and `/metrics` (paths not
+    /// matched by any route still go to the WebSocket upgrade). Routes added by several calls
+    /// are merged; overlapping paths panic, as in [`axum::Router::merge`].
+    pub fn with_http(mut self, routes: HttpRouter) -> Server {
+        self.http = Some(match self.http.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -359,6 +382,7 @@ impl Server {
             listener,
             store,
             writers,
+            http,
         } = self;
         let addr = listener.local_addr()?;
         let scheme = if shared.config.tls.is_some() {
@@ -375,7 +399,7 @@ impl Server {
         let timer = tokio::spawn(timer_loop(shared.clone()));
         let token_watch = tokio::spawn(watch_tokens(shared.clone()));
 
-        let app = HttpRouter::new()
+        let mut app = HttpRouter::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .fallback(ws::upgrade)
@@ -383,6 +407,9 @@ impl Server {
                 shared: shared.clone(),
                 tracker: tracker.clone(),
             });
+        if let Some(extra) = http {
+            app = app.merge(extra);
+        }
         let tls = match &shared.config.tls {
             Some(t) => Some(t.acceptor()?),
             None => None,

@@ -1,0 +1,94 @@
+//! A handle on a running server's router, for listeners that speak other protocols (MQTT, OSC)
+//! and translate them into CLASP frames.
+//!
+//! An adapter opens one core connection per foreign client with an [`Outbox`] from
+//! [`RouterHandle::outbox`], feeds it CLASP frames (HELLO first, carrying the client's token if
+//! it has one, so authentication, scopes and limits apply exactly as for a native client), and
+//! drains the outbox to translate what the router sends back:
+//!
+//! ```no_run
+//! # async fn demo(handle: clasp_router::server::RouterHandle) {
+//! use clasp_proto::{encode, Hello, Message};
+//! let outbox = handle.outbox();
+//! let conn = handle.open(&outbox);
+//! let hello = encode(&Message::Hello(Hello { name: "mqtt:dev1".into(), ..Default::default() })).unwrap();
+//! handle.handle(conn, &[hello]);
+//! loop {
+//!     tokio::select! {
+//!         () = outbox.ready() => {}
+//!         () = outbox.closed() => break,
+//!     }
+//!     let close = outbox.drain_with(|frame| { /* translate and send */ let _ = frame; });
+//!     if close.is_some() { break; }
+//! }
+//! handle.close(conn);
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Shared;
+use super::outbox::Outbox;
+use crate::core::{ConnId, Now};
+
+/// A cheap, cloneable handle on a server's router core.
+#[derive(Clone)]
+pub struct RouterHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RouterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterHandle")
+            .field("name", &self.shared.config.router.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterHandle {
+    /// A new outbound queue with the server's limits and counters (its back-pressure policy
+    /// applies: params coalesce, streams drop oldest, events past the hard limit close).
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.shared.config.outbox, self.shared.counters.clone())
+    }
+
+    /// Registers a new connection whose frames go to `outbox`; it must send HELLO first.
+    pub fn open(&self, outbox: &Outbox) -> ConnId {
+        let outbox = outbox.clone();
+        self.shared
+            .with_core(|core, now| core.open(Box::new(outbox), now))
+    }
+
+    /// Handles frames from `conn` (each one whole CLASP frame) and delivers what they produce.
+    pub fn handle(&self, conn: ConnId, frames: &[Bytes]) {
+        self.shared
+            .with_core(|core, now| core.handle_many(conn, frames, now));
+    }
+
+    /// Forgets `conn`: its subscriptions, locks and gestures go with it.
+    pub fn close(&self, conn: ConnId) {
+        self.shared.with_core(|core, now| core.close(conn, now));
+    }
+
+    /// The session id of `conn`, once its HELLO was accepted.
+    pub fn session_id(&self, conn: ConnId) -> Option<String> {
+        self.shared.core.lock().session_id(conn).map(str::to_owned)
+    }
+
+    /// Runs `f` on the core with the current time; output is delivered afterwards.
+    pub fn with_core<T>(&self, f: impl FnOnce(&mut crate::core::Router, Now) -> T) -> T {
+        self.shared.with_core(f)
+    }
+
+    /// The router's name (as sent in WELCOME).
+    pub fn name(&self) -> &str {
+        &self.shared.config.router.name
+    }
+
+    /// Whether HELLO must carry a valid token.
+    pub fn auth_enabled(&self) -> bool {
+        self.shared.core.lock().auth().enabled()
+    }
+}
