@@ -90,4 +90,13 @@ pub enum StoreError {
         /// What was wrong with it.
         detail: String,
     },
+    /// A record table name is empty, too long or has characters other than ASCII letters,
+    /// digits, `-`, `_` and `.`.
+    #[error(
+        "invalid record table name {name:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+    )]
+    InvalidTableName {
+        /// The name asked for (cut to 80 characters).
+        name: String,
+    },
 }

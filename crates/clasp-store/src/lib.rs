@@ -8,6 +8,9 @@
 //! - [`RedbStore`]: one embedded [redb](https://docs.rs/redb) database file, `dir/state.redb`;
 //! - [`MemoryStore`]: keeps everything in memory (for `--memory` mode and tests).
 //!
+//! Besides params, a store holds named [`RecordTable`]s of opaque records (key → bytes), for
+//! other services that persist beside the router, e.g. the rendezvous registrations.
+//!
 //! Both validate every param the same way (the record format is described at [`RedbStore`]), so a batch that one store refuses
 //! the other refuses too.
 
@@ -17,12 +20,17 @@
 mod error;
 mod memory;
 mod record;
+mod records;
 mod redb_store;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use records::{
+    MAX_TABLE_NAME_LEN, MemoryRecordTable, RecordBatch, RecordTable, validate_table_name,
+};
 pub use redb_store::{
-    FORMAT_VERSION, FORMAT_VERSION_KEY, META_TABLE, PARAMS_TABLE, RedbStore, STATE_FILE_NAME,
+    FORMAT_VERSION, FORMAT_VERSION_KEY, META_TABLE, PARAMS_TABLE, RECORDS_TABLE_PREFIX, RedbStore,
+    STATE_FILE_NAME,
 };
 
 /// One persisted param.
@@ -71,6 +79,16 @@ pub trait Store: Send + 'static {
     fn apply(&mut self, batch: &Batch) -> Result<(), StoreError>;
     /// A short description for logs and /healthz, e.g. "redb:/path/to/state.redb" or "memory".
     fn describe(&self) -> String;
+    /// The record table `name` of this store (see [`validate_table_name`] for valid names),
+    /// created if needed; it lives as long as the store's data does ([`RedbStore`]: a table
+    /// in the same database file). Tables may be asked for at any time, also while the
+    /// store is in use, and are independent of the params.
+    ///
+    /// The default gives a fresh, empty in-memory table on every call.
+    fn records(&self, name: &str) -> Result<std::sync::Arc<dyn RecordTable>, StoreError> {
+        validate_table_name(name)?;
+        Ok(std::sync::Arc::new(MemoryRecordTable::new()))
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -84,5 +102,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    fn records(&self, name: &str) -> Result<std::sync::Arc<dyn RecordTable>, StoreError> {
+        (**self).records(name)
     }
 }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Batch, Store, StoreError, StoredParam, record};
+use std::sync::Arc;
+
+use crate::records::MemoryTables;
+use crate::{Batch, RecordTable, Store, StoreError, StoredParam, record};
 
 /// Keeps everything in memory (for `--memory` mode and tests): load returns what was applied.
 ///
@@ -14,6 +17,8 @@ pub struct MemoryStore {
     params: BTreeMap<String, StoredParam>,
     /// Scratch space for checking that params encode.
     scratch: Vec<u8>,
+    /// The record tables, shared with whoever asked for them.
+    tables: MemoryTables,
 }
 
 impl MemoryStore {
@@ -65,5 +70,10 @@ impl Store for MemoryStore {
 
     fn describe(&self) -> String {
         "memory".to_owned()
+    }
+
+    /// The same in-memory table for every call with the same name.
+    fn records(&self, name: &str) -> Result<Arc<dyn RecordTable>, StoreError> {
+        self.tables.get(name)
     }
 }

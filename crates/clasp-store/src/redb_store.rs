@@ -4,13 +4,16 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
-use crate::{Batch, Store, StoreError, StoredParam, record};
+use crate::{
+    Batch, RecordBatch, RecordTable, Store, StoreError, StoredParam, record, validate_table_name,
+};
 
 /// The name of the database file inside the data directory.
 pub const STATE_FILE_NAME: &str = "state.redb";
@@ -25,6 +28,9 @@ pub const PARAMS_TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
 /// The metadata table; key [`FORMAT_VERSION_KEY`] holds the format version.
 pub const META_TABLE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
+/// The prefix of the redb table that holds record table `name`: `records.name`.
+pub const RECORDS_TABLE_PREFIX: &str = "records.";
+
 /// The key of the format version in [`META_TABLE`].
 pub const FORMAT_VERSION_KEY: &str = "format_version";
 
@@ -36,11 +42,14 @@ pub const FORMAT_VERSION_KEY: &str = "format_version";
 /// followed by `expires_at` (u64) when set, the writer as a u16 length and UTF-8 bytes, and
 /// finally the value as one tagged value of the CLASP binary encoding.
 ///
+/// Each [`Store::records`] table `name` is the redb table `records.name` (string key → bytes)
+/// in the same file; each of its writes is its own transaction, committed like `apply`.
+///
 /// Each [`Store::apply`] is one write transaction committed with [`Durability::Immediate`]
 /// (fsync'd before it returns). The database is opened with redb's integrity check, so a file
 /// damaged outside redb is reported as an error at open instead of being trusted.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     /// Reused record buffer.
     scratch: Vec<u8>,
@@ -66,7 +75,7 @@ impl RedbStore {
         let db = open_database(&path)?;
         check_format(&db, &path)?;
         Ok(RedbStore {
-            db,
+            db: Arc::new(db),
             path,
             scratch: Vec::new(),
         })
@@ -160,6 +169,95 @@ impl Store for RedbStore {
 
     fn describe(&self) -> String {
         format!("redb:{}", self.path.display())
+    }
+
+    fn records(&self, name: &str) -> Result<Arc<dyn RecordTable>, StoreError> {
+        validate_table_name(name)?;
+        let table = RedbRecordTable {
+            db: self.db.clone(),
+            path: self.path.clone(),
+            table: format!("{RECORDS_TABLE_PREFIX}{name}"),
+        };
+        // Create the table now, so a type clash or I/O problem shows at once.
+        table.apply(&RecordBatch::default())?;
+        Ok(Arc::new(table))
+    }
+}
+
+/// A record table inside a [`RedbStore`]'s database.
+struct RedbRecordTable {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// The redb table name, `records.<name>`.
+    table: String,
+}
+
+impl fmt::Debug for RedbRecordTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbRecordTable")
+            .field("path", &self.path)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbRecordTable {
+    fn definition(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(self.table.as_str())
+    }
+}
+
+impl RecordTable for RedbRecordTable {
+    fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(db_error(&self.path, "begin read"))?;
+        let table = match txn.open_table(self.definition()) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_error(&self.path, "opening a record table")(e)),
+        };
+        let iter = table
+            .iter()
+            .map_err(db_error(&self.path, "reading records"))?;
+        let mut out = Vec::new();
+        for entry in iter {
+            let (key, value) = entry.map_err(db_error(&self.path, "reading records"))?;
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let path = &self.path;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(db_error(path, "begin write"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_error(path, "setting durability"))?;
+        let written = (|| {
+            let mut table = txn
+                .open_table(self.definition())
+                .map_err(db_error(path, "opening a record table"))?;
+            for (key, value) in &batch.puts {
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(db_error(path, "insert record"))?;
+            }
+            for key in &batch.deletes {
+                table
+                    .remove(key.as_str())
+                    .map_err(db_error(path, "delete record"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = txn.abort();
+            return Err(e);
+        }
+        txn.commit().map_err(db_error(path, "commit"))
     }
 }
 
