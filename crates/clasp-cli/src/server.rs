@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use clasp_router::core::RateLimit;
 use clasp_router::core::auth::JwtConfig;
-use clasp_router::server::{Server, ServerConfig, TlsConfig};
+use clasp_router::server::{QuicListen, Server, ServerConfig, TlsConfig};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -16,12 +16,12 @@ use serde::Deserialize;
 /// be set in the TOML file given with `--config`; flags win over the file.
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
-    /// Address to listen on [default: 0.0.0.0].
-    #[arg(long, env = "CLASP_BIND")]
-    bind: Option<IpAddr>,
+    /// Address to listen on, for every listener [default: 0.0.0.0].
+    #[arg(long, visible_alias = "host", env = "CLASP_BIND")]
+    pub(crate) bind: Option<IpAddr>,
     /// Port for WebSocket, /healthz and /metrics [default: 7330].
-    #[arg(long, short, env = "CLASP_PORT")]
-    port: Option<u16>,
+    #[arg(long, short, visible_alias = "ws-port", env = "CLASP_PORT")]
+    pub(crate) port: Option<u16>,
     /// Directory of the state database [default: the user's data directory, e.g.
     /// ~/.local/share/clasp].
     #[arg(long, env = "CLASP_DATA_DIR", conflicts_with = "memory")]
@@ -68,7 +68,8 @@ pub(crate) struct ServerArgs {
     /// 86400; tokens are remembered until they expire, at most this long].
     #[arg(long, env = "CLASP_JWT_REPLAY_WINDOW")]
     jwt_replay_window: Option<u64>,
-    /// Serve wss:// with this PEM certificate chain (with --tls-key).
+    /// Serve wss:// (and QUIC, with --quic-port) with this PEM certificate chain (with
+    /// --tls-key).
     #[arg(
         long,
         env = "CLASP_TLS_CERT",
@@ -83,6 +84,19 @@ pub(crate) struct ServerArgs {
     /// directory, so its fingerprint stays the same across restarts; printed at start).
     #[arg(long, env = "CLASP_TLS_SELF_SIGNED")]
     tls_self_signed: bool,
+    /// Also serve CLASP over raw TCP on this port (tcp://HOST:PORT; each frame behind a 4-byte
+    /// big-endian length), on the --bind address. Plain: no TLS.
+    #[arg(long, env = "CLASP_TCP_PORT")]
+    tcp_port: Option<u16>,
+    /// Also serve CLASP over QUIC on this UDP port (quic://HOST:PORT), on the --bind address.
+    /// QUIC always runs TLS 1.3: it needs --tls-cert/--tls-key or --tls-self-signed, and the
+    /// same certificate then serves wss:// on --port too, unless --quic-tls-only is given.
+    #[arg(long, env = "CLASP_QUIC_PORT")]
+    quic_port: Option<u16>,
+    /// Use the --tls-* certificate for QUIC only and keep --port plain ws:// (e.g. when a
+    /// TLS-terminating proxy sits in front of the WebSocket port).
+    #[arg(long, env = "CLASP_QUIC_TLS_ONLY", requires = "quic_port")]
+    quic_tls_only: bool,
     /// Messages per second each session may send (token bucket; 0: no limit) [default: 10000].
     #[arg(long, env = "CLASP_RATE_LIMIT")]
     rate_limit: Option<u32>,
@@ -98,11 +112,11 @@ pub(crate) struct ServerArgs {
     writer_threads: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
-    log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -138,6 +152,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_self_signed: Option<bool>,
+    tcp_port: Option<u16>,
+    quic_port: Option<u16>,
+    quic_tls_only: Option<bool>,
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
     max_connections_per_ip: Option<usize>,
@@ -163,7 +180,7 @@ pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     let file = match &args.config {
         Some(p) => load_file(p)?,
         None => FileConfig::default(),
@@ -290,6 +307,21 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         }
         (None, None) => None,
     };
+    if let Some(port) = args.tcp_port.or(file.tcp_port) {
+        c.tcp_listen = Some(SocketAddr::new(bind, port));
+    }
+    if let Some(port) = args.quic_port.or(file.quic_port) {
+        let Some(tls) = c.tls.clone() else {
+            bail!("QUIC needs a certificate: give --tls-cert and --tls-key, or --tls-self-signed");
+        };
+        c.quic = Some(QuicListen {
+            listen: SocketAddr::new(bind, port),
+            tls,
+        });
+        if args.quic_tls_only || file.quic_tls_only.unwrap_or(false) {
+            c.tls = None;
+        }
+    }
     Ok(c)
 }
 
@@ -353,7 +385,7 @@ fn load_public_key(p: &Path) -> anyhow::Result<(Algorithm, DecodingKey)> {
     )
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -376,18 +408,24 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
             .as_ref()
             .map_or("memory only".to_owned(), |d| d.display().to_string());
         let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-        if let Some(t) = &config.tls {
+        if let Some(t) = config.tls.as_ref().or(config.quic.as_ref().map(|q| &q.tls)) {
             eprintln!("TLS certificate fingerprint (SHA-256): {}", t.fingerprint());
         }
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
+        if let Some(tcp) = server.tcp_local_addr() {
+            tracing::info!(addr = %tcp, "ready: tcp://{tcp}");
+        }
+        if let Some(quic) = server.quic_local_addr() {
+            tracing::info!(addr = %quic, "ready: quic://{quic}");
+        }
         tracing::info!(%addr, state = %data, "ready: {scheme}://{addr}/");
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

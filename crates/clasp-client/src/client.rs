@@ -20,6 +20,7 @@ use crate::driver::{
 };
 use crate::error::{Error, Result};
 use crate::subscription::{Listener, SubscribeOptions, Subscription, Update};
+use crate::transport::{Scheme, check_url, quic_config};
 
 /// Default updates buffered per subscription.
 const SUB_BUFFER: usize = 4096;
@@ -191,27 +192,44 @@ impl ClientBuilder {
         self
     }
 
-    /// Trusts this certificate (PEM) for `wss://` routers, in addition to the public
-    /// authorities: a router's self-signed certificate (`clasp server --tls-self-signed`) or a
-    /// private CA.
+    /// Trusts this certificate (PEM) for `wss://` and `quic://` routers, in addition to the
+    /// public authorities: a router's self-signed certificate (`clasp server
+    /// --tls-self-signed`) or a private CA.
     pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.cfg.tls.extra_roots_pem.push(pem.into());
         self
     }
 
-    /// Trusts only the certificates given with [`ClientBuilder::add_root_certificate_pem`],
-    /// not the public authorities.
+    /// Trusts only the certificates given with [`ClientBuilder::add_root_certificate_pem`]
+    /// or [`ClientBuilder::add_root_certificate_der`], not the public authorities.
     pub fn only_added_roots(mut self) -> Self {
         self.cfg.tls.public_roots = false;
+        self
+    }
+
+    /// Trusts this certificate (DER) for `wss://` and `quic://` routers, in addition to the
+    /// public authorities.
+    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.cfg.tls.extra_roots_der.push(der.into());
+        self
+    }
+
+    /// **Development only**: accepts any certificate from `wss://` and `quic://` routers, so
+    /// anyone in between can read and change the traffic. Logs a warning when connecting.
+    pub fn dangerous_skip_certificate_verification(mut self) -> Self {
+        self.cfg.tls.skip_verify = true;
         self
     }
 
     /// Connects and completes the handshake.
     pub async fn connect(self) -> Result<Client> {
         let mut cfg = self.cfg;
-        check_url(&cfg.url)?;
+        let scheme = check_url(&cfg.url)?;
         if cfg.url.starts_with("wss://") {
-            cfg.tls_config = Some(tls_config(&cfg.tls)?);
+            cfg.tls_config = Some(Arc::new(tls_config(&cfg.tls, false)?));
+        }
+        if scheme == Scheme::Quic {
+            cfg.quic_config = Some(quic_config(tls_config(&cfg.tls, true)?)?);
         }
         let t1 = wall_micros();
         let (ws, welcome) = open(&cfg).await?;
@@ -238,25 +256,6 @@ impl ClientBuilder {
     }
 }
 
-fn check_url(url: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    let Some(rest) = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-    else {
-        return bad("expected ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH]");
-    };
-    if rest.split(['/', ':']).next().is_none_or(str::is_empty) {
-        return bad("no host");
-    }
-    Ok(())
-}
-
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
@@ -281,7 +280,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A builder for a router at `url` (`ws://host:port`, any path).
+    /// A builder for a router at `url`: `ws://host:port` (any path), `wss://…`,
+    /// `tcp://host:port` (length-prefixed frames) or `quic://host:port` (TLS 1.3).
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             cfg: Config {
@@ -296,6 +296,7 @@ impl Client {
                 on_event: None,
                 tls: Default::default(),
                 tls_config: None,
+                quic_config: None,
             },
         }
     }

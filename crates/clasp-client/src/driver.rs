@@ -13,21 +13,14 @@ use clasp_proto::{
     Qos, SignalDef, SignalType, Str, Subscribe, Unsubscribe, Value, Welcome, decode_frame_bytes,
     encode, encode_with,
 };
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, wall_micros};
 use crate::error::{Error, Result};
 use crate::subscription::{SubscribeOptions, Update};
+use crate::transport::{Conn, Inbound, Tx};
 use crate::{ConnectionEvent, ReconnectPolicy};
-
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Connection settings, fixed at build time.
 #[derive(Debug, Clone)]
@@ -44,15 +37,21 @@ pub(crate) struct Config {
     pub(crate) tls: TlsSettings,
     /// Built from `tls` once, when a `wss://` client connects (reconnects reuse it).
     pub(crate) tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Built from `tls` once, when a `quic://` client connects.
+    pub(crate) quic_config: Option<quinn::ClientConfig>,
 }
 
-/// How `wss://` routers are verified.
+/// How `wss://` and `quic://` routers are verified.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSettings {
     /// Trust the usual public certificate authorities (Mozilla's list).
     pub(crate) public_roots: bool,
     /// Further trusted certificates (PEM), e.g. a router's self-signed certificate.
     pub(crate) extra_roots_pem: Vec<Vec<u8>>,
+    /// Further trusted certificates (DER).
+    pub(crate) extra_roots_der: Vec<Vec<u8>>,
+    /// Accept any certificate (development only).
+    pub(crate) skip_verify: bool,
 }
 
 impl Default for TlsSettings {
@@ -60,18 +59,22 @@ impl Default for TlsSettings {
         TlsSettings {
             public_roots: true,
             extra_roots_pem: Vec::new(),
+            extra_roots_der: Vec::new(),
+            skip_verify: false,
         }
     }
 }
 
-/// The rustls client configuration for `settings` (ring as the crypto provider).
-pub(crate) fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>> {
+/// The rustls client configuration for `settings` (ring as the crypto provider); for QUIC,
+/// TLS 1.3 only with the CLASP ALPN names.
+pub(crate) fn tls_config(settings: &TlsSettings, quic: bool) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     if settings.public_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
+    let mut extra = Vec::new();
     for pem in &settings.extra_roots_pem {
         let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -79,19 +82,45 @@ pub(crate) fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientCon
         if certs.is_empty() {
             return Err(Error::Tls("no certificate in the PEM data".into()));
         }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| Error::Tls(format!("certificate refused: {e}")))?;
-        }
+        extra.extend(certs);
+    }
+    extra.extend(
+        settings
+            .extra_roots_der
+            .iter()
+            .map(|d| CertificateDer::from(d.clone())),
+    );
+    for c in extra {
+        roots
+            .add(c)
+            .map_err(|e| Error::Tls(format!("certificate refused: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
+    let builder = if quic {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    }
+    .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut cfg = if settings.skip_verify {
+        tracing::warn!(
+            "TLS certificate verification is OFF: any router, or anyone in between, is accepted (development only)"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::insecure::AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    if quic {
+        cfg.alpn_protocols = crate::transport::QUIC_ALPN
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+    }
+    Ok(cfg)
 }
 
 /// A listener for connection events, registered before connecting.
@@ -285,30 +314,10 @@ enum End {
     Lost(String),
 }
 
-/// Opens the WebSocket and runs the HELLO/WELCOME handshake within the connect timeout.
-pub(crate) async fn open(cfg: &Config) -> Result<(Ws, Welcome)> {
+/// Opens the connection and runs the HELLO/WELCOME handshake within the connect timeout.
+pub(crate) async fn open(cfg: &Config) -> Result<(Conn, Welcome)> {
     let attempt = async {
-        let mut req = cfg
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Error::InvalidUrl {
-                url: cfg.url.clone(),
-                reason: e.to_string(),
-            })?;
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("clasp"));
-        let connector = cfg
-            .tls_config
-            .clone()
-            .map(tokio_tungstenite::Connector::Rustls);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector)
-                .await
-                .map_err(|e| Error::Connect {
-                    url: cfg.url.clone(),
-                    reason: e.to_string(),
-                })?;
+        let mut conn = crate::transport::connect(cfg).await?;
         let hello = encode(&Message::Hello(Hello {
             version: 1,
             features: cfg.features,
@@ -319,23 +328,19 @@ pub(crate) async fn open(cfg: &Config) -> Result<(Ws, Welcome)> {
             url: cfg.url.clone(),
             reason,
         };
-        ws.send(WsMessage::Binary(hello))
-            .await
-            .map_err(|e| lost(e.to_string()))?;
+        conn.tx.send(hello).await.map_err(lost)?;
         loop {
-            let bytes = match ws.next().await {
-                Some(Ok(WsMessage::Binary(b))) => b,
-                Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
-                Some(Ok(WsMessage::Close(f))) => {
-                    let why = f.map(|f| f.reason.to_string()).unwrap_or_default();
+            let bytes = match conn.rx.next().await {
+                Some(Ok(Inbound::Frame(b))) => b,
+                Some(Ok(Inbound::Closed(why))) => {
                     return Err(lost(format!("the router closed the connection {why}")));
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(lost(e.to_string())),
+                Some(Ok(Inbound::Other)) => continue,
+                Some(Err(e)) => return Err(lost(e)),
                 None => return Err(lost("the connection closed during the handshake".into())),
             };
             match decode_frame_bytes(&bytes).map(|f| f.message) {
-                Ok(Message::Welcome(w)) => return Ok((ws, w)),
+                Ok(Message::Welcome(w)) => return Ok((conn, w)),
                 Ok(Message::Error(e)) => {
                     return Err(Error::Rejected {
                         code: e.code,
@@ -407,7 +412,7 @@ impl Driver {
     }
 
     /// Runs sessions until the client is closed or reconnecting gives up.
-    pub(crate) async fn run(mut self, ws: Ws) {
+    pub(crate) async fn run(mut self, ws: Conn) {
         let mut ws = Some(ws);
         let mut resubscribe = false;
         while let Some(socket) = ws.take() {
@@ -492,7 +497,7 @@ impl Driver {
     }
 
     /// Waits (with backoff) and reconnects; `None` if closed meanwhile or out of attempts.
-    async fn reconnect(&mut self) -> Option<Ws> {
+    async fn reconnect(&mut self) -> Option<Conn> {
         let policy = self.cfg.reconnect.clone();
         let mut attempt: u32 = 0;
         loop {
@@ -542,8 +547,11 @@ impl Driver {
     }
 
     /// One connected session.
-    async fn session(&mut self, ws: Ws, resubscribe: bool) -> End {
-        let (mut sink, mut stream) = ws.split();
+    async fn session(&mut self, conn: Conn, resubscribe: bool) -> End {
+        let Conn {
+            tx: mut sink,
+            rx: mut stream,
+        } = conn;
         if resubscribe {
             let mut frames = Vec::new();
             for (id, sub) in &self.subs {
@@ -553,12 +561,12 @@ impl Driver {
                 }
             }
             for f in frames {
-                if let Err(e) = sink.feed(WsMessage::Binary(f)).await {
-                    return End::Lost(e.to_string());
+                if let Err(e) = sink.feed(f).await {
+                    return End::Lost(e);
                 }
             }
             if let Err(e) = sink.flush().await {
-                return End::Lost(e.to_string());
+                return End::Lost(e);
             }
         }
         let mut sync = tokio::time::interval(self.cfg.sync_interval);
@@ -568,8 +576,8 @@ impl Driver {
             let result: std::result::Result<(), String> = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
-                    // Give the router a moment to answer the close handshake.
+                    sink.close().await;
+                    // Give the router a moment to answer the close.
                     let _ = tokio::time::timeout(Duration::from_millis(500), async {
                         while let Some(Ok(_)) = stream.next().await {}
                     })
@@ -577,38 +585,33 @@ impl Driver {
                     return End::Closed;
                 }
                 msg = stream.next() => match msg {
-                    Some(Ok(WsMessage::Binary(b))) => {
+                    Some(Ok(Inbound::Frame(b))) => {
                         self.incoming(&b);
                         self.write_replies(&mut sink).await
                     }
-                    Some(Ok(WsMessage::Text(t))) => {
-                        self.incoming(&Bytes::from(t));
-                        self.write_replies(&mut sink).await
-                    }
-                    Some(Ok(WsMessage::Close(f))) => {
-                        let mut why = f.map(|f| f.reason.to_string()).unwrap_or_default();
+                    Some(Ok(Inbound::Closed(mut why))) => {
                         if let Some(e) = self.last_error.take() {
                             why = format!("{why} (last error: {e})");
                         }
                         Err(format!("the router closed the connection {why}").trim().to_string())
                     }
                     // tungstenite answers pings itself; flush so the pong goes out.
-                    Some(Ok(_)) => sink.flush().await.map_err(|e| e.to_string()),
-                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Ok(Inbound::Other)) => sink.flush().await,
+                    Some(Err(e)) => Err(e),
                     None => Err("the connection closed".to_string()),
                 },
                 c = self.cmd_rx.recv() => match c {
                     Some(c) => self.commands(c, &mut sink).await,
                     // Every handle is gone.
                     None => {
-                        let _ = sink.send(WsMessage::Close(None)).await;
+                        sink.close().await;
                         return End::Closed;
                     }
                 },
                 _ = sync.tick() => {
                     let frame = encode(&Message::Sync(ClockSync { t1: wall_micros(), t2: None, t3: None }));
                     match frame {
-                        Ok(f) => sink.send(WsMessage::Binary(f)).await.map_err(|e| e.to_string()),
+                        Ok(f) => sink.send(f).await,
                         Err(_) => Ok(()),
                     }
                 }
@@ -623,45 +626,33 @@ impl Driver {
         }
     }
 
-    async fn write_replies<S>(&mut self, sink: &mut S) -> std::result::Result<(), String>
-    where
-        S: futures_util::Sink<WsMessage, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-    {
+    async fn write_replies(&mut self, sink: &mut Tx) -> std::result::Result<(), String> {
         if self.replies.is_empty() {
             return Ok(());
         }
         for f in std::mem::take(&mut self.replies) {
-            sink.feed(WsMessage::Binary(f))
-                .await
-                .map_err(|e| e.to_string())?;
+            sink.feed(f).await?;
         }
-        sink.flush().await.map_err(|e| e.to_string())
+        sink.flush().await
     }
 
     /// Carries out `first` and whatever else is queued, then flushes once.
-    async fn commands<S>(&mut self, first: Command, sink: &mut S) -> std::result::Result<(), String>
-    where
-        S: futures_util::Sink<WsMessage, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-    {
+    async fn commands(&mut self, first: Command, sink: &mut Tx) -> std::result::Result<(), String> {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(c) = next.take() {
             if let Some(frame) = self.command(c) {
-                sink.feed(WsMessage::Binary(frame))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                sink.feed(frame).await?;
             }
             for f in std::mem::take(&mut self.replies) {
-                sink.feed(WsMessage::Binary(f))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                sink.feed(f).await?;
             }
             n += 1;
             if n < 256 {
                 next = self.cmd_rx.try_recv().ok();
             }
         }
-        sink.flush().await.map_err(|e| e.to_string())
+        sink.flush().await
     }
 
     /// Registers what a command waits for; returns the frame to write.

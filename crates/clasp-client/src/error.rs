@@ -8,7 +8,8 @@ use clasp_proto::{EncodeError, ErrorCode};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a `ws://` URL with a host.
+    /// The URL is not a `ws://`, `wss://`, `tcp://` or `quic://` URL with a host (and a port,
+    /// for `tcp://` and `quic://`).
     #[error("invalid URL `{url}`: {reason}")]
     InvalidUrl {
         /// The URL given.
@@ -16,7 +17,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The WebSocket could not be opened, or closed during the handshake.
+    /// The connection could not be opened (TCP, TLS, QUIC or WebSocket), or closed during the
+    /// handshake.
     #[error("cannot connect to {url}: {reason}")]
     Connect {
         /// The router's URL.

@@ -175,7 +175,7 @@ impl Drop for IpSlot {
 }
 
 impl IpTable {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut open = self.open.lock();
         let n = open.entry(ip).or_insert(0);
         if max > 0 && *n >= max {

@@ -1,10 +1,14 @@
 //! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
-//! with write-behind persistence of params.
+//! optionally over raw TCP and QUIC as well, with write-behind persistence of params.
 
 mod handle;
+mod http;
 mod listen;
 pub mod outbox;
 mod persist;
+mod quic;
+mod stream;
+mod tcp;
 pub mod tokens;
 mod writers;
 mod ws;
@@ -28,8 +32,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::{Now, Router, RouterConfig};
 pub use handle::RouterHandle;
+pub use http::{HttpLimits, serve_http};
 pub use listen::{TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
+pub use quic::{ALPN as QUIC_ALPN, QuicListen};
+pub use tcp::MAX_TCP_MESSAGE;
 
 /// Everything `clasp server` can be configured with.
 #[derive(Debug, Clone)]
@@ -66,6 +73,10 @@ pub struct ServerConfig {
     /// Run the writer pool at a lower CPU priority (nice 10), so reading input and answering
     /// small exchanges never wait behind a burst of fan-out writes.
     pub lower_writer_priority: bool,
+    /// Also serve CLASP over raw TCP (length-prefixed frames) on this address.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Also serve CLASP over QUIC (UDP) with this address and certificate.
+    pub quic: Option<QuicListen>,
 }
 
 /// Where tokens and keys come from. The router is in open mode unless the token file holds a
@@ -99,6 +110,8 @@ impl Default for ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             writer_threads: std::thread::available_parallelism().map_or(1, usize::from),
             lower_writer_priority: true,
+            tcp_listen: None,
+            quic: None,
         }
     }
 }
@@ -275,6 +288,10 @@ pub struct Server {
     writers: writers::WriterPool,
     /// Extra HTTP routes served on the WebSocket port (e.g. the rendezvous API).
     http: Option<HttpRouter>,
+    /// The raw TCP listener, if configured.
+    tcp: Option<TcpListener>,
+    /// The QUIC endpoint, if configured.
+    quic: Option<quinn::Endpoint>,
 }
 
 impl std::fmt::Debug for Server {
@@ -321,6 +338,18 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let tcp = match config.tcp_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let quic = match &config.quic {
+            Some(q) => Some(quic::bind(q, config.idle_timeout, config.ping_interval)?),
+            None => None,
+        };
         let store_desc = store.describe();
         tracing::info!(store = %store_desc, params = restored, "state restored");
         let writers =
@@ -345,6 +374,8 @@ impl Server {
             store,
             writers,
             http: None,
+            tcp,
+            quic,
         })
     }
 
@@ -353,6 +384,15 @@ impl Server {
         RouterHandle {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The record table `table` of the server's state store (in the same database file as the
+    /// params with `data_dir`, in memory otherwise), e.g. for the rendezvous registrations.
+    pub fn records(
+        &self,
+        table: &str,
+    ) -> Result<std::sync::Arc<dyn clasp_store::RecordTable>, ServerError> {
+        Ok(self.store.records(table)?)
     }
 
     /// Serves `routes` on the WebSocket port too, beside `/healthz` and `/metrics` (paths not
@@ -371,6 +411,16 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The raw TCP address actually bound, if TCP is configured.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The QUIC (UDP) address actually bound, if QUIC is configured.
+    pub fn quic_local_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|e| e.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, closes every connection with a
     /// close frame, flushes state to the database and returns.
     pub async fn run(
@@ -383,6 +433,8 @@ impl Server {
             store,
             writers,
             http,
+            tcp,
+            quic,
         } = self;
         let addr = listener.local_addr()?;
         let scheme = if shared.config.tls.is_some() {
@@ -428,9 +480,48 @@ impl Server {
             stop.clone(),
             shared.refused_per_ip.clone(),
         ));
+        // Raw TCP and QUIC share one per-IP table (the WebSocket port keeps its own).
+        let stop_streams = tokio_util::sync::CancellationToken::new();
+        let stream_ips = Arc::new(listen::IpTable::default());
+        let tcp_accept = tcp.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "CLASP over TCP listening (tcp://, 4-byte length prefix)");
+            }
+            tokio::spawn(tcp::accept_loop(
+                l,
+                shared.clone(),
+                tracker.clone(),
+                stream_ips.clone(),
+                stop_streams.clone(),
+            ))
+        });
+        let quic_accept = quic.map(|e| {
+            if let Ok(addr) = e.local_addr() {
+                tracing::info!(%addr, "CLASP over QUIC listening (quic://, ALPN clasp, UDP)");
+            }
+            let task = tokio::spawn(quic::accept_loop(
+                e.clone(),
+                shared.clone(),
+                tracker.clone(),
+                stream_ips.clone(),
+                stop_streams.clone(),
+            ));
+            (e, task)
+        });
         shutdown.await;
         stop.notify_one();
+        stop_streams.cancel();
         let _ = accept.await;
+        if let Some(t) = tcp_accept {
+            let _ = t.await;
+        }
+        let quic_endpoint = match quic_accept {
+            Some((e, t)) => {
+                let _ = t.await;
+                Some(e)
+            }
+            None => None,
+        };
         tracing::info!("shutting down: closing connections and flushing state");
         shared.with_core(|core, _| core.shutdown());
         tracker.close();
@@ -439,6 +530,9 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some connections did not close within 5 s");
+        }
+        if let Some(e) = quic_endpoint {
+            quic::close(e).await;
         }
         timer.abort();
         token_watch.abort();
