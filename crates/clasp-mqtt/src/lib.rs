@@ -1,4 +1,175 @@
 //! MQTT 3.1.1 and 5 listener for the CLASP router: MQTT clients join as CLASP sessions.
+//!
+//! Each MQTT connection becomes one CLASP session through a
+//! [`RouterHandle`](clasp_router::server::RouterHandle): HELLO named `mqtt:<client id>` carries
+//! the client's token, and the router's WELCOME or ERROR decides the CONNACK. Everything the
+//! client then does goes through that session, so the token's scopes, the rate limit and the
+//! router's limits apply exactly as for a native client.
+//!
+//! * **Transport**: plain TCP, MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
+//!   closes the connection (MQTT 5: DISCONNECT 0x95 / 0x81 first). CONNECT must arrive within
+//!   [`MqttConfig::connect_timeout`]; keep-alive is enforced at 1.5 × the client's interval.
+//! * **Sessions**: clean sessions only: `session_present` is always 0 and nothing is kept after
+//!   a disconnect, whatever the client asks. A second connection with the same client id
+//!   takes over (the older one is closed; MQTT 5: DISCONNECT 0x8E). An empty client id gets a
+//!   generated one (`auto-…`, sent back to MQTT 5 clients). Will messages are published
+//!   (QoS 0, through the session) when a connection ends without DISCONNECT.
+//! * **Auth**: the password is the CLASP token; with a username only, the username is the
+//!   token. A refused HELLO gives CONNACK 4 / 0x86 (bad token) or 5 / 0x87 (expired or not
+//!   allowed); a full router 3 / 0x89; [`MqttConfig::max_clients`] reached 3 / 0x97.
+//! * **Topics** ([`topic`]): `a/b` ↔ `namespace/a/b`; `+` ↔ `*`, `#` ↔ `**` (whole levels).
+//! * **Retained messages are params**: a retained PUBLISH is a CLASP SET (stored, with a
+//!   revision); an empty retained payload sets the param to Null, which MQTT subscribers treat
+//!   as cleared (the CLASP core has no delete). A non-retained PUBLISH is a CLASP event. A
+//!   SUBSCRIBE delivers the matching non-null params as retained messages (before the SUBACK,
+//!   as MQTT allows), then live SETs and events as ordinary messages (MQTT 5
+//!   retain-as-published subscriptions get SETs with retain 1).
+//! * **Payloads** ([`payload`]): JSON and number text become typed values, other UTF-8 a
+//!   string, other bytes bytes; values go out as text, JSON or raw bytes.
+//! * **QoS**: inbound QoS 1 is acknowledged after the router handled the write (the core
+//!   answers a refusal synchronously; MQTT 5 PUBACK carries it, e.g. 0x87; MQTT 3.1.1 has no
+//!   refusal code, so the PUBACK is sent and the message is dropped). A CLASP event has no
+//!   ACK: it counts as accepted when the router did not refuse it. Inbound QoS 2 runs the
+//!   PUBREC/PUBREL/PUBCOMP flow (applied once per packet id). Subscriptions are granted at
+//!   most QoS 1; outbound QoS 1 uses packet ids and an in-flight window
+//!   ([`MqttConfig::max_inflight`], or the client's receive maximum), without redelivery on
+//!   reconnect. While the window is full the router's outbox is not drained, so its
+//!   back-pressure policy (params coalesce, a runaway event queue closes) bounds a slow client.
+//! * **Refusals**: a subscription the router refuses gets SUBACK 0x80 (3.1.1) or 0x87 / 0x8F /
+//!   0x97 (5) and is not installed. Shared subscriptions, subscription identifiers and topic
+//!   aliases are not supported (SUBACK 0x9E, DISCONNECT 0xA1 / 0x94). UNSUBSCRIBE removes the
+//!   CLASP subscriptions. MQTT 5 no-local is not honoured (CLASP echoes SETs to the writer).
+//! * A rate-limited write is dropped by the router without an ERROR after the first one per
+//!   second, so such writes can be acknowledged as if accepted.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
+
+mod packet;
+pub mod payload;
+mod session;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clasp_router::server::RouterHandle;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use topic::{TopicError, Topics};
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Prefix of the CLASP addresses MQTT topics map to: empty (`a/b` ↔ `/a/b`), or an
+    /// absolute path such as `/mqtt` (`a/b` ↔ `/mqtt/a/b`).
+    pub namespace: String,
+    /// Largest accepted packet (remaining length, bytes).
+    pub max_packet_size: usize,
+    /// Most connected MQTT clients; 0 for no limit.
+    pub max_clients: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// How long one write to a client may take before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Most outbound QoS 1 messages awaiting PUBACK (lowered to an MQTT 5 client's receive
+    /// maximum).
+    pub max_inflight: usize,
+    /// Most messages held while the in-flight window is full; past it the client is
+    /// disconnected as too slow.
+    pub max_backlog: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            namespace: String::new(),
+            max_packet_size: 256 * 1024,
+            max_clients: 0,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_inflight: 64,
+            max_backlog: 65_536,
+        }
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, Error)]
+pub enum MqttError {
+    /// The configured namespace is not usable.
+    #[error("invalid MQTT namespace: {0}")]
+    Namespace(#[from] TopicError),
+    /// The TCP socket could not be bound.
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another socket error.
+    #[error("MQTT listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An MQTT listener bound to a TCP port, feeding a CLASP router.
+#[derive(Debug)]
+pub struct MqttListener {
+    listener: TcpListener,
+    shared: Arc<session::Shared>,
+}
+
+impl MqttListener {
+    /// Binds `addr` (port 0 picks a free one) for the router behind `handle`.
+    pub async fn bind(
+        addr: SocketAddr,
+        handle: RouterHandle,
+        config: MqttConfig,
+    ) -> Result<MqttListener, MqttError> {
+        let topics = Topics::new(&config.namespace)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MqttError::Bind { addr, source })?;
+        Ok(MqttListener {
+            listener,
+            shared: Arc::new(session::Shared::new(handle, config, topics)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, MqttError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Accepts clients until `shutdown` is cancelled, then closes every connection (MQTT 5:
+    /// DISCONNECT 0x8B) and returns once they are gone.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok((stream, _)) => {
+                        let shared = self.shared.clone();
+                        let stop = shutdown.child_token();
+                        tracker.spawn(session::serve(shared, stream, stop));
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: wait a little instead of spinning.
+                        tracing::warn!(error = %e, "MQTT accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        tracker.wait().await;
+    }
+}

@@ -433,7 +433,67 @@ impl Auth {
         self.seen_jti.retain(|_, until| *until > now);
     }
 
+    /// Checks a token like [`Auth::authenticate`] without using it up: a JWT's `jti` is not
+    /// recorded, so the same token can still open a session (or be checked again). For
+    /// services beside the router, such as the rendezvous API, that accept the router's tokens.
+    pub fn check(&self, token: &str, now: u64) -> Result<Grant, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.starts_with("cpsk_") {
+            let t = self.cpsk.get(token).ok_or(AuthError::Unknown)?;
+            let grant = Grant {
+                kind: TokenKind::Cpsk,
+                token_id: token.to_owned(),
+                subject: t.subject.clone(),
+                scopes: t.scopes.clone(),
+                expires_at: t.expires_at,
+            };
+            self.still_valid(&grant, now)?;
+            return Ok(grant);
+        }
+        if token.len() <= 16 * 1024 && token.split('.').count() == 3 {
+            let (grant, jti) = self.verify_jwt(token, now)?;
+            if jti.is_some_and(|j| self.revoked.contains(&j)) {
+                return Err(AuthError::Revoked);
+            }
+            self.still_valid(&grant, now)?;
+            return Ok(grant);
+        }
+        Err(AuthError::Format)
+    }
+
     fn jwt(&mut self, token: &str, now: u64) -> Result<Grant, AuthError> {
+        let bad = |m: &str| AuthError::Jwt(m.to_owned());
+        let (grant, jti) = self.verify_jwt(token, now)?;
+        if let Some(jti) = &jti {
+            let Some(cfg) = &self.jwt else {
+                return Err(AuthError::Format);
+            };
+            if self.revoked.contains(jti) {
+                return Err(AuthError::Revoked);
+            }
+            if self.seen_jti.contains_key(jti) {
+                return Err(AuthError::Replayed);
+            }
+            let window = now.saturating_add(cfg.replay_window.as_micros() as u64);
+            let until = grant.expires_at.map_or(window, |e| e.min(window));
+            let max = cfg.max_tracked_jti;
+            if self.seen_jti.len() >= max {
+                self.sweep(now);
+                if self.seen_jti.len() >= max {
+                    return Err(bad("too many tokens in use; try again later"));
+                }
+            }
+            self.seen_jti.insert(jti.clone(), until);
+        }
+        self.still_valid(&grant, now)?;
+        Ok(grant)
+    }
+
+    /// Verifies a JWT's signature and claims; returns the grant and the `jti`, if any.
+    fn verify_jwt(&self, token: &str, now: u64) -> Result<(Grant, Option<String>), AuthError> {
         let bad = |m: &str| AuthError::Jwt(m.to_owned());
         let Some(cfg) = &self.jwt else {
             return Err(AuthError::Format);
@@ -507,26 +567,7 @@ impl Auth {
             scopes,
             expires_at,
         };
-        if let Some(jti) = &c.jti {
-            if self.revoked.contains(jti) {
-                return Err(AuthError::Revoked);
-            }
-            if self.seen_jti.contains_key(jti) {
-                return Err(AuthError::Replayed);
-            }
-            let window = now.saturating_add(cfg.replay_window.as_micros() as u64);
-            let until = expires_at.map_or(window, |e| e.min(window));
-            let max = cfg.max_tracked_jti;
-            if self.seen_jti.len() >= max {
-                self.sweep(now);
-                if self.seen_jti.len() >= max {
-                    return Err(bad("too many tokens in use; try again later"));
-                }
-            }
-            self.seen_jti.insert(jti.clone(), until);
-        }
-        self.still_valid(&grant, now)?;
-        Ok(grant)
+        Ok((grant, c.jti))
     }
 }
 

@@ -71,6 +71,9 @@ struct Conn {
     /// Frames produced for this connection during the current call, handed to the outlet in
     /// one batch when the call ends (one queue lock and one wake-up per connection per batch).
     staged: Vec<Outgoing>,
+    /// Send the state snapshot after WELCOME (off for adapter sessions, which get state
+    /// through their subscriptions only).
+    connect_snapshot: bool,
 }
 
 struct Session {
@@ -406,8 +409,20 @@ impl Router {
                 outlet: Arc::from(outlet),
                 session: None,
                 staged: Vec::new(),
+                connect_snapshot: true,
             },
         );
+        id
+    }
+
+    /// Like [`Router::open`], for a connection that does not want the full state snapshot
+    /// after WELCOME (listeners of other protocols, whose clients get state through their
+    /// subscriptions only): it saves building and sending the whole store per new session.
+    pub fn open_without_snapshot(&mut self, outlet: Box<dyn Outlet>, now: Now) -> ConnId {
+        let id = self.open(outlet, now);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.connect_snapshot = false;
+        }
         id
     }
 
@@ -711,6 +726,9 @@ impl Router {
             token: None,
         };
         self.reply(conn, &Message::Welcome(welcome));
+        if self.conns.get(&conn).is_some_and(|c| !c.connect_snapshot) {
+            return;
+        }
         let frames = match self.session(conn) {
             Some(s) if s.grant.is_some() => self.snapshot_frames(|a| s.may(Action::Read, a), true),
             _ => self.snapshot_frames(|_| true, true),

@@ -61,6 +61,15 @@ impl RouterHandle {
             .with_core(|core, now| core.open(Box::new(outbox), now))
     }
 
+    /// Like [`RouterHandle::open`], but the session gets no state snapshot after WELCOME: an
+    /// adapter whose clients get state through their subscriptions only saves the work of
+    /// building and discarding the whole store per new client.
+    pub fn open_without_snapshot(&self, outbox: &Outbox) -> ConnId {
+        let outbox = outbox.clone();
+        self.shared
+            .with_core(|core, now| core.open_without_snapshot(Box::new(outbox), now))
+    }
+
     /// Handles frames from `conn` (each one whole CLASP frame) and delivers what they produce.
     pub fn handle(&self, conn: ConnId, frames: &[Bytes]) {
         self.shared
@@ -85,6 +94,28 @@ impl RouterHandle {
     /// The router's name (as sent in WELCOME).
     pub fn name(&self) -> &str {
         &self.shared.config.router.name
+    }
+
+    /// Whether `token` is valid now and allows `action` on `address`, without using it up (a
+    /// JWT can still open a session afterwards). For services beside the router that accept
+    /// its tokens, such as the rendezvous API. Always `true` in open mode.
+    pub fn token_allows(
+        &self,
+        token: Option<&str>,
+        action: crate::core::auth::Action,
+        address: &str,
+    ) -> bool {
+        let wall = self.shared.now().wall;
+        let core = self.shared.core.lock();
+        let auth = core.auth();
+        if !auth.enabled() {
+            return true;
+        }
+        let Some(token) = token else {
+            return false;
+        };
+        auth.check(token, wall)
+            .is_ok_and(|g| g.scopes.allows(action, address))
     }
 
     /// Whether HELLO must carry a valid token.

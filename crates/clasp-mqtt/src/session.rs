@@ -1,0 +1,850 @@
+//! One MQTT connection: CONNECT, then a CLASP session driven through the router handle.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use clasp_proto::{
+    ErrorCode, ErrorMessage, Features, FrameOptions, Hello, Message, Publish as ClaspPublish,
+    PublishPayload, Qos, Set, SignalType, SignalTypes, Subscribe, Unsubscribe, Value, decode_frame,
+    encode, encode_with,
+};
+use clasp_router::core::{CloseReason, ConnId};
+use clasp_router::server::RouterHandle;
+use clasp_router::server::outbox::Outbox;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::MqttConfig;
+use crate::packet::{
+    self, Connect, FrameError, Inbound, Outbound, Publish, Refuse, SubRequest, Version, Will,
+};
+use crate::payload;
+use crate::topic::{Filter, TopicError, Topics};
+
+/// State shared by the listener and its connections.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) handle: RouterHandle,
+    pub(crate) config: MqttConfig,
+    pub(crate) topics: Topics,
+    /// Connected client ids → (generation, token that ends that connection).
+    clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    generation: AtomicU64,
+    active: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(handle: RouterHandle, config: MqttConfig, topics: Topics) -> Shared {
+        Shared {
+            handle,
+            config,
+            topics,
+            clients: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Decrements the active-client count when the connection ends.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one TCP connection until it ends or `shutdown` is cancelled.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let max = shared.config.max_packet_size;
+    let first = tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = tokio::time::timeout(shared.config.connect_timeout, read_packet(&mut reader, &mut inbuf, max)) => r,
+    };
+    let frame = match first {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "MQTT connection closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "no MQTT CONNECT within the timeout; closing");
+            return;
+        }
+    };
+    let version = match packet::connect_level(&frame) {
+        Some(4) => Version::V4,
+        Some(5) => Version::V5,
+        Some(level) => {
+            // CONNACK "unacceptable protocol version" in the 3.1.1 form, which older clients
+            // understand too.
+            tracing::debug!(?peer, level, "unsupported MQTT protocol level");
+            let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            return;
+        }
+        None => {
+            tracing::debug!(?peer, "first MQTT packet is not CONNECT; closing");
+            return;
+        }
+    };
+    let connect = match packet::decode_connect(version, frame) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(?peer, error = %e, "malformed MQTT CONNECT; closing");
+            return;
+        }
+    };
+    let mut out = BytesMut::new();
+    let refuse = |refuse: Refuse, out: &mut BytesMut| {
+        packet::encode(
+            version,
+            Outbound::ConnAck {
+                refused: Some(refuse),
+                assigned_id: None,
+                max_packet: 0,
+            },
+            out,
+            usize::MAX,
+        );
+    };
+    if connect.auth_method {
+        refuse(Refuse::AuthMethod, &mut out);
+        let _ = writer.write_all(&out).await;
+        return;
+    }
+    if connect.client_id.is_empty() && !connect.clean && version == Version::V4 {
+        refuse(Refuse::ClientId, &mut out);
+        let _ = writer.write_all(&out).await;
+        return;
+    }
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        (format!("auto-{}", uuid::Uuid::new_v4().simple()), true)
+    } else {
+        (connect.client_id.clone(), false)
+    };
+    let count = shared.active.fetch_add(1, Ordering::AcqRel) + 1;
+    let _slot = Slot(&shared.active);
+    if shared.config.max_clients > 0 && count > shared.config.max_clients {
+        tracing::info!(?peer, client_id, "MQTT client refused: max_clients reached");
+        refuse(Refuse::Quota, &mut out);
+        let _ = writer.write_all(&out).await;
+        return;
+    }
+    // The password is the CLASP token; a username alone is taken as the token too.
+    let token = connect
+        .password
+        .clone()
+        .or_else(|| connect.username.clone());
+    let outbox = shared.handle.outbox();
+    let conn = shared.handle.open_without_snapshot(&outbox);
+    let hello = Hello {
+        version: 1,
+        features: Features::CLIENT_DEFAULT,
+        name: format!("mqtt:{client_id}").into(),
+        token: token.map(Into::into),
+    };
+    let welcomed = match encode(&Message::Hello(hello)) {
+        Ok(f) => {
+            shared.handle.handle(conn, &[f]);
+            let mut result = Err(Refuse::Unavailable);
+            outbox.drain_with(|frame| match decode_frame(&frame).map(|d| d.message) {
+                Ok(Message::Welcome(_)) if result.is_err() => result = Ok(()),
+                Ok(Message::Error(e)) if result.is_err() => {
+                    tracing::info!(?peer, client_id, code = e.code.code(), reason = %e.message, "MQTT client refused by the router");
+                    result = Err(match e.code {
+                        ErrorCode::Unauthorized => Refuse::BadCredentials,
+                        ErrorCode::TokenExpired | ErrorCode::Forbidden => Refuse::NotAuthorized,
+                        ErrorCode::Overloaded => Refuse::Busy,
+                        _ => Refuse::Unavailable,
+                    });
+                }
+                // Anything else before WELCOME (the session is opened without the connect
+                // snapshot: MQTT clients get state through SUBSCRIBE only).
+                _ => {}
+            });
+            result
+        }
+        Err(_) => Err(Refuse::BadCredentials),
+    };
+    if let Err(r) = welcomed {
+        shared.handle.close(conn);
+        refuse(r, &mut out);
+        let _ = writer.write_all(&out).await;
+        return;
+    }
+    // Take over an older connection with the same client id.
+    let kicked = CancellationToken::new();
+    let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
+    if let Some((_, old)) = shared
+        .clients
+        .lock()
+        .insert(client_id.clone(), (generation, kicked.clone()))
+    {
+        tracing::info!(
+            client_id,
+            "MQTT client id reconnected: the older connection is taken over"
+        );
+        old.cancel();
+    }
+    packet::encode(
+        version,
+        Outbound::ConnAck {
+            refused: None,
+            assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
+            max_packet: u32::try_from(max).unwrap_or(u32::MAX),
+        },
+        &mut out,
+        usize::MAX,
+    );
+    tracing::debug!(?peer, client_id, ?version, "MQTT client connected");
+    let mut session = Session {
+        version,
+        shared: shared.clone(),
+        outbox,
+        conn,
+        subs: Vec::new(),
+        next_sub_id: 1,
+        inflight: HashSet::new(),
+        window: usize::from(connect.receive_max.unwrap_or(u16::MAX))
+            .clamp(1, shared.config.max_inflight.max(1)),
+        next_pkid: 1,
+        backlog: VecDeque::new(),
+        qos2: HashSet::new(),
+        out,
+        client_max: connect
+            .max_packet
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+        will: connect.will.clone(),
+        closing: None,
+    };
+    let end = session
+        .run(
+            &connect,
+            &mut reader,
+            &mut writer,
+            &mut inbuf,
+            &shutdown,
+            &kicked,
+        )
+        .await;
+    if end.publish_will()
+        && let Some(will) = session.will.take()
+    {
+        session.publish_will(will);
+    }
+    let _ = session.flush(&mut writer).await;
+    shared.handle.close(conn);
+    let mut clients = shared.clients.lock();
+    if clients
+        .get(&client_id)
+        .is_some_and(|(g, _)| *g == generation)
+    {
+        clients.remove(&client_id);
+    }
+    drop(clients);
+    tracing::debug!(?peer, client_id, ?end, "MQTT client gone");
+}
+
+/// Reads until one whole packet is buffered; `None` at EOF.
+async fn read_packet(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<BytesMut>, String> {
+    loop {
+        match packet::frame(buf, max) {
+            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(None) => {}
+            Err(FrameError::TooLarge(n)) => return Err(format!("packet of {n} bytes too large")),
+            Err(FrameError::Malformed(e)) => return Err(e),
+        }
+        buf.reserve(4096);
+        match reader.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT from the client (`true`: v5 asked for its will anyway).
+    Disconnect(bool),
+    /// EOF or a socket error without DISCONNECT.
+    Lost,
+    /// The client broke the protocol or the keep-alive.
+    Violation,
+    /// A newer connection with the same client id.
+    TakenOver,
+    /// The router closed the session, or the listener is shutting down.
+    Closed,
+}
+
+impl End {
+    fn publish_will(self) -> bool {
+        matches!(self, End::Disconnect(true) | End::Lost | End::Violation)
+    }
+}
+
+/// One MQTT subscription and the CLASP subscriptions behind it.
+#[derive(Debug)]
+struct Sub {
+    filter: String,
+    matcher: Filter,
+    ids: Vec<u32>,
+    qos: u8,
+    rap: bool,
+}
+
+struct Session {
+    version: Version,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    conn: ConnId,
+    subs: Vec<Sub>,
+    next_sub_id: u32,
+    /// Packet ids of QoS 1 publishes awaiting PUBACK.
+    inflight: HashSet<u16>,
+    window: usize,
+    next_pkid: u16,
+    /// Publishes waiting for room in the in-flight window (the outbox is not drained meanwhile).
+    backlog: VecDeque<(String, Bytes, u8, bool)>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    qos2: HashSet<u16>,
+    out: BytesMut,
+    client_max: usize,
+    will: Option<Will>,
+    /// A DISCONNECT reason to send and end with.
+    closing: Option<(u8, End)>,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        connect: &Connect,
+        reader: &mut OwnedReadHalf,
+        writer: &mut OwnedWriteHalf,
+        inbuf: &mut BytesMut,
+        shutdown: &CancellationToken,
+        kicked: &CancellationToken,
+    ) -> End {
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let far = Duration::from_secs(86_400 * 365);
+        let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
+        if let Some(end) = self.process_input(inbuf, &mut deadline, keep_alive.unwrap_or(far)) {
+            return end;
+        }
+        loop {
+            if self.flush(writer).await.is_err() {
+                return End::Lost;
+            }
+            if let Some((reason, end)) = self.closing.take() {
+                self.emit(Outbound::Disconnect { reason });
+                let _ = self.flush(writer).await;
+                return end;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => self.close(0x8B, End::Closed),
+                () = kicked.cancelled() => self.close(0x8E, End::TakenOver),
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("MQTT keep-alive expired");
+                    self.close(0x8D, End::Violation);
+                }
+                () = self.outbox.closed() => self.drain(None, &mut Vec::new()),
+                () = self.outbox.ready(), if self.backlog.is_empty() => {
+                    self.drain(None, &mut Vec::new());
+                }
+                r = reader.read_buf(inbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => return End::Lost,
+                        Ok(_) => {}
+                    }
+                    if let Some(end) = self.process_input(inbuf, &mut deadline, keep_alive.unwrap_or(far)) {
+                        return end;
+                    }
+                    inbuf.reserve(4096);
+                }
+            }
+        }
+    }
+
+    /// Handles every whole packet buffered in `inbuf`; `Some` ends the connection at once.
+    fn process_input(
+        &mut self,
+        inbuf: &mut BytesMut,
+        deadline: &mut Instant,
+        keep_alive: Duration,
+    ) -> Option<End> {
+        let max = self.shared.config.max_packet_size;
+        while self.closing.is_none() {
+            match packet::frame(inbuf, max) {
+                Ok(Some(f)) => {
+                    *deadline = Instant::now() + keep_alive;
+                    match packet::decode(self.version, f) {
+                        Ok(p) => {
+                            if let Some(end) = self.on_packet(p) {
+                                return Some(end);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "malformed MQTT packet");
+                            self.close(0x81, End::Violation);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameError::TooLarge(n)) => {
+                    tracing::debug!(bytes = n, limit = max, "MQTT packet too large");
+                    self.close(0x95, End::Violation);
+                }
+                Err(FrameError::Malformed(e)) => {
+                    tracing::debug!(error = %e, "malformed MQTT packet");
+                    self.close(0x81, End::Violation);
+                }
+            }
+        }
+        inbuf.reserve(4096);
+        None
+    }
+
+    fn close(&mut self, reason: u8, end: End) {
+        self.closing.get_or_insert((reason, end));
+    }
+
+    async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let t = self.shared.config.write_timeout;
+        let r = tokio::time::timeout(t, writer.write_all(&self.out)).await;
+        self.out.clear();
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "MQTT client not reading",
+            )),
+        }
+    }
+
+    fn emit(&mut self, p: Outbound) {
+        if !packet::encode(self.version, p, &mut self.out, self.client_max) {
+            tracing::debug!("MQTT packet over the client's maximum packet size; not sent");
+        }
+    }
+
+    /// Handles one packet; `Some` ends the connection at once (no DISCONNECT sent).
+    fn on_packet(&mut self, p: Inbound) -> Option<End> {
+        match p {
+            Inbound::Publish(p) => self.on_publish(p),
+            Inbound::PubAck(pkid) => {
+                self.inflight.remove(&pkid);
+                self.pump_backlog();
+            }
+            Inbound::PubRel(pkid) => {
+                self.qos2.remove(&pkid);
+                self.emit(Outbound::PubComp { pkid });
+            }
+            Inbound::Ignored => {}
+            Inbound::Subscribe {
+                pkid,
+                filters,
+                subscription_id,
+            } => {
+                if subscription_id {
+                    self.close(0xA1, End::Violation);
+                } else {
+                    self.on_subscribe(pkid, filters);
+                }
+            }
+            Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
+            Inbound::PingReq => self.emit(Outbound::PingResp),
+            Inbound::Disconnect { will } => return Some(End::Disconnect(will)),
+            Inbound::Unexpected(what) => {
+                tracing::debug!(what, "unexpected MQTT packet from a client");
+                self.close(0x82, End::Violation);
+            }
+        }
+        None
+    }
+
+    /// Sends `frames` to the router and returns the errors it answered with.
+    fn request(&mut self, frames: &[Bytes], snapshot_for: Option<usize>) -> Vec<ErrorMessage> {
+        self.shared.handle.handle(self.conn, frames);
+        let mut errors = Vec::new();
+        self.drain(snapshot_for, &mut errors);
+        errors
+    }
+
+    fn on_publish(&mut self, p: Publish) {
+        if p.topic_alias {
+            self.close(0x94, End::Violation);
+            return;
+        }
+        if p.qos == 2 && self.qos2.contains(&p.pkid) {
+            // A resend before PUBREL: already applied once.
+            self.emit(Outbound::PubRec {
+                pkid: p.pkid,
+                reason: 0,
+            });
+            return;
+        }
+        let reason = match self.shared.topics.address(&p.topic) {
+            Err(TopicError::WildcardInName(_) | TopicError::Empty) => {
+                self.close(0x90, End::Violation);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT publish refused");
+                0x90
+            }
+            Ok(address) => {
+                let msg = if p.retain {
+                    let value = if p.payload.is_empty() {
+                        Value::Null
+                    } else {
+                        payload::to_value(&p.payload)
+                    };
+                    Message::Set(Set {
+                        address: address.into(),
+                        value,
+                        ..Set::default()
+                    })
+                } else {
+                    Message::Publish(ClaspPublish {
+                        address: address.into(),
+                        signal: SignalType::Event,
+                        payload: PublishPayload::Value(payload::to_value(&p.payload)),
+                        ..ClaspPublish::default()
+                    })
+                };
+                match encode_with(&msg, FrameOptions::with_qos(Qos::Fire)) {
+                    Ok(frame) => match self.request(&[frame], None).first() {
+                        None => 0,
+                        Some(e) => {
+                            tracing::debug!(code = e.code.code(), reason = %e.message, "router refused an MQTT publish");
+                            error_reason(e.code)
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "MQTT publish cannot be encoded for CLASP");
+                        0x99
+                    }
+                }
+            }
+        };
+        match p.qos {
+            0 => {}
+            1 => self.emit(Outbound::PubAck {
+                pkid: p.pkid,
+                reason,
+            }),
+            _ => {
+                if reason < 0x80 {
+                    self.qos2.insert(p.pkid);
+                }
+                self.emit(Outbound::PubRec {
+                    pkid: p.pkid,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubRequest>) {
+        let mut codes = Vec::with_capacity(filters.len());
+        for req in filters {
+            codes.push(self.subscribe_one(req));
+        }
+        self.emit(Outbound::SubAck { pkid, codes });
+    }
+
+    fn subscribe_one(&mut self, req: SubRequest) -> u8 {
+        let matcher = match self.shared.topics.filter(&req.filter) {
+            Ok(m) => m,
+            Err(TopicError::Shared(_)) => return 0x9E,
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT filter refused");
+                return 0x8F;
+            }
+        };
+        let granted = req.qos.min(1);
+        let existing = self.subs.iter().position(|s| s.filter == req.filter);
+        let idx = match existing {
+            Some(i) => {
+                self.subs[i].qos = granted;
+                self.subs[i].rap = req.rap;
+                i
+            }
+            None => {
+                let ids = (0..matcher.patterns.len())
+                    .map(|_| {
+                        let id = self.next_sub_id;
+                        self.next_sub_id = self.next_sub_id.wrapping_add(1).max(1);
+                        id
+                    })
+                    .collect();
+                self.subs.push(Sub {
+                    filter: req.filter.clone(),
+                    matcher,
+                    ids,
+                    qos: granted,
+                    rap: req.rap,
+                });
+                self.subs.len() - 1
+            }
+        };
+        let send_retained = match req.retain_handling {
+            0 => true,
+            1 => existing.is_none(),
+            _ => false,
+        };
+        // One request per pattern: for `a/#` a token may allow `a/**` but not `a` itself, and
+        // the filter then stands for what is allowed.
+        let pairs: Vec<(u32, String)> = self.subs[idx]
+            .ids
+            .iter()
+            .zip(&self.subs[idx].matcher.patterns)
+            .map(|(id, p)| (*id, p.as_str().to_owned()))
+            .collect();
+        let mut accepted = Vec::new();
+        let mut refusal = None;
+        for (i, (id, pattern)) in pairs.into_iter().enumerate() {
+            let frame = encode(&Message::Subscribe(Subscribe {
+                id,
+                pattern: pattern.as_str().into(),
+                types: SignalTypes::ALL,
+                options: Default::default(),
+            }));
+            let errors = match frame {
+                Ok(f) => self.request(&[f], send_retained.then_some(idx)),
+                Err(_) => vec![ErrorMessage {
+                    code: ErrorCode::InvalidPattern,
+                    message: "pattern too long".into(),
+                    address: None,
+                    correlation_id: None,
+                }],
+            };
+            match errors.first() {
+                None => accepted.push(i),
+                Some(e) => {
+                    tracing::debug!(filter = req.filter, code = e.code.code(), reason = %e.message, "router refused an MQTT subscription");
+                    refusal.get_or_insert(e.code);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            let sub = self.subs.remove(idx);
+            self.unsubscribe_ids(&sub.ids);
+            return match refusal {
+                Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => 0x87,
+                Some(ErrorCode::RateLimited) => 0x97,
+                Some(ErrorCode::InvalidPattern | ErrorCode::InvalidAddress) => 0x8F,
+                _ => 0x80,
+            };
+        }
+        let sub = &mut self.subs[idx];
+        if accepted.len() < sub.ids.len() {
+            keep_indices(&mut sub.ids, &accepted);
+            keep_indices(&mut sub.matcher.patterns, &accepted);
+        }
+        granted
+    }
+
+    fn unsubscribe_ids(&mut self, ids: &[u32]) {
+        let frames: Vec<Bytes> = ids
+            .iter()
+            .filter_map(|id| encode(&Message::Unsubscribe(Unsubscribe { id: *id })).ok())
+            .collect();
+        let _ = self.request(&frames, None);
+    }
+
+    fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
+        let mut codes = Vec::with_capacity(filters.len());
+        for f in filters {
+            match self.subs.iter().position(|s| s.filter == f) {
+                Some(i) => {
+                    let sub = self.subs.remove(i);
+                    self.unsubscribe_ids(&sub.ids);
+                    codes.push(0);
+                }
+                None => codes.push(0x11),
+            }
+        }
+        self.emit(Outbound::UnsubAck { pkid, codes });
+    }
+
+    /// Translates everything the router queued. A SNAPSHOT becomes retained messages only
+    /// when it answers the subscription `snapshot_for`; ERRORs are collected into `errors`.
+    fn drain(&mut self, snapshot_for: Option<usize>, errors: &mut Vec<ErrorMessage>) {
+        let mut frames = Vec::new();
+        let close = self.outbox.drain_with(|f| frames.push(f));
+        for frame in frames {
+            let Ok(decoded) = decode_frame(&frame) else {
+                continue;
+            };
+            match decoded.message {
+                Message::Set(s) => {
+                    let payload = payload::to_payload(&s.value);
+                    self.deliver(&s.address, payload);
+                }
+                Message::Publish(p) => {
+                    let payload = match &p.payload {
+                        PublishPayload::Value(v) => payload::to_payload(v),
+                        PublishPayload::None => Bytes::new(),
+                        PublishPayload::Samples(s) => payload::to_payload(&Value::Array(
+                            s.iter().map(|f| Value::Float(*f)).collect(),
+                        )),
+                    };
+                    self.deliver(&p.address, payload);
+                }
+                Message::Snapshot(snap) => {
+                    let Some(idx) = snapshot_for else { continue };
+                    for param in snap.params {
+                        // A null param is a cleared retained message.
+                        if param.value.is_null() {
+                            continue;
+                        }
+                        let Some(sub) = self.subs.get(idx) else { break };
+                        if !sub.matcher.matches(&param.address) {
+                            continue;
+                        }
+                        let qos = sub.qos;
+                        if let Some(topic) = self.shared.topics.topic(&param.address) {
+                            let topic = topic.to_owned();
+                            self.queue(topic, payload::to_payload(&param.value), qos, true);
+                        }
+                    }
+                }
+                Message::Error(e) => {
+                    tracing::debug!(code = e.code.code(), reason = %e.message, "router error for an MQTT session");
+                    errors.push(e);
+                }
+                _ => {}
+            }
+        }
+        if let Some(reason) = close {
+            let code = match reason {
+                CloseReason::Shutdown if errors.is_empty() => 0x8B,
+                _ => match errors.last().map(|e| e.code) {
+                    Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => 0x87,
+                    _ => 0x89,
+                },
+            };
+            self.close(code, End::Closed);
+        }
+    }
+
+    /// Sends a live SET or PUBLISH to the client if a subscription matches its address.
+    fn deliver(&mut self, address: &str, payload: Bytes) {
+        let mut qos = None;
+        let mut rap = false;
+        for s in &self.subs {
+            if s.matcher.matches(address) {
+                qos = qos.max(Some(s.qos));
+                rap |= s.rap;
+            }
+        }
+        let Some(qos) = qos else { return };
+        let Some(topic) = self.shared.topics.topic(address) else {
+            return;
+        };
+        // MQTT 5 retain-as-published: a SET is state, i.e. a retained message.
+        let retain = rap && self.version == Version::V5;
+        let topic = topic.to_owned();
+        self.queue(topic, payload, qos, retain);
+    }
+
+    fn queue(&mut self, topic: String, payload: Bytes, qos: u8, retain: bool) {
+        if !self.backlog.is_empty() || (qos > 0 && self.inflight.len() >= self.window) {
+            if self.backlog.len() >= self.shared.config.max_backlog {
+                tracing::info!("MQTT client too slow to acknowledge; disconnecting");
+                self.close(0x97, End::Closed);
+                return;
+            }
+            self.backlog.push_back((topic, payload, qos, retain));
+            return;
+        }
+        self.send_publish(topic, payload, qos, retain);
+    }
+
+    fn send_publish(&mut self, topic: String, payload: Bytes, qos: u8, retain: bool) {
+        let pkid = if qos > 0 {
+            let mut id = self.next_pkid;
+            while self.inflight.contains(&id) {
+                id = id.wrapping_add(1).max(1);
+            }
+            self.next_pkid = id.wrapping_add(1).max(1);
+            self.inflight.insert(id);
+            id
+        } else {
+            0
+        };
+        self.emit(Outbound::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            pkid,
+        });
+    }
+
+    fn pump_backlog(&mut self) {
+        while let Some((_, _, qos, _)) = self.backlog.front() {
+            if *qos > 0 && self.inflight.len() >= self.window {
+                break;
+            }
+            if let Some((t, p, q, r)) = self.backlog.pop_front() {
+                self.send_publish(t, p, q, r);
+            }
+        }
+    }
+
+    /// Publishes the will through the CLASP session (so its scopes apply).
+    fn publish_will(&mut self, will: Will) {
+        self.on_publish(Publish {
+            topic: will.topic,
+            payload: will.payload,
+            qos: 0,
+            retain: will.retain,
+            pkid: 0,
+            topic_alias: false,
+        });
+    }
+}
+
+/// Keeps the elements of `v` at the positions in `keep`.
+fn keep_indices<T>(v: &mut Vec<T>, keep: &[usize]) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        keep.contains(&(i - 1))
+    });
+}
+
+/// The MQTT 5 PUBACK/PUBREC reason for a router ERROR.
+fn error_reason(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::Forbidden | ErrorCode::Unauthorized | ErrorCode::TokenExpired => 0x87,
+        ErrorCode::InvalidAddress => 0x90,
+        ErrorCode::RateLimited | ErrorCode::TooLarge | ErrorCode::StateRejected => 0x97,
+        ErrorCode::InvalidValue => 0x99,
+        _ => 0x80,
+    }
+}

@@ -1,0 +1,967 @@
+//! The UDP listener: one CLASP session per OSC source address, feedback to registered peers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clasp_proto::pattern::Pattern;
+use clasp_proto::{
+    Bundle, FrameOptions, Hello, Message, Publish, PublishPayload, Qos, Set, SignalType,
+    SignalTypes, Str, Subscribe, SubscribeOptions, Unsubscribe, Value,
+};
+use clasp_router::core::ConnId;
+use clasp_router::core::outlet::CloseReason;
+use clasp_router::server::RouterHandle;
+use clasp_router::server::outbox::Outbox;
+use parking_lot::Mutex;
+use rosc::{OscMessage, OscPacket, OscType};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{InboundMode, OscConfig};
+use crate::map::{
+    ArgOptions, args_to_value, check_shape, clasp_to_osc, normalize_namespace, osc_to_clasp,
+    to_args,
+};
+use crate::time::{Due, plan};
+
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+/// How long a peer's own write is remembered to recognise its echo.
+const ECHO_TTL: Duration = Duration::from_secs(10);
+/// Most own writes remembered per peer.
+const ECHO_CAP: usize = 1024;
+/// Shortest wait before a closed static feedback session is reopened.
+const STATIC_RETRY: Duration = Duration::from_secs(1);
+/// Subscription id of a static feedback target's pattern.
+const STATIC_SUB: u32 = 0;
+
+/// Why the listener could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OscError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind OSC on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A configuration value is unusable.
+    #[error("invalid OSC configuration: {0}")]
+    Config(String),
+    /// A socket operation failed.
+    #[error("OSC socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Counters of a listener, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OscStats {
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// Datagrams that were not valid OSC (or nested too deep), ignored.
+    pub decode_errors: u64,
+    /// OSC messages applied (SET or PUBLISH), bundles' contents included.
+    pub messages: u64,
+    /// OSC bundles received (nested ones included).
+    pub bundles: u64,
+    /// Groups of messages handed to the router for a future time.
+    pub scheduled: u64,
+    /// Bundles dropped for a time tag too far ahead or too many pending for their peer.
+    pub schedule_rejected: u64,
+    /// Messages with an address that is not a valid CLASP address, or unknown control messages.
+    pub invalid: u64,
+    /// Messages the router's frame limit could not hold.
+    pub too_large: u64,
+    /// OSC sources with a session now (static feedback targets included).
+    pub peers: u64,
+    /// Sessions opened for OSC sources.
+    pub peers_opened: u64,
+    /// Datagrams ignored because `max_peers` sources already had sessions.
+    pub peers_refused: u64,
+    /// Sessions closed for inactivity.
+    pub peers_reaped: u64,
+    /// Datagrams ignored from a source whose session the router refused (e.g. a bad token).
+    pub rejected_datagrams: u64,
+    /// OSC messages sent to peers.
+    pub feedback_sent: u64,
+    /// A peer's own changes not sent back to it.
+    pub echo_suppressed: u64,
+    /// Failed UDP sends (and receives).
+    pub send_errors: u64,
+    /// ERRORs the router answered OSC sessions with.
+    pub router_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    datagrams: AtomicU64,
+    decode_errors: AtomicU64,
+    messages: AtomicU64,
+    bundles: AtomicU64,
+    scheduled: AtomicU64,
+    schedule_rejected: AtomicU64,
+    invalid: AtomicU64,
+    too_large: AtomicU64,
+    peers: AtomicU64,
+    peers_opened: AtomicU64,
+    peers_refused: AtomicU64,
+    peers_reaped: AtomicU64,
+    rejected_datagrams: AtomicU64,
+    feedback_sent: AtomicU64,
+    echo_suppressed: AtomicU64,
+    send_errors: AtomicU64,
+    router_errors: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A cloneable view of a listener's counters that outlives [`OscListener::run`]'s `self`.
+#[derive(Debug, Clone)]
+pub struct OscStatsHandle(Arc<Counters>);
+
+impl OscStatsHandle {
+    /// The counters now.
+    pub fn snapshot(&self) -> OscStats {
+        let c = &*self.0;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        OscStats {
+            datagrams: l(&c.datagrams),
+            decode_errors: l(&c.decode_errors),
+            messages: l(&c.messages),
+            bundles: l(&c.bundles),
+            scheduled: l(&c.scheduled),
+            schedule_rejected: l(&c.schedule_rejected),
+            invalid: l(&c.invalid),
+            too_large: l(&c.too_large),
+            peers: l(&c.peers),
+            peers_opened: l(&c.peers_opened),
+            peers_refused: l(&c.peers_refused),
+            peers_reaped: l(&c.peers_reaped),
+            rejected_datagrams: l(&c.rejected_datagrams),
+            feedback_sent: l(&c.feedback_sent),
+            echo_suppressed: l(&c.echo_suppressed),
+            send_errors: l(&c.send_errors),
+            router_errors: l(&c.router_errors),
+        }
+    }
+}
+
+/// The validated configuration shared by the listener's tasks.
+#[derive(Debug)]
+struct Ctx {
+    socket: UdpSocket,
+    cfg: OscConfig,
+    /// Normalised namespace.
+    ns: String,
+    args: ArgOptions,
+    stats: Arc<Counters>,
+}
+
+/// An OSC-over-UDP listener bound to a router: every OSC source address becomes a CLASP session
+/// (`osc:<ip:port>`) that writes what it sends and gets the changes it registered for.
+///
+/// Control messages, under [`OscConfig::control_prefix`] (`/clasp` by default):
+///
+/// * `/clasp/subscribe [pattern ...]` registers the sender for feedback of the changes under
+///   each pattern (OSC side, within the namespace; none given: `/**`) as a real CLASP
+///   subscription of its session, so the token's read scopes apply. The current values under a
+///   new pattern are sent at once (at most [`OscConfig::max_snapshot`]). Registration lasts as
+///   long as the session: a peer must send something (e.g. the same subscribe) more often than
+///   [`OscConfig::session_timeout`].
+/// * `/clasp/unsubscribe [pattern ...]` removes those registrations (none given: all).
+/// * Errors the router reports to a registered peer come back as `/clasp/error ,iss <code>
+///   <message> <address>`.
+#[derive(Debug)]
+pub struct OscListener {
+    ctx: Arc<Ctx>,
+    handle: RouterHandle,
+}
+
+impl OscListener {
+    /// Validates `config` and binds the UDP socket; call [`OscListener::run`] to serve.
+    pub async fn bind(
+        addr: SocketAddr,
+        handle: RouterHandle,
+        config: OscConfig,
+    ) -> Result<OscListener, OscError> {
+        let ns = normalize_namespace(&config.namespace).ok_or_else(|| {
+            OscError::Config(format!(
+                "namespace `{}` is not a valid address prefix",
+                config.namespace
+            ))
+        })?;
+        if !config.control_prefix.starts_with('/') || config.control_prefix.len() < 2 {
+            return Err(OscError::Config(format!(
+                "control prefix `{}` must start with `/` and name something",
+                config.control_prefix
+            )));
+        }
+        let pattern = osc_to_clasp(&ns, &config.feedback_pattern);
+        if !config.feedback_pattern.starts_with('/') || Pattern::compile(&pattern).is_err() {
+            return Err(OscError::Config(format!(
+                "feedback pattern `{}` is not a valid pattern",
+                config.feedback_pattern
+            )));
+        }
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| OscError::Bind { addr, source })?;
+        let args = ArgOptions {
+            float64: config.float64,
+        };
+        Ok(OscListener {
+            ctx: Arc::new(Ctx {
+                socket,
+                cfg: config,
+                ns,
+                args,
+                stats: Arc::new(Counters::default()),
+            }),
+            handle,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, OscError> {
+        Ok(self.ctx.socket.local_addr()?)
+    }
+
+    /// The listener's counters.
+    pub fn stats(&self) -> OscStatsHandle {
+        OscStatsHandle(self.ctx.stats.clone())
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every OSC session.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), OscError> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, namespace = %self.ctx.ns, "OSC listener (UDP)");
+        let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+        let mut r = Runner {
+            ctx: self.ctx.clone(),
+            handle: self.handle,
+            peers: HashMap::new(),
+            dynamic: 0,
+            closed_tx,
+            tracker: TaskTracker::new(),
+            shutdown: shutdown.clone(),
+        };
+        let now = Instant::now();
+        for target in r.ctx.cfg.feedback.clone() {
+            r.open(target, true, now);
+        }
+        let period = (r.ctx.cfg.session_timeout / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let ctx = self.ctx;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                res = ctx.socket.recv_from(&mut buf) => match res {
+                    Ok((n, from)) => r.on_datagram(&buf[..n], from),
+                    Err(e) => {
+                        // E.g. an ICMP error of an earlier send; the socket stays usable.
+                        inc(&ctx.stats.send_errors);
+                        tracing::debug!(error = %e, "OSC receive error");
+                    }
+                },
+                Some(c) = closed_rx.recv() => r.on_closed(c),
+                _ = tick.tick() => r.reap(Instant::now()),
+            }
+        }
+        r.shutdown_all().await;
+        Ok(())
+    }
+}
+
+/// A peer's session was closed by the router.
+#[derive(Debug)]
+struct Closed {
+    addr: SocketAddr,
+    conn: ConnId,
+    reason: CloseReason,
+}
+
+/// What the drain task and the receive loop share about one peer.
+#[derive(Debug)]
+struct PeerShared {
+    addr: SocketAddr,
+    /// The HELLO exchange is over (the PONG after it came): later SNAPSHOTs answer SUBSCRIBEs.
+    welcomed: AtomicBool,
+    /// The peer has feedback subscriptions (static or self-registered).
+    registered: AtomicBool,
+    /// Initial values still to send for the latest registration.
+    snapshot_budget: AtomicUsize,
+    echo: Mutex<EchoFilter>,
+}
+
+/// The peer's own recent writes, to recognise their broadcasts coming back.
+#[derive(Debug, Default)]
+struct EchoFilter {
+    entries: VecDeque<(Str, Value, Instant)>,
+}
+
+impl EchoFilter {
+    fn record(&mut self, address: Str, value: Value, expires: Instant) {
+        if self.entries.len() >= ECHO_CAP {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((address, value, expires));
+    }
+
+    /// Whether `(address, value)` is the echo of one of the peer's writes; forgets it and the
+    /// peer's older writes to the same address (a congested queue may have coalesced them).
+    fn take(&mut self, address: &str, value: &Value, now: Instant) -> bool {
+        while self.entries.front().is_some_and(|e| e.2 <= now) {
+            self.entries.pop_front();
+        }
+        let Some(pos) = self
+            .entries
+            .iter()
+            .position(|(a, v, _)| &**a == address && v == value)
+        else {
+            return false;
+        };
+        let mut i = 0;
+        self.entries.retain(|(a, _, _)| {
+            let keep = i > pos || &**a != address;
+            i += 1;
+            keep
+        });
+        true
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// `None` once the router closed the session (a tombstone until it is reaped).
+    conn: Option<ConnId>,
+    shared: Arc<PeerShared>,
+    cancel: CancellationToken,
+    last_seen: Instant,
+    closed_at: Option<Instant>,
+    is_static: bool,
+    /// Self-registered patterns (OSC side) → subscription id.
+    subs: HashMap<String, u32>,
+    next_sub: u32,
+    /// Due times (µs since the Unix epoch) of the peer's scheduled groups.
+    scheduled: VecDeque<u64>,
+}
+
+struct Runner {
+    ctx: Arc<Ctx>,
+    handle: RouterHandle,
+    peers: HashMap<SocketAddr, Peer>,
+    /// Peers that count against `max_peers` (tombstones included).
+    dynamic: usize,
+    closed_tx: mpsc::UnboundedSender<Closed>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// One thing a datagram asks for, in order.
+enum Op {
+    /// Write `msg` at `at` (`None` = now); `grouped` when it came from a bundle.
+    Write {
+        at: Option<u64>,
+        grouped: bool,
+        msg: Message,
+    },
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+fn wall_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn fire(msg: &Message) -> Result<Bytes, clasp_proto::EncodeError> {
+    clasp_proto::encode_with(msg, FrameOptions::with_qos(Qos::Fire))
+}
+
+impl Runner {
+    /// Opens a session for `addr` (HELLO with the token, then a PING whose PONG marks that the
+    /// HELLO was handled; the session gets no connect snapshot) and starts its feedback task.
+    fn open(&mut self, addr: SocketAddr, is_static: bool, now: Instant) {
+        let outbox = self.handle.outbox();
+        let conn = self.handle.open_without_snapshot(&outbox);
+        let shared = Arc::new(PeerShared {
+            addr,
+            welcomed: AtomicBool::new(false),
+            registered: AtomicBool::new(is_static),
+            snapshot_budget: AtomicUsize::new(if is_static {
+                self.ctx.cfg.max_snapshot
+            } else {
+                0
+            }),
+            echo: Mutex::new(EchoFilter::default()),
+        });
+        let cancel = self.shutdown.child_token();
+        self.tracker.spawn(drain(
+            self.ctx.clone(),
+            shared.clone(),
+            outbox,
+            conn,
+            cancel.clone(),
+            self.closed_tx.clone(),
+        ));
+        let hello = Message::Hello(Hello {
+            version: 1,
+            features: clasp_proto::Features::CLIENT_DEFAULT,
+            name: format!("osc:{addr}").into(),
+            token: self.ctx.cfg.token.as_deref().map(Str::from),
+        });
+        let mut frames = Vec::with_capacity(3);
+        for m in [hello, Message::Ping] {
+            match fire(&m) {
+                Ok(f) => frames.push(f),
+                Err(e) => tracing::warn!(error = %e, "cannot encode {}", m.name()),
+            }
+        }
+        if is_static {
+            let pattern = osc_to_clasp(&self.ctx.ns, &self.ctx.cfg.feedback_pattern);
+            if let Ok(f) = fire(&subscribe(STATIC_SUB, pattern)) {
+                frames.push(f);
+            }
+        }
+        self.handle.handle(conn, &frames);
+        inc(&self.ctx.stats.peers_opened);
+        self.ctx.stats.peers.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%addr, is_static, "OSC session opened");
+        let peer = Peer {
+            conn: Some(conn),
+            shared,
+            cancel,
+            last_seen: now,
+            closed_at: None,
+            is_static,
+            subs: HashMap::new(),
+            next_sub: STATIC_SUB + 1,
+            scheduled: VecDeque::new(),
+        };
+        if let Some(old) = self.peers.insert(addr, peer) {
+            old.cancel.cancel();
+        } else if !is_static {
+            self.dynamic += 1;
+        }
+    }
+
+    fn on_datagram(&mut self, buf: &[u8], from: SocketAddr) {
+        let stats = &self.ctx.stats;
+        inc(&stats.datagrams);
+        let cfg = &self.ctx.cfg;
+        if let Err(e) = check_shape(buf, cfg.max_bundle_depth, cfg.max_array_depth) {
+            inc(&stats.decode_errors);
+            tracing::debug!(%from, error = %e, "malformed OSC datagram ignored");
+            return;
+        }
+        let packet = match rosc::decoder::decode_udp(buf) {
+            Ok(([], p)) => p,
+            Ok((rest, _)) => {
+                inc(&stats.decode_errors);
+                tracing::debug!(%from, trailing = rest.len(), "OSC datagram with undecodable bytes ignored");
+                return;
+            }
+            Err(e) => {
+                inc(&stats.decode_errors);
+                tracing::debug!(%from, error = %e, "malformed OSC datagram ignored");
+                return;
+            }
+        };
+        let now = Instant::now();
+        if !self.peers.contains_key(&from) {
+            if self.dynamic >= cfg.max_peers {
+                inc(&stats.peers_refused);
+                tracing::debug!(%from, max = cfg.max_peers, "OSC peer limit reached; datagram ignored");
+                return;
+            }
+            self.open(from, false, now);
+        }
+        let wall = wall_micros();
+        let mut ops = Vec::new();
+        self.collect(packet, None, false, wall, &mut ops);
+        let ctx = self.ctx.clone();
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let Some(conn) = peer.conn else {
+            inc(&ctx.stats.rejected_datagrams);
+            return;
+        };
+        peer.last_seen = now;
+        let frames = build_frames(&ctx, peer, ops, wall, now);
+        if !frames.is_empty() {
+            self.handle.handle(conn, &frames);
+        }
+    }
+
+    /// Flattens a packet into operations, scheduling bundles by their time tags.
+    fn collect(
+        &self,
+        packet: OscPacket,
+        parent: Option<u64>,
+        grouped: bool,
+        wall: u64,
+        ops: &mut Vec<Op>,
+    ) {
+        let ctx = &self.ctx;
+        match packet {
+            OscPacket::Message(m) => {
+                if let Some(op) = message_op(ctx, m, parent, grouped) {
+                    ops.push(op);
+                }
+            }
+            OscPacket::Bundle(b) => {
+                inc(&ctx.stats.bundles);
+                match plan(b.timetag, parent, wall, ctx.cfg.max_schedule_ahead) {
+                    Due::TooFar => {
+                        inc(&ctx.stats.schedule_rejected);
+                        tracing::debug!("OSC bundle scheduled too far ahead; dropped");
+                    }
+                    due => {
+                        for p in b.content {
+                            self.collect(p, due.parent(), true, wall, ops);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_closed(&mut self, c: Closed) {
+        let Some(peer) = self.peers.get_mut(&c.addr) else {
+            return;
+        };
+        if peer.conn != Some(c.conn) {
+            return;
+        }
+        tracing::info!(addr = %c.addr, reason = ?c.reason, "the router closed an OSC session");
+        self.handle.close(c.conn);
+        peer.cancel.cancel();
+        peer.conn = None;
+        peer.closed_at = Some(Instant::now());
+        self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn reap(&mut self, now: Instant) {
+        let timeout = self.ctx.cfg.session_timeout;
+        let mut reopen = Vec::new();
+        let mut gone = Vec::new();
+        for (addr, p) in &self.peers {
+            match (p.is_static, p.closed_at) {
+                (true, Some(at)) if now.duration_since(at) >= STATIC_RETRY => reopen.push(*addr),
+                (true, _) => {}
+                (false, Some(at)) if now.duration_since(at) >= timeout => gone.push(*addr),
+                (false, None) if now.duration_since(p.last_seen) >= timeout => gone.push(*addr),
+                _ => {}
+            }
+        }
+        for addr in gone {
+            if let Some(p) = self.peers.remove(&addr) {
+                self.dynamic -= 1;
+                p.cancel.cancel();
+                if let Some(conn) = p.conn {
+                    self.handle.close(conn);
+                    self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                    inc(&self.ctx.stats.peers_reaped);
+                    tracing::debug!(%addr, "idle OSC session closed");
+                }
+            }
+        }
+        for addr in reopen {
+            self.open(addr, true, now);
+        }
+    }
+
+    async fn shutdown_all(mut self) {
+        for (_, p) in self.peers.drain() {
+            p.cancel.cancel();
+            if let Some(conn) = p.conn {
+                self.handle.close(conn);
+                self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+fn subscribe(id: u32, pattern: String) -> Message {
+    Message::Subscribe(Subscribe {
+        id,
+        pattern: pattern.into(),
+        types: SignalTypes::ALL,
+        options: SubscribeOptions::default(),
+    })
+}
+
+/// The operation of one OSC message, or `None` (counted) if it cannot be applied.
+fn message_op(ctx: &Ctx, m: OscMessage, at: Option<u64>, grouped: bool) -> Option<Op> {
+    let prefix = &ctx.cfg.control_prefix;
+    if let Some(verb) = m
+        .addr
+        .strip_prefix(prefix.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        let patterns: Vec<String> = m
+            .args
+            .into_iter()
+            .filter_map(|a| match a {
+                OscType::String(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        return match verb {
+            "subscribe" => Some(Op::Subscribe(patterns)),
+            "unsubscribe" => Some(Op::Unsubscribe(patterns)),
+            _ => {
+                inc(&ctx.stats.invalid);
+                tracing::debug!(address = %m.addr, "unknown OSC control message");
+                None
+            }
+        };
+    }
+    let address = osc_to_clasp(&ctx.ns, &m.addr);
+    if clasp_proto::address::validate_address(&address).is_err() || address.contains('*') {
+        inc(&ctx.stats.invalid);
+        tracing::debug!(%address, "OSC address is not a CLASP address; message ignored");
+        return None;
+    }
+    let value = args_to_value(&m.args);
+    let msg = match ctx.cfg.mode {
+        InboundMode::Set => Message::Set(Set {
+            address: address.into(),
+            value,
+            ..Set::default()
+        }),
+        InboundMode::Publish => Message::Publish(Publish {
+            address: address.into(),
+            signal: SignalType::Event,
+            payload: PublishPayload::Value(value),
+            ..Publish::default()
+        }),
+    };
+    Some(Op::Write { at, grouped, msg })
+}
+
+/// The CLASP frames of a datagram's operations: a bare message is one SET (or PUBLISH);
+/// consecutive messages of bundles due at the same time form one BUNDLE (scheduled by the
+/// router when the time is in the future).
+fn build_frames(ctx: &Ctx, peer: &mut Peer, ops: Vec<Op>, wall: u64, now: Instant) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut group: Option<(Option<u64>, Vec<Message>)> = None;
+    for op in ops {
+        match op {
+            Op::Write { at, grouped, msg } => {
+                inc(&ctx.stats.messages);
+                remember_own_write(ctx, peer, &msg, at, wall, now);
+                if !grouped {
+                    flush(ctx, peer, &mut group, wall, &mut frames);
+                    push_frame(ctx, &msg, &mut frames);
+                    continue;
+                }
+                match &mut group {
+                    Some((t, msgs)) if *t == at => msgs.push(msg),
+                    _ => {
+                        flush(ctx, peer, &mut group, wall, &mut frames);
+                        group = Some((at, vec![msg]));
+                    }
+                }
+            }
+            Op::Subscribe(patterns) => {
+                flush(ctx, peer, &mut group, wall, &mut frames);
+                register(ctx, peer, patterns, &mut frames);
+            }
+            Op::Unsubscribe(patterns) => {
+                flush(ctx, peer, &mut group, wall, &mut frames);
+                unregister(peer, patterns, &mut frames);
+            }
+        }
+    }
+    flush(ctx, peer, &mut group, wall, &mut frames);
+    frames
+}
+
+fn push_frame(ctx: &Ctx, msg: &Message, frames: &mut Vec<Bytes>) {
+    match fire(msg) {
+        Ok(f) => frames.push(f),
+        Err(e) => {
+            inc(&ctx.stats.too_large);
+            tracing::debug!(error = %e, "OSC message does not fit a CLASP frame; dropped");
+        }
+    }
+}
+
+fn flush(
+    ctx: &Ctx,
+    peer: &mut Peer,
+    group: &mut Option<(Option<u64>, Vec<Message>)>,
+    wall: u64,
+    frames: &mut Vec<Bytes>,
+) {
+    let Some((at, messages)) = group.take() else {
+        return;
+    };
+    if let Some(due) = at {
+        while peer.scheduled.front().is_some_and(|&t| t <= wall) {
+            peer.scheduled.pop_front();
+        }
+        if peer.scheduled.len() >= ctx.cfg.max_scheduled_per_peer {
+            inc(&ctx.stats.schedule_rejected);
+            tracing::debug!(addr = %peer.shared.addr, "too many scheduled OSC bundles; dropped");
+            return;
+        }
+        // Kept sorted so the front is always the next to run.
+        let pos = peer.scheduled.partition_point(|&t| t <= due);
+        peer.scheduled.insert(pos, due);
+        inc(&ctx.stats.scheduled);
+    }
+    let bundle = Message::Bundle(Bundle {
+        timestamp: at,
+        messages,
+    });
+    push_frame(ctx, &bundle, frames);
+}
+
+fn remember_own_write(
+    ctx: &Ctx,
+    peer: &Peer,
+    msg: &Message,
+    at: Option<u64>,
+    wall: u64,
+    now: Instant,
+) {
+    if ctx.cfg.echo || !peer.shared.registered.load(Ordering::Relaxed) {
+        return;
+    }
+    let Message::Set(s) = msg else {
+        return;
+    };
+    let delay = Duration::from_micros(at.map_or(0, |t| t.saturating_sub(wall)));
+    peer.shared
+        .echo
+        .lock()
+        .record(s.address.clone(), s.value.clone(), now + delay + ECHO_TTL);
+}
+
+fn register(ctx: &Ctx, peer: &mut Peer, mut patterns: Vec<String>, frames: &mut Vec<Bytes>) {
+    if patterns.is_empty() {
+        patterns.push("/**".to_owned());
+    }
+    for p in patterns {
+        if peer.subs.contains_key(&p) {
+            continue;
+        }
+        let clasp = osc_to_clasp(&ctx.ns, &p);
+        if !p.starts_with('/') || Pattern::compile(&clasp).is_err() {
+            inc(&ctx.stats.invalid);
+            reply_error(
+                ctx,
+                peer.shared.addr,
+                202,
+                &format!("invalid pattern `{p}`"),
+                &p,
+            );
+            continue;
+        }
+        if peer.subs.len() >= ctx.cfg.max_registrations_per_peer {
+            inc(&ctx.stats.invalid);
+            let max = ctx.cfg.max_registrations_per_peer;
+            reply_error(
+                ctx,
+                peer.shared.addr,
+                429,
+                &format!("at most {max} registrations per peer"),
+                &p,
+            );
+            continue;
+        }
+        let id = peer.next_sub;
+        peer.next_sub = peer.next_sub.wrapping_add(1).max(STATIC_SUB + 1);
+        peer.subs.insert(p, id);
+        peer.shared.registered.store(true, Ordering::Relaxed);
+        peer.shared
+            .snapshot_budget
+            .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
+        push_frame(ctx, &subscribe(id, clasp), frames);
+    }
+}
+
+fn unregister(peer: &mut Peer, patterns: Vec<String>, frames: &mut Vec<Bytes>) {
+    let ids: Vec<u32> = if patterns.is_empty() {
+        peer.subs.drain().map(|(_, id)| id).collect()
+    } else {
+        patterns
+            .iter()
+            .filter_map(|p| peer.subs.remove(p))
+            .collect()
+    };
+    for id in ids {
+        if let Ok(f) = fire(&Message::Unsubscribe(Unsubscribe { id })) {
+            frames.push(f);
+        }
+    }
+    if peer.subs.is_empty() && !peer.is_static {
+        peer.shared.registered.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Sends `<prefix>/error` to a peer that asked for something (best effort, never blocks).
+fn reply_error(ctx: &Ctx, to: SocketAddr, code: u16, message: &str, address: &str) {
+    let msg = error_message(ctx, code, message, address);
+    if let Ok(bytes) = rosc::encoder::encode(&OscPacket::Message(msg)) {
+        match ctx.socket.try_send_to(&bytes, to) {
+            Ok(_) => inc(&ctx.stats.feedback_sent),
+            Err(_) => inc(&ctx.stats.send_errors),
+        }
+    }
+}
+
+fn error_message(ctx: &Ctx, code: u16, message: &str, address: &str) -> OscMessage {
+    OscMessage {
+        addr: format!("{}/error", ctx.cfg.control_prefix),
+        args: vec![
+            OscType::Int(i32::from(code)),
+            OscType::String(message.to_owned()),
+            OscType::String(address.to_owned()),
+        ],
+    }
+}
+
+/// Translates what the router sends a peer's session into OSC messages to the peer, until the
+/// session closes or the listener cancels it.
+async fn drain(
+    ctx: Arc<Ctx>,
+    peer: Arc<PeerShared>,
+    outbox: Outbox,
+    conn: ConnId,
+    cancel: CancellationToken,
+    closed: mpsc::UnboundedSender<Closed>,
+) {
+    let mut frames = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            () = outbox.ready() => {}
+            () = outbox.closed() => {}
+            () = cancel.cancelled() => return,
+        }
+        let close = outbox.drain_with(|f| frames.push(f));
+        for f in frames.drain(..) {
+            translate(&ctx, &peer, &f, &mut out);
+        }
+        for m in out.drain(..) {
+            let addr = m.addr.clone();
+            match rosc::encoder::encode(&OscPacket::Message(m)) {
+                Ok(bytes) => match ctx.socket.send_to(&bytes, peer.addr).await {
+                    Ok(_) => inc(&ctx.stats.feedback_sent),
+                    Err(e) => {
+                        inc(&ctx.stats.send_errors);
+                        tracing::debug!(to = %peer.addr, %addr, error = %e, "OSC send failed");
+                    }
+                },
+                Err(e) => {
+                    inc(&ctx.stats.send_errors);
+                    tracing::debug!(%addr, error = %e, "cannot encode OSC message");
+                }
+            }
+        }
+        if let Some(reason) = close {
+            let _ = closed.send(Closed {
+                addr: peer.addr,
+                conn,
+                reason,
+            });
+            return;
+        }
+    }
+}
+
+/// The OSC messages for one frame the router sent a peer's session.
+fn translate(ctx: &Ctx, peer: &PeerShared, frame: &Bytes, out: &mut Vec<OscMessage>) {
+    let message = match clasp_proto::decode_frame_bytes(frame) {
+        Ok(d) => d.message,
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable frame from the router");
+            return;
+        }
+    };
+    let mut push = |address: &str, value: &Value| {
+        if let Some(osc) = clasp_to_osc(&ctx.ns, address) {
+            out.push(OscMessage {
+                addr: osc.to_owned(),
+                args: to_args(value, ctx.args),
+            });
+        }
+    };
+    match message {
+        Message::Set(s) => {
+            if !ctx.cfg.echo && peer.echo.lock().take(&s.address, &s.value, Instant::now()) {
+                inc(&ctx.stats.echo_suppressed);
+                return;
+            }
+            push(&s.address, &s.value);
+        }
+        Message::Publish(p) => {
+            if let Some(v) = p.value() {
+                push(&p.address, v);
+            }
+        }
+        Message::Snapshot(snap) if peer.welcomed.load(Ordering::Relaxed) => {
+            for pv in &snap.params {
+                let left = peer.snapshot_budget.load(Ordering::Relaxed);
+                if left == 0 {
+                    break;
+                }
+                peer.snapshot_budget.store(left - 1, Ordering::Relaxed);
+                push(&pv.address, &pv.value);
+            }
+        }
+        Message::Pong => peer.welcomed.store(true, Ordering::Relaxed),
+        Message::Error(e) => {
+            inc(&ctx.stats.router_errors);
+            tracing::debug!(peer = %peer.addr, code = e.code.code(), message = %e.message, "router error for an OSC session");
+            if peer.registered.load(Ordering::Relaxed) {
+                let address = e.address.as_deref().unwrap_or("");
+                out.push(error_message(ctx, e.code.code(), &e.message, address));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_filter_matches_own_writes_and_forgets_coalesced_ones() {
+        let now = Instant::now();
+        let later = now + ECHO_TTL;
+        let mut f = EchoFilter::default();
+        f.record("/a".into(), Value::Int(1), later);
+        f.record("/a".into(), Value::Int(2), later);
+        f.record("/b".into(), Value::Int(1), later);
+        // Someone else's value passes.
+        assert!(!f.take("/a", &Value::Int(9), now));
+        // The latest own write came back (the first was coalesced away): both are forgotten.
+        assert!(f.take("/a", &Value::Int(2), now));
+        assert!(!f.take("/a", &Value::Int(1), now));
+        assert!(f.take("/b", &Value::Int(1), now));
+        // Expired entries are not matched.
+        f.record("/c".into(), Value::Int(1), now);
+        assert!(!f.take("/c", &Value::Int(1), now));
+    }
+}
