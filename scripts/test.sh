@@ -24,18 +24,20 @@ if [[ $quick == 0 ]]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
-# Debian packages the tests use: coturn (a real TURN server for the P2P relay test) and
-# iproute2 (the loopback-only namespace below).
+# Debian packages the tests use: coturn (a real TURN server for the P2P relay test), iproute2
+# (the loopback-only namespace below, and the veth pair of the LAN discovery test) and
+# mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener).
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""
     [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo_=sudo
     $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
         { $sudo_ apt-get update -qq >/dev/null 2>&1 && $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; } ||
-        echo "!! could not install ${need[*]}: the TURN test will say SKIPPED" >&2
+        echo "!! could not install ${need[*]}: the tests that need them will say SKIPPED" >&2
 fi
 
 say "cargo test"

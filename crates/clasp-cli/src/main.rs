@@ -1,6 +1,8 @@
 //! `clasp`: run the CLASP router and work with it from the command line (`set`, `get`, `sub`,
 //! `emit`, `query`, `ping`, `snapshot`), and manage its tokens (`token`).
 
+mod discover;
+mod relay;
 mod server;
 mod token;
 mod tools;
@@ -19,6 +21,11 @@ struct Cli {
 enum Command {
     /// Run the CLASP router (WebSocket on port 7330, with /healthz and /metrics).
     Server(Box<server::ServerArgs>),
+    /// Run the relay: the router plus the rendezvous API (port 7340 and /api/v1), QUIC, TCP,
+    /// MQTT and OSC listeners, and LAN discovery (mDNS and UDP broadcast).
+    Relay(Box<relay::RelayArgs>),
+    /// Find routers: on the LAN (mDNS and UDP broadcast) and through a rendezvous service.
+    Discover(discover::DiscoverArgs),
     /// Manage the router's CPSK tokens (create, list, revoke).
     Token(token::TokenArgs),
     #[command(flatten)]
@@ -29,6 +36,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(*args),
+        Command::Relay(args) => relay::run(*args),
+        Command::Discover(args) => discover::run(args),
         Command::Token(args) => token::run(args),
         Command::Tool(tool) => tools::run(tool),
     };

@@ -15,6 +15,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Transports, by URL scheme: `ws://` and `wss://` (WebSocket), `tcp://HOST:PORT` (raw TCP,
+//! each frame behind a 4-byte big-endian length) and `quic://HOST:PORT` (QUIC, TLS 1.3, ALPN
+//! `clasp`). Everything below works the same over each.
+//!
 //! What it does beyond the reference client:
 //! * confirmed writes return the new revision or a typed error (revision conflict, lock held);
 //! * `get` of a missing address is [`Error::NotFound`] (with our router), never a hang;
@@ -32,9 +36,32 @@ mod client;
 mod clock;
 mod driver;
 mod error;
+mod insecure;
 pub mod json;
 pub mod p2p;
 mod subscription;
+mod transport;
+
+/// Finding routers across networks: register a device with a rendezvous service (and keep it
+/// registered) and discover the routers registered there.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), clasp_client::rendezvous::ClientError> {
+/// use clasp_client::rendezvous::{DiscoverQuery, RendezvousClient};
+/// let rdv = RendezvousClient::new("https://relay.example.com")?;
+/// for d in rdv.discover(&DiscoverQuery { tag: Some("studio".into()), ..Default::default() }).await? {
+///     println!("{} at {:?}", d.name, d.endpoints.get("ws"));
+/// }
+/// # Ok(()) }
+/// ```
+pub mod rendezvous {
+    pub use clasp_rendezvous::client::*;
+    pub use clasp_rendezvous::{Device, DiscoverQuery, Registered, Registration};
+}
+
+/// LAN discovery: mDNS `_clasp._tcp.local.` and UDP broadcast (feature `lan`).
+#[cfg(feature = "lan")]
+pub use clasp_discovery as lan;
 
 pub use clasp_proto::{
     self as proto, ErrorCode, GesturePhase, Message, ParamValue, SignalDef, SignalType, Str, Value,

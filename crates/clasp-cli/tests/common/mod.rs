@@ -72,3 +72,13 @@ pub fn signal(p: &Proc, sig: &str) {
         .success();
     assert!(ok);
 }
+
+/// Sends a signal (`-TERM`, `-KILL`, ...) to a child process.
+pub fn signal_child(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}

@@ -1,0 +1,301 @@
+//! `clasp relay`: the router plus the rendezvous API, MQTT and OSC listeners and LAN discovery,
+//! in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use clasp_discovery::{AdvertiseOptions, Advertiser, BroadcastResponder, RouterInfo};
+use clasp_mqtt::{MqttConfig, MqttListener};
+use clasp_osc::{OscConfig, OscListener};
+use clasp_proto::Features;
+use clasp_rendezvous::{RendezvousConfig, RendezvousService, SystemClock, TokenCheck};
+use clasp_router::core::auth::Action;
+use clasp_router::server::{HttpLimits, Server, ServerConfig, serve_http};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{ServerArgs, build_config, init_logging, shutdown_signal};
+
+/// With tokens on, registering and unregistering at the rendezvous API needs a token that may
+/// write this address (`write:/**`, or `write:/clasp/rendezvous/**` for registration only).
+const RENDEZVOUS_SCOPE: &str = "/clasp/rendezvous";
+
+/// Options of `clasp relay`: every `clasp server` option, plus the relay's listeners.
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Port of the rendezvous HTTP API (0: only under /api/v1 on the WebSocket port).
+    #[arg(long, env = "CLASP_RENDEZVOUS_PORT", default_value_t = 7340)]
+    rendezvous_port: u16,
+    /// Seconds a rendezvous registration lives without a refresh.
+    #[arg(long, env = "CLASP_RENDEZVOUS_TTL", default_value_t = 300)]
+    rendezvous_ttl: u64,
+    /// Refresh and unregister at the rendezvous API need the owner secret returned by
+    /// register (header X-Clasp-Secret); off by default because the reference's clients do
+    /// not send it (a wrong secret is always refused).
+    #[arg(long, env = "CLASP_RENDEZVOUS_REQUIRE_SECRET")]
+    rendezvous_require_secret: bool,
+    /// Serve MQTT 3.1.1 and 5 on this port (e.g. 1883).
+    #[arg(long, env = "CLASP_MQTT_PORT")]
+    mqtt_port: Option<u16>,
+    /// Address prefix of MQTT topics: topic `a/b` is address `<namespace>/a/b` [default: none,
+    /// so `a/b` is `/a/b`; `/mqtt` gives the reference relay's addresses].
+    #[arg(
+        long,
+        env = "CLASP_MQTT_NAMESPACE",
+        default_value = "",
+        hide_default_value = true
+    )]
+    mqtt_namespace: String,
+    /// Serve OSC over UDP on this port (e.g. 8000).
+    #[arg(long, env = "CLASP_OSC_PORT")]
+    osc_port: Option<u16>,
+    /// Address prefix of OSC messages [default: none; `/osc` gives the reference relay's
+    /// addresses].
+    #[arg(
+        long,
+        env = "CLASP_OSC_NAMESPACE",
+        default_value = "",
+        hide_default_value = true
+    )]
+    osc_namespace: String,
+    /// Token the OSC peers' sessions use (OSC has no way to send one), so its scopes limit
+    /// what OSC peers may do. Required when the router requires tokens.
+    #[arg(long, env = "CLASP_OSC_TOKEN")]
+    osc_token: Option<String>,
+    /// Send changes to this OSC peer (host:port; repeatable).
+    #[arg(
+        long = "osc-feedback",
+        env = "CLASP_OSC_FEEDBACK",
+        value_delimiter = ','
+    )]
+    osc_feedback: Vec<SocketAddr>,
+    /// UDP port of the LAN broadcast responder (0: off).
+    #[arg(long, env = "CLASP_DISCOVERY_PORT", default_value_t = 7331)]
+    discovery_port: u16,
+    /// Do not advertise the router over mDNS (`_clasp._tcp.local.`).
+    #[arg(long, env = "CLASP_NO_MDNS")]
+    no_mdns: bool,
+}
+
+pub(crate) fn run(args: RelayArgs) -> anyhow::Result<()> {
+    init_logging(args.server.log_format);
+    let config = build_config(&args.server)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(relay(args, config))
+}
+
+async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
+    let host = config.listen.ip();
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let router_id = router_id(config.data_dir.as_deref())?;
+    let router_name = config.router.name.clone();
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let max_per_ip = config.max_connections_per_ip;
+    let server = Server::bind(config).await?;
+    let handle = server.handle();
+    let ws_addr = server.local_addr()?;
+
+    // Rendezvous: one registry, served under /api/v1 on the WebSocket port and on its own port,
+    // stored in the router's database.
+    let table = server
+        .records("rendezvous")
+        .context("cannot open the rendezvous table in the state store")?;
+    let auth: Option<TokenCheck> = handle.auth_enabled().then(|| {
+        let h = handle.clone();
+        Arc::new(move |token: &str| h.token_allows(Some(token), Action::Write, RENDEZVOUS_SCOPE))
+            as TokenCheck
+    });
+    let rdv_config = RendezvousConfig {
+        ttl: Duration::from_secs(args.rendezvous_ttl.max(1)),
+        auth,
+        require_secret: args.rendezvous_require_secret,
+        ..RendezvousConfig::default()
+    };
+    let service = RendezvousService::open(rdv_config, Arc::new(SystemClock::new()), Some(table))
+        .context("cannot load the rendezvous registrations")?;
+    service.start_maintenance();
+    let server = server.with_http(clasp_rendezvous::routes(service.clone()));
+    let mut rendezvous_task = None;
+    if args.rendezvous_port != 0 {
+        let addr = SocketAddr::new(host, args.rendezvous_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the rendezvous API"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, "ready: rendezvous http://{bound}/api/v1/");
+        let stop = stop.clone();
+        // The router's HTTP acceptor: a per-IP connection limit and a deadline for the
+        // request head, as on the WebSocket port.
+        let limits = HttpLimits {
+            per_ip: match max_per_ip {
+                0 => 0,
+                n => n.min(256),
+            },
+            ..HttpLimits::default()
+        };
+        rendezvous_task = Some(tokio::spawn(serve_http(
+            listener,
+            clasp_rendezvous::routes(service.clone()),
+            limits,
+            stop.cancelled_owned(),
+        )));
+    }
+
+    if let Some(port) = args.mqtt_port {
+        let cfg = MqttConfig {
+            namespace: args.mqtt_namespace.clone(),
+            ..MqttConfig::default()
+        };
+        let mqtt = MqttListener::bind(SocketAddr::new(host, port), handle.clone(), cfg)
+            .await
+            .with_context(|| format!("cannot start the MQTT listener on port {port}"))?;
+        let addr = mqtt.local_addr()?;
+        tracing::info!(%addr, "ready: mqtt tcp://{addr} (MQTT 3.1.1 and 5)");
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            mqtt.run(stop).await;
+            Ok(())
+        });
+    }
+
+    if let Some(port) = args.osc_port {
+        let cfg = OscConfig {
+            namespace: args.osc_namespace.clone(),
+            token: args.osc_token.clone(),
+            feedback: args.osc_feedback.clone(),
+            ..OscConfig::default()
+        };
+        if handle.auth_enabled() && cfg.token.is_none() {
+            bail!("the router requires tokens: give the OSC peers one with --osc-token");
+        }
+        let osc = OscListener::bind(SocketAddr::new(host, port), handle.clone(), cfg)
+            .await
+            .with_context(|| format!("cannot start the OSC listener on port {port}"))?;
+        tracing::info!(addr = %osc.local_addr()?, "ready: osc udp://{}", osc.local_addr()?);
+        let stop = stop.clone();
+        tasks.spawn(async move { osc.run(stop).await.map_err(anyhow::Error::from) });
+    }
+
+    // LAN discovery: mDNS and the UDP broadcast responder share one record (same id).
+    let mut info =
+        RouterInfo::new(router_name, Features::ROUTER, ws_addr.port()).with_id(router_id);
+    if scheme == "wss" {
+        info = info.with_extra("tls", "1");
+    }
+    if let Some(a) = server.quic_local_addr() {
+        info = info.with_extra("quic", a.port().to_string());
+    }
+    if let Some(a) = server.tcp_local_addr() {
+        info = info.with_extra("tcp", a.port().to_string());
+    }
+    let mut advertiser = None;
+    if !args.no_mdns {
+        let mut opts = AdvertiseOptions::default();
+        if !host.is_unspecified() {
+            opts.addresses = vec![host];
+            opts.include_loopback = host.is_loopback();
+        }
+        match Advertiser::with_options(info.clone(), opts) {
+            Ok(a) => {
+                tracing::info!(name = %a.fullname(), "advertising on mDNS (_clasp._tcp.local.)");
+                advertiser = Some(a);
+            }
+            Err(e) => tracing::warn!(error = %e, "mDNS advertising is off: {e}"),
+        }
+    }
+    let mut responder = None;
+    if args.discovery_port != 0 {
+        let quic_port = server.quic_local_addr().map(|a| a.port());
+        if quic_port == Some(args.discovery_port) {
+            tracing::warn!(
+                port = args.discovery_port,
+                "the LAN broadcast responder is off: QUIC uses UDP port {0}; pick another with --discovery-port",
+                args.discovery_port
+            );
+        } else {
+            let addr = SocketAddr::new(host, args.discovery_port);
+            match BroadcastResponder::bind(addr, info.clone())
+                .await
+                .and_then(|r| r.spawn())
+            {
+                Ok(task) => {
+                    tracing::info!(addr = %task.local_addr(), "answering LAN broadcast discovery (udp)");
+                    responder = Some(task);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "LAN broadcast discovery is off: {e}"),
+            }
+        }
+    }
+
+    if let Some(a) = server.tcp_local_addr() {
+        tracing::info!(addr = %a, "ready: tcp://{a}");
+    }
+    if let Some(a) = server.quic_local_addr() {
+        tracing::info!(addr = %a, "ready: quic://{a}");
+    }
+    tracing::info!(addr = %ws_addr, "ready: {scheme}://{ws_addr}/");
+    let run_stop = stop.clone();
+    let result = server
+        .run(async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = run_stop.cancelled() => {}
+            }
+        })
+        .await;
+    stop.cancel();
+    drop(responder);
+    if let Some(t) = rendezvous_task
+        && let Err(e) = t.await
+    {
+        tracing::warn!(error = %e, "rendezvous API task failed");
+    }
+    if let Err(e) = service.close().await {
+        tracing::warn!(error = %e, "rendezvous registrations not all saved: {e}");
+    }
+    if let Some(a) = advertiser {
+        a.stop().await;
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "listener task failed"),
+        }
+    }
+    result?;
+    Ok(())
+}
+
+/// The router's discovery id: kept in the data directory so it stays the same across restarts
+/// (scanners then see one router, not a new one each time); random with `--memory`.
+fn router_id(data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let fresh = || uuid::Uuid::new_v4().simple().to_string();
+    let Some(dir) = data_dir else {
+        return Ok(fresh());
+    };
+    let path = dir.join("router-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = fresh();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}

@@ -1,0 +1,344 @@
+//! `clasp relay` as a process: every listener of one relay sharing one router, the rendezvous
+//! API on both ports, `clasp discover`, and registrations kept across a restart.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clasp_client::Client;
+use clasp_proto::Value;
+use clasp_rendezvous::client::RendezvousClient;
+use clasp_rendezvous::{DiscoverQuery, Registration};
+use common::free_port;
+
+/// A running `clasp relay`, killed when dropped.
+struct Relay {
+    child: Child,
+    /// Listener name (`ws`, `rendezvous`, `mqtt`, `osc`, `tcp`, `quic`) → address, from the
+    /// `ready:` log lines.
+    ready: BTreeMap<String, String>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Relay {
+    /// Starts `clasp relay --host 127.0.0.1 ARGS` and waits for the WebSocket's `ready:` line
+    /// (the last one printed).
+    fn start(args: &[&str]) -> Relay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
+            .args(["relay", "--host", "127.0.0.1"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut ready = BTreeMap::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("relay exited or stalled before it was ready");
+            let Some(i) = line.find("ready: ") else {
+                continue;
+            };
+            let mut words = line[i + "ready: ".len()..].split_whitespace();
+            let first = words.next().unwrap();
+            let (kind, addr) = if let Some((scheme, rest)) = first.split_once("://") {
+                (scheme, rest.trim_end_matches('/').to_owned())
+            } else {
+                let url = words.next().unwrap();
+                let addr = url.split("://").nth(1).unwrap();
+                (first, addr.split('/').next().unwrap().to_owned())
+            };
+            ready.insert(kind.to_owned(), addr);
+            if kind == "ws" {
+                break;
+            }
+        }
+        // Keep draining the log so the relay never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Relay { child, ready }
+    }
+
+    fn addr(&self, kind: &str) -> SocketAddr {
+        self.ready
+            .get(kind)
+            .unwrap_or_else(|| panic!("no `ready: {kind}` line; got {:?}", self.ready))
+            .parse()
+            .unwrap()
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr("ws"))
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 20 s) until `f` returns `Some`.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn registration(name: &str, ws: &str) -> Registration {
+    Registration {
+        name: name.into(),
+        public_key: None,
+        features: vec!["param".into(), "event".into()],
+        endpoints: [("ws".to_owned(), ws.to_owned())].into(),
+        tags: vec!["studio".into()],
+        metadata: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
+    let rdv_port = free_port().to_string();
+    let mqtt_port = free_port().to_string();
+    let osc_port = free_udp_port().to_string();
+    let disc_port = free_udp_port().to_string();
+    let relay = Relay::start(&[
+        "--memory",
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        &rdv_port,
+        "--mqtt-port",
+        &mqtt_port,
+        "--osc-port",
+        &osc_port,
+        "--discovery-port",
+        &disc_port,
+        "--no-mdns",
+        "--tcp-port",
+        "0",
+        "--quic-port",
+        "0",
+        "--tls-self-signed",
+        "--quic-tls-only",
+    ]);
+    let clasp = Client::connect(relay.ws_url()).await.unwrap();
+    // Raw TCP and QUIC clients share the same router.
+    let tcp = Client::connect(format!("tcp://{}", relay.addr("tcp")))
+        .await
+        .unwrap();
+    let quic = Client::builder(format!("quic://localhost:{}", relay.addr("quic").port()))
+        .dangerous_skip_certificate_verification()
+        .connect()
+        .await
+        .unwrap();
+    tcp.set_confirmed("/transports/tcp", 1).await.unwrap();
+    quic.set_confirmed("/transports/quic", 2).await.unwrap();
+    assert_eq!(quic.get("/transports/tcp").await.unwrap(), Value::Int(1));
+    assert_eq!(clasp.get("/transports/quic").await.unwrap(), Value::Int(2));
+
+    // OSC: a message from a real OSC encoder becomes a param.
+    let osc = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packet = rosc::encoder::encode(&rosc::OscPacket::Message(rosc::OscMessage {
+        addr: "/mixer/fader1".into(),
+        args: vec![rosc::OscType::Float(0.5)],
+    }))
+    .unwrap();
+    osc.send_to(&packet, relay.addr("osc")).unwrap();
+    let v = eventually("OSC message seen as a param", || async {
+        clasp
+            .get("/mixer/fader1")
+            .await
+            .ok()
+            .filter(|v| *v != Value::Null)
+    })
+    .await;
+    assert_eq!(v, Value::Float(0.5));
+
+    // MQTT: a retained publish becomes a param; a CLASP SET reaches an MQTT subscriber.
+    let mut opts = rumqttc::MqttOptions::new("relay-test", "127.0.0.1", relay.addr("mqtt").port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (mqtt, mut events) = rumqttc::AsyncClient::new(opts, 64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::Event::Incoming(p) = ev {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    mqtt.subscribe("lights/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    mqtt.publish("sensors/temp", rumqttc::QoS::AtLeastOnce, true, "21.5")
+        .await
+        .unwrap();
+    let v = eventually("MQTT retained publish seen as a param", || async {
+        clasp
+            .get("/sensors/temp")
+            .await
+            .ok()
+            .filter(|v| *v != Value::Null)
+    })
+    .await;
+    assert_eq!(v, Value::Float(21.5));
+    // The subscription is in place once its SUBACK is back.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !matches!(rx.recv().await, Some(rumqttc::Packet::SubAck(_))) {}
+    })
+    .await
+    .expect("SUBACK");
+    clasp.set("/lights/1", 255).await.unwrap();
+    let (topic, payload) = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(rumqttc::Packet::Publish(p)) = rx.recv().await {
+                break (p.topic, p.payload);
+            }
+        }
+    })
+    .await
+    .expect("the CLASP SET reaches the MQTT subscriber");
+    assert_eq!((topic.as_str(), &payload[..]), ("lights/1", &b"255"[..]));
+
+    // Rendezvous: one registry behind both the dedicated port and /api/v1 on the WebSocket
+    // port.
+    let dedicated = RendezvousClient::new(&format!("http://{}", relay.addr("rendezvous"))).unwrap();
+    let on_ws_port = RendezvousClient::new(&format!("http://{}", relay.addr("ws"))).unwrap();
+    on_ws_port.health().await.unwrap();
+    let reg = dedicated
+        .register(&registration("stage-left", &relay.ws_url()))
+        .await
+        .unwrap();
+    let found = on_ws_port
+        .discover(&DiscoverQuery {
+            tag: Some("studio".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].id.as_str(), found[0].name.as_str()),
+        (reg.id.as_str(), "stage-left")
+    );
+    assert_eq!(found[0].endpoints["ws"], relay.ws_url());
+
+    // `clasp discover --rendezvous` prints it.
+    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["discover", "--json", "--rendezvous"])
+        .arg(format!("http://{}", relay.addr("ws")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed[0]["id"], reg.id.as_str());
+    assert_eq!(printed[0]["source"], "rendezvous");
+    assert_eq!(printed[0]["url"], relay.ws_url().as_str());
+
+    // LAN discovery: the broadcast responder answers a scan (sent straight to it here, since
+    // the relay only listens on loopback) with the real WebSocket port.
+    let target: SocketAddr = format!("127.0.0.1:{disc_port}").parse().unwrap();
+    let scan = clasp_discovery::ScanOptions::unicast(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![target],
+        Duration::from_secs(3),
+    );
+    let devices = clasp_discovery::scan(&scan).await.unwrap();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0].ws_port, relay.addr("ws").port());
+    assert_eq!(devices[0].name, "CLASP Router");
+    assert_eq!(
+        devices[0].txt.get("tcp").map(String::as_str),
+        Some(relay.addr("tcp").port().to_string().as_str())
+    );
+    clasp.close().await;
+    tcp.close().await;
+    quic.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendezvous_registrations_and_the_router_id_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let disc_port = free_udp_port().to_string();
+    let args = [
+        "--data-dir",
+        d,
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        "0",
+        "--discovery-port",
+        &disc_port,
+        "--no-mdns",
+    ];
+    let scan = |port: &str| {
+        clasp_discovery::ScanOptions::unicast(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![format!("127.0.0.1:{port}").parse().unwrap()],
+            Duration::from_secs(3),
+        )
+    };
+    let mut relay = Relay::start(&args);
+    let rdv = RendezvousClient::new(&format!("http://{}", relay.addr("ws"))).unwrap();
+    let reg = rdv
+        .register(&registration("booth", "ws://10.0.0.5:7330/"))
+        .await
+        .unwrap();
+    let first_id = clasp_discovery::scan(&scan(&disc_port)).await.unwrap()[0]
+        .id
+        .clone();
+    common::signal_child(&relay.child, "-TERM");
+    assert!(relay.child.wait().unwrap().success());
+
+    let relay = Relay::start(&args);
+    let rdv = RendezvousClient::new(&format!("http://{}", relay.addr("ws"))).unwrap();
+    let found = rdv.discover(&DiscoverQuery::default()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].id.as_str(), found[0].name.as_str()),
+        (reg.id.as_str(), "booth")
+    );
+    assert!(rdv.refresh(&reg.id).await.unwrap());
+    let second_id = clasp_discovery::scan(&scan(&disc_port)).await.unwrap()[0]
+        .id
+        .clone();
+    assert_eq!(first_id, second_id, "the router keeps its discovery id");
+}
