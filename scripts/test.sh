@@ -26,11 +26,14 @@ fi
 
 # Debian packages the tests use: coturn (a real TURN server for the P2P relay test), iproute2
 # (the loopback-only namespace below, and the veth pair of the LAN discovery test) and
-# mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener).
+# mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener), and nginx with
+# openssl (the reverse-proxy guide's nginx configuration, checked in front of a real relay).
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""
@@ -62,3 +65,10 @@ fi
 say "interop: official Python and JS clients against our router"
 cargo build -p clasp-cli --locked
 ./scripts/interop.sh target/debug/clasp
+
+say "reverse proxy: deploy/nginx/clasp.conf in front of clasp relay (wss:// and /api/v1)"
+if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+    ./scripts/proxy-check.sh target/debug/clasp
+else
+    echo "!! SKIPPED: nginx or openssl missing (apt-get install nginx openssl)"
+fi

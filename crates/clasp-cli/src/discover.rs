@@ -28,6 +28,9 @@ pub(crate) struct DiscoverArgs {
     /// Most devices to return from the rendezvous service.
     #[arg(long)]
     limit: Option<u32>,
+    /// Trust this PEM certificate (or CA) for an https:// rendezvous service.
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Token for a rendezvous service that requires one.
     #[arg(long, env = "CLASP_TOKEN")]
     token: Option<String>,
@@ -129,8 +132,15 @@ async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
 }
 
 async fn rendezvous(url: &str, args: &DiscoverArgs) -> anyhow::Result<Vec<Found>> {
-    let mut client =
-        RendezvousClient::new(url).with_context(|| format!("invalid rendezvous URL {url}"))?;
+    let mut client = match &args.ca_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            RendezvousClient::with_root_certificates_pem(url, &pem)
+        }
+        None => RendezvousClient::new(url),
+    }
+    .with_context(|| format!("cannot use the rendezvous service {url}"))?;
     if let Some(t) = &args.token {
         client = client.with_token(t.clone());
     }

@@ -65,6 +65,28 @@ impl RendezvousClient {
 
     /// Like [`RendezvousClient::new`] with another request timeout.
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_roots(base_url, timeout, &[])
+    }
+
+    /// Like [`RendezvousClient::new`], also trusting the certificates in `pem` (for a
+    /// service behind a private CA or a self-signed certificate).
+    pub fn with_root_certificates_pem(base_url: &str, pem: &[u8]) -> Result<Self, ClientError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Setup(format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Setup("no certificate in the PEM data".into()));
+        }
+        Self::with_roots(base_url, Duration::from_secs(10), &certs)
+    }
+
+    fn with_roots(
+        base_url: &str,
+        timeout: Duration,
+        extra: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self, ClientError> {
         let invalid = |detail: String| ClientError::InvalidUrl {
             url: base_url.to_owned(),
             detail,
@@ -81,8 +103,16 @@ impl RendezvousClient {
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Setup(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        .with_root_certificates({
+            let mut roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            for c in extra {
+                roots
+                    .add(c.clone())
+                    .map_err(|e| ClientError::Setup(format!("unusable certificate: {e}")))?;
+            }
+            roots
         })
         .with_no_client_auth();
         let http = reqwest::Client::builder()
