@@ -35,7 +35,14 @@ fn clasp_discover_lan_finds_a_relay_on_another_host_and_its_url_works() {
     let mut relay = ChildGuard(
         Command::new("ip")
             .args(["netns", "exec", &a, env!("CARGO_BIN_EXE_clasp")])
-            .args(["relay", "--memory", "--host", "0.0.0.0", "--ws-port", "7330"])
+            .args([
+                "relay",
+                "--memory",
+                "--host",
+                "0.0.0.0",
+                "--ws-port",
+                "7330",
+            ])
             .args(["--rendezvous-port", "0", "--discovery-port", "7331"])
             .args(["--name", "Booth"])
             .env("NO_COLOR", "1")
@@ -53,7 +60,11 @@ fn clasp_discover_lan_finds_a_relay_on_another_host_and_its_url_works() {
     let mut found = None;
     for _ in 0..4 {
         let out = in_ns(&b, &["discover", "--lan", "--json", "--timeout", "5"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let booth = list
             .as_array()
@@ -74,16 +85,30 @@ fn clasp_discover_lan_finds_a_relay_on_another_host_and_its_url_works() {
     let url = d["url"].as_str().unwrap().to_owned();
     assert!(url.starts_with("ws://10.77.0.1:7330/"), "{d}");
     assert_eq!(d["extra"]["ws"], "7330", "{d}");
-    assert!(d["features"].as_array().unwrap().contains(&"p".into()), "{d}");
     assert!(
-        d["addresses"].as_array().unwrap().contains(&"10.77.0.1".into()),
+        d["features"].as_array().unwrap().contains(&"p".into()),
+        "{d}"
+    );
+    assert!(
+        d["addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&"10.77.0.1".into()),
         "{d}"
     );
 
     // The advertised URL reaches the relay from the other host.
     let set = in_ns(&b, &["set", "/lan/check", "7", "--url", &url]);
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     let get = in_ns(&b, &["get", "/lan/check", "--url", &url]);
-    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "7");
 }

@@ -122,4 +122,3 @@ pub fn wait_exit(child: &mut ChildGuard, limit: Duration) -> std::process::ExitS
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
