@@ -21,7 +21,7 @@ use crate::server::{ServerArgs, build_config, init_logging, shutdown_signal};
 
 /// With tokens on, registering and unregistering at the rendezvous API needs a token that may
 /// write this address (`write:/**`, or `write:/clasp/rendezvous/**` for registration only).
-const RENDEZVOUS_SCOPE: &str = "/clasp/rendezvous";
+const RENDEZVOUS_SCOPE: &str = "/clasp/rendezvous/device";
 
 /// Options of `clasp relay`: every `clasp server` option, plus the relay's listeners.
 #[derive(Debug, Args)]

@@ -342,3 +342,76 @@ async fn rendezvous_registrations_and_the_router_id_survive_a_restart() {
         .clone();
     assert_eq!(first_id, second_id, "the router keeps its discovery id");
 }
+
+fn token(dir: &str, scopes: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args(["token", "create", "--data-dir", dir, "--scopes", scopes])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tokens_on_rendezvous_writes_need_a_token_and_osc_needs_one_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let writer = token(d, "write:/clasp/rendezvous/**");
+    let reader = token(d, "read:/**");
+
+    // OSC peers cannot send a token: a router that requires tokens needs --osc-token.
+    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args([
+            "relay",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            d,
+            "--ws-port",
+            "0",
+        ])
+        .args([
+            "--rendezvous-port",
+            "0",
+            "--discovery-port",
+            "0",
+            "--no-mdns",
+        ])
+        .args(["--osc-port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--osc-token"), "{err}");
+
+    let relay = Relay::start(&[
+        "--data-dir",
+        d,
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        "0",
+        "--discovery-port",
+        "0",
+        "--no-mdns",
+    ]);
+    let base = format!("http://{}", relay.addr("ws"));
+    let anonymous = RendezvousClient::new(&base).unwrap();
+    let reg = registration("secured", "ws://10.0.0.9:7330/");
+    let refused = anonymous.register(&reg).await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let read_only = RendezvousClient::new(&base).unwrap().with_token(reader);
+    let refused = read_only.register(&reg).await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let registrar = RendezvousClient::new(&base).unwrap().with_token(writer);
+    let ok = registrar.register(&reg).await.unwrap();
+    // Discovery stays open, as in the reference.
+    let found = anonymous.discover(&DiscoverQuery::default()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(!anonymous.unregister(&ok.id).await.is_ok_and(|gone| gone));
+    assert!(registrar.unregister(&ok.id).await.unwrap());
+}
