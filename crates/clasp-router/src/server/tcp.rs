@@ -38,8 +38,7 @@ pub(crate) struct LengthPrefixed {
 
 impl LengthPrefixed {
     /// Bytes held and not yet returned (at most one message plus one read).
-    #[cfg(test)]
-    fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
     }
 }
