@@ -46,6 +46,8 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod packet;
 pub mod payload;
 mod session;
@@ -54,6 +56,10 @@ pub mod topic;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use clasp_router::server::RouterHandle;
 use thiserror::Error;
@@ -73,6 +79,9 @@ pub struct MqttConfig {
     pub max_packet_size: usize,
     /// Most connected MQTT clients; 0 for no limit.
     pub max_clients: usize,
+    /// Most connections open at once from one IP address (0: no limit); further ones are
+    /// closed at once.
+    pub max_connections_per_ip: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
     /// How long one write to a client may take before the connection is dropped.
@@ -91,6 +100,7 @@ impl Default for MqttConfig {
             namespace: String::new(),
             max_packet_size: 256 * 1024,
             max_clients: 0,
+            max_connections_per_ip: 1000,
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             max_inflight: 64,
@@ -151,14 +161,22 @@ impl MqttListener {
     /// DISCONNECT 0x8B) and returns once they are gone.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let per_ip = Arc::new(Mutex::new(HashMap::new()));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        let Some(slot) = IpSlot::take(&per_ip, peer.ip(), self.shared.config.max_connections_per_ip) else {
+                            tracing::debug!(%peer, "too many MQTT connections from this address");
+                            continue;
+                        };
                         let shared = self.shared.clone();
                         let stop = shutdown.child_token();
-                        tracker.spawn(session::serve(shared, stream, stop));
+                        tracker.spawn(async move {
+                            let _slot = slot;
+                            session::serve(shared, stream, stop).await;
+                        });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: wait a little instead of spinning.
@@ -171,5 +189,42 @@ impl MqttListener {
         drop(self.listener);
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+/// Connections open per IP address.
+type IpTable = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's place in the per-IP count, given back on drop.
+struct IpSlot {
+    table: IpTable,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Takes a place for `ip`, unless it already holds `max` (0: no limit).
+    fn take(table: &IpTable, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = table.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }

@@ -216,6 +216,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
         outbox,
         conn,
         subs: Vec::new(),
+        retained_sent: HashSet::new(),
         next_sub_id: 1,
         inflight: HashSet::new(),
         window: usize::from(connect.receive_max.unwrap_or(u16::MAX))
@@ -297,7 +298,10 @@ enum End {
 
 impl End {
     fn publish_will(self) -> bool {
-        matches!(self, End::Disconnect(true) | End::Lost | End::Violation)
+        matches!(
+            self,
+            End::Disconnect(true) | End::Lost | End::Violation | End::TakenOver
+        )
     }
 }
 
@@ -310,6 +314,9 @@ struct Sub {
     qos: u8,
     rap: bool,
 }
+
+/// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
+const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 
 struct Session {
     version: Version,
@@ -331,6 +338,10 @@ struct Session {
     will: Option<Will>,
     /// A DISCONNECT reason to send and end with.
     closing: Option<(u8, End)>,
+    /// Addresses already sent as retained messages while answering the current SUBSCRIBE: each
+    /// is sent once per packet, however many of its filters match it, so one packet can never
+    /// queue more than one copy of the state.
+    retained_sent: HashSet<String>,
 }
 
 impl Session {
@@ -443,10 +454,20 @@ impl Session {
         }
     }
 
+    /// Encodes `p` for sending (dropped, with a debug line, if over the client's maximum packet
+    /// size).
     fn emit(&mut self, p: Outbound) {
-        if !packet::encode(self.version, p, &mut self.out, self.client_max) {
+        let _ = self.try_emit(p);
+    }
+
+    /// Encodes `p` for sending; `false` if it is over the client's maximum packet size and was
+    /// not sent.
+    fn try_emit(&mut self, p: Outbound) -> bool {
+        let sent = packet::encode(self.version, p, &mut self.out, self.client_max);
+        if !sent {
             tracing::debug!("MQTT packet over the client's maximum packet size; not sent");
         }
+        sent
     }
 
     /// Handles one packet; `Some` ends the connection at once (no DISCONNECT sent).
@@ -569,9 +590,16 @@ impl Session {
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubRequest>) {
         let mut codes = Vec::with_capacity(filters.len());
-        for req in filters {
-            codes.push(self.subscribe_one(req));
+        self.retained_sent.clear();
+        for (i, req) in filters.into_iter().enumerate() {
+            // Quota exceeded (a plain failure for MQTT 3.1.1).
+            codes.push(if i < MAX_FILTERS_PER_SUBSCRIBE {
+                self.subscribe_one(req)
+            } else {
+                0x97
+            });
         }
+        self.retained_sent = HashSet::new();
         self.emit(Outbound::SubAck { pkid, codes });
     }
 
@@ -702,7 +730,7 @@ impl Session {
             match decoded.message {
                 Message::Set(s) => {
                     let payload = payload::to_payload(&s.value);
-                    self.deliver(&s.address, payload);
+                    self.deliver(&s.address, payload, true);
                 }
                 Message::Publish(p) => {
                     let payload = match &p.payload {
@@ -712,7 +740,7 @@ impl Session {
                             s.iter().map(|f| Value::Float(*f)).collect(),
                         )),
                     };
-                    self.deliver(&p.address, payload);
+                    self.deliver(&p.address, payload, false);
                 }
                 Message::Snapshot(snap) => {
                     let Some(idx) = snapshot_for else { continue };
@@ -726,6 +754,9 @@ impl Session {
                             continue;
                         }
                         let qos = sub.qos;
+                        if !self.retained_sent.insert(param.address.to_string()) {
+                            continue;
+                        }
                         if let Some(topic) = self.shared.topics.topic(&param.address) {
                             let topic = topic.to_owned();
                             self.queue(topic, payload::to_payload(&param.value), qos, true);
@@ -751,8 +782,9 @@ impl Session {
         }
     }
 
-    /// Sends a live SET or PUBLISH to the client if a subscription matches its address.
-    fn deliver(&mut self, address: &str, payload: Bytes) {
+    /// Sends a live SET (`is_set`) or PUBLISH to the client if a subscription matches its
+    /// address.
+    fn deliver(&mut self, address: &str, payload: Bytes, is_set: bool) {
         let mut qos = None;
         let mut rap = false;
         for s in &self.subs {
@@ -765,8 +797,9 @@ impl Session {
         let Some(topic) = self.shared.topics.topic(address) else {
             return;
         };
-        // MQTT 5 retain-as-published: a SET is state, i.e. a retained message.
-        let retain = rap && self.version == Version::V5;
+        // MQTT 5 retain-as-published: a SET is state, i.e. a retained message; an event was
+        // not retained, so it never carries the flag (MQTT-3.3.1-13).
+        let retain = is_set && rap && self.version == Version::V5;
         let topic = topic.to_owned();
         self.queue(topic, payload, qos, retain);
     }
@@ -796,13 +829,18 @@ impl Session {
         } else {
             0
         };
-        self.emit(Outbound::Publish {
+        let sent = self.try_emit(Outbound::Publish {
             topic,
             payload,
             qos,
             retain,
             pkid,
         });
+        if !sent && qos > 0 {
+            // Never on the wire, so never acknowledged: keeping the id would shrink the
+            // in-flight window for good.
+            self.inflight.remove(&pkid);
+        }
     }
 
     fn pump_backlog(&mut self) {
