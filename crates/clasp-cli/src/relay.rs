@@ -109,21 +109,31 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     let table = server
         .records("rendezvous")
         .context("cannot open the rendezvous table in the state store")?;
-    let auth: Option<TokenCheck> = handle.auth_enabled().then(|| {
-        let h = handle.clone();
-        Arc::new(move |token: &str| h.token_allows(Some(token), Action::Write, RENDEZVOUS_SCOPE))
-            as TokenCheck
-    });
+    // Asked on every request: the router starts (or stops) requiring tokens as soon as its
+    // token file gains its first (or loses its last) token.
+    let h = handle.clone();
+    let auth: TokenCheck =
+        Arc::new(move |token: Option<&str>| h.token_allows(token, Action::Write, RENDEZVOUS_SCOPE));
     let rdv_config = RendezvousConfig {
         ttl: Duration::from_secs(args.rendezvous_ttl.max(1)),
-        auth,
+        auth: Some(auth),
         require_secret: args.rendezvous_require_secret,
         ..RendezvousConfig::default()
     };
     let service = RendezvousService::open(rdv_config, Arc::new(SystemClock::new()), Some(table))
         .context("cannot load the rendezvous registrations")?;
     service.start_maintenance();
-    let server = server.with_http(clasp_rendezvous::routes(service.clone()));
+    let rdv_metrics = service.clone();
+    let mut server = server
+        .with_http(clasp_rendezvous::routes(service.clone()))
+        .with_metrics(move |o| {
+            gauge(
+                o,
+                "clasp_rendezvous_devices",
+                "Devices registered at the rendezvous API.",
+                rdv_metrics.len() as u64,
+            );
+        });
     let mut rendezvous_task = None;
     if args.rendezvous_port != 0 {
         let addr = SocketAddr::new(host, args.rendezvous_port);
@@ -153,6 +163,7 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     if let Some(port) = args.mqtt_port {
         let cfg = MqttConfig {
             namespace: args.mqtt_namespace.clone(),
+            max_connections_per_ip: max_per_ip,
             ..MqttConfig::default()
         };
         let mqtt = MqttListener::bind(SocketAddr::new(host, port), handle.clone(), cfg)
@@ -181,6 +192,36 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot start the OSC listener on port {port}"))?;
         tracing::info!(addr = %osc.local_addr()?, "ready: osc udp://{}", osc.local_addr()?);
+        let stats = osc.stats();
+        server = server.with_metrics(move |o| {
+            let st = stats.snapshot();
+            gauge(o, "clasp_osc_peers", "OSC sources with a session.", st.peers);
+            counter(o, "clasp_osc_datagrams_total", "OSC datagrams received.", st.datagrams);
+            counter(
+                o,
+                "clasp_osc_decode_errors_total",
+                "OSC datagrams that could not be decoded or were refused (nesting, size).",
+                st.decode_errors + st.invalid + st.too_large,
+            );
+            counter(
+                o,
+                "clasp_osc_peers_refused_total",
+                "Datagrams ignored because max_peers sources already had a session, or the router refused the source.",
+                st.rejected_datagrams,
+            );
+            counter(
+                o,
+                "clasp_osc_feedback_sent_total",
+                "OSC messages sent to feedback peers.",
+                st.feedback_sent,
+            );
+            counter(
+                o,
+                "clasp_osc_bundles_scheduled_total",
+                "OSC bundles with a future time tag handed to the router's scheduler.",
+                st.scheduled,
+            );
+        });
         let stop = stop.clone();
         tasks.spawn(async move { osc.run(stop).await.map_err(anyhow::Error::from) });
     }
@@ -298,4 +339,14 @@ fn router_id(data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
+}
+
+fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
 }

@@ -30,8 +30,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "CLASP_MEMORY")]
     memory: bool,
     /// Router name sent to clients in WELCOME [default: "CLASP Router"].
-    #[arg(long, env = "CLASP_NAME")]
+    #[arg(long, short = 'n', env = "CLASP_NAME")]
     name: Option<String>,
+    /// Seconds a param lives after its last write (0: forever) [default: forever; the
+    /// reference relay used 3600].
+    #[arg(long, env = "CLASP_PARAM_TTL")]
+    param_ttl: Option<u64>,
     /// Maximum concurrent sessions [default: 10000].
     #[arg(long, env = "CLASP_MAX_SESSIONS")]
     max_sessions: Option<usize>,
@@ -72,13 +76,19 @@ pub(crate) struct ServerArgs {
     /// --tls-key).
     #[arg(
         long,
+        visible_alias = "cert",
         env = "CLASP_TLS_CERT",
         requires = "tls_key",
         conflicts_with = "tls_self_signed"
     )]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "CLASP_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        visible_alias = "key",
+        env = "CLASP_TLS_KEY",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Serve wss:// with a self-signed certificate for development (kept in the data
     /// directory, so its fingerprint stays the same across restarts; printed at start).
@@ -223,7 +233,7 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     if let Some(ms) = file.flush_interval_ms {
         c.flush_interval = Duration::from_millis(ms.max(1));
     }
-    if let Some(s) = file.param_ttl_secs {
+    if let Some(s) = args.param_ttl.or(file.param_ttl_secs) {
         c.router.param_ttl = (s > 0).then(|| Duration::from_secs(s));
     }
     if let Some(ms) = file.gesture_interval_ms {

@@ -189,17 +189,16 @@ fn check_auth(service: &RendezvousService, headers: &HeaderMap) -> Result<(), Ap
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    match token {
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication required: send Authorization: Bearer <token>",
-        )),
-        Some(t) if check(t) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is not valid",
-        )),
+    if check(token) {
+        return Ok(());
     }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        match token {
+            None => "authentication required: send Authorization: Bearer <token>",
+            Some(_) => "the bearer token is not valid",
+        },
+    ))
 }
 
 fn secret(headers: &HeaderMap) -> Option<&str> {

@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Device, Registered, Registration};
 
-/// Checks a bearer token; true = accepted.
-pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Decides whether a register or unregister may proceed: called with the request's bearer token
+/// (`Authorization: Bearer <token>`), or `None` when it has none; `true` lets it through. It is
+/// asked on every request, so a router that starts or stops requiring tokens while running is
+/// followed at once.
+pub type TokenCheck = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 
 /// A sentinel source for requests whose peer address is unknown (no `ConnectInfo`): they all
 /// share this one rate-limit bucket and per-source cap.

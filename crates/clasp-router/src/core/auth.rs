@@ -342,6 +342,11 @@ impl OneOrMany {
     }
 }
 
+/// Three dot-separated parts, of a bounded size.
+fn looks_like_jwt(token: &str) -> bool {
+    token.len() <= 16 * 1024 && token.split('.').count() == 3
+}
+
 /// The router's authenticator: the CPSK table, the JWT settings, the revocation list and the
 /// `jti`s already used.
 #[derive(Debug, Default)]
@@ -391,21 +396,26 @@ impl Auth {
             return Err(AuthError::Missing);
         };
         if token.starts_with("cpsk_") {
-            let t = self.cpsk.get(token).ok_or(AuthError::Unknown)?;
-            let grant = Grant {
-                kind: TokenKind::Cpsk,
-                token_id: token.to_owned(),
-                subject: t.subject.clone(),
-                scopes: t.scopes.clone(),
-                expires_at: t.expires_at,
-            };
-            self.still_valid(&grant, now)?;
-            return Ok(grant);
+            return self.cpsk_grant(token, now);
         }
-        if token.len() <= 16 * 1024 && token.split('.').count() == 3 {
+        if looks_like_jwt(token) {
             return self.jwt(token, now);
         }
         Err(AuthError::Format)
+    }
+
+    /// The grant of a CPSK token, if it is registered and still valid.
+    fn cpsk_grant(&self, token: &str, now: u64) -> Result<Grant, AuthError> {
+        let t = self.cpsk.get(token).ok_or(AuthError::Unknown)?;
+        let grant = Grant {
+            kind: TokenKind::Cpsk,
+            token_id: token.to_owned(),
+            subject: t.subject.clone(),
+            scopes: t.scopes.clone(),
+            expires_at: t.expires_at,
+        };
+        self.still_valid(&grant, now)?;
+        Ok(grant)
     }
 
     /// Whether a grant given earlier still holds at `now` (not revoked, not expired, and for a
@@ -442,18 +452,9 @@ impl Auth {
             return Err(AuthError::Missing);
         }
         if token.starts_with("cpsk_") {
-            let t = self.cpsk.get(token).ok_or(AuthError::Unknown)?;
-            let grant = Grant {
-                kind: TokenKind::Cpsk,
-                token_id: token.to_owned(),
-                subject: t.subject.clone(),
-                scopes: t.scopes.clone(),
-                expires_at: t.expires_at,
-            };
-            self.still_valid(&grant, now)?;
-            return Ok(grant);
+            return self.cpsk_grant(token, now);
         }
-        if token.len() <= 16 * 1024 && token.split('.').count() == 3 {
+        if looks_like_jwt(token) {
             let (grant, jti) = self.verify_jwt(token, now)?;
             if jti.is_some_and(|j| self.revoked.contains(&j)) {
                 return Err(AuthError::Revoked);
@@ -574,6 +575,42 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_does_not_use_up_a_jwt_but_authenticate_does() {
+        let secret = b"a secret of thirty-two bytes or more!!".to_vec();
+        let mut auth = Auth::open();
+        auth.set_jwt(Some(JwtConfig {
+            hs256_secret: Some(secret.clone()),
+            ..JwtConfig::default()
+        }));
+        let now = 1_700_000_000_000_000;
+        let claims = serde_json::json!({"jti": "j1", "exp": 1_700_000_600, "scope": "write:/a/**"});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret).unwrap(),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let g = auth.check(&token, now).unwrap();
+            assert!(g.scopes.allows(Action::Write, "/a/b"));
+        }
+        auth.authenticate(Some(&token), now).unwrap();
+        assert!(matches!(
+            auth.authenticate(Some(&token), now),
+            Err(AuthError::Replayed)
+        ));
+        // Checking is still possible (the token is valid), and revocation applies to it.
+        assert!(auth.check(&token, now).is_ok());
+        auth.set_revoked(["j1".to_owned()].into());
+        assert!(matches!(auth.check(&token, now), Err(AuthError::Revoked)));
+        assert!(matches!(auth.check("", now), Err(AuthError::Missing)));
+        assert!(matches!(
+            auth.check("cpsk_nope", now),
+            Err(AuthError::Unknown)
+        ));
+    }
 
     #[test]
     fn scopes_parse_and_allow() {

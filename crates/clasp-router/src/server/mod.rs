@@ -1,6 +1,8 @@
 //! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
 //! optionally over raw TCP and QUIC as well, with write-behind persistence of params.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod http;
 mod listen;
@@ -140,6 +142,9 @@ pub enum ServerError {
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Writes more Prometheus text for `/metrics` (see [`Server::with_metrics`]).
+pub(crate) type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 /// State shared by every task of a running server.
 pub(crate) struct Shared {
@@ -288,6 +293,8 @@ pub struct Server {
     writers: writers::WriterPool,
     /// Extra HTTP routes served on the WebSocket port (e.g. the rendezvous API).
     http: Option<HttpRouter>,
+    /// More Prometheus text for `/metrics`.
+    metrics: Vec<MetricsSource>,
     /// The raw TCP listener, if configured.
     tcp: Option<TcpListener>,
     /// The QUIC endpoint, if configured.
@@ -374,6 +381,7 @@ impl Server {
             store,
             writers,
             http: None,
+            metrics: Vec::new(),
             tcp,
             quic,
         })
@@ -406,6 +414,13 @@ impl Server {
         self
     }
 
+    /// Adds the Prometheus text `source` writes (complete `# HELP`/`# TYPE` families) to
+    /// `/metrics`, e.g. the counters of a listener of another protocol.
+    pub fn with_metrics(mut self, source: impl Fn(&mut String) + Send + Sync + 'static) -> Server {
+        self.metrics.push(Arc::new(source));
+        self
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
         Ok(self.listener.local_addr()?)
@@ -433,6 +448,7 @@ impl Server {
             store,
             writers,
             http,
+            metrics: metric_sources,
             tcp,
             quic,
         } = self;
@@ -458,6 +474,7 @@ impl Server {
             .with_state(ws::AppState {
                 shared: shared.clone(),
                 tracker: tracker.clone(),
+                metrics: Arc::new(metric_sources),
             });
         if let Some(extra) = http {
             app = app.merge(extra);
@@ -590,7 +607,10 @@ async fn healthz(State(state): State<ws::AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<ws::AppState>) -> impl IntoResponse {
-    let body = render_metrics(&state.shared);
+    let mut body = render_metrics(&state.shared);
+    for source in state.metrics.iter() {
+        source(&mut body);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

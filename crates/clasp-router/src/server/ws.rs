@@ -49,6 +49,8 @@ const WRITE_BUFFER: usize = 16 * 1024;
 pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) tracker: TaskTracker,
+    /// More Prometheus text for `/metrics` (see `Server::with_metrics`).
+    pub(crate) metrics: Arc<Vec<super::MetricsSource>>,
 }
 
 /// Any path: a WebSocket upgrade becomes a CLASP connection; anything else gets a hint.
