@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -15,38 +15,22 @@ use clasp_client::Client;
 use clasp_proto::Value;
 use clasp_rendezvous::client::RendezvousClient;
 use clasp_rendezvous::{DiscoverQuery, Registration};
-use common::free_port;
+use common::{Proc, free_port};
 
 /// A running `clasp relay`, killed when dropped.
 struct Relay {
-    child: Child,
+    /// The process; its `url` is the WebSocket's.
+    proc: Proc,
     /// Listener name (`ws`, `rendezvous`, `mqtt`, `osc`, `tcp`, `quic`) → address, from the
     /// `ready:` log lines.
     ready: BTreeMap<String, String>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Relay {
     /// Starts `clasp relay --host 127.0.0.1 ARGS` and waits for the WebSocket's `ready:` line
     /// (the last one printed).
     fn start(args: &[&str]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
-            .args(["relay", "--host", "127.0.0.1"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = relay_cmd(args).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -79,7 +63,9 @@ impl Relay {
         }
         // Keep draining the log so the relay never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
-        Relay { child, ready }
+        let url = format!("ws://{}/", ready["ws"]);
+        let proc = Proc { child, url };
+        Relay { proc, ready }
     }
 
     fn addr(&self, kind: &str) -> SocketAddr {
@@ -91,8 +77,38 @@ impl Relay {
     }
 
     fn ws_url(&self) -> String {
-        format!("ws://{}/", self.addr("ws"))
+        self.proc.url.clone()
     }
+}
+
+/// `clasp relay --host 127.0.0.1 ARGS`.
+fn relay_cmd(args: &[&str]) -> Command {
+    let mut c = common::clasp(&["relay", "--host", "127.0.0.1"]);
+    c.args(args);
+    c
+}
+
+/// Waits until the param at `address` has a value other than null; returns it.
+async fn param(clasp: &Client, address: &str, what: &str) -> Value {
+    eventually(what, || async {
+        clasp.get(address).await.ok().filter(|v| *v != Value::Null)
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 GET; the body.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 fn free_udp_port() -> u16 {
@@ -178,14 +194,7 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     }))
     .unwrap();
     osc.send_to(&packet, relay.addr("osc")).unwrap();
-    let v = eventually("OSC message seen as a param", || async {
-        clasp
-            .get("/mixer/fader1")
-            .await
-            .ok()
-            .filter(|v| *v != Value::Null)
-    })
-    .await;
+    let v = param(&clasp, "/mixer/fader1", "OSC message seen as a param").await;
     assert_eq!(v, Value::Float(0.5));
 
     // MQTT: a retained publish becomes a param; a CLASP SET reaches an MQTT subscriber.
@@ -206,13 +215,11 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     mqtt.publish("sensors/temp", rumqttc::QoS::AtLeastOnce, true, "21.5")
         .await
         .unwrap();
-    let v = eventually("MQTT retained publish seen as a param", || async {
-        clasp
-            .get("/sensors/temp")
-            .await
-            .ok()
-            .filter(|v| *v != Value::Null)
-    })
+    let v = param(
+        &clasp,
+        "/sensors/temp",
+        "MQTT retained publish seen as a param",
+    )
     .await;
     assert_eq!(v, Value::Float(21.5));
     // The subscription is in place once its SUBACK is back.
@@ -257,30 +264,16 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     assert_eq!(found[0].endpoints["ws"], relay.ws_url());
 
     // `clasp discover --rendezvous` prints it.
-    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["discover", "--json", "--rendezvous"])
-        .arg(format!("http://{}", relay.addr("ws")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rdv_url = format!("http://{}", relay.addr("ws"));
+    let out = common::clasp_ok(&["discover", "--json", "--rendezvous", &rdv_url]);
+    let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(printed[0]["id"], reg.id.as_str());
     assert_eq!(printed[0]["source"], "rendezvous");
     assert_eq!(printed[0]["url"], relay.ws_url().as_str());
 
     // LAN discovery: the broadcast responder answers a scan (sent straight to it here, since
     // the relay only listens on loopback) with the real WebSocket port.
-    let target: SocketAddr = format!("127.0.0.1:{disc_port}").parse().unwrap();
-    let scan = clasp_discovery::ScanOptions::unicast(
-        "127.0.0.1:0".parse().unwrap(),
-        vec![target],
-        Duration::from_secs(3),
-    );
-    let devices = clasp_discovery::scan(&scan).await.unwrap();
+    let devices = clasp_discovery::scan(&scan_to(&disc_port)).await.unwrap();
     assert_eq!(devices.len(), 1, "{devices:?}");
     assert_eq!(devices[0].ws_port, relay.addr("ws").port());
     assert_eq!(devices[0].name, "CLASP Router");
@@ -288,6 +281,18 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
         devices[0].txt.get("tcp").map(String::as_str),
         Some(relay.addr("tcp").port().to_string().as_str())
     );
+    // /metrics reports the listeners too.
+    let metrics = http_get(relay.addr("ws"), "/metrics");
+    let value = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("clasp_rendezvous_devices"), 1);
+    assert!(value("clasp_osc_datagrams_total") >= 1);
+    assert_eq!(value("clasp_osc_peers"), 1);
     clasp.close().await;
     tcp.close().await;
     quic.close().await;
@@ -298,35 +303,18 @@ async fn rendezvous_registrations_and_the_router_id_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let disc_port = free_udp_port().to_string();
-    let args = [
-        "--data-dir",
-        d,
-        "--ws-port",
-        "0",
-        "--rendezvous-port",
-        "0",
-        "--discovery-port",
-        &disc_port,
-        "--no-mdns",
-    ];
-    let scan = |port: &str| {
-        clasp_discovery::ScanOptions::unicast(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![format!("127.0.0.1:{port}").parse().unwrap()],
-            Duration::from_secs(3),
-        )
-    };
+    let args = persistent(d, &disc_port);
     let mut relay = Relay::start(&args);
     let rdv = RendezvousClient::new(&format!("http://{}", relay.addr("ws"))).unwrap();
     let reg = rdv
         .register(&registration("booth", "ws://10.0.0.5:7330/"))
         .await
         .unwrap();
-    let first_id = clasp_discovery::scan(&scan(&disc_port)).await.unwrap()[0]
+    let first_id = clasp_discovery::scan(&scan_to(&disc_port)).await.unwrap()[0]
         .id
         .clone();
-    common::signal_child(&relay.child, "-TERM");
-    assert!(relay.child.wait().unwrap().success());
+    common::signal(&relay.proc, "-TERM");
+    assert!(relay.proc.child.wait().unwrap().success());
 
     let relay = Relay::start(&args);
     let rdv = RendezvousClient::new(&format!("http://{}", relay.addr("ws"))).unwrap();
@@ -337,23 +325,40 @@ async fn rendezvous_registrations_and_the_router_id_survive_a_restart() {
         (reg.id.as_str(), "booth")
     );
     assert!(rdv.refresh(&reg.id).await.unwrap());
-    let second_id = clasp_discovery::scan(&scan(&disc_port)).await.unwrap()[0]
+    let second_id = clasp_discovery::scan(&scan_to(&disc_port)).await.unwrap()[0]
         .id
         .clone();
     assert_eq!(first_id, second_id, "the router keeps its discovery id");
 }
 
+/// Relay arguments with state in `dir`, the WebSocket and rendezvous ports chosen by the
+/// system, LAN discovery answering on `discovery_port` and no mDNS.
+fn persistent<'a>(dir: &'a str, discovery_port: &'a str) -> [&'a str; 9] {
+    [
+        "--data-dir",
+        dir,
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        "0",
+        "--discovery-port",
+        discovery_port,
+        "--no-mdns",
+    ]
+}
+
+/// A discovery scan sent straight to 127.0.0.1:`port` (the relay only listens on loopback).
+fn scan_to(port: &str) -> clasp_discovery::ScanOptions {
+    clasp_discovery::ScanOptions::unicast(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![format!("127.0.0.1:{port}").parse().unwrap()],
+        Duration::from_secs(3),
+    )
+}
+
 fn token(dir: &str, scopes: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["token", "create", "--data-dir", dir, "--scopes", scopes])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let out = common::clasp_ok(&["token", "create", "--data-dir", dir, "--scopes", scopes]);
+    String::from_utf8(out).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -363,42 +368,18 @@ async fn with_tokens_on_rendezvous_writes_need_a_token_and_osc_needs_one_too() {
     let writer = token(d, "write:/clasp/rendezvous/**");
     let reader = token(d, "read:/**");
 
+    let args = persistent(d, "0");
     // OSC peers cannot send a token: a router that requires tokens needs --osc-token.
-    let out = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args([
-            "relay",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            d,
-            "--ws-port",
-            "0",
-        ])
-        .args([
-            "--rendezvous-port",
-            "0",
-            "--discovery-port",
-            "0",
-            "--no-mdns",
-        ])
+    let out = relay_cmd(&args)
         .args(["--osc-port", "0"])
+        .stderr(Stdio::piped())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--osc-token"), "{err}");
 
-    let relay = Relay::start(&[
-        "--data-dir",
-        d,
-        "--ws-port",
-        "0",
-        "--rendezvous-port",
-        "0",
-        "--discovery-port",
-        "0",
-        "--no-mdns",
-    ]);
+    let relay = Relay::start(&args);
     let base = format!("http://{}", relay.addr("ws"));
     let anonymous = RendezvousClient::new(&base).unwrap();
     let reg = registration("secured", "ws://10.0.0.9:7330/");
@@ -414,4 +395,41 @@ async fn with_tokens_on_rendezvous_writes_need_a_token_and_osc_needs_one_too() {
     assert_eq!(found.len(), 1);
     assert!(!anonymous.unregister(&ok.id).await.is_ok_and(|gone| gone));
     assert!(registrar.unregister(&ok.id).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendezvous_follows_tokens_added_while_the_relay_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let relay = Relay::start(&[
+        "--data-dir",
+        d,
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        "0",
+        "--discovery-port",
+        "0",
+        "--no-mdns",
+    ]);
+    let base = format!("http://{}", relay.addr("ws"));
+    let anonymous = RendezvousClient::new(&base).unwrap();
+    // Open mode: anyone may register.
+    anonymous
+        .register(&registration("early", "ws://10.0.0.1:7330/"))
+        .await
+        .unwrap();
+    // The first token turns authentication on (the token file is reloaded within a second).
+    let writer = token(d, "write:/**");
+    let reg = registration("late", "ws://10.0.0.2:7330/");
+    // Probe with an unregister of an unknown id: 404 while open, 401 once tokens are required.
+    let e = eventually("unregister refused without a token", || async {
+        anonymous.unregister("no-such-id").await.err()
+    })
+    .await;
+    assert!(e.to_string().contains("401"), "{e}");
+    let e = anonymous.register(&reg).await.unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let registrar = RendezvousClient::new(&base).unwrap().with_token(writer);
+    registrar.register(&reg).await.unwrap();
 }

@@ -2,43 +2,31 @@
 //! client works over each of them.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clasp_client::{Client, ReconnectPolicy, Value};
+use common::Proc;
 
-struct Proc {
-    child: Child,
-    /// The URLs of the `ready:` log lines, in order.
+/// A running `clasp server` (killed when dropped) and the URLs of its `ready:` log lines.
+struct Started {
+    _proc: Proc,
+    /// In order; the last one is the WebSocket's.
     urls: Vec<String>,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn clasp_server(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clasp"));
-    c.args(["server", "--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info");
+    let mut c = common::clasp(&["server", "--bind", "127.0.0.1", "--port", "0"]);
+    c.args(args);
     c
 }
 
 /// Starts the server and reads its `ready:` lines up to the WebSocket one (the last).
-fn start(args: &[&str]) -> Proc {
-    let mut child = clasp_server(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+fn start(args: &[&str]) -> Started {
+    let mut child = clasp_server(args).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut urls = Vec::new();
     loop {
@@ -56,10 +44,14 @@ fn start(args: &[&str]) -> Proc {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    Proc { child, urls }
+    let url = urls.last().unwrap().clone();
+    Started {
+        _proc: Proc { child, url },
+        urls,
+    }
 }
 
-fn url<'a>(p: &'a Proc, scheme: &str) -> &'a str {
+fn url<'a>(p: &'a Started, scheme: &str) -> &'a str {
     p.urls
         .iter()
         .find(|u| u.starts_with(&format!("{scheme}://")))
@@ -134,6 +126,7 @@ async fn quic_tls_only_keeps_the_websocket_plain() {
 #[test]
 fn quic_without_a_certificate_is_refused_clearly() {
     let o = clasp_server(&["--memory", "--quic-port", "0"])
+        .stderr(Stdio::piped())
         .output()
         .unwrap();
     assert!(!o.status.success());

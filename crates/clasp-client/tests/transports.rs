@@ -8,86 +8,64 @@ use std::time::Duration;
 use clasp_client::{
     Client, ConnectionEvent, Error, ReconnectPolicy, SignalType, SubscribeOptions, Value,
 };
-use clasp_router::server::{QuicListen, Server, ServerConfig, TlsConfig};
+use clasp_router::server::{QuicListen, TlsConfig};
 use futures_util::StreamExt;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
 
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
+use support::{WAIT, within};
 
 /// A router with WebSocket, TCP and QUIC listeners on 127.0.0.1.
-struct Router {
+struct Rig {
+    router: support::Router,
     ws: String,
     tcp: String,
     quic: String,
-    addrs: (SocketAddr, SocketAddr, SocketAddr),
     tls: TlsConfig,
     cert_pem: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Router {
-    async fn start() -> Router {
+impl Rig {
+    async fn start() -> Rig {
         let (tls, cert_pem, _) =
             TlsConfig::self_signed(&["127.0.0.1".into(), "localhost".into()]).unwrap();
         let any = "127.0.0.1:0".parse().unwrap();
-        Router::start_on((any, any, any), tls, cert_pem).await
+        Rig::start_on((any, any, any), tls, cert_pem).await
     }
 
     async fn start_on(
         (ws, tcp, quic): (SocketAddr, SocketAddr, SocketAddr),
         tls: TlsConfig,
         cert_pem: String,
-    ) -> Router {
-        let config = ServerConfig {
-            listen: ws,
-            tcp_listen: Some(tcp),
-            quic: Some(QuicListen {
+    ) -> Rig {
+        let quic_tls = tls.clone();
+        let router = support::Router::start_on(ws, |c| {
+            c.tcp_listen = Some(tcp);
+            c.quic = Some(QuicListen {
                 listen: quic,
-                tls: tls.clone(),
-            }),
-            writer_threads: 1,
-            ..ServerConfig::default()
-        };
-        let server = Server::bind(config).await.unwrap();
-        let addrs = (
-            server.local_addr().unwrap(),
-            server.tcp_local_addr().unwrap(),
-            server.quic_local_addr().unwrap(),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Router {
-            ws: format!("ws://{}/", addrs.0),
-            tcp: format!("tcp://{}", addrs.1),
-            quic: format!("quic://{}", addrs.2),
-            addrs,
+                tls: quic_tls,
+            });
+            c.writer_threads = 1;
+        })
+        .await;
+        Rig {
+            ws: router.url.clone(),
+            tcp: format!("tcp://{}", router.tcp.unwrap()),
+            quic: format!("quic://{}", router.quic.unwrap()),
+            router,
             tls,
             cert_pem,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            within("router stop", t).await.unwrap();
-        }
+    /// The WebSocket, TCP and QUIC addresses.
+    fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let r = &self.router;
+        (r.addr, r.tcp.unwrap(), r.quic.unwrap())
+    }
+
+    async fn stop(self) {
+        self.router.stop().await;
     }
 
     fn builder(&self, url: &str) -> clasp_client::ClientBuilder {
@@ -103,17 +81,9 @@ impl Router {
     }
 }
 
-impl Drop for Router {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
 #[tokio::test]
 async fn ws_tcp_and_quic_clients_share_params_and_events_both_ways() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     let ws = r.client(&r.ws).await;
     let tcp = r.client(&r.tcp).await;
     let quic = r.client(&r.quic).await;
@@ -186,7 +156,7 @@ async fn ws_tcp_and_quic_clients_share_params_and_events_both_ways() {
 
 #[tokio::test]
 async fn oversize_send_fails_clearly_and_the_connection_stays_usable() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     for url in [&r.tcp, &r.quic] {
         let c = r.client(url).await;
         // Each part fits its length field; together they exceed the 65,535-byte payload.
@@ -217,7 +187,7 @@ async fn oversize_send_fails_clearly_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn quic_certificate_checks() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     // Not trusted: the public roots do not know a self-signed certificate.
     let e = Client::builder(&r.quic)
         .reconnect(ReconnectPolicy::disabled())
@@ -259,7 +229,7 @@ async fn quic_certificate_checks() {
 
 #[tokio::test]
 async fn tcp_and_quic_clients_reconnect_and_resubscribe() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     let policy = ReconnectPolicy {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
@@ -281,7 +251,7 @@ async fn tcp_and_quic_clients_reconnect_and_resubscribe() {
         let events = c.events();
         clients.push((url, c, sub, events));
     }
-    let (addrs, tls, pem) = (r.addrs, r.tls.clone(), r.cert_pem.clone());
+    let (addrs, tls, pem) = (r.addrs(), r.tls.clone(), r.cert_pem.clone());
     r.stop().await;
     for (url, c, _, events) in &mut clients {
         let e = within("disconnect", events.recv()).await.unwrap();
@@ -292,7 +262,7 @@ async fn tcp_and_quic_clients_reconnect_and_resubscribe() {
         assert!(!c.is_connected());
     }
     // The same ports again: the clients come back by themselves.
-    let r = Router::start_on(addrs, tls, pem).await;
+    let r = Rig::start_on(addrs, tls, pem).await;
     for (url, _, _, events) in &mut clients {
         within("reconnected", async {
             loop {
@@ -323,7 +293,7 @@ async fn tcp_and_quic_clients_reconnect_and_resubscribe() {
 
 #[tokio::test]
 async fn router_shutdown_ends_tcp_and_quic_clients() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     let tcp = r.client(&r.tcp).await;
     let quic = r.client(&r.quic).await;
     let mut te = tcp.events();
@@ -347,7 +317,7 @@ async fn router_shutdown_ends_tcp_and_quic_clients() {
 
 #[tokio::test]
 async fn client_close_ends_the_session_on_the_router() {
-    let r = Router::start().await;
+    let r = Rig::start().await;
     let watcher = r.client(&r.ws).await;
     for url in [&r.tcp, &r.quic] {
         let c = r.client(url).await;
@@ -357,21 +327,6 @@ async fn client_close_ends_the_session_on_the_router() {
     }
     // The router lets both sessions go (their writes stay).
     assert_eq!(watcher.get("/who").await.unwrap(), Value::Int(1));
-    let mut s = tokio::net::TcpStream::connect(r.addrs.0).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        let body = String::from_utf8_lossy(&buf[..n]).to_string();
-        if body.contains("\"sessions\":1,") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    r.router.wait_sessions(1).await;
     r.stop().await;
 }

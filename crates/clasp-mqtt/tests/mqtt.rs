@@ -2,6 +2,9 @@
 //! rumqttc) and a real CLASP client.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "../../clasp-client/tests/support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,8 +27,8 @@ struct Env {
     ws: String,
     mqtt: SocketAddr,
     stop: CancellationToken,
-    router_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    router: support::Router,
+    listener: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
     full: String,
     readonly: String,
@@ -42,26 +45,12 @@ impl Env {
         if auth {
             let path = dir.path().join("tokens.json");
             let mut file = TokenFile::load(&path).unwrap();
-            for (t, scopes) in [
-                (&full, vec!["read:/**", "write:/**"]),
-                (&readonly, vec!["read:/**"]),
-            ] {
-                file.tokens.insert(
-                    t.clone(),
-                    TokenRecord {
-                        token: t.clone(),
-                        subject: None,
-                        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                        expires_at: None,
-                        created_at: unix_now(),
-                    },
-                );
-            }
+            add_token(&mut file, &full, &["read:/**", "write:/**"]);
+            add_token(&mut file, &readonly, &["read:/**"]);
             file.save(&path).unwrap();
             config.auth.token_file = Some(path);
         }
         let server = Server::bind(config).await.unwrap();
-        let ws = format!("ws://{}/", server.local_addr().unwrap());
         let listener = MqttListener::bind(
             "127.0.0.1:0".parse().unwrap(),
             server.handle(),
@@ -71,25 +60,14 @@ impl Env {
         .unwrap();
         let mqtt = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let (router_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let s = stop.clone();
-        let tasks = vec![
-            tokio::spawn(async move {
-                server
-                    .run(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
-            }),
-            tokio::spawn(listener.run(s)),
-        ];
+        let listener = tokio::spawn(listener.run(stop.clone()));
+        let router = support::Router::run(server);
         Env {
-            ws,
+            ws: router.url.clone(),
             mqtt,
             stop,
-            router_stop: Some(router_stop),
-            tasks,
+            router,
+            listener,
             _dir: dir,
             full,
             readonly,
@@ -104,15 +82,28 @@ impl Env {
         b.connect().await.unwrap()
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
         self.stop.cancel();
-        if let Some(s) = self.router_stop.take() {
-            let _ = s.send(());
-        }
-        for t in self.tasks.drain(..) {
-            tokio::time::timeout(WAIT, t).await.unwrap().unwrap();
-        }
+        self.router.stop().await;
+        tokio::time::timeout(WAIT, self.listener)
+            .await
+            .unwrap()
+            .unwrap();
     }
+}
+
+/// Adds `token` with `scopes` to a token file (the caller saves it).
+fn add_token(file: &mut TokenFile, token: &str, scopes: &[&str]) {
+    file.tokens.insert(
+        token.to_owned(),
+        TokenRecord {
+            token: token.to_owned(),
+            subject: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: None,
+            created_at: unix_now(),
+        },
+    );
 }
 
 /// Whether the mosquitto command-line clients are installed; prints SKIPPED if not.
@@ -238,75 +229,66 @@ async fn clasp_set_reaches_mosquitto_sub_live_with_qos_1() {
     env.stop().await;
 }
 
-/// Reads events from a rumqttc v4 event loop into a channel.
+/// Spawns a task that forwards the events of a rumqttc event loop (v4 or v5) into a channel
+/// until the first error; evaluates to the receiver.
+macro_rules! pump {
+    ($el:ident) => {{
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let e = $el.poll().await.map_err(|e| e.to_string());
+                let stop = e.is_err();
+                if tx.send(e).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        rx
+    }};
+}
+
+/// A rumqttc v4 client and its events.
 fn rumqttc_v4(
     env: &Env,
     id: &str,
     token: Option<&str>,
-) -> (
-    rumqttc::AsyncClient,
-    tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Event, String>>,
-) {
+) -> (rumqttc::AsyncClient, Events<rumqttc::Event>) {
     let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", env.mqtt.port());
     o.set_keep_alive(Duration::from_secs(30));
     if let Some(t) = token {
         o.set_credentials("user", t);
     }
     let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let e = el.poll().await.map_err(|e| e.to_string());
-            let stop = e.is_err();
-            if tx.send(e).is_err() || stop {
-                break;
-            }
-        }
-    });
-    (client, rx)
+    (client, pump!(el))
 }
 
+/// A rumqttc v5 client and its events.
 fn rumqttc_v5(
     env: &Env,
     id: &str,
     token: Option<&str>,
-) -> (
-    rumqttc::v5::AsyncClient,
-    tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::v5::Event, String>>,
-) {
+) -> (rumqttc::v5::AsyncClient, Events<rumqttc::v5::Event>) {
     let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", env.mqtt.port());
     o.set_keep_alive(Duration::from_secs(30));
     if let Some(t) = token {
         o.set_credentials("user", t);
     }
     let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let e = el.poll().await.map_err(|e| e.to_string());
-            let stop = e.is_err();
-            if tx.send(e).is_err() || stop {
-                break;
-            }
-        }
-    });
-    (client, rx)
+    (client, pump!(el))
 }
 
-/// The next incoming v4 packet matching `f`.
-async fn next_v4<T>(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Event, String>>,
-    mut f: impl FnMut(&rumqttc::Packet) -> Option<T>,
-) -> T {
+type Events<E> = tokio::sync::mpsc::UnboundedReceiver<Result<E, String>>;
+
+/// The next event matching `f`; panics if the connection fails first.
+async fn next_event<E, T>(rx: &mut Events<E>, mut f: impl FnMut(&E) -> Option<T>) -> T {
     tokio::time::timeout(WAIT, async {
         loop {
             match rx.recv().await.unwrap() {
-                Ok(rumqttc::Event::Incoming(p)) => {
-                    if let Some(t) = f(&p) {
+                Ok(e) => {
+                    if let Some(t) = f(&e) {
                         return t;
                     }
                 }
-                Ok(_) => {}
                 Err(e) => panic!("connection failed: {e}"),
             }
         }
@@ -315,20 +297,36 @@ async fn next_v4<T>(
     .unwrap()
 }
 
+/// The next incoming v4 packet matching `f`.
+async fn next_v4<T>(
+    rx: &mut Events<rumqttc::Event>,
+    mut f: impl FnMut(&rumqttc::Packet) -> Option<T>,
+) -> T {
+    next_event(rx, |e| match e {
+        rumqttc::Event::Incoming(p) => f(p),
+        _ => None,
+    })
+    .await
+}
+
+/// The next incoming v5 packet matching `f`.
 async fn next_v5<T>(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::v5::Event, String>>,
+    rx: &mut Events<rumqttc::v5::Event>,
     mut f: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
 ) -> T {
+    next_event(rx, |e| match e {
+        rumqttc::v5::Event::Incoming(p) => f(p),
+        _ => None,
+    })
+    .await
+}
+
+/// The error that ends the connection (a refused CONNECT).
+async fn first_error<E>(rx: &mut Events<E>) -> String {
     tokio::time::timeout(WAIT, async {
         loop {
-            match rx.recv().await.unwrap() {
-                Ok(rumqttc::v5::Event::Incoming(p)) => {
-                    if let Some(t) = f(&p) {
-                        return t;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => panic!("connection failed: {e}"),
+            if let Err(e) = rx.recv().await.unwrap() {
+                return e;
             }
         }
     })
@@ -459,28 +457,12 @@ async fn bad_tokens_get_connack_refusals_and_readonly_subscribe_is_scoped() {
     let env = Env::start(true).await;
     // 3.1.1: bad token → return code 4.
     let (_c, mut rx) = rumqttc_v4(&env, "bad4", Some("cpsk_not-a-real-token"));
-    let err = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Err(e) = rx.recv().await.unwrap() {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let err = first_error(&mut rx).await;
     assert!(err.contains("BadUserNamePassword"), "{err}");
     // 5: bad token → 0x86; no token at all → also refused.
     for token in [Some("cpsk_nope"), None] {
         let (_c, mut rx) = rumqttc_v5(&env, "bad5", token);
-        let err = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Err(e) = rx.recv().await.unwrap() {
-                    return e;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let err = first_error(&mut rx).await;
         assert!(err.contains("BadUserNamePassword"), "{err}");
     }
     // A token restricted to reading /lights/** may not subscribe elsewhere.
@@ -516,16 +498,7 @@ async fn read_scoped_subscription_refused_outside_its_scope() {
     let path = env._dir.path().join("tokens.json");
     let mut file = TokenFile::load(&path).unwrap();
     let lights = generate();
-    file.tokens.insert(
-        lights.clone(),
-        TokenRecord {
-            token: lights.clone(),
-            subject: None,
-            scopes: vec!["read:/lights/**".into()],
-            expires_at: None,
-            created_at: unix_now(),
-        },
-    );
+    add_token(&mut file, &lights, &["read:/lights/**"]);
     file.save(&path).unwrap();
     // The router polls the token file: retry until the token is accepted.
     let (c, mut rx) = loop {

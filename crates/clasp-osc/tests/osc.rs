@@ -2,10 +2,13 @@
 //! observed through a real CLASP client over WebSocket.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "../../clasp-client/tests/support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clasp_client::{Client, ReconnectPolicy, Value};
+use clasp_client::{Client, ReconnectPolicy, Subscription, Update, Value};
 use clasp_osc::time::unix_micros_to_ntp;
 use clasp_osc::{InboundMode, OscConfig, OscListener, OscStats, OscStatsHandle};
 use clasp_router::server::{RouterHandle, Server, ServerConfig};
@@ -24,7 +27,7 @@ struct Rig {
     stats: OscStatsHandle,
     router: RouterHandle,
     stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    server: support::Router,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -36,7 +39,6 @@ impl Rig {
     async fn start_with(mut config: ServerConfig, osc: OscConfig) -> Rig {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(config).await.unwrap();
-        let addr = server.local_addr().unwrap();
         let router = server.handle();
         let listener = OscListener::bind("127.0.0.1:0".parse().unwrap(), router.clone(), osc)
             .await
@@ -44,17 +46,11 @@ impl Rig {
         let osc = listener.local_addr().unwrap();
         let stats = listener.stats();
         let stop = CancellationToken::new();
-        let s = stop.clone();
-        let server = tokio::spawn(async move {
-            server
-                .run(async move { s.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let server = support::Router::run(server);
         let s = stop.clone();
         let listener = tokio::spawn(async move { listener.run(s).await.unwrap() });
         Rig {
-            url: format!("ws://{addr}/clasp"),
+            url: format!("ws://{}/clasp", server.addr),
             osc,
             stats,
             router,
@@ -102,10 +98,7 @@ impl Rig {
             .await
             .unwrap()
             .unwrap();
-        tokio::time::timeout(WAIT, self.server)
-            .await
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
     }
 }
 
@@ -147,6 +140,30 @@ async fn recv(sock: &UdpSocket) -> OscMessage {
     }
 }
 
+/// Asserts that the next OSC message `sock` receives is `addr` with `args`.
+async fn expect(sock: &UdpSocket, addr: &str, args: Vec<OscType>) {
+    let m = recv(sock).await;
+    assert_eq!((m.addr.as_str(), m.args), (addr, args));
+}
+
+/// Sends the control message `command` (`/clasp/subscribe`, `/clasp/unsubscribe`) for `pattern`.
+async fn control(sock: &UdpSocket, to: SocketAddr, command: &str, pattern: &str) {
+    send(
+        sock,
+        to,
+        &msg(command, vec![OscType::String(pattern.into())]),
+    )
+    .await;
+}
+
+/// The next update of `sub`, waiting at most [`WAIT`].
+async fn next(sub: &mut Subscription) -> Update {
+    tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("no update arrived")
+        .unwrap()
+}
+
 /// Waits until the param at `address` reads `expected`.
 async fn wait_value(c: &Client, address: &str, expected: &Value) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -184,10 +201,7 @@ async fn a_message_sets_a_param_seen_by_get_and_subscription() {
         &msg("/synth/volume", vec![OscType::Float(0.5)]),
     )
     .await;
-    let u = tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let u = next(&mut sub).await;
     assert_eq!(&*u.address, "/synth/volume");
     assert_eq!(u.value, Value::Float(0.5));
     assert_eq!(c.get("/synth/volume").await.unwrap(), Value::Float(0.5));
@@ -339,10 +353,7 @@ async fn a_future_bundle_is_applied_no_earlier_than_its_time_tag() {
     send(&sock, rig.osc, &b).await;
     rig.wait_stats("the bundle to be scheduled", |s| s.scheduled == 1)
         .await;
-    let first = tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = next(&mut sub).await;
     let arrived = wall_us();
     assert!(
         arrived >= target,
@@ -350,10 +361,7 @@ async fn a_future_bundle_is_applied_no_earlier_than_its_time_tag() {
         target - arrived
     );
     assert_eq!(&*first.address, "/late/a");
-    let second = tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let second = next(&mut sub).await;
     assert_eq!(&*second.address, "/late/b", "elements run in order");
     rig.stop().await;
 }
@@ -405,10 +413,7 @@ async fn nested_bundles_run_in_order_and_never_before_their_parent() {
     send(&sock, rig.osc, &b).await;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let u = tokio::time::timeout(WAIT, sub.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let u = next(&mut sub).await;
         seen.push((u.address.to_string(), wall_us()));
     }
     let names: Vec<&str> = seen.iter().map(|(a, _)| a.as_str()).collect();
@@ -454,9 +459,7 @@ async fn a_client_set_is_fed_back_to_a_static_peer() {
         .await;
     let c = rig.client().await;
     c.set("/osc/fx/gain", 0.25).await.unwrap();
-    let m = recv(&peer).await;
-    assert_eq!(m.addr, "/fx/gain");
-    assert_eq!(m.args, vec![OscType::Float(0.25)]);
+    expect(&peer, "/fx/gain", vec![OscType::Float(0.25)]).await;
     c.set("/osc/fx/name", "hall").await.unwrap();
     c.set("/osc/fx/big", 1i64 << 40).await.unwrap();
     c.set("/outside", 1).await.unwrap();
@@ -466,30 +469,18 @@ async fn a_client_set_is_fed_back_to_a_static_peer() {
     )
     .await
     .unwrap();
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/fx/name", vec![OscType::String("hall".into())])
-    );
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/fx/big", vec![OscType::Long(1 << 40)])
-    );
+    expect(&peer, "/fx/name", vec![OscType::String("hall".into())]).await;
+    expect(&peer, "/fx/big", vec![OscType::Long(1 << 40)]).await;
     // `/outside` is not under the namespace: never sent.
-    let m = recv(&peer).await;
-    assert_eq!(m.addr, "/fx/list");
-    assert_eq!(
-        m.args,
-        vec![OscType::Int(1), OscType::Bool(false), OscType::Nil]
-    );
+    expect(
+        &peer,
+        "/fx/list",
+        vec![OscType::Int(1), OscType::Bool(false), OscType::Nil],
+    )
+    .await;
     // An event with a value is fed back too.
     c.emit("/osc/fx/hit", 7).await.unwrap();
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/fx/hit", vec![OscType::Int(7)])
-    );
+    expect(&peer, "/fx/hit", vec![OscType::Int(7)]).await;
     rig.stop().await;
 }
 
@@ -499,63 +490,28 @@ async fn a_peer_registers_gets_changes_not_its_own_and_unregisters() {
     let c = rig.client().await;
     c.set_confirmed("/mix/a", 1).await.unwrap();
     let peer = udp().await;
-    send(
-        &peer,
-        rig.osc,
-        &msg("/clasp/subscribe", vec![OscType::String("/mix/**".into())]),
-    )
-    .await;
+    control(&peer, rig.osc, "/clasp/subscribe", "/mix/**").await;
     // The current value comes first.
-    let m = recv(&peer).await;
-    assert_eq!((m.addr.as_str(), m.args), ("/mix/a", vec![OscType::Int(1)]));
+    expect(&peer, "/mix/a", vec![OscType::Int(1)]).await;
     c.set("/mix/a", 2).await.unwrap();
-    let m = recv(&peer).await;
-    assert_eq!((m.addr.as_str(), m.args), ("/mix/a", vec![OscType::Int(2)]));
+    expect(&peer, "/mix/a", vec![OscType::Int(2)]).await;
 
     // The peer's own change is not echoed back to it; the next change is.
     send(&peer, rig.osc, &msg("/mix/own", vec![OscType::Int(5)])).await;
     wait_value(&c, "/mix/own", &Value::Int(5)).await;
     c.set("/mix/other", 6).await.unwrap();
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/mix/other", vec![OscType::Int(6)])
-    );
+    expect(&peer, "/mix/other", vec![OscType::Int(6)]).await;
     assert_eq!(rig.stats().echo_suppressed, 1);
 
     // Unsubscribe, then register a probe pattern; a change under /mix after that must not
     // arrive before the probe's.
     c.set_confirmed("/probe/x", 0).await.unwrap();
-    send(
-        &peer,
-        rig.osc,
-        &msg(
-            "/clasp/unsubscribe",
-            vec![OscType::String("/mix/**".into())],
-        ),
-    )
-    .await;
-    send(
-        &peer,
-        rig.osc,
-        &msg(
-            "/clasp/subscribe",
-            vec![OscType::String("/probe/**".into())],
-        ),
-    )
-    .await;
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/probe/x", vec![OscType::Int(0)])
-    );
+    control(&peer, rig.osc, "/clasp/unsubscribe", "/mix/**").await;
+    control(&peer, rig.osc, "/clasp/subscribe", "/probe/**").await;
+    expect(&peer, "/probe/x", vec![OscType::Int(0)]).await;
     c.set("/mix/a", 3).await.unwrap();
     c.set("/probe/x", 1).await.unwrap();
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/probe/x", vec![OscType::Int(1)])
-    );
+    expect(&peer, "/probe/x", vec![OscType::Int(1)]).await;
     rig.stop().await;
 }
 
@@ -731,32 +687,12 @@ async fn the_token_scopes_limit_what_osc_peers_may_do() {
     assert!(c.get("/lights/dim").await.is_err());
     // Reading outside /synth is not granted: registering for it is refused with an OSC
     // error; registering under /synth works (write implies read).
-    send(
-        &peer,
-        rig.osc,
-        &msg(
-            "/clasp/subscribe",
-            vec![OscType::String("/lights/**".into())],
-        ),
-    )
-    .await;
+    control(&peer, rig.osc, "/clasp/subscribe", "/lights/**").await;
     let m = recv(&peer).await;
     assert_eq!(m.addr, "/clasp/error");
     assert_eq!(m.args[0], OscType::Int(301));
-    send(
-        &peer,
-        rig.osc,
-        &msg(
-            "/clasp/subscribe",
-            vec![OscType::String("/synth/**".into())],
-        ),
-    )
-    .await;
-    let m = recv(&peer).await;
-    assert_eq!(
-        (m.addr.as_str(), m.args),
-        ("/synth/volume", vec![OscType::Int(1)])
-    );
+    control(&peer, rig.osc, "/clasp/subscribe", "/synth/**").await;
+    expect(&peer, "/synth/volume", vec![OscType::Int(1)]).await;
     rig.stop().await;
 }
 
@@ -771,17 +707,11 @@ async fn publish_mode_sends_events() {
     let mut sub = c.subscribe("/cue/**").await.unwrap();
     // Subscriptions start asynchronously: a confirmed write from the same client orders after.
     c.set_confirmed("/cue/ready", true).await.unwrap();
-    let u = tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let u = next(&mut sub).await;
     assert_eq!(&*u.address, "/cue/ready");
     let sock = udp().await;
     send(&sock, rig.osc, &msg("/cue/go", vec![OscType::Int(9)])).await;
-    let u = tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let u = next(&mut sub).await;
     assert_eq!(&*u.address, "/cue/go");
     assert_eq!(u.value, Value::Int(9));
     assert_eq!(u.kind, clasp_client::SignalType::Event);

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clasp_rendezvous::{RateLimit, RendezvousConfig};
-use support::{T0, TestServer, config, discover, error, http, register, registration};
+use support::{
+    T0, TestServer, config, discover, error, get, http, post_register, refresh, register,
+    registration, unregister,
+};
 
 #[tokio::test]
 async fn register_discover_refresh_unregister_happy_path() {
@@ -57,11 +60,7 @@ async fn register_discover_refresh_unregister_happy_path() {
     assert_ne!(reg2["id"], reg["id"]);
 
     server.clock.advance(Duration::from_secs(100));
-    let resp = http
-        .post(server.url(&format!("/api/v1/refresh/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = refresh(&http, &server, &id).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().is_empty());
     let devices = discover(&http, &server, "").await;
@@ -71,11 +70,7 @@ async fn register_discover_refresh_unregister_happy_path() {
     // Most recently seen first.
     assert_eq!(devices[0]["id"], id.as_str());
 
-    let resp = http
-        .delete(server.url(&format!("/api/v1/unregister/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = unregister(&http, &server, &id).await;
     assert_eq!(resp.status(), 204);
     let devices = discover(&http, &server, "").await;
     assert_eq!(devices.len(), 1);
@@ -83,20 +78,24 @@ async fn register_discover_refresh_unregister_happy_path() {
 
     // Unknown ids: 404 with a JSON error.
     for id in [id.as_str(), "nope", "00000000-0000-4000-8000-000000000000"] {
-        let r = http
-            .post(server.url(&format!("/api/v1/refresh/{id}")))
-            .send()
-            .await
-            .unwrap();
-        error(r, 404).await;
-        let r = http
-            .delete(server.url(&format!("/api/v1/unregister/{id}")))
-            .send()
-            .await
-            .unwrap();
-        error(r, 404).await;
+        assert_unknown(&http, &server, id).await;
     }
     server.stop().await;
+}
+
+/// Asserts that refresh and unregister of `id` both answer 404 with a JSON error.
+async fn assert_unknown(http: &reqwest::Client, server: &TestServer, id: &str) {
+    error(refresh(http, server, id).await, 404).await;
+    error(unregister(http, server, id).await, 404).await;
+}
+
+/// The names `discover` lists, in its order.
+async fn discovered_names(http: &reqwest::Client, server: &TestServer) -> Vec<String> {
+    discover(http, server, "")
+        .await
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn uuid_version(id: &str) -> Option<char> {
@@ -111,15 +110,11 @@ fn uuid_version(id: &str) -> Option<char> {
 async fn health_openapi_and_cors() {
     let server = TestServer::start(config()).await;
     let http = http();
-    let resp = http.get(server.url("/api/v1/health")).send().await.unwrap();
+    let resp = get(&http, &server, "/api/v1/health").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "OK");
 
-    let resp = http
-        .get(server.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&http, &server, "/api/v1/openapi.json").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let doc: serde_json::Value = resp.json().await.unwrap();
@@ -239,40 +234,20 @@ async fn bad_requests_get_clear_4xx_errors_and_lose_nothing() {
     .await;
     // Field limits.
     let long_name = serde_json::json!({"name": "n".repeat(257), "endpoints": {}});
-    let resp = http
-        .post(server.url("/api/v1/register"))
-        .json(&long_name)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_register(&http, &server, &long_name).await;
     assert!(error(resp, 422).await.contains("name"));
     let many_tags = serde_json::json!({"name": "x", "endpoints": {}, "tags": (0..33).map(|i| i.to_string()).collect::<Vec<_>>()});
-    let resp = http
-        .post(server.url("/api/v1/register"))
-        .json(&many_tags)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_register(&http, &server, &many_tags).await;
     assert!(error(resp, 422).await.contains("tags"));
     let endpoints: serde_json::Map<String, serde_json::Value> = (0..17)
         .map(|i| (format!("t{i}"), "ws://x".into()))
         .collect();
     let many_endpoints = serde_json::json!({"name": "x", "endpoints": endpoints});
-    let resp = http
-        .post(server.url("/api/v1/register"))
-        .json(&many_endpoints)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_register(&http, &server, &many_endpoints).await;
     assert!(error(resp, 422).await.contains("endpoints"));
     let big_meta =
         serde_json::json!({"name": "x", "endpoints": {}, "metadata": {"k": "v".repeat(9000)}});
-    let resp = http
-        .post(server.url("/api/v1/register"))
-        .json(&big_meta)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_register(&http, &server, &big_meta).await;
     assert!(error(resp, 422).await.contains("metadata"));
     // Oversize body.
     let huge = format!(
@@ -295,18 +270,10 @@ async fn bad_requests_get_clear_4xx_errors_and_lose_nothing() {
         "?limit=",
         "?limit=99999999999999999999999",
     ] {
-        let resp = http
-            .get(server.url(&format!("/api/v1/discover{q}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&http, &server, &format!("/api/v1/discover{q}")).await;
         assert!(error(resp, 400).await.contains("limit"), "{q}");
     }
-    let resp = http
-        .get(server.url("/api/v1/discover?tag=a&tag=b"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&http, &server, "/api/v1/discover?tag=a&tag=b").await;
     error(resp, 400).await;
     // Nothing was lost or added.
     let devices = discover(&http, &server, "").await;
@@ -422,26 +389,11 @@ async fn ttl_expiry_with_the_injected_clock() {
     );
     // An expired device cannot be refreshed or unregistered.
     let id = a["id"].as_str().unwrap();
-    let r = http
-        .post(server.url(&format!("/api/v1/refresh/{id}")))
-        .send()
-        .await
-        .unwrap();
-    error(r, 404).await;
-    let r = http
-        .delete(server.url(&format!("/api/v1/unregister/{id}")))
-        .send()
-        .await
-        .unwrap();
-    error(r, 404).await;
+    assert_unknown(&http, &server, id).await;
     // A refresh keeps b alive past its original expiry.
     let bid = b["id"].as_str().unwrap();
     server.clock.advance(Duration::from_secs(150));
-    let r = http
-        .post(server.url(&format!("/api/v1/refresh/{bid}")))
-        .send()
-        .await
-        .unwrap();
+    let r = refresh(&http, &server, bid).await;
     assert_eq!(r.status(), 200);
     server.clock.advance(Duration::from_secs(299));
     assert_eq!(discover(&http, &server, "").await.len(), 1);
@@ -471,25 +423,13 @@ async fn capacity_evicts_the_least_recently_seen() {
         server.clock.advance(Duration::from_secs(1));
     }
     // Refresh a: b is now the least recently seen.
-    let r = http
-        .post(server.url(&format!("/api/v1/refresh/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
+    let r = refresh(&http, &server, &ids[0]).await;
     assert_eq!(r.status(), 200);
     register(&http, &server, registration("d")).await;
-    let names: Vec<String> = discover(&http, &server, "")
-        .await
-        .iter()
-        .map(|d| d["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = discovered_names(&http, &server).await;
     assert_eq!(names, ["d", "a", "c"]);
     register(&http, &server, registration("e")).await;
-    let names: Vec<String> = discover(&http, &server, "")
-        .await
-        .iter()
-        .map(|d| d["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = discovered_names(&http, &server).await;
     assert_eq!(names, ["e", "d", "a"]);
     assert_eq!(server.service.len(), 3);
     server.stop().await;
@@ -505,19 +445,10 @@ async fn per_source_cap() {
     let http = http();
     let a = register(&http, &server, registration("a")).await;
     register(&http, &server, registration("b")).await;
-    let r = http
-        .post(server.url("/api/v1/register"))
-        .json(&registration("c"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_register(&http, &server, &registration("c")).await;
     assert!(error(r, 429).await.contains("registrations"));
     // Freeing a slot (unregister or expiry) lets the source register again.
-    let r = http
-        .delete(server.url(&format!("/api/v1/unregister/{}", a["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
+    let r = unregister(&http, &server, a["id"].as_str().unwrap()).await;
     assert_eq!(r.status(), 204);
     register(&http, &server, registration("c")).await;
     server.clock.advance(Duration::from_secs(300));
@@ -539,18 +470,10 @@ async fn rate_limit_answers_429_with_retry_after() {
     let server = TestServer::start(cfg).await;
     let http = http();
     for _ in 0..5 {
-        let r = http
-            .get(server.url("/api/v1/discover"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&http, &server, "/api/v1/discover").await;
         assert_eq!(r.status(), 200);
     }
-    let r = http
-        .get(server.url("/api/v1/discover"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, &server, "/api/v1/discover").await;
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -558,29 +481,16 @@ async fn rate_limit_answers_429_with_retry_after() {
         .unwrap();
     assert_eq!(retry, 2);
     assert!(error(r, 429).await.contains("too many requests"));
-    let r = http
-        .post(server.url("/api/v1/register"))
-        .json(&registration("x"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_register(&http, &server, &registration("x")).await;
     error(r, 429).await;
     // Health is never limited.
-    let r = http.get(server.url("/api/v1/health")).send().await.unwrap();
+    let r = get(&http, &server, "/api/v1/health").await;
     assert_eq!(r.status(), 200);
     // Tokens come back with (injected) time.
     server.clock.advance(Duration::from_secs(2));
-    let r = http
-        .get(server.url("/api/v1/discover"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, &server, "/api/v1/discover").await;
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(server.url("/api/v1/discover"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, &server, "/api/v1/discover").await;
     assert_eq!(r.status(), 429);
     server.stop().await;
 }
@@ -588,7 +498,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn bearer_auth_on_register_and_unregister() {
     let cfg = RendezvousConfig {
-        auth: Some(Arc::new(|t: &str| t == "good-token")),
+        auth: Some(Arc::new(|t: Option<&str>| t == Some("good-token"))),
         ..config()
     };
     let server = TestServer::start(cfg).await;
@@ -630,11 +540,7 @@ async fn bearer_auth_on_register_and_unregister() {
     let id = reg["id"].as_str().unwrap();
     // Discover and refresh need no token.
     assert_eq!(discover(&http, &server, "").await.len(), 1);
-    let r = http
-        .post(server.url(&format!("/api/v1/refresh/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = refresh(&http, &server, id).await;
     assert_eq!(r.status(), 200);
     let del = server.url(&format!("/api/v1/unregister/{id}"));
     error(http.delete(&del).send().await.unwrap(), 401).await;

@@ -119,7 +119,7 @@ async fn client_round_trips() {
 #[tokio::test]
 async fn client_bearer_token() {
     let cfg = RendezvousConfig {
-        auth: Some(Arc::new(|t: &str| t == "tok")),
+        auth: Some(Arc::new(|t: Option<&str>| t == Some("tok"))),
         ..config()
     };
     let server = TestServer::start(cfg).await;

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clasp_rendezvous::{ManualClock, RendezvousService};
 use clasp_store::{RecordTable, RedbStore, Store};
-use support::{T0, TestServer, config, discover, http, register, registration};
+use support::{
+    T0, TestServer, config, discover, http, post_register, refresh, register, registration,
+    unregister,
+};
 
 fn names(devices: &[serde_json::Value]) -> Vec<String> {
     let mut n: Vec<String> = devices
@@ -37,18 +40,10 @@ async fn registrations_survive_a_restart_and_expire_by_wall_clock_age() {
         .await;
         let b = register(&http, &server, registration("b")).await;
         register(&http, &server, registration("c")).await;
-        let r = http
-            .delete(server.url(&format!("/api/v1/unregister/{}", b["id"].as_str().unwrap())))
-            .send()
-            .await
-            .unwrap();
+        let r = unregister(&http, &server, b["id"].as_str().unwrap()).await;
         assert_eq!(r.status(), 204);
         clock.advance(Duration::from_secs(100));
-        let r = http
-            .post(server.url(&format!("/api/v1/refresh/{}", a["id"].as_str().unwrap())))
-            .send()
-            .await
-            .unwrap();
+        let r = refresh(&http, &server, a["id"].as_str().unwrap()).await;
         assert_eq!(r.status(), 200);
         // Stopping flushes the refresh and releases the database.
         server.stop().await;
@@ -123,11 +118,7 @@ async fn writes_reach_the_table_in_order_and_sweep_deletes() {
     assert_eq!(record["device"]["lastSeen"], T0);
     // A refresh is written lazily (at the persist interval or on flush).
     clock.advance(Duration::from_secs(10));
-    let r = http
-        .post(server.url(&format!("/api/v1/refresh/{a_id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = refresh(&http, &server, &a_id).await;
     assert_eq!(r.status(), 200);
     server.service.flush().await.unwrap();
     let record: serde_json::Value =
@@ -139,11 +130,7 @@ async fn writes_reach_the_table_in_order_and_sweep_deletes() {
         let r = register(&http, &server, registration(&format!("d{i}"))).await;
         let id = r["id"].as_str().unwrap().to_owned();
         if i % 2 == 0 {
-            let resp = http
-                .delete(server.url(&format!("/api/v1/unregister/{id}")))
-                .send()
-                .await
-                .unwrap();
+            let resp = unregister(&http, &server, &id).await;
             assert_eq!(resp.status(), 204);
         } else {
             keep.push(id);
@@ -167,12 +154,7 @@ async fn writes_reach_the_table_in_order_and_sweep_deletes() {
     assert!(table.load_all().unwrap().is_empty());
     // After close, a registration that cannot be stored is refused (503), not silently kept.
     server.service.close().await.unwrap();
-    let r = http
-        .post(server.url("/api/v1/register"))
-        .json(&registration("late"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_register(&http, &server, &registration("late")).await;
     assert!(support::error(r, 503).await.contains("closed"));
     assert!(server.service.is_empty());
     assert!(discover(&http, &server, "").await.is_empty());

@@ -3,9 +3,11 @@
 //! the router's own redb database (`Server::records`), with per-IP limits from the real peer
 //! address.
 
+#[path = "../../clasp-client/tests/support/mod.rs"]
+mod router_support;
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,8 @@ use clasp_router::server::{Server, ServerConfig};
 use support::{config, http};
 
 struct Running {
-    addr: SocketAddr,
+    router: router_support::Router,
     service: RendezvousService,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 async fn start(data: &Path, cfg: RendezvousConfig) -> Running {
@@ -31,34 +31,25 @@ async fn start(data: &Path, cfg: RendezvousConfig) -> Running {
     .unwrap();
     let table = server.records("rendezvous").unwrap();
     let service = RendezvousService::open(cfg, Arc::new(SystemClock::new()), Some(table)).unwrap();
-    let server = server.with_http(routes(service.clone()));
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    Running {
-        addr,
-        service,
-        stop,
-        task,
-    }
+    let router = router_support::Router::run(server.with_http(routes(service.clone())));
+    Running { router, service }
 }
 
 impl Running {
     async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        self.router.stop().await;
         // Releases the database even if HTTP connections still hold clones of the service.
         self.service.close().await.unwrap();
+    }
+
+    /// POSTs `body` to `/api/v1/register` from `client`.
+    async fn register(
+        &self,
+        client: &reqwest::Client,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let url = format!("http://{}/api/v1/register", self.router.addr);
+        client.post(url).json(body).send().await.unwrap()
     }
 }
 
@@ -79,34 +70,18 @@ async fn mounted_on_the_websocket_port_with_router_persistence() {
         ..config()
     };
     let running = start(dir.path(), cfg.clone()).await;
-    let base = format!("http://{}", running.addr);
+    let base = format!("http://{}", running.router.addr);
     let one = client_from(Ipv4Addr::new(127, 0, 0, 1));
-    let body =
-        serde_json::json!({"name": "r1", "endpoints": {"ws": format!("ws://{}", running.addr)}});
-    let r = one
-        .post(format!("{base}/api/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"name": "r1", "endpoints": {"ws": format!("ws://{}", running.router.addr)}});
+    let r = running.register(&one, &body).await;
     assert_eq!(r.status(), 201);
     let first: serde_json::Value = r.json().await.unwrap();
     // The per-source cap sees the real peer address (ConnectInfo on the WebSocket port):
     // 127.0.0.1 is full, 127.0.0.2 is another source.
-    let r = one
-        .post(format!("{base}/api/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = running.register(&one, &body).await;
     assert_eq!(r.status(), 429);
     let two = client_from(Ipv4Addr::new(127, 0, 0, 2));
-    let r = two
-        .post(format!("{base}/api/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = running.register(&two, &body).await;
     assert_eq!(r.status(), 201);
     // The router's own routes and the WebSocket upgrade still work on the port.
     let r = one.get(format!("{base}/healthz")).send().await.unwrap();
@@ -117,7 +92,7 @@ async fn mounted_on_the_websocket_port_with_router_persistence() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "OK");
-    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/", running.addr))
+    let (ws, resp) = tokio_tungstenite::connect_async(&running.router.url)
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
@@ -126,7 +101,7 @@ async fn mounted_on_the_websocket_port_with_router_persistence() {
 
     // Restart on the same data directory: both registrations are back.
     let running = start(dir.path(), cfg).await;
-    let base = format!("http://{}", running.addr);
+    let base = format!("http://{}", running.router.addr);
     let r = one
         .get(format!("{base}/api/v1/discover"))
         .send()
@@ -136,12 +111,7 @@ async fn mounted_on_the_websocket_port_with_router_persistence() {
     assert_eq!(devices.len(), 2);
     assert!(devices.iter().any(|d| d["id"] == first["id"]));
     // The per-source count is restored too.
-    let r = one
-        .post(format!("{base}/api/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = running.register(&one, &body).await;
     assert_eq!(r.status(), 429);
     running.stop().await;
 }

@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clasp_proto::*;
-use clasp_router::server::{QuicListen, Server, ServerConfig, TlsConfig};
+use clasp_router::server::{QuicListen, ServerConfig, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+#[path = "../../clasp-client/tests/support/mod.rs"]
+mod support;
+
 struct Running {
+    router: support::Router,
     tcp: SocketAddr,
     quic: SocketAddr,
     cert: rustls::pki_types::CertificateDer<'static>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -28,53 +30,26 @@ impl Running {
         let (tls, _, _) =
             TlsConfig::self_signed(&["127.0.0.1".into(), "localhost".into()]).unwrap();
         let cert = tls.cert_chain[0].clone();
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tcp_listen: Some("127.0.0.1:0".parse().unwrap()),
-            quic: Some(QuicListen {
+        let router = support::Router::start_with(|config| {
+            config.tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+            config.quic = Some(QuicListen {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 tls,
-            }),
-            writer_threads: 1,
-            ..ServerConfig::default()
-        };
-        f(&mut config);
-        let server = Server::bind(config).await.unwrap();
-        let tcp = server.tcp_local_addr().unwrap();
-        let quic = server.quic_local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+            });
+            config.writer_threads = 1;
+            f(config);
+        })
+        .await;
         Running {
-            tcp,
-            quic,
+            tcp: router.tcp.unwrap(),
+            quic: router.quic.unwrap(),
+            router,
             cert,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t).await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+    async fn stop(self) {
+        self.router.stop().await;
     }
 }
 

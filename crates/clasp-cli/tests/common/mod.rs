@@ -31,16 +31,34 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Starts `clasp server --bind 127.0.0.1 --port PORT ARGS` and waits until it is ready.
-pub fn start_on(port: u16, args: &[&str]) -> Proc {
-    let port = port.to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
-        .args(["server", "--bind", "127.0.0.1", "--port", &port])
-        .args(args)
+/// `clasp ARGS` with plain `info` logs on a piped standard output and errors on ours.
+pub fn clasp(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clasp"));
+    c.args(args)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Runs `clasp ARGS` to the end, asserts it succeeded (showing its errors if not) and returns
+/// its standard output.
+pub fn clasp_ok(args: &[&str]) -> Vec<u8> {
+    let out = clasp(args).stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "clasp {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Starts `clasp server --bind 127.0.0.1 --port PORT ARGS` and waits until it is ready.
+pub fn start_on(port: u16, args: &[&str]) -> Proc {
+    let port = port.to_string();
+    let mut child = clasp(&["server", "--bind", "127.0.0.1", "--port", &port])
+        .args(args)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -67,16 +85,6 @@ pub fn start_on(port: u16, args: &[&str]) -> Proc {
 pub fn signal(p: &Proc, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-/// Sends a signal (`-TERM`, `-KILL`, ...) to a child process.
-pub fn signal_child(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
         .status()
         .unwrap()
         .success();

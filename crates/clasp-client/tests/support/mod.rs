@@ -1,4 +1,5 @@
-//! An in-process router for client tests.
+//! An in-process router for client tests (other crates' tests include this file with
+//! `#[path = "../../clasp-client/tests/support/mod.rs"]`).
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -8,12 +9,16 @@ use clasp_router::server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a test waits for something it expects.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A router running in this process on 127.0.0.1.
 pub struct Router {
     pub addr: SocketAddr,
     pub url: String,
+    /// The raw TCP listener's address, if the config asked for one.
+    pub tcp: Option<SocketAddr>,
+    /// The QUIC listener's address, if the config asked for one.
+    pub quic: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -36,8 +41,13 @@ impl Router {
             ..ServerConfig::default()
         };
         f(&mut config);
-        let server = Server::bind(config).await.unwrap();
+        Router::run(Server::bind(config).await.unwrap())
+    }
+
+    /// Runs an already bound server (for tests that take its handle or mount routes first).
+    pub fn run(server: Server) -> Router {
         let addr = server.local_addr().unwrap();
+        let (tcp, quic) = (server.tcp_local_addr(), server.quic_local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -50,18 +60,24 @@ impl Router {
         Router {
             addr,
             url: format!("ws://{addr}/"),
+            tcp,
+            quic,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    /// Shuts the router down (close frames to every client) and waits for it.
+    /// Shuts the router down (close frames to every client) and waits for it; panics if it
+    /// failed or did not stop within a minute.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            let _ = t.await;
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("router did not stop")
+                .unwrap();
         }
     }
 

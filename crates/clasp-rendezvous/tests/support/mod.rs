@@ -144,3 +144,41 @@ pub async fn error(resp: reqwest::Response, status: u16) -> String {
     assert!(!msg.is_empty());
     msg
 }
+
+/// GETs `path` (e.g. `/api/v1/discover?limit=1`), whatever the answer.
+pub async fn get(http: &reqwest::Client, server: &TestServer, path: &str) -> reqwest::Response {
+    http.get(server.url(path)).send().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `/api/v1/register`, whatever the answer.
+pub async fn post_register(
+    http: &reqwest::Client,
+    server: &TestServer,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    http.post(server.url("/api/v1/register"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// POSTs `/api/v1/refresh/{id}` without token or secret, whatever the answer.
+pub async fn refresh(http: &reqwest::Client, server: &TestServer, id: &str) -> reqwest::Response {
+    http.post(server.url(&format!("/api/v1/refresh/{id}")))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// DELETEs `/api/v1/unregister/{id}` without token or secret, whatever the answer.
+pub async fn unregister(
+    http: &reqwest::Client,
+    server: &TestServer,
+    id: &str,
+) -> reqwest::Response {
+    http.delete(server.url(&format!("/api/v1/unregister/{id}")))
+        .send()
+        .await
+        .unwrap()
+}
