@@ -1,46 +1,8 @@
 //! Conversions between CLASP values and JSON (for tools and scripts).
 
 use clasp_proto::Value;
-use serde_json::{Map, Number, Value as Json};
-
-/// The CLASP value for a JSON value. Integers become [`Value::Int`], other numbers
-/// [`Value::Float`]; objects keep their key order.
-pub fn from_json(j: &Json) -> Value {
-    match j {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => Value::String(s.as_str().into()),
-        Json::Array(items) => Value::Array(items.iter().map(from_json).collect()),
-        Json::Object(map) => Value::Map(
-            map.iter()
-                .map(|(k, v)| (k.as_str().into(), from_json(v)))
-                .collect(),
-        ),
-    }
-}
-
-/// The JSON form of a CLASP value. Bytes become an array of numbers; non-finite floats `null`.
-pub fn to_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::Number((*i).into()),
-        Value::Float(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::String(s) => Json::String(s.to_string()),
-        Value::Bytes(b) => Json::Array(b.iter().map(|x| Json::Number((*x).into())).collect()),
-        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
-    }
-}
+pub use clasp_proto::json::{from_json, to_json};
+use serde_json::Value as Json;
 
 /// Parses command-line text as a value: JSON when it parses (`1`, `true`, `"x"`, `[1,2]`,
 /// `{"a":1}`), otherwise the text itself as a string.

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use clasp_proto::frame::{MAGIC, MAX_FRAME};
-use clasp_proto::{FrameReader, RawFrame};
+use bytes::{Bytes, BytesMut};
+use clasp_proto::FrameReader;
+use clasp_proto::frame::MAX_FRAME;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// ALPN names offered over QUIC: ours first, then the reference router's.
-pub(crate) const QUIC_ALPN: [&[u8]; 2] = [b"clasp", b"clasp/2"];
+pub(crate) const QUIC_ALPN: [&[u8]; 2] = clasp_proto::QUIC_ALPN;
 /// QUIC keep-alive interval (the router's idle timeout is far longer).
 const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A QUIC connection silent for this long is lost.
@@ -247,7 +247,7 @@ impl Rx {
             },
             Rx::Quic { recv, reader, buf } => loop {
                 match reader.next_frame() {
-                    Some(Ok(raw)) => return Some(Ok(Inbound::Frame(whole_frame(&raw)))),
+                    Some(Ok(raw)) => return Some(Ok(Inbound::Frame(raw.to_bytes()))),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "bad bytes from the router skipped");
                         continue;
@@ -269,20 +269,6 @@ impl Rx {
             },
         }
     }
-}
-
-/// The frame as it was on the wire (the decoder takes whole frames).
-fn whole_frame(raw: &RawFrame) -> Bytes {
-    let h = &raw.header;
-    let mut out = BytesMut::with_capacity(h.header_len() + raw.payload.len());
-    out.put_u8(MAGIC);
-    out.put_u8(h.flags);
-    out.put_u16(h.payload_len);
-    if let Some(ts) = h.timestamp {
-        out.put_u64(ts);
-    }
-    out.extend_from_slice(&raw.payload);
-    out.freeze()
 }
 
 /// Opens the transport `cfg.url` names (no CLASP handshake yet).

@@ -57,11 +57,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-
-use clasp_router::server::RouterHandle;
+use clasp_router::server::{IpTable, RouterHandle};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -161,13 +157,13 @@ impl MqttListener {
     /// DISCONNECT 0x8B) and returns once they are gone.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let per_ip = Arc::new(Mutex::new(HashMap::new()));
+        let per_ip = Arc::new(IpTable::default());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r {
                     Ok((stream, peer)) => {
-                        let Some(slot) = IpSlot::take(&per_ip, peer.ip(), self.shared.config.max_connections_per_ip) else {
+                        let Some(slot) = per_ip.take(peer.ip(), self.shared.config.max_connections_per_ip) else {
                             tracing::debug!(%peer, "too many MQTT connections from this address");
                             continue;
                         };
@@ -189,42 +185,5 @@ impl MqttListener {
         drop(self.listener);
         tracker.close();
         tracker.wait().await;
-    }
-}
-
-/// Connections open per IP address.
-type IpTable = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One connection's place in the per-IP count, given back on drop.
-struct IpSlot {
-    table: IpTable,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    /// Takes a place for `ip`, unless it already holds `max` (0: no limit).
-    fn take(table: &IpTable, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut open = table.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if max > 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: table.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }

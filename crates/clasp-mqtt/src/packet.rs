@@ -542,34 +542,30 @@ fn qos5(q: u8) -> m5::QoS {
     }
 }
 
+/// The v5 PUBACK or PUBREC reason (`$ty`, both enums have the same variants) for code `$r`.
+macro_rules! ack_reason {
+    ($ty:path, $r:expr) => {{
+        use $ty as P;
+        match $r {
+            0 => P::Success,
+            0x10 => P::NoMatchingSubscribers,
+            0x83 => P::ImplementationSpecificError,
+            0x87 => P::NotAuthorized,
+            0x90 => P::TopicNameInvalid,
+            0x91 => P::PacketIdentifierInUse,
+            0x97 => P::QuotaExceeded,
+            0x99 => P::PayloadFormatInvalid,
+            _ => P::UnspecifiedError,
+        }
+    }};
+}
+
 fn puback_reason(r: u8) -> v5::PubAckReason {
-    use v5::PubAckReason as P;
-    match r {
-        0 => P::Success,
-        0x10 => P::NoMatchingSubscribers,
-        0x83 => P::ImplementationSpecificError,
-        0x87 => P::NotAuthorized,
-        0x90 => P::TopicNameInvalid,
-        0x91 => P::PacketIdentifierInUse,
-        0x97 => P::QuotaExceeded,
-        0x99 => P::PayloadFormatInvalid,
-        _ => P::UnspecifiedError,
-    }
+    ack_reason!(v5::PubAckReason, r)
 }
 
 fn pubrec_reason(r: u8) -> v5::PubRecReason {
-    use v5::PubRecReason as P;
-    match r {
-        0 => P::Success,
-        0x10 => P::NoMatchingSubscribers,
-        0x83 => P::ImplementationSpecificError,
-        0x87 => P::NotAuthorized,
-        0x90 => P::TopicNameInvalid,
-        0x91 => P::PacketIdentifierInUse,
-        0x97 => P::QuotaExceeded,
-        0x99 => P::PayloadFormatInvalid,
-        _ => P::UnspecifiedError,
-    }
+    ack_reason!(v5::PubRecReason, r)
 }
 
 fn disconnect_reason(r: u8) -> v5::DisconnectReasonCode {

@@ -20,6 +20,7 @@
 //! in containers beyond JSON's precision, and bytes or non-finite floats inside containers.
 
 use bytes::Bytes;
+use clasp_proto::json::{from_json_within, to_json};
 use clasp_proto::{MAX_NESTING, Str, Value};
 
 /// The CLASP value an MQTT payload stands for (see the module docs).
@@ -28,7 +29,7 @@ pub fn to_value(payload: &[u8]) -> Value {
         return Value::Bytes(Bytes::copy_from_slice(payload));
     };
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(text)
-        && let Some(v) = from_json(json, 0)
+        && let Some(v) = from_json_within(&json, MAX_NESTING)
     {
         return v;
     }
@@ -68,60 +69,6 @@ fn float_text(f: f64) -> String {
     } else {
         // Finite floats are always representable, so this cannot fail.
         serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string())
-    }
-}
-
-fn from_json(json: serde_json::Value, depth: usize) -> Option<Value> {
-    use serde_json::Value as J;
-    Some(match json {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Bool(b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64()?),
-        },
-        J::String(s) => Value::String(Str::from(s)),
-        J::Array(items) => {
-            if depth >= MAX_NESTING {
-                return None;
-            }
-            Value::Array(
-                items
-                    .into_iter()
-                    .map(|v| from_json(v, depth + 1))
-                    .collect::<Option<_>>()?,
-            )
-        }
-        J::Object(entries) => {
-            if depth >= MAX_NESTING {
-                return None;
-            }
-            Value::Map(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| Some((Str::from(k), from_json(v, depth + 1)?)))
-                    .collect::<Option<_>>()?,
-            )
-        }
-    })
-}
-
-fn to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => J::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::String(s) => J::String(s.to_string()),
-        Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
-        Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => J::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), to_json(v)))
-                .collect(),
-        ),
     }
 }
 

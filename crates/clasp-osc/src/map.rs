@@ -3,7 +3,6 @@
 
 use clasp_proto::Value;
 use rosc::{OscArray, OscType};
-use serde_json::{Map, Number, Value as Json};
 
 use crate::time::ntp_to_unix_micros;
 
@@ -92,23 +91,7 @@ pub fn to_args(value: &Value, opts: ArgOptions) -> Vec<OscType> {
 
 /// The JSON form of a value (maps are sent to OSC peers as JSON text). Bytes become an array of
 /// numbers, non-finite floats `null`.
-pub fn to_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::Number((*i).into()),
-        Value::Float(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::String(s) => Json::String(s.to_string()),
-        Value::Bytes(b) => Json::Array(b.iter().map(|x| Json::Number((*x).into())).collect()),
-        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
-    }
-}
+pub use clasp_proto::json::to_json;
 
 /// An OSC array argument holding `items` (for building nested arguments).
 pub fn osc_array(items: Vec<OscType>) -> OscType {

@@ -10,7 +10,8 @@
 //!   views of the frame ([`decode_frame_view`]);
 //! * [`address`] and [`pattern`]: address validation and the router-side pattern matcher;
 //! * [`ErrorCode`]: the error-code catalogue carried by ERROR messages;
-//! * [`FrameReader`]: reassembly of frames from byte streams (TCP, QUIC, serial).
+//! * [`FrameReader`]: reassembly of frames from byte streams (TCP, QUIC, serial);
+//! * `json` (feature `json`): [`Value`] ↔ `serde_json` conversions for tools and bridges.
 //!
 //! Decoding never panics, never allocates more than the input can justify, and reports what was
 //! wrong and at which byte ([`DecodeError`]).
@@ -40,6 +41,8 @@ pub mod codec;
 pub mod error;
 pub mod error_code;
 pub mod frame;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod message;
 pub mod pattern;
 pub mod stream;
@@ -59,3 +62,7 @@ pub use value::{Str, Value};
 
 /// Deepest nesting of arrays, maps and bundles the codecs accept (and produce).
 pub const MAX_NESTING: usize = 32;
+
+/// ALPN names of CLASP over QUIC, preferred first: `clasp`, then `clasp/2` (what the reference
+/// implementation sends).
+pub const QUIC_ALPN: [&[u8]; 2] = [b"clasp", b"clasp/2"];

@@ -23,7 +23,7 @@
 //! assert_eq!(frame.decode().unwrap(), Message::Ping);
 //! ```
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::frame::{FrameHeader, MAGIC, MAX_PAYLOAD};
@@ -48,6 +48,20 @@ impl RawFrame {
             ));
         }
         Message::decode(&self.payload)
+    }
+
+    /// The whole frame as it was on the wire: header, then payload.
+    pub fn to_bytes(&self) -> Bytes {
+        let h = &self.header;
+        let mut out = BytesMut::with_capacity(h.header_len() + self.payload.len());
+        out.put_u8(MAGIC);
+        out.put_u8(h.flags);
+        out.put_u16(h.payload_len);
+        if let Some(ts) = h.timestamp {
+            out.put_u64(ts);
+        }
+        out.extend_from_slice(&self.payload);
+        out.freeze()
     }
 }
 
@@ -163,5 +177,30 @@ impl FrameReader {
         self.buf.advance(header.header_len());
         let payload = self.buf.split_to(payload_len).freeze();
         Some(Ok(RawFrame { header, payload }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{FrameOptions, encode_with};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A frame read from a stream gives back its exact wire bytes, with or without a
+        /// timestamp.
+        #[test]
+        fn raw_frames_give_back_their_wire_bytes(ts in proptest::option::of(any::<u64>())) {
+            let wire = encode_with(
+                &Message::Ping,
+                FrameOptions { qos: None, timestamp: ts },
+            )
+            .unwrap();
+            let mut reader = FrameReader::new();
+            reader.push(&wire);
+            let raw = reader.next_frame().unwrap().unwrap();
+            prop_assert_eq!(raw.to_bytes(), wire);
+        }
     }
 }

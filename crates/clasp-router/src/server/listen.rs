@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router as HttpRouter;
@@ -148,16 +149,16 @@ pub(crate) struct AcceptLimits {
     pub(crate) header_read: Duration,
 }
 
-/// Connections open per IP address.
+/// Connections open per IP address, for listeners that limit them (share it with `Arc`).
 #[derive(Debug, Default)]
-pub(crate) struct IpTable {
+pub struct IpTable {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection's place in the [`IpTable`], given back when the last clone is dropped (the
 /// HTTP connection and, after an upgrade, the WebSocket each hold one).
 #[derive(Debug)]
-pub(crate) struct IpSlot {
+pub struct IpSlot {
     table: Arc<IpTable>,
     ip: IpAddr,
 }
@@ -175,7 +176,26 @@ impl Drop for IpSlot {
 }
 
 impl IpTable {
-    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    /// A slot for `peer` if it has fewer than `max` connections open (0: no limit); otherwise
+    /// `None`, counted in `refused` and logged with `transport` (the listener's name).
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        max: usize,
+        refused: &AtomicU64,
+        transport: &'static str,
+    ) -> Option<IpSlot> {
+        let slot = self.take(peer.ip(), max);
+        if slot.is_none() {
+            refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, transport, "too many connections from this address");
+        }
+        slot
+    }
+
+    /// A slot for `ip`, unless it already holds `max` (0: no limit); dropping the slot gives
+    /// the place back.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut open = self.open.lock();
         let n = open.entry(ip).or_insert(0);
         if max > 0 && *n >= max {
@@ -186,6 +206,29 @@ impl IpTable {
             table: self.clone(),
             ip,
         })
+    }
+}
+
+/// The next TCP connection of `listener`, with `TCP_NODELAY` set. Accept errors (out of
+/// descriptors and the like) are logged with `transport` and retried after a short back-off
+/// instead of spinning. Cancel-safe.
+pub(crate) async fn accept_tcp(
+    listener: &TcpListener,
+    transport: &'static str,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+                return (tcp, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, transport, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -202,23 +245,10 @@ pub(crate) async fn accept_loop(
     let table = Arc::new(IpTable::default());
     loop {
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            c = accept_tcp(&listener, "websocket") => c,
             () = stop.notified() => return,
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let Some(slot) = table.take(peer.ip(), limits.per_ip) else {
-            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%peer, "too many connections from this address");
+        let Some(slot) = table.admit(peer, limits.per_ip, &refused, "websocket") else {
             tokio::spawn(refuse(tcp, tls.is_some(), limits.per_ip));
             continue;
         };

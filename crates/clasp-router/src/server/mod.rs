@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::core::{Now, Router, RouterConfig};
 pub use handle::RouterHandle;
 pub use http::{HttpLimits, serve_http};
-pub use listen::{TlsConfig, TlsError};
+pub use listen::{IpSlot, IpTable, TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
 pub use quic::{ALPN as QUIC_ALPN, QuicListen};
 pub use tcp::MAX_TCP_MESSAGE;

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use clasp_proto::frame::{FLAG_TIMESTAMP, MAGIC};
+use bytes::{Bytes, BytesMut};
 use clasp_proto::stream::StreamError;
-use clasp_proto::{ErrorCode, FrameReader, RawFrame};
+use clasp_proto::{ErrorCode, FrameReader};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, SendStream, VarInt};
 use tokio::io::AsyncWrite;
@@ -28,7 +27,7 @@ use super::{ServerError, Shared};
 use crate::core::CloseReason;
 
 /// ALPN protocol names accepted, preferred first (`clasp/2` is what the reference sends).
-pub const ALPN: [&[u8]; 2] = [b"clasp", b"clasp/2"];
+pub const ALPN: [&[u8]; 2] = clasp_proto::QUIC_ALPN;
 
 /// Where and with which certificate to serve QUIC.
 #[derive(Debug, Clone)]
@@ -99,11 +98,7 @@ pub(crate) async fn accept_loop(
             () = stop.cancelled() => return,
         };
         let peer = incoming.remote_address();
-        let Some(slot) = table.take(peer.ip(), per_ip) else {
-            shared
-                .refused_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%peer, "too many connections from this address (QUIC)");
+        let Some(slot) = table.admit(peer, per_ip, &shared.refused_per_ip, "quic") else {
             incoming.refuse();
             continue;
         };
@@ -200,7 +195,7 @@ impl Framing for QuicFraming {
 
     fn next_frame(&mut self) -> Option<Result<Bytes, FramingError>> {
         Some(match self.reader.next_frame()? {
-            Ok(raw) => Ok(whole_frame(&raw)),
+            Ok(raw) => Ok(raw.to_bytes()),
             Err(e @ StreamError::Oversize { .. }) => Err(FramingError {
                 code: ErrorCode::TooLarge,
                 message: e.to_string(),
@@ -215,21 +210,6 @@ impl Framing for QuicFraming {
     fn encode(frame: &[u8], out: &mut BytesMut) {
         out.extend_from_slice(frame);
     }
-}
-
-/// The frame as it was on the wire: header, then payload (the core takes whole frames).
-fn whole_frame(raw: &RawFrame) -> Bytes {
-    let h = &raw.header;
-    let mut out = BytesMut::with_capacity(h.header_len() + raw.payload.len());
-    out.put_u8(MAGIC);
-    out.put_u8(h.flags);
-    out.put_u16(h.payload_len);
-    if let Some(ts) = h.timestamp {
-        debug_assert!(h.flags & FLAG_TIMESTAMP != 0);
-        out.put_u64(ts);
-    }
-    out.extend_from_slice(&raw.payload);
-    out.freeze()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
-use super::listen::IpTable;
+use super::listen::{IpTable, accept_tcp};
 use super::stream::{self, Framing, FramingError, StreamEnd};
 use crate::core::CloseReason;
 
@@ -111,24 +111,10 @@ pub(crate) async fn accept_loop(
     let per_ip = shared.config.max_connections_per_ip;
     loop {
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            c = accept_tcp(&listener, "tcp") => c,
             () = stop.cancelled() => return,
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let Some(slot) = table.take(peer.ip(), per_ip) else {
-            shared
-                .refused_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%peer, "too many connections from this address (TCP)");
+        let Some(slot) = table.admit(peer, per_ip, &shared.refused_per_ip, "tcp") else {
             tokio::spawn(refuse(tcp, per_ip));
             continue;
         };
