@@ -13,7 +13,9 @@ use clasp_osc::{OscConfig, OscListener};
 use clasp_proto::Features;
 use clasp_rendezvous::{RendezvousConfig, RendezvousService, SystemClock, TokenCheck};
 use clasp_router::core::auth::Action;
-use clasp_router::server::{HttpLimits, Server, ServerConfig, serve_http};
+use clasp_router::server::{
+    HttpLimits, Server, ServerConfig, serve_http, write_counter as counter, write_gauge as gauge,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -339,14 +341,4 @@ fn router_id(data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
-}
-
-fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-}
-
-fn counter(o: &mut String, name: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
 }

@@ -2,6 +2,9 @@
 //! API on both ports, `clasp discover`, and registrations kept across a restart.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "../../clasp-router/tests/support/mod.rs"]
+mod support;
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -94,21 +97,6 @@ async fn param(clasp: &Client, address: &str, what: &str) -> Value {
         clasp.get(address).await.ok().filter(|v| *v != Value::Null)
     })
     .await
-}
-
-/// A plain HTTP/1.1 GET; the body.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 fn free_udp_port() -> u16 {
@@ -282,17 +270,13 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
         Some(relay.addr("tcp").port().to_string().as_str())
     );
     // /metrics reports the listeners too.
-    let metrics = http_get(relay.addr("ws"), "/metrics");
-    let value = |name: &str| -> u64 {
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+    let metrics = support::http_get(&relay.addr("ws").to_string(), "/metrics").await;
+    let value = |name: &str| -> f64 {
+        support::metric(&metrics, name).unwrap_or_else(|| panic!("{name} missing from /metrics"))
     };
-    assert_eq!(value("clasp_rendezvous_devices"), 1);
-    assert!(value("clasp_osc_datagrams_total") >= 1);
-    assert_eq!(value("clasp_osc_peers"), 1);
+    assert_eq!(value("clasp_rendezvous_devices"), 1.0);
+    assert!(value("clasp_osc_datagrams_total") >= 1.0);
+    assert_eq!(value("clasp_osc_peers"), 1.0);
     clasp.close().await;
     tcp.close().await;
     quic.close().await;

@@ -618,6 +618,19 @@ async fn metrics(State(state): State<ws::AppState>) -> impl IntoResponse {
     )
 }
 
+/// Appends one Prometheus gauge (`# HELP`, `# TYPE` and the value) to `o`; for
+/// [`Server::with_metrics`] sources too.
+pub fn write_gauge(o: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// Appends one Prometheus counter to `o` (see [`write_gauge`]).
+pub fn write_counter(o: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
 fn render_metrics(s: &Shared) -> String {
     use std::fmt::Write as _;
     let core = s.core.lock();
@@ -631,9 +644,7 @@ fn render_metrics(s: &Shared) -> String {
     );
     drop(core);
     let mut o = String::with_capacity(4096);
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
+    let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
     gauge(
         "clasp_sessions",
         "Sessions that completed the handshake.",
@@ -694,9 +705,7 @@ fn render_metrics(s: &Shared) -> String {
         "clasp_drops_total{{kind=\"gesture_coalesced\"}} {}",
         m.gesture_moves_coalesced
     );
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
+    let mut counter = |name: &str, help: &str, v: u64| write_counter(&mut o, name, help, v);
     counter(
         "clasp_bytes_in_total",
         "Bytes received in frames.",
