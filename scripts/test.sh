@@ -12,6 +12,18 @@ quick=0
 
 say() { printf '\n== %s\n' "$*"; }
 
+# A run from a fresh clone gains nothing from incremental compilation and it costs disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# A full run needs a few GB under target/; say so up front rather than failing mid-build.
+free_kb=$(df -Pk . 2>/dev/null | awk 'NR == 2 { print $4 }')
+if [[ -n "$free_kb" ]]; then
+    printf 'disk: %s MB free under %s\n' "$((free_kb / 1024))" "$PWD"
+    if ((free_kb < 4 * 1024 * 1024)); then
+        echo "!! less than 4 GB free: the build may fail with 'No space left on device'" >&2
+    fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is required (https://rustup.rs); this project builds with stable Rust >= 1.85" >&2
     exit 1
