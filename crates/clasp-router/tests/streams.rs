@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+#[path = "support/mod.rs"]
+mod raw;
 #[path = "../../clasp-client/tests/support/mod.rs"]
 mod support;
 
@@ -165,6 +167,13 @@ async fn tcp_oversize_message_is_skipped_and_the_next_one_works() {
     let code = error_code(&c.recv_reply().await);
     assert!((100..=101).contains(&code), "code {code}");
     c.ping_pong().await;
+    // All three are counted as rejected frames, the one the framing skipped included.
+    let text = raw::http_get(&r.router.addr.to_string(), "/metrics").await;
+    assert_eq!(
+        raw::metric(&text, "clasp_frames_rejected_total"),
+        Some(3.0),
+        "{text}"
+    );
     r.stop().await;
 }
 
@@ -309,6 +318,12 @@ async fn quic_bad_magic_and_oversize_frames_are_answered_and_the_stream_stays_in
     assert_eq!(error_code(&c.recv_reply().await), 413);
     assert_eq!(c.recv_reply().await, Message::Pong);
     assert!(matches!(c.recv_reply().await, Message::Ack(_)));
+    let text = raw::http_get(&r.router.addr.to_string(), "/metrics").await;
+    assert_eq!(
+        raw::metric(&text, "clasp_frames_rejected_total"),
+        Some(2.0),
+        "{text}"
+    );
     r.stop().await;
 }
 

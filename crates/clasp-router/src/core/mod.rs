@@ -369,6 +369,12 @@ impl Router {
         &self.metrics
     }
 
+    /// Counts a frame a transport threw away before it reached the router (a stream's
+    /// oversize length prefix, bytes that start no frame), in `clasp_frames_rejected_total`.
+    pub fn count_rejected(&mut self) {
+        self.metrics.frames_rejected += 1;
+    }
+
     /// Number of sessions that completed the handshake.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

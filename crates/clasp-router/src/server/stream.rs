@@ -139,6 +139,7 @@ where
                         established = handle(shared, conn, &mut batch);
                     }
                     tracing::debug!(?conn, code = %e.code, message = %e.message, "bad input skipped");
+                    shared.with_core(|core, _| core.count_rejected());
                     report(outbox, e);
                 }
             }
