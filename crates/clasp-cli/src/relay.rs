@@ -44,6 +44,10 @@ pub(crate) struct RelayArgs {
     /// Serve MQTT 3.1.1 and 5 on this port (e.g. 1883).
     #[arg(long, env = "CLASP_MQTT_PORT")]
     mqtt_port: Option<u16>,
+    /// Serve MQTT over TLS (mqtts://) on this port (e.g. 8883), with the certificate of
+    /// --tls-cert/--tls-key or --tls-self-signed.
+    #[arg(long, env = "CLASP_MQTTS_PORT")]
+    mqtts_port: Option<u16>,
     /// Address prefix of MQTT topics: topic `a/b` is address `<namespace>/a/b` [default: none,
     /// so `a/b` is `/a/b`; `/mqtt` gives the reference relay's addresses].
     #[arg(
@@ -102,6 +106,11 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let max_per_ip = config.max_connections_per_ip;
+    // The certificate of wss:// or, with --quic-tls-only, of QUIC.
+    let certificate = config
+        .tls
+        .clone()
+        .or_else(|| config.quic.as_ref().map(|q| q.tls.clone()));
     let server = Server::bind(config).await?;
     let handle = server.handle();
     let ws_addr = server.local_addr()?;
@@ -162,13 +171,14 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
         )));
     }
 
+    let mqtt_config = MqttConfig {
+        namespace: args.mqtt_namespace.clone(),
+        max_connections_per_ip: max_per_ip,
+        ..MqttConfig::default()
+    };
     if let Some(port) = args.mqtt_port {
-        let cfg = MqttConfig {
-            namespace: args.mqtt_namespace.clone(),
-            max_connections_per_ip: max_per_ip,
-            ..MqttConfig::default()
-        };
-        let mqtt = MqttListener::bind(SocketAddr::new(host, port), handle.clone(), cfg)
+        let addr = SocketAddr::new(host, port);
+        let mqtt = MqttListener::bind(addr, handle.clone(), mqtt_config.clone())
             .await
             .with_context(|| format!("cannot start the MQTT listener on port {port}"))?;
         let addr = mqtt.local_addr()?;
@@ -176,6 +186,24 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
         let stop = stop.clone();
         tasks.spawn(async move {
             mqtt.run(stop).await;
+            Ok(())
+        });
+    }
+    if let Some(port) = args.mqtts_port {
+        let Some(tls) = &certificate else {
+            bail!(
+                "MQTT over TLS (--mqtts-port) needs a certificate: give --tls-cert and --tls-key, or --tls-self-signed"
+            );
+        };
+        let addr = SocketAddr::new(host, port);
+        let mqtts = MqttListener::bind_tls(addr, handle.clone(), mqtt_config, tls)
+            .await
+            .with_context(|| format!("cannot start the MQTT over TLS listener on port {port}"))?;
+        let addr = mqtts.local_addr()?;
+        tracing::info!(%addr, "ready: mqtts mqtts://{addr} (MQTT 3.1.1 and 5 over TLS)");
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            mqtts.run(stop).await;
             Ok(())
         });
     }

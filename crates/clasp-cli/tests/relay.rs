@@ -417,3 +417,70 @@ async fn rendezvous_follows_tokens_added_while_the_relay_runs() {
     let registrar = RendezvousClient::new(&base).unwrap().with_token(writer);
     registrar.register(&reg).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtts_uses_the_relay_certificate_and_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = persistent(d, "0");
+    // No certificate: a clear refusal at start.
+    let out = relay_cmd(&args)
+        .args(["--mqtts-port", "0"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a certificate"), "{err}");
+
+    let have = ["mosquitto_pub"].iter().all(|p| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+    });
+    if !have {
+        eprintln!(
+            "SKIPPED the mosquitto part: mosquitto_pub not installed (Debian: mosquitto-clients)"
+        );
+        return;
+    }
+    // The self-signed certificate serves QUIC and MQTT over TLS; the WebSocket stays ws://.
+    let relay = Relay::start(
+        &[
+            &args[..],
+            &[
+                "--tls-self-signed",
+                "--quic-port",
+                "0",
+                "--quic-tls-only",
+                "--mqtts-port",
+                "0",
+            ],
+        ]
+        .concat(),
+    );
+    let cafile = dir.path().join("tls/self-signed.crt");
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &relay.addr("mqtts").port().to_string(),
+        ])
+        .arg("--cafile")
+        .arg(&cafile)
+        .args(["-t", "stage/fog", "-m", "0.8", "-r", "-q", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clasp = Client::connect(relay.ws_url()).await.unwrap();
+    assert_eq!(
+        param(&clasp, "/stage/fog", "the MQTTS publish as a param").await,
+        Value::Float(0.8)
+    );
+    clasp.close().await;
+}

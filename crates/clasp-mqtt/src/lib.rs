@@ -6,7 +6,10 @@
 //! client then does goes through that session, so the token's scopes, the rate limit and the
 //! router's limits apply exactly as for a native client.
 //!
-//! * **Transport**: plain TCP, MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//! * **Transport**: plain TCP ([`MqttListener::bind`]) or TLS ([`MqttListener::bind_tls`],
+//!   `mqtts://`, usually port 8883), MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//!   The TLS handshake counts against [`MqttConfig::connect_timeout`] and runs off the accept
+//!   loop, so a client that never finishes it blocks nobody.
 //!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
 //!   closes the connection (MQTT 5: DISCONNECT 0x95 / 0x81 first). CONNECT must arrive within
 //!   [`MqttConfig::connect_timeout`]; keep-alive is enforced at 1.5 × the client's interval.
@@ -57,9 +60,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clasp_router::server::{IpTable, RouterHandle};
+use clasp_router::server::{IpTable, RouterHandle, TlsConfig, TlsError};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -119,24 +124,57 @@ pub enum MqttError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The TLS certificate or key is not usable.
+    #[error("MQTT over TLS: {0}")]
+    Tls(#[from] TlsError),
     /// Another socket error.
     #[error("MQTT listener: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// An MQTT listener bound to a TCP port, feeding a CLASP router.
-#[derive(Debug)]
 pub struct MqttListener {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<session::Shared>,
 }
 
+impl std::fmt::Debug for MqttListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttListener")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl MqttListener {
-    /// Binds `addr` (port 0 picks a free one) for the router behind `handle`.
+    /// Binds `addr` (port 0 picks a free one) for the router behind `handle`: plain TCP.
     pub async fn bind(
         addr: SocketAddr,
         handle: RouterHandle,
         config: MqttConfig,
+    ) -> Result<MqttListener, MqttError> {
+        Self::bind_with(addr, handle, config, None).await
+    }
+
+    /// Binds `addr` for MQTT over TLS (`mqtts://`) with the certificate in `tls`.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        handle: RouterHandle,
+        config: MqttConfig,
+        tls: &TlsConfig,
+    ) -> Result<MqttListener, MqttError> {
+        // No ALPN list: clients offering "mqtt" (or a cloud vendor's name) are all served.
+        let acceptor = TlsAcceptor::from(Arc::new(tls.server_config(&[])?));
+        Self::bind_with(addr, handle, config, Some(acceptor)).await
+    }
+
+    async fn bind_with(
+        addr: SocketAddr,
+        handle: RouterHandle,
+        config: MqttConfig,
+        tls: Option<TlsAcceptor>,
     ) -> Result<MqttListener, MqttError> {
         let topics = Topics::new(&config.namespace)?;
         let listener = TcpListener::bind(addr)
@@ -144,6 +182,7 @@ impl MqttListener {
             .map_err(|source| MqttError::Bind { addr, source })?;
         Ok(MqttListener {
             listener,
+            tls,
             shared: Arc::new(session::Shared::new(handle, config, topics)),
         })
     }
@@ -151,6 +190,11 @@ impl MqttListener {
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr, MqttError> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Whether connections are TLS (`mqtts://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Accepts clients until `shutdown` is cancelled, then closes every connection (MQTT 5:
@@ -169,9 +213,10 @@ impl MqttListener {
                         };
                         let shared = self.shared.clone();
                         let stop = shutdown.child_token();
+                        let tls = self.tls.clone();
                         tracker.spawn(async move {
                             let _slot = slot;
-                            session::serve(shared, stream, stop).await;
+                            serve(shared, stream, peer, tls, stop).await;
                         });
                     }
                     Err(e) => {
@@ -185,5 +230,37 @@ impl MqttListener {
         drop(self.listener);
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+/// One accepted connection: the TLS handshake if any, then the MQTT session.
+async fn serve(
+    shared: Arc<session::Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        let (reader, writer) = stream.into_split();
+        session::serve(shared, reader, writer, Some(peer), None, stop).await;
+        return;
+    };
+    // The handshake and CONNECT share the connect timeout.
+    let deadline = Instant::now() + shared.config.connect_timeout;
+    let accepted = tokio::select! {
+        () = stop.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
+    };
+    match accepted {
+        Ok(Ok(tls)) => {
+            let (reader, writer) = tokio::io::split(tls);
+            session::serve(shared, reader, writer, Some(peer), Some(deadline), stop).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed"),
+        Err(_) => {
+            tracing::debug!(%peer, "MQTT TLS handshake not finished within the connect timeout")
+        }
     }
 }

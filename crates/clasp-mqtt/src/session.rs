@@ -1,6 +1,7 @@
 //! One MQTT connection: CONNECT, then a CLASP session driven through the router handle.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,9 +16,7 @@ use clasp_router::core::{CloseReason, ConnId};
 use clasp_router::server::RouterHandle;
 use clasp_router::server::outbox::Outbox;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -62,16 +61,37 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Serves one TCP connection until it ends or `shutdown` is cancelled.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+/// Sends the last bytes of a connection (a refusal) and ends the stream, within the write
+/// timeout.
+async fn send_last<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8], timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        writer.write_all(bytes).await?;
+        writer.shutdown().await
+    })
+    .await;
+}
+
+/// Serves one connection (plain TCP, or TLS once its handshake is done) until it ends or
+/// `shutdown` is cancelled; CONNECT must arrive by `connect_by` (default: the connect timeout
+/// from now).
+pub(crate) async fn serve<R, W>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    mut writer: W,
+    peer: Option<SocketAddr>,
+    connect_by: Option<Instant>,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let wt = shared.config.write_timeout;
+    let connect_by = connect_by.unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
     let mut inbuf = BytesMut::with_capacity(4096);
     let max = shared.config.max_packet_size;
     let first = tokio::select! {
         () = shutdown.cancelled() => return,
-        r = tokio::time::timeout(shared.config.connect_timeout, read_packet(&mut reader, &mut inbuf, max)) => r,
+        r = tokio::time::timeout_at(connect_by, read_packet(&mut reader, &mut inbuf, max)) => r,
     };
     let frame = match first {
         Ok(Ok(Some(f))) => f,
@@ -92,7 +112,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
             // CONNACK "unacceptable protocol version" in the 3.1.1 form, which older clients
             // understand too.
             tracing::debug!(?peer, level, "unsupported MQTT protocol level");
-            let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            send_last(&mut writer, &[0x20, 0x02, 0x00, 0x01], wt).await;
             return;
         }
         None => {
@@ -122,12 +142,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
     };
     if connect.auth_method {
         refuse(Refuse::AuthMethod, &mut out);
-        let _ = writer.write_all(&out).await;
+        send_last(&mut writer, &out, wt).await;
         return;
     }
     if connect.client_id.is_empty() && !connect.clean && version == Version::V4 {
         refuse(Refuse::ClientId, &mut out);
-        let _ = writer.write_all(&out).await;
+        send_last(&mut writer, &out, wt).await;
         return;
     }
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -140,7 +160,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
     if shared.config.max_clients > 0 && count > shared.config.max_clients {
         tracing::info!(?peer, client_id, "MQTT client refused: max_clients reached");
         refuse(Refuse::Quota, &mut out);
-        let _ = writer.write_all(&out).await;
+        send_last(&mut writer, &out, wt).await;
         return;
     }
     // The password is the CLASP token; a username alone is taken as the token too.
@@ -182,7 +202,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
     if let Err(r) = welcomed {
         shared.handle.close(conn);
         refuse(r, &mut out);
-        let _ = writer.write_all(&out).await;
+        send_last(&mut writer, &out, wt).await;
         return;
     }
     // Take over an older connection with the same client id.
@@ -247,6 +267,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
         session.publish_will(will);
     }
     let _ = session.flush(&mut writer).await;
+    let _ = tokio::time::timeout(wt, writer.shutdown()).await;
     shared.handle.close(conn);
     let mut clients = shared.clients.lock();
     if clients
@@ -260,8 +281,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Canc
 }
 
 /// Reads until one whole packet is buffered; `None` at EOF.
-async fn read_packet(
-    reader: &mut OwnedReadHalf,
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<BytesMut>, String> {
@@ -345,11 +366,11 @@ struct Session {
 }
 
 impl Session {
-    async fn run(
+    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         connect: &Connect,
-        reader: &mut OwnedReadHalf,
-        writer: &mut OwnedWriteHalf,
+        reader: &mut R,
+        writer: &mut W,
         inbuf: &mut BytesMut,
         shutdown: &CancellationToken,
         kicked: &CancellationToken,
@@ -438,12 +459,17 @@ impl Session {
         self.closing.get_or_insert((reason, end));
     }
 
-    async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
         let t = self.shared.config.write_timeout;
-        let r = tokio::time::timeout(t, writer.write_all(&self.out)).await;
+        // The flush matters for TLS, which may hold records back; for TCP it does nothing.
+        let r = tokio::time::timeout(t, async {
+            writer.write_all(&self.out).await?;
+            writer.flush().await
+        })
+        .await;
         self.out.clear();
         match r {
             Ok(r) => r,

@@ -118,14 +118,22 @@ impl TlsConfig {
             .unwrap_or_default()
     }
 
-    pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+    /// A rustls server configuration serving this certificate (TLS 1.2 and 1.3, no client
+    /// certificates) and offering `alpn` (empty: a client's ALPN offer is ignored).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(cfg)))
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(cfg)
+    }
+
+    pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        Ok(TlsAcceptor::from(Arc::new(
+            self.server_config(&[b"http/1.1"])?,
+        )))
     }
 }
 
