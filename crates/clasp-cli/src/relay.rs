@@ -48,6 +48,10 @@ pub(crate) struct RelayArgs {
     /// --tls-cert/--tls-key or --tls-self-signed.
     #[arg(long, env = "CLASP_MQTTS_PORT")]
     mqtts_port: Option<u16>,
+    /// Seconds an MQTT session outlives its connection when the client asks for one (3.1.1
+    /// clean session 0; the cap of an MQTT 5 session expiry). 0: clean sessions only.
+    #[arg(long, env = "CLASP_MQTT_SESSION_EXPIRY", default_value_t = 3600)]
+    mqtt_session_expiry: u64,
     /// Address prefix of MQTT topics: topic `a/b` is address `<namespace>/a/b` [default: none,
     /// so `a/b` is `/a/b`; `/mqtt` gives the reference relay's addresses].
     #[arg(
@@ -174,14 +178,17 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     let mqtt_config = MqttConfig {
         namespace: args.mqtt_namespace.clone(),
         max_connections_per_ip: max_per_ip,
+        session_expiry: Duration::from_secs(args.mqtt_session_expiry),
         ..MqttConfig::default()
     };
+    let mut mqtt_stats = Vec::new();
     if let Some(port) = args.mqtt_port {
         let addr = SocketAddr::new(host, port);
         let mqtt = MqttListener::bind(addr, handle.clone(), mqtt_config.clone())
             .await
             .with_context(|| format!("cannot start the MQTT listener on port {port}"))?;
         let addr = mqtt.local_addr()?;
+        mqtt_stats.push(mqtt.stats());
         tracing::info!(%addr, "ready: mqtt tcp://{addr} (MQTT 3.1.1 and 5)");
         let stop = stop.clone();
         tasks.spawn(async move {
@@ -200,11 +207,43 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot start the MQTT over TLS listener on port {port}"))?;
         let addr = mqtts.local_addr()?;
+        mqtt_stats.push(mqtts.stats());
         tracing::info!(%addr, "ready: mqtts mqtts://{addr} (MQTT 3.1.1 and 5 over TLS)");
         let stop = stop.clone();
         tasks.spawn(async move {
             mqtts.run(stop).await;
             Ok(())
+        });
+    }
+
+    if !mqtt_stats.is_empty() {
+        server = server.with_metrics(move |o| {
+            let mut t = clasp_mqtt::MqttStats::default();
+            for st in mqtt_stats.iter().map(|h| h.snapshot()) {
+                t.connected += st.connected;
+                t.parked += st.parked;
+                t.resumed += st.resumed;
+                t.offline_dropped += st.offline_dropped;
+            }
+            gauge(o, "clasp_mqtt_clients", "MQTT clients connected.", t.connected);
+            gauge(
+                o,
+                "clasp_mqtt_sessions_kept",
+                "MQTT sessions kept for clients that are away (clean session 0, MQTT 5 session expiry).",
+                t.parked,
+            );
+            counter(
+                o,
+                "clasp_mqtt_sessions_resumed_total",
+                "MQTT sessions resumed by a returning client.",
+                t.resumed,
+            );
+            counter(
+                o,
+                "clasp_mqtt_offline_dropped_total",
+                "Messages dropped from full MQTT offline queues (the oldest go first).",
+                t.offline_dropped,
+            );
         });
     }
 

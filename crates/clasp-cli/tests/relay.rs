@@ -277,6 +277,9 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     assert_eq!(value("clasp_rendezvous_devices"), 1.0);
     assert!(value("clasp_osc_datagrams_total") >= 1.0);
     assert_eq!(value("clasp_osc_peers"), 1.0);
+    assert_eq!(value("clasp_mqtt_clients"), 1.0, "the rumqttc client");
+    assert_eq!(value("clasp_mqtt_sessions_kept"), 0.0);
+    assert_eq!(value("clasp_mqtt_offline_dropped_total"), 0.0);
     clasp.close().await;
     tcp.close().await;
     quic.close().await;

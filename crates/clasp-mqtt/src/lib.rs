@@ -13,9 +13,18 @@
 //!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
 //!   closes the connection (MQTT 5: DISCONNECT 0x95 / 0x81 first). CONNECT must arrive within
 //!   [`MqttConfig::connect_timeout`]; keep-alive is enforced at 1.5 × the client's interval.
-//! * **Sessions**: clean sessions only: `session_present` is always 0 and nothing is kept after
-//!   a disconnect, whatever the client asks. A second connection with the same client id
-//!   takes over (the older one is closed; MQTT 5: DISCONNECT 0x8E). An empty client id gets a
+//! * **Sessions**: a client that asks for one (3.1.1 clean session 0; MQTT 5 clean start 0
+//!   with a session expiry interval) keeps its session after it disconnects, for
+//!   [`MqttConfig::session_expiry`] at most (MQTT 5 CONNACK says when the interval was
+//!   capped). Meanwhile its CLASP session stays open with its subscriptions, and what they
+//!   match is queued: QoS 1 events, and every SET as the latest value per topic, up to
+//!   [`MqttConfig::max_offline_messages`] (the oldest go first, with a warning when the client
+//!   returns). Reconnecting with the same client id, credentials and protocol version and
+//!   clean session 0 resumes it: CONNACK session present 1, the unacknowledged QoS 1 publishes
+//!   again with DUP and their packet ids, then the queue. Other credentials, or clean
+//!   session 1, start a fresh session and end the kept one. Sessions live in memory: a
+//!   router restart ends them. A second connection with the same client id takes over (the
+//!   older one is closed, MQTT 5: DISCONNECT 0x8E, and hands its session over). An empty client id gets a
 //!   generated one (`auto-…`, sent back to MQTT 5 clients). Will messages are published
 //!   (QoS 0, through the session) when a connection ends without DISCONNECT.
 //! * **Auth**: the password is the CLASP token; with a username only, the username is the
@@ -36,8 +45,8 @@
 //!   ACK: it counts as accepted when the router did not refuse it. Inbound QoS 2 runs the
 //!   PUBREC/PUBREL/PUBCOMP flow (applied once per packet id). Subscriptions are granted at
 //!   most QoS 1; outbound QoS 1 uses packet ids and an in-flight window
-//!   ([`MqttConfig::max_inflight`], or the client's receive maximum), without redelivery on
-//!   reconnect. While the window is full the router's outbox is not drained, so its
+//!   ([`MqttConfig::max_inflight`], or the client's receive maximum), redelivered when a kept
+//!   session resumes. While the window is full the router's outbox is not drained, so its
 //!   back-pressure policy (params coalesce, a runaway event queue closes) bounds a slow client.
 //! * **Refusals**: a subscription the router refuses gets SUBACK 0x80 (3.1.1) or 0x87 / 0x8F /
 //!   0x97 (5) and is not installed. Shared subscriptions, subscription identifiers and topic
@@ -60,7 +69,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clasp_router::server::{IpTable, RouterHandle, TlsConfig, TlsError};
+use clasp_router::server::{IpSlot, IpTable, RouterHandle, TlsConfig, TlsError};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -93,6 +102,16 @@ pub struct MqttConfig {
     /// Most messages held while the in-flight window is full; past it the client is
     /// disconnected as too slow.
     pub max_backlog: usize,
+    /// The longest a session outlives its connection: what an MQTT 3.1.1 client with clean
+    /// session 0 gets, and the cap of an MQTT 5 client's session expiry interval. Zero keeps
+    /// no session.
+    pub session_expiry: Duration,
+    /// Most messages queued for a client that is away (QoS 1 events, and the latest SET per
+    /// topic); past it the oldest is dropped, and a warning says how many when it returns.
+    pub max_offline_messages: usize,
+    /// Most sessions kept at once for clients that are away (each is a router session);
+    /// past it a leaving client's session ends with its connection.
+    pub max_kept_sessions: usize,
 }
 
 impl Default for MqttConfig {
@@ -106,6 +125,9 @@ impl Default for MqttConfig {
             write_timeout: Duration::from_secs(30),
             max_inflight: 64,
             max_backlog: 65_536,
+            session_expiry: Duration::from_secs(3600),
+            max_offline_messages: 1000,
+            max_kept_sessions: 1000,
         }
     }
 }
@@ -130,6 +152,36 @@ pub enum MqttError {
     /// Another socket error.
     #[error("MQTT listener: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A listener's counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqttStats {
+    /// Clients connected now.
+    pub connected: u64,
+    /// Sessions kept now for clients that are away.
+    pub parked: u64,
+    /// Sessions resumed by a returning client, in all.
+    pub resumed: u64,
+    /// Messages dropped from full offline queues, in all.
+    pub offline_dropped: u64,
+}
+
+/// A cloneable view of a listener's counters.
+#[derive(Debug, Clone)]
+pub struct MqttStatsHandle(Arc<session::Shared>);
+
+impl MqttStatsHandle {
+    /// The counters now.
+    pub fn snapshot(&self) -> MqttStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        MqttStats {
+            connected: self.0.active.load(Relaxed) as u64,
+            parked: self.0.parked_count() as u64,
+            resumed: self.0.resumed.load(Relaxed),
+            offline_dropped: self.0.offline_dropped.load(Relaxed),
+        }
+    }
 }
 
 /// An MQTT listener bound to a TCP port, feeding a CLASP router.
@@ -192,6 +244,11 @@ impl MqttListener {
         Ok(self.listener.local_addr()?)
     }
 
+    /// A view of the listener's counters that outlives [`MqttListener::run`].
+    pub fn stats(&self) -> MqttStatsHandle {
+        MqttStatsHandle(self.shared.clone())
+    }
+
     /// Whether connections are TLS (`mqtts://`).
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -214,10 +271,7 @@ impl MqttListener {
                         let shared = self.shared.clone();
                         let stop = shutdown.child_token();
                         let tls = self.tls.clone();
-                        tracker.spawn(async move {
-                            let _slot = slot;
-                            serve(shared, stream, peer, tls, stop).await;
-                        });
+                        tracker.spawn(serve(shared, stream, peer, slot, tls, stop));
                     }
                     Err(e) => {
                         // Out of descriptors and the like: wait a little instead of spinning.
@@ -238,13 +292,14 @@ async fn serve(
     shared: Arc<session::Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: IpSlot,
     tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = tls else {
         let (reader, writer) = stream.into_split();
-        session::serve(shared, reader, writer, Some(peer), None, stop).await;
+        session::serve(shared, reader, writer, Some(peer), None, Some(slot), stop).await;
         return;
     };
     // The handshake and CONNECT share the connect timeout.
@@ -256,7 +311,16 @@ async fn serve(
     match accepted {
         Ok(Ok(tls)) => {
             let (reader, writer) = tokio::io::split(tls);
-            session::serve(shared, reader, writer, Some(peer), Some(deadline), stop).await;
+            session::serve(
+                shared,
+                reader,
+                writer,
+                Some(peer),
+                Some(deadline),
+                Some(slot),
+                stop,
+            )
+            .await;
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed"),
         Err(_) => {

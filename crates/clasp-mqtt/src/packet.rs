@@ -77,6 +77,8 @@ pub(crate) struct Connect {
     pub(crate) max_packet: Option<u32>,
     /// v5: enhanced authentication was requested (not supported).
     pub(crate) auth_method: bool,
+    /// v5: seconds the session outlives the connection (absent: 0, ends with it).
+    pub(crate) session_expiry: Option<u32>,
 }
 
 /// Decodes a framed CONNECT of `version`.
@@ -103,6 +105,7 @@ pub(crate) fn decode_connect(version: Version, packet: BytesMut) -> Result<Conne
                     receive_max: None,
                     max_packet: None,
                     auth_method: false,
+                    session_expiry: None,
                 })
             }
             Ok(_) => Err("expected CONNECT".into()),
@@ -134,6 +137,7 @@ pub(crate) fn decode_connect(version: Version, packet: BytesMut) -> Result<Conne
                     receive_max: props.receive_maximum,
                     max_packet: props.max_packet_size,
                     auth_method: props.authentication_method.is_some(),
+                    session_expiry: props.session_expiry_interval,
                 })
             }
             Ok(_) => Err("expected CONNECT".into()),
@@ -321,6 +325,10 @@ pub(crate) enum Outbound {
         refused: Option<Refuse>,
         assigned_id: Option<String>,
         max_packet: u32,
+        /// The client's session was resumed.
+        session_present: bool,
+        /// v5: the session expiry the server uses, when it is not the one asked for.
+        session_expiry: Option<u32>,
     },
     Publish {
         topic: String,
@@ -328,6 +336,8 @@ pub(crate) enum Outbound {
         qos: u8,
         retain: bool,
         pkid: u16,
+        /// A redelivery of a QoS 1 publish sent on an earlier connection.
+        dup: bool,
     },
     /// `reason` is an MQTT 5 reason code (dropped for 3.1.1).
     PubAck {
@@ -363,7 +373,11 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
     match version {
         Version::V4 => {
             let packet = match p {
-                Outbound::ConnAck { refused, .. } => v4::Packet::ConnAck(v4::ConnAck::new(
+                Outbound::ConnAck {
+                    refused,
+                    session_present,
+                    ..
+                } => v4::Packet::ConnAck(v4::ConnAck::new(
                     match refused {
                         None => v4::ConnectReturnCode::Success,
                         Some(Refuse::BadCredentials) => v4::ConnectReturnCode::BadUserNamePassword,
@@ -374,7 +388,7 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                         }
                         Some(Refuse::AuthMethod) => v4::ConnectReturnCode::NotAuthorized,
                     },
-                    false,
+                    session_present && refused.is_none(),
                 )),
                 Outbound::Publish {
                     topic,
@@ -382,10 +396,12 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                     qos,
                     retain,
                     pkid,
+                    dup,
                 } => {
                     let mut p = v4::Publish::from_bytes(topic, qos4(qos), payload);
                     p.retain = retain;
                     p.pkid = pkid;
+                    p.dup = dup;
                     v4::Packet::Publish(p)
                 }
                 Outbound::PubAck { pkid, .. } => v4::Packet::PubAck(v4::PubAck::new(pkid)),
@@ -413,6 +429,8 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                     refused,
                     assigned_id,
                     max_packet,
+                    session_present,
+                    session_expiry,
                 } => {
                     use v5::ConnectReturnCode as C;
                     let code = match refused {
@@ -426,7 +444,7 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                         Some(Refuse::AuthMethod) => C::BadAuthenticationMethod,
                     };
                     let properties = refused.is_none().then(|| v5::ConnAckProperties {
-                        session_expiry_interval: None,
+                        session_expiry_interval: session_expiry,
                         receive_max: None,
                         max_qos: None,
                         retain_available: Some(1),
@@ -445,7 +463,7 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                         authentication_data: None,
                     });
                     v5::Packet::ConnAck(v5::ConnAck {
-                        session_present: false,
+                        session_present: session_present && refused.is_none(),
                         code,
                         properties,
                     })
@@ -456,10 +474,12 @@ pub(crate) fn encode(version: Version, p: Outbound, buf: &mut BytesMut, max: usi
                     qos,
                     retain,
                     pkid,
+                    dup,
                 } => {
                     let mut p = v5::Publish::new(topic, qos5(qos), payload, None);
                     p.retain = retain;
                     p.pkid = pkid;
+                    p.dup = dup;
                     v5::Packet::Publish(p)
                 }
                 Outbound::PubAck { pkid, reason } => v5::Packet::PubAck(v5::PubAck {

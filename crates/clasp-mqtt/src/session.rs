@@ -13,10 +13,12 @@ use clasp_proto::{
     encode, encode_with,
 };
 use clasp_router::core::{CloseReason, ConnId};
+use clasp_router::server::IpSlot;
 use clasp_router::server::RouterHandle;
 use clasp_router::server::outbox::Outbox;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,10 +35,54 @@ pub(crate) struct Shared {
     pub(crate) handle: RouterHandle,
     pub(crate) config: MqttConfig,
     pub(crate) topics: Topics,
-    /// Connected client ids → (generation, token that ends that connection).
-    clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// Connected client ids → their connection.
+    clients: Mutex<HashMap<String, Live>>,
+    /// Client ids → the session kept while that client is away.
+    parked: Mutex<HashMap<String, Parked>>,
     generation: AtomicU64,
-    active: AtomicUsize,
+    pub(crate) active: AtomicUsize,
+    /// Sessions resumed by a returning client.
+    pub(crate) resumed: AtomicU64,
+    /// Messages dropped from full offline queues.
+    pub(crate) offline_dropped: AtomicU64,
+}
+
+impl Shared {
+    /// Sessions kept for clients that are away.
+    pub(crate) fn parked_count(&self) -> usize {
+        self.parked.lock().len()
+    }
+}
+
+/// A connected client, as a newer connection with its client id sees it.
+#[derive(Debug)]
+struct Live {
+    generation: u64,
+    /// Ends the connection (takeover).
+    kicked: CancellationToken,
+    /// Cancelled once the connection has ended and, if it keeps one, parked its session.
+    done: CancellationToken,
+}
+
+/// A session kept after its connection ended (MQTT 3.1.1 clean session 0, MQTT 5 session
+/// expiry): its CLASP session stays open and what its subscriptions match is queued.
+#[derive(Debug)]
+struct Parked {
+    generation: u64,
+    version: Version,
+    /// The credentials it was opened with: only the same ones resume it.
+    token: Option<String>,
+    /// Asks the parked task for the session; dropping this ends it.
+    resume: mpsc::Sender<oneshot::Sender<Box<Session>>>,
+}
+
+impl Parked {
+    /// Takes the session from its parked task; `None` if it ended meanwhile.
+    async fn take(self) -> Option<Box<Session>> {
+        let (tx, rx) = oneshot::channel();
+        self.resume.send(tx).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 impl Shared {
@@ -46,8 +92,11 @@ impl Shared {
             config,
             topics,
             clients: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
             active: AtomicUsize::new(0),
+            resumed: AtomicU64::new(0),
+            offline_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -80,6 +129,7 @@ pub(crate) async fn serve<R, W>(
     mut writer: W,
     peer: Option<SocketAddr>,
     connect_by: Option<Instant>,
+    ip_slot: Option<IpSlot>,
     shutdown: CancellationToken,
 ) where
     R: AsyncRead + Unpin + Send,
@@ -135,6 +185,8 @@ pub(crate) async fn serve<R, W>(
                 refused: Some(refuse),
                 assigned_id: None,
                 max_packet: 0,
+                session_present: false,
+                session_expiry: None,
             },
             out,
             usize::MAX,
@@ -168,6 +220,7 @@ pub(crate) async fn serve<R, W>(
         .password
         .clone()
         .or_else(|| connect.username.clone());
+    let credentials = token.clone();
     let outbox = shared.handle.outbox();
     let conn = shared.handle.open_without_snapshot(&outbox);
     let hello = Hello {
@@ -205,52 +258,119 @@ pub(crate) async fn serve<R, W>(
         send_last(&mut writer, &out, wt).await;
         return;
     }
-    // Take over an older connection with the same client id.
+    // Take over an older connection with the same client id, and let it end (and park its
+    // session, if it keeps one) first.
     let kicked = CancellationToken::new();
+    let done = CancellationToken::new();
+    let done_guard = done.clone().drop_guard();
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
-    if let Some((_, old)) = shared
-        .clients
-        .lock()
-        .insert(client_id.clone(), (generation, kicked.clone()))
-    {
+    let older = shared.clients.lock().insert(
+        client_id.clone(),
+        Live {
+            generation,
+            kicked: kicked.clone(),
+            done,
+        },
+    );
+    if let Some(old) = older {
         tracing::info!(
             client_id,
             "MQTT client id reconnected: the older connection is taken over"
         );
-        old.cancel();
+        old.kicked.cancel();
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, old.done.cancelled()).await;
     }
-    packet::encode(
-        version,
-        Outbound::ConnAck {
-            refused: None,
-            assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
-            max_packet: u32::try_from(max).unwrap_or(u32::MAX),
-        },
-        &mut out,
-        usize::MAX,
-    );
-    tracing::debug!(?peer, client_id, ?version, "MQTT client connected");
-    let mut session = Session {
-        version,
-        shared: shared.clone(),
-        outbox,
-        conn,
-        subs: Vec::new(),
-        retained_sent: HashSet::new(),
-        next_sub_id: 1,
-        inflight: HashSet::new(),
-        window: usize::from(connect.receive_max.unwrap_or(u16::MAX))
-            .clamp(1, shared.config.max_inflight.max(1)),
-        next_pkid: 1,
-        backlog: VecDeque::new(),
-        qos2: HashSet::new(),
-        out,
-        client_max: connect
-            .max_packet
-            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
-        will: connect.will.clone(),
-        closing: None,
+    let (keep, expiry_reply) = session_keep(version, &connect, &shared.config);
+    // A kept session resumes with the same credentials and protocol version; otherwise (or
+    // with a clean session / clean start) it ends here.
+    let parked = shared.parked.lock().remove(&client_id);
+    let mut resumed = None;
+    if let Some(p) = parked
+        && !connect.clean
+    {
+        if p.version == version && p.token == credentials {
+            resumed = p.take().await;
+        } else {
+            tracing::info!(
+                client_id,
+                "MQTT session not resumed: other credentials or protocol version"
+            );
+        }
+    }
+    let session_present = resumed.is_some();
+    let window = usize::from(connect.receive_max.unwrap_or(u16::MAX))
+        .clamp(1, shared.config.max_inflight.max(1));
+    let client_max = connect
+        .max_packet
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let mut session = match resumed {
+        Some(mut s) => {
+            // The new CLASP session only checked the credentials: the kept one goes on.
+            shared.handle.close(conn);
+            s.offline = false;
+            s.window = window;
+            s.client_max = client_max;
+            s.will = connect.will.clone();
+            s.closing = None;
+            s.out = out;
+            s
+        }
+        None => Box::new(Session {
+            version,
+            shared: shared.clone(),
+            outbox,
+            conn,
+            subs: Vec::new(),
+            retained_sent: HashSet::new(),
+            next_sub_id: 1,
+            inflight: HashMap::new(),
+            sent_seq: 0,
+            window,
+            next_pkid: 1,
+            backlog: VecDeque::new(),
+            offline: false,
+            dropped: 0,
+            qos2: HashSet::new(),
+            out,
+            client_max,
+            will: connect.will.clone(),
+            closing: None,
+        }),
     };
+    session.emit(Outbound::ConnAck {
+        refused: None,
+        assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
+        max_packet: u32::try_from(max).unwrap_or(u32::MAX),
+        session_present,
+        session_expiry: expiry_reply,
+    });
+    if session_present {
+        shared.resumed.fetch_add(1, Ordering::Relaxed);
+        if session.dropped > 0 {
+            tracing::warn!(
+                client_id,
+                dropped = session.dropped,
+                limit = shared.config.max_offline_messages,
+                "MQTT client back: its offline queue was full, so its oldest messages were dropped"
+            );
+            session.dropped = 0;
+        }
+        tracing::debug!(
+            ?peer,
+            client_id,
+            queued = session.backlog.len(),
+            unacknowledged = session.inflight.len(),
+            "MQTT session resumed"
+        );
+        session.redeliver();
+    }
+    tracing::debug!(
+        ?peer,
+        client_id,
+        ?version,
+        session_present,
+        "MQTT client connected"
+    );
     let end = session
         .run(
             &connect,
@@ -268,16 +388,69 @@ pub(crate) async fn serve<R, W>(
     }
     let _ = session.flush(&mut writer).await;
     let _ = tokio::time::timeout(wt, writer.shutdown()).await;
-    shared.handle.close(conn);
-    let mut clients = shared.clients.lock();
-    if clients
-        .get(&client_id)
-        .is_some_and(|(g, _)| *g == generation)
+    drop((reader, writer, ip_slot, _slot));
     {
-        clients.remove(&client_id);
+        let mut clients = shared.clients.lock();
+        if clients
+            .get(&client_id)
+            .is_some_and(|l| l.generation == generation)
+        {
+            clients.remove(&client_id);
+        }
     }
-    drop(clients);
     tracing::debug!(?peer, client_id, ?end, "MQTT client gone");
+    if keep.is_zero() || end == End::Closed {
+        shared.handle.close(session.conn);
+        return;
+    }
+    if shared.parked_count() >= shared.config.max_kept_sessions {
+        tracing::info!(
+            client_id,
+            limit = shared.config.max_kept_sessions,
+            "MQTT session not kept: the listener keeps as many as it may already"
+        );
+        shared.handle.close(session.conn);
+        return;
+    }
+    session
+        .park(
+            client_id,
+            generation,
+            credentials,
+            keep,
+            done_guard,
+            &shutdown,
+        )
+        .await;
+}
+
+/// How long a newer connection waits for the one it takes over to end.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the session outlives the connection, and the MQTT 5 session expiry to tell the
+/// client when it is not the one it asked for.
+fn session_keep(
+    version: Version,
+    connect: &Connect,
+    config: &MqttConfig,
+) -> (Duration, Option<u32>) {
+    let cap = config.session_expiry;
+    match version {
+        Version::V4 if connect.clean => (Duration::ZERO, None),
+        Version::V4 => (cap, None),
+        Version::V5 => {
+            let asked = connect.session_expiry.unwrap_or(0);
+            let wanted = if asked == u32::MAX {
+                Duration::MAX
+            } else {
+                Duration::from_secs(u64::from(asked))
+            };
+            let used = wanted.min(cap);
+            let reply =
+                (used != wanted).then(|| u32::try_from(used.as_secs()).unwrap_or(u32::MAX - 1));
+            (used, reply)
+        }
+    }
 }
 
 /// Reads until one whole packet is buffered; `None` at EOF.
@@ -339,6 +512,18 @@ struct Sub {
 /// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
 const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 
+/// A publish to a client, not yet sent.
+#[derive(Debug, Clone)]
+struct Pending {
+    topic: String,
+    payload: Bytes,
+    qos: u8,
+    retain: bool,
+    /// From a SET: only its latest value matters while the client is away.
+    state: bool,
+}
+
+#[derive(Debug)]
 struct Session {
     version: Version,
     shared: Arc<Shared>,
@@ -346,12 +531,19 @@ struct Session {
     conn: ConnId,
     subs: Vec<Sub>,
     next_sub_id: u32,
-    /// Packet ids of QoS 1 publishes awaiting PUBACK.
-    inflight: HashSet<u16>,
+    /// QoS 1 publishes awaiting PUBACK by packet id, with their send order (resent, DUP, to
+    /// a client that resumes the session).
+    inflight: HashMap<u16, (u64, Pending)>,
+    sent_seq: u64,
     window: usize,
     next_pkid: u16,
-    /// Publishes waiting for room in the in-flight window (the outbox is not drained meanwhile).
-    backlog: VecDeque<(String, Bytes, u8, bool)>,
+    /// Publishes waiting for room in the in-flight window (the outbox is not drained
+    /// meanwhile), or for the client's return while the session is parked.
+    backlog: VecDeque<Pending>,
+    /// Parked: no connection; publishes go to the backlog (see [`Session::queue_offline`]).
+    offline: bool,
+    /// Messages dropped from a full offline queue since the client was last told.
+    dropped: u64,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -784,8 +976,13 @@ impl Session {
                             continue;
                         }
                         if let Some(topic) = self.shared.topics.topic(&param.address) {
-                            let topic = topic.to_owned();
-                            self.queue(topic, payload::to_payload(&param.value), qos, true);
+                            self.queue(Pending {
+                                topic: topic.to_owned(),
+                                payload: payload::to_payload(&param.value),
+                                qos,
+                                retain: true,
+                                state: true,
+                            });
                         }
                     }
                 }
@@ -826,58 +1023,202 @@ impl Session {
         // MQTT 5 retain-as-published: a SET is state, i.e. a retained message; an event was
         // not retained, so it never carries the flag (MQTT-3.3.1-13).
         let retain = is_set && rap && self.version == Version::V5;
-        let topic = topic.to_owned();
-        self.queue(topic, payload, qos, retain);
+        self.queue(Pending {
+            topic: topic.to_owned(),
+            payload,
+            qos,
+            retain,
+            state: is_set,
+        });
     }
 
-    fn queue(&mut self, topic: String, payload: Bytes, qos: u8, retain: bool) {
-        if !self.backlog.is_empty() || (qos > 0 && self.inflight.len() >= self.window) {
+    fn queue(&mut self, p: Pending) {
+        if self.offline {
+            self.queue_offline(p);
+            return;
+        }
+        if !self.backlog.is_empty() || (p.qos > 0 && self.inflight.len() >= self.window) {
             if self.backlog.len() >= self.shared.config.max_backlog {
                 tracing::info!("MQTT client too slow to acknowledge; disconnecting");
                 self.close(0x97, End::Closed);
                 return;
             }
-            self.backlog.push_back((topic, payload, qos, retain));
+            self.backlog.push_back(p);
             return;
         }
-        self.send_publish(topic, payload, qos, retain);
+        self.send_publish(p, None);
     }
 
-    fn send_publish(&mut self, topic: String, payload: Bytes, qos: u8, retain: bool) {
-        let pkid = if qos > 0 {
-            let mut id = self.next_pkid;
-            while self.inflight.contains(&id) {
-                id = id.wrapping_add(1).max(1);
+    /// Keeps `p` for a client that is away: QoS 1 messages, and every SET (only the latest
+    /// per topic, so the client gets the current state back whatever its QoS). QoS 0 events
+    /// are not kept (MQTT leaves that to the server). A full queue drops its oldest message.
+    fn queue_offline(&mut self, p: Pending) {
+        if p.qos == 0 && !p.state {
+            return;
+        }
+        if p.state
+            && let Some(i) = self
+                .backlog
+                .iter()
+                .position(|q| q.state && q.topic == p.topic)
+        {
+            self.backlog.remove(i);
+        }
+        self.backlog.push_back(p);
+        self.trim_offline();
+    }
+
+    fn trim_offline(&mut self) {
+        let max = self.shared.config.max_offline_messages.max(1);
+        while self.backlog.len() > max {
+            self.backlog.pop_front();
+            self.dropped += 1;
+            self.shared.offline_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `p`; `dup` is the packet id of an earlier send of it (a redelivery).
+    fn send_publish(&mut self, p: Pending, dup: Option<u16>) {
+        let pkid = match dup {
+            Some(id) => id,
+            None if p.qos > 0 => {
+                let mut id = self.next_pkid;
+                while self.inflight.contains_key(&id) {
+                    id = id.wrapping_add(1).max(1);
+                }
+                self.next_pkid = id.wrapping_add(1).max(1);
+                id
             }
-            self.next_pkid = id.wrapping_add(1).max(1);
-            self.inflight.insert(id);
-            id
-        } else {
-            0
+            None => 0,
         };
         let sent = self.try_emit(Outbound::Publish {
-            topic,
-            payload,
-            qos,
-            retain,
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
             pkid,
+            dup: dup.is_some(),
         });
-        if !sent && qos > 0 {
-            // Never on the wire, so never acknowledged: keeping the id would shrink the
-            // in-flight window for good.
-            self.inflight.remove(&pkid);
+        if p.qos > 0 {
+            if sent {
+                self.sent_seq += 1;
+                self.inflight.insert(pkid, (self.sent_seq, p));
+            } else {
+                // Never on the wire, so never acknowledged: keeping the id would shrink the
+                // in-flight window for good.
+                self.inflight.remove(&pkid);
+            }
         }
     }
 
     fn pump_backlog(&mut self) {
-        while let Some((_, _, qos, _)) = self.backlog.front() {
-            if *qos > 0 && self.inflight.len() >= self.window {
+        while let Some(p) = self.backlog.front() {
+            if p.qos > 0 && self.inflight.len() >= self.window {
                 break;
             }
-            if let Some((t, p, q, r)) = self.backlog.pop_front() {
-                self.send_publish(t, p, q, r);
+            if let Some(p) = self.backlog.pop_front() {
+                self.send_publish(p, None);
             }
         }
+    }
+
+    /// After a resume: the unacknowledged QoS 1 publishes again (same packet ids, DUP set,
+    /// in their first order), then what was queued while the client was away.
+    fn redeliver(&mut self) {
+        let mut unacked: Vec<(u16, (u64, Pending))> = self.inflight.drain().collect();
+        unacked.sort_by_key(|(_, (seq, _))| *seq);
+        for (pkid, (_, p)) in unacked {
+            self.send_publish(p, Some(pkid));
+        }
+        self.pump_backlog();
+    }
+
+    /// Keeps the session after its connection ended, for `keep`: the CLASP session stays
+    /// open, what it delivers is queued ([`Session::queue_offline`]), and a reconnecting
+    /// client with the same id and credentials takes the session back. Ends (closing the
+    /// CLASP session) on expiry, listener shutdown, the router closing the session, or a clean
+    /// session replacing it.
+    async fn park(
+        mut self: Box<Self>,
+        client_id: String,
+        generation: u64,
+        token: Option<String>,
+        keep: Duration,
+        done: tokio_util::sync::DropGuard,
+        shutdown: &CancellationToken,
+    ) {
+        enum Wake {
+            Ready,
+            Resume(oneshot::Sender<Box<Session>>),
+            End(&'static str),
+        }
+        self.offline = true;
+        self.out.clear();
+        self.closing = None;
+        self.trim_offline();
+        let shared = self.shared.clone();
+        let (tx, mut rx) = mpsc::channel(1);
+        shared.parked.lock().insert(
+            client_id.clone(),
+            Parked {
+                generation,
+                version: self.version,
+                token,
+                resume: tx,
+            },
+        );
+        // A newer connection waiting for this one can look for the session now.
+        drop(done);
+        tracing::debug!(
+            client_id,
+            keep_secs = keep.as_secs(),
+            "MQTT session kept for the client's return"
+        );
+        let expires = Instant::now().checked_add(keep);
+        let reason = loop {
+            let wake = tokio::select! {
+                () = shutdown.cancelled() => Wake::End("listener shut down"),
+                () = async {
+                    match expires {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::End("session expired"),
+                () = self.outbox.closed() => Wake::End("closed by the router"),
+                () = self.outbox.ready() => Wake::Ready,
+                r = rx.recv() => match r {
+                    Some(reply) => Wake::Resume(reply),
+                    None => Wake::End("replaced by a new session"),
+                },
+            };
+            match wake {
+                Wake::Ready => self.drain(None, &mut Vec::new()),
+                Wake::Resume(reply) => {
+                    // What the router delivered before the client came back is queued first,
+                    // under the offline rules.
+                    self.drain(None, &mut Vec::new());
+                    match reply.send(self) {
+                        Ok(()) => return,
+                        Err(back) => {
+                            self = back;
+                            break "resume abandoned";
+                        }
+                    }
+                }
+                Wake::End(reason) => break reason,
+            }
+        };
+        {
+            let mut parked = shared.parked.lock();
+            if parked
+                .get(&client_id)
+                .is_some_and(|p| p.generation == generation)
+            {
+                parked.remove(&client_id);
+            }
+        }
+        tracing::debug!(client_id, reason, "MQTT session ended");
+        shared.handle.close(self.conn);
     }
 
     /// Publishes the will through the CLASP session (so its scopes apply).

@@ -4,61 +4,22 @@
 //! client does not use up its QoS 1 window. Raw MQTT bytes over real sockets.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
 use clasp_client::Client;
-use clasp_mqtt::{MqttConfig, MqttListener};
-use clasp_router::server::{Server, ServerConfig};
+use clasp_mqtt::MqttConfig;
+use common::{Env, Setup, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Env {
-    ws: String,
-    mqtt: SocketAddr,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Env {
-    async fn start(config: MqttConfig) -> Env {
-        let server = Server::bind(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap();
-        let ws = format!("ws://{}/", server.local_addr().unwrap());
-        let listener = MqttListener::bind("127.0.0.1:0".parse().unwrap(), server.handle(), config)
-            .await
-            .unwrap();
-        let mqtt = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let router = tokio::spawn(async move {
-            server
-                .run(async move { s.cancelled().await })
-                .await
-                .unwrap();
-        });
-        let mqtt_task = tokio::spawn(listener.run(stop.clone()));
-        Env {
-            ws,
-            mqtt,
-            stop,
-            tasks: vec![router, mqtt_task],
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(WAIT, t).await;
-        }
-    }
+async fn env_with(config: MqttConfig) -> Env {
+    Env::start(Setup {
+        config,
+        ..Setup::default()
+    })
+    .await
 }
 
 fn varint(mut n: usize, out: &mut Vec<u8>) {
@@ -185,7 +146,7 @@ async fn open(env: &Env, connect_packet: Vec<u8>) -> Reader {
 
 #[tokio::test]
 async fn one_subscribe_sends_each_retained_param_once_and_caps_its_filters() {
-    let env = Env::start(MqttConfig::default()).await;
+    let env = Env::plain().await;
     let clasp = Client::connect(env.ws.clone()).await.unwrap();
     for i in 0..20 {
         clasp.set_confirmed(&format!("/big/{i}"), i).await.unwrap();
@@ -216,7 +177,7 @@ async fn one_subscribe_sends_each_retained_param_once_and_caps_its_filters() {
 
 #[tokio::test]
 async fn connections_past_the_per_ip_limit_are_closed_and_slots_come_back() {
-    let env = Env::start(MqttConfig {
+    let env = env_with(MqttConfig {
         max_connections_per_ip: 2,
         ..MqttConfig::default()
     })
@@ -253,7 +214,7 @@ async fn connections_past_the_per_ip_limit_are_closed_and_slots_come_back() {
 
 #[tokio::test]
 async fn v5_retain_as_published_marks_sets_but_never_events() {
-    let env = Env::start(MqttConfig::default()).await;
+    let env = Env::plain().await;
     let clasp = Client::connect(env.ws.clone()).await.unwrap();
     let mut r = open(&env, connect("rap", Some(&[]))).await;
     // Options: QoS 0, retain-as-published (0x08), retain handling 2 (no retained on subscribe).
@@ -274,7 +235,7 @@ async fn v5_retain_as_published_marks_sets_but_never_events() {
 
 #[tokio::test]
 async fn a_message_too_large_for_the_client_does_not_stall_its_qos1_window() {
-    let env = Env::start(MqttConfig::default()).await;
+    let env = Env::plain().await;
     let clasp = Client::connect(env.ws.clone()).await.unwrap();
     // Receive maximum 1 (0x21), maximum packet size 60 (0x27).
     let props = [0x21, 0, 1, 0x27, 0, 0, 0, 60];
@@ -297,7 +258,7 @@ async fn a_message_too_large_for_the_client_does_not_stall_its_qos1_window() {
 #[tokio::test]
 async fn a_connection_taken_over_by_its_client_id_publishes_its_will() {
     use futures_util::StreamExt;
-    let env = Env::start(MqttConfig::default()).await;
+    let env = Env::plain().await;
     let clasp = Client::connect(env.ws.clone()).await.unwrap();
     let mut wills = clasp.subscribe("/will/**").await.unwrap();
     // CONNECT with a will (flag 0x04): topic will/a, message "gone".

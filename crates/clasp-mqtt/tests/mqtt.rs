@@ -2,140 +2,31 @@
 //! rumqttc) and a real CLASP client.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../../clasp-client/tests/support/mod.rs"]
-mod support;
+mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use clasp_client::Client;
-use clasp_mqtt::{MqttConfig, MqttListener};
 use clasp_proto::Value;
-use clasp_router::server::tokens::{TokenFile, TokenRecord, generate, unix_now};
-use clasp_router::server::{Server, ServerConfig};
+use common::{Env, Setup, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Env {
-    ws: String,
-    mqtt: SocketAddr,
-    stop: CancellationToken,
-    router: support::Router,
-    listener: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-    full: String,
-    readonly: String,
-}
-
-impl Env {
-    async fn start(auth: bool) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        };
-        let (full, readonly) = (generate(), generate());
-        if auth {
-            let path = dir.path().join("tokens.json");
-            let mut file = TokenFile::load(&path).unwrap();
-            add_token(&mut file, &full, &["read:/**", "write:/**"]);
-            add_token(&mut file, &readonly, &["read:/**"]);
-            file.save(&path).unwrap();
-            config.auth.token_file = Some(path);
-        }
-        let server = Server::bind(config).await.unwrap();
-        let listener = MqttListener::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            server.handle(),
-            MqttConfig::default(),
-        )
-        .await
-        .unwrap();
-        let mqtt = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let listener = tokio::spawn(listener.run(stop.clone()));
-        let router = support::Router::run(server);
-        Env {
-            ws: router.url.clone(),
-            mqtt,
-            stop,
-            router,
-            listener,
-            _dir: dir,
-            full,
-            readonly,
-        }
-    }
-
-    async fn client(&self, token: Option<&str>) -> Client {
-        let mut b = Client::builder(self.ws.clone());
-        if let Some(t) = token {
-            b = b.token(t);
-        }
-        b.connect().await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.router.stop().await;
-        tokio::time::timeout(WAIT, self.listener)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Adds `token` with `scopes` to a token file (the caller saves it).
-fn add_token(file: &mut TokenFile, token: &str, scopes: &[&str]) {
-    file.tokens.insert(
-        token.to_owned(),
-        TokenRecord {
-            token: token.to_owned(),
-            subject: None,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            expires_at: None,
-            created_at: unix_now(),
-        },
-    );
-}
-
-/// Whether the mosquitto command-line clients are installed; prints SKIPPED if not.
 fn have_mosquitto(test: &str) -> bool {
-    let ok = ["mosquitto_pub", "mosquitto_sub"].iter().all(|p| {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d: PathBuf| d.join(p).is_file()))
-    });
-    if !ok {
-        eprintln!(
-            "SKIPPED {test}: mosquitto_pub/mosquitto_sub not installed (Debian: mosquitto-clients)"
-        );
-    }
-    ok
+    common::have(&["mosquitto_pub", "mosquitto_sub"], test)
 }
 
-fn base(cmd: &str, env: &Env, version: &str) -> Command {
-    let mut c = Command::new(cmd);
-    c.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &env.mqtt.port().to_string(),
-        "-V",
-        version,
-    ]);
-    c.stdin(Stdio::null()).kill_on_drop(true);
-    c
+async fn auth_env() -> Env {
+    Env::start(Setup {
+        auth: true,
+        ..Setup::default()
+    })
+    .await
 }
 
 async fn mosquitto_pub(env: &Env, version: &str, args: &[&str]) -> std::process::Output {
-    let mut c = base("mosquitto_pub", env, version);
+    let mut c = common::mosquitto("mosquitto_pub", env, version);
     c.args(args);
     tokio::time::timeout(WAIT, c.output())
         .await
@@ -145,7 +36,7 @@ async fn mosquitto_pub(env: &Env, version: &str, args: &[&str]) -> std::process:
 
 /// Runs mosquitto_sub printing `retain|qos|topic|payload` lines until `count` messages.
 fn mosquitto_sub(env: &Env, version: &str, args: &[&str], count: usize) -> tokio::process::Child {
-    let mut c = base("mosquitto_sub", env, version);
+    let mut c = common::mosquitto("mosquitto_sub", env, version);
     c.args(["-F", "%r|%q|%t|%p", "-C", &count.to_string(), "-W", "30"]);
     c.args(args);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -153,16 +44,7 @@ fn mosquitto_sub(env: &Env, version: &str, args: &[&str], count: usize) -> tokio
 }
 
 async fn output(child: tokio::process::Child) -> String {
-    let out = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_sub failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::output_of(child, "mosquitto_sub").await
 }
 
 #[tokio::test]
@@ -170,7 +52,7 @@ async fn retained_publish_is_a_param_for_late_mqtt_and_clasp_readers() {
     if !have_mosquitto("retained_publish_is_a_param_for_late_mqtt_and_clasp_readers") {
         return;
     }
-    let env = Env::start(false).await;
+    let env = Env::plain().await;
     let clasp = env.client(None).await;
     for (i, v) in ["mqttv311", "mqttv5"].iter().enumerate() {
         let topic = format!("sensors/{i}/temp");
@@ -208,7 +90,7 @@ async fn clasp_set_reaches_mosquitto_sub_live_with_qos_1() {
     if !have_mosquitto("clasp_set_reaches_mosquitto_sub_live_with_qos_1") {
         return;
     }
-    let env = Env::start(false).await;
+    let env = Env::plain().await;
     let clasp = env.client(None).await;
     for v in ["mqttv311", "mqttv5"] {
         // -R: ignore retained (stale) messages, so only a live SET ends the wait.
@@ -337,7 +219,7 @@ async fn first_error<E>(rx: &mut Events<E>) -> String {
 #[tokio::test]
 async fn rumqttc_v4_round_trip_and_unsubscribe_stops_delivery() {
     use rumqttc::{Packet, QoS};
-    let env = Env::start(false).await;
+    let env = Env::plain().await;
     let clasp = env.client(None).await;
     let (c, mut rx) = rumqttc_v4(&env, "rv4", None);
     next_v4(&mut rx, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
@@ -403,7 +285,7 @@ async fn rumqttc_v4_round_trip_and_unsubscribe_stops_delivery() {
 async fn rumqttc_v5_round_trip_with_readonly_token_refused() {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
-    let env = Env::start(true).await;
+    let env = auth_env().await;
     let (c, mut rx) = rumqttc_v5(&env, "rv5", Some(&env.full));
     next_v5(&mut rx, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
     c.subscribe("v5/+", QoS::AtLeastOnce).await.unwrap();
@@ -454,7 +336,7 @@ async fn rumqttc_v5_round_trip_with_readonly_token_refused() {
 
 #[tokio::test]
 async fn bad_tokens_get_connack_refusals_and_readonly_subscribe_is_scoped() {
-    let env = Env::start(true).await;
+    let env = auth_env().await;
     // 3.1.1: bad token → return code 4.
     let (_c, mut rx) = rumqttc_v4(&env, "bad4", Some("cpsk_not-a-real-token"));
     let err = first_error(&mut rx).await;
@@ -493,13 +375,9 @@ async fn bad_tokens_get_connack_refusals_and_readonly_subscribe_is_scoped() {
 async fn read_scoped_subscription_refused_outside_its_scope() {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
-    let env = Env::start(true).await;
+    let env = auth_env().await;
     // A token that may read only /lights/**.
-    let path = env._dir.path().join("tokens.json");
-    let mut file = TokenFile::load(&path).unwrap();
-    let lights = generate();
-    add_token(&mut file, &lights, &["read:/lights/**"]);
-    file.save(&path).unwrap();
+    let lights = env.add_token(&["read:/lights/**"]);
     // The router polls the token file: retry until the token is accepted.
     let (c, mut rx) = loop {
         let (c, mut rx) = rumqttc_v5(&env, "lights", Some(&lights));
@@ -584,7 +462,7 @@ async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn malformed_oversized_and_silent_clients_are_disconnected_and_others_still_served() {
-    let env = Env::start(false).await;
+    let env = Env::plain().await;
     // Garbage instead of CONNECT: closed without an answer.
     let mut s = TcpStream::connect(env.mqtt).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -640,7 +518,7 @@ async fn malformed_oversized_and_silent_clients_are_disconnected_and_others_stil
 
 #[tokio::test]
 async fn a_second_connection_with_the_same_client_id_takes_over() {
-    let env = Env::start(false).await;
+    let env = Env::plain().await;
     // Both raw MQTT 5 connections use client id "raw".
     let mut a = TcpStream::connect(env.mqtt).await.unwrap();
     a.write_all(&connect_packet(true, 0)).await.unwrap();

@@ -3,92 +3,34 @@
 //! finish the handshake or speak plain MQTT to the TLS port.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../../clasp-client/tests/support/mod.rs"]
-mod support;
+mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use clasp_client::Client;
-use clasp_mqtt::{MqttConfig, MqttListener};
+use clasp_mqtt::MqttConfig;
 use clasp_proto::Value;
-use clasp_router::server::{Server, ServerConfig, TlsConfig};
-use rustls::pki_types::{CertificateDer, ServerName};
+use common::{Env, Setup, WAIT};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Env {
-    mqtts: SocketAddr,
-    cert: CertificateDer<'static>,
-    cafile: PathBuf,
-    stop: CancellationToken,
-    router: support::Router,
-    listener: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn start(config: MqttConfig) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let (tls, cert_pem, _) =
-            TlsConfig::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let cafile = dir.path().join("ca.pem");
-        std::fs::write(&cafile, cert_pem).unwrap();
-        let server = Server::bind(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap();
-        let listener = MqttListener::bind_tls(
-            "127.0.0.1:0".parse().unwrap(),
-            server.handle(),
-            config,
-            &tls,
-        )
-        .await
-        .unwrap();
-        assert!(listener.is_tls());
-        let mqtts = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let listener = tokio::spawn(listener.run(stop.clone()));
-        Env {
-            mqtts,
-            cert: tls.cert_chain[0].clone(),
-            cafile,
-            stop,
-            router: support::Router::run(server),
-            listener,
-            _dir: dir,
-        }
-    }
-
-    async fn clasp(&self) -> Client {
-        Client::connect(self.router.url.clone()).await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.router.stop().await;
-        tokio::time::timeout(WAIT, self.listener)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+async fn tls_env(config: MqttConfig) -> Env {
+    Env::start(Setup {
+        config,
+        tls: true,
+        ..Setup::default()
+    })
+    .await
 }
 
 /// A rustls client that trusts only the test certificate.
 async fn tls_connect(env: &Env) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(env.cert.clone()).unwrap();
+    roots.add(env.cert.clone().unwrap()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -96,7 +38,7 @@ async fn tls_connect(env: &Env) -> tokio_rustls::client::TlsStream<TcpStream> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(env.mqtts).await.unwrap();
+    let tcp = TcpStream::connect(env.mqtt).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     tokio::time::timeout(WAIT, connector.connect(name, tcp))
         .await
@@ -131,25 +73,7 @@ async fn read_to_end<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 }
 
 fn have_mosquitto(test: &str) -> bool {
-    let ok = ["mosquitto_pub", "mosquitto_sub"].iter().all(|p| {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
-    });
-    if !ok {
-        eprintln!(
-            "SKIPPED {test}: mosquitto_pub/mosquitto_sub not installed (Debian: mosquitto-clients)"
-        );
-    }
-    ok
-}
-
-/// `cmd -h localhost -p PORT -V VERSION --cafile CAFILE` (the name the certificate is for).
-fn mosquitto(cmd: &str, port: u16, version: &str, cafile: &Path) -> Command {
-    let mut c = Command::new(cmd);
-    c.args(["-h", "localhost", "-p", &port.to_string(), "-V", version]);
-    c.arg("--cafile").arg(cafile);
-    c.stdin(Stdio::null()).kill_on_drop(true);
-    c
+    common::have(&["mosquitto_pub", "mosquitto_sub"], test)
 }
 
 #[tokio::test]
@@ -157,11 +81,11 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions() {
     if !have_mosquitto("mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions") {
         return;
     }
-    let env = Env::start(MqttConfig::default()).await;
+    let env = tls_env(MqttConfig::default()).await;
     let clasp = env.clasp().await;
     for (i, v) in ["mqttv311", "5"].into_iter().enumerate() {
         // A retained publish over TLS is a param the CLASP client reads.
-        let out = mosquitto("mosquitto_pub", env.mqtts.port(), v, &env.cafile)
+        let out = common::mosquitto("mosquitto_pub", &env, v)
             .args([
                 "-t",
                 &format!("tls/{i}/level"),
@@ -182,7 +106,7 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions() {
         let address = format!("/tls/{i}/level");
         assert_eq!(clasp.get(&address).await.unwrap(), Value::Float(0.25));
         // A late subscriber gets it as a retained message, then a live CLASP SET.
-        let mut sub = mosquitto("mosquitto_sub", env.mqtts.port(), v, &env.cafile);
+        let mut sub = common::mosquitto("mosquitto_sub", &env, v);
         sub.args([
             "-t",
             &format!("tls/{i}/+"),
@@ -209,17 +133,8 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions() {
                 }
             })
         };
-        let out = tokio::time::timeout(WAIT, sub.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
+        let text = common::output_of(sub, &format!("mosquitto_sub -V {v} over TLS")).await;
         setter.abort();
-        assert!(
-            out.status.success(),
-            "mosquitto_sub -V {v} over TLS failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
         let mut lines: Vec<&str> = text.lines().collect();
         lines.sort_by_key(|l| l.contains("/live|"));
         assert_eq!(lines.len(), 2, "-V {v}: {text}");
@@ -233,7 +148,7 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions() {
     }
     // A client that does not trust the certificate is refused by its own check.
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "localhost", "-p", &env.mqtts.port().to_string()])
+        .args(["-h", "localhost", "-p", &env.mqtt.port().to_string()])
         .args(["--capath", "/nonexistent", "-t", "x", "-m", "1"])
         .stdin(Stdio::null())
         .output()
@@ -249,13 +164,13 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls_in_both_versions() {
 
 #[tokio::test]
 async fn raw_tls_client_gets_connack_and_plain_or_silent_clients_are_closed() {
-    let env = Env::start(MqttConfig {
+    let env = tls_env(MqttConfig {
         connect_timeout: Duration::from_secs(1),
         ..MqttConfig::default()
     })
     .await;
     // Plain MQTT on the TLS port: no CONNACK (at most a TLS alert), then closed.
-    let mut plain = TcpStream::connect(env.mqtts).await.unwrap();
+    let mut plain = TcpStream::connect(env.mqtt).await.unwrap();
     plain.write_all(&connect_v4("plain")).await.unwrap();
     let got = read_to_end(&mut plain).await;
     assert!(
@@ -264,7 +179,7 @@ async fn raw_tls_client_gets_connack_and_plain_or_silent_clients_are_closed() {
     );
     // A TCP connection that never starts the handshake, and one that finishes it but never
     // sends CONNECT: both closed after the connect timeout.
-    let mut silent_tcp = TcpStream::connect(env.mqtts).await.unwrap();
+    let mut silent_tcp = TcpStream::connect(env.mqtt).await.unwrap();
     let mut silent_tls = tls_connect(&env).await;
     // Meanwhile a real client is served at once.
     let mut s = tls_connect(&env).await;

@@ -1,0 +1,440 @@
+//! Persistent MQTT sessions (3.1.1 clean session 0, MQTT 5 session expiry): subscriptions and
+//! queued messages kept while the client is away, redelivery with DUP, takeover, expiry and
+//! the offline queue's bound. Driven byte for byte by raw clients (packets coded by rumqttc's
+//! mqttbytes) and by the real `mosquitto_sub -c`, against a real router and CLASP client.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use clasp_mqtt::MqttConfig;
+use clasp_proto::Value;
+use common::{Env, Setup, WAIT};
+use rumqttc::mqttbytes::v4;
+use rumqttc::v5::mqttbytes::v5;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn env_with(config: MqttConfig, auth: bool) -> Env {
+    Env::start(Setup {
+        config,
+        auth,
+        ..Setup::default()
+    })
+    .await
+}
+
+/// A raw MQTT 3.1.1 client.
+struct Raw {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Connects as `id` (clean session `clean`, password `token`); returns the client and
+    /// CONNACK's session-present flag.
+    async fn connect(env: &Env, id: &str, clean: bool, token: Option<&str>) -> (Raw, bool) {
+        let mut c = v4::Connect::new(id);
+        c.clean_session = clean;
+        c.keep_alive = 60;
+        if let Some(t) = token {
+            c.set_login("user", t);
+        }
+        let mut raw = Raw {
+            s: TcpStream::connect(env.mqtt).await.unwrap(),
+            buf: BytesMut::new(),
+        };
+        raw.send(v4::Packet::Connect(c)).await;
+        match raw.next().await {
+            v4::Packet::ConnAck(a) => {
+                assert_eq!(a.code, v4::ConnectReturnCode::Success);
+                (raw, a.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, p: v4::Packet) {
+        let mut b = BytesMut::new();
+        p.write(&mut b, 1 << 20).unwrap();
+        self.s.write_all(&b).await.unwrap();
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: rumqttc::mqttbytes::QoS) {
+        self.send(v4::Packet::Subscribe(v4::Subscribe::new(filter, qos)))
+            .await;
+        loop {
+            if let v4::Packet::SubAck(_) = self.next().await {
+                return;
+            }
+        }
+    }
+
+    /// The next packet; panics after WAIT.
+    async fn next(&mut self) -> v4::Packet {
+        tokio::time::timeout(WAIT, self.read())
+            .await
+            .expect("no MQTT packet")
+            .expect("connection closed")
+    }
+
+    /// The next packet within `wait`, if any.
+    async fn try_next(&mut self, wait: Duration) -> Option<v4::Packet> {
+        tokio::time::timeout(wait, self.read()).await.ok().flatten()
+    }
+
+    async fn read(&mut self) -> Option<v4::Packet> {
+        loop {
+            match v4::Packet::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("bad packet from the listener: {e}"),
+            }
+            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// The next PUBLISH.
+    async fn publish(&mut self) -> v4::Publish {
+        loop {
+            if let v4::Packet::Publish(p) = self.next().await {
+                return p;
+            }
+        }
+    }
+
+    /// DISCONNECT, then waits for the listener to close the connection.
+    async fn disconnect(mut self) {
+        self.send(v4::Packet::Disconnect).await;
+        self.closed().await;
+    }
+
+    /// Waits for the listener to close the connection.
+    async fn closed(&mut self) {
+        tokio::time::timeout(WAIT, async { while self.read().await.is_some() {} })
+            .await
+            .expect("connection not closed");
+    }
+}
+
+fn text(p: &v4::Publish) -> String {
+    String::from_utf8(p.payload.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn clean_session_0_keeps_subscriptions_and_queues_while_away() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let (mut a, present) = Raw::connect(&env, "keeper", false, None).await;
+    assert!(!present, "nothing to resume the first time");
+    a.subscribe("away/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    a.disconnect().await;
+    env.parked(1).await;
+
+    // While the client is away: an event, and three SETs of one param.
+    clasp.emit("/away/bell", Value::Int(1)).await.unwrap();
+    for n in 1..=3 {
+        clasp.set("/away/level", Value::Int(n)).await.unwrap();
+    }
+    assert_eq!(clasp.get("/away/level").await.unwrap(), Value::Int(3));
+
+    // Back with clean session 0: session present, and without subscribing again the event
+    // and the param's latest value only.
+    let (mut a, present) = Raw::connect(&env, "keeper", false, None).await;
+    assert!(present);
+    let first = a.publish().await;
+    assert_eq!(
+        (first.topic.as_str(), text(&first).as_str()),
+        ("away/bell", "1")
+    );
+    assert_eq!(first.qos, rumqttc::mqttbytes::QoS::AtLeastOnce);
+    a.send(v4::Packet::PubAck(v4::PubAck::new(first.pkid)))
+        .await;
+    let second = a.publish().await;
+    assert_eq!(
+        (second.topic.as_str(), text(&second).as_str()),
+        ("away/level", "3")
+    );
+    a.send(v4::Packet::PubAck(v4::PubAck::new(second.pkid)))
+        .await;
+    assert!(a.try_next(Duration::from_millis(300)).await.is_none());
+    // The subscription still works live.
+    clasp.set("/away/level", Value::Int(4)).await.unwrap();
+    let live = a.publish().await;
+    assert_eq!(text(&live), "4");
+    assert!(!live.dup);
+    assert_eq!(env.stats.snapshot().resumed, 1);
+    assert_eq!(env.stats.snapshot().parked, 0);
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_is_sent_again_with_dup_and_its_packet_id() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let (mut a, _) = Raw::connect(&env, "flaky", false, None).await;
+    a.subscribe("dup/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    clasp.emit("/dup/x", Value::from("once")).await.unwrap();
+    let p = a.publish().await;
+    assert!(!p.dup);
+    // The link drops before the PUBACK (no DISCONNECT).
+    drop(a);
+    env.parked(1).await;
+    let (mut a, present) = Raw::connect(&env, "flaky", false, None).await;
+    assert!(present);
+    let again = a.publish().await;
+    assert!(again.dup, "a redelivery carries DUP");
+    assert_eq!((again.pkid, again.topic.as_str()), (p.pkid, "dup/x"));
+    assert_eq!(text(&again), "once");
+    a.send(v4::Packet::PubAck(v4::PubAck::new(again.pkid)))
+        .await;
+    clasp.emit("/dup/y", Value::from("new")).await.unwrap();
+    let next = a.publish().await;
+    assert_eq!((next.topic.as_str(), next.dup), ("dup/y", false));
+    a.send(v4::Packet::PubAck(v4::PubAck::new(next.pkid))).await;
+    // Acknowledged now: a further return sends nothing again.
+    a.disconnect().await;
+    env.parked(1).await;
+    let (mut a, present) = Raw::connect(&env, "flaky", false, None).await;
+    assert!(present);
+    assert!(a.try_next(Duration::from_millis(300)).await.is_none());
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn clean_session_1_and_other_credentials_end_the_kept_session() {
+    let env = env_with(MqttConfig::default(), true).await;
+    let (t1, t2) = (env.full.clone(), env.readonly.clone());
+    let clasp = env.clasp().await;
+
+    // Clean session 1 ends what was kept: nothing is delivered, nothing resumes later.
+    let (mut a, _) = Raw::connect(&env, "c1", false, Some(&t1)).await;
+    a.subscribe("gone/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    a.disconnect().await;
+    env.parked(1).await;
+    let (mut b, present) = Raw::connect(&env, "c1", true, Some(&t1)).await;
+    assert!(!present);
+    env.parked(0).await;
+    clasp.emit("/gone/x", Value::Int(1)).await.unwrap();
+    assert!(b.try_next(Duration::from_millis(300)).await.is_none());
+    b.disconnect().await;
+    let (_c, present) = Raw::connect(&env, "c1", false, Some(&t1)).await;
+    assert!(!present, "a clean session is not kept");
+
+    // Another token does not get the session opened with the first one.
+    let (mut a, _) = Raw::connect(&env, "c2", false, Some(&t1)).await;
+    a.subscribe("mine/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    a.disconnect().await;
+    env.parked(1).await;
+    clasp.emit("/mine/secret", Value::Int(1)).await.unwrap();
+    let (mut b, present) = Raw::connect(&env, "c2", false, Some(&t2)).await;
+    assert!(!present, "other credentials start a fresh session");
+    assert!(b.try_next(Duration::from_millis(300)).await.is_none());
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_takeover_hands_the_session_to_the_new_connection() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let (mut a, _) = Raw::connect(&env, "moving", false, None).await;
+    a.subscribe("move/#", rumqttc::mqttbytes::QoS::AtMostOnce)
+        .await;
+    // A second connection while the first is still up: the first is closed, and the second
+    // has its session.
+    let (mut b, present) = Raw::connect(&env, "moving", false, None).await;
+    assert!(present);
+    a.closed().await;
+    clasp.emit("/move/here", Value::Int(5)).await.unwrap();
+    let p = b.publish().await;
+    assert_eq!((p.topic.as_str(), text(&p).as_str()), ("move/here", "5"));
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_offline_queue_is_bounded_and_keeps_the_latest_state() {
+    let env = env_with(
+        MqttConfig {
+            max_offline_messages: 3,
+            ..MqttConfig::default()
+        },
+        false,
+    )
+    .await;
+    let clasp = env.clasp().await;
+    let (mut a, _) = Raw::connect(&env, "slowpoke", false, None).await;
+    a.subscribe("q/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    a.disconnect().await;
+    env.parked(1).await;
+    for n in 1..=4 {
+        clasp
+            .emit(&format!("/q/e{n}"), Value::Int(n))
+            .await
+            .unwrap();
+    }
+    for n in 1..=3 {
+        clasp.set("/q/level", Value::Int(n)).await.unwrap();
+    }
+    assert_eq!(clasp.get("/q/level").await.unwrap(), Value::Int(3));
+    let (mut a, present) = Raw::connect(&env, "slowpoke", false, None).await;
+    assert!(present);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let p = a.publish().await;
+        a.send(v4::Packet::PubAck(v4::PubAck::new(p.pkid))).await;
+        got.push(format!("{}={}", p.topic, text(&p)));
+    }
+    // e1 and e2 went first when the queue was full; the three SETs were one entry.
+    assert_eq!(got, ["q/e3=3", "q/e4=4", "q/level=3"]);
+    assert!(a.try_next(Duration::from_millis(300)).await.is_none());
+    assert_eq!(env.stats.snapshot().offline_dropped, 2);
+    clasp.close().await;
+    env.stop().await;
+}
+
+/// A raw MQTT 5 CONNECT (clean start `clean`, session expiry `expiry`); returns the stream,
+/// CONNACK's session-present flag and its session expiry property.
+async fn connect_v5(
+    env: &Env,
+    id: &str,
+    clean: bool,
+    expiry: Option<u32>,
+) -> (TcpStream, bool, Option<u32>) {
+    let c = v5::Connect {
+        keep_alive: 60,
+        client_id: id.into(),
+        clean_start: clean,
+        properties: Some(v5::ConnectProperties {
+            session_expiry_interval: expiry,
+            ..v5::ConnectProperties::default()
+        }),
+    };
+    let mut b = BytesMut::new();
+    v5::Packet::Connect(c, None, None)
+        .write(&mut b, None)
+        .unwrap();
+    let mut s = TcpStream::connect(env.mqtt).await.unwrap();
+    s.write_all(&b).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        match v5::Packet::read(&mut buf, None) {
+            Ok(v5::Packet::ConnAck(a)) => {
+                assert_eq!(a.code, v5::ConnectReturnCode::Success);
+                let expiry = a.properties.and_then(|p| p.session_expiry_interval);
+                return (s, a.session_present, expiry);
+            }
+            Ok(other) => panic!("expected CONNACK, got {other:?}"),
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
+                let n = tokio::time::timeout(WAIT, s.read_buf(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "closed before CONNACK");
+            }
+            Err(e) => panic!("bad CONNACK: {e}"),
+        }
+    }
+}
+
+/// MQTT 5 DISCONNECT (normal), then waits for the close.
+async fn disconnect_v5(mut s: TcpStream) {
+    s.write_all(&[0xE0, 0x00]).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test]
+async fn mqtt5_session_expiry_is_honoured_and_capped() {
+    let env = env_with(
+        MqttConfig {
+            session_expiry: Duration::from_secs(1),
+            ..MqttConfig::default()
+        },
+        false,
+    )
+    .await;
+    // No session expiry property: 0, the session ends with the connection.
+    let (s, _, reply) = connect_v5(&env, "v5", false, None).await;
+    assert_eq!(reply, None);
+    disconnect_v5(s).await;
+    // 60 s asked, 1 s allowed: CONNACK says so, and the session is kept for that long.
+    let (s, present, reply) = connect_v5(&env, "v5", false, Some(60)).await;
+    assert!(!present);
+    assert_eq!(reply, Some(1));
+    disconnect_v5(s).await;
+    env.parked(1).await;
+    let (s, present, reply) = connect_v5(&env, "v5", false, Some(u32::MAX)).await;
+    assert!(present);
+    assert_eq!(reply, Some(1), "the capped expiry is told to the client");
+    disconnect_v5(s).await;
+    env.parked(1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.stats.snapshot().parked, 0, "expired");
+    let (_s, present, _) = connect_v5(&env, "v5", false, Some(1)).await;
+    assert!(!present);
+    env.stop().await;
+}
+
+fn have_mosquitto_sub(test: &str) -> bool {
+    common::have(&["mosquitto_sub"], test)
+}
+
+#[tokio::test]
+async fn mosquitto_sub_with_a_persistent_session_gets_what_came_while_it_was_away() {
+    if !have_mosquitto_sub(
+        "mosquitto_sub_with_a_persistent_session_gets_what_came_while_it_was_away",
+    ) {
+        return;
+    }
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    for (i, (v, extra)) in [("mqttv311", &[][..]), ("5", &["-x", "60"][..])]
+        .into_iter()
+        .enumerate()
+    {
+        let kept = i as u64 + 1;
+        let id = format!("mosq-{v}");
+        let topic = format!("persist/{v}/#");
+        let sub = |count: &str, wait: &str| {
+            let mut c = common::mosquitto("mosquitto_sub", &env, v);
+            c.args(["-c", "-i", &id, "-q", "1", "-t", &topic, "-F", "%t|%p"])
+                .args(extra)
+                .args(["-C", count, "-W", wait])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c
+        };
+        // First run: subscribes, gets nothing, leaves after a second (-W), session kept.
+        let out = sub("1", "1").output().await.unwrap();
+        assert!(out.stdout.is_empty(), "{out:?}");
+        env.parked(kept).await;
+        clasp
+            .emit(&format!("/persist/{v}/doorbell"), Value::from("ding"))
+            .await
+            .unwrap();
+        // Second run: the event that came while it was away.
+        let text = common::output_of(
+            sub("1", "20").spawn().unwrap(),
+            &format!("mosquitto_sub -V {v}"),
+        )
+        .await;
+        assert_eq!(text.trim(), format!("persist/{v}/doorbell|ding"), "-V {v}");
+        env.parked(kept).await;
+    }
+    clasp.close().await;
+    env.stop().await;
+}
