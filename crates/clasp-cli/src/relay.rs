@@ -181,20 +181,17 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
         session_expiry: Duration::from_secs(args.mqtt_session_expiry),
         ..MqttConfig::default()
     };
-    let mut mqtt_stats = Vec::new();
+    // One MQTT listener behind both ports, so a client may leave on one and resume its
+    // session on the other.
+    let mut mqtt: Option<MqttListener> = None;
     if let Some(port) = args.mqtt_port {
         let addr = SocketAddr::new(host, port);
-        let mqtt = MqttListener::bind(addr, handle.clone(), mqtt_config.clone())
+        let l = MqttListener::bind(addr, handle.clone(), mqtt_config.clone())
             .await
             .with_context(|| format!("cannot start the MQTT listener on port {port}"))?;
-        let addr = mqtt.local_addr()?;
-        mqtt_stats.push(mqtt.stats());
+        let addr = l.local_addr()?;
         tracing::info!(%addr, "ready: mqtt tcp://{addr} (MQTT 3.1.1 and 5)");
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            mqtt.run(stop).await;
-            Ok(())
-        });
+        mqtt = Some(l);
     }
     if let Some(port) = args.mqtts_port {
         let Some(tls) = &certificate else {
@@ -203,28 +200,31 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
             );
         };
         let addr = SocketAddr::new(host, port);
-        let mqtts = MqttListener::bind_tls(addr, handle.clone(), mqtt_config, tls)
-            .await
-            .with_context(|| format!("cannot start the MQTT over TLS listener on port {port}"))?;
-        let addr = mqtts.local_addr()?;
-        mqtt_stats.push(mqtts.stats());
+        let context = || format!("cannot start the MQTT over TLS listener on port {port}");
+        let addr = match &mut mqtt {
+            Some(l) => l.add_tls(addr, tls).await.with_context(context)?,
+            None => {
+                let l = MqttListener::bind_tls(addr, handle.clone(), mqtt_config, tls)
+                    .await
+                    .with_context(context)?;
+                let bound = l.local_addr()?;
+                mqtt = Some(l);
+                bound
+            }
+        };
         tracing::info!(%addr, "ready: mqtts mqtts://{addr} (MQTT 3.1.1 and 5 over TLS)");
+    }
+    let mqtt_stats = mqtt.as_ref().map(MqttListener::stats);
+    if let Some(l) = mqtt {
         let stop = stop.clone();
         tasks.spawn(async move {
-            mqtts.run(stop).await;
+            l.run(stop).await;
             Ok(())
         });
     }
-
-    if !mqtt_stats.is_empty() {
+    if let Some(stats) = mqtt_stats {
         server = server.with_metrics(move |o| {
-            let mut t = clasp_mqtt::MqttStats::default();
-            for st in mqtt_stats.iter().map(|h| h.snapshot()) {
-                t.connected += st.connected;
-                t.parked += st.parked;
-                t.resumed += st.resumed;
-                t.offline_dropped += st.offline_dropped;
-            }
+            let t = stats.snapshot();
             gauge(o, "clasp_mqtt_clients", "MQTT clients connected.", t.connected);
             gauge(
                 o,

@@ -6,8 +6,9 @@
 //! client then does goes through that session, so the token's scopes, the rate limit and the
 //! router's limits apply exactly as for a native client.
 //!
-//! * **Transport**: plain TCP ([`MqttListener::bind`]) or TLS ([`MqttListener::bind_tls`],
-//!   `mqtts://`, usually port 8883), MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//! * **Transport**: plain TCP ([`MqttListener::bind`]) and/or TLS ([`MqttListener::bind_tls`],
+//!   [`MqttListener::add_tls`]: `mqtts://`, usually port 8883), one set of sessions behind
+//!   every port; MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
 //!   The TLS handshake counts against [`MqttConfig::connect_timeout`] and runs off the accept
 //!   loop, so a client that never finishes it blocks nobody.
 //!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
@@ -184,18 +185,28 @@ impl MqttStatsHandle {
     }
 }
 
-/// An MQTT listener bound to a TCP port, feeding a CLASP router.
+/// An MQTT listener feeding a CLASP router: one or more TCP ports (plain MQTT and MQTT over
+/// TLS) sharing one set of sessions, limits and counters.
 pub struct MqttListener {
+    sockets: Vec<Socket>,
+    shared: Arc<session::Shared>,
+}
+
+/// One bound port.
+struct Socket {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<session::Shared>,
 }
 
 impl std::fmt::Debug for MqttListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ports: Vec<(Option<SocketAddr>, bool)> = self
+            .sockets
+            .iter()
+            .map(|s| (s.listener.local_addr().ok(), s.tls.is_some()))
+            .collect();
         f.debug_struct("MqttListener")
-            .field("listener", &self.listener)
-            .field("tls", &self.tls.is_some())
+            .field("ports", &ports)
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +218,9 @@ impl MqttListener {
         handle: RouterHandle,
         config: MqttConfig,
     ) -> Result<MqttListener, MqttError> {
-        Self::bind_with(addr, handle, config, None).await
+        let mut l = Self::new(handle, config)?;
+        l.add_port(addr, None).await?;
+        Ok(l)
     }
 
     /// Binds `addr` for MQTT over TLS (`mqtts://`) with the certificate in `tls`.
@@ -217,31 +230,55 @@ impl MqttListener {
         config: MqttConfig,
         tls: &TlsConfig,
     ) -> Result<MqttListener, MqttError> {
-        // No ALPN list: clients offering "mqtt" (or a cloud vendor's name) are all served.
-        let acceptor = TlsAcceptor::from(Arc::new(tls.server_config(&[])?));
-        Self::bind_with(addr, handle, config, Some(acceptor)).await
+        let mut l = Self::new(handle, config)?;
+        l.add_tls(addr, tls).await?;
+        Ok(l)
     }
 
-    async fn bind_with(
+    /// Also serves MQTT over TLS on `addr`, with the same sessions (a client may leave on one
+    /// port and resume its session on the other) and limits; returns the bound address.
+    pub async fn add_tls(
+        &mut self,
         addr: SocketAddr,
-        handle: RouterHandle,
-        config: MqttConfig,
-        tls: Option<TlsAcceptor>,
-    ) -> Result<MqttListener, MqttError> {
+        tls: &TlsConfig,
+    ) -> Result<SocketAddr, MqttError> {
+        // No ALPN list: clients offering "mqtt" (or a cloud vendor's name) are all served.
+        let acceptor = TlsAcceptor::from(Arc::new(tls.server_config(&[])?));
+        self.add_port(addr, Some(acceptor)).await
+    }
+
+    /// Also serves plain MQTT on `addr`; returns the bound address.
+    pub async fn add_plain(&mut self, addr: SocketAddr) -> Result<SocketAddr, MqttError> {
+        self.add_port(addr, None).await
+    }
+
+    fn new(handle: RouterHandle, config: MqttConfig) -> Result<MqttListener, MqttError> {
         let topics = Topics::new(&config.namespace)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| MqttError::Bind { addr, source })?;
         Ok(MqttListener {
-            listener,
-            tls,
+            sockets: Vec::new(),
             shared: Arc::new(session::Shared::new(handle, config, topics)),
         })
     }
 
-    /// The bound address.
+    async fn add_port(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<SocketAddr, MqttError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MqttError::Bind { addr, source })?;
+        let bound = listener.local_addr()?;
+        self.sockets.push(Socket { listener, tls });
+        Ok(bound)
+    }
+
+    /// The address of the first port bound.
     pub fn local_addr(&self) -> Result<SocketAddr, MqttError> {
-        Ok(self.listener.local_addr()?)
+        match self.sockets.first() {
+            Some(s) => Ok(s.listener.local_addr()?),
+            None => Err(MqttError::Io(std::io::Error::other("no port bound"))),
+        }
     }
 
     /// A view of the listener's counters that outlives [`MqttListener::run`].
@@ -249,41 +286,58 @@ impl MqttListener {
         MqttStatsHandle(self.shared.clone())
     }
 
-    /// Whether connections are TLS (`mqtts://`).
+    /// Whether the first port bound serves TLS (`mqtts://`).
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.sockets.first().is_some_and(|s| s.tls.is_some())
     }
 
-    /// Accepts clients until `shutdown` is cancelled, then closes every connection (MQTT 5:
-    /// DISCONNECT 0x8B) and returns once they are gone.
+    /// Accepts clients on every port until `shutdown` is cancelled, then closes every
+    /// connection (MQTT 5: DISCONNECT 0x8B), ends every kept session and returns once they
+    /// are gone.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let per_ip = Arc::new(IpTable::default());
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        let Some(slot) = per_ip.take(peer.ip(), self.shared.config.max_connections_per_ip) else {
-                            tracing::debug!(%peer, "too many MQTT connections from this address");
-                            continue;
-                        };
-                        let shared = self.shared.clone();
-                        let stop = shutdown.child_token();
-                        let tls = self.tls.clone();
-                        tracker.spawn(serve(shared, stream, peer, slot, tls, stop));
-                    }
-                    Err(e) => {
-                        // Out of descriptors and the like: wait a little instead of spinning.
-                        tracing::warn!(error = %e, "MQTT accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
+        for socket in self.sockets {
+            tracker.spawn(accept_loop(
+                socket,
+                self.shared.clone(),
+                per_ip.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
         }
-        drop(self.listener);
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+/// Accepts connections on one port until `shutdown` is cancelled.
+async fn accept_loop(
+    socket: Socket,
+    shared: Arc<session::Shared>,
+    per_ip: Arc<IpTable>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = socket.listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let Some(slot) = per_ip.take(peer.ip(), shared.config.max_connections_per_ip) else {
+                        tracing::debug!(%peer, "too many MQTT connections from this address");
+                        continue;
+                    };
+                    let stop = shutdown.child_token();
+                    tracker.spawn(serve(shared.clone(), stream, peer, slot, socket.tls.clone(), stop));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
     }
 }
 

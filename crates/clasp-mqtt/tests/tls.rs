@@ -205,3 +205,53 @@ async fn raw_tls_client_gets_connack_and_plain_or_silent_clients_are_closed() {
     assert!(read_to_end(&mut s).await.is_empty());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_left_on_the_plain_port_resumes_over_tls() {
+    use rumqttc::mqttbytes::{QoS, v4};
+    if !have_mosquitto("a_session_left_on_the_plain_port_resumes_over_tls") {
+        return;
+    }
+    let env = Env::start(Setup {
+        also_tls: true,
+        ..Setup::default()
+    })
+    .await;
+    // Plain MQTT 3.1.1, clean session 0: subscribe, leave.
+    let mut s = TcpStream::connect(env.mqtt).await.unwrap();
+    let mut c = v4::Connect::new("roamer");
+    c.clean_session = false;
+    let mut b = BytesMut::new();
+    v4::Packet::Connect(c).write(&mut b, 1 << 20).unwrap();
+    v4::Packet::Subscribe(v4::Subscribe::new("roam/#", QoS::AtLeastOnce))
+        .write(&mut b, 1 << 20)
+        .unwrap();
+    v4::Packet::Disconnect.write(&mut b, 1 << 20).unwrap();
+    s.write_all(&b).await.unwrap();
+    let got = read_to_end(&mut s).await;
+    assert_eq!(
+        &got[..4],
+        &[0x20, 0x02, 0x00, 0x00],
+        "CONNACK, no session yet"
+    );
+    assert_eq!(got[4], 0x90, "SUBACK");
+    env.parked(1).await;
+    let clasp = env.clasp().await;
+    clasp
+        .emit("/roam/news", Value::from("over tls"))
+        .await
+        .unwrap();
+    // Back over TLS with the same client id: the event that came meanwhile.
+    let mut sub = common::mosquitto_over_tls("mosquitto_sub", &env, "mqttv311");
+    sub.args([
+        "-c", "-i", "roamer", "-q", "1", "-t", "roam/#", "-C", "1", "-W", "20",
+    ])
+    .args(["-F", "%t|%p"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let text = common::output_of(sub.spawn().unwrap(), "mosquitto_sub over TLS").await;
+    assert_eq!(text.trim(), "roam/news|over tls");
+    assert_eq!(env.stats.snapshot().resumed, 1);
+    clasp.close().await;
+    env.stop().await;
+}

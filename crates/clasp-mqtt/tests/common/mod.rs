@@ -28,14 +28,18 @@ pub struct Setup {
     pub auth: bool,
     /// MQTT over TLS, with a self-signed certificate for `localhost` and 127.0.0.1.
     pub tls: bool,
+    /// A plain port first, and a TLS port too ([`Env::mqtts`]), one listener behind both.
+    pub also_tls: bool,
 }
 
 /// A router and its MQTT listener; [`Env::stop`] ends both.
 pub struct Env {
     /// The router's WebSocket URL.
     pub ws: String,
-    /// The MQTT listener's address.
+    /// The MQTT listener's (first) address.
     pub mqtt: SocketAddr,
+    /// Its TLS port, if it has one (with `tls`, the same as `mqtt`).
+    pub mqtts: Option<SocketAddr>,
     /// The listener's counters.
     pub stats: MqttStatsHandle,
     /// With auth: a token that may read and write everything.
@@ -72,22 +76,27 @@ impl Env {
         let server = Server::bind(config).await.unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let cafile = dir.path().join("ca.pem");
-        let (listener, cert) = if setup.tls {
+        let tls = (setup.tls || setup.also_tls).then(|| {
             let (tls, cert_pem, _) =
                 TlsConfig::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
             std::fs::write(&cafile, cert_pem).unwrap();
-            let l = MqttListener::bind_tls(addr, server.handle(), setup.config, &tls)
-                .await
-                .unwrap();
-            assert!(l.is_tls());
-            (l, Some(tls.cert_chain[0].clone()))
-        } else {
-            let l = MqttListener::bind(addr, server.handle(), setup.config)
-                .await
-                .unwrap();
-            (l, None)
-        };
+            tls
+        });
+        let mut listener = match &tls {
+            Some(tls) if setup.tls => {
+                MqttListener::bind_tls(addr, server.handle(), setup.config, tls).await
+            }
+            _ => MqttListener::bind(addr, server.handle(), setup.config).await,
+        }
+        .unwrap();
+        assert_eq!(listener.is_tls(), setup.tls);
         let mqtt = listener.local_addr().unwrap();
+        let mqtts = match &tls {
+            Some(_) if setup.tls => Some(mqtt),
+            Some(tls) => Some(listener.add_tls(addr, tls).await.unwrap()),
+            None => None,
+        };
+        let cert = tls.map(|t| t.cert_chain[0].clone());
         let stats = listener.stats();
         let stop = CancellationToken::new();
         let listener = tokio::spawn(listener.run(stop.clone()));
@@ -95,6 +104,7 @@ impl Env {
         Env {
             ws: router.url.clone(),
             mqtt,
+            mqtts,
             stats,
             full,
             readonly,
@@ -193,27 +203,29 @@ pub fn have(programs: &[&str], test: &str) -> bool {
     ok
 }
 
-/// `cmd` (mosquitto_pub or mosquitto_sub) for the listener with MQTT `version` (`mqttv311`,
-/// `5`): `-h 127.0.0.1 -p PORT -V VERSION`, or with TLS `-h localhost` (the certificate's
-/// name) and `--cafile`.
+/// `cmd` (mosquitto_pub or mosquitto_sub) for the listener's first port with MQTT `version`
+/// (`mqttv311`, `5`): `-h 127.0.0.1 -p PORT -V VERSION`, or over TLS if that port is TLS.
 pub fn mosquitto(cmd: &str, env: &Env, version: &str) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(cmd);
-    let host = if env.cert.is_some() {
-        "localhost"
-    } else {
-        "127.0.0.1"
-    };
-    c.args([
-        "-h",
-        host,
-        "-p",
-        &env.mqtt.port().to_string(),
-        "-V",
-        version,
-    ]);
-    if env.cert.is_some() {
-        c.arg("--cafile").arg(&env.cafile);
+    if env.mqtts == Some(env.mqtt) {
+        return mosquitto_over_tls(cmd, env, version);
     }
+    let mut c = tokio::process::Command::new(cmd);
+    let port = env.mqtt.port().to_string();
+    c.args(["-h", "127.0.0.1", "-p", &port, "-V", version]);
+    c.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    c
+}
+
+/// `cmd` for the listener's TLS port: `-h localhost` (the certificate's name) and `--cafile`.
+pub fn mosquitto_over_tls(cmd: &str, env: &Env, version: &str) -> tokio::process::Command {
+    let port = env
+        .mqtts
+        .expect("the listener has a TLS port")
+        .port()
+        .to_string();
+    let mut c = tokio::process::Command::new(cmd);
+    c.args(["-h", "localhost", "-p", &port, "-V", version]);
+    c.arg("--cafile").arg(&env.cafile);
     c.stdin(std::process::Stdio::null()).kill_on_drop(true);
     c
 }
