@@ -19,13 +19,16 @@
 //!   [`MqttConfig::session_expiry`] at most (MQTT 5 CONNACK says when the interval was
 //!   capped). Meanwhile its CLASP session stays open with its subscriptions, and what they
 //!   match is queued: QoS 1 events, and every SET as the latest value per topic, up to
-//!   [`MqttConfig::max_offline_messages`] (the oldest go first, with a warning when the client
-//!   returns). Reconnecting with the same client id, credentials and protocol version and
-//!   clean session 0 resumes it: CONNACK session present 1, the unacknowledged QoS 1 publishes
-//!   again with DUP and their packet ids, then the queue. Other credentials, or clean
+//!   [`MqttConfig::max_offline_messages`] and [`MqttConfig::max_offline_bytes`] (the oldest
+//!   go first, with a warning when the client returns). Reconnecting with the same client id,
+//!   credentials and protocol version and clean session 0 resumes it: CONNACK session present
+//!   1, the unacknowledged QoS 1 publishes again with DUP and their packet ids (no more at
+//!   once than the new receive maximum), then the queue. An MQTT 5 DISCONNECT may change the
+//!   expiry (0 ends the session at once). Other credentials, or clean
 //!   session 1, start a fresh session and end the kept one. Sessions live in memory: a
 //!   router restart ends them. A second connection with the same client id takes over (the
-//!   older one is closed, MQTT 5: DISCONNECT 0x8E, and hands its session over). An empty client id gets a
+//!   older one is closed, MQTT 5: DISCONNECT 0x8E, and hands its session over; one that
+//!   stopped reading is not waited for). An empty client id gets a
 //!   generated one (`auto-…`, sent back to MQTT 5 clients). Will messages are published
 //!   (QoS 0, through the session) when a connection ends without DISCONNECT.
 //! * **Auth**: the password is the CLASP token; with a username only, the username is the
@@ -110,6 +113,9 @@ pub struct MqttConfig {
     /// Most messages queued for a client that is away (QoS 1 events, and the latest SET per
     /// topic); past it the oldest is dropped, and a warning says how many when it returns.
     pub max_offline_messages: usize,
+    /// Most bytes (topics and payloads) queued for one client that is away; past it the
+    /// oldest messages are dropped as for [`MqttConfig::max_offline_messages`].
+    pub max_offline_bytes: usize,
     /// Most sessions kept at once for clients that are away (each is a router session);
     /// past it a leaving client's session ends with its connection.
     pub max_kept_sessions: usize,
@@ -128,6 +134,7 @@ impl Default for MqttConfig {
             max_backlog: 65_536,
             session_expiry: Duration::from_secs(3600),
             max_offline_messages: 1000,
+            max_offline_bytes: 256 * 1024,
             max_kept_sessions: 1000,
         }
     }

@@ -190,9 +190,11 @@ pub(crate) enum Inbound {
         filters: Vec<String>,
     },
     PingReq,
-    /// `will`: v5 reason 0x04, publish the will anyway.
+    /// `will`: v5 reason 0x04, publish the will anyway. `session_expiry`: v5, a new session
+    /// expiry interval (0: end the session now).
     Disconnect {
         will: bool,
+        session_expiry: Option<u32>,
     },
     /// A packet a client must not send here (a second CONNECT, a CONNACK, AUTH...).
     Unexpected(&'static str),
@@ -235,7 +237,10 @@ pub(crate) fn decode(version: Version, packet: BytesMut) -> Result<Inbound, Stri
                     filters: u.topics,
                 },
                 v4::Packet::PingReq => Inbound::PingReq,
-                v4::Packet::Disconnect => Inbound::Disconnect { will: false },
+                v4::Packet::Disconnect => Inbound::Disconnect {
+                    will: false,
+                    session_expiry: None,
+                },
                 v4::Packet::Connect(_) => Inbound::Unexpected("a second CONNECT"),
                 _ => Inbound::Unexpected("a server-to-client packet"),
             })
@@ -290,6 +295,7 @@ pub(crate) fn decode(version: Version, packet: BytesMut) -> Result<Inbound, Stri
                 v5::Packet::PingReq(_) => Inbound::PingReq,
                 v5::Packet::Disconnect(d) => Inbound::Disconnect {
                     will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+                    session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
                 },
                 v5::Packet::Connect(..) => Inbound::Unexpected("a second CONNECT"),
                 v5::Packet::Auth(_) => Inbound::Unexpected("AUTH (enhanced authentication)"),

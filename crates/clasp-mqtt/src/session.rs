@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -62,6 +62,9 @@ struct Live {
     kicked: CancellationToken,
     /// Cancelled once the connection has ended and, if it keeps one, parked its session.
     done: CancellationToken,
+    /// Set (under the `parked` lock) by the newer connection once it has looked for the
+    /// session: a session parked after that would be stale, so it is not kept.
+    abandoned: Arc<AtomicBool>,
 }
 
 /// A session kept after its connection ended (MQTT 3.1.1 clean session 0, MQTT 5 session
@@ -263,6 +266,7 @@ pub(crate) async fn serve<R, W>(
     let kicked = CancellationToken::new();
     let done = CancellationToken::new();
     let done_guard = done.clone().drop_guard();
+    let abandoned = Arc::new(AtomicBool::new(false));
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
     let older = shared.clients.lock().insert(
         client_id.clone(),
@@ -270,20 +274,36 @@ pub(crate) async fn serve<R, W>(
             generation,
             kicked: kicked.clone(),
             done,
+            abandoned: abandoned.clone(),
         },
     );
-    if let Some(old) = older {
+    if let Some(old) = &older {
         tracing::info!(
             client_id,
             "MQTT client id reconnected: the older connection is taken over"
         );
         old.kicked.cancel();
-        let _ = tokio::time::timeout(TAKEOVER_WAIT, old.done.cancelled()).await;
+        if tokio::time::timeout(TAKEOVER_WAIT, old.done.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                client_id,
+                "the older MQTT connection did not end in time; its session is not resumed"
+            );
+        }
     }
     let (keep, expiry_reply) = session_keep(version, &connect, &shared.config);
     // A kept session resumes with the same credentials and protocol version; otherwise (or
-    // with a clean session / clean start) it ends here.
-    let parked = shared.parked.lock().remove(&client_id);
+    // with a clean session / clean start) it ends here. Whatever the older connection has not
+    // parked by now is never kept.
+    let parked = {
+        let mut parked = shared.parked.lock();
+        if let Some(old) = &older {
+            old.abandoned.store(true, Ordering::Release);
+        }
+        parked.remove(&client_id)
+    };
     let mut resumed = None;
     if let Some(p) = parked
         && !connect.clean
@@ -312,6 +332,7 @@ pub(crate) async fn serve<R, W>(
             s.client_max = client_max;
             s.will = connect.will.clone();
             s.closing = None;
+            s.disconnect_expiry = None;
             s.out = out;
             s
         }
@@ -328,8 +349,11 @@ pub(crate) async fn serve<R, W>(
             window,
             next_pkid: 1,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            reserved: HashSet::new(),
             offline: false,
             dropped: 0,
+            disconnect_expiry: None,
             qos2: HashSet::new(),
             out,
             client_max,
@@ -386,9 +410,32 @@ pub(crate) async fn serve<R, W>(
     {
         session.publish_will(will);
     }
-    let _ = session.flush(&mut writer).await;
-    let _ = tokio::time::timeout(wt, writer.shutdown()).await;
+    // A connection taken over may be stuck: its last bytes get a short chance only.
+    let t = if end == End::TakenOver {
+        HANDOVER_FLUSH
+    } else {
+        wt
+    };
+    let _ = session.flush(&mut writer, t).await;
+    let _ = tokio::time::timeout(t, writer.shutdown()).await;
     drop((reader, writer, ip_slot, _slot));
+    tracing::debug!(?peer, client_id, ?end, "MQTT client gone");
+    let mut keep = keep;
+    if let End::Disconnect(_) = end
+        && let Some(asked) = session.disconnect_expiry.take()
+        && !keep.is_zero()
+    {
+        // MQTT 5: DISCONNECT may change the expiry (0 ends the session now). After a
+        // CONNECT without one, a non-zero value is a protocol error and is ignored.
+        keep = expiry(asked).min(shared.config.session_expiry);
+    }
+    let kept = if keep.is_zero() || end == End::Closed {
+        Err("no session kept")
+    } else {
+        session.park_entry(&client_id, generation, credentials, &abandoned)
+    };
+    // No longer live: after the session is parked, so that a newer connection with this
+    // client id finds either the live one (and waits) or the parked one.
     {
         let mut clients = shared.clients.lock();
         if clients
@@ -398,34 +445,34 @@ pub(crate) async fn serve<R, W>(
             clients.remove(&client_id);
         }
     }
-    tracing::debug!(?peer, client_id, ?end, "MQTT client gone");
-    if keep.is_zero() || end == End::Closed {
-        shared.handle.close(session.conn);
-        return;
+    drop(done_guard);
+    match kept {
+        Ok(resume) => {
+            session
+                .parked(client_id, generation, resume, keep, &shutdown)
+                .await;
+        }
+        Err(reason) => {
+            tracing::debug!(client_id, reason, "MQTT session ended");
+            shared.handle.close(session.conn);
+        }
     }
-    if shared.parked_count() >= shared.config.max_kept_sessions {
-        tracing::info!(
-            client_id,
-            limit = shared.config.max_kept_sessions,
-            "MQTT session not kept: the listener keeps as many as it may already"
-        );
-        shared.handle.close(session.conn);
-        return;
-    }
-    session
-        .park(
-            client_id,
-            generation,
-            credentials,
-            keep,
-            done_guard,
-            &shutdown,
-        )
-        .await;
 }
 
 /// How long a newer connection waits for the one it takes over to end.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a connection taken over may take to send its last bytes (MQTT 5 DISCONNECT 0x8E).
+const HANDOVER_FLUSH: Duration = Duration::from_secs(1);
+
+/// An MQTT session expiry interval (`u32::MAX`: never).
+fn expiry(secs: u32) -> Duration {
+    if secs == u32::MAX {
+        Duration::MAX
+    } else {
+        Duration::from_secs(u64::from(secs))
+    }
+}
 
 /// How long the session outlives the connection, and the MQTT 5 session expiry to tell the
 /// client when it is not the one it asked for.
@@ -439,12 +486,7 @@ fn session_keep(
         Version::V4 if connect.clean => (Duration::ZERO, None),
         Version::V4 => (cap, None),
         Version::V5 => {
-            let asked = connect.session_expiry.unwrap_or(0);
-            let wanted = if asked == u32::MAX {
-                Duration::MAX
-            } else {
-                Duration::from_secs(u64::from(asked))
-            };
+            let wanted = expiry(connect.session_expiry.unwrap_or(0));
             let used = wanted.min(cap);
             let reply =
                 (used != wanted).then(|| u32::try_from(used.as_secs()).unwrap_or(u32::MAX - 1));
@@ -521,6 +563,15 @@ struct Pending {
     retain: bool,
     /// From a SET: only its latest value matters while the client is away.
     state: bool,
+    /// Sent before and not acknowledged: its packet id, to send it again with DUP.
+    redelivery: Option<u16>,
+}
+
+impl Pending {
+    /// What it costs in a queue, roughly.
+    fn size(&self) -> usize {
+        self.topic.len() + self.payload.len() + 32
+    }
 }
 
 #[derive(Debug)]
@@ -540,10 +591,16 @@ struct Session {
     /// Publishes waiting for room in the in-flight window (the outbox is not drained
     /// meanwhile), or for the client's return while the session is parked.
     backlog: VecDeque<Pending>,
+    /// Bytes of topics and payloads in the backlog.
+    backlog_bytes: usize,
+    /// Packet ids of unacknowledged publishes waiting in the backlog to be sent again.
+    reserved: HashSet<u16>,
     /// Parked: no connection; publishes go to the backlog (see [`Session::queue_offline`]).
     offline: bool,
     /// Messages dropped from a full offline queue since the client was last told.
     dropped: u64,
+    /// MQTT 5: the session expiry interval the client's DISCONNECT asked for.
+    disconnect_expiry: Option<u32>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -574,13 +631,28 @@ impl Session {
         if let Some(end) = self.process_input(inbuf, &mut deadline, keep_alive.unwrap_or(far)) {
             return end;
         }
+        let wt = self.shared.config.write_timeout;
         loop {
-            if self.flush(writer).await.is_err() {
-                return End::Lost;
+            // A takeover does not wait for a client that stopped reading.
+            let stuck = tokio::select! {
+                biased;
+                r = self.flush(writer, wt) => match r {
+                    Ok(()) => false,
+                    Err(_) => return End::Lost,
+                },
+                () = kicked.cancelled() => true,
+            };
+            if stuck {
+                return End::TakenOver;
             }
             if let Some((reason, end)) = self.closing.take() {
                 self.emit(Outbound::Disconnect { reason });
-                let _ = self.flush(writer).await;
+                let t = if end == End::TakenOver {
+                    HANDOVER_FLUSH
+                } else {
+                    wt
+                };
+                let _ = self.flush(writer, t).await;
                 return end;
             }
             tokio::select! {
@@ -651,11 +723,15 @@ impl Session {
         self.closing.get_or_insert((reason, end));
     }
 
-    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+    /// Writes what is encoded, within `t`.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        t: Duration,
+    ) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let t = self.shared.config.write_timeout;
         // The flush matters for TLS, which may hold records back; for TCP it does nothing.
         let r = tokio::time::timeout(t, async {
             writer.write_all(&self.out).await?;
@@ -714,7 +790,13 @@ impl Session {
             }
             Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
             Inbound::PingReq => self.emit(Outbound::PingResp),
-            Inbound::Disconnect { will } => return Some(End::Disconnect(will)),
+            Inbound::Disconnect {
+                will,
+                session_expiry,
+            } => {
+                self.disconnect_expiry = session_expiry;
+                return Some(End::Disconnect(will));
+            }
             Inbound::Unexpected(what) => {
                 tracing::debug!(what, "unexpected MQTT packet from a client");
                 self.close(0x82, End::Violation);
@@ -982,6 +1064,7 @@ impl Session {
                                 qos,
                                 retain: true,
                                 state: true,
+                                redelivery: None,
                             });
                         }
                     }
@@ -1029,6 +1112,7 @@ impl Session {
             qos,
             retain,
             state: is_set,
+            redelivery: None,
         });
     }
 
@@ -1043,10 +1127,26 @@ impl Session {
                 self.close(0x97, End::Closed);
                 return;
             }
-            self.backlog.push_back(p);
+            self.push_back(p);
             return;
         }
         self.send_publish(p, None);
+    }
+
+    fn push_back(&mut self, p: Pending) {
+        self.backlog_bytes += p.size();
+        self.backlog.push_back(p);
+    }
+
+    fn push_front(&mut self, p: Pending) {
+        self.backlog_bytes += p.size();
+        self.backlog.push_front(p);
+    }
+
+    fn take_backlog(&mut self, i: usize) -> Option<Pending> {
+        let p = self.backlog.remove(i)?;
+        self.backlog_bytes -= p.size();
+        Some(p)
     }
 
     /// Keeps `p` for a client that is away: QoS 1 messages, and every SET (only the latest
@@ -1060,18 +1160,25 @@ impl Session {
             && let Some(i) = self
                 .backlog
                 .iter()
-                .position(|q| q.state && q.topic == p.topic)
+                .position(|q| q.state && q.redelivery.is_none() && q.topic == p.topic)
         {
-            self.backlog.remove(i);
+            self.take_backlog(i);
         }
-        self.backlog.push_back(p);
+        self.push_back(p);
         self.trim_offline();
     }
 
+    /// Drops the oldest queued messages while the queue is over its count or byte limit.
+    /// Unacknowledged publishes waiting to be sent again are kept (MQTT requires them; the
+    /// in-flight window bounds them).
     fn trim_offline(&mut self) {
-        let max = self.shared.config.max_offline_messages.max(1);
-        while self.backlog.len() > max {
-            self.backlog.pop_front();
+        let cfg = &self.shared.config;
+        let (max, max_bytes) = (cfg.max_offline_messages.max(1), cfg.max_offline_bytes);
+        while self.backlog.len() > max || self.backlog_bytes > max_bytes {
+            let Some(i) = self.backlog.iter().position(|p| p.redelivery.is_none()) else {
+                break;
+            };
+            self.take_backlog(i);
             self.dropped += 1;
             self.shared.offline_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -1083,7 +1190,7 @@ impl Session {
             Some(id) => id,
             None if p.qos > 0 => {
                 let mut id = self.next_pkid;
-                while self.inflight.contains_key(&id) {
+                while self.inflight.contains_key(&id) || self.reserved.contains(&id) {
                     id = id.wrapping_add(1).max(1);
                 }
                 self.next_pkid = id.wrapping_add(1).max(1);
@@ -1116,35 +1223,88 @@ impl Session {
             if p.qos > 0 && self.inflight.len() >= self.window {
                 break;
             }
-            if let Some(p) = self.backlog.pop_front() {
-                self.send_publish(p, None);
+            if let Some(mut p) = self.take_backlog(0) {
+                let dup = p.redelivery.take();
+                if let Some(id) = dup {
+                    self.reserved.remove(&id);
+                }
+                self.send_publish(p, dup);
             }
         }
     }
 
     /// After a resume: the unacknowledged QoS 1 publishes again (same packet ids, DUP set,
-    /// in their first order), then what was queued while the client was away.
+    /// in their first order, as many as the client's in-flight window takes; the rest wait
+    /// first in the queue), then what was queued while the client was away.
     fn redeliver(&mut self) {
         let mut unacked: Vec<(u16, (u64, Pending))> = self.inflight.drain().collect();
         unacked.sort_by_key(|(_, (seq, _))| *seq);
-        for (pkid, (_, p)) in unacked {
-            self.send_publish(p, Some(pkid));
+        let mut later = Vec::new();
+        for (i, (pkid, (_, mut p))) in unacked.into_iter().enumerate() {
+            if i < self.window {
+                self.send_publish(p, Some(pkid));
+            } else {
+                p.redelivery = Some(pkid);
+                self.reserved.insert(pkid);
+                later.push(p);
+            }
+        }
+        for p in later.into_iter().rev() {
+            self.push_front(p);
         }
         self.pump_backlog();
     }
 
-    /// Keeps the session after its connection ended, for `keep`: the CLASP session stays
-    /// open, what it delivers is queued ([`Session::queue_offline`]), and a reconnecting
-    /// client with the same id and credentials takes the session back. Ends (closing the
-    /// CLASP session) on expiry, listener shutdown, the router closing the session, or a clean
-    /// session replacing it.
-    async fn park(
+    /// Registers the session as kept for its client's return, unless a newer connection has
+    /// gone ahead without it, a newer session is kept already, or the listener keeps as many
+    /// as it may. Returns the channel a returning client asks for the session on.
+    fn park_entry(
+        &mut self,
+        client_id: &str,
+        generation: u64,
+        token: Option<String>,
+        abandoned: &AtomicBool,
+    ) -> Result<mpsc::Receiver<oneshot::Sender<Box<Session>>>, &'static str> {
+        let (tx, rx) = mpsc::channel(1);
+        let max = self.shared.config.max_kept_sessions;
+        let mut parked = self.shared.parked.lock();
+        if abandoned.load(Ordering::Acquire) {
+            return Err("a newer connection went ahead without it");
+        }
+        match parked.get(client_id) {
+            Some(p) if p.generation > generation => return Err("a newer session is kept"),
+            None if parked.len() >= max => {
+                tracing::info!(
+                    client_id,
+                    limit = max,
+                    "MQTT session not kept: the listener keeps as many as it may already"
+                );
+                return Err("too many kept sessions");
+            }
+            _ => {}
+        }
+        parked.insert(
+            client_id.to_owned(),
+            Parked {
+                generation,
+                version: self.version,
+                token,
+                resume: tx,
+            },
+        );
+        Ok(rx)
+    }
+
+    /// Keeps the parked session for `keep`: the CLASP session stays open, what it delivers
+    /// is queued ([`Session::queue_offline`]), and a returning client takes the session back
+    /// through `resume`. Ends (closing the CLASP session) on expiry, listener shutdown, the
+    /// router closing the session, or a new session replacing it.
+    async fn parked(
         mut self: Box<Self>,
         client_id: String,
         generation: u64,
-        token: Option<String>,
+        mut resume: mpsc::Receiver<oneshot::Sender<Box<Session>>>,
         keep: Duration,
-        done: tokio_util::sync::DropGuard,
         shutdown: &CancellationToken,
     ) {
         enum Wake {
@@ -1157,18 +1317,6 @@ impl Session {
         self.closing = None;
         self.trim_offline();
         let shared = self.shared.clone();
-        let (tx, mut rx) = mpsc::channel(1);
-        shared.parked.lock().insert(
-            client_id.clone(),
-            Parked {
-                generation,
-                version: self.version,
-                token,
-                resume: tx,
-            },
-        );
-        // A newer connection waiting for this one can look for the session now.
-        drop(done);
         tracing::debug!(
             client_id,
             keep_secs = keep.as_secs(),
@@ -1186,7 +1334,7 @@ impl Session {
                 } => Wake::End("session expired"),
                 () = self.outbox.closed() => Wake::End("closed by the router"),
                 () = self.outbox.ready() => Wake::Ready,
-                r = rx.recv() => match r {
+                r = resume.recv() => match r {
                     Some(reply) => Wake::Resume(reply),
                     None => Wake::End("replaced by a new session"),
                 },

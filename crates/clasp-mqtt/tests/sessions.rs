@@ -306,55 +306,102 @@ async fn the_offline_queue_is_bounded_and_keeps_the_latest_state() {
     env.stop().await;
 }
 
-/// A raw MQTT 5 CONNECT (clean start `clean`, session expiry `expiry`); returns the stream,
-/// CONNACK's session-present flag and its session expiry property.
-async fn connect_v5(
-    env: &Env,
-    id: &str,
-    clean: bool,
-    expiry: Option<u32>,
-) -> (TcpStream, bool, Option<u32>) {
-    let c = v5::Connect {
-        keep_alive: 60,
-        client_id: id.into(),
-        clean_start: clean,
-        properties: Some(v5::ConnectProperties {
-            session_expiry_interval: expiry,
-            ..v5::ConnectProperties::default()
-        }),
-    };
-    let mut b = BytesMut::new();
-    v5::Packet::Connect(c, None, None)
-        .write(&mut b, None)
-        .unwrap();
-    let mut s = TcpStream::connect(env.mqtt).await.unwrap();
-    s.write_all(&b).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        match v5::Packet::read(&mut buf, None) {
-            Ok(v5::Packet::ConnAck(a)) => {
-                assert_eq!(a.code, v5::ConnectReturnCode::Success);
-                let expiry = a.properties.and_then(|p| p.session_expiry_interval);
-                return (s, a.session_present, expiry);
-            }
-            Ok(other) => panic!("expected CONNACK, got {other:?}"),
-            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
-                let n = tokio::time::timeout(WAIT, s.read_buf(&mut buf))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(n > 0, "closed before CONNACK");
-            }
-            Err(e) => panic!("bad CONNACK: {e}"),
-        }
-    }
+/// A raw MQTT 5 client.
+struct Raw5 {
+    s: TcpStream,
+    buf: BytesMut,
 }
 
-/// MQTT 5 DISCONNECT (normal), then waits for the close.
-async fn disconnect_v5(mut s: TcpStream) {
-    s.write_all(&[0xE0, 0x00]).await.unwrap();
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+impl Raw5 {
+    /// Connects as `id` (clean start `clean`, session expiry `expiry`, receive maximum
+    /// `receive_max`); returns the client, CONNACK's session-present flag and its session
+    /// expiry property.
+    async fn connect(
+        env: &Env,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+        receive_max: Option<u16>,
+    ) -> (Raw5, bool, Option<u32>) {
+        let c = v5::Connect {
+            keep_alive: 60,
+            client_id: id.into(),
+            clean_start: clean,
+            properties: Some(v5::ConnectProperties {
+                session_expiry_interval: expiry,
+                receive_maximum: receive_max,
+                ..v5::ConnectProperties::default()
+            }),
+        };
+        let mut raw = Raw5 {
+            s: TcpStream::connect(env.mqtt).await.unwrap(),
+            buf: BytesMut::new(),
+        };
+        raw.send(v5::Packet::Connect(c, None, None)).await;
+        match raw.next().await {
+            v5::Packet::ConnAck(a) => {
+                assert_eq!(a.code, v5::ConnectReturnCode::Success);
+                let expiry = a.properties.and_then(|p| p.session_expiry_interval);
+                (raw, a.session_present, expiry)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, p: v5::Packet) {
+        let mut b = BytesMut::new();
+        p.write(&mut b, None).unwrap();
+        self.s.write_all(&b).await.unwrap();
+    }
+
+    async fn read(&mut self) -> Option<v5::Packet> {
+        loop {
+            match v5::Packet::read(&mut self.buf, None) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("bad packet from the listener: {e}"),
+            }
+            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> v5::Packet {
+        tokio::time::timeout(WAIT, self.read())
+            .await
+            .expect("no MQTT packet")
+            .expect("connection closed")
+    }
+
+    async fn publish(&mut self) -> v5::Publish {
+        loop {
+            if let v5::Packet::Publish(p) = self.next().await {
+                return p;
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        let f = v5::Filter::new(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+        self.send(v5::Packet::Subscribe(v5::Subscribe::new(f, None)))
+            .await;
+        while !matches!(self.next().await, v5::Packet::SubAck(_)) {}
+    }
+
+    /// DISCONNECT (normal; with a session expiry property if `expiry`), then waits for the
+    /// close.
+    async fn disconnect(mut self, expiry: Option<u32>) {
+        match expiry {
+            None => self.s.write_all(&[0xE0, 0x00]).await.unwrap(),
+            Some(e) => {
+                let mut b = vec![0xE0, 0x07, 0x00, 0x05, 0x11];
+                b.extend_from_slice(&e.to_be_bytes());
+                self.s.write_all(&b).await.unwrap();
+            }
+        }
+        let _ = tokio::time::timeout(WAIT, async { while self.read().await.is_some() {} }).await;
+    }
 }
 
 #[tokio::test]
@@ -368,23 +415,23 @@ async fn mqtt5_session_expiry_is_honoured_and_capped() {
     )
     .await;
     // No session expiry property: 0, the session ends with the connection.
-    let (s, _, reply) = connect_v5(&env, "v5", false, None).await;
+    let (s, _, reply) = Raw5::connect(&env, "v5", false, None, None).await;
     assert_eq!(reply, None);
-    disconnect_v5(s).await;
+    s.disconnect(None).await;
     // 60 s asked, 1 s allowed: CONNACK says so, and the session is kept for that long.
-    let (s, present, reply) = connect_v5(&env, "v5", false, Some(60)).await;
+    let (s, present, reply) = Raw5::connect(&env, "v5", false, Some(60), None).await;
     assert!(!present);
     assert_eq!(reply, Some(1));
-    disconnect_v5(s).await;
+    s.disconnect(None).await;
     env.parked(1).await;
-    let (s, present, reply) = connect_v5(&env, "v5", false, Some(u32::MAX)).await;
+    let (s, present, reply) = Raw5::connect(&env, "v5", false, Some(u32::MAX), None).await;
     assert!(present);
     assert_eq!(reply, Some(1), "the capped expiry is told to the client");
-    disconnect_v5(s).await;
+    s.disconnect(None).await;
     env.parked(1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.stats.snapshot().parked, 0, "expired");
-    let (_s, present, _) = connect_v5(&env, "v5", false, Some(1)).await;
+    let (_s, present, _) = Raw5::connect(&env, "v5", false, Some(1), None).await;
     assert!(!present);
     env.stop().await;
 }
@@ -435,6 +482,178 @@ async fn mosquitto_sub_with_a_persistent_session_gets_what_came_while_it_was_awa
         assert_eq!(text.trim(), format!("persist/{v}/doorbell|ding"), "-V {v}");
         env.parked(kept).await;
     }
+    clasp.close().await;
+    env.stop().await;
+}
+
+/// A client that stopped reading, with its socket full, and a CLASP client filling it.
+async fn stuck_client(env: &Env, clasp: &clasp_client::Client, id: &str) -> Raw {
+    let (mut a, _) = Raw::connect(env, id, false, None).await;
+    a.subscribe("big/#", rumqttc::mqttbytes::QoS::AtMostOnce)
+        .await;
+    let big = Value::String("z".repeat(16_000).into());
+    for _ in 0..1500 {
+        clasp.emit("/big/t", big.clone()).await.unwrap();
+    }
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_a_client_that_stopped_reading_hands_its_session_over_at_once() {
+    // Writes to the stuck client would give up only after 20 s, well past the 5 s a newer
+    // connection waits for the handover.
+    let env = env_with(
+        MqttConfig {
+            write_timeout: Duration::from_secs(20),
+            ..MqttConfig::default()
+        },
+        false,
+    )
+    .await;
+    let clasp = env.clasp().await;
+
+    // Clean session 1 over a stuck one: the old session ends, and is not kept later either.
+    let a = stuck_client(&env, &clasp, "stuck1").await;
+    let (b, present) = Raw::connect(&env, "stuck1", true, None).await;
+    assert!(!present);
+    b.disconnect().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.stats.snapshot().connected > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            env.stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(env.stats.snapshot().parked, 0, "no stale session kept");
+    drop(a);
+
+    // Clean session 0 over a stuck one: the session (and its subscription) is handed over.
+    let a = stuck_client(&env, &clasp, "stuck2").await;
+    let (mut b, present) = Raw::connect(&env, "stuck2", false, None).await;
+    assert!(present, "handed over despite the full socket");
+    drop(a);
+    b.subscribe("new/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    b.disconnect().await;
+    env.parked(1).await;
+    clasp.emit("/new/x", Value::Int(1)).await.unwrap();
+    let (mut c, present) = Raw::connect(&env, "stuck2", false, None).await;
+    assert!(present);
+    // Whatever of the flood is still queued may come first; the QoS 1 event is there.
+    loop {
+        let p = c.publish().await;
+        if p.topic == "new/x" {
+            break;
+        }
+    }
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_expiry_0_ends_the_session() {
+    let env = Env::plain().await;
+    let (s, _, _) = Raw5::connect(&env, "bye", false, Some(600), None).await;
+    s.disconnect(Some(0)).await;
+    let (s, present, _) = Raw5::connect(&env, "bye", false, Some(600), None).await;
+    assert!(
+        !present,
+        "DISCONNECT with session expiry 0 ended the session"
+    );
+    // Without the property the CONNECT's expiry holds.
+    s.disconnect(None).await;
+    env.parked(1).await;
+    let (_s, present, _) = Raw5::connect(&env, "bye", false, Some(600), None).await;
+    assert!(present);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_redelivery_respects_the_new_receive_maximum() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let (mut a, _, _) = Raw5::connect(&env, "window", false, Some(600), Some(10)).await;
+    a.subscribe("w/#").await;
+    for n in 0..5 {
+        clasp.emit(&format!("/w/{n}"), Value::Int(n)).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(a.publish().await.pkid);
+    }
+    // Gone without acknowledging any; back with room for two at a time.
+    drop(a);
+    env.parked(1).await;
+    let (mut a, present, _) = Raw5::connect(&env, "window", false, Some(600), Some(2)).await;
+    assert!(present);
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        let p = a.publish().await;
+        assert!(p.dup);
+        again.push(p.pkid);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a.read())
+            .await
+            .is_err(),
+        "more in flight than the receive maximum allows"
+    );
+    // Each PUBACK lets the next one through, with its original packet id.
+    while again.len() < 5 {
+        let acked = again[again.len() - 2];
+        a.send(v5::Packet::PubAck(v5::PubAck::new(acked, None)))
+            .await;
+        let p = a.publish().await;
+        assert!(p.dup);
+        again.push(p.pkid);
+    }
+    assert_eq!(again, ids, "the same packet ids, in their first order");
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_offline_queue_is_bounded_in_bytes_too() {
+    // Room for about two of the messages below (each costs its topic, payload and 32).
+    let env = env_with(
+        MqttConfig {
+            max_offline_bytes: 300,
+            ..MqttConfig::default()
+        },
+        false,
+    )
+    .await;
+    let clasp = env.clasp().await;
+    let (mut a, _) = Raw::connect(&env, "bytes", false, None).await;
+    a.subscribe("b/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    a.disconnect().await;
+    env.parked(1).await;
+    let payload = "x".repeat(100);
+    for n in 1..=4 {
+        let address = format!("/b/{n}");
+        clasp
+            .emit(&address, Value::from(payload.as_str()))
+            .await
+            .unwrap();
+    }
+    // A round trip: the router has handled the events.
+    clasp.set("/other", Value::Int(1)).await.unwrap();
+    assert_eq!(clasp.get("/other").await.unwrap(), Value::Int(1));
+    let (mut a, present) = Raw::connect(&env, "bytes", false, None).await;
+    assert!(present);
+    let mut topics = Vec::new();
+    for _ in 0..2 {
+        let p = a.publish().await;
+        a.send(v4::Packet::PubAck(v4::PubAck::new(p.pkid))).await;
+        topics.push(p.topic);
+    }
+    assert_eq!(topics, ["b/3", "b/4"]);
+    assert!(a.try_next(Duration::from_millis(300)).await.is_none());
+    assert_eq!(env.stats.snapshot().offline_dropped, 2);
     clasp.close().await;
     env.stop().await;
 }
