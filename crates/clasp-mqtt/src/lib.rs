@@ -55,7 +55,11 @@
 //! * **Refusals**: a subscription the router refuses gets SUBACK 0x80 (3.1.1) or 0x87 / 0x8F /
 //!   0x97 (5) and is not installed. Shared subscriptions, subscription identifiers and topic
 //!   aliases are not supported (SUBACK 0x9E, DISCONNECT 0xA1 / 0x94). UNSUBSCRIBE removes the
-//!   CLASP subscriptions. MQTT 5 no-local is not honoured (CLASP echoes SETs to the writer).
+//!   CLASP subscriptions.
+//! * **Own publishes**: as in MQTT, a client's publish comes back to its own matching
+//!   subscriptions (the router echoes SETs; CLASP does not send an event back to its sender,
+//!   so the listener does), except to MQTT 5 no-local subscriptions, which skip the router's
+//!   echo of the client's own SET and its own events.
 //! * A rate-limited write is dropped by the router without an ERROR after the first one per
 //!   second, so such writes can be acknowledged as if accepted.
 #![forbid(unsafe_code)]

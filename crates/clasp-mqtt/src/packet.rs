@@ -159,6 +159,8 @@ pub(crate) struct SubRequest {
     pub(crate) rap: bool,
     /// v5 retain handling: 0 send retained, 1 only for a new subscription, 2 never.
     pub(crate) retain_handling: u8,
+    /// v5 no-local: the client's own publishes are not sent back to it.
+    pub(crate) no_local: bool,
 }
 
 /// A PUBLISH from the client.
@@ -228,6 +230,7 @@ pub(crate) fn decode(version: Version, packet: BytesMut) -> Result<Inbound, Stri
                             qos: f.qos as u8,
                             rap: false,
                             retain_handling: 0,
+                            no_local: false,
                         })
                         .collect(),
                     subscription_id: false,
@@ -274,6 +277,7 @@ pub(crate) fn decode(version: Version, packet: BytesMut) -> Result<Inbound, Stri
                                 filter: f.path,
                                 qos: f.qos as u8,
                                 rap: f.preserve_retain,
+                                no_local: f.nolocal,
                                 retain_handling: match f.retain_forward_rule {
                                     v5::RetainForwardRule::OnEverySubscribe => 0,
                                     v5::RetainForwardRule::OnNewSubscribe => 1,

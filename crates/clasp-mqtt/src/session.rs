@@ -354,6 +354,7 @@ pub(crate) async fn serve<R, W>(
             offline: false,
             dropped: 0,
             disconnect_expiry: None,
+            echo: None,
             qos2: HashSet::new(),
             out,
             client_max,
@@ -549,6 +550,8 @@ struct Sub {
     ids: Vec<u32>,
     qos: u8,
     rap: bool,
+    /// MQTT 5 no-local.
+    no_local: bool,
 }
 
 /// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
@@ -601,6 +604,9 @@ struct Session {
     dropped: u64,
     /// MQTT 5: the session expiry interval the client's DISCONNECT asked for.
     disconnect_expiry: Option<u32>,
+    /// While the router handles this client's retained publish: its address and value, to
+    /// recognise the router's echo of it (kept from no-local subscriptions).
+    echo: Option<(String, Value)>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -836,40 +842,58 @@ impl Session {
                 0x90
             }
             Ok(address) => {
+                let value = if p.retain && p.payload.is_empty() {
+                    Value::Null
+                } else {
+                    payload::to_value(&p.payload)
+                };
                 let msg = if p.retain {
-                    let value = if p.payload.is_empty() {
-                        Value::Null
-                    } else {
-                        payload::to_value(&p.payload)
-                    };
+                    // The router sends the SET back to this session (CLASP echoes SETs to the
+                    // writer): a no-local subscription must not see it.
+                    self.echo = Some((address.clone(), value.clone()));
                     Message::Set(Set {
-                        address: address.into(),
-                        value,
+                        address: address.as_str().into(),
+                        value: value.clone(),
                         ..Set::default()
                     })
                 } else {
                     Message::Publish(ClaspPublish {
-                        address: address.into(),
+                        address: address.as_str().into(),
                         signal: SignalType::Event,
-                        payload: PublishPayload::Value(payload::to_value(&p.payload)),
+                        payload: PublishPayload::Value(value.clone()),
                         ..ClaspPublish::default()
                     })
                 };
-                match encode_with(&msg, FrameOptions::with_qos(Qos::Fire)) {
-                    Ok(frame) => match self.request(&[frame], None).first() {
-                        None => 0,
-                        Some(e) => {
-                            tracing::debug!(code = e.code.code(), reason = %e.message, "router refused an MQTT publish");
-                            error_reason(e.code)
-                        }
-                    },
+                let answer = match encode_with(&msg, FrameOptions::with_qos(Qos::Fire)) {
+                    Ok(frame) => self.request(&[frame], None).first().cloned(),
                     Err(e) => {
                         tracing::debug!(error = %e, "MQTT publish cannot be encoded for CLASP");
-                        0x99
+                        self.echo = None;
+                        return self.ack_publish(&p, 0x99);
+                    }
+                };
+                self.echo = None;
+                match answer {
+                    None => {
+                        if !p.retain {
+                            // CLASP does not send an event back to its sender, MQTT does
+                            // (unless no-local).
+                            self.deliver(&address, payload::to_payload(&value), false, true);
+                        }
+                        0
+                    }
+                    Some(e) => {
+                        tracing::debug!(code = e.code.code(), reason = %e.message, "router refused an MQTT publish");
+                        error_reason(e.code)
                     }
                 }
             }
         };
+        self.ack_publish(&p, reason);
+    }
+
+    /// Answers a QoS 1 or 2 publish with `reason` (0: accepted).
+    fn ack_publish(&mut self, p: &Publish, reason: u8) {
         match p.qos {
             0 => {}
             1 => self.emit(Outbound::PubAck {
@@ -918,6 +942,7 @@ impl Session {
             Some(i) => {
                 self.subs[i].qos = granted;
                 self.subs[i].rap = req.rap;
+                self.subs[i].no_local = req.no_local;
                 i
             }
             None => {
@@ -934,6 +959,7 @@ impl Session {
                     ids,
                     qos: granted,
                     rap: req.rap,
+                    no_local: req.no_local,
                 });
                 self.subs.len() - 1
             }
@@ -1029,8 +1055,12 @@ impl Session {
             };
             match decoded.message {
                 Message::Set(s) => {
+                    let own = self
+                        .echo
+                        .take_if(|(a, v)| *a == *s.address && *v == s.value)
+                        .is_some();
                     let payload = payload::to_payload(&s.value);
-                    self.deliver(&s.address, payload, true);
+                    self.deliver(&s.address, payload, true, own);
                 }
                 Message::Publish(p) => {
                     let payload = match &p.payload {
@@ -1040,7 +1070,7 @@ impl Session {
                             s.iter().map(|f| Value::Float(*f)).collect(),
                         )),
                     };
-                    self.deliver(&p.address, payload, false);
+                    self.deliver(&p.address, payload, false, false);
                 }
                 Message::Snapshot(snap) => {
                     let Some(idx) = snapshot_for else { continue };
@@ -1089,12 +1119,12 @@ impl Session {
     }
 
     /// Sends a live SET (`is_set`) or PUBLISH to the client if a subscription matches its
-    /// address.
-    fn deliver(&mut self, address: &str, payload: Bytes, is_set: bool) {
+    /// address; `own`: the client's own publish, which no-local subscriptions skip.
+    fn deliver(&mut self, address: &str, payload: Bytes, is_set: bool, own: bool) {
         let mut qos = None;
         let mut rap = false;
         for s in &self.subs {
-            if s.matcher.matches(address) {
+            if s.matcher.matches(address) && !(own && s.no_local) {
                 qos = qos.max(Some(s.qos));
                 rap |= s.rap;
             }

@@ -9,14 +9,12 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use clasp_mqtt::MqttConfig;
 use clasp_proto::Value;
+use common::raw::{Raw, Raw5, text};
 use common::{Env, Setup, WAIT};
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 async fn env_with(config: MqttConfig, auth: bool) -> Env {
     Env::start(Setup {
@@ -25,105 +23,6 @@ async fn env_with(config: MqttConfig, auth: bool) -> Env {
         ..Setup::default()
     })
     .await
-}
-
-/// A raw MQTT 3.1.1 client.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    /// Connects as `id` (clean session `clean`, password `token`); returns the client and
-    /// CONNACK's session-present flag.
-    async fn connect(env: &Env, id: &str, clean: bool, token: Option<&str>) -> (Raw, bool) {
-        let mut c = v4::Connect::new(id);
-        c.clean_session = clean;
-        c.keep_alive = 60;
-        if let Some(t) = token {
-            c.set_login("user", t);
-        }
-        let mut raw = Raw {
-            s: TcpStream::connect(env.mqtt).await.unwrap(),
-            buf: BytesMut::new(),
-        };
-        raw.send(v4::Packet::Connect(c)).await;
-        match raw.next().await {
-            v4::Packet::ConnAck(a) => {
-                assert_eq!(a.code, v4::ConnectReturnCode::Success);
-                (raw, a.session_present)
-            }
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: v4::Packet) {
-        let mut b = BytesMut::new();
-        p.write(&mut b, 1 << 20).unwrap();
-        self.s.write_all(&b).await.unwrap();
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: rumqttc::mqttbytes::QoS) {
-        self.send(v4::Packet::Subscribe(v4::Subscribe::new(filter, qos)))
-            .await;
-        loop {
-            if let v4::Packet::SubAck(_) = self.next().await {
-                return;
-            }
-        }
-    }
-
-    /// The next packet; panics after WAIT.
-    async fn next(&mut self) -> v4::Packet {
-        tokio::time::timeout(WAIT, self.read())
-            .await
-            .expect("no MQTT packet")
-            .expect("connection closed")
-    }
-
-    /// The next packet within `wait`, if any.
-    async fn try_next(&mut self, wait: Duration) -> Option<v4::Packet> {
-        tokio::time::timeout(wait, self.read()).await.ok().flatten()
-    }
-
-    async fn read(&mut self) -> Option<v4::Packet> {
-        loop {
-            match v4::Packet::read(&mut self.buf, 1 << 20) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("bad packet from the listener: {e}"),
-            }
-            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// The next PUBLISH.
-    async fn publish(&mut self) -> v4::Publish {
-        loop {
-            if let v4::Packet::Publish(p) = self.next().await {
-                return p;
-            }
-        }
-    }
-
-    /// DISCONNECT, then waits for the listener to close the connection.
-    async fn disconnect(mut self) {
-        self.send(v4::Packet::Disconnect).await;
-        self.closed().await;
-    }
-
-    /// Waits for the listener to close the connection.
-    async fn closed(&mut self) {
-        tokio::time::timeout(WAIT, async { while self.read().await.is_some() {} })
-            .await
-            .expect("connection not closed");
-    }
-}
-
-fn text(p: &v4::Publish) -> String {
-    String::from_utf8(p.payload.to_vec()).unwrap()
 }
 
 #[tokio::test]
@@ -304,104 +203,6 @@ async fn the_offline_queue_is_bounded_and_keeps_the_latest_state() {
     assert_eq!(env.stats.snapshot().offline_dropped, 2);
     clasp.close().await;
     env.stop().await;
-}
-
-/// A raw MQTT 5 client.
-struct Raw5 {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw5 {
-    /// Connects as `id` (clean start `clean`, session expiry `expiry`, receive maximum
-    /// `receive_max`); returns the client, CONNACK's session-present flag and its session
-    /// expiry property.
-    async fn connect(
-        env: &Env,
-        id: &str,
-        clean: bool,
-        expiry: Option<u32>,
-        receive_max: Option<u16>,
-    ) -> (Raw5, bool, Option<u32>) {
-        let c = v5::Connect {
-            keep_alive: 60,
-            client_id: id.into(),
-            clean_start: clean,
-            properties: Some(v5::ConnectProperties {
-                session_expiry_interval: expiry,
-                receive_maximum: receive_max,
-                ..v5::ConnectProperties::default()
-            }),
-        };
-        let mut raw = Raw5 {
-            s: TcpStream::connect(env.mqtt).await.unwrap(),
-            buf: BytesMut::new(),
-        };
-        raw.send(v5::Packet::Connect(c, None, None)).await;
-        match raw.next().await {
-            v5::Packet::ConnAck(a) => {
-                assert_eq!(a.code, v5::ConnectReturnCode::Success);
-                let expiry = a.properties.and_then(|p| p.session_expiry_interval);
-                (raw, a.session_present, expiry)
-            }
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: v5::Packet) {
-        let mut b = BytesMut::new();
-        p.write(&mut b, None).unwrap();
-        self.s.write_all(&b).await.unwrap();
-    }
-
-    async fn read(&mut self) -> Option<v5::Packet> {
-        loop {
-            match v5::Packet::read(&mut self.buf, None) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("bad packet from the listener: {e}"),
-            }
-            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn next(&mut self) -> v5::Packet {
-        tokio::time::timeout(WAIT, self.read())
-            .await
-            .expect("no MQTT packet")
-            .expect("connection closed")
-    }
-
-    async fn publish(&mut self) -> v5::Publish {
-        loop {
-            if let v5::Packet::Publish(p) = self.next().await {
-                return p;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        let f = v5::Filter::new(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
-        self.send(v5::Packet::Subscribe(v5::Subscribe::new(f, None)))
-            .await;
-        while !matches!(self.next().await, v5::Packet::SubAck(_)) {}
-    }
-
-    /// DISCONNECT (normal; with a session expiry property if `expiry`), then waits for the
-    /// close.
-    async fn disconnect(mut self, expiry: Option<u32>) {
-        match expiry {
-            None => self.s.write_all(&[0xE0, 0x00]).await.unwrap(),
-            Some(e) => {
-                let mut b = vec![0xE0, 0x07, 0x00, 0x05, 0x11];
-                b.extend_from_slice(&e.to_be_bytes());
-                self.s.write_all(&b).await.unwrap();
-            }
-        }
-        let _ = tokio::time::timeout(WAIT, async { while self.read().await.is_some() {} }).await;
-    }
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 #[path = "../../../clasp-client/tests/support/mod.rs"]
 pub mod support;
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
