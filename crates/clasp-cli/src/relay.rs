@@ -214,6 +214,13 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
         };
         tracing::info!(%addr, "ready: mqtts mqtts://{addr} (MQTT 3.1.1 and 5 over TLS)");
     }
+    if let Some(l) = mqtt.take() {
+        // Kept MQTT sessions outlive a restart, in the router's store.
+        let table = server
+            .records("mqtt-sessions")
+            .context("cannot open the MQTT session table in the state store")?;
+        mqtt = Some(l.with_store(table));
+    }
     let mqtt_stats = mqtt.as_ref().map(MqttListener::stats);
     if let Some(l) = mqtt {
         let stop = stop.clone();

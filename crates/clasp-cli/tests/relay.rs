@@ -487,3 +487,63 @@ async fn mqtts_uses_the_relay_certificate_and_needs_one() {
     );
     clasp.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_mqtt_sessions_survive_a_relay_restart() {
+    let have = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join("mosquitto_sub").is_file())
+    });
+    if !have {
+        eprintln!(
+            "SKIPPED kept_mqtt_sessions_survive_a_relay_restart: mosquitto_sub not installed (Debian: mosquitto-clients)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let port = free_port().to_string();
+    let args = [&persistent(d, "0")[..], &["--mqtt-port", &port]].concat();
+    let sub = |wait: &str| {
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-c",
+                "-i",
+                "keeper",
+                "-q",
+                "1",
+            ])
+            .args(["-t", "kept/#", "-C", "1", "-W", wait, "-F", "%t|%p"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let mut relay = Relay::start(&args);
+    // Subscribes with a persistent session, gets nothing, leaves after a second.
+    assert!(sub("1").stdout.is_empty());
+    common::signal(&relay.proc, "-TERM");
+    assert!(relay.proc.child.wait().unwrap().success());
+
+    let relay = Relay::start(&args);
+    let clasp = Client::connect(relay.ws_url()).await.unwrap();
+    clasp
+        .emit("/kept/news", Value::from("after restart"))
+        .await
+        .unwrap();
+    let out = sub("20");
+    assert!(
+        out.status.success(),
+        "mosquitto_sub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "kept/news|after restart",
+        "the session, and its subscription, outlived the restart"
+    );
+    clasp.close().await;
+}

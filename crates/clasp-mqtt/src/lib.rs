@@ -25,8 +25,9 @@
 //!   1, the unacknowledged QoS 1 publishes again with DUP and their packet ids (no more at
 //!   once than the new receive maximum), then the queue. An MQTT 5 DISCONNECT may change the
 //!   expiry (0 ends the session at once). Other credentials, or clean
-//!   session 1, start a fresh session and end the kept one. Sessions live in memory: a
-//!   router restart ends them. A second connection with the same client id takes over (the
+//!   session 1, start a fresh session and end the kept one. With
+//!   [`MqttListener::with_store`], a clean shutdown saves the kept sessions and the next
+//!   start opens them again (a crash loses them). A second connection with the same client id takes over (the
 //!   older one is closed, MQTT 5: DISCONNECT 0x8E, and hands its session over; one that
 //!   stopped reading is not waited for). An empty client id gets a
 //!   generated one (`auto-…`, sent back to MQTT 5 clients). Will messages are published
@@ -70,6 +71,7 @@
 pub mod fuzzing;
 mod packet;
 pub mod payload;
+mod persist;
 mod session;
 pub mod topic;
 
@@ -78,6 +80,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clasp_router::server::{IpSlot, IpTable, RouterHandle, TlsConfig, TlsError};
+use clasp_store::RecordTable;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -201,6 +204,7 @@ impl MqttStatsHandle {
 pub struct MqttListener {
     sockets: Vec<Socket>,
     shared: Arc<session::Shared>,
+    store: Option<Arc<dyn RecordTable>>,
 }
 
 /// One bound port.
@@ -268,6 +272,7 @@ impl MqttListener {
         Ok(MqttListener {
             sockets: Vec::new(),
             shared: Arc::new(session::Shared::new(handle, config, topics)),
+            store: None,
         })
     }
 
@@ -282,6 +287,14 @@ impl MqttListener {
         let bound = listener.local_addr()?;
         self.sockets.push(Socket { listener, tls });
         Ok(bound)
+    }
+
+    /// Keeps sessions across a clean restart in `table` (a record table of the router's
+    /// store): the sessions kept when the listener or the router shuts down are saved there,
+    /// and [`MqttListener::run`] opens them again (then removes them from the table).
+    pub fn with_store(mut self, table: Arc<dyn RecordTable>) -> MqttListener {
+        self.store = Some(table);
+        self
     }
 
     /// The address of the first port bound.
@@ -308,6 +321,22 @@ impl MqttListener {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let per_ip = Arc::new(IpTable::default());
+        // Sessions kept across the restart are back before the first client is accepted.
+        if let Some(table) = self.store.clone() {
+            let saved = tokio::task::spawn_blocking(move || persist::take_all(&*table))
+                .await
+                .unwrap_or_default();
+            let mut restored = 0usize;
+            for s in saved {
+                if let Some(r) = session::restore(&self.shared, s) {
+                    restored += 1;
+                    tracker.spawn(r.run(shutdown.child_token()));
+                }
+            }
+            if restored > 0 {
+                tracing::info!(sessions = restored, "kept MQTT sessions restored");
+            }
+        }
         for socket in self.sockets {
             tracker.spawn(accept_loop(
                 socket,
@@ -319,6 +348,13 @@ impl MqttListener {
         }
         tracker.close();
         tracker.wait().await;
+        if let Some(table) = self.store {
+            let saved = std::mem::take(&mut *self.shared.saved.lock());
+            if !saved.is_empty() {
+                let _ =
+                    tokio::task::spawn_blocking(move || persist::put_all(&*table, &saved)).await;
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::packet::{
     self, Connect, FrameError, Inbound, Outbound, Publish, Refuse, SubRequest, Version, Will,
 };
 use crate::payload;
+use crate::persist::{self, Saved, SavedMsg, SavedSub};
 use crate::topic::{Filter, TopicError, Topics};
 
 /// State shared by the listener and its connections.
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) resumed: AtomicU64,
     /// Messages dropped from full offline queues.
     pub(crate) offline_dropped: AtomicU64,
+    /// Kept sessions taken down by a shutdown, for the store.
+    pub(crate) saved: Mutex<Vec<Saved>>,
 }
 
 impl Shared {
@@ -100,6 +103,7 @@ impl Shared {
             active: AtomicUsize::new(0),
             resumed: AtomicU64::new(0),
             offline_dropped: AtomicU64::new(0),
+            saved: Mutex::new(Vec::new()),
         }
     }
 }
@@ -224,43 +228,15 @@ pub(crate) async fn serve<R, W>(
         .clone()
         .or_else(|| connect.username.clone());
     let credentials = token.clone();
-    let outbox = shared.handle.outbox();
-    let conn = shared.handle.open_without_snapshot(&outbox);
-    let hello = Hello {
-        version: 1,
-        features: Features::CLIENT_DEFAULT,
-        name: format!("mqtt:{client_id}").into(),
-        token: token.map(Into::into),
-    };
-    let welcomed = match encode(&Message::Hello(hello)) {
-        Ok(f) => {
-            shared.handle.handle(conn, &[f]);
-            let mut result = Err(Refuse::Unavailable);
-            outbox.drain_with(|frame| match decode_frame(&frame).map(|d| d.message) {
-                Ok(Message::Welcome(_)) if result.is_err() => result = Ok(()),
-                Ok(Message::Error(e)) if result.is_err() => {
-                    tracing::info!(?peer, client_id, code = e.code.code(), reason = %e.message, "MQTT client refused by the router");
-                    result = Err(match e.code {
-                        ErrorCode::Unauthorized => Refuse::BadCredentials,
-                        ErrorCode::TokenExpired | ErrorCode::Forbidden => Refuse::NotAuthorized,
-                        ErrorCode::Overloaded => Refuse::Busy,
-                        _ => Refuse::Unavailable,
-                    });
-                }
-                // Anything else before WELCOME (the session is opened without the connect
-                // snapshot: MQTT clients get state through SUBSCRIBE only).
-                _ => {}
-            });
-            result
+    let (outbox, conn) = match open_clasp(&shared, &client_id, token, peer) {
+        Ok(opened) => opened,
+        Err(r) => {
+            refuse(r, &mut out);
+            send_last(&mut writer, &out, wt).await;
+            return;
         }
-        Err(_) => Err(Refuse::BadCredentials),
     };
-    if let Err(r) = welcomed {
-        shared.handle.close(conn);
-        refuse(r, &mut out);
-        send_last(&mut writer, &out, wt).await;
-        return;
-    }
+
     // Take over an older connection with the same client id, and let it end (and park its
     // session, if it keeps one) first.
     let kicked = CancellationToken::new();
@@ -336,31 +312,12 @@ pub(crate) async fn serve<R, W>(
             s.out = out;
             s
         }
-        None => Box::new(Session {
-            version,
-            shared: shared.clone(),
-            outbox,
-            conn,
-            subs: Vec::new(),
-            retained_sent: HashSet::new(),
-            next_sub_id: 1,
-            inflight: HashMap::new(),
-            sent_seq: 0,
-            window,
-            next_pkid: 1,
-            backlog: VecDeque::new(),
-            backlog_bytes: 0,
-            reserved: HashSet::new(),
-            offline: false,
-            dropped: 0,
-            disconnect_expiry: None,
-            echo: None,
-            qos2: HashSet::new(),
-            out,
-            client_max,
-            will: connect.will.clone(),
-            closing: None,
-        }),
+        None => {
+            let mut s = Session::new(version, shared.clone(), outbox, conn, window, client_max);
+            s.out = out;
+            s.will = connect.will.clone();
+            s
+        }
     };
     session.emit(Outbound::ConnAck {
         refused: None,
@@ -432,9 +389,14 @@ pub(crate) async fn serve<R, W>(
     }
     let kept = if keep.is_zero() || end == End::Closed {
         Err("no session kept")
+    } else if end == End::Shutdown {
+        // Stored, to be kept again after the restart.
+        session.save(&client_id, credentials.clone(), keep);
+        Err("saved for after the restart")
     } else {
-        session.park_entry(&client_id, generation, credentials, &abandoned)
+        session.park_entry(&client_id, generation, credentials.clone(), &abandoned)
     };
+    let credentials_kept = credentials;
     // No longer live: after the session is parked, so that a newer connection with this
     // client id finds either the live one (and waits) or the parked one.
     {
@@ -450,12 +412,176 @@ pub(crate) async fn serve<R, W>(
     match kept {
         Ok(resume) => {
             session
-                .parked(client_id, generation, resume, keep, &shutdown)
+                .parked(
+                    client_id,
+                    generation,
+                    credentials_kept,
+                    resume,
+                    keep,
+                    &shutdown,
+                )
                 .await;
         }
         Err(reason) => {
             tracing::debug!(client_id, reason, "MQTT session ended");
             shared.handle.close(session.conn);
+        }
+    }
+}
+
+/// Opens the CLASP session of MQTT client `client_id` (named `mqtt:<client id>`, with
+/// `token`): its outbox and connection, or how the router refused it.
+fn open_clasp(
+    shared: &Shared,
+    client_id: &str,
+    token: Option<String>,
+    peer: Option<SocketAddr>,
+) -> Result<(Outbox, ConnId), Refuse> {
+    let outbox = shared.handle.outbox();
+    let conn = shared.handle.open_without_snapshot(&outbox);
+    let hello = Hello {
+        version: 1,
+        features: Features::CLIENT_DEFAULT,
+        name: format!("mqtt:{client_id}").into(),
+        token: token.map(Into::into),
+    };
+    let welcomed = match encode(&Message::Hello(hello)) {
+        Ok(f) => {
+            shared.handle.handle(conn, &[f]);
+            let mut result = Err(Refuse::Unavailable);
+            outbox.drain_with(|frame| match decode_frame(&frame).map(|d| d.message) {
+                Ok(Message::Welcome(_)) if result.is_err() => result = Ok(()),
+                Ok(Message::Error(e)) if result.is_err() => {
+                    tracing::info!(?peer, client_id, code = e.code.code(), reason = %e.message, "MQTT client refused by the router");
+                    result = Err(match e.code {
+                        ErrorCode::Unauthorized => Refuse::BadCredentials,
+                        ErrorCode::TokenExpired | ErrorCode::Forbidden => Refuse::NotAuthorized,
+                        ErrorCode::Overloaded => Refuse::Busy,
+                        _ => Refuse::Unavailable,
+                    });
+                }
+                // Anything else before WELCOME (the session is opened without the connect
+                // snapshot: MQTT clients get state through SUBSCRIBE only).
+                _ => {}
+            });
+            result
+        }
+        Err(_) => Err(Refuse::BadCredentials),
+    };
+    match welcomed {
+        Ok(()) => Ok((outbox, conn)),
+        Err(r) => {
+            shared.handle.close(conn);
+            Err(r)
+        }
+    }
+}
+
+/// A session saved before a restart, open again and kept for its client's return.
+pub(crate) struct Restored {
+    session: Box<Session>,
+    client_id: String,
+    generation: u64,
+    token: Option<String>,
+    resume: mpsc::Receiver<oneshot::Sender<Box<Session>>>,
+    keep: Duration,
+}
+
+impl Restored {
+    /// Keeps the session until its client returns, it expires or the listener stops.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        self.session
+            .parked(
+                self.client_id,
+                self.generation,
+                self.token,
+                self.resume,
+                self.keep,
+                &shutdown,
+            )
+            .await;
+    }
+}
+
+/// Opens a saved session again: its CLASP session (with the token it had, so the router
+/// decides afresh), its subscriptions and what was waiting for its client. `None` if it has
+/// expired or the router refuses it now.
+pub(crate) fn restore(shared: &Arc<Shared>, saved: Saved) -> Option<Restored> {
+    let client_id = saved.client_id;
+    let Some(keep) = persist::remaining(saved.expires_ms) else {
+        tracing::debug!(client_id, "kept MQTT session expired during the restart");
+        return None;
+    };
+    let version = if saved.v5 { Version::V5 } else { Version::V4 };
+    let (outbox, conn) = match open_clasp(shared, &client_id, saved.token.clone(), None) {
+        Ok(opened) => opened,
+        Err(r) => {
+            tracing::info!(client_id, refusal = ?r, "kept MQTT session not restored: the router refused its token");
+            return None;
+        }
+    };
+    let window = shared.config.max_inflight.max(1);
+    let mut s = Session::new(version, shared.clone(), outbox, conn, window, usize::MAX);
+    s.offline = true;
+    for sub in &saved.subs {
+        let code = s.subscribe_one(SubRequest {
+            filter: sub.filter.clone(),
+            qos: sub.qos,
+            rap: sub.rap,
+            retain_handling: 2,
+            no_local: sub.no_local,
+        });
+        if code >= 0x80 {
+            tracing::info!(
+                client_id,
+                filter = sub.filter,
+                code,
+                "subscription of a kept MQTT session not restored"
+            );
+        }
+    }
+    for m in saved.pending {
+        let Ok(payload) = hex::decode(&m.payload) else {
+            continue;
+        };
+        let p = Pending {
+            topic: m.topic,
+            payload: Bytes::from(payload),
+            qos: m.qos.min(1),
+            retain: m.retain,
+            state: m.state,
+            redelivery: None,
+        };
+        match m.pkid {
+            Some(id) if p.qos > 0 && id != 0 && !s.inflight.contains_key(&id) => {
+                s.sent_seq += 1;
+                s.inflight.insert(id, (s.sent_seq, p));
+            }
+            _ => s.push_back(p),
+        }
+    }
+    s.trim_offline();
+    s.qos2 = saved.qos2.into_iter().collect();
+    s.next_pkid = saved.next_pkid.max(1);
+    let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
+    match s.park_entry(
+        &client_id,
+        generation,
+        saved.token.clone(),
+        &AtomicBool::new(false),
+    ) {
+        Ok(resume) => Some(Restored {
+            session: s,
+            client_id,
+            generation,
+            token: saved.token,
+            resume,
+            keep,
+        }),
+        Err(reason) => {
+            tracing::info!(client_id, reason, "kept MQTT session not restored");
+            shared.handle.close(s.conn);
+            None
         }
     }
 }
@@ -529,8 +655,10 @@ enum End {
     Violation,
     /// A newer connection with the same client id.
     TakenOver,
-    /// The router closed the session, or the listener is shutting down.
+    /// The router closed the session (or the client was too slow).
     Closed,
+    /// The listener or the router is shutting down.
+    Shutdown,
 }
 
 impl End {
@@ -621,6 +749,86 @@ struct Session {
 }
 
 impl Session {
+    /// A new session on CLASP connection `conn`, nothing subscribed.
+    fn new(
+        version: Version,
+        shared: Arc<Shared>,
+        outbox: Outbox,
+        conn: ConnId,
+        window: usize,
+        client_max: usize,
+    ) -> Box<Session> {
+        Box::new(Session {
+            version,
+            shared,
+            outbox,
+            conn,
+            subs: Vec::new(),
+            retained_sent: HashSet::new(),
+            next_sub_id: 1,
+            inflight: HashMap::new(),
+            sent_seq: 0,
+            window,
+            next_pkid: 1,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            reserved: HashSet::new(),
+            offline: false,
+            dropped: 0,
+            disconnect_expiry: None,
+            echo: None,
+            qos2: HashSet::new(),
+            out: BytesMut::new(),
+            client_max,
+            will: None,
+            closing: None,
+        })
+    }
+
+    /// The session as stored across a restart, expiring `keep` from now.
+    fn to_saved(&self, client_id: &str, token: Option<String>, keep: Duration) -> Saved {
+        let msg = |p: &Pending, pkid: Option<u16>| SavedMsg {
+            topic: p.topic.clone(),
+            payload: hex::encode(&p.payload),
+            qos: p.qos,
+            retain: p.retain,
+            state: p.state,
+            pkid,
+        };
+        let mut unacked: Vec<(&u16, &(u64, Pending))> = self.inflight.iter().collect();
+        unacked.sort_by_key(|(_, (seq, _))| *seq);
+        let pending = unacked
+            .into_iter()
+            .map(|(id, (_, p))| msg(p, Some(*id)))
+            .chain(self.backlog.iter().map(|p| msg(p, p.redelivery)))
+            .collect();
+        Saved {
+            client_id: client_id.to_owned(),
+            v5: self.version == Version::V5,
+            token,
+            expires_ms: persist::expires_ms(keep),
+            subs: self
+                .subs
+                .iter()
+                .map(|s| SavedSub {
+                    filter: s.filter.clone(),
+                    qos: s.qos,
+                    rap: s.rap,
+                    no_local: s.no_local,
+                })
+                .collect(),
+            pending,
+            qos2: self.qos2.iter().copied().collect(),
+            next_pkid: self.next_pkid,
+        }
+    }
+
+    /// Keeps the session in the listener's list of sessions to store.
+    fn save(&self, client_id: &str, token: Option<String>, keep: Duration) {
+        let saved = self.to_saved(client_id, token, keep);
+        self.shared.saved.lock().push(saved);
+    }
+
     async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         connect: &Connect,
@@ -662,7 +870,7 @@ impl Session {
                 return end;
             }
             tokio::select! {
-                () = shutdown.cancelled() => self.close(0x8B, End::Closed),
+                () = shutdown.cancelled() => self.close(0x8B, End::Shutdown),
                 () = kicked.cancelled() => self.close(0x8E, End::TakenOver),
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("MQTT keep-alive expired");
@@ -1107,14 +1315,14 @@ impl Session {
             }
         }
         if let Some(reason) = close {
-            let code = match reason {
-                CloseReason::Shutdown if errors.is_empty() => 0x8B,
+            let (code, end) = match reason {
+                CloseReason::Shutdown if errors.is_empty() => (0x8B, End::Shutdown),
                 _ => match errors.last().map(|e| e.code) {
-                    Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => 0x87,
-                    _ => 0x89,
+                    Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => (0x87, End::Closed),
+                    _ => (0x89, End::Closed),
                 },
             };
-            self.close(code, End::Closed);
+            self.close(code, end);
         }
     }
 
@@ -1333,6 +1541,7 @@ impl Session {
         mut self: Box<Self>,
         client_id: String,
         generation: u64,
+        token: Option<String>,
         mut resume: mpsc::Receiver<oneshot::Sender<Box<Session>>>,
         keep: Duration,
         shutdown: &CancellationToken,
@@ -1340,6 +1549,7 @@ impl Session {
         enum Wake {
             Ready,
             Resume(oneshot::Sender<Box<Session>>),
+            Shutdown,
             End(&'static str),
         }
         self.offline = true;
@@ -1353,16 +1563,29 @@ impl Session {
             "MQTT session kept for the client's return"
         );
         let expires = Instant::now().checked_add(keep);
+        let left = |t: Option<Instant>| {
+            t.map_or(Duration::MAX, |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+        };
         let reason = loop {
             let wake = tokio::select! {
-                () = shutdown.cancelled() => Wake::End("listener shut down"),
+                () = shutdown.cancelled() => Wake::Shutdown,
                 () = async {
                     match expires {
                         Some(t) => tokio::time::sleep_until(t).await,
                         None => std::future::pending().await,
                     }
                 } => Wake::End("session expired"),
-                () = self.outbox.closed() => Wake::End("closed by the router"),
+                () = self.outbox.closed() => {
+                    // The router says why: shutting down, or the session is over (token
+                    // revoked, say).
+                    self.drain(None, &mut Vec::new());
+                    match self.closing {
+                        Some((_, End::Shutdown)) => Wake::Shutdown,
+                        _ => Wake::End("closed by the router"),
+                    }
+                }
                 () = self.outbox.ready() => Wake::Ready,
                 r = resume.recv() => match r {
                     Some(reply) => Wake::Resume(reply),
@@ -1382,6 +1605,10 @@ impl Session {
                             break "resume abandoned";
                         }
                     }
+                }
+                Wake::Shutdown => {
+                    self.save(&client_id, token.clone(), left(expires));
+                    break "saved for after the restart";
                 }
                 Wake::End(reason) => break reason,
             }

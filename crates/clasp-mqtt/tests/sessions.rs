@@ -458,3 +458,54 @@ async fn the_offline_queue_is_bounded_in_bytes_too() {
     clasp.close().await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn kept_sessions_survive_a_clean_restart() {
+    use rumqttc::mqttbytes::QoS;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = || Setup {
+        data_dir: Some(dir.path().to_owned()),
+        ..Setup::default()
+    };
+    let env = Env::start(setup()).await;
+    let clasp = env.clasp().await;
+    // One client away (its session kept), with an event waiting for it.
+    let (mut away, _) = Raw::connect(&env, "away", false, None).await;
+    away.subscribe("r/away/#", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    env.parked(1).await;
+    clasp.emit("/r/away/before", Value::Int(1)).await.unwrap();
+    // One still connected at the shutdown, with a publish it has not acknowledged.
+    let (mut here, _) = Raw::connect(&env, "here", false, None).await;
+    here.subscribe("r/here/#", QoS::AtLeastOnce).await;
+    clasp.emit("/r/here/unacked", Value::Int(2)).await.unwrap();
+    let unacked = here.publish().await;
+    clasp.close().await;
+    env.stop().await;
+    here.closed().await;
+
+    // After the restart both are kept again, before any client is back.
+    let env = Env::start(setup()).await;
+    env.parked(2).await;
+    let clasp = env.clasp().await;
+    clasp.emit("/r/away/after", Value::Int(3)).await.unwrap();
+    let (mut away, present) = Raw::connect(&env, "away", false, None).await;
+    assert!(present, "the session came back with the router");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = away.publish().await;
+        away.send(v4::Packet::PubAck(v4::PubAck::new(p.pkid))).await;
+        got.push(format!("{}={}", p.topic, text(&p)));
+    }
+    assert_eq!(got, ["r/away/before=1", "r/away/after=3"]);
+    let (mut here, present) = Raw::connect(&env, "here", false, None).await;
+    assert!(present);
+    let again = here.publish().await;
+    assert!(again.dup);
+    assert_eq!(
+        (again.pkid, again.topic.as_str()),
+        (unacked.pkid, "r/here/unacked")
+    );
+    clasp.close().await;
+    env.stop().await;
+}

@@ -32,6 +32,8 @@ pub struct Setup {
     pub tls: bool,
     /// A plain port first, and a TLS port too ([`Env::mqtts`]), one listener behind both.
     pub also_tls: bool,
+    /// Keep the router's state (and the listener's kept sessions) in this directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A router and its MQTT listener; [`Env::stop`] ends both.
@@ -64,6 +66,7 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: setup.data_dir.clone(),
             ..ServerConfig::default()
         };
         let (full, readonly) = (generate(), generate());
@@ -92,6 +95,9 @@ impl Env {
         }
         .unwrap();
         assert_eq!(listener.is_tls(), setup.tls);
+        if setup.data_dir.is_some() {
+            listener = listener.with_store(server.records("mqtt-sessions").unwrap());
+        }
         let mqtt = listener.local_addr().unwrap();
         let mqtts = match &tls {
             Some(_) if setup.tls => Some(mqtt),
