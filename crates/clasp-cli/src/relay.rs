@@ -367,6 +367,9 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
                 () = shutdown_signal() => {}
                 () = run_stop.cancelled() => {}
             }
+            // The listeners stop with the router, not after it: no new MQTT client is taken
+            // while the router drains, and kept MQTT sessions are saved from the start.
+            run_stop.cancel();
         })
         .await;
     stop.cancel();

@@ -77,6 +77,7 @@ pub mod topic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clasp_router::server::{IpSlot, IpTable, RouterHandle, TlsConfig, TlsError};
@@ -323,6 +324,7 @@ impl MqttListener {
         let per_ip = Arc::new(IpTable::default());
         // Sessions kept across the restart are back before the first client is accepted.
         if let Some(table) = self.store.clone() {
+            self.shared.persist.store(true, Ordering::Release);
             let saved = tokio::task::spawn_blocking(move || persist::take_all(&*table))
                 .await
                 .unwrap_or_default();
@@ -349,7 +351,10 @@ impl MqttListener {
         tracker.close();
         tracker.wait().await;
         if let Some(table) = self.store {
-            let saved = std::mem::take(&mut *self.shared.saved.lock());
+            let saved: Vec<persist::Saved> = std::mem::take(&mut *self.shared.saved.lock())
+                .into_values()
+                .map(|(_, s)| s)
+                .collect();
             if !saved.is_empty() {
                 let _ =
                     tokio::task::spawn_blocking(move || persist::put_all(&*table, &saved)).await;
@@ -368,7 +373,10 @@ async fn accept_loop(
 ) {
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => {
+                shared.stopping.store(true, Ordering::Release);
+                break;
+            }
             r = socket.listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let Some(slot) = per_ip.take(peer.ip(), shared.config.max_connections_per_ip) else {

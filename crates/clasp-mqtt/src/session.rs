@@ -46,8 +46,13 @@ pub(crate) struct Shared {
     pub(crate) resumed: AtomicU64,
     /// Messages dropped from full offline queues.
     pub(crate) offline_dropped: AtomicU64,
-    /// Kept sessions taken down by a shutdown, for the store.
-    pub(crate) saved: Mutex<Vec<Saved>>,
+    /// Kept sessions taken down by a shutdown, for the store: client id → (generation,
+    /// session); the newest session of a client id wins.
+    pub(crate) saved: Mutex<HashMap<String, (u64, Saved)>>,
+    /// A store keeps sessions across restarts (set by the listener before it accepts).
+    pub(crate) persist: AtomicBool,
+    /// The listener or the router is shutting down: new clients are refused.
+    pub(crate) stopping: AtomicBool,
 }
 
 impl Shared {
@@ -103,7 +108,9 @@ impl Shared {
             active: AtomicUsize::new(0),
             resumed: AtomicU64::new(0),
             offline_dropped: AtomicU64::new(0),
-            saved: Mutex::new(Vec::new()),
+            saved: Mutex::new(HashMap::new()),
+            persist: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 }
@@ -222,6 +229,12 @@ pub(crate) async fn serve<R, W>(
         send_last(&mut writer, &out, wt).await;
         return;
     }
+    if shared.stopping.load(Ordering::Acquire) {
+        tracing::debug!(?peer, client_id, "MQTT client refused: shutting down");
+        refuse(Refuse::Unavailable, &mut out);
+        send_last(&mut writer, &out, wt).await;
+        return;
+    }
     // The password is the CLASP token; a username alone is taken as the token too.
     let token = connect
         .password
@@ -280,6 +293,8 @@ pub(crate) async fn serve<R, W>(
         }
         parked.remove(&client_id)
     };
+    // A session saved by a shutdown under way is superseded by this connection's.
+    shared.saved.lock().remove(&client_id);
     let mut resumed = None;
     if let Some(p) = parked
         && !connect.clean
@@ -391,8 +406,7 @@ pub(crate) async fn serve<R, W>(
         Err("no session kept")
     } else if end == End::Shutdown {
         // Stored, to be kept again after the restart.
-        session.save(&client_id, credentials.clone(), keep);
-        Err("saved for after the restart")
+        Err(session.save(&client_id, generation, credentials.clone(), keep))
     } else {
         session.park_entry(&client_id, generation, credentials.clone(), &abandoned)
     };
@@ -508,8 +522,14 @@ impl Restored {
 /// expired or the router refuses it now.
 pub(crate) fn restore(shared: &Arc<Shared>, saved: Saved) -> Option<Restored> {
     let client_id = saved.client_id;
-    let Some(keep) = persist::remaining(saved.expires_ms) else {
-        tracing::debug!(client_id, "kept MQTT session expired during the restart");
+    let keep = persist::remaining(saved.expires_ms)
+        .map(|k| k.min(shared.config.session_expiry))
+        .filter(|k| !k.is_zero());
+    let Some(keep) = keep else {
+        tracing::debug!(
+            client_id,
+            "kept MQTT session expired (or sessions are off now)"
+        );
         return None;
     };
     let version = if saved.v5 { Version::V5 } else { Version::V4 };
@@ -732,9 +752,9 @@ struct Session {
     dropped: u64,
     /// MQTT 5: the session expiry interval the client's DISCONNECT asked for.
     disconnect_expiry: Option<u32>,
-    /// While the router handles this client's retained publish: its address and value, to
-    /// recognise the router's echo of it (kept from no-local subscriptions).
-    echo: Option<(String, Value)>,
+    /// While the router's answer to this client's retained publish is read: its address and
+    /// payload, to recognise the router's echo of it (kept from no-local subscriptions).
+    echo: Option<(String, Bytes)>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -823,10 +843,27 @@ impl Session {
         }
     }
 
-    /// Keeps the session in the listener's list of sessions to store.
-    fn save(&self, client_id: &str, token: Option<String>, keep: Duration) {
+    /// Adds the session to those the listener stores at its end (if it has a store and no
+    /// newer session of the client id is there); says what became of it.
+    fn save(
+        &self,
+        client_id: &str,
+        generation: u64,
+        token: Option<String>,
+        keep: Duration,
+    ) -> &'static str {
+        if !self.shared.persist.load(Ordering::Acquire) {
+            return "ended by the shutdown (no store to keep it in)";
+        }
         let saved = self.to_saved(client_id, token, keep);
-        self.shared.saved.lock().push(saved);
+        let mut all = self.shared.saved.lock();
+        match all.get(client_id) {
+            Some((g, _)) if *g > generation => "a newer session of the client is saved",
+            _ => {
+                all.insert(client_id.to_owned(), (generation, saved));
+                "saved for after the restart"
+            }
+        }
     }
 
     async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
@@ -1027,6 +1064,31 @@ impl Session {
         errors
     }
 
+    /// Sends this client's SET while a no-local subscription is in place: the router sends
+    /// the SET back to its writer, and that echo must be recognised among what else arrives.
+    /// What was waiting before is delivered first; then, unless the router refused the SET,
+    /// the first SET of the same address and payload in its answer is the echo (the router
+    /// sends it while handling the SET, before any later write can land).
+    fn request_own_set(
+        &mut self,
+        frame: Bytes,
+        address: &str,
+        value: &Value,
+    ) -> Option<ErrorMessage> {
+        self.drain(None, &mut Vec::new());
+        self.shared.handle.handle(self.conn, &[frame]);
+        let mut frames = Vec::new();
+        let close = self.outbox.drain_with(|f| frames.push(f));
+        let refused = frames
+            .iter()
+            .any(|f| matches!(decode_frame(f).map(|d| d.message), Ok(Message::Error(_))));
+        self.echo = (!refused).then(|| (address.to_owned(), payload::to_payload(value)));
+        let mut errors = Vec::new();
+        self.process(frames, close, None, &mut errors);
+        self.echo = None;
+        errors.into_iter().next()
+    }
+
     fn on_publish(&mut self, p: Publish) {
         if p.topic_alias {
             self.close(0x94, End::Violation);
@@ -1056,9 +1118,6 @@ impl Session {
                     payload::to_value(&p.payload)
                 };
                 let msg = if p.retain {
-                    // The router sends the SET back to this session (CLASP echoes SETs to the
-                    // writer): a no-local subscription must not see it.
-                    self.echo = Some((address.clone(), value.clone()));
                     Message::Set(Set {
                         address: address.as_str().into(),
                         value: value.clone(),
@@ -1072,15 +1131,15 @@ impl Session {
                         ..ClaspPublish::default()
                     })
                 };
+                let no_local = p.retain && self.subs.iter().any(|s| s.no_local);
                 let answer = match encode_with(&msg, FrameOptions::with_qos(Qos::Fire)) {
+                    Ok(frame) if no_local => self.request_own_set(frame, &address, &value),
                     Ok(frame) => self.request(&[frame], None).first().cloned(),
                     Err(e) => {
                         tracing::debug!(error = %e, "MQTT publish cannot be encoded for CLASP");
-                        self.echo = None;
                         return self.ack_publish(&p, 0x99);
                     }
                 };
-                self.echo = None;
                 match answer {
                     None => {
                         if !p.retain {
@@ -1257,17 +1316,29 @@ impl Session {
     fn drain(&mut self, snapshot_for: Option<usize>, errors: &mut Vec<ErrorMessage>) {
         let mut frames = Vec::new();
         let close = self.outbox.drain_with(|f| frames.push(f));
+        self.process(frames, close, snapshot_for, errors);
+    }
+
+    /// Translates `frames` from the router (see [`Session::drain`]); `close`: the router
+    /// ended the session.
+    fn process(
+        &mut self,
+        frames: Vec<Bytes>,
+        close: Option<CloseReason>,
+        snapshot_for: Option<usize>,
+        errors: &mut Vec<ErrorMessage>,
+    ) {
         for frame in frames {
             let Ok(decoded) = decode_frame(&frame) else {
                 continue;
             };
             match decoded.message {
                 Message::Set(s) => {
+                    let payload = payload::to_payload(&s.value);
                     let own = self
                         .echo
-                        .take_if(|(a, v)| *a == *s.address && *v == s.value)
+                        .take_if(|(a, p)| *a == *s.address && *p == payload)
                         .is_some();
-                    let payload = payload::to_payload(&s.value);
                     self.deliver(&s.address, payload, true, own);
                 }
                 Message::Publish(p) => {
@@ -1316,7 +1387,10 @@ impl Session {
         }
         if let Some(reason) = close {
             let (code, end) = match reason {
-                CloseReason::Shutdown if errors.is_empty() => (0x8B, End::Shutdown),
+                CloseReason::Shutdown if errors.is_empty() => {
+                    self.shared.stopping.store(true, Ordering::Release);
+                    (0x8B, End::Shutdown)
+                }
                 _ => match errors.last().map(|e| e.code) {
                     Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => (0x87, End::Closed),
                     _ => (0x89, End::Closed),
@@ -1607,8 +1681,7 @@ impl Session {
                     }
                 }
                 Wake::Shutdown => {
-                    self.save(&client_id, token.clone(), left(expires));
-                    break "saved for after the restart";
+                    break self.save(&client_id, generation, token.clone(), left(expires));
                 }
                 Wake::End(reason) => break reason,
             }

@@ -92,3 +92,60 @@ async fn mqtt5_no_local_subscriptions_skip_the_clients_own_publishes_only() {
     clasp.close().await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn no_local_never_hides_another_clients_write_behind_a_refused_own_one() {
+    use common::Setup;
+    let env = Env::start(Setup {
+        auth: true,
+        ..Setup::default()
+    })
+    .await;
+    let clasp = env.clasp().await;
+    // A read-only MQTT 5 client with room for one QoS 1 message in flight.
+    let (mut a, _, _) =
+        Raw5::connect_with(&env, "ro", true, None, Some(1), Some(&env.readonly)).await;
+    a.subscribe("q/#").await;
+    let mut f = v5::Filter::new("t", rumqttc::v5::mqttbytes::QoS::AtMostOnce);
+    f.nolocal = true;
+    a.subscribe_filter(f).await;
+    // Its window full (q/1 unacknowledged, q/2 waiting), another client's SET of t waits in
+    // the router's queue for it.
+    clasp.emit("/q/1", Value::Int(1)).await.unwrap();
+    clasp.emit("/q/2", Value::Int(2)).await.unwrap();
+    let first = a.publish().await;
+    // (Time for q/2 to reach the listener's queue first; were it late, the test would only
+    // check less, never fail.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    clasp.set("/t", Value::Int(7)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its own write of the same value is refused: there is no echo to hide.
+    let mut own = v5::Publish::new("t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, "7", None);
+    own.retain = true;
+    own.pkid = 9;
+    a.send(v5::Packet::Publish(own)).await;
+    loop {
+        if let v5::Packet::PubAck(ack) = a.next().await {
+            assert_eq!(ack.reason, v5::PubAckReason::NotAuthorized);
+            break;
+        }
+    }
+    a.send(v5::Packet::PubAck(v5::PubAck::new(first.pkid, None)))
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let p = a.publish().await;
+        if p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce {
+            a.send(v5::Packet::PubAck(v5::PubAck::new(p.pkid, None)))
+                .await;
+        }
+        got.push(format!(
+            "{}={}",
+            String::from_utf8_lossy(&p.topic),
+            String::from_utf8_lossy(&p.payload)
+        ));
+    }
+    assert_eq!(got, ["q/2=2", "t=7"], "the other client's SET reaches it");
+    clasp.close().await;
+    env.stop().await;
+}

@@ -509,3 +509,28 @@ async fn kept_sessions_survive_a_clean_restart() {
     clasp.close().await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_restart_with_sessions_turned_off_restores_none() {
+    use rumqttc::mqttbytes::QoS;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = |expiry: u64| Setup {
+        data_dir: Some(dir.path().to_owned()),
+        config: MqttConfig {
+            session_expiry: Duration::from_secs(expiry),
+            ..MqttConfig::default()
+        },
+        ..Setup::default()
+    };
+    let env = Env::start(setup(3600)).await;
+    let (mut a, _) = Raw::connect(&env, "gone", false, None).await;
+    a.subscribe("g/#", QoS::AtLeastOnce).await;
+    a.disconnect().await;
+    env.parked(1).await;
+    env.stop().await;
+    // `session_expiry` 0 now: no session is kept, saved ones included.
+    let env = Env::start(setup(0)).await;
+    let (_a, present) = Raw::connect(&env, "gone", false, None).await;
+    assert!(!present);
+    env.stop().await;
+}

@@ -128,6 +128,18 @@ impl Raw5 {
         expiry: Option<u32>,
         receive_max: Option<u16>,
     ) -> (Raw5, bool, Option<u32>) {
+        Raw5::connect_with(env, id, clean, expiry, receive_max, None).await
+    }
+
+    /// [`Raw5::connect`] with `token` as the password.
+    pub async fn connect_with(
+        env: &Env,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+        receive_max: Option<u16>,
+        token: Option<&str>,
+    ) -> (Raw5, bool, Option<u32>) {
         let c = v5::Connect {
             keep_alive: 60,
             client_id: id.into(),
@@ -142,7 +154,8 @@ impl Raw5 {
             s: TcpStream::connect(env.mqtt).await.unwrap(),
             buf: BytesMut::new(),
         };
-        raw.send(v5::Packet::Connect(c, None, None)).await;
+        let login = token.map(|t| v5::Login::new("user", t));
+        raw.send(v5::Packet::Connect(c, None, login)).await;
         match raw.next().await {
             v5::Packet::ConnAck(a) => {
                 assert_eq!(a.code, v5::ConnectReturnCode::Success);
