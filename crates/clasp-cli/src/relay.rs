@@ -219,7 +219,7 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
         let table = server
             .records("mqtt-sessions")
             .context("cannot open the MQTT session table in the state store")?;
-        mqtt = Some(l.with_store(table));
+        mqtt = Some(l.with_store(table).await);
     }
     let mqtt_stats = mqtt.as_ref().map(MqttListener::stats);
     if let Some(l) = mqtt {

@@ -206,6 +206,8 @@ pub struct MqttListener {
     sockets: Vec<Socket>,
     shared: Arc<session::Shared>,
     store: Option<Arc<dyn RecordTable>>,
+    /// Sessions opened again from the store, kept by [`MqttListener::run`].
+    restored: Vec<session::Restored>,
 }
 
 /// One bound port.
@@ -274,6 +276,7 @@ impl MqttListener {
             sockets: Vec::new(),
             shared: Arc::new(session::Shared::new(handle, config, topics)),
             store: None,
+            restored: Vec::new(),
         })
     }
 
@@ -291,9 +294,26 @@ impl MqttListener {
     }
 
     /// Keeps sessions across a clean restart in `table` (a record table of the router's
-    /// store): the sessions kept when the listener or the router shuts down are saved there,
-    /// and [`MqttListener::run`] opens them again (then removes them from the table).
-    pub fn with_store(mut self, table: Arc<dyn RecordTable>) -> MqttListener {
+    /// store): the sessions saved there by the last shutdown are opened again now (their CLASP
+    /// sessions and subscriptions, so nothing published from now on is missed) and removed
+    /// from the table; those kept when this listener or the router shuts down are saved there.
+    pub async fn with_store(mut self, table: Arc<dyn RecordTable>) -> MqttListener {
+        self.shared.persist.store(true, Ordering::Release);
+        let t = table.clone();
+        let saved = tokio::task::spawn_blocking(move || persist::take_all(&*t))
+            .await
+            .unwrap_or_default();
+        for s in saved {
+            if let Some(r) = session::restore(&self.shared, s) {
+                self.restored.push(r);
+            }
+        }
+        if !self.restored.is_empty() {
+            tracing::info!(
+                sessions = self.restored.len(),
+                "kept MQTT sessions restored"
+            );
+        }
         self.store = Some(table);
         self
     }
@@ -322,22 +342,9 @@ impl MqttListener {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let per_ip = Arc::new(IpTable::default());
-        // Sessions kept across the restart are back before the first client is accepted.
-        if let Some(table) = self.store.clone() {
-            self.shared.persist.store(true, Ordering::Release);
-            let saved = tokio::task::spawn_blocking(move || persist::take_all(&*table))
-                .await
-                .unwrap_or_default();
-            let mut restored = 0usize;
-            for s in saved {
-                if let Some(r) = session::restore(&self.shared, s) {
-                    restored += 1;
-                    tracker.spawn(r.run(shutdown.child_token()));
-                }
-            }
-            if restored > 0 {
-                tracing::info!(sessions = restored, "kept MQTT sessions restored");
-            }
+        // Sessions restored from the store are kept before the first client is accepted.
+        for r in self.restored {
+            tracker.spawn(r.run(shutdown.child_token()));
         }
         for socket in self.sockets {
             tracker.spawn(accept_loop(

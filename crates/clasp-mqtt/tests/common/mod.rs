@@ -96,7 +96,9 @@ impl Env {
         .unwrap();
         assert_eq!(listener.is_tls(), setup.tls);
         if setup.data_dir.is_some() {
-            listener = listener.with_store(server.records("mqtt-sessions").unwrap());
+            listener = listener
+                .with_store(server.records("mqtt-sessions").unwrap())
+                .await;
         }
         let mqtt = listener.local_addr().unwrap();
         let mqtts = match &tls {
