@@ -14,6 +14,7 @@
 //! clasp-bench memory     --url ... --pid PID [--connections 1000,10000] [--metrics-url URL]
 //! clasp-bench all        --url ... --pid PID
 //! clasp-bench soak       --url ... --pid PID [--duration-secs 1800] [--interval-secs 10]
+//! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench echo-server --listen 127.0.0.1:7332
 //! ```
@@ -32,6 +33,7 @@ mod p2p;
 mod report;
 mod soak;
 mod throughput;
+mod transports;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +47,7 @@ use crate::p2p::P2pOpts;
 use crate::report::ReportOpts;
 use crate::soak::SoakOpts;
 use crate::throughput::ThroughputOpts;
+use crate::transports::TransportOpts;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -133,6 +136,14 @@ enum Cmd {
         #[command(flatten)]
         opts: P2pOpts,
     },
+    /// The same single hop over WebSocket (--url), raw TCP and QUIC, with clasp-client at both
+    /// ends.
+    Transports {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: TransportOpts,
+    },
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
@@ -159,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Memory { url, .. }
         | Cmd::Soak { url, .. }
         | Cmd::P2p { url, .. }
+        | Cmd::Transports { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::EchoServer(o) => {
@@ -192,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Memory { opts, .. } => memory::run(&target, &opts, &out).await,
             Cmd::Soak { opts, .. } => soak::run(&target, &opts, &out).await,
             Cmd::P2p { opts, .. } => p2p::run(&target, &opts, &out).await,
+            Cmd::Transports { opts, .. } => transports::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,
