@@ -110,7 +110,7 @@ async fn subscriber(
 }
 
 /// The sample at percentile `p` (nearest rank) of sorted `v`, in µs.
-fn percentile_us(v: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile_us(v: &[Duration], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

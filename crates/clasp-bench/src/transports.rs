@@ -12,6 +12,7 @@ use clasp_proto::Value;
 use serde::Serialize;
 
 use crate::conn::{Target, seq_value};
+use crate::latency::percentile_us;
 use crate::output::{Out, r1};
 
 /// The address written and subscribed to.
@@ -99,14 +100,6 @@ async fn subscribed(publisher: &Client, sub: &mut Subscription) -> anyhow::Resul
         }
     }
     bail!("the subscription never delivered")
-}
-
-fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1e6
 }
 
 /// One transport's single hop.

@@ -410,7 +410,6 @@ pub(crate) async fn serve<R, W>(
     } else {
         session.park_entry(&client_id, generation, credentials.clone(), &abandoned)
     };
-    let credentials_kept = credentials;
     // No longer live: after the session is parked, so that a newer connection with this
     // client id finds either the live one (and waits) or the parked one.
     {
@@ -426,14 +425,7 @@ pub(crate) async fn serve<R, W>(
     match kept {
         Ok(resume) => {
             session
-                .parked(
-                    client_id,
-                    generation,
-                    credentials_kept,
-                    resume,
-                    keep,
-                    &shutdown,
-                )
+                .parked(client_id, generation, credentials, resume, keep, &shutdown)
                 .await;
         }
         Err(reason) => {
