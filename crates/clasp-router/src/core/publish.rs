@@ -1,0 +1,191 @@
+//! PUBLISH: events, streams, gestures (with move coalescing) and P2P signalling.
+
+use super::*;
+
+impl Router {
+    /// Tells the subscribers of [`P2P_LEAVE`] that a P2P-capable session has ended, so its
+    /// peers drop their connections to it at once.
+    pub(super) fn p2p_leave(&mut self, session: &str, now: Now) {
+        let msg = Message::Publish(Publish {
+            address: P2P_LEAVE.into(),
+            signal: SignalType::Event,
+            payload: PublishPayload::Value(clasp_proto::Value::Map(vec![(
+                "session_id".into(),
+                clasp_proto::Value::String(session.into()),
+            )])),
+            ..Default::default()
+        });
+        let Ok(frame) = clasp_proto::encode(&msg) else {
+            return;
+        };
+        let address: Arc<str> = Arc::from(P2P_LEAVE);
+        self.fan_out(&address, SignalType::Event, None, None, now, || {
+            Outgoing::Event(frame.clone())
+        });
+        self.flush();
+    }
+
+    /// A PUBLISH from a bundle: encoded once, then handled like one from a frame.
+    pub(super) fn publish_owned(&mut self, conn: ConnId, p: &Publish, now: Now) {
+        match encode(&Message::Publish(p.clone())) {
+            Ok(frame) => {
+                let req = PubReq::owned(p, frame);
+                self.on_publish(conn, &req, now);
+            }
+            Err(e) => self.error(
+                conn,
+                ErrorCode::TooLarge,
+                e.to_string(),
+                Some(p.address.clone()),
+            ),
+        }
+    }
+
+    pub(super) fn on_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        if let Err((code, text)) = self.check_publish(conn, p.address, p.p2p_sender) {
+            self.error(conn, code, text, Some(p.address_str()));
+            return;
+        }
+        if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX)
+            && !target.is_empty()
+            && !target.contains('/')
+        {
+            self.p2p_signal(conn, target, p);
+            return;
+        }
+        if p.address == P2P_ANNOUNCE {
+            self.p2p_announces.insert(conn, p.frame.clone());
+            let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
+            // Announces reach every subscriber of the address, whatever its type filter.
+            self.fan_out(&address, SignalType::Event, Some(conn), None, now, || {
+                Outgoing::Event(p.frame.clone())
+            });
+            return;
+        }
+        if let Err(text) = check_address(p.address) {
+            self.error(conn, text.0, text.1, Some(p.address_str()));
+            return;
+        }
+        if p.signal == SignalType::Gesture && self.config.gesture_interval.as_micros() > 0 {
+            self.gesture(conn, p, now);
+            return;
+        }
+        self.forward_publish(conn, p, now);
+    }
+
+    /// A PUBLISH needs write on its address; a P2P signal or announce must name its sender's
+    /// own session (`from`, `session_id`), so no session can speak for another.
+    pub(super) fn check_publish(
+        &mut self,
+        conn: ConnId,
+        address: &str,
+        p2p_sender: Option<&str>,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !self.permits(conn, Action::Write, address) {
+            return Err((
+                ErrorCode::Forbidden,
+                "Insufficient scope for publish operation".to_owned(),
+            ));
+        }
+        if let Some(claimed) = p2p_sender {
+            let own = self.session(conn).map(|s| &*s.id);
+            if own != Some(claimed) {
+                self.metrics.forbidden += 1;
+                return Err((
+                    ErrorCode::Forbidden,
+                    format!(
+                        "P2P messages must name the sender's own session, not `{}`",
+                        clip(claimed.to_owned())
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn forward_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        self.forward_frame(conn, p.address, p.signal, p.frame.clone(), p.numeric, now);
+    }
+
+    pub(super) fn forward_frame(
+        &mut self,
+        conn: ConnId,
+        address: &str,
+        signal: SignalType,
+        frame: Bytes,
+        numeric: Option<f64>,
+        now: Now,
+    ) {
+        let address: Arc<str> = Arc::from(address);
+        let stream = signal == SignalType::Stream;
+        self.fan_out(&address, signal, Some(conn), numeric, now, || {
+            if stream {
+                Outgoing::Stream(frame.clone())
+            } else {
+                Outgoing::Event(frame.clone())
+            }
+        });
+    }
+
+    pub(super) fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
+        let Some(&to) = self.sessions.get(target) else {
+            let msg = format!("Target session not found: {target}");
+            self.error(conn, ErrorCode::TargetNotFound, msg, Some(p.address_str()));
+            return;
+        };
+        self.send(
+            to,
+            Outgoing::Event(p.frame.clone()),
+            crate::core::metrics::OUT_PUBLISH,
+        );
+    }
+
+    /// Gesture move coalescing: start, end and cancel go out at once; moves go out at most once
+    /// per interval per (session, address, id), always ending with the latest one.
+    pub(super) fn gesture(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
+        let key: GestureKey = (conn, Arc::from(p.address), p.id.unwrap_or(0));
+        let interval = self.config.gesture_interval.as_micros() as u64;
+        match p.phase {
+            GesturePhase::Start => {
+                self.gestures.insert(
+                    key,
+                    Gesture {
+                        started: now.mono,
+                        last_forward: now.mono,
+                        buffered: None,
+                        armed: false,
+                    },
+                );
+                self.forward_publish(conn, p, now);
+            }
+            GesturePhase::Move => {
+                let Some(g) = self.gestures.get_mut(&key) else {
+                    // A move without a start (late join): forward as is.
+                    self.forward_publish(conn, p, now);
+                    return;
+                };
+                if g.buffered.is_none() && now.mono >= g.last_forward + interval {
+                    g.last_forward = now.mono;
+                    self.forward_publish(conn, p, now);
+                    return;
+                }
+                g.buffered = Some(p.frame.clone());
+                self.metrics.gesture_moves_coalesced += 1;
+                if !g.armed {
+                    g.armed = true;
+                    let due = g.last_forward + interval;
+                    self.timers
+                        .push(Reverse((due, Timer::Gesture(conn, key.1.clone(), key.2))));
+                }
+            }
+            GesturePhase::End | GesturePhase::Cancel => {
+                if let Some(g) = self.gestures.remove(&key)
+                    && let Some(frame) = g.buffered
+                {
+                    self.forward_frame(conn, p.address, SignalType::Gesture, frame, None, now);
+                }
+                self.forward_publish(conn, p, now);
+            }
+        }
+    }
+}

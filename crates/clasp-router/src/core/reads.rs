@@ -1,0 +1,154 @@
+//! Subscriptions and reads: SUBSCRIBE, GET, QUERY and SNAPSHOT building.
+
+use super::*;
+
+impl Router {
+    pub(super) fn on_subscribe(&mut self, conn: ConnId, s: Subscribe) {
+        let pattern = match Pattern::compile(&s.pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(
+                    conn,
+                    ErrorCode::InvalidPattern,
+                    e.to_string(),
+                    Some(s.pattern),
+                );
+                return;
+            }
+        };
+        if !self.permits_pattern(conn, Action::Read, &pattern) {
+            let msg = "Insufficient scope for subscription".to_owned();
+            self.error(conn, ErrorCode::Forbidden, msg, Some(s.pattern));
+            return;
+        }
+        if let Some(opt) = unsupported_option(&s.options) {
+            let msg = format!(
+                "subscription option `{opt}` is not supported by this router; subscribe without it"
+            );
+            self.error(conn, ErrorCode::InvalidMessage, msg, Some(s.pattern));
+            return;
+        }
+        let max = self.config.max_subscriptions;
+        let Some(sess) = self.session_mut(conn) else {
+            return;
+        };
+        if !sess.subs.contains_key(&s.id) && sess.subs.len() >= max {
+            let msg = format!("Subscription limit reached (max {max})");
+            self.error(conn, ErrorCode::RateLimited, msg, Some(s.pattern));
+            return;
+        }
+        let interval_us = s
+            .options
+            .max_rate
+            .filter(|r| *r > 0)
+            .map(|r| 1_000_000 / u64::from(r));
+        sess.subs.insert(
+            s.id,
+            Sub {
+                types: s.types,
+                interval_us,
+                epsilon: s.options.epsilon.filter(|e| *e > 0.0),
+                filters: HashMap::new(),
+            },
+        );
+        let wants_params = s.types.accepts(SignalType::Param);
+        self.index.insert((conn, s.id), pattern.clone());
+        if pattern.matches(P2P_ANNOUNCE) && !self.p2p_announces.is_empty() {
+            // Peers that announced before this subscription (the reference never replays, so
+            // its clients only learn of peers that arrive after them).
+            let frames: Vec<Bytes> = self
+                .p2p_announces
+                .iter()
+                .filter(|(c, _)| **c != conn)
+                .map(|(_, f)| f.clone())
+                .collect();
+            for f in frames {
+                self.send(conn, Outgoing::Event(f), crate::core::metrics::OUT_PUBLISH);
+            }
+        }
+        if wants_params {
+            let may = |a: &str| {
+                self.session(conn)
+                    .is_some_and(|sess| sess.may(Action::Read, a))
+            };
+            let frames = if pattern.is_exact() {
+                self.snapshot_frames(|a| a == pattern.as_str() && may(a), false)
+            } else {
+                self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
+            };
+            self.send_frames(conn, frames);
+        }
+    }
+
+    pub(super) fn on_get(&mut self, conn: ConnId, address: Str) {
+        match self.store.get(&address) {
+            Some(p) => {
+                let snap = Snapshot {
+                    params: vec![param_value(&address, p)],
+                };
+                self.reply(conn, &Message::Snapshot(snap));
+            }
+            None => {
+                let msg = format!("no param at {address}");
+                self.error(conn, ErrorCode::AddressNotFound, msg, Some(address));
+            }
+        }
+    }
+
+    pub(super) fn on_query(&mut self, conn: ConnId, pattern: &str) {
+        let signals = match Pattern::compile(pattern) {
+            Ok(p) => self
+                .signals
+                .values()
+                .filter(|s| p.matches(&s.def.address))
+                .filter(|s| {
+                    self.session(conn)
+                        .is_some_and(|sess| sess.may(Action::Read, &s.def.address))
+                })
+                .map(|s| SignalDef {
+                    meta: None,
+                    ..s.def.clone()
+                })
+                .collect(),
+            Err(e) => {
+                self.error(
+                    conn,
+                    ErrorCode::InvalidPattern,
+                    e.to_string(),
+                    Some(Str::from(pattern)),
+                );
+                return;
+            }
+        };
+        self.reply(conn, &Message::Result(QueryResult { signals }));
+    }
+
+    /// SNAPSHOT frames of the params whose address passes `filter`.
+    pub(super) fn snapshot_frames(
+        &self,
+        filter: impl Fn(&str) -> bool,
+        always: bool,
+    ) -> Vec<Bytes> {
+        let mut w = SnapshotWriter::new(self.config.max_payload);
+        for (addr, p) in self.store.iter() {
+            if filter(addr) {
+                // A param that cannot fit a frame is refused when written, so this cannot fail
+                // for stored params; if it ever did, the error is counted, not hidden.
+                if w.push(&param_value(addr, p)).is_err() {
+                    debug_assert!(false, "stored param too large for a snapshot: {addr}");
+                }
+            }
+        }
+        w.finish(always)
+    }
+}
+
+pub(super) fn unsupported_option(o: &SubscribeOptions) -> Option<&'static str> {
+    if o.history.is_some() {
+        Some("history")
+    } else if o.window.is_some() {
+        Some("window")
+    } else {
+        None
+    }
+}

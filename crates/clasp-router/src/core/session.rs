@@ -1,0 +1,117 @@
+//! Sessions: what the router keeps per session, and the rate limit.
+
+use super::*;
+
+impl Router {
+    /// Charges a message to its session's rate limit; false (after at most one ERROR 429 a
+    /// second) when the session is over it and the message must be dropped.
+    pub(super) fn within_rate(&mut self, conn: ConnId, msg: &MessageView<'_>, now: Now) -> bool {
+        let Some(limit) = self.config.rate_limit else {
+            return true;
+        };
+        let cost = match msg {
+            MessageView::Other(m) => match &**m {
+                Message::Bundle(b) => b.messages.len().max(1) as f64,
+                _ => 1.0,
+            },
+            _ => 1.0,
+        };
+        let Some(sess) = self.session_mut(conn) else {
+            return true;
+        };
+        if sess.bucket.take(limit, cost, now.mono) {
+            return true;
+        }
+        let warn = sess
+            .bucket
+            .warned
+            .is_none_or(|at| now.mono.saturating_sub(at) >= 1_000_000);
+        if warn {
+            sess.bucket.warned = Some(now.mono);
+        }
+        self.metrics.rate_limited += 1;
+        if warn {
+            let msg = format!(
+                "Rate limit exceeded: {} messages/second (bursts of {}); messages over it are dropped",
+                limit.per_sec, limit.burst
+            );
+            self.error(conn, ErrorCode::RateLimited, msg, None);
+        }
+        false
+    }
+}
+
+pub(super) struct Session {
+    pub(super) id: Arc<str>,
+    /// Subscriptions by the client's id (at most `max_subscriptions`, so colliding ids chosen by a
+    /// client can only slow that client's own deliveries).
+    pub(super) subs: FxHashMap<u32, Sub>,
+    /// Addresses this session has locked (may include ones since released).
+    pub(super) locks: Vec<Arc<str>>,
+    pub(super) scheduled: usize,
+    /// The last fan-out that delivered to this session.
+    pub(super) served: u64,
+    /// What the session's token allows; `None` in open mode (everything).
+    pub(super) grant: Option<Grant>,
+    /// Rate limit state.
+    pub(super) bucket: Bucket,
+}
+
+/// A session's token bucket (see [`RateLimit`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bucket {
+    pub(super) tokens: f64,
+    /// When it was last refilled (monotonic µs).
+    pub(super) at: u64,
+    /// When the session was last told it is over the limit.
+    pub(super) warned: Option<u64>,
+}
+
+impl Bucket {
+    pub(super) fn full(limit: Option<RateLimit>, now: u64) -> Bucket {
+        Bucket {
+            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
+            at: now,
+            warned: None,
+        }
+    }
+
+    /// Takes `cost` tokens if there are enough.
+    pub(super) fn take(&mut self, limit: RateLimit, cost: f64, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.at) as f64 / 1e6;
+        self.tokens =
+            (self.tokens + elapsed * f64::from(limit.per_sec)).min(f64::from(limit.burst));
+        self.at = now;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Session {
+    /// Whether the session may do `action` on `address`.
+    pub(super) fn may(&self, action: Action, address: &str) -> bool {
+        self.grant
+            .as_ref()
+            .is_none_or(|g| g.scopes.allows(action, address))
+    }
+}
+
+pub(super) struct Sub {
+    pub(super) types: SignalTypes,
+    pub(super) interval_us: Option<u64>,
+    pub(super) epsilon: Option<f64>,
+    /// Per-address delivery state, only for subscriptions with `max_rate` or `epsilon`.
+    pub(super) filters: HashMap<Arc<str>, Filter>,
+}
+
+#[derive(Default)]
+pub(super) struct Filter {
+    pub(super) last_sent: Option<u64>,
+    pub(super) last_value: Option<f64>,
+    pub(super) pending: Option<(Outgoing, Option<f64>)>,
+    pub(super) armed: bool,
+}

@@ -1,0 +1,112 @@
+//! Timers: coalesced gesture moves, rate-limited deliveries, scheduled bundles, token
+//! expiry and periodic sweeps.
+
+use super::*;
+
+impl Router {
+    /// When [`Router::tick`] should next run (monotonic µs).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let expiry = self.store.next_expiry().map(|at| {
+            let now = self.last_now;
+            now.mono + at.saturating_sub(now.wall)
+        });
+        match (timer, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs every timer due at `now`: coalesced gesture moves, rate-limited deliveries,
+    /// scheduled bundles, param expiry and periodic sweeps.
+    pub fn tick(&mut self, now: Now) {
+        self.last_now = now;
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now.mono {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Filter(conn, sub, address) => self.flush_filter(conn, sub, &address, now),
+                Timer::Gesture(conn, address, id) => self.flush_gesture(conn, address, id, now),
+                Timer::Bundle(id) => {
+                    if let Some(b) = self.bundles.remove(&id) {
+                        if let Some(sess) = self.session_mut(b.conn) {
+                            sess.scheduled = sess.scheduled.saturating_sub(1);
+                        }
+                        self.run_bundle(b.conn, b.qos, b.bundle, now);
+                    }
+                }
+                Timer::Grant(conn) => self.revalidate_one(conn, now),
+                Timer::Sweep => {
+                    self.sweep(now);
+                    self.timers
+                        .push(Reverse((now.mono + SWEEP_INTERVAL_US, Timer::Sweep)));
+                }
+            }
+        }
+        let expired = self.store.expire(now.wall);
+        self.metrics.params_expired += expired.len() as u64;
+        self.flush();
+    }
+
+    pub(super) fn flush_filter(&mut self, conn: ConnId, sub: u32, address: &Arc<str>, now: Now) {
+        let Some(f) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.session.as_mut())
+            .and_then(|s| s.subs.get_mut(&sub))
+            .and_then(|s| s.filters.get_mut(address))
+        else {
+            return;
+        };
+        f.armed = false;
+        if let Some((out, value)) = f.pending.take() {
+            f.last_sent = Some(now.mono);
+            if value.is_some() {
+                f.last_value = value;
+            }
+            let code = match out {
+                Outgoing::Param(_) => metrics::OUT_SET,
+                _ => metrics::OUT_PUBLISH,
+            };
+            self.send(conn, out, code);
+        }
+    }
+
+    pub(super) fn flush_gesture(&mut self, conn: ConnId, address: Arc<str>, id: u32, now: Now) {
+        let key = (conn, address, id);
+        let Some(g) = self.gestures.get_mut(&key) else {
+            return;
+        };
+        g.armed = false;
+        if let Some(frame) = g.buffered.take() {
+            g.last_forward = now.mono;
+            self.forward_frame(conn, &key.1, SignalType::Gesture, frame, None, now);
+        }
+    }
+
+    pub(super) fn sweep(&mut self, now: Now) {
+        self.auth.sweep(now.wall);
+        if self.auth.enabled() {
+            self.revalidate(now);
+        }
+        let ttl = self.config.signal_ttl.as_micros() as u64;
+        self.signals
+            .retain(|_, s| now.mono.saturating_sub(s.refreshed) < ttl);
+        self.gestures
+            .retain(|_, g| now.mono.saturating_sub(g.started) < GESTURE_MAX_AGE_US);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Filter(ConnId, u32, Arc<str>),
+    Gesture(ConnId, Arc<str>, u32),
+    Bundle(u64),
+    /// A session's token expires.
+    Grant(ConnId),
+    Sweep,
+}

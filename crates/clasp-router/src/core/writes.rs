@@ -1,0 +1,131 @@
+//! Writes: SET validation, application, broadcast and ACK.
+
+use super::*;
+
+impl Router {
+    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision. Errors
+    /// are (code, text) for the caller to report.
+    pub(super) fn on_set(
+        &mut self,
+        conn: ConnId,
+        qos: Qos,
+        req: &SetReq<'_>,
+        now: Now,
+    ) -> Result<u64, (ErrorCode, String)> {
+        let writer = self.writer_id(conn).ok_or((
+            ErrorCode::InvalidMessage,
+            "no session for this connection".to_owned(),
+        ))?;
+        let set = &req.set;
+        if !self.permits(conn, Action::Write, set.address) {
+            return Err((
+                ErrorCode::Forbidden,
+                "Insufficient scope for write operation".to_owned(),
+            ));
+        }
+        let (frame, written) = self.apply_set(&writer, set, now)?;
+        if set.lock
+            && let Some(sess) = self.session_mut(conn)
+        {
+            sess.locks.push(written.key.clone());
+        }
+        let numeric = set.value.as_f64();
+        self.fan_out(&written.key, SignalType::Param, None, numeric, now, || {
+            Outgoing::Param(frame.clone())
+        });
+        if qos.wants_ack() {
+            let locked = written.holder.is_some();
+            let holder = written.holder.as_deref().map(Str::from);
+            let ack = Ack {
+                address: Some(req.address_str()),
+                revision: Some(written.revision),
+                locked: (set.lock || set.unlock || locked).then_some(locked),
+                holder,
+                correlation_id: None,
+            };
+            self.reply(conn, &Message::Ack(ack));
+        }
+        Ok(written.revision)
+    }
+
+    /// Checks a SET, encodes its broadcast and applies it. Returns the broadcast frame and what
+    /// the store did.
+    pub(super) fn apply_set(
+        &mut self,
+        writer: &Arc<str>,
+        set: &SetRef<'_>,
+        now: Now,
+    ) -> Result<(Bytes, state::Written), (ErrorCode, String)> {
+        check_address(set.address)?;
+        let ttl = set.ttl.or(self
+            .config
+            .param_ttl
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
+        let write = Write {
+            value: set.value,
+            expected: set.revision,
+            lock: set.lock,
+            unlock: set.unlock,
+            ttl,
+        };
+        let next_revision = self
+            .store
+            .check(set.address, writer, &write)
+            .map_err(write_error)?;
+        let broadcast = SetRef {
+            revision: Some(next_revision),
+            ttl: None,
+            ..*set
+        };
+        let frame = encode_set(&broadcast, FrameOptions::default())
+            .map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
+        // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
+        // late joiner could never receive it.
+        let snapshot_len = frame.len() - 4 + 13 + writer.len();
+        if snapshot_len > self.config.max_payload {
+            return Err((
+                ErrorCode::TooLarge,
+                format!(
+                    "value too large to store: its snapshot entry would take {snapshot_len} bytes, over the {}-byte frame limit",
+                    self.config.max_payload
+                ),
+            ));
+        }
+        let written = self
+            .store
+            .write(set.address, writer, &write, now.wall)
+            .map_err(write_error)?;
+        Ok((frame, written))
+    }
+}
+
+pub(super) fn check_address(address: &str) -> Result<(), (ErrorCode, String)> {
+    clasp_proto::address::validate_address(address)
+        .map_err(|e| (ErrorCode::InvalidAddress, e.to_string()))?;
+    if address.contains('*') {
+        return Err((
+            ErrorCode::InvalidAddress,
+            format!("wildcards are only allowed in patterns, not in addresses: {address}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn write_error(e: WriteError) -> (ErrorCode, String) {
+    let code = match e {
+        WriteError::RevisionConflict { .. } => ErrorCode::RevisionConflict,
+        WriteError::LockHeld { .. } => ErrorCode::LockHeld,
+        WriteError::AtCapacity { .. } => ErrorCode::StateRejected,
+    };
+    (code, e.to_string())
+}
+
+pub(super) fn param_value(address: &str, p: &state::Param) -> ParamValue {
+    ParamValue {
+        address: address.to_owned().into(),
+        value: p.value.clone(),
+        revision: p.revision,
+        writer: Some(p.writer.to_string().into()),
+        timestamp: Some(p.timestamp),
+    }
+}
