@@ -43,8 +43,10 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "CLASP_CONFIG")]
     config: Option<PathBuf>,
     /// CPSK token file, managed with `clasp token` [default: tokens.json in the data
-    /// directory]. The router requires tokens as soon as it holds one; it reloads the file when
-    /// it changes and ends the sessions of removed tokens.
+    /// directory]. Tokens are required once the file exists (a file named here: always), and
+    /// stay required while the router runs, even with no token left; the file is reloaded when
+    /// it changes (a blank or missing file keeps the tokens in force), sessions of removed
+    /// tokens end and edited scopes apply to live sessions.
     #[arg(long, env = "CLASP_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Revoked tokens, JWT ids (jti) or subjects, one per line [default: revoked.txt in the
@@ -240,11 +242,12 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         c.router.gesture_interval = Duration::from_millis(ms);
     }
     let in_data_dir = |name: &str| c.data_dir.as_ref().map(|d| d.join(name));
-    c.auth.token_file = args
-        .token_file
-        .clone()
-        .or(file.token_file)
-        .or_else(|| in_data_dir(clasp_router::server::tokens::TOKEN_FILE));
+    let named_token_file = args.token_file.clone().or(file.token_file);
+    // A token file named explicitly requires tokens even before it exists; the default one in
+    // the data directory does once it exists (`clasp token create` makes it).
+    c.auth.require_tokens = named_token_file.is_some();
+    c.auth.token_file =
+        named_token_file.or_else(|| in_data_dir(clasp_router::server::tokens::TOKEN_FILE));
     c.auth.revoked_file = args
         .revoked_file
         .clone()

@@ -1,17 +1,20 @@
 //! Authentication and authorisation decisions, with no I/O: tokens, keys and the time are
 //! handed in by the shell.
 //!
-//! * **Open mode** (no token and no key configured): every session may do everything and
-//!   tokens in HELLO are ignored, as in the reference.
-//! * **Authenticated mode** (as soon as a token or a JWT key is configured): HELLO must carry a
-//!   token that is accepted, and the session gets that token's [`Scopes`].
+//! * **Open mode** (nothing configured): every session may do everything and tokens in HELLO
+//!   are ignored, as in the reference.
+//! * **Authenticated mode**: HELLO must carry a token that is accepted, and the session gets
+//!   that token's [`Scopes`]. It is decided by configuration ([`Auth::set_required`], a JWT key,
+//!   a CPSK table that held a token), never by how many tokens are left: once required, tokens
+//!   stay required even when the last one is revoked or expires, and a router that requires
+//!   tokens but has none refuses everyone with a clear error ([`AuthError::NoneConfigured`]).
 //!
 //! Two kinds of token are accepted: **CPSK** pre-shared keys (`cpsk_` + 32 hex digits, looked
 //! up exactly in a table, compatible with the reference) and **JWT**s (HS256 with a shared
 //! secret, EdDSA or RS256 with configured public keys), whose `scope` claim lists the scopes and
-//! whose `exp`, `nbf`, `aud` and `iss` are checked against the time passed in. A JWT's `jti` is
-//! accepted once within its lifetime (replay protection), and revoked token ids and `jti`s are
-//! refused.
+//! whose `exp`, `nbf`, `aud` and `iss` are checked against the time passed in. Every JWT opens
+//! one session only (replay protection): it is remembered by its `jti`, or by its signature when
+//! it has none, for its lifetime; revoked token ids and `jti`s are refused.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -225,14 +228,33 @@ pub enum AuthError {
     #[error("Token has been revoked")]
     Revoked,
     /// A JWT `jti` seen before within its lifetime.
-    #[error("Token already used (jti replay)")]
+    #[error("Token already used: a JWT opens one session only (replay)")]
     Replayed,
     /// A JWT that does not verify or does not fit the configuration.
     #[error("Invalid token: {0}")]
     Jwt(String),
+    /// Tokens are required and none is configured (every token was revoked or has expired).
+    #[error(
+        "Authentication required, and this router has no valid token configured: ask its operator for one (clasp token create)"
+    )]
+    NoneConfigured,
 }
 
 impl AuthError {
+    /// How `/metrics` counts this refusal.
+    pub fn refusal(&self) -> crate::core::metrics::Refusal {
+        use crate::core::metrics::Refusal;
+        match self {
+            AuthError::Missing => Refusal::AuthMissing,
+            AuthError::Format | AuthError::Unknown => Refusal::AuthUnknown,
+            AuthError::Expired => Refusal::AuthExpired,
+            AuthError::Revoked => Refusal::AuthRevoked,
+            AuthError::Replayed => Refusal::AuthReplayed,
+            AuthError::NotYetValid | AuthError::Jwt(_) => Refusal::AuthInvalid,
+            AuthError::NoneConfigured => Refusal::AuthNoneConfigured,
+        }
+    }
+
     /// The ERROR code for this refusal.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -260,7 +282,8 @@ pub struct JwtConfig {
     pub hs256_secret: Option<Vec<u8>>,
     /// Public keys for asymmetric tokens, each with its algorithm (EdDSA or RS256).
     pub public_keys: Vec<(Algorithm, DecodingKey)>,
-    /// Required `aud` (the token's `aud`, a string or a list, must contain it).
+    /// Required `aud`: the token's `aud` must be this string, or a list with this string as
+    /// one of its elements (compared exactly).
     pub audience: Option<String>,
     /// Required `iss`.
     pub issuer: Option<String>,
@@ -334,6 +357,8 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
+    /// The items of a scope claim: a list, or one string of items separated by spaces (as in
+    /// OAuth's `scope`) or commas.
     fn items(&self) -> Vec<&str> {
         match self {
             OneOrMany::One(s) => s.split([' ', ',']).filter(|x| !x.is_empty()).collect(),
@@ -351,10 +376,13 @@ fn looks_like_jwt(token: &str) -> bool {
 /// `jti`s already used.
 #[derive(Debug, Default)]
 pub struct Auth {
+    /// Tokens are required (set by configuration, or once a token was configured).
+    required: bool,
     cpsk: HashMap<String, CpskToken>,
     jwt: Option<JwtConfig>,
     revoked: HashSet<String>,
-    /// `jti` → when it may be forgotten (wall µs).
+    /// `jti:<jti>` (or `sha256:<hash of the signed part>` for a JWT without one) → when it
+    /// may be forgotten (wall µs).
     seen_jti: HashMap<String, u64>,
 }
 
@@ -364,14 +392,51 @@ impl Auth {
         Auth::default()
     }
 
-    /// Whether HELLO must carry a valid token (a token or a key is configured).
-    pub fn enabled(&self) -> bool {
+    /// Whether HELLO must carry a valid token: required by configuration, by a JWT key, or
+    /// because the CPSK table has held a token. It does not turn off when the last token goes.
+    pub fn required(&self) -> bool {
+        self.required || self.jwt.is_some()
+    }
+
+    /// Requires tokens (or, with `false`, returns to open mode unless a JWT key is set). The
+    /// shell calls it from its configuration; a non-empty CPSK table requires tokens too.
+    pub fn set_required(&mut self, required: bool) {
+        self.required = required;
+    }
+
+    /// Replaces the CPSK table. A table with a token makes tokens required from then on; an
+    /// empty one does not make the router open again.
+    pub fn set_cpsk(&mut self, tokens: HashMap<String, CpskToken>) {
+        self.required |= !tokens.is_empty();
+        self.cpsk = tokens;
+    }
+
+    /// Whether any token can be accepted at all (a CPSK token or a JWT key).
+    fn any_configured(&self) -> bool {
         !self.cpsk.is_empty() || self.jwt.is_some()
     }
 
-    /// Replaces the CPSK table.
-    pub fn set_cpsk(&mut self, tokens: HashMap<String, CpskToken>) {
-        self.cpsk = tokens;
+    /// `grant` as the configuration now has it: a CPSK token's current scopes, subject and
+    /// expiry (its table entry may have been edited since the session began); `None` when
+    /// nothing changed or the grant is not a CPSK token (a JWT's claims cannot change).
+    pub fn refreshed(&self, grant: &Grant) -> Option<Grant> {
+        if grant.kind != TokenKind::Cpsk {
+            return None;
+        }
+        let t = self.cpsk.get(&grant.token_id)?;
+        if t.scopes == grant.scopes
+            && t.subject == grant.subject
+            && t.expires_at == grant.expires_at
+        {
+            return None;
+        }
+        Some(Grant {
+            kind: TokenKind::Cpsk,
+            token_id: grant.token_id.clone(),
+            subject: t.subject.clone(),
+            scopes: t.scopes.clone(),
+            expires_at: t.expires_at,
+        })
     }
 
     /// The CPSK table.
@@ -391,6 +456,9 @@ impl Auth {
 
     /// Checks the token of a HELLO at wall time `now` (µs).
     pub fn authenticate(&mut self, token: Option<&str>, now: u64) -> Result<Grant, AuthError> {
+        if !self.any_configured() {
+            return Err(AuthError::NoneConfigured);
+        }
         let token = token.map(str::trim).filter(|t| !t.is_empty());
         let Some(token) = token else {
             return Err(AuthError::Missing);
@@ -447,6 +515,9 @@ impl Auth {
     /// recorded, so the same token can still open a session (or be checked again). For
     /// services beside the router, such as the rendezvous API, that accept the router's tokens.
     pub fn check(&self, token: &str, now: u64) -> Result<Grant, AuthError> {
+        if !self.any_configured() {
+            return Err(AuthError::NoneConfigured);
+        }
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -468,14 +539,26 @@ impl Auth {
     fn jwt(&mut self, token: &str, now: u64) -> Result<Grant, AuthError> {
         let bad = |m: &str| AuthError::Jwt(m.to_owned());
         let (grant, jti) = self.verify_jwt(token, now)?;
-        if let Some(jti) = &jti {
+        if jti.as_ref().is_some_and(|j| self.revoked.contains(j)) {
+            return Err(AuthError::Revoked);
+        }
+        // A token without a `jti` is remembered by a hash of its header and claims (what the
+        // signature covers), so it is single-use too, whatever encoding its signature has.
+        let key = match &jti {
+            Some(j) => format!("jti:{j}"),
+            None => {
+                use sha2::Digest as _;
+                let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+                let digest = sha2::Sha256::digest(signed.as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256:{hex}")
+            }
+        };
+        {
             let Some(cfg) = &self.jwt else {
                 return Err(AuthError::Format);
             };
-            if self.revoked.contains(jti) {
-                return Err(AuthError::Revoked);
-            }
-            if self.seen_jti.contains_key(jti) {
+            if self.seen_jti.contains_key(&key) {
                 return Err(AuthError::Replayed);
             }
             let window = now.saturating_add(cfg.replay_window.as_micros() as u64);
@@ -487,7 +570,7 @@ impl Auth {
                     return Err(bad("too many tokens in use; try again later"));
                 }
             }
-            self.seen_jti.insert(jti.clone(), until);
+            self.seen_jti.insert(key, until);
         }
         self.still_valid(&grant, now)?;
         Ok(grant)
@@ -540,10 +623,11 @@ impl Auth {
             return Err(AuthError::NotYetValid);
         }
         if let Some(want) = &cfg.audience {
-            let ok = c
-                .aud
-                .as_ref()
-                .is_some_and(|a| a.items().contains(&want.as_str()));
+            let ok = match &c.aud {
+                Some(OneOrMany::One(a)) => a == want,
+                Some(OneOrMany::Many(list)) => list.iter().any(|a| a == want),
+                None => false,
+            };
             if !ok {
                 return Err(AuthError::Jwt(format!("audience must include `{want}`")));
             }
@@ -645,7 +729,7 @@ mod tests {
     #[test]
     fn cpsk_tokens() {
         let mut a = Auth::open();
-        assert!(!a.enabled());
+        assert!(!a.required());
         let mut t = HashMap::new();
         t.insert(
             "cpsk_0123".to_owned(),
@@ -656,7 +740,7 @@ mod tests {
             },
         );
         a.set_cpsk(t);
-        assert!(a.enabled());
+        assert!(a.required());
         assert!(a.authenticate(Some("cpsk_0123"), 50).is_ok());
         assert_eq!(
             a.authenticate(Some("cpsk_0123"), 100),
@@ -673,6 +757,14 @@ mod tests {
         assert_eq!(
             a.authenticate(Some("cpsk_0123"), 50),
             Err(AuthError::Revoked)
+        );
+        // The last token going away does not open the router.
+        a.set_cpsk(HashMap::new());
+        assert!(a.required());
+        assert_eq!(a.authenticate(None, 50), Err(AuthError::NoneConfigured));
+        assert_eq!(
+            a.authenticate(Some("cpsk_9999"), 50),
+            Err(AuthError::NoneConfigured)
         );
     }
 }

@@ -4,42 +4,97 @@
 use super::*;
 
 impl Router {
-    /// Ends `conn`'s session if its token is no longer valid at `now`.
+    /// Keeps `conn`'s session within what its token allows now: ends it (ERROR, then close)
+    /// when the token was revoked, removed or has expired, or when the session was admitted
+    /// without a token and tokens are now required; applies a CPSK token's edited scopes and
+    /// expiry, dropping the subscriptions and releasing the locks they no longer allow.
     pub(super) fn revalidate_one(&mut self, conn: ConnId, now: Now) {
-        let invalid = self
-            .session(conn)
-            .and_then(|s| s.grant.as_ref())
-            .and_then(|g| self.auth.still_valid(g, now.wall).err());
-        if let Some(e) = invalid {
-            self.metrics.sessions_revoked += 1;
-            let msg = format!("{e}; the session ends");
-            self.error(conn, e.code(), msg, None);
-            self.reject(conn, CloseReason::Shutdown);
+        let Some(sess) = self.session(conn) else {
+            return;
+        };
+        let verdict = match &sess.grant {
+            None if self.auth.required() => Err((
+                ErrorCode::Unauthorized,
+                "Authentication is now required on this router; reconnect with a token".to_owned(),
+            )),
+            None => return,
+            Some(g) => match self.auth.still_valid(g, now.wall) {
+                Err(e) => Err((e.code(), e.to_string())),
+                Ok(()) => Ok(self.auth.refreshed(g)),
+            },
+        };
+        match verdict {
+            Err((code, text)) => {
+                self.metrics.sessions_revoked += 1;
+                self.error(conn, code, format!("{text}; the session ends"), None);
+                self.reject(conn, CloseReason::Shutdown);
+            }
+            Ok(Some(grant)) => self.regrant(conn, grant, now),
+            Ok(None) => {}
         }
     }
 
-    /// Ends (ERROR, then close) every session whose token is no longer valid at `now`:
-    /// revoked, removed or expired. Also runs on every sweep (every 10 s), and a session is
-    /// checked again when its token expires.
+    /// Gives `conn`'s session its token's new grant: subscriptions outside the new read scopes
+    /// are removed and locks outside the new write scopes released, each subscription with an
+    /// ERROR 301 naming its pattern.
+    fn regrant(&mut self, conn: ConnId, grant: Grant, now: Now) {
+        if let Some(at) = grant.expires_at {
+            let due = now.mono.saturating_add(at.saturating_sub(now.wall));
+            self.timers.push(Reverse((due, Timer::Grant(conn))));
+        }
+        let Some(sess) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
+        let scopes = grant.scopes.clone();
+        sess.grant = Some(grant);
+        let mut dropped = Vec::new();
+        for &id in sess.subs.keys() {
+            if let Some(p) = self.index.get((conn, id))
+                && !scopes.allows_pattern(Action::Read, p)
+            {
+                dropped.push((id, Str::from(p.as_str())));
+            }
+        }
+        for (id, _) in &dropped {
+            sess.subs.remove(id);
+            self.index.remove((conn, *id));
+        }
+        let (keep, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut sess.locks)
+            .into_iter()
+            .partition(|a| scopes.allows(Action::Write, a));
+        sess.locks = keep;
+        let id = sess.id.clone();
+        self.store.release_locks(&id, &lost);
+        for (_, pattern) in dropped {
+            self.metrics.refuse(Refusal::Scope);
+            let msg = "Insufficient scope for subscription: the token's scopes changed and this subscription was removed".to_owned();
+            self.error(conn, ErrorCode::Forbidden, msg, Some(pattern));
+        }
+    }
+
+    /// Brings every session in line with the tokens as they are now (see
+    /// [`Router::revalidate_one`]): call it after changing the authenticator. Also runs on
+    /// every sweep (every 10 s), and a session is checked again when its token expires.
     pub fn revalidate(&mut self, now: Now) {
-        let with_grant: Vec<ConnId> = self
+        let sessions: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.session.as_ref().is_some_and(|s| s.grant.is_some()))
+            .filter(|(_, c)| c.session.is_some())
             .map(|(id, _)| *id)
             .collect();
-        for conn in with_grant {
+        for conn in sessions {
             self.revalidate_one(conn, now);
         }
         self.flush();
     }
 
     pub(super) fn on_hello(&mut self, conn: ConnId, token: Option<&str>, now: Now) {
-        let grant = if self.auth.enabled() {
+        let grant = if self.auth.required() {
             match self.auth.authenticate(token, now.wall) {
                 Ok(g) => Some(g),
                 Err(e) => {
                     self.metrics.auth_failures += 1;
+                    self.metrics.refuse(e.refusal());
                     self.error(conn, e.code(), e.to_string(), None);
                     self.reject(conn, CloseReason::Handshake);
                     return;

@@ -36,6 +36,85 @@ pub struct Metrics {
     pub sessions_revoked: u64,
     /// Messages refused by the per-session rate limit.
     pub rate_limited: u64,
+    /// Refusals by kind (see [`Refusal`]), for `clasp_refusals_total{kind}`.
+    pub refusals: [u64; Refusal::ALL.len()],
+}
+
+/// Why the router refused something: every refusal is counted by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// HELLO without a token on a router that requires one.
+    AuthMissing,
+    /// An unknown CPSK token, or a token of no known format.
+    AuthUnknown,
+    /// An expired token.
+    AuthExpired,
+    /// A revoked (or removed) token.
+    AuthRevoked,
+    /// A JWT used a second time.
+    AuthReplayed,
+    /// A JWT that does not verify or fit the configuration, or is not valid yet.
+    AuthInvalid,
+    /// Tokens are required and none is configured.
+    AuthNoneConfigured,
+    /// An operation outside the session's scopes.
+    Scope,
+    /// A message over the session's rate limit.
+    RateLimit,
+    /// A P2P message that names another session as its sender.
+    P2pSpoof,
+    /// A subscription over the session's count or pattern-bytes budget.
+    Subscriptions,
+    /// An ANNOUNCE over the session's or the router's signal budget.
+    Announce,
+    /// A gesture start over the session's gesture budget.
+    Gestures,
+    /// A scheduled bundle over the session's count or bytes budget.
+    Scheduled,
+    /// A write over the param store's count or bytes budget.
+    Params,
+}
+
+impl Refusal {
+    /// Every kind, in the order of [`Metrics::refusals`].
+    pub const ALL: [Refusal; 15] = [
+        Refusal::AuthMissing,
+        Refusal::AuthUnknown,
+        Refusal::AuthExpired,
+        Refusal::AuthRevoked,
+        Refusal::AuthReplayed,
+        Refusal::AuthInvalid,
+        Refusal::AuthNoneConfigured,
+        Refusal::Scope,
+        Refusal::RateLimit,
+        Refusal::P2pSpoof,
+        Refusal::Subscriptions,
+        Refusal::Announce,
+        Refusal::Gestures,
+        Refusal::Scheduled,
+        Refusal::Params,
+    ];
+
+    /// The `kind` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::AuthMissing => "auth_missing",
+            Refusal::AuthUnknown => "auth_unknown",
+            Refusal::AuthExpired => "auth_expired",
+            Refusal::AuthRevoked => "auth_revoked",
+            Refusal::AuthReplayed => "auth_replayed",
+            Refusal::AuthInvalid => "auth_invalid",
+            Refusal::AuthNoneConfigured => "auth_none_configured",
+            Refusal::Scope => "scope",
+            Refusal::RateLimit => "rate_limit",
+            Refusal::P2pSpoof => "p2p_spoof",
+            Refusal::Subscriptions => "subscription_budget",
+            Refusal::Announce => "announce_budget",
+            Refusal::Gestures => "gesture_budget",
+            Refusal::Scheduled => "scheduled_budget",
+            Refusal::Params => "param_budget",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -54,6 +133,7 @@ impl Default for Metrics {
             forbidden: 0,
             sessions_revoked: 0,
             rate_limited: 0,
+            refusals: [0; Refusal::ALL.len()],
         }
     }
 }
@@ -66,6 +146,23 @@ impl Metrics {
     pub(crate) fn count_out(&mut self, code: u8, bytes: usize) {
         self.messages_out[usize::from(code)] += 1;
         self.bytes_out += bytes as u64;
+    }
+
+    /// Counts one refusal of `kind`.
+    pub(crate) fn refuse(&mut self, kind: Refusal) {
+        self.refusals[kind as usize] += 1;
+        match kind {
+            Refusal::Scope | Refusal::P2pSpoof => self.forbidden += 1,
+            Refusal::RateLimit => self.rate_limited += 1,
+            _ => {}
+        }
+    }
+
+    /// `(kind label, count)` for every refusal kind.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Refusal::ALL
+            .iter()
+            .map(|k| (k.label(), self.refusals[*k as usize]))
     }
 
     /// `(type name, count)` for every message type seen inbound or outbound.

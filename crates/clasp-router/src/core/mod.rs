@@ -50,7 +50,7 @@ use clasp_proto::{
 use auth::{Action, Auth, Grant};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Refusal};
 pub use outlet::{CloseReason, Outgoing, Outlet};
 use state::{ParamStore, Write, WriteError};
 
@@ -492,7 +492,9 @@ impl Router {
     /// Whether `conn`'s session may do `action` on `address`; counts a refusal.
     fn permits(&mut self, conn: ConnId, action: Action, address: &str) -> bool {
         let ok = self.session(conn).is_some_and(|s| s.may(action, address));
-        self.metrics.forbidden += u64::from(!ok);
+        if !ok {
+            self.metrics.refuse(Refusal::Scope);
+        }
         ok
     }
 
@@ -504,7 +506,9 @@ impl Router {
                 .as_ref()
                 .is_none_or(|g| g.scopes.allows_pattern(action, pattern))
         });
-        self.metrics.forbidden += u64::from(!ok);
+        if !ok {
+            self.metrics.refuse(Refusal::Scope);
+        }
         ok
     }
 

@@ -90,7 +90,7 @@ impl Router {
         if let Some(claimed) = p2p_sender {
             let own = self.session(conn).map(|s| &*s.id);
             if own != Some(claimed) {
-                self.metrics.forbidden += 1;
+                self.metrics.refuse(Refusal::P2pSpoof);
                 return Err((
                     ErrorCode::Forbidden,
                     format!(

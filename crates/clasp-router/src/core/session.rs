@@ -29,7 +29,7 @@ impl Router {
         if warn {
             sess.bucket.warned = Some(now.mono);
         }
-        self.metrics.rate_limited += 1;
+        self.metrics.refuse(Refusal::RateLimit);
         if warn {
             let msg = format!(
                 "Rate limit exceeded: {} messages/second (bursts of {}); messages over it are dropped",

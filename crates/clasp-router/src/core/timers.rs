@@ -90,7 +90,7 @@ impl Router {
 
     pub(super) fn sweep(&mut self, now: Now) {
         self.auth.sweep(now.wall);
-        if self.auth.enabled() {
+        if self.auth.required() {
             self.revalidate(now);
         }
         let ttl = self.config.signal_ttl.as_micros() as u64;

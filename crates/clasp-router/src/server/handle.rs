@@ -108,7 +108,7 @@ impl RouterHandle {
         let wall = self.shared.now().wall;
         let core = self.shared.core.lock();
         let auth = core.auth();
-        if !auth.enabled() {
+        if !auth.required() {
             return true;
         }
         let Some(token) = token else {
@@ -120,6 +120,6 @@ impl RouterHandle {
 
     /// Whether HELLO must carry a valid token.
     pub fn auth_enabled(&self) -> bool {
-        self.shared.core.lock().auth().enabled()
+        self.shared.core.lock().auth().required()
     }
 }

@@ -1,6 +1,7 @@
 //! The tokio shell: CLASP over WebSocket on one port that also serves `/healthz` and `/metrics`,
 //! optionally over raw TCP and QUIC as well, with write-behind persistence of params.
 
+mod auth_files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
@@ -81,12 +82,16 @@ pub struct ServerConfig {
     pub quic: Option<QuicListen>,
 }
 
-/// Where tokens and keys come from. The router is in open mode unless the token file holds a
-/// token or JWT verification is configured.
+/// Where tokens and keys come from. The router requires tokens when JWT verification is
+/// configured, when `require_tokens` is set, or once the token file exists; otherwise it is in
+/// open mode. Once required, tokens stay required until the router restarts.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     /// The CPSK token file (see [`tokens`]), reloaded when it changes.
     pub token_file: Option<PathBuf>,
+    /// Require tokens even while the token file does not exist yet (e.g. it was named
+    /// explicitly): every client is then refused until a token is added.
+    pub require_tokens: bool,
     /// The revocation list (tokens, JWT `jti`s or subjects, one per line), reloaded when it
     /// changes.
     pub revoked_file: Option<PathBuf>,
@@ -159,7 +164,7 @@ pub(crate) struct Shared {
     pub(crate) store_desc: String,
     pub(crate) persist: persist::Status,
     /// When the token files were last read.
-    auth_stamps: Mutex<Stamps>,
+    auth_watch: Mutex<auth_files::Watch>,
     /// Connections refused for the per-IP limit.
     pub(crate) refused_per_ip: Arc<AtomicU64>,
     /// Where writer tasks run (see [`writers`]).
@@ -167,75 +172,6 @@ pub(crate) struct Shared {
     /// Whether the writer pool has threads of its own.
     separate_writers: bool,
 }
-
-/// The modification times of the token file and the revocation list when last read.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Stamps {
-    tokens: Option<SystemTime>,
-    revoked: Option<SystemTime>,
-}
-
-impl Stamps {
-    fn now(cfg: &AuthConfig) -> Stamps {
-        let mtime = |p: Option<&PathBuf>| {
-            p.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        };
-        Stamps {
-            tokens: mtime(cfg.token_file.as_ref()),
-            revoked: mtime(cfg.revoked_file.as_ref()),
-        }
-    }
-}
-
-/// Reads the token file and the revocation list and puts them (with the JWT settings) into
-/// the core's authenticator. A file that fails to read leaves the core unchanged.
-fn load_auth(core: &mut Router, cfg: &AuthConfig) -> Result<(), tokens::TokenFileError> {
-    let table = match &cfg.token_file {
-        Some(p) => tokens::TokenFile::load(p)?.cpsk_table(p, tokens::unix_now())?,
-        None => Default::default(),
-    };
-    let revoked = match &cfg.revoked_file {
-        Some(p) => tokens::load_revoked(p)?,
-        None => Default::default(),
-    };
-    let auth = core.auth_mut();
-    auth.set_cpsk(table);
-    auth.set_jwt(cfg.jwt.clone());
-    auth.set_revoked(revoked);
-    Ok(())
-}
-
-/// Reloads the token file and the revocation list when they change, and ends the sessions
-/// whose tokens are gone.
-async fn watch_tokens(shared: Arc<Shared>) {
-    let cfg = &shared.config.auth;
-    if cfg.token_file.is_none() && cfg.revoked_file.is_none() {
-        return;
-    }
-    let mut tick = tokio::time::interval(TOKEN_POLL);
-    loop {
-        tick.tick().await;
-        let stamps = Stamps::now(cfg);
-        if *shared.auth_stamps.lock() == stamps {
-            continue;
-        }
-        // Whatever the outcome, do not retry until a file changes again.
-        *shared.auth_stamps.lock() = stamps;
-        shared.with_core(|core, now| match load_auth(core, cfg) {
-            Ok(()) => {
-                core.revalidate(now);
-                tracing::info!(tokens = core.auth().cpsk().len(), "token file reloaded");
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "token file not reloaded; the previous tokens stay in force"
-            ),
-        });
-    }
-}
-
-/// How often the token files are checked for changes.
-const TOKEN_POLL: Duration = Duration::from_millis(500);
 
 impl Shared {
     pub(crate) fn now(&self) -> Now {
@@ -325,19 +261,7 @@ impl Server {
         );
         core.defer_output(true);
         persist::restore(&mut core, loaded);
-        let stamps = Stamps::now(&config.auth);
-        load_auth(&mut core, &config.auth)?;
-        if core.auth().enabled() {
-            tracing::info!(
-                tokens = core.auth().cpsk().len(),
-                jwt = config.auth.jwt.is_some(),
-                "authentication on: HELLO must carry a valid token"
-            );
-        } else {
-            tracing::info!(
-                "open mode: no tokens or keys configured, every client may do everything"
-            );
-        }
+        let auth_watch = auth_files::load(&mut core, &config.auth)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -370,7 +294,7 @@ impl Server {
             timer_at: AtomicU64::new(u64::MAX),
             store_desc,
             persist: persist::Status::default(),
-            auth_stamps: Mutex::new(stamps),
+            auth_watch,
             refused_per_ip: Arc::new(AtomicU64::new(0)),
             writers: writers.handle(),
             separate_writers: writers.separate(),
@@ -465,7 +389,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let persister = persist::spawn(shared.clone(), store);
         let timer = tokio::spawn(timer_loop(shared.clone()));
-        let token_watch = tokio::spawn(watch_tokens(shared.clone()));
+        let token_watch = tokio::spawn(auth_files::watch(shared.clone()));
 
         let mut app = HttpRouter::new()
             .route("/healthz", get(healthz))
@@ -771,6 +695,13 @@ fn render_metrics(s: &Shared) -> String {
         "Messages dropped by the per-session rate limit (ERROR 429).",
         m.rate_limited,
     );
+    o.push_str(
+        "# HELP clasp_refusals_total Requests the router refused, by kind.\n# TYPE clasp_refusals_total counter\n",
+    );
+    for (kind, n) in m.refusals() {
+        let _ = writeln!(o, "clasp_refusals_total{{kind=\"{kind}\"}} {n}");
+    }
+    let mut counter = |name: &str, help: &str, v: u64| write_counter(&mut o, name, help, v);
     counter(
         "clasp_connections_refused_total",
         "Connections refused because their IP address had too many open (HTTP 429).",

@@ -109,7 +109,33 @@ pub fn short(t: &str) -> String {
     t.chars().take(13).collect::<String>() + "…"
 }
 
+/// What the router found when it read the token file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFileState {
+    /// There is no file.
+    Missing,
+    /// The file holds nothing but white space (0 bytes while it is being rewritten, say).
+    Blank,
+    /// The file's tokens.
+    Loaded(TokenFile),
+}
+
 impl TokenFile {
+    /// Reads a token file for the router, telling a missing or blank file apart from one
+    /// that holds no tokens (`{"tokens": {}}`), so a file caught mid-rewrite is never taken for
+    /// "no tokens".
+    pub fn read(path: &Path) -> Result<TokenFileState, TokenFileError> {
+        match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFileState::Missing),
+            Err(source) => Err(TokenFileError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+            Ok(t) if t.trim().is_empty() => Ok(TokenFileState::Blank),
+            Ok(_) => TokenFile::load(path).map(TokenFileState::Loaded),
+        }
+    }
+
     /// Reads a token file (JSON, or the reference router's line format); a missing file is
     /// an empty one.
     pub fn load(path: &Path) -> Result<TokenFile, TokenFileError> {
@@ -260,16 +286,20 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Reads a revocation list: one token, `jti` or subject per line, `#` comments. A missing file
-/// is an empty list.
-pub fn load_revoked(path: &Path) -> Result<HashSet<String>, TokenFileError> {
+/// is `None`; so is a blank one (0 bytes, as while it is rewritten), which the router does not
+/// take for "nothing is revoked" once it has a list (a list with nothing revoked says so with a
+/// comment line).
+pub fn load_revoked(path: &Path) -> Result<Option<HashSet<String>>, TokenFileError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Ok(text) if text.trim().is_empty() => Ok(None),
+        Ok(text) => Ok(Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(TokenFileError::Io {
             path: path.to_owned(),
             source,

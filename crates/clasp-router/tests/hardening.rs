@@ -1,0 +1,259 @@
+//! Hardening suite: the attacks of issue 13 on a running router, over real WebSocket
+//! connections. Each case failed on the router before the fix it names; each asserts the exact
+//! refusal, that nothing was lost, and that honest clients are still served.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "support/auth.rs"]
+mod auth;
+mod support;
+
+use std::time::Duration;
+
+use auth::*;
+use clasp_proto::*;
+use clasp_router::server::tokens::{TokenFile, generate};
+use clasp_router::server::{Server, ServerConfig};
+use support::{WsClient, http_get};
+
+/// A router with a token file and no JWT keys: tokens are required only because of the file.
+async fn cpsk_only() -> Env {
+    Env::start(|c| c.auth.jwt = None).await
+}
+
+/// The labelled counter `clasp_refusals_total{kind="…"}`.
+async fn refusals(env: &Env, kind: &str) -> u64 {
+    let text = http_get(&env.addr, "/metrics").await;
+    let prefix = format!("clasp_refusals_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+}
+
+fn save_tokens(env: &Env, f: &TokenFile) {
+    f.save(&env.token_file()).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Authentication never fails open
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn revoking_the_last_token_refuses_everyone_instead_of_opening_the_router() {
+    let env = cpsk_only().await;
+    let reader = env.token(&["read:/**"], None).await;
+    let mut live = env.connect(&reader).await;
+    // Revoke every token, as `clasp token revoke` does: the file stays, with no tokens.
+    save_tokens(&env, &TokenFile::default());
+    match live.recv().await {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert_eq!(live.closed().await, Some(1001));
+    // No token, a made-up one, the revoked ones: all refused, saying why.
+    let e = env.refused(None).await;
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    assert!(e.message.contains("no valid token configured"), "{e:?}");
+    for t in [generate(), reader.clone(), env.admin.clone()] {
+        assert_eq!(env.refused(Some(&t)).await.code, ErrorCode::Unauthorized);
+    }
+    assert!(refusals(&env, "auth_none_configured").await >= 4);
+    // A new token works again.
+    let t = env.token(&["admin:/**"], None).await;
+    let mut c = env.connect(&t).await;
+    assert_eq!(acked(&mut c, "/after/revoke", 1).await, Ok(()));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_file_whose_only_token_expired_before_the_start_still_requires_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let t = generate();
+    let mut f = TokenFile::default();
+    f.tokens
+        .insert(t.clone(), record(&t, &["admin:/**"], Some(now_s() - 60)));
+    f.save(&path).unwrap();
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    config.auth.token_file = Some(path);
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    for token in [None, Some(t.as_str()), Some(generate().as_str())] {
+        let e = match WsClient::connect_token(&url, token).await {
+            Ok(_) => panic!("{token:?} was let in"),
+            Err(e) => e,
+        };
+        assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+    }
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_blank_token_file_keeps_the_tokens_in_force() {
+    let env = cpsk_only().await;
+    let mut live = env.connect(&env.admin).await;
+    // A rewrite that is not atomic: the file is truncated, and stays so for a while.
+    std::fs::write(env.token_file(), b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.refused(None).await.code, ErrorCode::Unauthorized);
+    assert_eq!(
+        env.refused(Some(&generate())).await.code,
+        ErrorCode::Unauthorized
+    );
+    // The admin's session and token still work; nothing was ended.
+    assert_eq!(acked(&mut live, "/blank/x", 1).await, Ok(()));
+    let mut again = env.connect(&env.admin).await;
+    assert_eq!(acked(&mut again, "/blank/y", 2).await, Ok(()));
+    // A missing file too.
+    std::fs::remove_file(env.token_file()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.refused(None).await.code, ErrorCode::Unauthorized);
+    env.connect(&env.admin).await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_admitted_in_open_mode_ends_when_tokens_become_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    config.auth.token_file = Some(path.clone());
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("ws://{}/", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    // No token file yet: open mode.
+    let (mut anon, _) = WsClient::connect(&url).await;
+    assert_eq!(acked(&mut anon, "/open/x", 1).await, Ok(()));
+    // The operator creates the first token.
+    let t = generate();
+    let mut f = TokenFile::default();
+    f.tokens.insert(t.clone(), record(&t, &["read:/**"], None));
+    f.save(&path).unwrap();
+    match anon.recv().await {
+        Message::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+            assert!(e.message.contains("now required"), "{e:?}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert_eq!(anon.closed().await, Some(1001));
+    match WsClient::connect_token(&url, None).await {
+        Ok(_) => panic!("an anonymous session was let in"),
+        Err(e) => assert_eq!(e.code, ErrorCode::Unauthorized),
+    }
+    let (mut reader, _) = WsClient::connect_token(&url, Some(&t)).await.unwrap();
+    assert_eq!(acked(&mut reader, "/open/y", 1).await, Err(301));
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn narrowed_scopes_apply_to_live_sessions() {
+    let env = cpsk_only().await;
+    let t = env.token(&["read:/**", "write:/a/**"], None).await;
+    let mut c = env.connect(&t).await;
+    c.subscribe(1, "/**").await;
+    c.subscribe(2, "/a/**").await;
+    assert_eq!(acked(&mut c, "/a/locked", 1).await, Ok(()));
+    // Narrow the token to the /a subtree.
+    let mut f = TokenFile::load(&env.token_file()).unwrap();
+    f.tokens.get_mut(&t).unwrap().scopes = vec!["write:/a/**".into()];
+    save_tokens(&env, &f);
+    // The subscription to everything is removed, with an ERROR naming it.
+    loop {
+        match c.recv().await {
+            Message::Error(e) => {
+                assert_eq!(e.code, ErrorCode::Forbidden, "{e:?}");
+                assert_eq!(e.address.as_deref(), Some("/**"));
+                break;
+            }
+            Message::Set(_) => continue,
+            other => panic!("expected ERROR, got {other:?}"),
+        }
+    }
+    // What the admin writes outside /a no longer reaches it; inside /a it does.
+    let mut admin = env.connect(&env.admin).await;
+    assert_eq!(acked(&mut admin, "/b/secret", 7).await, Ok(()));
+    assert_eq!(acked(&mut admin, "/a/visible", 8).await, Ok(()));
+    loop {
+        match c.recv().await {
+            Message::Set(s) => {
+                assert_ne!(
+                    &*s.address, "/b/secret",
+                    "a write outside the new scopes leaked"
+                );
+                if &*s.address == "/a/visible" {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Reads and writes outside the new scopes are refused.
+    assert_eq!(
+        error_after(
+            &mut c,
+            Message::Get(Get {
+                address: "/b/secret".into()
+            }),
+            None
+        )
+        .await,
+        301
+    );
+    assert_eq!(acked(&mut c, "/b/x", 1).await, Err(301));
+    assert_eq!(acked(&mut c, "/a/y", 1).await, Ok(()));
+    // Widening applies too, without reconnecting.
+    let mut f = TokenFile::load(&env.token_file()).unwrap();
+    f.tokens.get_mut(&t).unwrap().scopes = vec!["admin:/**".into()];
+    save_tokens(&env, &f);
+    let mut widened = false;
+    for _ in 0..100 {
+        if acked(&mut c, "/b/x", 2).await.is_ok() {
+            widened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(widened, "widened scopes never applied");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwt_without_jti_opens_one_session_only() {
+    let env = Env::start(|_| {}).await;
+    let token = env.jwt(claims("write:/j/**", None, 600));
+    env.connect(&token).await;
+    let e = env.refused(Some(&token)).await;
+    assert!(e.message.contains("already used"), "{e:?}");
+    assert!(refusals(&env, "auth_replayed").await >= 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_audience_is_compared_exactly() {
+    let env = Env::start(|_| {}).await;
+    let mut c = claims("write:/j/**", Some("aud-1"), 600);
+    // Space-separated audiences are one string, not a list: refused.
+    c["aud"] = "other clasp-test".into();
+    let e = env.refused(Some(&env.jwt(c))).await;
+    assert!(e.message.contains("audience"), "{e:?}");
+    // A list that holds the audience is accepted.
+    let mut c = claims("write:/j/**", Some("aud-2"), 600);
+    c["aud"] = serde_json::json!(["other", "clasp-test"]);
+    env.connect(&env.jwt(c)).await;
+    env.stop().await;
+}
