@@ -257,3 +257,40 @@ async fn the_audience_is_compared_exactly() {
     env.connect(&env.jwt(c)).await;
     env.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Only the router, or a session about itself, says that a session left
+// ---------------------------------------------------------------------------------------------
+
+fn leave(session: &str) -> Message {
+    Message::Publish(Publish {
+        address: "/clasp/p2p/leave".into(),
+        payload: PublishPayload::Value(Value::Map(vec![(
+            "session_id".into(),
+            session.into(),
+        )])),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_forged_p2p_leave_is_refused() {
+    let env = Env::start(|_| {}).await;
+    let t = env
+        .token(&["write:/clasp/p2p/**", "read:/clasp/p2p/**"], None)
+        .await;
+    let mut peer_a = env.connect(&t).await;
+    let mut peer_b = env.connect(&t).await;
+    let mut third = env.connect(&t).await;
+    peer_a.subscribe(1, "/clasp/p2p/leave").await;
+    peer_a.send(Message::Ping).await;
+    assert_eq!(peer_a.recv().await, Message::Pong);
+    let b = peer_b.session.clone();
+    assert_eq!(error_after(&mut third, leave(&b), None).await, 301);
+    assert!(peer_a.try_recv(Duration::from_millis(300)).await.is_none());
+    assert!(refusals(&env, "p2p_spoof").await >= 1);
+    // B may say so itself.
+    peer_b.send(leave(&b)).await;
+    assert_eq!(peer_a.recv().await, leave(&b));
+    env.stop().await;
+}

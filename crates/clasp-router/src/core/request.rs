@@ -43,8 +43,8 @@ pub(super) struct PubReq<'a> {
     pub(super) frame: Bytes,
     /// The buffer `address` borrows from, if any.
     pub(super) source: Option<&'a Bytes>,
-    /// For P2P signals and announces, the session the payload claims to come from (`from`,
-    /// or `session_id` in an announce; `""` when absent).
+    /// For P2P signals, announces and leaves, the session the payload claims to come from (`from`,
+    /// or `session_id` in an announce or a leave; `""` when absent).
     pub(super) p2p_sender: Option<&'a str>,
 }
 
@@ -58,9 +58,10 @@ pub(super) fn claimed_sender(p: &Publish) -> Option<&str> {
     })
 }
 
-/// The sender a P2P payload names, for signals (`from`) and announces (`session_id`).
+/// The sender a P2P payload names: `from` in signals, `session_id` in announces and leaves
+/// (only the router, or a session about itself, may say that a session left).
 pub(super) fn p2p_field(address: &str) -> Option<&'static str> {
-    if address == P2P_ANNOUNCE {
+    if address == P2P_ANNOUNCE || address == P2P_LEAVE {
         Some("session_id")
     } else if address.starts_with(P2P_SIGNAL_PREFIX) {
         Some("from")
