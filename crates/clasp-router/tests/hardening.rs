@@ -265,10 +265,7 @@ async fn the_audience_is_compared_exactly() {
 fn leave(session: &str) -> Message {
     Message::Publish(Publish {
         address: "/clasp/p2p/leave".into(),
-        payload: PublishPayload::Value(Value::Map(vec![(
-            "session_id".into(),
-            session.into(),
-        )])),
+        payload: PublishPayload::Value(Value::Map(vec![("session_id".into(), session.into())])),
         ..Default::default()
     })
 }
@@ -293,4 +290,80 @@ async fn a_forged_p2p_leave_is_refused() {
     peer_b.send(leave(&b)).await;
     assert_eq!(peer_a.recv().await, leave(&b));
     env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. The HELLO deadline is absolute from accept
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn websocket_pings_do_not_stretch_the_hello_deadline() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let env = Env::start(|c| c.handshake_timeout = Duration::from_millis(1500)).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(env.url.as_str())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    // A ping every 300 ms and never a HELLO: the connection must still end at the deadline.
+    let closed = loop {
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        if ws.send(Ws::Ping(vec![1].into())).await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+            Ok(Some(Ok(Ws::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break true,
+            _ => {}
+        }
+    };
+    assert!(
+        closed,
+        "a WebSocket sending pings stayed open without HELLO"
+    );
+    assert!(refusals(&env, "handshake_timeout").await >= 1);
+    env.assert_serving().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_dribbling_tcp_connection_is_closed_at_the_hello_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tcp_listen: Some("127.0.0.1:0".parse().unwrap()),
+        handshake_timeout: Duration::from_millis(1500),
+        ..ServerConfig::default()
+    };
+    config.auth = Default::default();
+    let server = Server::bind(config).await.unwrap();
+    let tcp = server.tcp_local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    // A length prefix promising a frame, then one byte every 300 ms.
+    s.write_all(&[0, 0, 0, 200]).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        if s.write_all(&[0x53]).await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ => {}
+        }
+    };
+    assert!(
+        closed,
+        "a connection dribbling bytes stayed open without HELLO"
+    );
+    let _ = stop.send(());
+    let _ = task.await;
 }

@@ -73,11 +73,13 @@ pub enum Refusal {
     Scheduled,
     /// A write over the param store's count or bytes budget.
     Params,
+    /// A connection that did not complete HELLO within the handshake deadline.
+    HandshakeTimeout,
 }
 
 impl Refusal {
     /// Every kind, in the order of [`Metrics::refusals`].
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::AuthMissing,
         Refusal::AuthUnknown,
         Refusal::AuthExpired,
@@ -93,6 +95,7 @@ impl Refusal {
         Refusal::Gestures,
         Refusal::Scheduled,
         Refusal::Params,
+        Refusal::HandshakeTimeout,
     ];
 
     /// The `kind` label in `/metrics`.
@@ -113,6 +116,7 @@ impl Refusal {
             Refusal::Gestures => "gesture_budget",
             Refusal::Scheduled => "scheduled_budget",
             Refusal::Params => "param_budget",
+            Refusal::HandshakeTimeout => "handshake_timeout",
         }
     }
 }

@@ -224,6 +224,11 @@ impl Router {
         self.metrics.frames_rejected += 1;
     }
 
+    /// Counts a refusal the transport made (a handshake deadline missed, say).
+    pub fn count_refusal(&mut self, kind: Refusal) {
+        self.metrics.refuse(kind);
+    }
+
     /// Number of sessions that completed the handshake.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

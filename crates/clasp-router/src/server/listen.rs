@@ -157,6 +157,11 @@ pub(crate) struct AcceptLimits {
     pub(crate) header_read: Duration,
 }
 
+/// When a connection was accepted: a request extension, so the WebSocket handler can hold
+/// the HELLO deadline to an absolute time from accept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted(pub(crate) std::time::Instant);
+
 /// Connections open per IP address, for listeners that limit them (share it with `Arc`).
 #[derive(Debug, Default)]
 pub struct IpTable {
@@ -256,6 +261,7 @@ pub(crate) async fn accept_loop(
             c = accept_tcp(&listener, "websocket") => c,
             () = stop.notified() => return,
         };
+        let accepted = Accepted(std::time::Instant::now());
         let Some(slot) = table.admit(peer, limits.per_ip, &refused, "websocket") else {
             tokio::spawn(refuse(tcp, tls.is_some(), limits.per_ip));
             continue;
@@ -265,11 +271,11 @@ pub(crate) async fn accept_loop(
         tokio::spawn(async move {
             let slot = Arc::new(slot);
             match tls {
-                None => serve(TokioIo::new(tcp), app, peer, slot, limits).await,
+                None => serve(TokioIo::new(tcp), app, peer, slot, accepted, limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            serve(TokioIo::new(stream), app, peer, slot, limits).await
+                            serve(TokioIo::new(stream), app, peer, slot, accepted, limits).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -299,6 +305,7 @@ async fn serve<I>(
     app: HttpRouter,
     peer: SocketAddr,
     slot: Arc<IpSlot>,
+    accepted: Accepted,
     limits: AcceptLimits,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -306,6 +313,7 @@ async fn serve<I>(
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(accepted);
         let mut app = app.clone();
         async move { app.call(req).await }
     });

@@ -98,6 +98,7 @@ pub(crate) async fn accept_loop(
             () = stop.cancelled() => return,
         };
         let peer = incoming.remote_address();
+        let accepted = std::time::Instant::now();
         let Some(slot) = table.admit(peer, per_ip, &shared.refused_per_ip, "quic") else {
             incoming.refuse();
             continue;
@@ -120,7 +121,7 @@ pub(crate) async fn accept_loop(
                 Ok(Ok((conn, send, recv))) => {
                     let writer = QuicWriter { send, conn };
                     let framing = QuicFraming::new(shared.config.router.max_payload);
-                    stream::serve(shared, recv, writer, framing, peer, "quic").await;
+                    stream::serve(shared, recv, writer, framing, peer, "quic", accepted).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC connection failed"),
                 Err(_) => tracing::debug!(%peer, "QUIC handshake or first stream timed out"),

@@ -61,6 +61,7 @@ pub(crate) async fn serve<R, W, F>(
     mut framing: F,
     peer: SocketAddr,
     transport: &'static str,
+    accepted: std::time::Instant,
 ) where
     R: AsyncRead + Unpin + Send,
     W: StreamEnd,
@@ -74,9 +75,12 @@ pub(crate) async fn serve<R, W, F>(
         outbox.clone(),
         shared.config.ping_interval,
     ));
-    let reason = read_loop(&shared, conn, &outbox, &mut reader, &mut framing).await;
+    let reason = read_loop(&shared, conn, &outbox, &mut reader, &mut framing, accepted).await;
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
+        if reason == super::ws::HANDSHAKE_TIMEOUT {
+            core.count_refusal(crate::core::Refusal::HandshakeTimeout);
+        }
         core.close(conn, now);
         id
     });
@@ -98,6 +102,7 @@ async fn read_loop<R, F>(
     outbox: &Outbox,
     reader: &mut R,
     framing: &mut F,
+    accepted: std::time::Instant,
 ) -> &'static str
 where
     R: AsyncRead + Unpin + Send,
@@ -107,19 +112,21 @@ where
     let mut established = false;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut batch: Vec<Bytes> = Vec::new();
+    // HELLO must arrive by this time however the peer dribbles its bytes.
+    let hello_by = tokio::time::Instant::from_std(accepted + cfg.handshake_timeout);
     loop {
-        let limit = if established {
-            cfg.idle_timeout
+        let deadline = if established {
+            tokio::time::Instant::now() + cfg.idle_timeout
         } else {
-            cfg.handshake_timeout
+            hello_by
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, reader.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, reader.read(&mut buf)) => r,
             () = outbox.closed() => return "closed by the router",
         };
         let n = match read {
             Err(_) if established => return "idle timeout (no traffic, no answer to PING)",
-            Err(_) => return "handshake timeout",
+            Err(_) => return super::ws::HANDSHAKE_TIMEOUT,
             Ok(Ok(0)) => return "peer closed",
             Ok(Err(_)) => return "transport error",
             Ok(Ok(n)) => n,

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clasp_proto::{ErrorCode, ErrorMessage, Message, encode};
@@ -114,6 +114,7 @@ pub(crate) async fn accept_loop(
             c = accept_tcp(&listener, "tcp") => c,
             () = stop.cancelled() => return,
         };
+        let accepted = std::time::Instant::now();
         let Some(slot) = table.admit(peer, per_ip, &shared.refused_per_ip, "tcp") else {
             tokio::spawn(refuse(tcp, per_ip));
             continue;
@@ -121,12 +122,12 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         tracker.spawn(async move {
             let _slot = slot;
-            serve(shared, tcp, peer).await;
+            serve(shared, tcp, peer, accepted).await;
         });
     }
 }
 
-async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accepted: Instant) {
     let (reader, writer) = tcp.into_split();
     stream::serve(
         shared,
@@ -135,6 +136,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         LengthPrefixed::default(),
         peer,
         "tcp",
+        accepted,
     )
     .await;
 }

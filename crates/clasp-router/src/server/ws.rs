@@ -23,9 +23,9 @@ use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
-use super::listen::IpSlot;
+use super::listen::{Accepted, IpSlot};
 use super::outbox::{InlineWrite, Outbox};
-use crate::core::{CloseReason, ConnId};
+use crate::core::{CloseReason, ConnId, Refusal};
 
 /// Largest WebSocket message accepted. Bigger than any CLASP frame, so an oversize frame is
 /// answered with a CLASP ERROR instead of a dropped connection; anything larger is abuse.
@@ -40,6 +40,8 @@ pub(crate) const INLINE_FANOUT: usize = 4;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Longest a flat-out publisher waits for filling queues to drain before reading on.
 const RELIEF_WAIT: Duration = Duration::from_millis(2);
+/// Why a connection that never sent HELLO was closed.
+pub(crate) const HANDSHAKE_TIMEOUT: &str = "handshake timeout";
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 2 * 1024;
 /// Bytes of outgoing frames gathered before a write (the writer also flushes after each batch).
@@ -58,6 +60,7 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     slot: Option<Extension<Arc<IpSlot>>>,
+    accepted: Option<Extension<Accepted>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -68,6 +71,7 @@ pub(crate) async fn upgrade(
             .into_response();
     };
     let tracker = state.tracker.clone();
+    let accepted = accepted.map_or_else(std::time::Instant::now, |Extension(a)| a.0);
     ws.protocols(["clasp"])
         // Small buffers: they are per connection, and the library defaults (128 KiB each way)
         // would cost ~130 KB of memory per idle client. Larger messages are read in pieces.
@@ -79,12 +83,17 @@ pub(crate) async fn upgrade(
             tracker.track_future(async move {
                 // The connection keeps its place in the per-IP count until it ends.
                 let _slot = slot;
-                serve(state.shared, socket, peer).await;
+                serve(state.shared, socket, peer, accepted).await;
             })
         })
 }
 
-async fn serve(shared: Arc<Shared>, socket: WebSocket, peer: SocketAddr) {
+async fn serve(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    accepted: std::time::Instant,
+) {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
     let conn = shared.with_core(|core, now| core.open(Box::new(outbox.clone()), now));
     tracing::debug!(%peer, ?conn, "connection opened");
@@ -105,9 +114,12 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, peer: SocketAddr) {
         shared.config.ping_interval,
     ));
 
-    let reason = read_loop(&shared, conn, &outbox, &shared_socket).await;
+    let reason = read_loop(&shared, conn, &outbox, &shared_socket, accepted).await;
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
+        if reason == HANDSHAKE_TIMEOUT {
+            core.count_refusal(Refusal::HandshakeTimeout);
+        }
         core.close(conn, now);
         id
     });
@@ -130,24 +142,25 @@ async fn read_loop(
     conn: ConnId,
     outbox: &Outbox,
     socket: &Socket,
+    accepted: std::time::Instant,
 ) -> &'static str {
     let cfg = &shared.config;
     let mut established = false;
+    // HELLO must arrive by this time, whatever else the peer sends meanwhile (pings, text).
+    let hello_by = tokio::time::Instant::from_std(accepted + cfg.handshake_timeout);
     loop {
-        let limit = if established {
-            cfg.idle_timeout
+        let deadline = if established {
+            tokio::time::Instant::now() + cfg.idle_timeout
         } else {
-            cfg.handshake_timeout
+            hello_by
         };
         let next = tokio::select! {
-            r = tokio::time::timeout(limit, socket.next()) => r,
+            r = tokio::time::timeout_at(deadline, socket.next()) => r,
             () = outbox.closed() => return "closed by the router",
         };
         match next {
             Err(_) if established => return "idle timeout (no traffic, no pong)",
-            Err(_) => {
-                return "handshake timeout";
-            }
+            Err(_) => return HANDSHAKE_TIMEOUT,
             Ok(None) => return "peer closed",
             Ok(Some(Err(_))) => return "transport error",
             Ok(Some(Ok(msg))) => match msg {
