@@ -367,3 +367,97 @@ async fn a_dribbling_tcp_connection_is_closed_at_the_hello_deadline() {
     let _ = stop.send(());
     let _ = task.await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Gauges follow the outbox's life
+// ---------------------------------------------------------------------------------------------
+
+/// An open-mode router on loopback: (ws url, http address, stop, task).
+async fn open_router(
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> (
+    String,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), clasp_router::server::ServerError>>,
+) {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    config.auth = Default::default();
+    tweak(&mut config);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (format!("ws://{addr}/"), addr, stop, task)
+}
+
+async fn gauge(addr: &str, name: &str) -> f64 {
+    let text = http_get(addr, "/metrics").await;
+    support::metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test]
+async fn a_backlogged_subscriber_that_leaves_does_not_slow_publishers() {
+    let (url, addr, stop, task) = open_router(|_| {}).await;
+    let (mut slow, _) = WsClient::connect(&url).await;
+    slow.subscribe(1, "/flood/**").await;
+    slow.send(Message::Ping).await;
+    assert_eq!(slow.recv().await, Message::Pong);
+    // The subscriber stops reading; distinct addresses, so nothing coalesces, until its queue
+    // is backlogged (a quarter of the soft limit) but not congested.
+    let (mut publisher, _) = WsClient::connect(&url).await;
+    let value = Value::Bytes(vec![7u8; 2048].into());
+    let mut i = 0u32;
+    while gauge(&addr, "clasp_backlogged_consumers").await < 1.0 {
+        for _ in 0..500 {
+            i += 1;
+            let frame = encode(&Message::Set(Set {
+                address: format!("/flood/{i}").into(),
+                value: value.clone(),
+                ..Default::default()
+            }))
+            .unwrap();
+            publisher.send_raw(frame.to_vec()).await;
+        }
+        assert!(i < 200_000, "the subscriber's queue never filled");
+    }
+    assert_eq!(gauge(&addr, "clasp_slow_consumers").await, 0.0);
+    // It leaves with its queue full.
+    drop(slow);
+    let mut cleared = false;
+    for _ in 0..200 {
+        if gauge(&addr, "clasp_backlogged_consumers").await == 0.0 {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cleared, "the backlogged gauge outlived the connection");
+    assert_eq!(gauge(&addr, "clasp_queued_bytes").await, 0.0);
+    // Publishers no longer wait for it: a flat-out burst is not held back once.
+    let waits = gauge(&addr, "clasp_publisher_waits_total").await;
+    for _ in 0..5000 {
+        i += 1;
+        let frame = encode(&Message::Set(Set {
+            address: format!("/flood/{i}").into(),
+            value: Value::Int(1),
+            ..Default::default()
+        }))
+        .unwrap();
+        publisher.send_raw(frame.to_vec()).await;
+    }
+    publisher.send(Message::Ping).await;
+    loop {
+        if let Message::Pong = publisher.recv().await {
+            break;
+        }
+    }
+    assert_eq!(gauge(&addr, "clasp_publisher_waits_total").await, waits);
+    let _ = stop.send(());
+    let _ = task.await;
+}

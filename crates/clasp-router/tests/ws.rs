@@ -352,6 +352,7 @@ async fn a_client_that_never_reads_is_cut_off_after_its_session_ends() {
         soft: 50,
         max_streams: 50,
         max_events: 100,
+        ..Default::default()
     };
     let r = Running::start(c).await;
     let (mut slow, _) = WsClient::connect(&r.url).await;

@@ -9,6 +9,8 @@
 //! * [`Outgoing::Stream`]: samples. The oldest may be dropped (and counted).
 //! * [`Outgoing::Event`] and [`Outgoing::Control`]: never dropped silently. Past a hard limit the
 //!   transport sends an ERROR and disconnects, and the client resynchronises on reconnect.
+//! * [`Outgoing::Snapshot`]: the connect snapshot, sent once per connection; it counts toward
+//!   the queue's size but is never refused for it (it is bounded by the param store).
 
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ pub enum Outgoing {
     Stream(Bytes),
     /// A param update: an encoded SET frame. Its address is the coalescing key.
     Param(Bytes),
+    /// A frame of the state snapshot that follows WELCOME.
+    Snapshot(Bytes),
 }
 
 impl Outgoing {
@@ -34,7 +38,8 @@ impl Outgoing {
             Outgoing::Control(b)
             | Outgoing::Event(b)
             | Outgoing::Stream(b)
-            | Outgoing::Param(b) => b,
+            | Outgoing::Param(b)
+            | Outgoing::Snapshot(b) => b,
         }
     }
 }

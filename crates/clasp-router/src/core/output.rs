@@ -53,6 +53,17 @@ impl Router {
         }
     }
 
+    /// Queues the connect snapshot's frames (see [`Outgoing::Snapshot`]).
+    pub(super) fn send_connect_snapshot(&mut self, conn: ConnId, frames: Vec<Bytes>) {
+        for f in frames {
+            self.send(
+                conn,
+                Outgoing::Snapshot(f),
+                clasp_proto::message::code::SNAPSHOT,
+            );
+        }
+    }
+
     pub(super) fn send_frames(&mut self, conn: ConnId, frames: Vec<Bytes>) {
         for f in frames {
             self.send(

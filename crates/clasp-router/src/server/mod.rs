@@ -596,6 +596,11 @@ fn render_metrics(s: &Shared) -> String {
         "Connections whose outbound queue holds a quarter of its soft limit or more (fast publishers then yield to the writers).",
         s.counters.backlogged.load(Ordering::Relaxed),
     );
+    gauge(
+        "clasp_queued_bytes",
+        "Bytes queued for connections, all outboxes together.",
+        s.counters.queued_bytes.load(Ordering::Relaxed),
+    );
     let _ = writeln!(
         o,
         "# HELP clasp_messages_in_total Frames received, by message type.\n# TYPE clasp_messages_in_total counter"
@@ -649,6 +654,11 @@ fn render_metrics(s: &Shared) -> String {
         "clasp_errors_sent_total",
         "ERROR messages sent.",
         m.errors_sent,
+    );
+    counter(
+        "clasp_publisher_waits_total",
+        "Times a publisher sending flat out waited (at most 2 ms) for filling subscriber queues.",
+        s.counters.publisher_waits.load(Ordering::Relaxed),
     );
     counter(
         "clasp_slow_disconnects_total",

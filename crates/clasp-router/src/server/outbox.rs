@@ -1,15 +1,21 @@
 //! A connection's outbound queue, with per-kind back-pressure.
 //!
 //! The core pushes frames without blocking; one writer task per connection drains everything
-//! queued and writes it with a single flush. When the peer reads slowly and the queue grows past
-//! a soft limit:
+//! queued and writes it with a single flush. The queue is bounded in frames and in bytes. When
+//! the peer reads slowly and the queue grows past a soft limit (of either):
 //!
 //! * **params** coalesce: a newer frame for an address still waiting in the queue replaces it in
 //!   place, so the subscriber skips intermediate values but always ends with the latest state;
-//! * **streams** drop the oldest queued sample beyond their own limit, counting every drop;
-//! * **events and control frames** are never dropped: past the hard limit the queue is replaced
-//!   by one ERROR 503 explaining why, and the connection is closed; the client resynchronises
-//!   from the connect snapshot when it reconnects.
+//! * **streams** drop the oldest queued sample beyond their own limit (or the soft byte limit),
+//!   counting every drop;
+//! * **events, control frames, and params that cannot coalesce** are never dropped: past the
+//!   hard limit (frames or bytes) the queue is replaced by one ERROR 503 explaining why, and the
+//!   connection is closed; the client resynchronises from the connect snapshot when it
+//!   reconnects. The connect snapshot counts toward the bytes but is never refused for them.
+//!
+//! The gauges an outbox raises in the shared [`OutboxCounters`] (backlogged, congested, queued
+//! bytes) are lowered when it drains or when it is dropped, so a client that leaves with a full
+//! queue leaves nothing behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +37,10 @@ pub struct OutboxLimits {
     pub max_streams: usize,
     /// Most event and control frames kept queued before the connection is closed.
     pub max_events: usize,
+    /// Queued bytes above which params coalesce and streams are dropped.
+    pub soft_bytes: usize,
+    /// Most bytes kept queued (the connect snapshot aside) before the connection is closed.
+    pub max_bytes: usize,
 }
 
 impl Default for OutboxLimits {
@@ -39,6 +49,8 @@ impl Default for OutboxLimits {
             soft: 4096,
             max_streams: 4096,
             max_events: 65_536,
+            soft_bytes: 4 << 20,
+            max_bytes: 16 << 20,
         }
     }
 }
@@ -59,6 +71,10 @@ pub struct OutboxCounters {
     pub backlogged: AtomicU64,
     /// Signalled when an outbox stops being backlogged.
     pub relief: Notify,
+    /// Bytes queued in every outbox together.
+    pub queued_bytes: AtomicU64,
+    /// Times a flat-out publisher waited for filling queues (see [`OutboxCounters::filling`]).
+    pub publisher_waits: AtomicU64,
 }
 
 impl OutboxCounters {
@@ -70,9 +86,18 @@ impl OutboxCounters {
 }
 
 enum Slot {
-    Frame(Bytes, bool),
+    Frame(Bytes),
     Param(Bytes),
     Dropped,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        match self {
+            Slot::Frame(b) | Slot::Param(b) => b.len(),
+            Slot::Dropped => 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -83,8 +108,11 @@ struct State {
     /// Address (a slice of the SET frame) → sequence number of its queued param frame; kept
     /// only while congested.
     params: HashMap<Bytes, u64>,
-    streams: usize,
+    /// Sequence numbers of the queued stream frames, oldest first.
+    streams: VecDeque<u64>,
     events: usize,
+    /// Bytes of the frames in `queue`.
+    bytes: usize,
     congested: bool,
     backlogged: bool,
     close: Option<CloseReason>,
@@ -111,6 +139,32 @@ struct Inner {
     closed: Notify,
     limits: OutboxLimits,
     counters: Arc<OutboxCounters>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A connection that ends with frames queued must not leave the gauges raised: a
+        // backlogged gauge left behind would slow every publisher until restart.
+        let s = self.state.get_mut();
+        release(s, &self.counters);
+    }
+}
+
+/// Lowers the shared gauges `s` raised and forgets its queue accounting.
+fn release(s: &mut State, counters: &OutboxCounters) {
+    counters
+        .queued_bytes
+        .fetch_sub(s.bytes as u64, Ordering::Relaxed);
+    s.bytes = 0;
+    if s.congested {
+        s.congested = false;
+        counters.congested.fetch_sub(1, Ordering::Relaxed);
+    }
+    if s.backlogged {
+        s.backlogged = false;
+        counters.backlogged.fetch_sub(1, Ordering::Relaxed);
+        counters.relief.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for Outbox {
@@ -167,7 +221,7 @@ impl Outbox {
         let mut s = self.inner.state.lock();
         for slot in s.queue.drain(..) {
             match slot {
-                Slot::Frame(b, _) | Slot::Param(b) => f(b),
+                Slot::Frame(b) | Slot::Param(b) => f(b),
                 Slot::Dropped => {}
             }
         }
@@ -175,23 +229,9 @@ impl Outbox {
         if !s.params.is_empty() {
             s.params.clear();
         }
-        s.streams = 0;
+        s.streams.clear();
         s.events = 0;
-        if s.congested {
-            s.congested = false;
-            self.inner
-                .counters
-                .congested
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        if s.backlogged {
-            s.backlogged = false;
-            self.inner
-                .counters
-                .backlogged
-                .fetch_sub(1, Ordering::Relaxed);
-            self.inner.counters.relief.notify_waiters();
-        }
+        release(&mut s, &self.inner.counters);
         s.close
     }
 
@@ -244,16 +284,17 @@ impl Outbox {
             return;
         }
         let len = s.queue.len();
-        if len >= limits.soft / 4 && !s.backlogged {
+        if (len >= limits.soft / 4 || s.bytes >= limits.soft_bytes / 4) && !s.backlogged {
             s.backlogged = true;
             counters.backlogged.fetch_add(1, Ordering::Relaxed);
         }
-        if len >= limits.soft && !s.congested {
+        if (len >= limits.soft || s.bytes >= limits.soft_bytes) && !s.congested {
             s.congested = true;
             counters.congested.fetch_add(1, Ordering::Relaxed);
         }
         match msg {
             Outgoing::Param(frame) => {
+                let mut key = None;
                 if s.congested
                     && let Some(address) = set_address(&frame)
                 {
@@ -263,55 +304,114 @@ impl Outbox {
                     {
                         let i = (seq - head) as usize;
                         if let Some(Slot::Param(b)) = s.queue.get_mut(i) {
-                            *b = frame;
+                            let old = std::mem::replace(b, frame);
+                            let new = s.queue.get(i).map_or(0, Slot::len);
+                            self.grow(s, new);
+                            self.shrink(s, old.len());
                             counters.params_coalesced.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
                     }
-                    let seq = head + s.queue.len() as u64;
+                    key = Some(address);
+                }
+                if s.bytes + frame.len() > limits.max_bytes {
+                    self.overflow(s);
+                    return;
+                }
+                if let Some(address) = key {
+                    let seq = s.head_seq + s.queue.len() as u64;
                     s.params.insert(address, seq);
                 }
+                self.grow(s, frame.len());
                 s.queue.push_back(Slot::Param(frame));
             }
             Outgoing::Stream(frame) => {
-                if s.streams >= limits.max_streams
-                    && let Some(slot) = s
-                        .queue
-                        .iter_mut()
-                        .find(|slot| matches!(slot, Slot::Frame(_, true)))
+                // The oldest samples go first; a sample that still does not fit is dropped.
+                let mut budget = 4;
+                while (s.streams.len() >= limits.max_streams
+                    || s.bytes + frame.len() > limits.soft_bytes)
+                    && budget > 0
+                    && let Some(seq) = s.streams.pop_front()
                 {
-                    *slot = Slot::Dropped;
-                    s.streams -= 1;
+                    budget -= 1;
+                    let i = seq.saturating_sub(s.head_seq) as usize;
+                    if let Some(slot) = s.queue.get_mut(i) {
+                        let freed = std::mem::replace(slot, Slot::Dropped).len();
+                        self.shrink(s, freed);
+                    }
                     counters.streams_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                s.streams += 1;
-                s.queue.push_back(Slot::Frame(frame, true));
+                if s.streams.len() >= limits.max_streams
+                    || s.bytes + frame.len() > limits.soft_bytes
+                {
+                    counters.streams_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let seq = s.head_seq + s.queue.len() as u64;
+                s.streams.push_back(seq);
+                self.grow(s, frame.len());
+                s.queue.push_back(Slot::Frame(frame));
             }
             Outgoing::Control(frame) | Outgoing::Event(frame) => {
-                if s.events >= limits.max_events {
-                    counters.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                    let text = format!(
-                        "disconnecting: this client is not reading fast enough ({} messages queued); reconnect to resynchronise",
-                        s.queue.len()
-                    );
-                    s.queue.clear();
-                    s.params.clear();
-                    if let Ok(err) = clasp_proto::encode(&Message::Error(ErrorMessage {
-                        code: ErrorCode::Overloaded,
-                        message: text.into(),
-                        address: None,
-                        correlation_id: None,
-                    })) {
-                        s.queue.push_back(Slot::Frame(err, false));
-                    }
-                    s.close = Some(CloseReason::Shutdown);
-                    self.inner.closed.notify_waiters();
+                if s.events >= limits.max_events || s.bytes + frame.len() > limits.max_bytes {
+                    self.overflow(s);
                 } else {
                     s.events += 1;
-                    s.queue.push_back(Slot::Frame(frame, false));
+                    self.grow(s, frame.len());
+                    s.queue.push_back(Slot::Frame(frame));
                 }
             }
+            Outgoing::Snapshot(frame) => {
+                s.events += 1;
+                self.grow(s, frame.len());
+                s.queue.push_back(Slot::Frame(frame));
+            }
         }
+    }
+
+    fn grow(&self, s: &mut State, n: usize) {
+        s.bytes += n;
+        self.inner
+            .counters
+            .queued_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn shrink(&self, s: &mut State, n: usize) {
+        let n = n.min(s.bytes);
+        s.bytes -= n;
+        self.inner
+            .counters
+            .queued_bytes
+            .fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    /// The peer does not read fast enough to hold what it must not lose: the queue is
+    /// replaced by one ERROR saying so, and the connection closes.
+    fn overflow(&self, s: &mut State) {
+        let counters = &self.inner.counters;
+        counters.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "disconnecting: this client is not reading fast enough ({} messages, {} bytes queued); reconnect to resynchronise",
+            s.queue.len(),
+            s.bytes
+        );
+        s.queue.clear();
+        s.params.clear();
+        s.streams.clear();
+        let queued = s.bytes;
+        self.shrink(s, queued);
+        if let Ok(err) = clasp_proto::encode(&Message::Error(ErrorMessage {
+            code: ErrorCode::Overloaded,
+            message: text.into(),
+            address: None,
+            correlation_id: None,
+        })) {
+            self.grow(s, err.len());
+            s.queue.push_back(Slot::Frame(err));
+        }
+        s.close = Some(CloseReason::Shutdown);
+        self.inner.closed.notify_waiters();
     }
 }
 
@@ -371,6 +471,7 @@ mod tests {
             soft,
             max_streams,
             max_events,
+            ..OutboxLimits::default()
         };
         (Outbox::new(limits, counters.clone()), counters)
     }
@@ -438,5 +539,90 @@ mod tests {
         assert!(matches!(msg.message, Message::Error(ref e) if e.code == ErrorCode::Overloaded));
         assert!(d.close.is_some());
         assert_eq!(c.slow_disconnects.load(Ordering::Relaxed), 1);
+    }
+
+    fn bytes_outbox(soft_bytes: usize, max_bytes: usize) -> (Outbox, Arc<OutboxCounters>) {
+        let counters = Arc::new(OutboxCounters::default());
+        let limits = OutboxLimits {
+            soft_bytes,
+            max_bytes,
+            ..OutboxLimits::default()
+        };
+        (Outbox::new(limits, counters.clone()), counters)
+    }
+
+    #[test]
+    fn events_past_the_byte_limit_close_with_an_error() {
+        let (o, c) = bytes_outbox(64 << 10, 256 << 10);
+        for _ in 0..100 {
+            o.send(Outgoing::Event(Bytes::from(vec![0u8; 60_000])));
+        }
+        // Four fit under 256 KiB; the fifth closed the connection, and the rest were not kept.
+        assert!(c.queued_bytes.load(Ordering::Relaxed) < 1024);
+        let d = drain(&o);
+        assert_eq!(d.frames.len(), 1);
+        assert!(d.close.is_some());
+        assert_eq!(c.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert_eq!(c.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn params_at_new_addresses_past_the_byte_limit_close_the_connection() {
+        let (o, c) = bytes_outbox(1 << 10, 64 << 10);
+        for i in 0..2000 {
+            let set = Message::Set(clasp_proto::Set {
+                address: format!("/p/{i}").into(),
+                value: clasp_proto::Value::Bytes(vec![0u8; 1000].into()),
+                ..Default::default()
+            });
+            o.send(Outgoing::Param(
+                clasp_proto::encode(&set).unwrap_or_default(),
+            ));
+        }
+        let d = drain(&o);
+        assert!(d.close.is_some());
+        assert_eq!(c.slow_disconnects.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn streams_keep_within_the_soft_byte_limit() {
+        let (o, c) = bytes_outbox(10_000, 1 << 20);
+        for i in 0..100u8 {
+            o.send(Outgoing::Stream(Bytes::from(vec![i; 1000])));
+        }
+        let d = drain(&o);
+        let vals: Vec<u8> = d.frames.iter().map(|b| b[0]).collect();
+        // The newest samples that fit are kept, oldest dropped, each drop counted.
+        assert_eq!(vals, (90..100).collect::<Vec<u8>>());
+        assert_eq!(c.streams_dropped.load(Ordering::Relaxed), 90);
+    }
+
+    #[test]
+    fn the_connect_snapshot_is_never_refused_for_its_size() {
+        let (o, c) = bytes_outbox(1 << 10, 64 << 10);
+        for _ in 0..10 {
+            o.send(Outgoing::Snapshot(Bytes::from(vec![0u8; 60_000])));
+        }
+        let d = drain(&o);
+        assert_eq!(d.frames.len(), 10);
+        assert!(d.close.is_none());
+        assert_eq!(c.slow_disconnects.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_dropped_outbox_lowers_the_gauges_it_raised() {
+        let (o, c) = outbox(8, 100, 100);
+        for i in 0..20 {
+            o.send(Outgoing::Event(Bytes::from(vec![i])));
+        }
+        assert_eq!(c.backlogged.load(Ordering::Relaxed), 1);
+        assert_eq!(c.congested.load(Ordering::Relaxed), 1);
+        assert!(c.filling() || c.congested.load(Ordering::Relaxed) == 1);
+        assert_eq!(c.queued_bytes.load(Ordering::Relaxed), 20);
+        drop(o);
+        assert_eq!(c.backlogged.load(Ordering::Relaxed), 0);
+        assert_eq!(c.congested.load(Ordering::Relaxed), 0);
+        assert_eq!(c.queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(!c.filling());
     }
 }

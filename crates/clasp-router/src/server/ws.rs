@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -202,6 +203,10 @@ async fn read_loop(
                         tokio::pin!(relief);
                         relief.as_mut().enable();
                         if shared.counters.filling() {
+                            shared
+                                .counters
+                                .publisher_waits
+                                .fetch_add(1, Ordering::Relaxed);
                             let _ = tokio::time::timeout(RELIEF_WAIT, relief).await;
                         }
                     }
