@@ -1,7 +1,7 @@
 //! `clasp relay`: the router plus the rendezvous API, MQTT and OSC listeners and LAN discovery,
 //! in one process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use clasp_discovery::{AdvertiseOptions, Advertiser, BroadcastResponder, RouterInfo};
 use clasp_mqtt::{MqttConfig, MqttListener};
-use clasp_osc::{OscConfig, OscListener};
+use clasp_osc::{ByteRate, IpNet, OscConfig, OscListener};
 use clasp_proto::Features;
 use clasp_rendezvous::{RendezvousConfig, RendezvousService, SystemClock, TokenCheck};
 use clasp_router::core::auth::Action;
@@ -84,6 +84,23 @@ pub(crate) struct RelayArgs {
         value_delimiter = ','
     )]
     osc_feedback: Vec<SocketAddr>,
+    /// OSC sources in this block (CIDR or a single address; repeatable) get feedback without
+    /// the cookie round trip, e.g. a TouchOSC tablet on the LAN [default: none, not even
+    /// loopback: other sources are sent at most 3x what they sent until they echo a cookie].
+    #[arg(
+        long = "osc-allow",
+        env = "CLASP_OSC_ALLOW",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    osc_allow: Vec<IpNet>,
+    /// Bytes per second sent to one OSC peer, verified or not; what does not fit is dropped
+    /// (0: no limit).
+    #[arg(long, env = "CLASP_OSC_RATE_BYTES", default_value_t = 1 << 20)]
+    osc_rate_bytes: u64,
+    /// Largest burst of bytes sent to one OSC peer [default: twice --osc-rate-bytes].
+    #[arg(long, env = "CLASP_OSC_RATE_BURST")]
+    osc_rate_burst: Option<u64>,
     /// UDP port of the LAN broadcast responder (0: off).
     #[arg(long, env = "CLASP_DISCOVERY_PORT", default_value_t = 7331)]
     discovery_port: u16,
@@ -255,10 +272,20 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     }
 
     if let Some(port) = args.osc_port {
+        let send_rate = match (args.osc_rate_bytes, args.osc_rate_burst) {
+            (0, _) => None,
+            (_, Some(0)) => bail!("--osc-rate-burst must be at least 1"),
+            (per_sec, burst) => Some(ByteRate {
+                per_sec,
+                burst: burst.unwrap_or(per_sec.saturating_mul(2)),
+            }),
+        };
         let cfg = OscConfig {
             namespace: args.osc_namespace.clone(),
             token: args.osc_token.clone(),
             feedback: args.osc_feedback.clone(),
+            allow: args.osc_allow.clone(),
+            send_rate,
             ..OscConfig::default()
         };
         if handle.auth_enabled() && cfg.token.is_none() {
@@ -296,6 +323,36 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
                 "clasp_osc_bundles_scheduled_total",
                 "OSC bundles with a future time tag handed to the router's scheduler.",
                 st.scheduled,
+            );
+            counter(
+                o,
+                "clasp_osc_amplification_dropped_total",
+                "OSC messages not sent to unverified sources: they would have been sent more than 3x what they sent.",
+                st.amplification_dropped,
+            );
+            counter(
+                o,
+                "clasp_osc_rate_limited_total",
+                "OSC messages not sent because their peer's byte rate limit (--osc-rate-bytes) had no room.",
+                st.rate_limited,
+            );
+            gauge(
+                o,
+                "clasp_osc_verified_peers",
+                "OSC sources with a session that are verified (cookie round trip, --osc-allow, --osc-feedback).",
+                st.verified_peers,
+            );
+            counter(
+                o,
+                "clasp_osc_verifications_total",
+                "OSC sources verified by echoing a cookie (/clasp/verify).",
+                st.verifications,
+            );
+            counter(
+                o,
+                "clasp_osc_verify_failed_total",
+                "OSC /clasp/verify messages with a wrong or expired cookie.",
+                st.verify_failed,
             );
         });
         let stop = stop.clone();
@@ -396,6 +453,14 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An `--osc-allow` value: a CIDR block, or one address.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is neither a CIDR block (192.168.1.0/24) nor an address"))
+}
+
 /// The router's discovery id: kept in the data directory so it stays the same across restarts
 /// (scanners then see one router, not a new one each time); random with `--memory`.
 fn router_id(data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
@@ -418,4 +483,19 @@ fn router_id(data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn osc_allow_takes_blocks_and_single_addresses() {
+        let net = |s: &str| parse_net(s).map(|n| n.to_string());
+        assert_eq!(net("192.168.1.7/24").as_deref(), Ok("192.168.1.0/24"));
+        assert_eq!(net("10.0.0.1").as_deref(), Ok("10.0.0.1/32"));
+        assert_eq!(net("::1").as_deref(), Ok("::1/128"));
+        assert!(net("touchosc").is_err());
+        assert!(net("10.0.0.0/33").is_err());
+    }
 }

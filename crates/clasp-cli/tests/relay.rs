@@ -184,6 +184,38 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     osc.send_to(&packet, relay.addr("osc")).unwrap();
     let v = param(&clasp, "/mixer/fader1", "OSC message seen as a param").await;
     assert_eq!(v, Value::Float(0.5));
+    // OSC feedback: loopback is not trusted by default, so the subscribe is answered with a
+    // cookie (then the small current value, within 3x what the source sent); once the source
+    // echoes the cookie, a 1 KB change reaches it too.
+    let control = |addr: &str, args: Vec<rosc::OscType>| {
+        let m = rosc::OscMessage {
+            addr: addr.into(),
+            args,
+        };
+        rosc::encoder::encode(&rosc::OscPacket::Message(m)).unwrap()
+    };
+    let subscribe = control(
+        "/clasp/subscribe",
+        vec![rosc::OscType::String("/mixer/**".into())],
+    );
+    osc.send_to(&subscribe, relay.addr("osc")).unwrap();
+    let cookie = recv_osc(&osc);
+    assert_eq!(cookie.addr, "/clasp/verify");
+    let m = recv_osc(&osc);
+    assert_eq!(m.addr, "/mixer/fader1");
+    osc.send_to(&control("/clasp/verify", cookie.args), relay.addr("osc"))
+        .unwrap();
+    let ws = relay.addr("ws").to_string();
+    eventually("the OSC source to be verified", || async {
+        let metrics = support::http_get(&ws, "/metrics").await;
+        (support::metric(&metrics, "clasp_osc_verifications_total") == Some(1.0)).then_some(())
+    })
+    .await;
+    let big = "a".repeat(1000);
+    clasp.set("/mixer/fader2", big.as_str()).await.unwrap();
+    let m = recv_osc(&osc);
+    assert_eq!(m.addr, "/mixer/fader2");
+    assert_eq!(m.args, vec![rosc::OscType::String(big)]);
 
     // MQTT: a retained publish becomes a param; a CLASP SET reaches an MQTT subscriber.
     let mut opts = rumqttc::MqttOptions::new("relay-test", "127.0.0.1", relay.addr("mqtt").port());
@@ -277,12 +309,79 @@ async fn one_relay_serves_websocket_mqtt_osc_rendezvous_and_lan_discovery() {
     assert_eq!(value("clasp_rendezvous_devices"), 1.0);
     assert!(value("clasp_osc_datagrams_total") >= 1.0);
     assert_eq!(value("clasp_osc_peers"), 1.0);
+    assert_eq!(value("clasp_osc_verifications_total"), 1.0);
+    assert_eq!(value("clasp_osc_verified_peers"), 1.0);
     assert_eq!(value("clasp_mqtt_clients"), 1.0, "the rumqttc client");
     assert_eq!(value("clasp_mqtt_sessions_kept"), 0.0);
     assert_eq!(value("clasp_mqtt_offline_dropped_total"), 0.0);
     clasp.close().await;
     tcp.close().await;
     quic.close().await;
+}
+
+/// The next OSC message `sock` receives (blocking, 20 s at most).
+fn recv_osc(sock: &UdpSocket) -> rosc::OscMessage {
+    let mut buf = vec![0u8; 65_536];
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("no OSC message arrived");
+    match rosc::decoder::decode_udp(&buf[..n]).unwrap().1 {
+        rosc::OscPacket::Message(m) => m,
+        rosc::OscPacket::Bundle(b) => panic!("expected a message, got {b:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn osc_allow_lets_a_source_get_feedback_without_a_round_trip() {
+    // A bad --osc-allow is refused before anything starts.
+    let out = relay_cmd(&["--memory", "--osc-port", "0", "--osc-allow", "touchosc"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CIDR"));
+
+    let relay = Relay::start(&[
+        "--memory",
+        "--ws-port",
+        "0",
+        "--rendezvous-port",
+        "0",
+        "--osc-port",
+        "0",
+        "--osc-allow",
+        "10.0.0.0/8,127.0.0.2",
+        "--osc-allow",
+        "127.0.0.1/32",
+        "--discovery-port",
+        "0",
+        "--no-mdns",
+    ]);
+    let clasp = Client::connect(relay.ws_url()).await.unwrap();
+    let big = "a".repeat(1000);
+    clasp.set_confirmed("/lan/x", big.as_str()).await.unwrap();
+    // 127.0.0.1 is allowed: the 1 KB value comes back for a 32-byte subscribe.
+    let osc = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let subscribe = rosc::encoder::encode(&rosc::OscPacket::Message(rosc::OscMessage {
+        addr: "/clasp/subscribe".into(),
+        args: vec![rosc::OscType::String("/lan/**".into())],
+    }))
+    .unwrap();
+    osc.send_to(&subscribe, relay.addr("osc")).unwrap();
+    let m = recv_osc(&osc);
+    assert_eq!(m.addr, "/lan/x");
+    assert_eq!(m.args, vec![rosc::OscType::String(big)]);
+
+    let metrics = support::http_get(&relay.addr("ws").to_string(), "/metrics").await;
+    let value = |name: &str| -> f64 {
+        support::metric(&metrics, name).unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(value("clasp_osc_verified_peers"), 1.0);
+    assert_eq!(value("clasp_osc_amplification_dropped_total"), 0.0);
+    assert_eq!(value("clasp_osc_rate_limited_total"), 0.0);
+    assert_eq!(value("clasp_osc_verifications_total"), 0.0);
+    assert_eq!(value("clasp_osc_verify_failed_total"), 0.0);
+    clasp.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// What an inbound OSC message becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InboundMode {
@@ -11,6 +13,16 @@ pub enum InboundMode {
     Set,
     /// A PUBLISH of an event carrying the value; nothing is stored.
     Publish,
+}
+
+/// A byte rate limit as a token bucket: `per_sec` bytes a second on average, bursts of up to
+/// `burst` bytes. A message larger than `burst` is never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRate {
+    /// Sustained bytes per second (at least 1).
+    pub per_sec: u64,
+    /// Largest burst in bytes (at least 1).
+    pub burst: u64,
 }
 
 /// Settings of an [`OscListener`](crate::OscListener). Every field has a working default.
@@ -55,6 +67,14 @@ pub struct OscConfig {
     pub max_registrations_per_peer: usize,
     /// Most current values sent to a peer when it registers a pattern.
     pub max_snapshot: usize,
+    /// Sources verified by configuration: a source in one of these blocks gets feedback
+    /// without the cookie round trip (for peers such as TouchOSC that cannot do it). Empty by
+    /// default: no source is trusted for its address alone, loopback included. Static
+    /// [`OscConfig::feedback`] targets are always verified.
+    pub allow: Vec<IpNet>,
+    /// Outbound limit per destination, verified or not (static targets included); what does
+    /// not fit is dropped and counted. `None`: no limit.
+    pub send_rate: Option<ByteRate>,
 }
 
 impl Default for OscConfig {
@@ -76,6 +96,11 @@ impl Default for OscConfig {
             max_array_depth: 8,
             max_registrations_per_peer: 16,
             max_snapshot: 256,
+            allow: Vec::new(),
+            send_rate: Some(ByteRate {
+                per_sec: 1 << 20,
+                burst: 2 << 20,
+            }),
         }
     }
 }

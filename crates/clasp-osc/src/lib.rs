@@ -12,6 +12,10 @@
 //! * **Feedback**: changes under a pattern are sent as OSC messages to static targets
 //!   ([`OscConfig::feedback`]) and to peers that register with `/clasp/subscribe <pattern>`
 //!   (see [`OscListener`]); values map back as [`map::value_to_args`] says.
+//! * **Amplification**: UDP source addresses can be forged, so a source is sent at most 3× the
+//!   bytes it sent until it is verified (a cookie round trip, [`OscConfig::allow`], or a static
+//!   target), and every destination has a byte rate limit ([`OscConfig::send_rate`]); see
+//!   [`OscListener`].
 //! * **Limits**: at most [`OscConfig::max_peers`] sources at once, idle sessions closed after
 //!   [`OscConfig::session_timeout`], malformed datagrams counted and ignored
 //!   ([`OscStatsHandle::snapshot`]).
@@ -20,9 +24,14 @@
 #![deny(unused_must_use)]
 
 mod config;
+mod guard;
 mod listener;
 pub mod map;
+mod stats;
 pub mod time;
 
-pub use config::{InboundMode, OscConfig};
-pub use listener::{OscError, OscListener, OscStats, OscStatsHandle};
+pub use config::{ByteRate, InboundMode, OscConfig};
+/// CIDR blocks of [`OscConfig::allow`].
+pub use ipnet::IpNet;
+pub use listener::{OscError, OscListener};
+pub use stats::{OscStats, OscStatsHandle};

@@ -3,14 +3,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
-    Bundle, FrameOptions, Hello, Message, Publish, PublishPayload, Qos, Set, SignalType,
-    SignalTypes, Str, Subscribe, SubscribeOptions, Unsubscribe, Value,
+    Bundle, FrameOptions, Hello, Message, Publish, PublishPayload, Qos, Set, SignalType, Str, Value,
 };
 use clasp_router::core::ConnId;
 use clasp_router::core::outlet::CloseReason;
@@ -24,11 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{InboundMode, OscConfig};
+use crate::guard::{Cookies, SendGuard, is_allowed};
 use crate::map::{
     ArgOptions, args_to_value, check_shape, clasp_to_osc, normalize_namespace, osc_to_clasp,
     to_args,
 };
+use crate::stats::{Counters, OscStatsHandle, inc};
 use crate::time::{Due, plan};
+
+mod control;
+use control::{admit, error_message, register, send_cookie, subscribe, unregister, verify};
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -55,104 +59,12 @@ pub enum OscError {
     /// A configuration value is unusable.
     #[error("invalid OSC configuration: {0}")]
     Config(String),
+    /// The OS random generator could not supply the cookie key.
+    #[error("cannot draw the OSC cookie key from the OS random generator")]
+    Random,
     /// A socket operation failed.
     #[error("OSC socket error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Counters of a listener, for `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OscStats {
-    /// Datagrams received.
-    pub datagrams: u64,
-    /// Datagrams that were not valid OSC (or nested too deep), ignored.
-    pub decode_errors: u64,
-    /// OSC messages applied (SET or PUBLISH), bundles' contents included.
-    pub messages: u64,
-    /// OSC bundles received (nested ones included).
-    pub bundles: u64,
-    /// Groups of messages handed to the router for a future time.
-    pub scheduled: u64,
-    /// Bundles dropped for a time tag too far ahead or too many pending for their peer.
-    pub schedule_rejected: u64,
-    /// Messages with an address that is not a valid CLASP address, or unknown control messages.
-    pub invalid: u64,
-    /// Messages the router's frame limit could not hold.
-    pub too_large: u64,
-    /// OSC sources with a session now (static feedback targets included).
-    pub peers: u64,
-    /// Sessions opened for OSC sources.
-    pub peers_opened: u64,
-    /// Datagrams ignored because `max_peers` sources already had sessions.
-    pub peers_refused: u64,
-    /// Sessions closed for inactivity.
-    pub peers_reaped: u64,
-    /// Datagrams ignored from a source whose session the router refused (e.g. a bad token).
-    pub rejected_datagrams: u64,
-    /// OSC messages sent to peers.
-    pub feedback_sent: u64,
-    /// A peer's own changes not sent back to it.
-    pub echo_suppressed: u64,
-    /// Failed UDP sends (and receives).
-    pub send_errors: u64,
-    /// ERRORs the router answered OSC sessions with.
-    pub router_errors: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    datagrams: AtomicU64,
-    decode_errors: AtomicU64,
-    messages: AtomicU64,
-    bundles: AtomicU64,
-    scheduled: AtomicU64,
-    schedule_rejected: AtomicU64,
-    invalid: AtomicU64,
-    too_large: AtomicU64,
-    peers: AtomicU64,
-    peers_opened: AtomicU64,
-    peers_refused: AtomicU64,
-    peers_reaped: AtomicU64,
-    rejected_datagrams: AtomicU64,
-    feedback_sent: AtomicU64,
-    echo_suppressed: AtomicU64,
-    send_errors: AtomicU64,
-    router_errors: AtomicU64,
-}
-
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A cloneable view of a listener's counters that outlives [`OscListener::run`]'s `self`.
-#[derive(Debug, Clone)]
-pub struct OscStatsHandle(Arc<Counters>);
-
-impl OscStatsHandle {
-    /// The counters now.
-    pub fn snapshot(&self) -> OscStats {
-        let c = &*self.0;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        OscStats {
-            datagrams: l(&c.datagrams),
-            decode_errors: l(&c.decode_errors),
-            messages: l(&c.messages),
-            bundles: l(&c.bundles),
-            scheduled: l(&c.scheduled),
-            schedule_rejected: l(&c.schedule_rejected),
-            invalid: l(&c.invalid),
-            too_large: l(&c.too_large),
-            peers: l(&c.peers),
-            peers_opened: l(&c.peers_opened),
-            peers_refused: l(&c.peers_refused),
-            peers_reaped: l(&c.peers_reaped),
-            rejected_datagrams: l(&c.rejected_datagrams),
-            feedback_sent: l(&c.feedback_sent),
-            echo_suppressed: l(&c.echo_suppressed),
-            send_errors: l(&c.send_errors),
-            router_errors: l(&c.router_errors),
-        }
-    }
 }
 
 /// The validated configuration shared by the listener's tasks.
@@ -164,6 +76,7 @@ struct Ctx {
     ns: String,
     args: ArgOptions,
     stats: Arc<Counters>,
+    cookies: Cookies,
 }
 
 /// An OSC-over-UDP listener bound to a router: every OSC source address becomes a CLASP session
@@ -180,6 +93,14 @@ struct Ctx {
 /// * `/clasp/unsubscribe [pattern ...]` removes those registrations (none given: all).
 /// * Errors the router reports to a registered peer come back as `/clasp/error ,iss <code>
 ///   <message> <address>`.
+/// * `/clasp/verify ,s <cookie>` proves that the sender receives at its address. Until a source
+///   has done so (or is in [`OscConfig::allow`], or is a static target), it is sent at most 3×
+///   the bytes it sent; the rest is dropped, never queued. A subscribe from an unverified
+///   source, or its next datagram after feedback was dropped, is answered with `/clasp/verify
+///   ,s <cookie>`; `/clasp/verify` without a cookie asks for one; a wrong or expired cookie gets
+///   a new one. If feedback was dropped before verification, the source's registrations are
+///   renewed so it gets their current values. Verification lasts as long as the session. Every
+///   destination also has a byte rate limit ([`OscConfig::send_rate`]).
 #[derive(Debug)]
 pub struct OscListener {
     ctx: Arc<Ctx>,
@@ -212,6 +133,14 @@ impl OscListener {
                 config.feedback_pattern
             )));
         }
+        if let Some(rate) = config.send_rate
+            && (rate.per_sec == 0 || rate.burst == 0)
+        {
+            return Err(OscError::Config(
+                "the send rate and burst must be at least 1 byte (no limit: `None`)".to_owned(),
+            ));
+        }
+        let cookies = Cookies::new(Instant::now()).map_err(|_| OscError::Random)?;
         let socket = UdpSocket::bind(addr)
             .await
             .map_err(|source| OscError::Bind { addr, source })?;
@@ -225,6 +154,7 @@ impl OscListener {
                 ns,
                 args,
                 stats: Arc::new(Counters::default()),
+                cookies,
             }),
             handle,
         })
@@ -303,6 +233,8 @@ struct PeerShared {
     /// Initial values still to send for the latest registration.
     snapshot_budget: AtomicUsize,
     echo: Mutex<EchoFilter>,
+    /// What the peer may still be sent (amplification budget, rate limit).
+    guard: Mutex<SendGuard>,
 }
 
 /// The peer's own recent writes, to recognise their broadcasts coming back.
@@ -379,6 +311,8 @@ enum Op {
     },
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// `/clasp/verify`, with the cookie if one was given.
+    Verify(Option<String>),
 }
 
 fn wall_micros() -> u64 {
@@ -397,6 +331,7 @@ impl Runner {
     fn open(&mut self, addr: SocketAddr, is_static: bool, now: Instant) {
         let outbox = self.handle.outbox();
         let conn = self.handle.open_without_snapshot(&outbox);
+        let verified = is_static || is_allowed(&self.ctx.cfg.allow, addr.ip());
         let shared = Arc::new(PeerShared {
             addr,
             welcomed: AtomicBool::new(false),
@@ -407,6 +342,7 @@ impl Runner {
                 0
             }),
             echo: Mutex::new(EchoFilter::default()),
+            guard: Mutex::new(SendGuard::new(verified, self.ctx.cfg.send_rate, now)),
         });
         let cancel = self.shutdown.child_token();
         self.tracker.spawn(drain(
@@ -439,7 +375,13 @@ impl Runner {
         self.handle.handle(conn, &frames);
         inc(&self.ctx.stats.peers_opened);
         self.ctx.stats.peers.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%addr, is_static, "OSC session opened");
+        if verified {
+            self.ctx
+                .stats
+                .verified_peers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(%addr, is_static, verified, "OSC session opened");
         let peer = Peer {
             conn: Some(conn),
             shared,
@@ -501,6 +443,7 @@ impl Runner {
             return;
         };
         peer.last_seen = now;
+        peer.shared.guard.lock().received(buf.len());
         let frames = build_frames(&ctx, peer, ops, wall, now);
         if !frames.is_empty() {
             self.handle.handle(conn, &frames);
@@ -552,7 +495,7 @@ impl Runner {
         peer.cancel.cancel();
         peer.conn = None;
         peer.closed_at = Some(Instant::now());
-        self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+        session_gone(&self.ctx, &peer.shared);
     }
 
     fn reap(&mut self, now: Instant) {
@@ -574,7 +517,7 @@ impl Runner {
                 p.cancel.cancel();
                 if let Some(conn) = p.conn {
                     self.handle.close(conn);
-                    self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                    session_gone(&self.ctx, &p.shared);
                     inc(&self.ctx.stats.peers_reaped);
                     tracing::debug!(%addr, "idle OSC session closed");
                 }
@@ -590,7 +533,7 @@ impl Runner {
             p.cancel.cancel();
             if let Some(conn) = p.conn {
                 self.handle.close(conn);
-                self.ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                session_gone(&self.ctx, &p.shared);
             }
         }
         self.tracker.close();
@@ -598,13 +541,12 @@ impl Runner {
     }
 }
 
-fn subscribe(id: u32, pattern: String) -> Message {
-    Message::Subscribe(Subscribe {
-        id,
-        pattern: pattern.into(),
-        types: SignalTypes::ALL,
-        options: SubscribeOptions::default(),
-    })
+/// Updates the gauges for a peer whose session ended.
+fn session_gone(ctx: &Ctx, peer: &PeerShared) {
+    ctx.stats.peers.fetch_sub(1, Ordering::Relaxed);
+    if peer.guard.lock().is_verified() {
+        ctx.stats.verified_peers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The operation of one OSC message, or `None` (counted) if it cannot be applied.
@@ -626,6 +568,7 @@ fn message_op(ctx: &Ctx, m: OscMessage, at: Option<u64>, grouped: bool) -> Optio
         return match verb {
             "subscribe" => Some(Op::Subscribe(patterns)),
             "unsubscribe" => Some(Op::Unsubscribe(patterns)),
+            "verify" => Some(Op::Verify(patterns.into_iter().next())),
             _ => {
                 inc(&ctx.stats.invalid);
                 tracing::debug!(address = %m.addr, "unknown OSC control message");
@@ -662,6 +605,7 @@ fn message_op(ctx: &Ctx, m: OscMessage, at: Option<u64>, grouped: bool) -> Optio
 fn build_frames(ctx: &Ctx, peer: &mut Peer, ops: Vec<Op>, wall: u64, now: Instant) -> Vec<Bytes> {
     let mut frames = Vec::new();
     let mut group: Option<(Option<u64>, Vec<Message>)> = None;
+    let mut cookie_due = false;
     for op in ops {
         match op {
             Op::Write { at, grouped, msg } => {
@@ -683,14 +627,25 @@ fn build_frames(ctx: &Ctx, peer: &mut Peer, ops: Vec<Op>, wall: u64, now: Instan
             Op::Subscribe(patterns) => {
                 flush(ctx, peer, &mut group, wall, &mut frames);
                 register(ctx, peer, patterns, &mut frames);
+                cookie_due |= !peer.shared.guard.lock().is_verified();
             }
             Op::Unsubscribe(patterns) => {
                 flush(ctx, peer, &mut group, wall, &mut frames);
                 unregister(peer, patterns, &mut frames);
             }
+            Op::Verify(cookie) => {
+                flush(ctx, peer, &mut group, wall, &mut frames);
+                cookie_due |= !verify(ctx, peer, cookie, now, &mut frames);
+            }
         }
     }
     flush(ctx, peer, &mut group, wall, &mut frames);
+    // A registered source whose feedback no longer fits its budget is told how to get it.
+    let starved =
+        peer.shared.registered.load(Ordering::Relaxed) && peer.shared.guard.lock().take_starved();
+    if cookie_due || starved {
+        send_cookie(ctx, &peer.shared, now);
+    }
     frames
 }
 
@@ -756,90 +711,6 @@ fn remember_own_write(
         .record(s.address.clone(), s.value.clone(), now + delay + ECHO_TTL);
 }
 
-fn register(ctx: &Ctx, peer: &mut Peer, mut patterns: Vec<String>, frames: &mut Vec<Bytes>) {
-    if patterns.is_empty() {
-        patterns.push("/**".to_owned());
-    }
-    for p in patterns {
-        if peer.subs.contains_key(&p) {
-            continue;
-        }
-        let clasp = osc_to_clasp(&ctx.ns, &p);
-        if !p.starts_with('/') || Pattern::compile(&clasp).is_err() {
-            inc(&ctx.stats.invalid);
-            reply_error(
-                ctx,
-                peer.shared.addr,
-                202,
-                &format!("invalid pattern `{p}`"),
-                &p,
-            );
-            continue;
-        }
-        if peer.subs.len() >= ctx.cfg.max_registrations_per_peer {
-            inc(&ctx.stats.invalid);
-            let max = ctx.cfg.max_registrations_per_peer;
-            reply_error(
-                ctx,
-                peer.shared.addr,
-                429,
-                &format!("at most {max} registrations per peer"),
-                &p,
-            );
-            continue;
-        }
-        let id = peer.next_sub;
-        peer.next_sub = peer.next_sub.wrapping_add(1).max(STATIC_SUB + 1);
-        peer.subs.insert(p, id);
-        peer.shared.registered.store(true, Ordering::Relaxed);
-        peer.shared
-            .snapshot_budget
-            .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
-        push_frame(ctx, &subscribe(id, clasp), frames);
-    }
-}
-
-fn unregister(peer: &mut Peer, patterns: Vec<String>, frames: &mut Vec<Bytes>) {
-    let ids: Vec<u32> = if patterns.is_empty() {
-        peer.subs.drain().map(|(_, id)| id).collect()
-    } else {
-        patterns
-            .iter()
-            .filter_map(|p| peer.subs.remove(p))
-            .collect()
-    };
-    for id in ids {
-        if let Ok(f) = fire(&Message::Unsubscribe(Unsubscribe { id })) {
-            frames.push(f);
-        }
-    }
-    if peer.subs.is_empty() && !peer.is_static {
-        peer.shared.registered.store(false, Ordering::Relaxed);
-    }
-}
-
-/// Sends `<prefix>/error` to a peer that asked for something (best effort, never blocks).
-fn reply_error(ctx: &Ctx, to: SocketAddr, code: u16, message: &str, address: &str) {
-    let msg = error_message(ctx, code, message, address);
-    if let Ok(bytes) = rosc::encoder::encode(&OscPacket::Message(msg)) {
-        match ctx.socket.try_send_to(&bytes, to) {
-            Ok(_) => inc(&ctx.stats.feedback_sent),
-            Err(_) => inc(&ctx.stats.send_errors),
-        }
-    }
-}
-
-fn error_message(ctx: &Ctx, code: u16, message: &str, address: &str) -> OscMessage {
-    OscMessage {
-        addr: format!("{}/error", ctx.cfg.control_prefix),
-        args: vec![
-            OscType::Int(i32::from(code)),
-            OscType::String(message.to_owned()),
-            OscType::String(address.to_owned()),
-        ],
-    }
-}
-
 /// Translates what the router sends a peer's session into OSC messages to the peer, until the
 /// session closes or the listener cancels it.
 async fn drain(
@@ -865,6 +736,7 @@ async fn drain(
         for m in out.drain(..) {
             let addr = m.addr.clone();
             match rosc::encoder::encode(&OscPacket::Message(m)) {
+                Ok(bytes) if !admit(&ctx, &peer, bytes.len()) => {}
                 Ok(bytes) => match ctx.socket.send_to(&bytes, peer.addr).await {
                     Ok(_) => inc(&ctx.stats.feedback_sent),
                     Err(e) => {

@@ -2,192 +2,16 @@
 //! observed through a real CLASP client over WebSocket.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../../clasp-client/tests/support/mod.rs"]
-mod support;
+mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use clasp_client::{Client, ReconnectPolicy, Subscription, Update, Value};
+use clasp_client::{Client, ReconnectPolicy, Value};
 use clasp_osc::time::unix_micros_to_ntp;
-use clasp_osc::{InboundMode, OscConfig, OscListener, OscStats, OscStatsHandle};
-use clasp_router::server::{RouterHandle, Server, ServerConfig};
-use rosc::{
-    OscArray, OscBundle, OscColor, OscMessage, OscMidiMessage, OscPacket, OscTime, OscType,
-};
-use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-
-/// Generous: the tests must pass on a slow, loaded machine.
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Rig {
-    url: String,
-    osc: SocketAddr,
-    stats: OscStatsHandle,
-    router: RouterHandle,
-    stop: CancellationToken,
-    server: support::Router,
-    listener: tokio::task::JoinHandle<()>,
-}
-
-impl Rig {
-    async fn start(osc: OscConfig) -> Rig {
-        Rig::start_with(ServerConfig::default(), osc).await
-    }
-
-    async fn start_with(mut config: ServerConfig, osc: OscConfig) -> Rig {
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        let server = Server::bind(config).await.unwrap();
-        let router = server.handle();
-        let listener = OscListener::bind("127.0.0.1:0".parse().unwrap(), router.clone(), osc)
-            .await
-            .unwrap();
-        let osc = listener.local_addr().unwrap();
-        let stats = listener.stats();
-        let stop = CancellationToken::new();
-        let server = support::Router::run(server);
-        let s = stop.clone();
-        let listener = tokio::spawn(async move { listener.run(s).await.unwrap() });
-        Rig {
-            url: format!("ws://{}/clasp", server.addr),
-            osc,
-            stats,
-            router,
-            stop,
-            server,
-            listener,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::builder(&self.url)
-            .name("osc-test")
-            .reconnect(ReconnectPolicy::disabled())
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    fn stats(&self) -> OscStats {
-        self.stats.snapshot()
-    }
-
-    async fn wait_stats(&self, what: &str, f: impl Fn(&OscStats) -> bool) -> OscStats {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.stats();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn sessions(&self) -> usize {
-        self.router.with_core(|core, _| core.session_count())
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.listener)
-            .await
-            .unwrap()
-            .unwrap();
-        self.server.stop().await;
-    }
-}
-
-async fn udp() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").await.unwrap()
-}
-
-fn msg(addr: &str, args: Vec<OscType>) -> OscPacket {
-    OscPacket::Message(OscMessage {
-        addr: addr.to_owned(),
-        args,
-    })
-}
-
-fn bundle(timetag: OscTime, content: Vec<OscPacket>) -> OscPacket {
-    OscPacket::Bundle(OscBundle { timetag, content })
-}
-
-const NOW: OscTime = OscTime {
-    seconds: 0,
-    fractional: 1,
-};
-
-async fn send(sock: &UdpSocket, to: SocketAddr, p: &OscPacket) {
-    let bytes = rosc::encoder::encode(p).unwrap();
-    sock.send_to(&bytes, to).await.unwrap();
-}
-
-/// The next OSC message `sock` receives.
-async fn recv(sock: &UdpSocket) -> OscMessage {
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
-        .await
-        .expect("no OSC message arrived")
-        .unwrap();
-    match rosc::decoder::decode_udp(&buf[..n]).unwrap().1 {
-        OscPacket::Message(m) => m,
-        OscPacket::Bundle(b) => panic!("expected a message, got {b:?}"),
-    }
-}
-
-/// Asserts that the next OSC message `sock` receives is `addr` with `args`.
-async fn expect(sock: &UdpSocket, addr: &str, args: Vec<OscType>) {
-    let m = recv(sock).await;
-    assert_eq!((m.addr.as_str(), m.args), (addr, args));
-}
-
-/// Sends the control message `command` (`/clasp/subscribe`, `/clasp/unsubscribe`) for `pattern`.
-async fn control(sock: &UdpSocket, to: SocketAddr, command: &str, pattern: &str) {
-    send(
-        sock,
-        to,
-        &msg(command, vec![OscType::String(pattern.into())]),
-    )
-    .await;
-}
-
-/// The next update of `sub`, waiting at most [`WAIT`].
-async fn next(sub: &mut Subscription) -> Update {
-    tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .expect("no update arrived")
-        .unwrap()
-}
-
-/// Waits until the param at `address` reads `expected`.
-async fn wait_value(c: &Client, address: &str, expected: &Value) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(v) = c.get(address).await
-            && &v == expected
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{address} never became {expected:?} (now {:?})",
-            c.get(address).await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
+use clasp_osc::{InboundMode, OscConfig};
+use clasp_router::server::ServerConfig;
+use common::*;
+use rosc::{OscArray, OscColor, OscMidiMessage, OscType};
 
 #[tokio::test]
 async fn a_message_sets_a_param_seen_by_get_and_subscription() {
@@ -489,7 +313,7 @@ async fn a_peer_registers_gets_changes_not_its_own_and_unregisters() {
     let rig = Rig::start(OscConfig::default()).await;
     let c = rig.client().await;
     c.set_confirmed("/mix/a", 1).await.unwrap();
-    let peer = udp().await;
+    let peer = verified(&rig).await;
     control(&peer, rig.osc, "/clasp/subscribe", "/mix/**").await;
     // The current value comes first.
     expect(&peer, "/mix/a", vec![OscType::Int(1)]).await;
@@ -678,7 +502,7 @@ async fn the_token_scopes_limit_what_osc_peers_may_do() {
         .connect()
         .await
         .unwrap();
-    let peer = udp().await;
+    let peer = verified(&rig).await;
     send(&peer, rig.osc, &msg("/lights/dim", vec![OscType::Int(1)])).await;
     send(&peer, rig.osc, &msg("/synth/volume", vec![OscType::Int(1)])).await;
     wait_value(&c, "/synth/volume", &Value::Int(1)).await;
