@@ -9,7 +9,7 @@ use clasp_proto::address::validate_address;
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
     Ack, Announce, Bundle, ErrorCode, Features, GesturePhase, Message, ParamValue, Publish,
-    PublishPayload, Qos, Query, Set, SignalDef, SignalType, Str, Value, encode,
+    PublishPayload, Qos, Set, SignalDef, SignalType, Str, Value, encode,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -704,15 +704,16 @@ impl Client {
         .map(drop)
     }
 
-    /// The announced signals matching `pattern`.
+    /// The announced signals matching `pattern`, however many RESULT frames they take.
     pub async fn query(&self, pattern: &str) -> Result<Vec<SignalDef>> {
         compile(pattern)?;
-        let msg = Message::Query(Query {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Query {
             pattern: pattern.into(),
-        });
-        let pattern: Str = pattern.into();
-        self.request(encode(&msg)?, |tx| Waiter::Query { pattern, tx })
-            .await
+            tx,
+        })
+        .await?;
+        self.answer(rx).await
     }
 
     /// Round trip to the router (PING/PONG).

@@ -190,9 +190,11 @@ pub(crate) enum Waiter {
         address: Str,
         tx: oneshot::Sender<Result<ParamValue>>,
     },
-    /// RESULT for a QUERY.
+    /// RESULTs for a QUERY, collected until the PONG that follows them (a large answer comes
+    /// in several RESULT frames).
     Query {
         pattern: Str,
+        signals: Vec<SignalDef>,
         tx: oneshot::Sender<Result<Vec<SignalDef>>>,
     },
     /// PONG for a PING.
@@ -263,6 +265,11 @@ pub(crate) enum Command {
     Snapshot {
         pattern: Pattern,
         tx: oneshot::Sender<Result<Vec<ParamValue>>>,
+    },
+    /// QUERY, then PING: the router answers in order, so every RESULT comes before the PONG.
+    Query {
+        pattern: Str,
+        tx: oneshot::Sender<Result<Vec<SignalDef>>>,
     },
 }
 
@@ -464,6 +471,7 @@ impl Driver {
             }
             Command::Unsubscribe { id } => self.remove_sub(id),
             Command::Snapshot { tx, .. } => drop(tx.send(Err(e))),
+            Command::Query { tx, .. } => drop(tx.send(Err(e))),
         }
     }
 
@@ -702,6 +710,21 @@ impl Driver {
                 });
                 Some(sub)
             }
+            Command::Query { pattern, tx } => {
+                let query = encode(&Message::Query(clasp_proto::Query {
+                    pattern: pattern.clone(),
+                }));
+                let (Ok(query), Ok(ping)) = (query, encode(&Message::Ping)) else {
+                    return None;
+                };
+                self.replies.push(ping);
+                self.pending.push_back(Waiter::Query {
+                    pattern,
+                    signals: Vec::new(),
+                    tx,
+                });
+                Some(query)
+            }
         }
     }
 
@@ -779,19 +802,21 @@ impl Driver {
                 }
             }
             Message::Result(r) => {
-                let at = self
+                let query = self
                     .pending
-                    .iter()
-                    .position(|w| matches!(w, Waiter::Query { .. }));
-                if let Some(Waiter::Query { tx, .. }) = at.and_then(|i| self.pending.remove(i)) {
-                    let _ = tx.send(Ok(r.signals));
+                    .iter_mut()
+                    .find(|w| matches!(w, Waiter::Query { .. }));
+                if let Some(Waiter::Query { signals, .. }) = query {
+                    signals.extend(r.signals);
                 }
             }
             Message::Pong => {
-                let at = self
-                    .pending
-                    .iter()
-                    .position(|w| matches!(w, Waiter::Pong { .. } | Waiter::Snapshot { .. }));
+                let at = self.pending.iter().position(|w| {
+                    matches!(
+                        w,
+                        Waiter::Pong { .. } | Waiter::Snapshot { .. } | Waiter::Query { .. }
+                    )
+                });
                 match at.and_then(|i| self.pending.remove(i)) {
                     Some(Waiter::Pong { sent, tx }) => drop(tx.send(Ok(sent.elapsed()))),
                     Some(Waiter::Snapshot {
@@ -802,6 +827,7 @@ impl Driver {
                             self.replies.push(f);
                         }
                     }
+                    Some(Waiter::Query { signals, tx, .. }) => drop(tx.send(Ok(signals))),
                     _ => {}
                 }
             }

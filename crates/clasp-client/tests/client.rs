@@ -253,6 +253,29 @@ async fn announce_then_query() {
 }
 
 #[tokio::test]
+async fn a_query_answered_in_several_result_frames_returns_everything() {
+    let r = Router::start().await;
+    let a = client(&r).await;
+    let b = client(&r).await;
+    // About 400 KB of answer: several RESULT frames, over several slices of the router's scan.
+    for chunk in 0..8 {
+        let defs = (0..500)
+            .map(|i| SignalDef {
+                address: format!("/rig/{chunk}/{}-{i}", "long-name".repeat(8)).into(),
+                signal: SignalType::Param,
+                ..SignalDef::default()
+            })
+            .collect();
+        a.announce("/rig", defs).await.unwrap();
+    }
+    let found = b.query("/rig/**").await.unwrap();
+    assert_eq!(found.len(), 4000);
+    // The next request is answered after the whole RESULT, not mixed into it.
+    assert_eq!(b.query("/rig/3/**").await.unwrap().len(), 500);
+    b.ping().await.unwrap();
+}
+
+#[tokio::test]
 async fn snapshot_returns_the_state_under_a_pattern() {
     let r = Router::start().await;
     let a = client(&r).await;

@@ -401,6 +401,46 @@ proptest! {
         }
         prop_assert_eq!(all, params);
     }
+
+    /// RESULT chunks never exceed the limit; taking sealed frames early changes nothing; every
+    /// signal lands in exactly one chunk, in order, without its meta.
+    #[test]
+    fn result_writer_chunks_by_size(
+        sizes in proptest::collection::vec(0usize..3000, 0..60),
+        limit in 3100usize..20_000,
+        take_every in 1usize..10,
+    ) {
+        let signals: Vec<SignalDef> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| SignalDef {
+                address: format!("/s/{i}/{}", "x".repeat(*n)).into(),
+                signal: SignalType::Param,
+                datatype: Some("f64".into()),
+                access: (i % 2 == 0).then(|| "rw".into()),
+                meta: None,
+            })
+            .collect();
+        let mut w = codec::binary::ResultWriter::new(limit);
+        let mut frames = Vec::new();
+        for (i, s) in signals.iter().enumerate() {
+            w.push(s).unwrap();
+            if i % take_every == 0 {
+                frames.extend(w.take_sealed());
+            }
+        }
+        frames.extend(w.finish(true));
+        prop_assert!(!frames.is_empty());
+        let mut all = Vec::new();
+        for f in &frames {
+            let d = decode_frame(f).unwrap();
+            prop_assert!(d.header.payload_len as usize <= limit);
+            let Message::Result(r) = d.message else { panic!("not a result") };
+            prop_assert!(!r.signals.is_empty() || signals.is_empty());
+            all.extend(r.signals);
+        }
+        prop_assert_eq!(all, signals);
+    }
 }
 
 #[test]

@@ -18,8 +18,17 @@ pub struct RouterConfig {
     pub max_payload: usize,
     /// Default time to live of params without one of their own; `None` keeps them forever.
     pub param_ttl: Option<Duration>,
-    /// How long announced signals stay listed for QUERY after their last ANNOUNCE.
+    /// How long announced signals stay listed for QUERY after their last ANNOUNCE (they also
+    /// go when the session that announced them ends).
     pub signal_ttl: Duration,
+    /// Most signals one session may have announced.
+    pub max_signals_per_session: usize,
+    /// Most bytes one session's announced signals may take.
+    pub max_signal_bytes_per_session: usize,
+    /// Most signals announced router-wide.
+    pub max_signals: usize,
+    /// Most bytes announced signals may take router-wide.
+    pub max_signal_bytes: usize,
     /// Gesture move coalescing interval: at most one move per gesture per interval is forwarded.
     /// Zero forwards every move.
     pub gesture_interval: Duration,
@@ -52,6 +61,10 @@ impl Default for RouterConfig {
             max_payload: clasp_proto::frame::MAX_PAYLOAD,
             param_ttl: None,
             signal_ttl: Duration::from_secs(3600),
+            max_signals_per_session: 10_000,
+            max_signal_bytes_per_session: 4 << 20,
+            max_signals: 100_000,
+            max_signal_bytes: 64 << 20,
             gesture_interval: Duration::from_millis(16),
             max_scheduled_bundles: 1_000,
             max_schedule_ahead: Duration::from_secs(24 * 3600),

@@ -20,6 +20,7 @@ mod publish;
 mod reads;
 mod request;
 mod session;
+mod signals;
 mod timers;
 mod writes;
 
@@ -42,9 +43,9 @@ use clasp_proto::codec::view::{self, MessageView, PayloadRef, PublishView, Value
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
     Ack, Bundle, ClockSync, DecodeError, ErrorCode, ErrorMessage, Features, FrameOptions,
-    GesturePhase, Message, ParamValue, Publish, PublishPayload, Qos, QueryResult, SetRef,
-    SignalDef, SignalType, SignalTypes, Snapshot, Str, Subscribe, SubscribeOptions, Welcome,
-    decode_frame_view, encode, encode_set,
+    GesturePhase, Message, ParamValue, Publish, PublishPayload, Qos, SetRef, SignalDef, SignalType,
+    SignalTypes, Snapshot, Str, Subscribe, SubscribeOptions, Welcome, decode_frame_view, encode,
+    encode_set,
 };
 
 use auth::{Action, Auth, Grant};
@@ -109,11 +110,6 @@ struct ScheduledBundle {
     bundle: Bundle,
 }
 
-struct Announced {
-    def: SignalDef,
-    refreshed: u64,
-}
-
 /// The router state machine.
 pub struct Router {
     config: RouterConfig,
@@ -124,7 +120,11 @@ pub struct Router {
     sessions: HashMap<Arc<str>, ConnId>,
     index: SubscriptionIndex<SubKey>,
     store: ParamStore,
-    signals: HashMap<Str, Announced>,
+    signals: signals::Signals,
+    /// QUERYs being answered, a slice at a time (see [`signals`]).
+    queries: std::collections::VecDeque<signals::QueryJob>,
+    /// Connections with a QUERY in progress, and the frames they sent since.
+    busy: FxHashMap<ConnId, signals::Held>,
     /// The last P2P announce of each session that sent one, replayed to later subscribers.
     p2p_announces: FxHashMap<ConnId, Bytes>,
     gestures: HashMap<GestureKey, Gesture>,
@@ -166,7 +166,9 @@ impl Router {
             sessions: HashMap::new(),
             index: SubscriptionIndex::new(),
             store,
-            signals: HashMap::new(),
+            signals: signals::Signals::default(),
+            queries: std::collections::VecDeque::new(),
+            busy: FxHashMap::default(),
             p2p_announces: FxHashMap::default(),
             gestures: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -239,6 +241,11 @@ impl Router {
         self.conns.len()
     }
 
+    /// Announced signals (for QUERY), and the bytes they are counted for.
+    pub fn signal_usage(&self) -> (usize, usize) {
+        (self.signals.len(), self.signals.bytes())
+    }
+
     /// Number of subscriptions across all sessions.
     pub fn subscription_count(&self) -> usize {
         self.index.len()
@@ -302,6 +309,9 @@ impl Router {
         self.store.release_locks(&session.id, &session.locks);
         self.gestures.retain(|(c, _, _), _| *c != conn);
         self.bundles.retain(|_, b| b.conn != conn);
+        self.signals.remove_owner(conn);
+        self.queries.retain(|q| q.conn() != conn);
+        self.busy.remove(&conn);
         if self.p2p_announces.remove(&conn).is_some() {
             self.p2p_leave(&session.id, _now);
         }
@@ -334,6 +344,17 @@ impl Router {
     fn handle_one(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
         self.last_now = now;
         self.metrics.bytes_in += frame.len() as u64;
+        // A connection's requests are answered in order: while its QUERY is being answered,
+        // what it sends next waits.
+        if self.busy.contains_key(&conn) {
+            self.defer(conn, frame);
+            return;
+        }
+        self.process(conn, frame, now);
+    }
+
+    /// Handles one frame from `conn` (counted already, and not held back).
+    pub(super) fn process(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -443,34 +464,8 @@ impl Router {
             }
             Message::Publish(p) => self.publish_owned(conn, &p, now),
             Message::Bundle(b) => self.on_bundle(conn, qos, b, now),
-            Message::Announce(a) => {
-                let denied = std::iter::once(&a.namespace)
-                    .chain(a.signals.iter().map(|d| &d.address))
-                    .find(|addr| !self.permits(conn, Action::Write, addr))
-                    .cloned();
-                if let Some(addr) = denied {
-                    let msg = "Insufficient scope for announce".to_owned();
-                    self.error(conn, ErrorCode::Forbidden, msg, Some(addr));
-                    return;
-                }
-                for def in a.signals {
-                    self.signals.insert(
-                        def.address.clone(),
-                        Announced {
-                            def,
-                            refreshed: now.mono,
-                        },
-                    );
-                }
-                if qos.wants_ack() {
-                    let ack = Ack {
-                        address: Some(a.namespace),
-                        ..Ack::default()
-                    };
-                    self.reply(conn, &Message::Ack(ack));
-                }
-            }
-            Message::Query(q) => self.on_query(conn, &q.pattern),
+            Message::Announce(a) => self.on_announce(conn, qos, a, now),
+            Message::Query(q) => self.on_query(conn, &q.pattern, now),
             Message::Sync(s) => {
                 let reply = ClockSync {
                     t1: s.t1,

@@ -95,34 +95,6 @@ impl Router {
         }
     }
 
-    pub(super) fn on_query(&mut self, conn: ConnId, pattern: &str) {
-        let signals = match Pattern::compile(pattern) {
-            Ok(p) => self
-                .signals
-                .values()
-                .filter(|s| p.matches(&s.def.address))
-                .filter(|s| {
-                    self.session(conn)
-                        .is_some_and(|sess| sess.may(Action::Read, &s.def.address))
-                })
-                .map(|s| SignalDef {
-                    meta: None,
-                    ..s.def.clone()
-                })
-                .collect(),
-            Err(e) => {
-                self.error(
-                    conn,
-                    ErrorCode::InvalidPattern,
-                    e.to_string(),
-                    Some(Str::from(pattern)),
-                );
-                return;
-            }
-        };
-        self.reply(conn, &Message::Result(QueryResult { signals }));
-    }
-
     /// SNAPSHOT frames of the params whose address passes `filter`.
     pub(super) fn snapshot_frames(
         &self,

@@ -40,6 +40,7 @@ impl Router {
                     }
                 }
                 Timer::Grant(conn) => self.revalidate_one(conn, now),
+                Timer::Query => self.query_step(now),
                 Timer::Sweep => {
                     self.sweep(now);
                     self.timers
@@ -94,8 +95,7 @@ impl Router {
             self.revalidate(now);
         }
         let ttl = self.config.signal_ttl.as_micros() as u64;
-        self.signals
-            .retain(|_, s| now.mono.saturating_sub(s.refreshed) < ttl);
+        self.signals.expire(now.mono, ttl);
         self.gestures
             .retain(|_, g| now.mono.saturating_sub(g.started) < GESTURE_MAX_AGE_US);
     }
@@ -108,5 +108,7 @@ pub(super) enum Timer {
     Bundle(u64),
     /// A session's token expires.
     Grant(ConnId),
+    /// The next slice of the QUERYs in progress.
+    Query,
     Sweep,
 }

@@ -566,6 +566,7 @@ fn render_metrics(s: &Shared) -> String {
         core.params().len(),
         core.params().dirty_len(),
     );
+    let (signals, signal_bytes) = core.signal_usage();
     drop(core);
     let mut o = String::with_capacity(4096);
     let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
@@ -581,6 +582,16 @@ fn render_metrics(s: &Shared) -> String {
     );
     gauge("clasp_subscriptions", "Active subscriptions.", subs as u64);
     gauge("clasp_params", "Params in the state store.", params as u64);
+    gauge(
+        "clasp_announced_signals",
+        "Signals announced (ANNOUNCE) and listed for QUERY.",
+        signals as u64,
+    );
+    gauge(
+        "clasp_announced_signal_bytes",
+        "Bytes the announced signals are counted for.",
+        signal_bytes as u64,
+    );
     gauge(
         "clasp_params_unpersisted",
         "Changed params waiting to be written to the database.",
