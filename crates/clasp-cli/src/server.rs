@@ -145,6 +145,22 @@ struct FileConfig {
     max_sessions: Option<usize>,
     max_subscriptions: Option<usize>,
     max_params: Option<usize>,
+    /// Bytes the param store may hold (addresses, values, overhead).
+    max_param_bytes: Option<usize>,
+    /// Bytes of subscription patterns per session.
+    max_subscription_bytes: Option<usize>,
+    /// Gestures in progress per session, and their bytes.
+    max_gestures: Option<usize>,
+    max_gesture_bytes: Option<usize>,
+    /// Bytes of scheduled bundles per session.
+    max_scheduled_bytes: Option<usize>,
+    /// Announced signals per session and router-wide, in signals and bytes.
+    max_signals_per_session: Option<usize>,
+    max_signal_bytes_per_session: Option<usize>,
+    max_signals: Option<usize>,
+    max_signal_bytes: Option<usize>,
+    /// Bytes queued for one connection before it is cut off as too slow.
+    max_queued_bytes: Option<usize>,
     max_payload: Option<usize>,
     /// Seconds without inbound traffic before a connection is closed.
     idle_timeout_secs: Option<u64>,
@@ -221,6 +237,32 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(n) = file.max_params {
         c.router.max_params = n;
+    }
+    let r = &mut c.router;
+    for (value, field) in [
+        (file.max_param_bytes, &mut r.max_param_bytes),
+        (file.max_subscription_bytes, &mut r.max_subscription_bytes),
+        (file.max_gestures, &mut r.max_gestures),
+        (file.max_gesture_bytes, &mut r.max_gesture_bytes),
+        (file.max_scheduled_bytes, &mut r.max_scheduled_bytes),
+        (file.max_signals_per_session, &mut r.max_signals_per_session),
+        (
+            file.max_signal_bytes_per_session,
+            &mut r.max_signal_bytes_per_session,
+        ),
+        (file.max_signals, &mut r.max_signals),
+        (file.max_signal_bytes, &mut r.max_signal_bytes),
+    ] {
+        if let Some(v) = value {
+            *field = v;
+        }
+    }
+    if let Some(n) = file.max_queued_bytes {
+        if n < 64 << 10 {
+            bail!("max_queued_bytes must be at least 65536, got {n}");
+        }
+        c.outbox.max_bytes = n;
+        c.outbox.soft_bytes = n / 4;
     }
     if let Some(n) = file.max_payload {
         if n == 0 || n > 65_535 {

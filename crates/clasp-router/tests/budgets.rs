@@ -218,3 +218,185 @@ fn frames_sent_during_a_query_are_handled_after_it_in_order() {
     assert!(order[..order.len() - 1].iter().all(|k| *k == "result"));
     assert!(order.len() > 2);
 }
+
+#[test]
+fn subscription_patterns_are_bounded_in_bytes_and_freed_on_unsubscribe() {
+    let mut h = Harness::with(RouterConfig {
+        max_subscription_bytes: 64 << 10,
+        ..RouterConfig::default()
+    });
+    let a = h.client();
+    // Each is counted for about 24 KB (twice its length), so two fit in 64 KiB and three do not.
+    let long = format!("/x/{}", "y".repeat(12_000));
+    h.sub(&a, 1, &long);
+    h.sub(&a, 2, &long);
+    assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
+    h.sub(&a, 3, &long);
+    let got = a.msgs();
+    assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
+    assert_eq!(refused(&h, Refusal::Subscriptions), 1);
+    assert_eq!(h.router.subscription_count(), 2);
+    // Replacing a subscription's pattern costs only the difference; unsubscribing frees it.
+    h.sub(&a, 2, "/short");
+    h.sub(&a, 3, &long);
+    assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
+    h.send(&a, Message::Unsubscribe(Unsubscribe { id: 1 }));
+    h.sub(&a, 4, &long);
+    assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
+    assert_eq!(h.router.subscription_count(), 3);
+}
+
+fn gesture(address: &str, id: u32, phase: GesturePhase, v: Value) -> Message {
+    Message::Publish(Publish {
+        address: address.into(),
+        signal: SignalType::Gesture,
+        phase,
+        id: Some(id),
+        payload: PublishPayload::Value(v),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn gestures_in_progress_are_bounded_and_freed_when_they_end() {
+    let mut h = Harness::with(RouterConfig {
+        max_gestures: 10,
+        max_gesture_bytes: 64 << 10,
+        ..RouterConfig::default()
+    });
+    let a = h.client();
+    let watcher = h.client();
+    h.sub(&watcher, 1, "/g/**");
+    for id in 0..10 {
+        h.send(&a, gesture("/g/x", id, GesturePhase::Start, Value::Null));
+    }
+    assert!(a.msgs().is_empty());
+    h.send(&a, gesture("/g/x", 10, GesturePhase::Start, Value::Null));
+    let got = a.msgs();
+    assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
+    assert_eq!(refused(&h, Refusal::Gestures), 1);
+    assert_eq!(
+        watcher.msgs().len(),
+        10,
+        "the refused start was not forwarded"
+    );
+    // Moves held back for coalescing are bounded in bytes: past the bound they go at once.
+    let big = Value::Bytes(vec![1u8; 20_000].into());
+    for id in 0..10 {
+        h.send(&a, gesture("/g/x", id, GesturePhase::Move, big.clone()));
+        h.send(&a, gesture("/g/x", id, GesturePhase::Move, big.clone()));
+    }
+    // No time passes, so every move would be held back; three 20 KB moves fit in 64 KiB, the
+    // other seven gestures' moves are forwarded at once instead (two each).
+    assert_eq!(watcher.msgs().len(), 14);
+    // Ending them forwards the three held moves and frees every place.
+    for id in 0..10 {
+        h.send(&a, gesture("/g/x", id, GesturePhase::End, Value::Null));
+    }
+    assert_eq!(watcher.msgs().len(), 13);
+    h.send(&a, gesture("/g/x", 11, GesturePhase::Start, Value::Null));
+    assert!(a.msgs().is_empty());
+}
+
+#[test]
+fn scheduled_bundles_are_bounded_in_bytes() {
+    let mut h = Harness::with(RouterConfig {
+        max_scheduled_bytes: 100 << 10,
+        ..RouterConfig::default()
+    });
+    let a = h.client();
+    let later = h.now.wall + 60_000_000;
+    let bundle = |n: usize| {
+        Message::Bundle(Bundle {
+            timestamp: Some(later),
+            messages: vec![set("/b/x", Value::Bytes(vec![0u8; n].into()))],
+        })
+    };
+    h.send(&a, bundle(40_000));
+    h.send(&a, bundle(40_000));
+    assert!(a.msgs().is_empty());
+    h.send(&a, bundle(40_000));
+    let got = a.msgs();
+    assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
+    assert_eq!(refused(&h, Refusal::Scheduled), 1);
+    // When they have run, their bytes are free again.
+    h.advance(std::time::Duration::from_secs(61));
+    h.send(&a, bundle(40_000));
+    assert!(
+        a.msgs().iter().all(|m| error_code(m).is_none()),
+        "a bundle was refused after the earlier ones ran"
+    );
+}
+
+#[test]
+fn the_param_store_is_bounded_in_bytes() {
+    let mut h = Harness::with(RouterConfig {
+        max_param_bytes: 1 << 20,
+        ..RouterConfig::default()
+    });
+    let a = h.client();
+    let blob = Value::Bytes(vec![0u8; 60_000].into());
+    // Each is counted for about 60.1 KB: 17 fit in 1 MiB, the 18th does not.
+    for i in 0..18 {
+        h.send_qos(
+            &a,
+            set(&format!("/p/{i}"), blob.clone()),
+            Some(Qos::Confirm),
+        );
+    }
+    let errors: Vec<u16> = a.msgs().iter().filter_map(error_code).collect();
+    assert_eq!(
+        errors,
+        vec![400],
+        "store refusals are ERROR 400 as in the reference"
+    );
+    assert_eq!(h.router.params().len(), 17);
+    assert!(h.router.params().bytes() <= 1 << 20);
+    assert_eq!(refused(&h, Refusal::Params), 1);
+    // Replacing a value by a smaller one always fits, and frees room.
+    h.send_qos(&a, set("/p/0", Value::Int(1)), Some(Qos::Confirm));
+    h.send_qos(&a, set("/p/17", blob.clone()), Some(Qos::Confirm));
+    assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
+    // A bundle that would pass the budget is refused whole.
+    h.send(
+        &a,
+        Message::Bundle(Bundle {
+            timestamp: None,
+            messages: vec![set("/q/1", Value::Int(1)), set("/q/2", blob)],
+        }),
+    );
+    let got = a.msgs();
+    assert_eq!(error_code(&got[0]), Some(400), "{got:?}");
+    assert!(h.router.params().get("/q/1").is_none());
+}
+
+#[test]
+fn rate_filter_state_is_bounded_per_session() {
+    let mut h = Harness::new();
+    let a = h.client();
+    let watcher = h.client();
+    h.sub_with(
+        &watcher,
+        1,
+        "/f/**",
+        SubscribeOptions {
+            max_rate: Some(1),
+            ..Default::default()
+        },
+    );
+    watcher.msgs();
+    // Streams to more distinct addresses than the filter keeps state for: every first sample
+    // is still delivered, and nothing is held back without bound.
+    for i in 0..12_000 {
+        h.send(
+            &a,
+            Message::Publish(Publish {
+                address: format!("/f/{i}").into(),
+                signal: SignalType::Stream,
+                payload: PublishPayload::Value(Value::Float(1.0)),
+                ..Default::default()
+            }),
+        );
+    }
+    assert_eq!(watcher.msgs().len(), 12_000);
+}

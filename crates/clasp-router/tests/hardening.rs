@@ -461,3 +461,53 @@ async fn a_backlogged_subscriber_that_leaves_does_not_slow_publishers() {
     let _ = stop.send(());
     let _ = task.await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Memory budgets count bytes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_cut_off_by_bytes_not_frames() {
+    let (url, addr, stop, task) = open_router(|_| {}).await;
+    let (mut slow, _) = WsClient::connect(&url).await;
+    slow.subscribe(1, "/big/**").await;
+    slow.send(Message::Ping).await;
+    assert_eq!(slow.recv().await, Message::Pong);
+    let (mut publisher, _) = WsClient::connect(&url).await;
+    let frame = encode(&Message::Publish(Publish {
+        address: "/big/event".into(),
+        signal: SignalType::Event,
+        payload: PublishPayload::Value(Value::Bytes(vec![9u8; 60_000].into())),
+        ..Default::default()
+    }))
+    .unwrap();
+    let mut peak = 0.0f64;
+    for i in 0..1000 {
+        publisher.send_raw(frame.to_vec()).await;
+        if i % 50 == 0 {
+            peak = peak.max(gauge(&addr, "clasp_queued_bytes").await);
+        }
+    }
+    publisher.send(Message::Ping).await;
+    loop {
+        if let Message::Pong = publisher.recv().await {
+            break;
+        }
+    }
+    // 60 MB were sent to it; at most the 16 MiB bound was ever queued, then it was cut off.
+    assert!(peak <= (17 << 20) as f64, "{peak} bytes queued");
+    assert_eq!(gauge(&addr, "clasp_slow_disconnects_total").await, 1.0);
+    // Its goodbye ERROR waits for a socket that never drains, until the writer is dropped.
+    let mut freed = false;
+    for _ in 0..300 {
+        if gauge(&addr, "clasp_queued_bytes").await == 0.0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "queued bytes outlived the connection");
+    drop(slow);
+    let _ = stop.send(());
+    let _ = task.await;
+}

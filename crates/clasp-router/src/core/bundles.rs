@@ -47,19 +47,34 @@ impl Router {
                     return;
                 }
                 let max = self.config.max_scheduled_bundles;
+                let max_bytes = self.config.max_scheduled_bytes;
+                let cost = bundle_cost(&bundle);
                 let Some(sess) = self.session_mut(conn) else {
                     return;
                 };
-                if sess.scheduled >= max {
-                    let msg = format!("too many scheduled bundles (max {max})");
+                let bytes = sess.held.scheduled_bytes + cost;
+                if sess.scheduled >= max || bytes > max_bytes {
+                    let msg = format!(
+                        "too many scheduled bundles: {} of at most {max}, {bytes} of at most {max_bytes} bytes with this one",
+                        sess.scheduled
+                    );
+                    self.metrics.refuse(Refusal::Scheduled);
                     self.error(conn, ErrorCode::RateLimited, msg, None);
                     return;
                 }
                 sess.scheduled += 1;
+                sess.held.scheduled_bytes = bytes;
                 let id = self.next_bundle;
                 self.next_bundle += 1;
-                self.bundles
-                    .insert(id, ScheduledBundle { conn, qos, bundle });
+                self.bundles.insert(
+                    id,
+                    ScheduledBundle {
+                        conn,
+                        cost,
+                        qos,
+                        bundle,
+                    },
+                );
                 self.timers
                     .push(Reverse((now.mono + ahead, Timer::Bundle(id))));
                 self.metrics.bundles_scheduled += 1;
@@ -76,6 +91,9 @@ impl Router {
             return;
         };
         if let Err((address, code, text)) = self.check_bundle(&writer, &bundle) {
+            if code == ErrorCode::StateRejected {
+                self.metrics.refuse(Refusal::Params);
+            }
             let msg = format!("BUNDLE rejected, nothing was applied: SET {address}: {text}");
             self.error(conn, code, msg, Some(address));
             return;
@@ -109,10 +127,24 @@ impl Router {
         // Revisions and locks as they will be after the earlier SETs of this bundle.
         let mut planned: HashMap<&str, (u64, Option<&str>)> = HashMap::new();
         let mut new_addresses = 0usize;
+        // The store's growth, with each address's cost as the earlier SETs leave it.
+        let mut costs: HashMap<&str, usize> = HashMap::new();
+        let mut growth = 0isize;
         for m in &bundle.messages {
             let Message::Set(s) = m else { continue };
             let fail = |code, text: String| (s.address.clone(), code, text);
             check_address(&s.address).map_err(|(c, t)| fail(c, t))?;
+            let new_cost = state::param_cost(&s.address, &s.value);
+            let old_cost = match costs.get(&*s.address) {
+                Some(&c) => c as isize,
+                None => self.store.cost_of(&s.address) as isize,
+            };
+            growth += new_cost as isize - old_cost;
+            costs.insert(&s.address, new_cost);
+            if let Err(e) = self.store.fits(growth) {
+                let (c, t) = write_error(e);
+                return Err(fail(c, t));
+            }
             let current = match planned.get(&*s.address) {
                 Some(&(rev, lock)) => Some((rev, lock)),
                 None => self
@@ -164,4 +196,26 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// Bytes a scheduled bundle is counted for: its messages' addresses and values, and a fixed
+/// overhead each.
+fn bundle_cost(bundle: &Bundle) -> usize {
+    bundle
+        .messages
+        .iter()
+        .map(|m| match m {
+            Message::Set(s) => 64 + s.address.len() + state::value_cost(&s.value),
+            Message::Publish(p) => {
+                let payload = match &p.payload {
+                    PublishPayload::Value(v) => state::value_cost(v),
+                    PublishPayload::Samples(s) => 8 * s.len(),
+                    PublishPayload::None => 0,
+                };
+                64 + p.address.len() + payload
+            }
+            _ => 64,
+        })
+        .sum::<usize>()
+        + 64
 }

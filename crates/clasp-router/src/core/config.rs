@@ -11,8 +11,20 @@ pub struct RouterConfig {
     pub max_sessions: usize,
     /// Maximum subscriptions per session (ERROR 429 beyond).
     pub max_subscriptions: usize,
+    /// Most bytes of subscription patterns per session (ERROR 429 beyond).
+    pub max_subscription_bytes: usize,
+    /// Most gestures in progress per session (a start beyond gets ERROR 429).
+    pub max_gestures: usize,
+    /// Most bytes of gesture state per session (addresses and buffered moves); past it,
+    /// moves are forwarded at once instead of buffered.
+    pub max_gesture_bytes: usize,
+    /// Most bytes of scheduled bundles per session (ERROR 429 beyond).
+    pub max_scheduled_bytes: usize,
     /// Maximum number of params; writes to new addresses beyond it get an ERROR.
     pub max_params: usize,
+    /// Most bytes the params may take (addresses, values and a fixed overhead each); a write
+    /// that would pass it gets an ERROR.
+    pub max_param_bytes: usize,
     /// Largest accepted frame payload in bytes (at most 65,535). Larger frames get ERROR 413 and
     /// the connection stays open.
     pub max_payload: usize,
@@ -57,7 +69,12 @@ impl Default for RouterConfig {
             name: "CLASP Router".to_owned(),
             max_sessions: 10_000,
             max_subscriptions: 1_000,
+            max_subscription_bytes: 256 << 10,
+            max_gestures: 256,
+            max_gesture_bytes: 1 << 20,
+            max_scheduled_bytes: 4 << 20,
             max_params: 1_000_000,
+            max_param_bytes: 256 << 20,
             max_payload: clasp_proto::frame::MAX_PAYLOAD,
             param_ttl: None,
             signal_ttl: Duration::from_secs(3600),

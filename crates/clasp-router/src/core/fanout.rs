@@ -49,8 +49,9 @@ impl Router {
                     .subs
                     .get_mut(&sub_id)
                     .and_then(|sub| sub.filters.get_mut(address))
+                    && let Some((old, _)) = f.pending.take()
                 {
-                    f.pending = None;
+                    sess.held.filter_bytes -= old.frame().len();
                 }
                 continue;
             }
@@ -65,7 +66,7 @@ impl Router {
                 true
             } else {
                 let o = out.get_or_insert_with(&make).clone();
-                match filter(sub, address, o, numeric, now.mono) {
+                match filter(sub, &mut sess.held, address, o, numeric, now.mono) {
                     Decision::Now => true,
                     Decision::Later => {
                         let f = sub.filters.get_mut(address);
@@ -104,39 +105,60 @@ pub(super) enum Decision {
     Skip,
 }
 
-/// Applies a subscription's `maxRate`/`epsilon` to one delivery.
+/// Addresses a session's subscriptions may keep `maxRate`/`epsilon` state for; deliveries to
+/// more addresses are not filtered (no state is kept for them).
+const MAX_FILTERED_ADDRESSES: usize = 10_000;
+/// Bytes of frames a session's subscriptions may hold back for `maxRate`; a frame that would
+/// pass it goes out at once instead.
+const MAX_FILTER_BYTES: usize = 4 << 20;
+
+/// Applies a subscription's `maxRate`/`epsilon` to one delivery, within the session's bounds
+/// on filter state (`held`).
 pub(super) fn filter(
     sub: &mut Sub,
+    held: &mut Held,
     address: &Arc<str>,
     out: Outgoing,
     value: Option<f64>,
     now: u64,
 ) -> Decision {
+    if !sub.filters.contains_key(address) {
+        if held.filters >= MAX_FILTERED_ADDRESSES {
+            return Decision::Now;
+        }
+        held.filters += 1;
+    }
     let f = sub.filters.entry(address.clone()).or_default();
+    let waiting = f.pending.as_ref().map_or(0, |(o, _)| o.frame().len());
+    // Holding `out` back replaces what waits; past the byte bound it goes now instead.
+    let can_hold = held.filter_bytes - waiting + out.frame().len() <= MAX_FILTER_BYTES;
     if let (Some(eps), Some(v), Some(last)) = (sub.epsilon, value, f.last_value)
         && (v - last).abs() < eps
     {
         // A change too small to send on its own; but if an earlier one is waiting for the
         // rate limit, this one replaces it, or the subscriber would later get an older value
         // than the latest (found by the core fuzzer).
-        if f.pending.is_some() {
+        if f.pending.is_some() && can_hold {
+            held.filter_bytes = held.filter_bytes - waiting + out.frame().len();
             f.pending = Some((out, value));
             return Decision::Later;
         }
-        return Decision::Skip;
-    }
-    match (sub.interval_us, f.last_sent) {
-        (Some(interval), Some(last)) if now < last + interval => {
-            f.pending = Some((out, value));
-            Decision::Later
+        if f.pending.is_none() {
+            return Decision::Skip;
         }
-        _ => {
-            f.last_sent = Some(now);
-            f.pending = None;
-            if value.is_some() {
-                f.last_value = value;
-            }
-            Decision::Now
-        }
+    } else if let (Some(interval), Some(last)) = (sub.interval_us, f.last_sent)
+        && now < last + interval
+        && can_hold
+    {
+        held.filter_bytes = held.filter_bytes - waiting + out.frame().len();
+        f.pending = Some((out, value));
+        return Decision::Later;
     }
+    f.last_sent = Some(now);
+    f.pending = None;
+    held.filter_bytes -= waiting;
+    if value.is_some() {
+        f.last_value = value;
+    }
+    Decision::Now
 }

@@ -56,7 +56,9 @@ impl Router {
             }
         }
         for (id, _) in &dropped {
-            sess.subs.remove(id);
+            if let Some(sub) = sess.subs.remove(id) {
+                sess.held.release_sub(&sub);
+            }
             self.index.remove((conn, *id));
         }
         let (keep, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut sess.locks)
@@ -124,6 +126,7 @@ impl Router {
                 subs: FxHashMap::default(),
                 locks: Vec::new(),
                 scheduled: 0,
+                held: Held::default(),
                 served: 0,
                 grant,
                 bucket: Bucket::full(self.config.rate_limit, now.mono),

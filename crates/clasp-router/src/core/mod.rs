@@ -27,7 +27,7 @@ mod writes;
 pub use output::Output;
 use output::clip;
 use request::{PubReq, SetReq, claimed_sender};
-use session::{Bucket, Session, Sub};
+use session::{Bucket, Held, Session, Sub, gesture_cost, sub_cost};
 use timers::Timer;
 use writes::{check_address, param_value, write_error};
 
@@ -106,6 +106,8 @@ type GestureKey = (ConnId, Arc<str>, u32);
 
 struct ScheduledBundle {
     conn: ConnId,
+    /// Bytes counted for it against the session's budget.
+    cost: usize,
     qos: Qos,
     bundle: Bundle,
 }
@@ -124,7 +126,7 @@ pub struct Router {
     /// QUERYs being answered, a slice at a time (see [`signals`]).
     queries: std::collections::VecDeque<signals::QueryJob>,
     /// Connections with a QUERY in progress, and the frames they sent since.
-    busy: FxHashMap<ConnId, signals::Held>,
+    busy: FxHashMap<ConnId, signals::Deferred>,
     /// The last P2P announce of each session that sent one, replayed to later subscribers.
     p2p_announces: FxHashMap<ConnId, Bytes>,
     gestures: HashMap<GestureKey, Gesture>,
@@ -157,7 +159,7 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router with `config`, taking session ids from `ids`.
     pub fn new(config: RouterConfig, ids: IdSource) -> Self {
-        let store = ParamStore::new(config.max_params);
+        let store = ParamStore::with_budget(config.max_params, config.max_param_bytes);
         let mut r = Router {
             config,
             ids,
@@ -443,8 +445,9 @@ impl Router {
             Message::Subscribe(s) => self.on_subscribe(conn, s),
             Message::Unsubscribe(u) => {
                 if let Some(sess) = self.session_mut(conn)
-                    && sess.subs.remove(&u.id).is_some()
+                    && let Some(sub) = sess.subs.remove(&u.id)
                 {
+                    sess.held.release_sub(&sub);
                     self.index.remove((conn, u.id));
                 }
             }

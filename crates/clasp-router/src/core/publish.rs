@@ -147,6 +147,25 @@ impl Router {
         let interval = self.config.gesture_interval.as_micros() as u64;
         match p.phase {
             GesturePhase::Start => {
+                if let Some(old) = self.gestures.remove(&key) {
+                    self.gesture_released(conn, &key.1, &old);
+                }
+                let base = gesture_cost(&key.1);
+                let (max, max_bytes) = (self.config.max_gestures, self.config.max_gesture_bytes);
+                let Some(sess) = self.session_mut(conn) else {
+                    return;
+                };
+                if sess.held.gestures >= max || sess.held.gesture_bytes + base > max_bytes {
+                    let msg = format!(
+                        "too many gestures in progress ({} of at most {max}, {} of at most {max_bytes} bytes); end or cancel some first",
+                        sess.held.gestures, sess.held.gesture_bytes
+                    );
+                    self.metrics.refuse(Refusal::Gestures);
+                    self.error(conn, ErrorCode::RateLimited, msg, Some(p.address_str()));
+                    return;
+                }
+                sess.held.gestures += 1;
+                sess.held.gesture_bytes += base;
                 self.gestures.insert(
                     key,
                     Gesture {
@@ -159,13 +178,20 @@ impl Router {
                 self.forward_publish(conn, p, now);
             }
             GesturePhase::Move => {
+                let max_bytes = self.config.max_gesture_bytes;
+                let held = self.session(conn).map_or(0, |s| s.held.gesture_bytes);
                 let Some(g) = self.gestures.get_mut(&key) else {
                     // A move without a start (late join): forward as is.
                     self.forward_publish(conn, p, now);
                     return;
                 };
-                if g.buffered.is_none() && now.mono >= g.last_forward + interval {
+                let before = g.buffered.as_ref().map_or(0, Bytes::len);
+                let fits = held - before + p.frame.len() <= max_bytes;
+                if (g.buffered.is_none() && now.mono >= g.last_forward + interval) || !fits {
+                    // Due, or no room to hold it back: it goes now, replacing what waited.
                     g.last_forward = now.mono;
+                    g.buffered = None;
+                    self.adjust_gesture_bytes(conn, -(before as isize));
                     self.forward_publish(conn, p, now);
                     return;
                 }
@@ -177,15 +203,33 @@ impl Router {
                     self.timers
                         .push(Reverse((due, Timer::Gesture(conn, key.1.clone(), key.2))));
                 }
+                self.adjust_gesture_bytes(conn, p.frame.len() as isize - before as isize);
             }
             GesturePhase::End | GesturePhase::Cancel => {
-                if let Some(g) = self.gestures.remove(&key)
-                    && let Some(frame) = g.buffered
-                {
-                    self.forward_frame(conn, p.address, SignalType::Gesture, frame, None, now);
+                if let Some(mut g) = self.gestures.remove(&key) {
+                    self.gesture_released(conn, &key.1, &g);
+                    if let Some(frame) = g.buffered.take() {
+                        self.forward_frame(conn, p.address, SignalType::Gesture, frame, None, now);
+                    }
                 }
                 self.forward_publish(conn, p, now);
             }
+        }
+    }
+
+    /// A gesture of `conn` at `address` is forgotten: its bytes and its place are given back.
+    pub(super) fn gesture_released(&mut self, conn: ConnId, address: &str, g: &Gesture) {
+        let bytes = gesture_cost(address) + g.buffered.as_ref().map_or(0, Bytes::len);
+        if let Some(sess) = self.session_mut(conn) {
+            sess.held.gestures = sess.held.gestures.saturating_sub(1);
+            sess.held.gesture_bytes = sess.held.gesture_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Changes the bytes of gesture state counted for `conn`.
+    pub(super) fn adjust_gesture_bytes(&mut self, conn: ConnId, delta: isize) {
+        if let Some(sess) = self.session_mut(conn) {
+            sess.held.gesture_bytes = sess.held.gesture_bytes.saturating_add_signed(delta);
         }
     }
 }

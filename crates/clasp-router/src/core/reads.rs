@@ -29,14 +29,31 @@ impl Router {
             return;
         }
         let max = self.config.max_subscriptions;
+        let max_bytes = self.config.max_subscription_bytes;
+        let cost = sub_cost(&s.pattern);
         let Some(sess) = self.session_mut(conn) else {
             return;
         };
-        if !sess.subs.contains_key(&s.id) && sess.subs.len() >= max {
-            let msg = format!("Subscription limit reached (max {max})");
+        let replaced = sess.subs.get(&s.id).map(|sub| sub.cost);
+        let bytes = sess.held.sub_bytes - replaced.unwrap_or(0) + cost;
+        let refusal = if replaced.is_none() && sess.subs.len() >= max {
+            Some(format!("Subscription limit reached (max {max})"))
+        } else if bytes > max_bytes {
+            Some(format!(
+                "Subscription limit reached: this session's patterns would take {bytes} bytes (max {max_bytes}); use fewer or shorter patterns"
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = refusal {
+            self.metrics.refuse(Refusal::Subscriptions);
             self.error(conn, ErrorCode::RateLimited, msg, Some(s.pattern));
             return;
         }
+        if let Some(old) = sess.subs.remove(&s.id) {
+            sess.held.release_sub(&old);
+        }
+        sess.held.sub_bytes += cost;
         let interval_us = s
             .options
             .max_rate
@@ -45,6 +62,7 @@ impl Router {
         sess.subs.insert(
             s.id,
             Sub {
+                cost,
                 types: s.types,
                 interval_us,
                 epsilon: s.options.epsilon.filter(|e| *e > 0.0),

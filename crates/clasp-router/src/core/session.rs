@@ -49,6 +49,8 @@ pub(super) struct Session {
     /// Addresses this session has locked (may include ones since released).
     pub(super) locks: Vec<Arc<str>>,
     pub(super) scheduled: usize,
+    /// Bytes and items the router holds on this session's behalf.
+    pub(super) held: Held,
     /// The last fan-out that delivered to this session.
     pub(super) served: u64,
     /// What the session's token allows; `None` in open mode (everything).
@@ -100,7 +102,51 @@ impl Session {
     }
 }
 
+/// What the router holds for one session, checked against the per-session budgets of
+/// [`RouterConfig`] (announced signals are counted by the signal registry).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Held {
+    /// Bytes of subscription patterns ([`sub_cost`]).
+    pub(super) sub_bytes: usize,
+    /// Gestures in progress, and their bytes (address and buffered move).
+    pub(super) gestures: usize,
+    pub(super) gesture_bytes: usize,
+    /// Bytes of scheduled bundles.
+    pub(super) scheduled_bytes: usize,
+    /// Addresses with `maxRate`/`epsilon` state, and bytes of the frames held back.
+    pub(super) filters: usize,
+    pub(super) filter_bytes: usize,
+}
+
+impl Held {
+    /// Gives back what `sub` held (it is being removed).
+    pub(super) fn release_sub(&mut self, sub: &Sub) {
+        self.sub_bytes -= sub.cost;
+        self.filters -= sub.filters.len();
+        let pending: usize = sub
+            .filters
+            .values()
+            .filter_map(|f| f.pending.as_ref())
+            .map(|(o, _)| o.frame().len())
+            .sum();
+        self.filter_bytes -= pending;
+    }
+}
+
+/// Bytes a subscription is counted for: its pattern (kept as text and in the index) and a
+/// fixed overhead.
+pub(super) fn sub_cost(pattern: &str) -> usize {
+    64 + 2 * pattern.len()
+}
+
+/// Bytes a gesture in progress is counted for, besides its buffered move.
+pub(super) fn gesture_cost(address: &str) -> usize {
+    96 + address.len()
+}
+
 pub(super) struct Sub {
+    /// Bytes counted for it ([`sub_cost`]).
+    pub(super) cost: usize,
     pub(super) types: SignalTypes,
     pub(super) interval_us: Option<u64>,
     pub(super) epsilon: Option<f64>,

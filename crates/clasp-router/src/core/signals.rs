@@ -181,7 +181,7 @@ impl Signals {
 
 /// Frames a connection sent while its QUERY was being answered, handled once it is.
 #[derive(Default)]
-pub(super) struct Held {
+pub(super) struct Deferred {
     frames: std::collections::VecDeque<Bytes>,
     bytes: usize,
 }
@@ -266,7 +266,7 @@ impl Router {
                 self.timers.push(Reverse((now.mono + 1, Timer::Query)));
             }
             self.queries.push_back(job);
-            self.busy.insert(conn, Held::default());
+            self.busy.insert(conn, Deferred::default());
         }
     }
 
@@ -419,22 +419,7 @@ fn compact_value(v: Value) -> Value {
 fn def_cost(def: &SignalDef) -> usize {
     let len = |x: &Option<Str>| x.as_ref().map_or(0, |s| s.len());
     let meta = def.meta.as_ref().map_or(0, |m| {
-        len(&m.unit) + len(&m.description) + m.default.as_ref().map_or(0, value_cost) + 32
+        len(&m.unit) + len(&m.description) + m.default.as_ref().map_or(0, state::value_cost) + 32
     });
     SIGNAL_OVERHEAD + 2 * def.address.len() + len(&def.datatype) + len(&def.access) + meta
-}
-
-fn value_cost(v: &Value) -> usize {
-    match v {
-        Value::String(s) => 24 + s.len(),
-        Value::Bytes(b) => 24 + b.len(),
-        Value::Array(a) => 24 + a.iter().map(value_cost).sum::<usize>(),
-        Value::Map(m) => {
-            24 + m
-                .iter()
-                .map(|(k, v)| 24 + k.len() + value_cost(v))
-                .sum::<usize>()
-        }
-        _ => 16,
-    }
 }

@@ -70,6 +70,38 @@ pub enum WriteError {
         /// The configured maximum.
         max: usize,
     },
+    /// The write would take the store past its byte budget.
+    #[error(
+        "the param store would hold {would} bytes, over its limit of {max} bytes; the write is refused (smaller values, or fewer params, fit)"
+    )]
+    OverBudget {
+        /// The bytes the store would hold.
+        would: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// Bytes a stored param is counted for: its address, its value and a fixed overhead (the map
+/// entry, the writer's id, the revision and times).
+pub fn param_cost(address: &str, value: &Value) -> usize {
+    96 + address.len() + value_cost(value)
+}
+
+/// Bytes a value takes in memory, roughly (strings and blobs by their length).
+pub fn value_cost(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 24 + s.len(),
+        Value::Bytes(b) => 24 + b.len(),
+        Value::Array(a) => 24 + a.iter().map(value_cost).sum::<usize>(),
+        Value::Map(m) => {
+            24 + m
+                .iter()
+                .map(|(k, v)| 24 + k.len() + value_cost(v))
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
 }
 
 /// Result of an accepted write.
@@ -91,6 +123,9 @@ pub type Dirty = (Vec<(Arc<str>, Param)>, Vec<Arc<str>>);
 pub struct ParamStore {
     params: HashMap<Arc<str>, Param>,
     max_params: usize,
+    /// Bytes the params are counted for ([`param_cost`]), and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
     /// Expiry index: (expires_at, address).
     expiries: BTreeSet<(u64, Arc<str>)>,
     /// Addresses changed or removed since the last [`ParamStore::take_dirty`].
@@ -100,9 +135,17 @@ pub struct ParamStore {
 impl ParamStore {
     /// An empty store holding at most `max_params` params.
     pub fn new(max_params: usize) -> Self {
+        ParamStore::with_budget(max_params, usize::MAX)
+    }
+
+    /// An empty store holding at most `max_params` params and `max_bytes` bytes of them (see
+    /// [`param_cost`]).
+    pub fn with_budget(max_params: usize, max_bytes: usize) -> Self {
         ParamStore {
             params: HashMap::new(),
             max_params,
+            bytes: 0,
+            max_bytes,
             expiries: BTreeSet::new(),
             dirty: HashMap::new(),
         }
@@ -111,6 +154,41 @@ impl ParamStore {
     /// Number of params.
     pub fn len(&self) -> usize {
         self.params.len()
+    }
+
+    /// Bytes the params are counted for.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The byte budget.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Whether the store can grow by `delta` bytes (negative: shrink); `Err` says by how much
+    /// it would pass its budget.
+    pub fn fits(&self, delta: isize) -> Result<(), WriteError> {
+        let would = self.bytes.saturating_add_signed(delta);
+        if delta > 0 && would > self.max_bytes {
+            return Err(WriteError::OverBudget {
+                would,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes the param at `address` is counted for (0 if there is none).
+    pub fn cost_of(&self, address: &str) -> usize {
+        self.params
+            .get(address)
+            .map_or(0, |p| param_cost(address, &p.value))
+    }
+
+    /// How many bytes writing `value` at `address` adds to the store (negative: frees).
+    pub fn growth(&self, address: &str, value: &Value) -> isize {
+        param_cost(address, value) as isize - self.cost_of(address) as isize
     }
 
     /// Whether the store is empty.
@@ -131,6 +209,7 @@ impl ParamStore {
     /// Checks whether `write` by `writer` would be accepted, without applying it; returns the
     /// revision the write would produce.
     pub fn check(&self, address: &str, writer: &str, write: &Write<'_>) -> Result<u64, WriteError> {
+        self.fits(self.growth(address, write.value))?;
         match self.params.get(address) {
             None => {
                 if self.params.len() >= self.max_params {
@@ -169,6 +248,8 @@ impl ParamStore {
         now: u64,
     ) -> Result<Written, WriteError> {
         self.check(address, writer, write)?;
+        let growth = self.growth(address, write.value);
+        self.bytes = self.bytes.saturating_add_signed(growth);
         let expires_at = match write.ttl {
             Some(0) | None => None,
             Some(secs) => Some(now.saturating_add(u64::from(secs) * 1_000_000)),
@@ -241,7 +322,9 @@ impl ParamStore {
                 break;
             }
             self.expiries.pop_first();
-            self.params.remove(&addr);
+            if let Some(p) = self.params.remove(&addr) {
+                self.bytes = self.bytes.saturating_sub(param_cost(&addr, &p.value));
+            }
             self.dirty.insert(addr.clone(), ());
             gone.push(addr);
         }
@@ -258,7 +341,10 @@ impl ParamStore {
         if let Some(at) = param.expires_at {
             self.expiries.insert((at, address.clone()));
         }
-        self.params.insert(address, param);
+        self.bytes += param_cost(&address, &param.value);
+        if let Some(old) = self.params.insert(address.clone(), param) {
+            self.bytes = self.bytes.saturating_sub(param_cost(&address, &old.value));
+        }
     }
 
     /// Takes the set of addresses changed since the last call: `(present, removed)`.

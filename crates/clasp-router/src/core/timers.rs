@@ -35,6 +35,8 @@ impl Router {
                     if let Some(b) = self.bundles.remove(&id) {
                         if let Some(sess) = self.session_mut(b.conn) {
                             sess.scheduled = sess.scheduled.saturating_sub(1);
+                            sess.held.scheduled_bytes =
+                                sess.held.scheduled_bytes.saturating_sub(b.cost);
                         }
                         self.run_bundle(b.conn, b.qos, b.bundle, now);
                     }
@@ -54,17 +56,19 @@ impl Router {
     }
 
     pub(super) fn flush_filter(&mut self, conn: ConnId, sub: u32, address: &Arc<str>, now: Now) {
-        let Some(f) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.session.as_mut())
-            .and_then(|s| s.subs.get_mut(&sub))
+        let Some(sess) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
+        let Some(f) = sess
+            .subs
+            .get_mut(&sub)
             .and_then(|s| s.filters.get_mut(address))
         else {
             return;
         };
         f.armed = false;
         if let Some((out, value)) = f.pending.take() {
+            sess.held.filter_bytes -= out.frame().len();
             f.last_sent = Some(now.mono);
             if value.is_some() {
                 f.last_value = value;
@@ -85,6 +89,7 @@ impl Router {
         g.armed = false;
         if let Some(frame) = g.buffered.take() {
             g.last_forward = now.mono;
+            self.adjust_gesture_bytes(conn, -(frame.len() as isize));
             self.forward_frame(conn, &key.1, SignalType::Gesture, frame, None, now);
         }
     }
@@ -96,8 +101,17 @@ impl Router {
         }
         let ttl = self.config.signal_ttl.as_micros() as u64;
         self.signals.expire(now.mono, ttl);
-        self.gestures
-            .retain(|_, g| now.mono.saturating_sub(g.started) < GESTURE_MAX_AGE_US);
+        let stale: Vec<GestureKey> = self
+            .gestures
+            .iter()
+            .filter(|(_, g)| now.mono.saturating_sub(g.started) >= GESTURE_MAX_AGE_US)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(g) = self.gestures.remove(&key) {
+                self.gesture_released(key.0, &key.1, &g);
+            }
+        }
     }
 }
 

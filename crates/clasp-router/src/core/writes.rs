@@ -68,10 +68,18 @@ impl Router {
             unlock: set.unlock,
             ttl,
         };
-        let next_revision = self
-            .store
-            .check(set.address, writer, &write)
-            .map_err(write_error)?;
+        let next_revision = match self.store.check(set.address, writer, &write) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(
+                    e,
+                    WriteError::AtCapacity { .. } | WriteError::OverBudget { .. }
+                ) {
+                    self.metrics.refuse(Refusal::Params);
+                }
+                return Err(write_error(e));
+            }
+        };
         let broadcast = SetRef {
             revision: Some(next_revision),
             ttl: None,
@@ -115,7 +123,7 @@ pub(super) fn write_error(e: WriteError) -> (ErrorCode, String) {
     let code = match e {
         WriteError::RevisionConflict { .. } => ErrorCode::RevisionConflict,
         WriteError::LockHeld { .. } => ErrorCode::LockHeld,
-        WriteError::AtCapacity { .. } => ErrorCode::StateRejected,
+        WriteError::AtCapacity { .. } | WriteError::OverBudget { .. } => ErrorCode::StateRejected,
     };
     (code, e.to_string())
 }

@@ -261,6 +261,14 @@ impl Server {
         );
         core.defer_output(true);
         persist::restore(&mut core, loaded);
+        let (bytes, max) = (core.params().bytes(), core.params().max_bytes());
+        if bytes > max {
+            tracing::warn!(
+                bytes,
+                max,
+                "the restored params pass max_param_bytes: writes that grow the store are refused until it shrinks"
+            );
+        }
         let auth_watch = auth_files::load(&mut core, &config.auth)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -567,6 +575,7 @@ fn render_metrics(s: &Shared) -> String {
         core.params().dirty_len(),
     );
     let (signals, signal_bytes) = core.signal_usage();
+    let param_bytes = core.params().bytes();
     drop(core);
     let mut o = String::with_capacity(4096);
     let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
@@ -582,6 +591,11 @@ fn render_metrics(s: &Shared) -> String {
     );
     gauge("clasp_subscriptions", "Active subscriptions.", subs as u64);
     gauge("clasp_params", "Params in the state store.", params as u64);
+    gauge(
+        "clasp_param_bytes",
+        "Bytes the params are counted for (see max_param_bytes).",
+        param_bytes as u64,
+    );
     gauge(
         "clasp_announced_signals",
         "Signals announced (ANNOUNCE) and listed for QUERY.",
