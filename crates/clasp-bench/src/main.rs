@@ -15,6 +15,7 @@
 //! clasp-bench all        --url ... --pid PID
 //! clasp-bench soak       --url ... --pid PID [--duration-secs 1800] [--interval-secs 10]
 //! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
+//! clasp-bench commit     --url ... [--writers 1,8,64] [--seconds 5] [--size 64]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench echo-server --listen 127.0.0.1:7332
 //! ```
@@ -22,6 +23,7 @@
 //! With `--json` each result is also printed as one JSON object per line on stdout (the tables
 //! then go to stderr); `--label` and `--round` tag those lines for `report`.
 
+mod commit;
 mod conn;
 mod echo;
 mod fanout;
@@ -37,6 +39,7 @@ mod transports;
 
 use clap::{Parser, Subcommand};
 
+use crate::commit::CommitOpts;
 use crate::conn::Target;
 use crate::echo::EchoOpts;
 use crate::fanout::{FanoutOpts, WaitArgs};
@@ -144,6 +147,14 @@ enum Cmd {
         #[command(flatten)]
         opts: TransportOpts,
     },
+    /// QoS Commit writes (ACK once on disk) with 1..N concurrent writers: writes/s and
+    /// write-to-ACK latency, beside QoS Confirm with one writer.
+    Commit {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: CommitOpts,
+    },
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
@@ -171,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Soak { url, .. }
         | Cmd::P2p { url, .. }
         | Cmd::Transports { url, .. }
+        | Cmd::Commit { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::EchoServer(o) => {
@@ -205,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Soak { opts, .. } => soak::run(&target, &opts, &out).await,
             Cmd::P2p { opts, .. } => p2p::run(&target, &opts, &out).await,
             Cmd::Transports { opts, .. } => transports::run(&target, &opts, &out).await,
+            Cmd::Commit { opts, .. } => commit::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,

@@ -95,6 +95,43 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn commit_acknowledged_writes_survive_kill_9_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    // 3,000 Commit writes, pipelined; the router is killed the moment the last ACK arrives,
+    // with no time for a write-behind pass.
+    let n = 3000;
+    let (mut c, _) = WsClient::connect(&p.url).await;
+    for i in 0..n {
+        c.send_qos(
+            Message::Set(Set {
+                address: format!("/durable/{i}").into(),
+                value: Value::Int(i as i64),
+                ..Default::default()
+            }),
+            Some(Qos::Commit),
+        )
+        .await;
+    }
+    let mut acked = 0;
+    while acked < n {
+        match c.recv().await {
+            Message::Ack(_) => acked += 1,
+            Message::Error(e) => panic!("{e:?}"),
+            _ => {}
+        }
+    }
+    signal(&p, "-KILL");
+    p.child.wait().unwrap();
+    let mut p = start(&["--data-dir", d]);
+    let (_c, params) = WsClient::connect(&p.url).await;
+    assert_eq!(params.len(), n, "a Commit-acknowledged write was lost");
+    signal(&p, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_mode_keeps_nothing() {
     let mut p = start(&["--memory"]);
     write_params(&p.url, 5).await;

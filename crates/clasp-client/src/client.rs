@@ -404,6 +404,22 @@ impl Client {
         Ok(ack.revision.unwrap_or_default())
     }
 
+    /// Writes a param with QoS Commit and waits for the ACK; returns the new revision. A router
+    /// that keeps state on disk acknowledges it only once the write is there, so it survives a
+    /// crash of the router (this project's router does; others may answer as for
+    /// [`Client::set_confirmed`]).
+    pub async fn set_durable(&self, address: &str, value: impl Into<Value>) -> Result<u64> {
+        let msg = set_message(address, value.into(), &SetOptions::default())?;
+        let key: Str = address.into();
+        let ack = self
+            .request(encode_qos(&msg, Qos::Commit)?, |tx| Waiter::Ack {
+                key: Some(key),
+                tx,
+            })
+            .await?;
+        Ok(ack.revision.unwrap_or_default())
+    }
+
     /// Writes a param only if it is at revision `expected`; returns the new revision, or
     /// [`Error::RevisionConflict`].
     pub async fn set_if_revision(

@@ -115,7 +115,7 @@ impl Router {
                 revision: last_revision,
                 ..Ack::default()
             };
-            self.reply(conn, &Message::Ack(ack));
+            self.ack_write(conn, qos, ack, now);
         }
     }
 

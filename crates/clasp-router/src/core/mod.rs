@@ -13,6 +13,7 @@ pub mod outlet;
 pub mod state;
 
 mod bundles;
+mod durable;
 mod fanout;
 mod handshake;
 mod output;
@@ -125,6 +126,8 @@ pub struct Router {
     signals: signals::Signals,
     /// QUERYs being answered, a slice at a time (see [`signals`]).
     queries: std::collections::VecDeque<signals::QueryJob>,
+    /// ACKs of QoS Commit writes waiting for the disk (see [`durable`]).
+    commits: durable::Commits,
     /// Connections with a QUERY in progress, and the frames they sent since.
     busy: FxHashMap<ConnId, signals::Deferred>,
     /// The last P2P announce of each session that sent one, replayed to later subscribers.
@@ -171,6 +174,7 @@ impl Router {
             signals: signals::Signals::default(),
             queries: std::collections::VecDeque::new(),
             busy: FxHashMap::default(),
+            commits: durable::Commits::default(),
             p2p_announces: FxHashMap::default(),
             gestures: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -314,6 +318,7 @@ impl Router {
         self.signals.remove_owner(conn);
         self.queries.retain(|q| q.conn() != conn);
         self.busy.remove(&conn);
+        self.drop_commits(conn);
         if self.p2p_announces.remove(&conn).is_some() {
             self.p2p_leave(&session.id, _now);
         }

@@ -130,6 +130,8 @@ pub struct ParamStore {
     expiries: BTreeSet<(u64, Arc<str>)>,
     /// Addresses changed or removed since the last [`ParamStore::take_dirty`].
     dirty: HashMap<Arc<str>, ()>,
+    /// Changes so far: a write or expiry adds 1 (see [`ParamStore::epoch`]).
+    epoch: u64,
 }
 
 impl ParamStore {
@@ -146,6 +148,7 @@ impl ParamStore {
             max_params,
             bytes: 0,
             max_bytes,
+            epoch: 0,
             expiries: BTreeSet::new(),
             dirty: HashMap::new(),
         }
@@ -297,6 +300,7 @@ impl ParamStore {
             holder: param.lock.clone(),
         };
         self.dirty.insert(key, ());
+        self.epoch += 1;
         Ok(written)
     }
 
@@ -326,6 +330,7 @@ impl ParamStore {
                 self.bytes = self.bytes.saturating_sub(param_cost(&addr, &p.value));
             }
             self.dirty.insert(addr.clone(), ());
+            self.epoch += 1;
             gone.push(addr);
         }
         gone
@@ -358,6 +363,12 @@ impl ParamStore {
             }
         }
         (present, removed)
+    }
+
+    /// How many changes the store has had: the changes [`ParamStore::take_dirty`] returns
+    /// include every change up to the epoch read at the same time.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Number of addresses waiting to be persisted.

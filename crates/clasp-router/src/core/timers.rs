@@ -101,6 +101,7 @@ impl Router {
         }
         let ttl = self.config.signal_ttl.as_micros() as u64;
         self.signals.expire(now.mono, ttl);
+        self.expire_commits(now);
         let stale: Vec<GestureKey> = self
             .gestures
             .iter()

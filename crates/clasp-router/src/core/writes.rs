@@ -43,7 +43,7 @@ impl Router {
                 holder,
                 correlation_id: None,
             };
-            self.reply(conn, &Message::Ack(ack));
+            self.ack_write(conn, qos, ack, now);
         }
         Ok(written.revision)
     }

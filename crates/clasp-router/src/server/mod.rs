@@ -163,6 +163,8 @@ pub(crate) struct Shared {
     pub(crate) timer_at: AtomicU64,
     pub(crate) store_desc: String,
     pub(crate) persist: persist::Status,
+    /// Wakes the persistence thread (a Commit write waits, or the server stops).
+    pub(crate) persist_wake: Arc<persist::Wake>,
     /// When the token files were last read.
     auth_watch: Mutex<auth_files::Watch>,
     /// Connections refused for the per-IP limit.
@@ -189,6 +191,9 @@ impl Shared {
         let now = self.now();
         let mut core = self.core.lock();
         let out = f(&mut core, now);
+        if core.take_commit_wake() {
+            self.persist_wake.write_now();
+        }
         let next = core.next_deadline().unwrap_or(u64::MAX);
         let output = core.take_output();
         drop(core);
@@ -260,6 +265,8 @@ impl Server {
             Box::new(|| uuid::Uuid::new_v4().to_string()),
         );
         core.defer_output(true);
+        // With a database, a QoS Commit write is acknowledged once it is on disk.
+        core.set_durable_acks(config.data_dir.is_some());
         persist::restore(&mut core, loaded);
         let (bytes, max) = (core.params().bytes(), core.params().max_bytes());
         if bytes > max {
@@ -302,6 +309,7 @@ impl Server {
             timer_at: AtomicU64::new(u64::MAX),
             store_desc,
             persist: persist::Status::default(),
+            persist_wake: Arc::new(persist::Wake::default()),
             auth_watch,
             refused_per_ip: Arc::new(AtomicU64::new(0)),
             writers: writers.handle(),

@@ -2,11 +2,16 @@
 //! (coalesced: one write per address however often it changed) every flush interval and writes
 //! them in one transaction, so persistence never slows SET handling. A failed write is kept and
 //! retried with the next pass, never dropped.
+//!
+//! QoS Commit writes are the exception to "behind": the core holds their ACKs and the thread is
+//! woken at once to write; when the transaction is on disk, the ACKs of every Commit write it
+//! holds go out. Commit writes arriving while a transaction is being synced share the next
+//! one (group commit).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clasp_store::{Batch, Store, StoredParam};
@@ -40,37 +45,83 @@ pub(crate) fn restore(core: &mut Router, params: Vec<StoredParam>) {
     }
 }
 
+/// Wakes the persistence thread: to write now (a Commit write waits) or to stop.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    state: Mutex<WakeState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct WakeState {
+    now: bool,
+    stop: bool,
+}
+
+impl Wake {
+    /// Asks for a pass now rather than at the next interval.
+    pub(crate) fn write_now(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .now = true;
+        self.cv.notify_one();
+    }
+
+    fn stop(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stop = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits up to `interval` for a request; whether to stop.
+    fn wait(&self, interval: Duration) -> bool {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut guard, _) = self
+            .cv
+            .wait_timeout_while(guard, interval, |s| !s.now && !s.stop)
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.now = false;
+        guard.stop
+    }
+}
+
 /// The running persistence thread.
 pub(crate) struct Persister {
-    stop: mpsc::Sender<()>,
+    wake: Arc<Wake>,
     thread: std::thread::JoinHandle<()>,
 }
 
 pub(crate) fn spawn(shared: Arc<Shared>, store: Box<dyn Store>) -> Persister {
-    let (stop, stopped) = mpsc::channel();
+    let wake = shared.persist_wake.clone();
     let thread = std::thread::Builder::new()
         .name("clasp-persist".into())
-        .spawn(move || run(&shared, store, &stopped))
+        .spawn(move || run(&shared, store))
         .unwrap_or_else(|e| panic!("cannot start the persistence thread: {e}"));
-    Persister { stop, thread }
+    Persister { wake, thread }
 }
 
 /// Stops the thread after a final flush.
 pub(crate) async fn stop(p: Persister) {
-    let _ = p.stop.send(());
+    p.wake.stop();
     let _ = tokio::task::spawn_blocking(move || p.thread.join()).await;
 }
 
-fn run(shared: &Shared, mut store: Box<dyn Store>, stopped: &mpsc::Receiver<()>) {
+fn run(shared: &Shared, mut store: Box<dyn Store>) {
     let interval = shared.config.flush_interval;
     let mut pending: HashMap<Arc<str>, Option<StoredParam>> = HashMap::new();
     let mut last_warning: Option<Instant> = None;
     loop {
-        let stopping = match stopped.recv_timeout(interval) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
+        let stopping = shared.persist_wake.wait(interval);
+        let (present, removed, epoch, commits) = {
+            let mut core = shared.core.lock();
+            let waiting = core.commits_waiting();
+            let store = core.params_mut();
+            let (present, removed) = store.take_dirty();
+            (present, removed, store.epoch(), waiting)
         };
-        let (present, removed) = shared.core.lock().params_mut().take_dirty();
         for (addr, p) in present {
             let stored = StoredParam {
                 address: addr.to_string(),
@@ -109,6 +160,10 @@ fn run(shared: &Shared, mut store: Box<dyn Store>, stopped: &mpsc::Receiver<()>)
                     }
                 }
             }
+        }
+        // Everything up to `epoch` is on disk: the Commit ACKs waiting for it can go.
+        if pending.is_empty() && commits > 0 {
+            shared.with_core(|core, _| core.persisted(epoch));
         }
         if stopping {
             if pending.is_empty() {
