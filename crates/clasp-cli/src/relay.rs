@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::server::{ServerArgs, build_config, init_logging, shutdown_signal};
 
 /// With tokens on, registering and unregistering at the rendezvous API needs a token that may
-/// write this address (`write:/**`, or `write:/clasp/rendezvous/**` for registration only).
+/// write this address (`write:/**`, or `write:/clasp/rendezvous/**` for registration only);
+/// unregistering needs the owner secret as well unless `--rendezvous-allow-token-unregister`.
 const RENDEZVOUS_SCOPE: &str = "/clasp/rendezvous/device";
 
 /// Options of `clasp relay`: every `clasp server` option, plus the relay's listeners.
@@ -36,9 +37,19 @@ pub(crate) struct RelayArgs {
     /// Seconds a rendezvous registration lives without a refresh.
     #[arg(long, env = "CLASP_RENDEZVOUS_TTL", default_value_t = 300)]
     rendezvous_ttl: u64,
-    /// Refresh and unregister at the rendezvous API need the owner secret returned by
-    /// register (header X-Clasp-Secret); off by default because the reference's clients do
-    /// not send it (a wrong secret is always refused).
+    /// Let the rendezvous API unregister a device without the owner secret returned by
+    /// register, as the reference does: a token that may write is then enough (nothing at all
+    /// while the router requires no tokens). Off by default: unregister needs the secret
+    /// (header X-Clasp-Secret).
+    #[arg(
+        long,
+        env = "CLASP_RENDEZVOUS_ALLOW_TOKEN_UNREGISTER",
+        conflicts_with = "rendezvous_require_secret"
+    )]
+    rendezvous_allow_token_unregister: bool,
+    /// Refresh at the rendezvous API needs the owner secret too (unregister always does,
+    /// unless --rendezvous-allow-token-unregister). Off by default because the reference's
+    /// clients refresh without it (a wrong secret is always refused).
     #[arg(long, env = "CLASP_RENDEZVOUS_REQUIRE_SECRET")]
     rendezvous_require_secret: bool,
     /// Serve MQTT 3.1.1 and 5 on this port (e.g. 1883).
@@ -149,7 +160,8 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
     let rdv_config = RendezvousConfig {
         ttl: Duration::from_secs(args.rendezvous_ttl.max(1)),
         auth: Some(auth),
-        require_secret: args.rendezvous_require_secret,
+        require_secret: !args.rendezvous_allow_token_unregister,
+        require_secret_on_refresh: args.rendezvous_require_secret,
         ..RendezvousConfig::default()
     };
     let service = RendezvousService::open(rdv_config, Arc::new(SystemClock::new()), Some(table))

@@ -33,7 +33,12 @@ impl Relay {
     /// Starts `clasp relay --host 127.0.0.1 ARGS` and waits for the WebSocket's `ready:` line
     /// (the last one printed).
     fn start(args: &[&str]) -> Relay {
-        let mut child = relay_cmd(args).spawn().unwrap();
+        Relay::spawn(relay_cmd(args))
+    }
+
+    /// Spawns `cmd` (a [`relay_cmd`]) and waits as [`Relay::start`] does.
+    fn spawn(mut cmd: Command) -> Relay {
+        let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -480,7 +485,104 @@ async fn with_tokens_on_rendezvous_writes_need_a_token_and_osc_needs_one_too() {
     let found = anonymous.discover(&DiscoverQuery::default()).await.unwrap();
     assert_eq!(found.len(), 1);
     assert!(!anonymous.unregister(&ok.id).await.is_ok_and(|gone| gone));
-    assert!(registrar.unregister(&ok.id).await.unwrap());
+    // The secret alone is not enough while tokens are on...
+    let refused = anonymous
+        .unregister_with_secret(&ok.id, ok.secret.as_deref())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    // ...and neither is a token that may write: unregister needs the owner secret too.
+    let refused = registrar.unregister(&ok.id).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert_eq!(found_ids(&anonymous).await, std::slice::from_ref(&ok.id));
+    assert!(
+        registrar
+            .unregister_with_secret(&ok.id, ok.secret.as_deref())
+            .await
+            .unwrap()
+    );
+    assert!(found_ids(&anonymous).await.is_empty());
+}
+
+/// The ids of every device the rendezvous API lists.
+async fn found_ids(rdv: &RendezvousClient) -> Vec<String> {
+    rdv.discover(&DiscoverQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendezvous_secret_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let writer = token(d, "write:/clasp/rendezvous/**");
+    let args = persistent(d, "0");
+
+    // The opt-out and the refresh requirement contradict each other.
+    let out = relay_cmd(&args)
+        .args([
+            "--rendezvous-allow-token-unregister",
+            "--rendezvous-require-secret",
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rendezvous-allow-token-unregister"), "{err}");
+
+    // Opted out (the reference's behaviour): a token that may write unregisters any device.
+    {
+        let mut opted_out = args.to_vec();
+        opted_out.push("--rendezvous-allow-token-unregister");
+        let mut relay = Relay::start(&opted_out);
+        let base = format!("http://{}", relay.addr("ws"));
+        let anonymous = RendezvousClient::new(&base).unwrap();
+        let registrar = RendezvousClient::new(&base)
+            .unwrap()
+            .with_token(writer.clone());
+        let ok = registrar
+            .register(&registration("opted-out", "ws://10.0.0.9:7330/"))
+            .await
+            .unwrap();
+        let refused = anonymous.unregister(&ok.id).await.unwrap_err();
+        assert!(refused.to_string().contains("401"), "{refused}");
+        assert!(registrar.unregister(&ok.id).await.unwrap());
+        assert!(found_ids(&anonymous).await.is_empty());
+        common::signal(&relay.proc, "-TERM");
+        assert!(relay.proc.child.wait().unwrap().success());
+    }
+
+    // --rendezvous-require-secret (also through its environment variable) keeps meaning what
+    // it did: refresh needs the secret as well.
+    let mut cmd = relay_cmd(&args);
+    cmd.env("CLASP_RENDEZVOUS_REQUIRE_SECRET", "true");
+    let relay = Relay::spawn(cmd);
+    let base = format!("http://{}", relay.addr("ws"));
+    let registrar = RendezvousClient::new(&base).unwrap().with_token(writer);
+    let ok = registrar
+        .register(&registration("strict", "ws://10.0.0.9:7330/"))
+        .await
+        .unwrap();
+    let refused = registrar.refresh(&ok.id).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert!(
+        registrar
+            .refresh_with_secret(&ok.id, ok.secret.as_deref())
+            .await
+            .unwrap()
+    );
+    let refused = registrar.unregister(&ok.id).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert!(
+        registrar
+            .unregister_with_secret(&ok.id, ok.secret.as_deref())
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

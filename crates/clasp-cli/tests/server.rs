@@ -6,8 +6,9 @@ mod support;
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use clasp_proto::*;
 use common::{signal, start};
@@ -169,6 +170,56 @@ fn a_data_dir_in_use_is_a_clear_error() {
     );
     signal(&p, "-TERM");
     assert!(p.child.wait().unwrap().success());
+}
+
+#[test]
+fn an_empty_state_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let state = dir.path().join("state.redb");
+    std::fs::write(&state, b"").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clasp"))
+        .args([
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit at once; a server that started instead is stopped and the test fails.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("clasp server started on an empty state file instead of refusing it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&state.display().to_string()) && err.contains("empty (0 bytes)"),
+        "{err}"
+    );
+    assert!(err.contains("move the file away"), "{err}");
+    // The router refused to start instead of replacing the file with an empty database.
+    assert_eq!(std::fs::metadata(&state).unwrap().len(), 0);
 }
 
 #[test]

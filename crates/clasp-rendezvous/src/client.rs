@@ -209,6 +209,8 @@ impl RendezvousClient {
     }
 
     /// `DELETE /api/v1/unregister/{id}`: true = removed, false = unknown or expired (404).
+    /// Without the owner secret, which this crate's server requires by default (403 without
+    /// it): use [`RendezvousClient::unregister_with_secret`] for those.
     pub async fn unregister(&self, id: &str) -> Result<bool, ClientError> {
         self.unregister_with_secret(id, None).await
     }

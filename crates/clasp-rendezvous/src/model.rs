@@ -50,8 +50,9 @@ pub struct Registered {
     pub timestamp: u64,
     /// Seconds the registration lives without a refresh.
     pub ttl: u64,
-    /// The owner secret: send it in the `X-Clasp-Secret` header to refresh or unregister
-    /// (absent from servers that do not issue one, such as the reference).
+    /// The owner secret: send it in the `X-Clasp-Secret` header to unregister (this crate's
+    /// server requires it by default) and to refresh (absent from servers that do not issue
+    /// one, such as the reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }

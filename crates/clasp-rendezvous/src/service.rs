@@ -109,10 +109,13 @@ pub struct RendezvousConfig {
     pub limits: FieldLimits,
     /// Token check for register and unregister (`Authorization: Bearer <token>`); None = open.
     pub auth: Option<TokenCheck>,
-    /// Whether refresh and unregister must carry the owner secret (`X-Clasp-Secret`) returned by
-    /// register (default false, as reference clients do not send it; a wrong secret is always
-    /// refused).
+    /// Whether unregister must carry the owner secret (`X-Clasp-Secret`) returned by register,
+    /// on top of any token (default true). False is the reference's behaviour: anyone who
+    /// passes the token check (anyone at all without `auth`) may unregister any device.
     pub require_secret: bool,
+    /// Whether refresh must carry the owner secret too (default false: the reference's clients
+    /// refresh without it, and a refresh only keeps a registration alive).
+    pub require_secret_on_refresh: bool,
 }
 
 impl Default for RendezvousConfig {
@@ -128,7 +131,8 @@ impl Default for RendezvousConfig {
             max_body_bytes: 64 * 1024,
             limits: FieldLimits::default(),
             auth: None,
-            require_secret: false,
+            require_secret: true,
+            require_secret_on_refresh: false,
         }
     }
 }
@@ -147,6 +151,7 @@ impl fmt::Debug for RendezvousConfig {
             .field("limits", &self.limits)
             .field("auth", &self.auth.is_some())
             .field("require_secret", &self.require_secret)
+            .field("require_secret_on_refresh", &self.require_secret_on_refresh)
             .finish()
     }
 }
@@ -663,11 +668,12 @@ impl RendezvousService {
         })
     }
 
-    fn check_secret(&self, entry: &Entry, secret: Option<&str>) -> Result<(), Refusal> {
+    /// A wrong secret is always refused; a missing one only when `required`.
+    fn check_secret(entry: &Entry, secret: Option<&str>, required: bool) -> Result<(), Refusal> {
         match secret {
             Some(s) if secrets_match(s, &entry.secret) => Ok(()),
             Some(_) => Err(Refusal::WrongSecret),
-            None if self.inner.config.require_secret => Err(Refusal::WrongSecret),
+            None if required => Err(Refusal::WrongSecret),
             None => Ok(()),
         }
     }
@@ -688,7 +694,7 @@ impl RendezvousService {
             });
             return Err(Refusal::NotFound);
         }
-        self.check_secret(entry, secret)?;
+        Self::check_secret(entry, secret, self.inner.config.require_secret_on_refresh)?;
         reg.by_deadline.remove(&(entry.deadline, entry.seq));
         entry.deadline = now.saturating_add(ttl);
         entry.seq = reg.next_seq;
@@ -710,7 +716,7 @@ impl RendezvousService {
             let entry = reg.devices.get(id).ok_or(Refusal::NotFound)?;
             let expired = entry.deadline <= now;
             if !expired {
-                self.check_secret(entry, secret)?;
+                Self::check_secret(entry, secret, self.inner.config.require_secret)?;
             }
             reg.remove(id);
             let pending = self.queue(RecordBatch {
@@ -996,7 +1002,8 @@ mod tests {
     enum Op {
         Register(u8),
         Refresh(usize),
-        Unregister(usize),
+        /// Unregister the i-th known id, with its owner secret or without.
+        Unregister(usize, bool),
         Advance(u64),
         Sweep,
     }
@@ -1005,7 +1012,7 @@ mod tests {
         prop_oneof![
             4 => (0u8..3).prop_map(Op::Register),
             2 => any::<usize>().prop_map(Op::Refresh),
-            1 => any::<usize>().prop_map(Op::Unregister),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, s)| Op::Unregister(i, s)),
             2 => (0u64..200).prop_map(Op::Advance),
             1 => Just(Op::Sweep),
         ]
@@ -1014,7 +1021,8 @@ mod tests {
     /// The model: (id, source, last seen in s), oldest first; TTL 300 s, 5 devices, 3 per source.
     struct Model {
         live: Vec<(String, u8, u64)>,
-        known: Vec<String>,
+        /// (id, owner secret) of every registration made.
+        known: Vec<(String, String)>,
         now: u64,
     }
 
@@ -1056,12 +1064,12 @@ mod tests {
                                 m.live.remove(0);
                             }
                             m.live.push((r.id.clone(), src, m.now));
-                            m.known.push(r.id);
+                            m.known.push((r.id, r.secret.unwrap()));
                         }
                     }
-                    Op::Refresh(i) | Op::Unregister(i) if m.known.is_empty() => { let _ = i; }
+                    Op::Refresh(i) | Op::Unregister(i, _) if m.known.is_empty() => { let _ = i; }
                     Op::Refresh(i) => {
-                        let id = m.known[i % m.known.len()].clone();
+                        let id = m.known[i % m.known.len()].0.clone();
                         let r = svc.refresh(&id, None);
                         m.expire();
                         match m.live.iter().position(|d| d.0 == id) {
@@ -1074,11 +1082,16 @@ mod tests {
                             None => prop_assert_eq!(r.unwrap_err(), Refusal::NotFound),
                         }
                     }
-                    Op::Unregister(i) => {
-                        let id = m.known[i % m.known.len()].clone();
-                        let r = rt.block_on(svc.unregister(&id, None));
+                    Op::Unregister(i, with_secret) => {
+                        let (id, secret) = m.known[i % m.known.len()].clone();
+                        let secret = with_secret.then_some(secret.as_str());
+                        let r = rt.block_on(svc.unregister(&id, secret));
                         m.expire();
                         match m.live.iter().position(|d| d.0 == id) {
+                            // The owner secret is required by default.
+                            Some(_) if !with_secret => {
+                                prop_assert_eq!(r.unwrap_err(), Refusal::WrongSecret);
+                            }
                             Some(p) => {
                                 prop_assert!(r.is_ok());
                                 m.live.remove(p);

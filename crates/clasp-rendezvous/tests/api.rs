@@ -9,7 +9,7 @@ use std::time::Duration;
 use clasp_rendezvous::{RateLimit, RendezvousConfig};
 use support::{
     T0, TestServer, config, discover, error, get, http, post_register, refresh, register,
-    registration, unregister,
+    registration, unregister, unregister_owned,
 };
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn register_discover_refresh_unregister_happy_path() {
     // Most recently seen first.
     assert_eq!(devices[0]["id"], id.as_str());
 
-    let resp = unregister(&http, &server, &id).await;
+    let resp = unregister_owned(&http, &server, &reg).await;
     assert_eq!(resp.status(), 204);
     let devices = discover(&http, &server, "").await;
     assert_eq!(devices.len(), 1);
@@ -448,7 +448,7 @@ async fn per_source_cap() {
     let r = post_register(&http, &server, &registration("c")).await;
     assert!(error(r, 429).await.contains("registrations"));
     // Freeing a slot (unregister or expiry) lets the source register again.
-    let r = unregister(&http, &server, a["id"].as_str().unwrap()).await;
+    let r = unregister_owned(&http, &server, &a).await;
     assert_eq!(r.status(), 204);
     register(&http, &server, registration("c")).await;
     server.clock.advance(Duration::from_secs(300));
@@ -538,10 +538,12 @@ async fn bearer_auth_on_register_and_unregister() {
     assert_eq!(r.status(), 201);
     let reg: serde_json::Value = r.json().await.unwrap();
     let id = reg["id"].as_str().unwrap();
+    let secret = reg["secret"].as_str().unwrap();
     // Discover and refresh need no token.
     assert_eq!(discover(&http, &server, "").await.len(), 1);
     let r = refresh(&http, &server, id).await;
     assert_eq!(r.status(), 200);
+    // Unregister needs a good token and the owner secret: neither proves enough alone.
     let del = server.url(&format!("/api/v1/unregister/{id}"));
     error(http.delete(&del).send().await.unwrap(), 401).await;
     error(
@@ -549,7 +551,53 @@ async fn bearer_auth_on_register_and_unregister() {
         401,
     )
     .await;
+    let r = http
+        .delete(&del)
+        .header("x-clasp-secret", secret)
+        .send()
+        .await
+        .unwrap();
+    error(r, 401).await;
+    let r = http
+        .delete(&del)
+        .bearer_auth("good-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(error(r, 403).await.contains("secret"));
     assert_eq!(discover(&http, &server, "").await.len(), 1);
+    let r = http
+        .delete(&del)
+        .bearer_auth("good-token")
+        .header("x-clasp-secret", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(discover(&http, &server, "").await.is_empty());
+    server.stop().await;
+
+    // Opted out (the reference's behaviour): the token alone unregisters.
+    let server = TestServer::start(RendezvousConfig {
+        auth: Some(Arc::new(|t: Option<&str>| t == Some("good-token"))),
+        require_secret: false,
+        ..config()
+    })
+    .await;
+    let r = http
+        .post(server.url("/api/v1/register"))
+        .bearer_auth("good-token")
+        .json(&registration("a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let reg: serde_json::Value = r.json().await.unwrap();
+    let del = server.url(&format!(
+        "/api/v1/unregister/{}",
+        reg["id"].as_str().unwrap()
+    ));
+    error(http.delete(&del).send().await.unwrap(), 401).await;
     let r = http
         .delete(&del)
         .bearer_auth("good-token")
@@ -562,57 +610,88 @@ async fn bearer_auth_on_register_and_unregister() {
 }
 
 #[tokio::test]
-async fn owner_secret_is_checked_when_sent_or_required() {
+async fn unregister_needs_the_owner_secret_by_default() {
+    assert!(RendezvousConfig::default().require_secret);
+    assert!(!RendezvousConfig::default().require_secret_on_refresh);
     let server = TestServer::start(config()).await;
     let http = http();
     let reg = register(&http, &server, registration("a")).await;
     let id = reg["id"].as_str().unwrap();
     let secret = reg["secret"].as_str().unwrap();
-    let refresh = server.url(&format!("/api/v1/refresh/{id}"));
+    // Refresh: a missing secret is accepted (the reference's clients send none), a wrong one
+    // is not.
+    let refresh_url = server.url(&format!("/api/v1/refresh/{id}"));
     let r = http
-        .post(&refresh)
+        .post(&refresh_url)
         .header("x-clasp-secret", "wrong")
         .send()
         .await
         .unwrap();
     error(r, 403).await;
+    assert_eq!(refresh(&http, &server, id).await.status(), 200);
     let r = http
-        .post(&refresh)
+        .post(&refresh_url)
         .header("x-clasp-secret", secret)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Unregister: refused without the secret or with a wrong one; the device stays.
+    let msg = error(unregister(&http, &server, id).await, 403).await;
+    assert!(msg.contains("X-Clasp-Secret"), "{msg}");
     let del = server.url(&format!("/api/v1/unregister/{id}"));
-    error(
-        http.delete(&del)
-            .header("x-clasp-secret", "wrong")
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
+    let r = http
+        .delete(&del)
+        .header("x-clasp-secret", "wrong")
+        .send()
+        .await
+        .unwrap();
+    error(r, 403).await;
     assert_eq!(discover(&http, &server, "").await.len(), 1);
+    assert_eq!(unregister_owned(&http, &server, &reg).await.status(), 204);
+    assert!(discover(&http, &server, "").await.is_empty());
     server.stop().await;
+}
 
+#[tokio::test]
+async fn the_owner_secret_requirements_can_be_changed() {
+    let http = http();
+    // Opted out of the unregister requirement: no secret is accepted, a wrong one is not.
     let server = TestServer::start(RendezvousConfig {
-        require_secret: true,
+        require_secret: false,
         ..config()
     })
     .await;
     let reg = register(&http, &server, registration("a")).await;
     let id = reg["id"].as_str().unwrap();
-    let refresh = server.url(&format!("/api/v1/refresh/{id}"));
-    error(http.post(&refresh).send().await.unwrap(), 403).await;
-    let del = server.url(&format!("/api/v1/unregister/{id}"));
-    error(http.delete(&del).send().await.unwrap(), 403).await;
     let r = http
-        .delete(&del)
+        .delete(server.url(&format!("/api/v1/unregister/{id}")))
+        .header("x-clasp-secret", "wrong")
+        .send()
+        .await
+        .unwrap();
+    error(r, 403).await;
+    assert_eq!(unregister(&http, &server, id).await.status(), 204);
+    assert!(discover(&http, &server, "").await.is_empty());
+    server.stop().await;
+
+    // Required on refresh too.
+    let server = TestServer::start(RendezvousConfig {
+        require_secret_on_refresh: true,
+        ..config()
+    })
+    .await;
+    let reg = register(&http, &server, registration("a")).await;
+    let id = reg["id"].as_str().unwrap();
+    error(refresh(&http, &server, id).await, 403).await;
+    let r = http
+        .post(server.url(&format!("/api/v1/refresh/{id}")))
         .header("x-clasp-secret", reg["secret"].as_str().unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
+    error(unregister(&http, &server, id).await, 403).await;
+    assert_eq!(unregister_owned(&http, &server, &reg).await.status(), 204);
     server.stop().await;
 }

@@ -92,7 +92,18 @@ async fn client_round_trips() {
         matches!(wrong, ClientError::Status { status: 403, .. }),
         "{wrong}"
     );
-    assert!(client.unregister(&b.id).await.unwrap());
+    // Unregister needs the owner secret.
+    let refused = client.unregister(&b.id).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Status { status: 403, .. }),
+        "{refused}"
+    );
+    assert!(
+        client
+            .unregister_with_secret(&b.id, b.secret.as_deref())
+            .await
+            .unwrap()
+    );
     assert!(!client.unregister(&b.id).await.unwrap());
     assert!(!client.refresh(&b.id).await.unwrap());
     // Ids with odd characters are path-encoded, not a different route.
@@ -134,10 +145,21 @@ async fn client_bearer_token() {
         .with_token("tok");
     let a = client.register(&reg("a", &[])).await.unwrap();
     assert!(matches!(
-        anon.unregister(&a.id).await.unwrap_err(),
+        anon.unregister_with_secret(&a.id, a.secret.as_deref())
+            .await
+            .unwrap_err(),
         ClientError::Status { status: 401, .. }
     ));
-    assert!(client.unregister(&a.id).await.unwrap());
+    assert!(matches!(
+        client.unregister(&a.id).await.unwrap_err(),
+        ClientError::Status { status: 403, .. }
+    ));
+    assert!(
+        client
+            .unregister_with_secret(&a.id, a.secret.as_deref())
+            .await
+            .unwrap()
+    );
     server.stop().await;
 }
 

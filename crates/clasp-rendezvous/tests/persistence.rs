@@ -10,7 +10,7 @@ use clasp_rendezvous::{ManualClock, RendezvousService};
 use clasp_store::{RecordTable, RedbStore, Store};
 use support::{
     T0, TestServer, config, discover, http, post_register, refresh, register, registration,
-    unregister,
+    unregister_owned,
 };
 
 fn names(devices: &[serde_json::Value]) -> Vec<String> {
@@ -40,7 +40,7 @@ async fn registrations_survive_a_restart_and_expire_by_wall_clock_age() {
         .await;
         let b = register(&http, &server, registration("b")).await;
         register(&http, &server, registration("c")).await;
-        let r = unregister(&http, &server, b["id"].as_str().unwrap()).await;
+        let r = unregister_owned(&http, &server, &b).await;
         assert_eq!(r.status(), 204);
         clock.advance(Duration::from_secs(100));
         let r = refresh(&http, &server, a["id"].as_str().unwrap()).await;
@@ -130,7 +130,7 @@ async fn writes_reach_the_table_in_order_and_sweep_deletes() {
         let r = register(&http, &server, registration(&format!("d{i}"))).await;
         let id = r["id"].as_str().unwrap().to_owned();
         if i % 2 == 0 {
-            let resp = unregister(&http, &server, &id).await;
+            let resp = unregister_owned(&http, &server, &r).await;
             assert_eq!(resp.status(), 204);
         } else {
             keep.push(id);

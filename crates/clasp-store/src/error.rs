@@ -39,6 +39,22 @@ pub enum StoreError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The file exists but is empty, or shorter than a database header and the start of one:
+    /// cut short (a full disk, a failed copy, a crash as it was first written). Opening it
+    /// would silently start from an empty state, so it is refused instead.
+    #[error(
+        "cannot open state database {}: the file is {}, so whatever state it held is lost (a full \
+         disk, a failed copy or a crash can do this); to start with an empty state, move the file \
+         away (or delete it), or restore it from a backup",
+        path.display(),
+        cut_short(*.len)
+    )]
+    Truncated {
+        /// The database file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+    },
     /// The database records a format version this build does not understand.
     #[error(
         "cannot open state database {}: it has format version {found}, but this build of clasp \
@@ -99,4 +115,13 @@ pub enum StoreError {
         /// The name asked for (cut to 80 characters).
         name: String,
     },
+}
+
+/// How [`StoreError::Truncated`] describes a file of `len` bytes.
+fn cut_short(len: u64) -> String {
+    if len == 0 {
+        "empty (0 bytes)".to_owned()
+    } else {
+        format!("truncated (only {len} bytes)")
+    }
 }

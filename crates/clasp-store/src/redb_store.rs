@@ -67,11 +67,13 @@ impl RedbStore {
     /// Opens (creating if needed) `dir/state.redb`, creating `dir` if needed.
     ///
     /// Fails with [`StoreError::InUse`] if another process (or another `RedbStore` in this one)
-    /// has the database open, [`StoreError::NotADatabase`] if the file is not a CLASP state
-    /// database, and [`StoreError::UnsupportedFormat`] if it was written in a newer format.
+    /// has the database open, [`StoreError::Truncated`] if the file exists but is empty or cut
+    /// short, [`StoreError::NotADatabase`] if it is not a CLASP state database, and
+    /// [`StoreError::UnsupportedFormat`] if it was written in a newer format.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         create_dir(dir)?;
         let path = dir.join(STATE_FILE_NAME);
+        check_not_cut_short(&path)?;
         let db = open_database(&path)?;
         check_format(&db, &path)?;
         Ok(RedbStore {
@@ -285,6 +287,44 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
         )));
     }
     std::fs::create_dir_all(dir).map_err(fail)
+}
+
+/// The magic number a redb file starts with (part of its on-disk format).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// The size of a redb file header (magic number and layout in 64 bytes, then two 128-byte
+/// commit slots); no database is shorter.
+const REDB_HEADER_BYTES: u64 = 64 + 2 * 128;
+
+/// Refuses an existing state file that is empty, or shorter than a header and the start of a
+/// database (the magic number, or the zeros redb writes before it), which redb would otherwise
+/// take for a new database (empty) or fail on obscurely. A missing file is fine: it is created.
+fn check_not_cut_short(path: &Path) -> Result<(), StoreError> {
+    let truncated = |len| StoreError::Truncated {
+        path: path.to_path_buf(),
+        len,
+    };
+    // Anything unreadable here is left for redb to report.
+    let len = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return Ok(()),
+    };
+    if len == 0 {
+        return Err(truncated(0));
+    }
+    if len >= REDB_HEADER_BYTES {
+        return Ok(());
+    }
+    let Ok(start) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let n = start.len().min(REDB_MAGIC.len());
+    let begins_a_database = start.get(..n) == REDB_MAGIC.get(..n);
+    if begins_a_database || start.iter().all(|b| *b == 0) {
+        return Err(truncated(len));
+    }
+    // Short, but something else altogether: redb calls it not a database.
+    Ok(())
 }
 
 fn open_database(path: &Path) -> Result<Database, StoreError> {

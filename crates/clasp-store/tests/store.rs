@@ -246,6 +246,60 @@ fn non_redb_file_is_refused() {
     }
 }
 
+/// A state file left empty or cut short (full disk, failed copy) must not be taken for a new
+/// database: that would start the router with none of its state and overwrite the file.
+#[test]
+fn empty_or_cut_short_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A brand-new data directory still gets a new database.
+    let data = dir.path().join("new");
+    let good = database_with_all_kinds(&data);
+    let full = std::fs::read(&good).unwrap();
+    assert!(full.len() > 320);
+
+    let path = dir.path().join("state.redb");
+    for contents in [
+        Vec::new(),
+        full[..4].to_vec(),
+        full[..100].to_vec(),
+        full[..319].to_vec(),
+        vec![0u8; 64],
+    ] {
+        std::fs::write(&path, &contents).unwrap();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::Truncated { len, .. } if len == contents.len() as u64),
+            "{} bytes: {err:?}",
+            contents.len()
+        );
+        assert!(msg.contains("cannot open state database"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        let what = if contents.is_empty() {
+            "empty (0 bytes)"
+        } else {
+            "truncated"
+        };
+        assert!(msg.contains(what), "{msg}");
+        assert!(msg.contains("move the file away"), "{msg}");
+        assert!(msg.contains("backup"), "{msg}");
+        // The file is left alone for the operator.
+        assert_eq!(std::fs::read(&path).unwrap(), contents);
+    }
+
+    // Moved away, the directory starts empty; the intact database still opens.
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        RedbStore::open(dir.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .is_empty()
+    );
+    let store = RedbStore::open(&data).unwrap();
+    assert_eq!(by_address(store.load().unwrap()), by_address(all_kinds()));
+}
+
 #[test]
 fn foreign_redb_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();

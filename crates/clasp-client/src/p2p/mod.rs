@@ -626,17 +626,16 @@ impl Manager {
         );
         // Normally the offer goes first (its SDP carries the candidates) and the candidates
         // follow as signals for peers that expect them trickled; the test hook turns it round.
-        let offer = if self.cfg.trickle_first {
-            self.trickle(peer, &correlation, &candidates).await;
-            Signal::Offer {
+        let trickled = candidate_signals(&sdp, &candidates);
+        if self.cfg.trickle_first {
+            self.trickle(peer, &correlation, trickled).await;
+            let offer = Signal::Offer {
                 sdp: without_candidates(&sdp),
-            }
+            };
+            self.signal(peer, &correlation, offer).await;
         } else {
-            Signal::Offer { sdp }
-        };
-        self.signal(peer, &correlation, offer).await;
-        if !self.cfg.trickle_first {
-            self.trickle(peer, &correlation, &candidates).await;
+            self.signal(peer, &correlation, Signal::Offer { sdp }).await;
+            self.trickle(peer, &correlation, trickled).await;
         }
         Ok(())
     }
@@ -760,17 +759,16 @@ impl Manager {
                 deadline: Instant::now() + self.cfg.connect_timeout,
             },
         );
+        let trickled = candidate_signals(&answer, &candidates);
         self.signal(from, correlation, Signal::Answer { sdp: answer })
             .await;
-        self.trickle(from, correlation, &candidates).await;
+        self.trickle(from, correlation, trickled).await;
     }
 
-    /// Sends each local candidate line to `peer` as an `ice_candidate` signal.
-    async fn trickle(&self, peer: &str, correlation: &str, candidates: &[String]) {
-        for c in candidates {
-            let candidate = signal::candidate_json(c);
-            self.signal(peer, correlation, Signal::IceCandidate { candidate })
-                .await;
+    /// Sends `peer` the `ice_candidate` signals from [`candidate_signals`].
+    async fn trickle(&self, peer: &str, correlation: &str, candidates: Vec<Signal>) {
+        for signal in candidates {
+            self.signal(peer, correlation, signal).await;
         }
     }
 
@@ -926,6 +924,18 @@ impl Manager {
     }
 }
 
+/// The `ice_candidate` signals for local `candidates`, each naming the data channels'
+/// m-section of `local_sdp` by its real mid.
+fn candidate_signals(local_sdp: &str, candidates: &[String]) -> Vec<Signal> {
+    let section = signal::data_section(local_sdp);
+    candidates
+        .iter()
+        .map(|c| Signal::IceCandidate {
+            candidate: signal::candidate_json(c, &section),
+        })
+        .collect()
+}
+
 /// `sdp` without its `a=candidate` lines (see [`P2pConfig::trickle_first`]).
 fn without_candidates(sdp: &str) -> String {
     sdp.split_inclusive('\n')
@@ -953,4 +963,57 @@ fn uuid_like() -> String {
         (b >> 48) & 0x3fff | 0x8000,
         b & 0xffff_ffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `a=mid:` value of an SDP with one m-section.
+    fn mid_of(sdp: &str) -> Option<&str> {
+        sdp.lines().find_map(|l| l.trim().strip_prefix("a=mid:"))
+    }
+
+    /// Browsers drop a trickled candidate whose `sdpMid` is not a mid of the SDP it belongs
+    /// to; str0m's mids are random, so the candidates must carry the one in our offer/answer.
+    #[tokio::test]
+    async fn trickled_candidates_name_the_mid_of_the_local_sdp() {
+        let cfg = LinkConfig {
+            addresses: vec![IpAddr::from([127, 0, 0, 1])],
+            stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
+            relay_only: false,
+        };
+        let notes: link::Notes = Arc::new(|_| {});
+        let (offerer, offer, offer_lines) = Link::offer(&cfg, notes.clone())
+            .await
+            .expect("offer on loopback");
+        let (answerer, answer, answer_lines) = Link::answer(&cfg, &offer, notes)
+            .await
+            .expect("answer on loopback");
+        let offer_mid = mid_of(&offer).expect("the offer has a mid");
+        assert_eq!(mid_of(&answer), Some(offer_mid));
+        for (sdp, lines) in [(&offer, &offer_lines), (&answer, &answer_lines)] {
+            let signals = candidate_signals(sdp, lines);
+            assert_eq!(signals.len(), lines.len());
+            assert!(!signals.is_empty());
+            for s in signals {
+                let Signal::IceCandidate { candidate } = s else {
+                    panic!("not a candidate: {s:?}");
+                };
+                let init: serde_json::Value =
+                    serde_json::from_str(&candidate).expect("candidate JSON");
+                assert_eq!(init["sdpMid"].as_str(), Some(offer_mid), "{candidate}");
+                assert_eq!(init["sdpMLineIndex"], 0, "{candidate}");
+                assert!(
+                    init["candidate"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("candidate:")),
+                    "{candidate}"
+                );
+            }
+        }
+        offerer.close();
+        answerer.close();
+    }
 }

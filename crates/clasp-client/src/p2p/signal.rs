@@ -144,20 +144,59 @@ pub(crate) fn parse_announce(v: &Value) -> Option<(String, Vec<String>)> {
     Some((session, features))
 }
 
+/// The m-section of an SDP that the data channels use, which trickled candidates name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DataSection {
+    /// Its `a=mid:` value (str0m picks a random one), if it has one.
+    pub(crate) mid: Option<String>,
+    /// Its position among the SDP's m-lines (`sdpMLineIndex`).
+    pub(crate) index: u32,
+}
+
+/// The data channels' m-section of `sdp`: the first `m=application` section (the first
+/// section when there is none, which str0m does not produce).
+pub(crate) fn data_section(sdp: &str) -> DataSection {
+    // (index, is application, mid) of every m-section, in order.
+    let mut sections: Vec<(u32, bool, Option<String>)> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            let index = u32::try_from(sections.len()).unwrap_or(u32::MAX);
+            sections.push((index, media.starts_with("application"), None));
+        } else if let Some(mid) = line.strip_prefix("a=mid:")
+            && let Some(last) = sections.last_mut()
+            && last.2.is_none()
+        {
+            last.2 = Some(mid.trim().to_owned());
+        }
+    }
+    match sections.iter().find(|s| s.1).or_else(|| sections.first()) {
+        Some((index, _, mid)) => DataSection {
+            mid: mid.clone(),
+            index: *index,
+        },
+        None => DataSection {
+            mid: None,
+            index: 0,
+        },
+    }
+}
+
 /// The ICE candidate as browsers and the reference clients exchange it: the JSON text of an
-/// `RTCIceCandidateInit`.
-pub(crate) fn candidate_json(candidate_line: &str) -> String {
+/// `RTCIceCandidateInit` naming the data channels' m-section of the local SDP (browsers
+/// reject a candidate whose `sdpMid` is not a mid of that SDP).
+pub(crate) fn candidate_json(candidate_line: &str, section: &DataSection) -> String {
     serde_json::json!({
         "candidate": candidate_line,
-        "sdpMid": "0",
-        "sdpMLineIndex": 0,
+        "sdpMid": section.mid,
+        "sdpMLineIndex": section.index,
         "usernameFragment": null,
     })
     .to_string()
 }
 
 /// The `candidate:...` line inside an `RTCIceCandidateInit` JSON text (or the text itself when
-/// it already is a candidate line).
+/// it already is a candidate line). `sdpMid` and `sdpMLineIndex` are not looked at: a link has
+/// one m-section, and peers name it differently (the reference clients send `""`).
 pub(crate) fn candidate_line(json_or_line: &str) -> Option<String> {
     let t = json_or_line.trim();
     if t.starts_with("candidate:") || t.starts_with("a=candidate:") {
@@ -261,7 +300,13 @@ mod tests {
             Signal::Offer { sdp: "v=0".into() },
             Signal::Answer { sdp: "v=0".into() },
             Signal::IceCandidate {
-                candidate: candidate_json("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"),
+                candidate: candidate_json(
+                    "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+                    &DataSection {
+                        mid: Some("x7q".into()),
+                        index: 0,
+                    },
+                ),
             },
             Signal::Connected,
             Signal::Disconnected { reason: None },
@@ -302,11 +347,66 @@ mod tests {
     #[test]
     fn candidates_come_out_of_json_or_plain_lines() {
         let line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
-        assert_eq!(candidate_line(&candidate_json(line)).as_deref(), Some(line));
+        let section = DataSection {
+            mid: Some("x7q".into()),
+            index: 0,
+        };
+        assert_eq!(
+            candidate_line(&candidate_json(line, &section)).as_deref(),
+            Some(line)
+        );
         assert_eq!(candidate_line(line).as_deref(), Some(line));
         assert_eq!(candidate_line(&format!("a={line}")).as_deref(), Some(line));
         assert_eq!(candidate_line("{\"candidate\":\"\"}"), None);
         assert_eq!(candidate_line("not json"), None);
+    }
+
+    #[test]
+    fn received_candidates_are_taken_whatever_their_mid() {
+        let line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
+        for init in [
+            serde_json::json!({"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}),
+            serde_json::json!({"candidate": line, "sdpMid": "", "sdpMLineIndex": 0}),
+            serde_json::json!({"candidate": line, "sdpMid": "Yx3", "sdpMLineIndex": 7}),
+            serde_json::json!({"candidate": line, "sdpMid": null, "sdpMLineIndex": null}),
+            serde_json::json!({"candidate": line}),
+        ] {
+            assert_eq!(candidate_line(&init.to_string()).as_deref(), Some(line));
+        }
+    }
+
+    #[test]
+    fn the_data_section_is_the_application_m_line() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\na=group:BUNDLE a1 Qz9\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a1\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:Qz9\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+        assert_eq!(
+            data_section(sdp),
+            DataSection {
+                mid: Some("Qz9".into()),
+                index: 1,
+            }
+        );
+        let only = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:k2P\r\n";
+        assert_eq!(
+            data_section(only),
+            DataSection {
+                mid: Some("k2P".into()),
+                index: 0,
+            }
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&candidate_json("candidate:x", &data_section(only)))
+                .unwrap_or_default();
+        assert_eq!(json["sdpMid"], "k2P");
+        assert_eq!(json["sdpMLineIndex"], 0);
+        // No mid at all: sdpMid is null and the index alone names the section.
+        let json: serde_json::Value =
+            serde_json::from_str(&candidate_json("candidate:x", &data_section("v=0\r\n")))
+                .unwrap_or_default();
+        assert!(json["sdpMid"].is_null());
+        assert_eq!(json["sdpMLineIndex"], 0);
     }
 
     #[test]

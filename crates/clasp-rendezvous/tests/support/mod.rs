@@ -182,3 +182,18 @@ pub async fn unregister(
         .await
         .unwrap()
 }
+
+/// DELETEs `/api/v1/unregister/{id}` of a registration (the register response JSON) with its
+/// owner secret, whatever the answer.
+pub async fn unregister_owned(
+    http: &reqwest::Client,
+    server: &TestServer,
+    registered: &serde_json::Value,
+) -> reqwest::Response {
+    let id = registered["id"].as_str().unwrap();
+    http.delete(server.url(&format!("/api/v1/unregister/{id}")))
+        .header("x-clasp-secret", registered["secret"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+}
