@@ -23,6 +23,7 @@
 //! With `--json` each result is also printed as one JSON object per line on stdout (the tables
 //! then go to stderr); `--label` and `--round` tag those lines for `report`.
 
+mod attack;
 mod commit;
 mod conn;
 mod echo;

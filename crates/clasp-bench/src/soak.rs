@@ -9,6 +9,9 @@
 //!
 //! Verdict: after a warm-up (the first fifth), the highest RSS of the last two fifths must not
 //! exceed the highest of the two before them by more than 5% (plus 2 MiB of allocator slack).
+//!
+//! With `--attack`, attackers join the load after the warm-up (see [`crate::attack`]), and an
+//! honest probe's single-hop latency is reported before and during the attack.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
+use crate::attack::{self, AttackCounters, AttackFigures, AttackOpts};
 use crate::conn::{Target, close, connect, set_frame};
 use crate::memory::rss_kb;
 use crate::output::{Out, r1};
@@ -54,6 +58,9 @@ pub(crate) struct SoakOpts {
     /// Short-lived clients started per second.
     #[arg(long, default_value_t = 5)]
     pub(crate) churn_per_sec: u64,
+    /// Attackers mixed into the load.
+    #[command(flatten)]
+    pub(crate) attack: AttackOpts,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +89,9 @@ struct SoakResult {
     received: u64,
     churned: u64,
     errors: u64,
+    /// The attack and the honest probe, with `--attack`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attack: Option<AttackFigures>,
 }
 
 #[derive(Default)]
@@ -284,6 +294,22 @@ pub(crate) async fn run(target: &Target, o: &SoakOpts, out: &Out) -> anyhow::Res
     let mut samples = Vec::new();
     let interval = Duration::from_secs(o.interval_secs.max(1));
     let total = Duration::from_secs(o.duration_secs.max(1));
+    // The attack starts after the warm-up; the probe runs from the start, so its samples
+    // before the attack are the baseline.
+    let attack_at = total / 5;
+    let atk = Arc::new(AttackCounters::default());
+    let probe = o
+        .attack
+        .attack
+        .then(|| tokio::spawn(attack::probe(target.clone(), start, stop.clone())));
+    let attackers = o.attack.attack.then(|| {
+        let (target, opts, stop, atk) =
+            (target.clone(), o.attack.clone(), stop.clone(), atk.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(attack_at).await;
+            attack::start(&target, &opts, &stop, &atk)
+        })
+    });
     loop {
         let t = start.elapsed();
         let s = Sample {
@@ -305,6 +331,30 @@ pub(crate) async fn run(target: &Target, o: &SoakOpts, out: &Out) -> anyhow::Res
     }
     stop.store(true, Ordering::Relaxed);
     churn.abort();
+    if let Some(a) = attackers
+        && let Ok(tasks) = a.await
+    {
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+    let attack = match probe {
+        Some(p) => {
+            let probe = p.await.context("probe task")?.context("probe")?;
+            let end = start.elapsed();
+            Some(AttackFigures {
+                attack_started_s: attack_at.as_secs(),
+                attacker_frames: atk.frames.load(Ordering::Relaxed),
+                attacker_refusals: atk.refusals.load(Ordering::Relaxed),
+                attacker_reconnects: atk.reconnects.load(Ordering::Relaxed),
+                osc_sent_bytes: atk.osc_sent_bytes.load(Ordering::Relaxed),
+                osc_received_bytes: atk.osc_received_bytes.load(Ordering::Relaxed),
+                probe_before: attack::percentiles(&probe, Duration::ZERO, attack_at),
+                probe_during: attack::percentiles(&probe, attack_at, end),
+            })
+        }
+        None => None,
+    };
     for t in tasks {
         if let Ok(Err(e)) = t.await {
             out.human(&format!("publisher failed: {e:#}"));
@@ -346,7 +396,27 @@ pub(crate) async fn run(target: &Target, o: &SoakOpts, out: &Out) -> anyhow::Res
         churned: c.churned.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         samples,
+        attack,
     };
+    if let Some(a) = &r.attack {
+        let show = |p: &Option<attack::Percentiles>| match p {
+            Some(p) => format!(
+                "p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({} samples, {} lost)",
+                p.p50_us, p.p99_us, p.max_us, p.samples, p.lost
+            ),
+            None => "no samples".to_owned(),
+        };
+        out.human(&format!(
+            "honest probe before the attack: {}\nhonest probe during the attack: {}\nattackers: {} frames, {} refusals, {} reconnects; OSC sources sent {} B, got back {} B",
+            show(&a.probe_before),
+            show(&a.probe_during),
+            a.attacker_frames,
+            a.attacker_refusals,
+            a.attacker_reconnects,
+            a.osc_sent_bytes,
+            a.osc_received_bytes
+        ));
+    }
     out.human(&format!(
         "{}  RSS plateau: last two fifths max {} KB vs middle {} KB ({:+.1}%)",
         if plateau { "PASS" } else { "FAIL" },

@@ -42,6 +42,8 @@ const ECHO_TTL: Duration = Duration::from_secs(10);
 const ECHO_CAP: usize = 1024;
 /// Shortest wait before a closed static feedback session is reopened.
 const STATIC_RETRY: Duration = Duration::from_secs(1);
+/// How often a source whose registrations wait for verification is sent a new cookie.
+const REMIND_EVERY: Duration = Duration::from_secs(1);
 /// Subscription id of a static feedback target's pattern.
 const STATIC_SUB: u32 = 0;
 
@@ -245,6 +247,10 @@ struct EchoFilter {
 
 impl EchoFilter {
     fn record(&mut self, address: Str, value: Value, expires: Instant) {
+        let now = Instant::now();
+        while self.entries.front().is_some_and(|e| e.2 <= now) {
+            self.entries.pop_front();
+        }
         if self.entries.len() >= ECHO_CAP {
             self.entries.pop_front();
         }
@@ -285,6 +291,11 @@ struct Peer {
     is_static: bool,
     /// Self-registered patterns (OSC side) → subscription id.
     subs: HashMap<String, u32>,
+    /// Registrations of an unverified source, not yet subscribed on the router: an unverified
+    /// source costs the router no fan-out until it proves it can receive.
+    deferred: bool,
+    /// When the peer was last reminded (with a cookie) that its registrations wait.
+    reminded: Option<Instant>,
     next_sub: u32,
     /// Due times (µs since the Unix epoch) of the peer's scheduled groups.
     scheduled: VecDeque<u64>,
@@ -390,6 +401,8 @@ impl Runner {
             closed_at: None,
             is_static,
             subs: HashMap::new(),
+            deferred: false,
+            reminded: None,
             next_sub: STATIC_SUB + 1,
             scheduled: VecDeque::new(),
         };
@@ -640,10 +653,17 @@ fn build_frames(ctx: &Ctx, peer: &mut Peer, ops: Vec<Op>, wall: u64, now: Instan
         }
     }
     flush(ctx, peer, &mut group, wall, &mut frames);
-    // A registered source whose feedback no longer fits its budget is told how to get it.
+    // A registered source whose feedback no longer fits its budget, or whose registrations
+    // wait for it to verify, is told how to get it.
     let starved =
         peer.shared.registered.load(Ordering::Relaxed) && peer.shared.guard.lock().take_starved();
-    if cookie_due || starved {
+    // A source whose registrations wait is reminded at most once a second.
+    let remind = peer.deferred
+        && peer
+            .reminded
+            .is_none_or(|t| now.duration_since(t) >= REMIND_EVERY);
+    if cookie_due || starved || remind {
+        peer.reminded = Some(now);
         send_cookie(ctx, &peer.shared, now);
     }
     frames
@@ -698,7 +718,8 @@ fn remember_own_write(
     wall: u64,
     now: Instant,
 ) {
-    if ctx.cfg.echo || !peer.shared.registered.load(Ordering::Relaxed) {
+    // No echo comes back to a peer without feedback (unregistered, or waiting to verify).
+    if ctx.cfg.echo || !peer.shared.registered.load(Ordering::Relaxed) || peer.deferred {
         return;
     }
     let Message::Set(s) = msg else {

@@ -47,7 +47,15 @@ pub(super) fn verify(
     inc(&ctx.stats.verifications);
     ctx.stats.verified_peers.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%addr, "OSC source verified");
-    if missed {
+    if std::mem::take(&mut peer.deferred) {
+        // Its registrations waited for this: the router subscribes now.
+        for (p, id) in &peer.subs {
+            push_frame(ctx, &subscribe(*id, osc_to_clasp(&ctx.ns, p)), frames);
+        }
+        peer.shared
+            .snapshot_budget
+            .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
+    } else if missed {
         resubscribe(ctx, peer, frames);
     }
     true
@@ -157,6 +165,11 @@ pub(super) fn register(
         peer.next_sub = peer.next_sub.wrapping_add(1).max(STATIC_SUB + 1);
         peer.subs.insert(p, id);
         peer.shared.registered.store(true, Ordering::Relaxed);
+        if !peer.shared.guard.lock().is_verified() {
+            // Kept until the source verifies: until then the router does no work for it.
+            peer.deferred = true;
+            continue;
+        }
         peer.shared
             .snapshot_budget
             .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
