@@ -337,7 +337,7 @@ async fn osc_sources(addr: String, n: usize, stop: Arc<AtomicBool>, c: Arc<Attac
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for (i, s) in sockets.iter().enumerate() {
-            let datagram = if round % 50 == 0 {
+            let datagram = if round.is_multiple_of(50) {
                 subscribe.clone()
             } else {
                 encode(rosc::OscMessage {
