@@ -114,6 +114,9 @@ pub struct MqttConfig {
     /// Most messages held while the in-flight window is full; past it the client is
     /// disconnected as too slow.
     pub max_backlog: usize,
+    /// Most bytes of such messages (payloads and topics); past it the client is disconnected
+    /// as too slow too.
+    pub max_backlog_bytes: usize,
     /// The longest a session outlives its connection: what an MQTT 3.1.1 client with clean
     /// session 0 gets, and the cap of an MQTT 5 client's session expiry interval. Zero keeps
     /// no session.
@@ -140,6 +143,7 @@ impl Default for MqttConfig {
             write_timeout: Duration::from_secs(30),
             max_inflight: 64,
             max_backlog: 65_536,
+            max_backlog_bytes: 16 << 20,
             session_expiry: Duration::from_secs(3600),
             max_offline_messages: 1000,
             max_offline_bytes: 256 * 1024,

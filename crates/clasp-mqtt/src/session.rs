@@ -1426,7 +1426,10 @@ impl Session {
             return;
         }
         if !self.backlog.is_empty() || (p.qos > 0 && self.inflight.len() >= self.window) {
-            if self.backlog.len() >= self.shared.config.max_backlog {
+            let cfg = &self.shared.config;
+            if self.backlog.len() >= cfg.max_backlog
+                || self.backlog_bytes + p.size() > cfg.max_backlog_bytes
+            {
                 tracing::info!("MQTT client too slow to acknowledge; disconnecting");
                 self.close(0x97, End::Closed);
                 return;

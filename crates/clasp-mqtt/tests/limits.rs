@@ -280,3 +280,36 @@ async fn a_connection_taken_over_by_its_client_id_publishes_its_will() {
     clasp.close().await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_reads_but_never_acknowledges_is_cut_off_by_bytes() {
+    let env = env_with(MqttConfig {
+        max_inflight: 4,
+        max_backlog_bytes: 1 << 20,
+        ..MqttConfig::default()
+    })
+    .await;
+    let clasp = Client::connect(env.ws.clone()).await.unwrap();
+    let mut r = open(&env, connect("no-puback", None)).await;
+    r.stream
+        .write_all(&subscribe(1, &[("big/#", 1)], false))
+        .await
+        .unwrap();
+    r.until(9).await;
+    // 60 KB QoS 1 events it reads and never PUBACKs: four fill its window, and the rest wait,
+    // in the listener's backlog (1 MiB here) or in the router's queue for the session (16
+    // MiB), until one bound is passed and the client is cut off.
+    let blob = "z".repeat(60_000);
+    for _ in 0..400 {
+        clasp.emit("/big/e", blob.as_str()).await.unwrap();
+    }
+    let mut publishes = 0;
+    while let Some((first, _)) = r.next().await {
+        if first >> 4 == 3 {
+            publishes += 1;
+        }
+    }
+    assert!(publishes <= 5, "{publishes} publishes before the cut-off");
+    clasp.close().await;
+    env.stop().await;
+}
