@@ -353,7 +353,7 @@ impl Router {
         self.metrics.bytes_in += frame.len() as u64;
         // A connection's requests are answered in order: while its QUERY is being answered,
         // what it sends next waits.
-        if self.busy.contains_key(&conn) {
+        if !self.busy.is_empty() && self.busy.contains_key(&conn) {
             self.defer(conn, frame);
             return;
         }

@@ -113,6 +113,9 @@ struct State {
     events: usize,
     /// Bytes of the frames in `queue`.
     bytes: usize,
+    /// The part of `bytes` counted in [`OutboxCounters::queued_bytes`] (brought up to date once
+    /// per batch, not per frame: the counter is shared by every connection).
+    reported: usize,
     congested: bool,
     backlogged: bool,
     close: Option<CloseReason>,
@@ -152,9 +155,12 @@ impl Drop for Inner {
 
 /// Lowers the shared gauges `s` raised and forgets its queue accounting.
 fn release(s: &mut State, counters: &OutboxCounters) {
-    counters
-        .queued_bytes
-        .fetch_sub(s.bytes as u64, Ordering::Relaxed);
+    if s.reported > 0 {
+        counters
+            .queued_bytes
+            .fetch_sub(s.reported as u64, Ordering::Relaxed);
+        s.reported = 0;
+    }
     s.bytes = 0;
     if s.congested {
         s.congested = false;
@@ -265,6 +271,7 @@ impl Outbox {
     fn push(&self, msg: Outgoing) {
         let mut s = self.inner.state.lock();
         self.push_locked(&mut s, msg);
+        self.report(&mut s);
         drop(s);
         self.inner.notify.notify_one();
     }
@@ -275,6 +282,7 @@ impl Outbox {
         for msg in msgs.drain(..) {
             self.push_locked(&mut s, msg);
         }
+        self.report(&mut s);
     }
 
     fn push_locked(&self, s: &mut State, msg: Outgoing) {
@@ -371,19 +379,21 @@ impl Outbox {
 
     fn grow(&self, s: &mut State, n: usize) {
         s.bytes += n;
-        self.inner
-            .counters
-            .queued_bytes
-            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     fn shrink(&self, s: &mut State, n: usize) {
-        let n = n.min(s.bytes);
-        s.bytes -= n;
-        self.inner
-            .counters
-            .queued_bytes
-            .fetch_sub(n as u64, Ordering::Relaxed);
+        s.bytes -= n.min(s.bytes);
+    }
+
+    /// Brings the shared count of queued bytes up to date with this queue's.
+    fn report(&self, s: &mut State) {
+        let counter = &self.inner.counters.queued_bytes;
+        if s.bytes > s.reported {
+            counter.fetch_add((s.bytes - s.reported) as u64, Ordering::Relaxed);
+        } else if s.bytes < s.reported {
+            counter.fetch_sub((s.reported - s.bytes) as u64, Ordering::Relaxed);
+        }
+        s.reported = s.bytes;
     }
 
     /// The peer does not read fast enough to hold what it must not lose: the queue is
