@@ -30,13 +30,8 @@ cargo build --release --locked -p clasp-cli -p clasp-bench
 CLASP="$ROOT/target/release/clasp"
 BENCH="$ROOT/target/release/clasp-bench"
 
-ROUTER_PID=""
-stop_router() {
-    [[ -n "$ROUTER_PID" ]] || return 0
-    kill -TERM "$ROUTER_PID" 2>/dev/null || true
-    wait "$ROUTER_PID" 2>/dev/null || true
-    ROUTER_PID=""
-}
+# shellcheck source=scripts/router-lib.sh
+source "$ROOT/scripts/router-lib.sh"
 trap stop_router EXIT
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -45,20 +40,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     log="$OUT/router-$round.log"
     # The certificate serves QUIC only (--quic-tls-only): the WebSocket stays ws://, as the
     # other benchmarks use it. Limits a benchmark would trip are off.
-    RUST_LOG=info NO_COLOR=1 "$CLASP" server --data-dir "$data" --bind 127.0.0.1 --port "$PORT_WS" \
+    start_router "$log" server --data-dir "$data" --bind 127.0.0.1 --port "$PORT_WS" \
         --tcp-port "$PORT_TCP" --quic-port "$PORT_QUIC" --tls-self-signed --quic-tls-only \
-        --rate-limit 0 --max-connections-per-ip 0 >"$log" 2>&1 &
-    ROUTER_PID=$!
-    for ((i = 0; i < 100; i++)); do
-        grep -q "ready: ws://" "$log" 2>/dev/null && break
-        if ! kill -0 "$ROUTER_PID" 2>/dev/null; then
-            echo "the router exited at start; log:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    grep -q "ready: ws://" "$log" || { echo "the router did not get ready; log:" >&2; cat "$log" >&2; exit 1; }
+        --rate-limit 0 --max-connections-per-ip 0
     echo "== round $round of $ROUNDS"
     "$BENCH" --json --label ours --round "$round" transports \
         --url "ws://127.0.0.1:$PORT_WS/" --tcp "127.0.0.1:$PORT_TCP" \

@@ -167,134 +167,131 @@ fn announce(conn: u64, i: u64) -> Message {
     })
 }
 
-/// Starts every attacker; they stop with `stop`.
+/// An attacker that sends `make(connection, i)` every `every` for `life` per connection, on new
+/// connections until the soak ends.
+fn flood(
+    target: &Target,
+    name: &'static str,
+    stop: &Arc<AtomicBool>,
+    c: &Arc<AttackCounters>,
+    every: Duration,
+    life: Duration,
+    make: fn(u64, u64) -> Message,
+) -> tokio::task::JoinHandle<()> {
+    let conns = Arc::new(AtomicU64::new(0));
+    tokio::spawn(repeat(
+        target.clone(),
+        name,
+        stop.clone(),
+        c.clone(),
+        move |ws, c, stop| {
+            let conn = conns.fetch_add(1, Ordering::Relaxed);
+            send_for(ws, c, stop, every, life, move |i| make(conn, i))
+        },
+    ))
+}
+
+fn query(_: u64, _: u64) -> Message {
+    Message::Query(Query {
+        pattern: "/**".into(),
+    })
+}
+
+fn oversize_pattern(_: u64, i: u64) -> Message {
+    Message::Subscribe(Subscribe {
+        id: i as u32,
+        pattern: format!("/atk/{i}/{}", "p".repeat(60_000)).into(),
+        ..Default::default()
+    })
+}
+
+fn gesture_start(_: u64, i: u64) -> Message {
+    Message::Publish(Publish {
+        address: format!("/atk/gesture/{}", "g".repeat(2000)).into(),
+        signal: SignalType::Gesture,
+        phase: GesturePhase::Start,
+        id: Some(i as u32),
+        payload: PublishPayload::Value(Value::Float(0.5)),
+        ..Default::default()
+    })
+}
+
+/// Subscribed to everything, never reading, for 30 s: the router coalesces, then cuts it off.
+async fn slow_reader(ws: Ws, c: Arc<AttackCounters>, stop: Arc<AtomicBool>) {
+    let (mut sink, stream) = ws.split();
+    let sub = Message::Subscribe(Subscribe {
+        id: 1,
+        pattern: "/**".into(),
+        ..Default::default()
+    });
+    if let Ok(f) = frame(&sub) {
+        let _ = sink.send(WsMsg::Binary(f)).await;
+        c.frames.fetch_add(1, Ordering::Relaxed);
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((sink, stream));
+}
+
+/// Starts the attackers `o` names; they stop with `stop`.
 pub(crate) fn start(
     target: &Target,
     o: &AttackOpts,
     stop: &Arc<AtomicBool>,
     c: &Arc<AttackCounters>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    let conn_ids = Arc::new(AtomicU64::new(0));
     let on = |name: &str| o.attackers.iter().any(|a| a == name);
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    let mut tasks = Vec::new();
     if on("announce") {
-        let ids = conn_ids.clone();
-        tasks.push(tokio::spawn(repeat(
-            target.clone(),
+        tasks.push(flood(
+            target,
             "atk-announce",
-            stop.clone(),
-            c.clone(),
-            move |ws, c, stop| {
-                let conn = ids.fetch_add(1, Ordering::Relaxed);
-                send_for(
-                    ws,
-                    c,
-                    stop,
-                    Duration::from_millis(10),
-                    Duration::from_secs(5),
-                    move |i| announce(conn, i),
-                )
-            },
-        )));
+            stop,
+            c,
+            ms(10),
+            secs(5),
+            announce,
+        ));
     }
     if on("query") {
-        tasks.push(tokio::spawn(repeat(
-            target.clone(),
-            "atk-query",
-            stop.clone(),
-            c.clone(),
-            |ws, c, stop| {
-                send_for(
-                    ws,
-                    c,
-                    stop,
-                    Duration::from_millis(20),
-                    Duration::from_secs(30),
-                    |_| {
-                        Message::Query(Query {
-                            pattern: "/**".into(),
-                        })
-                    },
-                )
-            },
-        )));
+        tasks.push(flood(target, "atk-query", stop, c, ms(20), secs(30), query));
     }
     if on("patterns") {
-        tasks.push(tokio::spawn(repeat(
-            target.clone(),
+        tasks.push(flood(
+            target,
             "atk-patterns",
-            stop.clone(),
-            c.clone(),
-            |ws, c, stop| {
-                send_for(
-                    ws,
-                    c,
-                    stop,
-                    Duration::from_millis(5),
-                    Duration::from_secs(5),
-                    |i| {
-                        Message::Subscribe(Subscribe {
-                            id: i as u32,
-                            pattern: format!("/atk/{i}/{}", "p".repeat(60_000)).into(),
-                            ..Default::default()
-                        })
-                    },
-                )
-            },
-        )));
+            stop,
+            c,
+            ms(5),
+            secs(5),
+            oversize_pattern,
+        ));
     }
     if on("gestures") {
-        tasks.push(tokio::spawn(repeat(
-            target.clone(),
+        tasks.push(flood(
+            target,
             "atk-gestures",
-            stop.clone(),
-            c.clone(),
-            |ws, c, stop| {
-                send_for(
-                    ws,
-                    c,
-                    stop,
-                    Duration::from_millis(1),
-                    Duration::from_secs(5),
-                    |i| {
-                        Message::Publish(Publish {
-                            address: format!("/atk/gesture/{}", "g".repeat(2000)).into(),
-                            signal: SignalType::Gesture,
-                            phase: GesturePhase::Start,
-                            id: Some(i as u32),
-                            payload: PublishPayload::Value(Value::Float(0.5)),
-                            ..Default::default()
-                        })
-                    },
-                )
-            },
-        )));
+            stop,
+            c,
+            ms(1),
+            secs(5),
+            gesture_start,
+        ));
     }
-    for _ in 0..if on("slow") { 2 } else { 0 } {
-        tasks.push(tokio::spawn(repeat(
-            target.clone(),
-            "atk-slow",
-            stop.clone(),
-            c.clone(),
-            |ws, c, stop| async move {
-                // Subscribed to everything, never reading: the router coalesces and then cuts it.
-                let (mut sink, stream) = ws.split();
-                let sub = Message::Subscribe(Subscribe {
-                    id: 1,
-                    pattern: "/**".into(),
-                    ..Default::default()
-                });
-                if let Ok(f) = frame(&sub) {
-                    let _ = sink.send(WsMsg::Binary(f)).await;
-                    c.frames.fetch_add(1, Ordering::Relaxed);
-                }
-                let end = Instant::now() + Duration::from_secs(30);
-                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                drop((sink, stream));
-            },
-        )));
+    if on("slow") {
+        for _ in 0..2 {
+            tasks.push(tokio::spawn(repeat(
+                target.clone(),
+                "atk-slow",
+                stop.clone(),
+                c.clone(),
+                slow_reader,
+            )));
+        }
     }
     if let Some(osc) = o.osc.as_ref().filter(|_| on("osc")) {
         tasks.push(tokio::spawn(osc_sources(

@@ -15,22 +15,29 @@ use common::{signal, start};
 use support::WsClient;
 
 async fn write_params(url: &str, n: usize) {
+    write_acked(url, "/persist", n, Qos::Confirm).await;
+}
+
+/// Writes `n` params under `prefix` with `qos`, pipelined, and waits for every ACK.
+async fn write_acked(url: &str, prefix: &str, n: usize, qos: Qos) {
     let (mut c, _) = WsClient::connect(url).await;
     for i in 0..n {
         c.send_qos(
             Message::Set(Set {
-                address: format!("/persist/{i}").into(),
-                value: Value::Float(i as f64),
+                address: format!("{prefix}/{i}").into(),
+                value: Value::Int(i as i64),
                 ..Default::default()
             }),
-            Some(Qos::Confirm),
+            Some(qos),
         )
         .await;
     }
     let mut acked = 0;
     while acked < n {
-        if let Message::Ack(_) = c.recv().await {
-            acked += 1;
+        match c.recv().await {
+            Message::Ack(_) => acked += 1,
+            Message::Error(e) => panic!("{e:?}"),
+            _ => {}
         }
     }
 }
@@ -90,7 +97,7 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
         "every param acknowledged before the last flush survived"
     );
     let p7 = params.iter().find(|x| x.address == "/persist/7").unwrap();
-    assert_eq!((p7.value.clone(), p7.revision), (Value::Float(7.0), 1));
+    assert_eq!((p7.value.clone(), p7.revision), (Value::Int(7), 1));
     signal(&p, "-TERM");
     assert!(p.child.wait().unwrap().success());
 }
@@ -103,26 +110,7 @@ async fn commit_acknowledged_writes_survive_kill_9_at_once() {
     // 3,000 Commit writes, pipelined; the router is killed the moment the last ACK arrives,
     // with no time for a write-behind pass.
     let n = 3000;
-    let (mut c, _) = WsClient::connect(&p.url).await;
-    for i in 0..n {
-        c.send_qos(
-            Message::Set(Set {
-                address: format!("/durable/{i}").into(),
-                value: Value::Int(i as i64),
-                ..Default::default()
-            }),
-            Some(Qos::Commit),
-        )
-        .await;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match c.recv().await {
-            Message::Ack(_) => acked += 1,
-            Message::Error(e) => panic!("{e:?}"),
-            _ => {}
-        }
-    }
+    write_acked(&p.url, "/durable", n, Qos::Commit).await;
     signal(&p, "-KILL");
     p.child.wait().unwrap();
     let mut p = start(&["--data-dir", d]);

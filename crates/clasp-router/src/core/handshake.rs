@@ -148,6 +148,6 @@ impl Router {
             Some(s) if s.grant.is_some() => self.snapshot_frames(|a| s.may(Action::Read, a), true),
             _ => self.snapshot_frames(|_| true, true),
         };
-        self.send_connect_snapshot(conn, frames);
+        self.send_snapshot(conn, frames, true);
     }
 }

@@ -53,24 +53,16 @@ impl Router {
         }
     }
 
-    /// Queues the connect snapshot's frames (see [`Outgoing::Snapshot`]).
-    pub(super) fn send_connect_snapshot(&mut self, conn: ConnId, frames: Vec<Bytes>) {
+    /// Queues SNAPSHOT frames: the connect snapshot ([`Outgoing::Snapshot`], never refused
+    /// for its size) or a later one (a reply like any other).
+    pub(super) fn send_snapshot(&mut self, conn: ConnId, frames: Vec<Bytes>, connect: bool) {
         for f in frames {
-            self.send(
-                conn,
-                Outgoing::Snapshot(f),
-                clasp_proto::message::code::SNAPSHOT,
-            );
-        }
-    }
-
-    pub(super) fn send_frames(&mut self, conn: ConnId, frames: Vec<Bytes>) {
-        for f in frames {
-            self.send(
-                conn,
-                Outgoing::Control(f),
-                clasp_proto::message::code::SNAPSHOT,
-            );
+            let out = if connect {
+                Outgoing::Snapshot(f)
+            } else {
+                Outgoing::Control(f)
+            };
+            self.send(conn, out, clasp_proto::message::code::SNAPSHOT);
         }
     }
 

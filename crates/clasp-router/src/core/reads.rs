@@ -94,7 +94,7 @@ impl Router {
             } else {
                 self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
             };
-            self.send_frames(conn, frames);
+            self.send_snapshot(conn, frames, false);
         }
     }
 
