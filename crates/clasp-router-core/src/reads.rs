@@ -81,7 +81,7 @@ impl Router {
                 .map(|(_, f)| f.clone())
                 .collect();
             for f in frames {
-                self.send(conn, Outgoing::Event(f), crate::core::metrics::OUT_PUBLISH);
+                self.send(conn, Outgoing::Event(f), crate::metrics::OUT_PUBLISH);
             }
         }
         if wants_params {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use clasp_proto::*;
-use clasp_router::core::outlet::Recorder;
-use clasp_router::core::{ConnId, Now, Outgoing, Router, RouterConfig};
+use clasp_router_core::outlet::Recorder;
+use clasp_router_core::{ConnId, Now, Outgoing, Router, RouterConfig};
 pub struct Harness {
     pub router: Router,
     pub now: Now,

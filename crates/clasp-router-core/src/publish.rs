@@ -136,7 +136,7 @@ impl Router {
         self.send(
             to,
             Outgoing::Event(p.frame.clone()),
-            crate::core::metrics::OUT_PUBLISH,
+            crate::metrics::OUT_PUBLISH,
         );
     }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use clasp_proto::*;
-use clasp_router::core::outlet::Recorder;
-use clasp_router::core::{CloseReason, RouterConfig};
+use clasp_router_core::outlet::Recorder;
+use clasp_router_core::{CloseReason, RouterConfig};
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -557,7 +557,7 @@ fn a_held_back_value_never_follows_a_newer_one_from_another_subscription() {
 #[test]
 fn bundles_cost_their_size_against_the_rate_limit() {
     let mut h = Harness::with(RouterConfig {
-        rate_limit: Some(clasp_router::core::RateLimit {
+        rate_limit: Some(clasp_router_core::RateLimit {
             per_sec: 1,
             burst: 10,
         }),

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use clasp_proto::pattern::Pattern;
-use clasp_router::core::index::SubscriptionIndex;
+use clasp_router_core::index::SubscriptionIndex;
 use proptest::prelude::*;
 
 fn pat(s: &str) -> Pattern {

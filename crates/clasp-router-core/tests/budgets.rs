@@ -8,7 +8,7 @@
 mod harness;
 
 use clasp_proto::*;
-use clasp_router::core::{Refusal, RouterConfig};
+use clasp_router_core::{Refusal, RouterConfig};
 use harness::*;
 
 fn signal(address: String) -> SignalDef {

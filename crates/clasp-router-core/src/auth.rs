@@ -242,8 +242,8 @@ pub enum AuthError {
 
 impl AuthError {
     /// How `/metrics` counts this refusal.
-    pub fn refusal(&self) -> crate::core::metrics::Refusal {
-        use crate::core::metrics::Refusal;
+    pub fn refusal(&self) -> crate::metrics::Refusal {
+        use crate::metrics::Refusal;
         match self {
             AuthError::Missing => Refusal::AuthMissing,
             AuthError::Format | AuthError::Unknown => Refusal::AuthUnknown,

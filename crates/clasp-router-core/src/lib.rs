@@ -1,9 +1,13 @@
-//! The router core: a plain state machine with no I/O.
+//! The CLASP router's core: a plain state machine with no I/O.
 //!
-//! The transport shell calls [`Router::open`] for each new connection, [`Router::handle`] for
-//! each inbound frame, [`Router::close`] when a connection ends and [`Router::tick`] when
+//! No sockets, no threads, no clock reads: the shell (the `clasp-router` crate's server, or a
+//! test harness) calls [`Router::open`] for each new connection, [`Router::handle`] for each
+//! inbound frame, [`Router::close`] when a connection ends and [`Router::tick`] when
 //! [`Router::next_deadline`] is reached. Time is passed in ([`Now`]); session ids come from the
 //! id source given to [`Router::new`]. Outbound frames go to each connection's [`Outlet`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![deny(unused_must_use)]
 
 pub mod auth;
 pub mod config;
@@ -361,7 +365,7 @@ impl Router {
     }
 
     /// Handles one frame from `conn` (counted already, and not held back).
-    pub(super) fn process(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
+    fn process(&mut self, conn: ConnId, frame: &Bytes, now: Now) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
