@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use clasp_proto::rate::{Rate, TokenBucket};
 use clasp_proto::{
     Announce, Features, Hello, Message, SignalDef, SignalMeta, SignalType, Str, Value, Welcome,
     decode_frame, encode,
@@ -56,54 +57,45 @@ fn udp_socket(addr: SocketAddr) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
-/// Token bucket.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, burst: f64, rate: f64, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * rate).min(burst);
-        self.last = now;
-    }
-}
-
 /// Answer rate limits, per source address and for the whole responder, so a responder cannot
 /// be used to flood a (possibly spoofed) address.
 #[derive(Debug)]
 struct RateLimiter {
-    sources: HashMap<IpAddr, Bucket>,
-    global: Bucket,
+    sources: HashMap<IpAddr, TokenBucket>,
+    global: TokenBucket,
+    /// The limiter's time origin (buckets count time since it).
+    origin: Instant,
 }
+
+const SOURCE: Rate = Rate {
+    per_sec: SOURCE_RATE,
+    burst: SOURCE_BURST,
+};
+const GLOBAL: Rate = Rate {
+    per_sec: GLOBAL_RATE,
+    burst: GLOBAL_BURST,
+};
 
 impl RateLimiter {
     fn new(now: Instant) -> RateLimiter {
         RateLimiter {
             sources: HashMap::new(),
-            global: Bucket::full(GLOBAL_BURST, now),
+            global: TokenBucket::full(GLOBAL, Duration::ZERO),
+            origin: now,
         }
     }
 
     fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        self.global.refill(GLOBAL_BURST, GLOBAL_RATE, now);
-        if self.global.tokens < 1.0 {
+        let now = now.saturating_duration_since(self.origin);
+        self.global.refill(GLOBAL, now);
+        if self.global.tokens() < 1.0 {
             return false;
         }
         if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_TRACKED_SOURCES {
             // Forget sources whose bucket has refilled: they are idle.
             self.sources.retain(|_, b| {
-                b.refill(SOURCE_BURST, SOURCE_RATE, now);
-                b.tokens < SOURCE_BURST
+                b.refill(SOURCE, now);
+                !b.is_full(SOURCE)
             });
             if self.sources.len() >= MAX_TRACKED_SOURCES {
                 return false;
@@ -112,14 +104,8 @@ impl RateLimiter {
         let bucket = self
             .sources
             .entry(ip)
-            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
-        bucket.refill(SOURCE_BURST, SOURCE_RATE, now);
-        if bucket.tokens < 1.0 {
-            return false;
-        }
-        bucket.tokens -= 1.0;
-        self.global.tokens -= 1.0;
-        true
+            .or_insert_with(|| TokenBucket::full(SOURCE, now));
+        bucket.take(1.0, SOURCE, now) && self.global.take(1.0, GLOBAL, now)
     }
 }
 

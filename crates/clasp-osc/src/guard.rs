@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clasp_proto::rate::{Rate, TokenBucket};
 use ipnet::IpNet;
 use ring::hmac;
 use subtle::ConstantTimeEq;
@@ -132,11 +133,7 @@ impl SendGuard {
             verified,
             received: 0,
             sent: 0,
-            bucket: rate.map(|rate| Bucket {
-                rate,
-                tokens: rate.burst as f64,
-                at: now,
-            }),
+            bucket: rate.map(|rate| Bucket::new(rate, now)),
             starved: false,
             missed: false,
         }
@@ -188,27 +185,27 @@ impl SendGuard {
     }
 }
 
-/// A token bucket of bytes.
+/// A token bucket of bytes, counting time since the guard was made.
 #[derive(Debug)]
 struct Bucket {
-    rate: ByteRate,
-    tokens: f64,
-    at: Instant,
+    rate: Rate,
+    bucket: TokenBucket,
+    origin: Instant,
 }
 
 impl Bucket {
-    fn take(&mut self, n: u64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens =
-            (self.tokens + elapsed * self.rate.per_sec as f64).min(self.rate.burst as f64);
-        self.at = now;
-        let n = n as f64;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
+    fn new(rate: ByteRate, now: Instant) -> Bucket {
+        let rate = Rate::new(rate.per_sec as f64, rate.burst as f64);
+        Bucket {
+            rate,
+            bucket: TokenBucket::full(rate, Duration::ZERO),
+            origin: now,
         }
+    }
+
+    fn take(&mut self, n: u64, now: Instant) -> bool {
+        let now = now.saturating_duration_since(self.origin);
+        self.bucket.take(n as f64, self.rate, now)
     }
 }
 

@@ -45,6 +45,7 @@ pub mod frame;
 pub mod json;
 pub mod message;
 pub mod pattern;
+pub mod rate;
 pub mod stream;
 mod utf8;
 pub mod value;

@@ -1,6 +1,7 @@
 //! The registry: devices, their expiry, the per-source and total caps, rate limits, and
 //! write-through persistence into a [`RecordTable`].
 
+use clasp_proto::rate::{Rate, TokenBucket};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -33,6 +34,13 @@ pub struct RateLimit {
     pub burst: u32,
     /// Tokens added per second.
     pub per_second: f64,
+}
+
+impl RateLimit {
+    /// As the workspace's token bucket counts it (at least one token, a positive rate).
+    fn rate(self) -> Rate {
+        Rate::new(self.per_second.max(1e-6), f64::from(self.burst.max(1)))
+    }
 }
 
 impl Default for RateLimit {
@@ -270,11 +278,6 @@ impl Registry {
         self.remove(&id);
         Some(id)
     }
-}
-
-struct TokenBucket {
-    tokens: f64,
-    last: Duration,
 }
 
 /// A write for the persistence task; `done` is told the result.
@@ -765,28 +768,22 @@ impl RendezvousService {
         };
         let source = source_key(source);
         let now = self.inner.clock.monotonic();
-        let burst = f64::from(limit.burst.max(1));
-        let rate = limit.per_second.max(1e-6);
+        let rate = limit.rate();
         let mut buckets = self.inner.buckets.lock();
         if !buckets.contains_key(&source) && buckets.len() >= self.inner.config.max_tracked_sources
         {
-            prune_buckets(&mut buckets, now, burst, rate);
+            prune_buckets(&mut buckets, now, rate);
             if buckets.len() >= self.inner.config.max_tracked_sources {
                 return Err(Duration::from_secs(1));
             }
         }
-        let bucket = buckets.entry(source).or_insert(TokenBucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.saturating_sub(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let bucket = buckets
+            .entry(source)
+            .or_insert_with(|| TokenBucket::full(rate, now));
+        if bucket.take(1.0, rate, now) {
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            Err(bucket.wait(1.0, rate))
         }
     }
 
@@ -808,12 +805,7 @@ impl RendezvousService {
         };
         if let Some(limit) = self.inner.config.rate_limit {
             let mono = self.inner.clock.monotonic();
-            prune_buckets(
-                &mut self.inner.buckets.lock(),
-                mono,
-                f64::from(limit.burst.max(1)),
-                limit.per_second.max(1e-6),
-            );
+            prune_buckets(&mut self.inner.buckets.lock(), mono, limit.rate());
         }
         n
     }
@@ -885,8 +877,12 @@ impl RendezvousService {
     }
 }
 
-fn prune_buckets(buckets: &mut HashMap<IpAddr, TokenBucket>, now: Duration, burst: f64, rate: f64) {
-    buckets.retain(|_, b| b.tokens + now.saturating_sub(b.last).as_secs_f64() * rate < burst);
+/// Forgets the buckets that have refilled: their sources have been idle.
+fn prune_buckets(buckets: &mut HashMap<IpAddr, TokenBucket>, now: Duration, rate: Rate) {
+    buckets.retain(|_, b| {
+        b.refill(rate, now);
+        !b.is_full(rate)
+    });
 }
 
 async fn maintain(weak: Weak<Inner>) {

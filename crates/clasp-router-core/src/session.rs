@@ -1,5 +1,9 @@
 //! Sessions: what the router keeps per session, and the rate limit.
 
+use std::time::Duration;
+
+use clasp_proto::rate::{Rate, TokenBucket};
+
 use super::*;
 
 impl Router {
@@ -59,37 +63,34 @@ pub(super) struct Session {
     pub(super) bucket: Bucket,
 }
 
-/// A session's token bucket (see [`RateLimit`]).
+/// A session's rate limit state (see [`RateLimit`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bucket {
-    pub(super) tokens: f64,
-    /// When it was last refilled (monotonic µs).
-    pub(super) at: u64,
+    pub(super) bucket: TokenBucket,
     /// When the session was last told it is over the limit.
     pub(super) warned: Option<u64>,
 }
 
+impl RateLimit {
+    /// As the workspace's token bucket counts it.
+    pub(super) fn rate(self) -> Rate {
+        Rate::new(f64::from(self.per_sec), f64::from(self.burst))
+    }
+}
+
 impl Bucket {
     pub(super) fn full(limit: Option<RateLimit>, now: u64) -> Bucket {
+        let rate = limit.map_or(Rate::new(0.0, 0.0), RateLimit::rate);
         Bucket {
-            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
-            at: now,
+            bucket: TokenBucket::full(rate, Duration::from_micros(now)),
             warned: None,
         }
     }
 
     /// Takes `cost` tokens if there are enough.
     pub(super) fn take(&mut self, limit: RateLimit, cost: f64, now: u64) -> bool {
-        let elapsed = now.saturating_sub(self.at) as f64 / 1e6;
-        self.tokens =
-            (self.tokens + elapsed * f64::from(limit.per_sec)).min(f64::from(limit.burst));
-        self.at = now;
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
+        self.bucket
+            .take(cost, limit.rate(), Duration::from_micros(now))
     }
 }
 
