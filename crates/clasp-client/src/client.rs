@@ -8,118 +8,25 @@ use bytes::Bytes;
 use clasp_proto::address::validate_address;
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
-    Ack, Announce, Bundle, ErrorCode, Features, GesturePhase, Message, ParamValue, Publish,
-    PublishPayload, Qos, Set, SignalDef, SignalType, Str, Value, encode,
+    Ack, Announce, Bundle, Features, GesturePhase, Message, ParamValue, Publish, PublishPayload,
+    Qos, Set, SignalDef, SignalType, Str, Value, encode,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ClockStatus, wall_micros};
-use crate::driver::{
-    Command, Config, Driver, EventHook, Shared, Waiter, encode_qos, open, tls_config,
-};
+use crate::command::{Command, Waiter};
+use crate::config::{Config, ConnectionEvent, EventHook, ReconnectPolicy, tls_config};
+use crate::driver::{Driver, Shared, encode_qos, open};
 use crate::error::{Error, Result};
-use crate::subscription::{Listener, SubscribeOptions, Subscription, Update};
+use crate::options::{SubscribeOptions, Update};
+use crate::subscription::{Listener, Subscription};
 use crate::transport::{Scheme, check_url, quic_config};
 
 /// Default updates buffered per subscription.
 const SUB_BUFFER: usize = 4096;
 /// Frames queued between the handles and the connection task.
 const COMMAND_BUFFER: usize = 1024;
-
-/// How the client reconnects after losing the connection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReconnectPolicy {
-    /// Whether to reconnect at all.
-    pub enabled: bool,
-    /// Delay before the first attempt.
-    pub initial_delay: Duration,
-    /// Longest delay between attempts.
-    pub max_delay: Duration,
-    /// Growth of the delay per failed attempt.
-    pub multiplier: f64,
-    /// Random spread of each delay, as a fraction (0.2 = ±20%), so clients of a restarted
-    /// router do not all come back at once.
-    pub jitter: f64,
-    /// Give up after this many failed attempts (`None`: never).
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for ReconnectPolicy {
-    /// Enabled: 250 ms, doubling, up to 30 s, ±20% jitter, never giving up.
-    fn default() -> Self {
-        ReconnectPolicy {
-            enabled: true,
-            initial_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(30),
-            multiplier: 2.0,
-            jitter: 0.2,
-            max_attempts: None,
-        }
-    }
-}
-
-impl ReconnectPolicy {
-    /// No reconnecting: a lost connection closes the client.
-    pub fn disabled() -> Self {
-        ReconnectPolicy {
-            enabled: false,
-            ..Self::default()
-        }
-    }
-
-    /// The delay before attempt `n` (from 0).
-    pub fn delay(&self, n: u32) -> Duration {
-        let base =
-            self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(n.min(64) as i32);
-        let base = base.min(self.max_delay.as_secs_f64());
-        let spread = self.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + spread * (2.0 * fastrand::f64() - 1.0);
-        Duration::from_secs_f64((base * factor).max(0.0))
-    }
-}
-
-/// Something that happened to the connection.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ConnectionEvent {
-    /// The first connection is up (seen by [`ClientBuilder::on_event`] listeners, which exist
-    /// before it; [`Client::events`] receivers are created after it).
-    Connected {
-        /// The session id.
-        session: String,
-    },
-    /// The connection was lost.
-    Disconnected {
-        /// Why.
-        reason: String,
-    },
-    /// A reconnect attempt is about to be made after `delay`.
-    Reconnecting {
-        /// Attempt number, from 1.
-        attempt: u32,
-        /// The wait before it.
-        delay: Duration,
-    },
-    /// Connected again, subscriptions restored.
-    Reconnected {
-        /// The new session id.
-        session: String,
-        /// Attempts it took.
-        attempts: u32,
-    },
-    /// The router sent an ERROR that answers no pending call.
-    RouterError {
-        /// Its code.
-        code: ErrorCode,
-        /// Its message.
-        message: String,
-        /// The address it names.
-        address: Option<String>,
-    },
-    /// The client is closed for good.
-    Closed,
-}
 
 /// Extra fields of a write.
 #[derive(Debug, Clone, Default, PartialEq)]

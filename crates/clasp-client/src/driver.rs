@@ -4,134 +4,24 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{
-    Ack, ClockSync, ErrorCode, Features, FrameOptions, Hello, Message, ParamValue, PublishPayload,
-    Qos, SignalDef, SignalType, Str, Subscribe, Unsubscribe, Value, Welcome, decode_frame_bytes,
-    encode, encode_with,
+    ClockSync, ErrorCode, FrameOptions, Hello, Message, ParamValue, PublishPayload, Qos,
+    SignalType, Str, Subscribe, Unsubscribe, Value, Welcome, decode_frame_bytes, encode,
+    encode_with,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, wall_micros};
+use crate::command::{Command, Waiter};
+use crate::config::{Config, ConnectionEvent, EventHook};
 use crate::error::{Error, Result};
-use crate::subscription::{SubscribeOptions, Update};
+use crate::options::{SubscribeOptions, Update};
 use crate::transport::{Conn, Inbound, Tx};
-use crate::{ConnectionEvent, ReconnectPolicy};
-
-/// Connection settings, fixed at build time.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) url: String,
-    pub(crate) name: String,
-    pub(crate) features: Features,
-    pub(crate) token: Option<String>,
-    pub(crate) reconnect: ReconnectPolicy,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) sync_interval: Duration,
-    pub(crate) on_event: Option<EventHook>,
-    pub(crate) tls: TlsSettings,
-    /// Built from `tls` once, when a `wss://` client connects (reconnects reuse it).
-    pub(crate) tls_config: Option<Arc<rustls::ClientConfig>>,
-    /// Built from `tls` once, when a `quic://` client connects.
-    pub(crate) quic_config: Option<quinn::ClientConfig>,
-}
-
-/// How `wss://` and `quic://` routers are verified.
-#[derive(Debug, Clone)]
-pub(crate) struct TlsSettings {
-    /// Trust the usual public certificate authorities (Mozilla's list).
-    pub(crate) public_roots: bool,
-    /// Further trusted certificates (PEM), e.g. a router's self-signed certificate.
-    pub(crate) extra_roots_pem: Vec<Vec<u8>>,
-    /// Further trusted certificates (DER).
-    pub(crate) extra_roots_der: Vec<Vec<u8>>,
-    /// Accept any certificate (development only).
-    pub(crate) skip_verify: bool,
-}
-
-impl Default for TlsSettings {
-    fn default() -> Self {
-        TlsSettings {
-            public_roots: true,
-            extra_roots_pem: Vec::new(),
-            extra_roots_der: Vec::new(),
-            skip_verify: false,
-        }
-    }
-}
-
-/// The rustls client configuration for `settings` (ring as the crypto provider); for QUIC,
-/// TLS 1.3 only with the CLASP ALPN names.
-pub(crate) fn tls_config(settings: &TlsSettings, quic: bool) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    if settings.public_roots {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    let mut extra = Vec::new();
-    for pem in &settings.extra_roots_pem {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Tls(format!("not a PEM certificate: {e}")))?;
-        if certs.is_empty() {
-            return Err(Error::Tls("no certificate in the PEM data".into()));
-        }
-        extra.extend(certs);
-    }
-    extra.extend(
-        settings
-            .extra_roots_der
-            .iter()
-            .map(|d| CertificateDer::from(d.clone())),
-    );
-    for c in extra {
-        roots
-            .add(c)
-            .map_err(|e| Error::Tls(format!("certificate refused: {e}")))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
-    let builder = if quic {
-        builder.with_protocol_versions(&[&rustls::version::TLS13])
-    } else {
-        builder.with_safe_default_protocol_versions()
-    }
-    .map_err(|e| Error::Tls(e.to_string()))?;
-    let mut cfg = if settings.skip_verify {
-        tracing::warn!(
-            "TLS certificate verification is OFF: any router, or anyone in between, is accepted (development only)"
-        );
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::insecure::AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    if quic {
-        cfg.alpn_protocols = crate::transport::QUIC_ALPN
-            .iter()
-            .map(|p| p.to_vec())
-            .collect();
-    }
-    Ok(cfg)
-}
-
-/// A listener for connection events, registered before connecting.
-#[derive(Clone)]
-pub(crate) struct EventHook(pub(crate) Arc<dyn Fn(&ConnectionEvent) + Send + Sync>);
-
-impl std::fmt::Debug for EventHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EventHook")
-    }
-}
 
 /// State the handles read and the driver writes.
 #[derive(Debug, Default)]
@@ -174,119 +64,6 @@ impl Shared {
         }
         // Nobody listening is fine.
         let _ = self.events.send(e);
-    }
-}
-
-/// A call waiting for the router's answer.
-#[derive(Debug)]
-pub(crate) enum Waiter {
-    /// ACK for a SET (key = address), an ANNOUNCE (key = namespace) or a BUNDLE (no key).
-    Ack {
-        key: Option<Str>,
-        tx: oneshot::Sender<Result<Ack>>,
-    },
-    /// SNAPSHOT entry for the address, or ERROR 201.
-    Get {
-        address: Str,
-        tx: oneshot::Sender<Result<ParamValue>>,
-    },
-    /// RESULTs for a QUERY, collected until the PONG that follows them (a large answer comes
-    /// in several RESULT frames).
-    Query {
-        pattern: Str,
-        signals: Vec<SignalDef>,
-        tx: oneshot::Sender<Result<Vec<SignalDef>>>,
-    },
-    /// PONG for a PING.
-    Pong {
-        sent: Instant,
-        tx: oneshot::Sender<Result<Duration>>,
-    },
-    /// State under a pattern: collected from SNAPSHOTs until the PONG that follows them.
-    Snapshot {
-        pattern: Pattern,
-        sub_id: u32,
-        params: BTreeMap<Str, ParamValue>,
-        tx: oneshot::Sender<Result<Vec<ParamValue>>>,
-    },
-}
-
-impl Waiter {
-    fn is_abandoned(&self) -> bool {
-        match self {
-            Waiter::Ack { tx, .. } => tx.is_closed(),
-            Waiter::Get { tx, .. } => tx.is_closed(),
-            Waiter::Query { tx, .. } => tx.is_closed(),
-            Waiter::Pong { tx, .. } => tx.is_closed(),
-            Waiter::Snapshot { tx, .. } => tx.is_closed(),
-        }
-    }
-
-    fn fail(self, e: Error) {
-        // A caller that gave up is not an error.
-        match self {
-            Waiter::Ack { tx, .. } => drop(tx.send(Err(e))),
-            Waiter::Get { tx, .. } => drop(tx.send(Err(e))),
-            Waiter::Query { tx, .. } => drop(tx.send(Err(e))),
-            Waiter::Pong { tx, .. } => drop(tx.send(Err(e))),
-            Waiter::Snapshot { tx, .. } => drop(tx.send(Err(e))),
-        }
-    }
-
-    /// Whether an ERROR naming `address` answers this call.
-    fn concerns(&self, address: &str) -> bool {
-        match self {
-            Waiter::Ack { key: Some(k), .. } => &**k == address,
-            Waiter::Get { address: a, .. } => &**a == address,
-            Waiter::Query { pattern, .. } => &**pattern == address,
-            _ => false,
-        }
-    }
-}
-
-/// What handles ask of the driver.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Write a frame; register the waiter first so its answer cannot be missed.
-    Send {
-        frame: Bytes,
-        wait: Option<Waiter>,
-    },
-    Subscribe {
-        id: u32,
-        pattern: Pattern,
-        options: SubscribeOptions,
-        tx: mpsc::Sender<Update>,
-        dropped: Arc<AtomicU64>,
-    },
-    Unsubscribe {
-        id: u32,
-    },
-    Snapshot {
-        pattern: Pattern,
-        tx: oneshot::Sender<Result<Vec<ParamValue>>>,
-    },
-    /// QUERY, then PING: the router answers in order, so every RESULT comes before the PONG.
-    Query {
-        pattern: Str,
-        tx: oneshot::Sender<Result<Vec<SignalDef>>>,
-    },
-}
-
-/// Queues a control command from a synchronous context (a `Drop`).
-pub(crate) fn send_control(cmd: &mpsc::Sender<Command>, c: Command) {
-    match cmd.try_send(c) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(c)) => {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let cmd = cmd.clone();
-                rt.spawn(async move {
-                    let _ = cmd.send(c).await;
-                });
-            }
-        }
-        // The driver is gone: the connection is closed already.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 

@@ -34,10 +34,13 @@
 
 mod client;
 mod clock;
+mod command;
+mod config;
 mod driver;
 mod error;
 mod insecure;
 pub mod json;
+mod options;
 pub mod p2p;
 mod subscription;
 mod transport;
@@ -66,7 +69,9 @@ pub use clasp_discovery as lan;
 pub use clasp_proto::{
     self as proto, ErrorCode, GesturePhase, Message, ParamValue, SignalDef, SignalType, Str, Value,
 };
-pub use client::{Client, ClientBuilder, ConnectionEvent, ReconnectPolicy, SetOptions};
+pub use client::{Client, ClientBuilder, SetOptions};
 pub use clock::ClockStatus;
+pub use config::{ConnectionEvent, ReconnectPolicy};
 pub use error::{Error, Result};
-pub use subscription::{Listener, SubscribeOptions, Subscription, Update};
+pub use options::{SubscribeOptions, Update};
+pub use subscription::{Listener, Subscription};

@@ -21,13 +21,11 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::driver::Config;
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// ALPN names offered over QUIC: ours first, then the reference router's.
-pub(crate) const QUIC_ALPN: [&[u8]; 2] = clasp_proto::QUIC_ALPN;
 /// QUIC keep-alive interval (the router's idle timeout is far longer).
 const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A QUIC connection silent for this long is lost.
