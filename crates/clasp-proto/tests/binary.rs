@@ -444,6 +444,68 @@ proptest! {
 }
 
 #[test]
+fn snapshot_entry_len_is_what_the_snapshot_takes() {
+    let values = [
+        Value::Null,
+        Value::Int(7),
+        Value::from("hello"),
+        Value::Bytes(vec![1u8; 300].into()),
+        Value::Array(vec![Value::Float(1.0), Value::from("x")]),
+        Value::Map(vec![("k".into(), Value::Bool(true))]),
+    ];
+    for value in values {
+        for (writer, timestamp) in [(None, None), (Some("s-1"), Some(9)), (Some("w"), None)] {
+            let p = ParamValue {
+                address: "/a/b".into(),
+                value: value.clone(),
+                revision: 3,
+                writer: writer.map(Into::into),
+                timestamp,
+            };
+            let frame = encode(&Message::Snapshot(Snapshot { params: vec![p] })).unwrap();
+            let payload = frame.len() - 4;
+            let n = codec::binary::snapshot_entry_len("/a/b", &value, writer, timestamp.is_some());
+            assert_eq!(
+                n.map(|n| n + codec::binary::SNAPSHOT_HEADER_LEN),
+                Some(payload)
+            );
+        }
+    }
+}
+
+#[test]
+fn set_address_is_a_slice_of_a_set_frame_only() {
+    let set = encode(&Message::Set(Set {
+        address: "/lights/1".into(),
+        value: Value::Float(0.5),
+        revision: Some(4),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(codec::set_address(&set).as_deref(), Some(&b"/lights/1"[..]));
+    let with_ts = encode_with(
+        &Message::Set(Set {
+            address: "/x".into(),
+            value: Value::Int(1),
+            ..Default::default()
+        }),
+        FrameOptions {
+            qos: None,
+            timestamp: Some(5),
+        },
+    )
+    .unwrap();
+    assert_eq!(codec::set_address(&with_ts).as_deref(), Some(&b"/x"[..]));
+    let publish = encode(&Message::Publish(Publish {
+        address: "/lights/1".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(codec::set_address(&publish), None);
+    assert_eq!(codec::set_address(&set.slice(..6)), None);
+}
+
+#[test]
 fn snapshot_writer_refuses_a_param_that_cannot_fit() {
     let mut w = codec::binary::SnapshotWriter::new(100);
     let p = ParamValue {

@@ -1,5 +1,7 @@
 //! Writes: SET validation, application, broadcast and ACK.
 
+use clasp_proto::codec::binary::{SNAPSHOT_HEADER_LEN, snapshot_entry_len};
+
 use super::*;
 
 impl Router {
@@ -89,7 +91,8 @@ impl Router {
             .map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
         // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
         // late joiner could never receive it.
-        let snapshot_len = frame.len() - 4 + 13 + writer.len();
+        let snapshot_len = snapshot_entry_len(set.address, set.value, Some(writer), true)
+            .map_or(usize::MAX, |n| n + SNAPSHOT_HEADER_LEN);
         if snapshot_len > self.config.max_payload {
             return Err((
                 ErrorCode::TooLarge,

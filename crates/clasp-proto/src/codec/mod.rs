@@ -152,6 +152,19 @@ fn incomplete_header(buf: &[u8]) -> DecodeError {
     )
 }
 
+/// The address of a binary SET frame, as a slice of `frame` (no copy): the key a queue
+/// coalesces param updates by. `None` for any other frame (or a MessagePack SET).
+pub fn set_address(frame: &Bytes) -> Option<Bytes> {
+    let header = FrameHeader::parse(frame).ok()??.header_len();
+    let payload = frame.get(header..)?;
+    if payload.first() != Some(&crate::message::code::SET) {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*payload.get(2)?, *payload.get(3)?]));
+    let start = header + 4;
+    (frame.len() >= start + len).then(|| frame.slice(start..start + len))
+}
+
 /// Encodes `msg` in a frame with its default QoS and no timestamp.
 pub fn encode(msg: &Message) -> Result<Bytes, EncodeError> {
     encode_with(msg, FrameOptions::default())

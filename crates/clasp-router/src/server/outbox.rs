@@ -304,7 +304,7 @@ impl Outbox {
             Outgoing::Param(frame) => {
                 let mut key = None;
                 if s.congested
-                    && let Some(address) = set_address(&frame)
+                    && let Some(address) = clasp_proto::codec::set_address(&frame)
                 {
                     let head = s.head_seq;
                     if let Some(&seq) = s.params.get(&address)
@@ -423,18 +423,6 @@ impl Outbox {
         s.close = Some(CloseReason::Shutdown);
         self.inner.closed.notify_waiters();
     }
-}
-
-/// The address of an encoded SET frame, as a slice of it (no copy).
-fn set_address(frame: &Bytes) -> Option<Bytes> {
-    let header = clasp_proto::FrameHeader::parse(frame).ok()??.header_len();
-    let payload = frame.get(header..)?;
-    if payload.first() != Some(&clasp_proto::message::code::SET) {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([*payload.get(2)?, *payload.get(3)?]));
-    let start = header + 4;
-    (frame.len() >= start + len).then(|| frame.slice(start..start + len))
 }
 
 impl Outlet for Outbox {

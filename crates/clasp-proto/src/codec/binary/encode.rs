@@ -61,7 +61,7 @@ pub(crate) fn set_payload_len(s: &SetRef<'_>) -> Option<usize> {
 }
 
 /// The length of a value's data after its tag, as [`put_value_data`] writes it.
-fn value_len(v: &Value, depth: usize) -> Option<usize> {
+pub(super) fn value_len(v: &Value, depth: usize) -> Option<usize> {
     Some(match v {
         Value::Null => 0,
         Value::Bool(_) => 1,

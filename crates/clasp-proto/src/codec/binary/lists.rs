@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 
-use super::encode::{EResult, flag, put_str, put_value};
+use super::encode::{EResult, flag, put_str, put_value, value_len};
 use crate::error::EncodeError;
 use crate::message::*;
+use crate::value::Value;
 
 /// Builds list frames (a type byte, a u16 count, entries) from entries, starting a new frame
 /// whenever the next entry would push the payload past the limit or the count past 65,535.
@@ -146,6 +147,29 @@ impl ResultWriter {
 }
 
 /// Appends one SNAPSHOT param entry.
+/// The payload bytes a SNAPSHOT frame spends before its entries (type byte and count).
+pub const SNAPSHOT_HEADER_LEN: usize = 3;
+
+/// The bytes one param takes in a SNAPSHOT payload as [`SnapshotWriter`] writes it (address,
+/// value, revision, and the writer and timestamp when present); `None` if the value nests too
+/// deep to encode.
+pub fn snapshot_entry_len(
+    address: &str,
+    value: &Value,
+    writer: Option<&str>,
+    timestamp: bool,
+) -> Option<usize> {
+    Some(
+        2 + address.len()
+            + 1
+            + value_len(value, 0)?
+            + 8
+            + 1
+            + writer.map_or(0, |w| 2 + w.len())
+            + if timestamp { 8 } else { 0 },
+    )
+}
+
 pub(crate) fn put_param(out: &mut Vec<u8>, p: &ParamValue, depth: usize) -> EResult {
     put_str(out, &p.address, "address")?;
     put_value(out, &p.value, depth)?;

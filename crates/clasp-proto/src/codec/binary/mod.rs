@@ -20,7 +20,7 @@ use encode::put_value;
 pub(crate) use encode::{
     encode_payload, exact_payload_len, put_set_fields, set_payload_len, size_hint,
 };
-pub use lists::{ResultWriter, SnapshotWriter};
+pub use lists::{ResultWriter, SNAPSHOT_HEADER_LEN, SnapshotWriter, snapshot_entry_len};
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
