@@ -537,8 +537,9 @@ impl Router {
     }
 }
 
-/// The payload length of a frame if it exceeds `max`.
+/// The payload length of a frame if it exceeds `max` (a frame whose header does not parse is
+/// left to the decoder, which says why).
 fn oversized(frame: &[u8], max: usize) -> Option<usize> {
-    let len = usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]));
+    let len = usize::from(clasp_proto::FrameHeader::parse(frame).ok()??.payload_len);
     (len > max).then_some(len)
 }
