@@ -233,6 +233,9 @@ pub enum AuthError {
     /// A JWT that does not verify or does not fit the configuration.
     #[error("Invalid token: {0}")]
     Jwt(String),
+    /// Tokens became required while the session was open without one.
+    #[error("Authentication is now required on this router; reconnect with a token")]
+    NowRequired,
     /// Tokens are required and none is configured (every token was revoked or has expired).
     #[error(
         "Authentication required, and this router has no valid token configured: ask its operator for one (clasp token create)"
@@ -242,16 +245,16 @@ pub enum AuthError {
 
 impl AuthError {
     /// How `/metrics` counts this refusal.
-    pub fn refusal(&self) -> crate::metrics::Refusal {
-        use crate::metrics::Refusal;
+    pub fn kind(&self) -> crate::metrics::RefusalKind {
+        use crate::metrics::RefusalKind;
         match self {
-            AuthError::Missing => Refusal::AuthMissing,
-            AuthError::Format | AuthError::Unknown => Refusal::AuthUnknown,
-            AuthError::Expired => Refusal::AuthExpired,
-            AuthError::Revoked => Refusal::AuthRevoked,
-            AuthError::Replayed => Refusal::AuthReplayed,
-            AuthError::NotYetValid | AuthError::Jwt(_) => Refusal::AuthInvalid,
-            AuthError::NoneConfigured => Refusal::AuthNoneConfigured,
+            AuthError::Missing | AuthError::NowRequired => RefusalKind::AuthMissing,
+            AuthError::Format | AuthError::Unknown => RefusalKind::AuthUnknown,
+            AuthError::Expired => RefusalKind::AuthExpired,
+            AuthError::Revoked => RefusalKind::AuthRevoked,
+            AuthError::Replayed => RefusalKind::AuthReplayed,
+            AuthError::NotYetValid | AuthError::Jwt(_) => RefusalKind::AuthInvalid,
+            AuthError::NoneConfigured => RefusalKind::AuthNoneConfigured,
         }
     }
 

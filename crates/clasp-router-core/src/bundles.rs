@@ -9,11 +9,7 @@ impl Router {
             .iter()
             .find(|m| !matches!(m, Message::Set(_) | Message::Publish(_)))
         {
-            let msg = format!(
-                "BUNDLE may contain only SET and PUBLISH, not {}; nothing was applied",
-                bad.name()
-            );
-            self.error(conn, ErrorCode::BundleRejected, msg, None);
+            self.refuse(conn, Refusal::BundleMember(bad.name()), None);
             return;
         }
         for m in &bundle.messages {
@@ -27,10 +23,11 @@ impl Router {
                 _ => self.permits(conn, Action::Write, address),
             };
             if !allowed {
-                let msg = format!(
-                    "Bundle rejected: insufficient scope for {what} to {address}; nothing was applied"
-                );
-                self.error(conn, ErrorCode::BundleRejected, msg, Some(address.clone()));
+                let r = Refusal::BundleScope {
+                    what,
+                    address: address.to_string(),
+                };
+                self.refuse(conn, r, Some(address.clone()));
                 return;
             }
         }
@@ -38,12 +35,11 @@ impl Router {
             Some(at) if at > now.wall => {
                 let ahead = at - now.wall;
                 if ahead > self.config.max_schedule_ahead.as_micros() as u64 {
-                    let msg = format!(
-                        "BUNDLE scheduled {} s ahead; the limit is {} s",
-                        ahead / 1_000_000,
-                        self.config.max_schedule_ahead.as_secs()
-                    );
-                    self.error(conn, ErrorCode::BundleRejected, msg, None);
+                    let r = Refusal::ScheduledTooFar {
+                        ahead_s: ahead / 1_000_000,
+                        max_s: self.config.max_schedule_ahead.as_secs(),
+                    };
+                    self.refuse(conn, r, None);
                     return;
                 }
                 let max = self.config.max_scheduled_bundles;
@@ -54,12 +50,13 @@ impl Router {
                 };
                 let bytes = sess.held.scheduled_bytes + cost;
                 if sess.scheduled >= max || bytes > max_bytes {
-                    let msg = format!(
-                        "too many scheduled bundles: {} of at most {max}, {bytes} of at most {max_bytes} bytes with this one",
-                        sess.scheduled
-                    );
-                    self.metrics.refuse(Refusal::Scheduled);
-                    self.error(conn, ErrorCode::RateLimited, msg, None);
+                    let r = Refusal::Scheduled {
+                        count: sess.scheduled,
+                        max,
+                        bytes,
+                        max_bytes,
+                    };
+                    self.refuse(conn, r, None);
                     return;
                 }
                 sess.scheduled += 1;
@@ -90,12 +87,12 @@ impl Router {
         let Some(writer) = self.writer_id(conn) else {
             return;
         };
-        if let Err((address, code, text)) = self.check_bundle(&writer, &bundle) {
-            if code == ErrorCode::StateRejected {
-                self.metrics.refuse(Refusal::Params);
-            }
-            let msg = format!("BUNDLE rejected, nothing was applied: SET {address}: {text}");
-            self.error(conn, code, msg, Some(address));
+        if let Err((address, cause)) = self.check_bundle(&writer, &bundle) {
+            let r = Refusal::BundleFailed {
+                address: address.to_string(),
+                cause: Box::new(cause),
+            };
+            self.refuse(conn, r, Some(address));
             return;
         }
         let mut last_revision = None;
@@ -104,7 +101,7 @@ impl Router {
                 Message::Set(s) => match self.on_set(conn, Qos::Fire, &SetReq::owned(&s), now) {
                     Ok(revision) => last_revision = Some(revision),
                     // Unreachable after check_bundle; reported rather than hidden.
-                    Err((code, text)) => self.error(conn, code, text, Some(s.address.clone())),
+                    Err(r) => self.refuse(conn, r, Some(s.address.clone())),
                 },
                 Message::Publish(p) => self.publish_owned(conn, &p, now),
                 _ => {}
@@ -123,7 +120,7 @@ impl Router {
         &self,
         writer: &Arc<str>,
         bundle: &Bundle,
-    ) -> Result<(), (Str, ErrorCode, String)> {
+    ) -> Result<(), (Str, Refusal)> {
         // Revisions and locks as they will be after the earlier SETs of this bundle.
         let mut planned: HashMap<&str, (u64, Option<&str>)> = HashMap::new();
         let mut new_addresses = 0usize;
@@ -132,8 +129,8 @@ impl Router {
         let mut growth = 0isize;
         for m in &bundle.messages {
             let Message::Set(s) = m else { continue };
-            let fail = |code, text: String| (s.address.clone(), code, text);
-            check_address(&s.address).map_err(|(c, t)| fail(c, t))?;
+            let fail = |r: Refusal| (s.address.clone(), r);
+            check_address(&s.address).map_err(fail)?;
             let new_cost = state::param_cost(&s.address, &s.value);
             let old_cost = match costs.get(&*s.address) {
                 Some(&c) => c as isize,
@@ -141,10 +138,7 @@ impl Router {
             };
             growth += new_cost as isize - old_cost;
             costs.insert(&s.address, new_cost);
-            if let Err(e) = self.store.fits(growth) {
-                let (c, t) = write_error(e);
-                return Err(fail(c, t));
-            }
+            self.store.fits(growth).map_err(|e| fail(e.into()))?;
             let current = match planned.get(&*s.address) {
                 Some(&(rev, lock)) => Some((rev, lock)),
                 None => self
@@ -159,8 +153,7 @@ impl Router {
                         let e = WriteError::AtCapacity {
                             max: self.config.max_params,
                         };
-                        let (c, t) = write_error(e);
-                        return Err(fail(c, t));
+                        return Err(fail(e.into()));
                     }
                     let lock = s.lock.then_some(&**writer);
                     planned.insert(&s.address, (1, lock));
@@ -169,19 +162,19 @@ impl Router {
                     if let Some(expected) = s.revision
                         && expected != rev
                     {
-                        let (c, t) = write_error(WriteError::RevisionConflict {
+                        let e = WriteError::RevisionConflict {
                             expected,
                             actual: rev,
-                        });
-                        return Err(fail(c, t));
+                        };
+                        return Err(fail(e.into()));
                     }
                     if let Some(holder) = lock
                         && holder != &**writer
                     {
-                        let (c, t) = write_error(WriteError::LockHeld {
+                        let e = WriteError::LockHeld {
                             holder: holder.into(),
-                        });
-                        return Err(fail(c, t));
+                        };
+                        return Err(fail(e.into()));
                     }
                     let lock = if s.lock {
                         Some(&**writer)

@@ -92,10 +92,7 @@ impl Router {
                 });
                 self.commits.wake = true;
             }
-            Err(e) => {
-                let text = format!("reply could not be encoded: {e}");
-                self.error(conn, ErrorCode::Internal, text, None);
-            }
+            Err(e) => self.refuse(conn, Refusal::Reply(e), None),
         }
     }
 
@@ -108,11 +105,10 @@ impl Router {
             .is_some_and(|w| now.mono.saturating_sub(w.since) >= COMMIT_TIMEOUT_US)
         {
             if let Some(w) = self.commits.waiting.pop_front() {
-                let text = format!(
-                    "the write was applied but is not on disk after {} s (the state database cannot be written); a crash may lose it",
-                    COMMIT_TIMEOUT_US / 1_000_000
-                );
-                self.error(w.conn, ErrorCode::Internal, text, w.address);
+                let r = Refusal::NotDurable {
+                    secs: COMMIT_TIMEOUT_US / 1_000_000,
+                };
+                self.refuse(w.conn, r, w.address);
             }
         }
     }

@@ -13,20 +13,17 @@ impl Router {
             return;
         };
         let verdict = match &sess.grant {
-            None if self.auth.required() => Err((
-                ErrorCode::Unauthorized,
-                "Authentication is now required on this router; reconnect with a token".to_owned(),
-            )),
+            None if self.auth.required() => Err(AuthError::NowRequired),
             None => return,
             Some(g) => match self.auth.still_valid(g, now.wall) {
-                Err(e) => Err((e.code(), e.to_string())),
+                Err(e) => Err(e),
                 Ok(()) => Ok(self.auth.refreshed(g)),
             },
         };
         match verdict {
-            Err((code, text)) => {
+            Err(e) => {
                 self.metrics.sessions_revoked += 1;
-                self.error(conn, code, format!("{text}; the session ends"), None);
+                self.refuse(conn, Refusal::SessionEnds(e), None);
                 self.reject(conn, CloseReason::Shutdown);
             }
             Ok(Some(grant)) => self.regrant(conn, grant, now),
@@ -68,9 +65,7 @@ impl Router {
         let id = sess.id.clone();
         self.store.release_locks(&id, &lost);
         for (_, pattern) in dropped {
-            self.metrics.refuse(Refusal::Scope);
-            let msg = "Insufficient scope for subscription: the token's scopes changed and this subscription was removed".to_owned();
-            self.error(conn, ErrorCode::Forbidden, msg, Some(pattern));
+            self.refuse(conn, Refusal::ScopeNarrowed, Some(pattern));
         }
     }
 
@@ -96,8 +91,7 @@ impl Router {
                 Ok(g) => Some(g),
                 Err(e) => {
                     self.metrics.auth_failures += 1;
-                    self.metrics.refuse(e.refusal());
-                    self.error(conn, e.code(), e.to_string(), None);
+                    self.refuse(conn, e.into(), None);
                     self.reject(conn, CloseReason::Handshake);
                     return;
                 }
@@ -106,11 +100,10 @@ impl Router {
             None
         };
         if self.sessions.len() >= self.config.max_sessions {
-            let msg = format!(
-                "router is full: {} sessions (the maximum); try again later",
-                self.sessions.len()
-            );
-            self.error(conn, ErrorCode::Overloaded, msg, None);
+            let r = Refusal::Full {
+                sessions: self.sessions.len(),
+            };
+            self.refuse(conn, r, None);
             self.reject(conn, CloseReason::Full);
             return;
         }

@@ -23,6 +23,7 @@ mod handshake;
 mod output;
 mod publish;
 mod reads;
+pub mod refusal;
 mod request;
 mod session;
 mod signals;
@@ -34,7 +35,7 @@ use output::clip;
 use request::{PubReq, SetReq, claimed_sender};
 use session::{Bucket, Held, Session, Sub, gesture_cost, sub_cost};
 use timers::Timer;
-use writes::{check_address, param_value, write_error};
+use writes::{check_address, param_value};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -53,11 +54,12 @@ use clasp_proto::{
     encode_set,
 };
 
-use auth::{Action, Auth, Grant};
+use auth::{Action, Auth, AuthError, Grant};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
-pub use metrics::{Metrics, Refusal};
+pub use metrics::{Metrics, RefusalKind};
 pub use outlet::{CloseReason, Outgoing, Outlet};
+pub use refusal::{Operation, Refusal};
 use state::{ParamStore, Write, WriteError};
 
 /// Identifies a transport connection inside the core.
@@ -237,7 +239,7 @@ impl Router {
     }
 
     /// Counts a refusal the transport made (a handshake deadline missed, say).
-    pub fn count_refusal(&mut self, kind: Refusal) {
+    pub fn count_refusal(&mut self, kind: RefusalKind) {
         self.metrics.refuse(kind);
     }
 
@@ -372,11 +374,8 @@ impl Router {
         let established = c.session.is_some();
         if let Some(len) = oversized(frame, self.config.max_payload) {
             self.metrics.frames_rejected += 1;
-            let msg = format!(
-                "frame payload of {len} bytes exceeds the limit of {} bytes",
-                self.config.max_payload
-            );
-            self.error(conn, ErrorCode::TooLarge, msg, None);
+            let max = self.config.max_payload;
+            self.refuse(conn, Refusal::FrameTooLarge { len, max }, None);
             if !established {
                 self.reject(conn, CloseReason::Handshake);
             }
@@ -405,8 +404,7 @@ impl Router {
                     }
                 }
                 other => {
-                    let msg = format!("expected HELLO as the first message, got {}", other.name());
-                    self.error(conn, ErrorCode::InvalidMessage, msg, None);
+                    self.refuse(conn, Refusal::ExpectedHello(other.name()), None);
                     self.reject(conn, CloseReason::Handshake);
                 }
             }
@@ -429,8 +427,8 @@ impl Router {
                     },
                     frame: Some(frame),
                 };
-                if let Err((code, text)) = self.on_set(conn, qos, &req, now) {
-                    self.error(conn, code, text, Some(req.address_str()));
+                if let Err(r) = self.on_set(conn, qos, &req, now) {
+                    self.refuse(conn, r, Some(req.address_str()));
                 }
             }
             MessageView::Publish(p) => {
@@ -445,12 +443,7 @@ impl Router {
 
     fn dispatch(&mut self, conn: ConnId, qos: Qos, msg: Message, now: Now) {
         match msg {
-            Message::Hello(_) => self.error(
-                conn,
-                ErrorCode::InvalidMessage,
-                "HELLO on an established session is not allowed; the session is unchanged".into(),
-                None,
-            ),
+            Message::Hello(_) => self.refuse(conn, Refusal::SecondHello, None),
             Message::Subscribe(s) => self.on_subscribe(conn, s),
             Message::Unsubscribe(u) => {
                 if let Some(sess) = self.session_mut(conn)
@@ -462,16 +455,15 @@ impl Router {
             }
             Message::Set(s) => {
                 let req = SetReq::owned(&s);
-                if let Err((code, text)) = self.on_set(conn, qos, &req, now) {
-                    self.error(conn, code, text, Some(s.address.clone()));
+                if let Err(r) = self.on_set(conn, qos, &req, now) {
+                    self.refuse(conn, r, Some(s.address.clone()));
                 }
             }
             Message::Get(g) => {
                 if self.permits(conn, Action::Read, &g.address) {
                     self.on_get(conn, g.address);
                 } else {
-                    let msg = "Insufficient scope for read operation".to_owned();
-                    self.error(conn, ErrorCode::Forbidden, msg, Some(g.address));
+                    self.refuse(conn, Refusal::Scope(Operation::Read), Some(g.address));
                 }
             }
             Message::Publish(p) => self.publish_owned(conn, &p, now),
@@ -501,27 +493,19 @@ impl Router {
         self.conns.get(&conn)?.session.as_ref()
     }
 
-    /// Whether `conn`'s session may do `action` on `address`; counts a refusal.
-    fn permits(&mut self, conn: ConnId, action: Action, address: &str) -> bool {
-        let ok = self.session(conn).is_some_and(|s| s.may(action, address));
-        if !ok {
-            self.metrics.refuse(Refusal::Scope);
-        }
-        ok
+    /// Whether `conn`'s session may do `action` on `address`.
+    fn permits(&self, conn: ConnId, action: Action, address: &str) -> bool {
+        self.session(conn).is_some_and(|s| s.may(action, address))
     }
 
     /// Whether `conn`'s session may do `action` on every address `pattern` matches (pattern
-    /// inclusion in one of its scopes); counts a refusal.
-    fn permits_pattern(&mut self, conn: ConnId, action: Action, pattern: &Pattern) -> bool {
-        let ok = self.session(conn).is_some_and(|s| {
+    /// inclusion in one of its scopes).
+    fn permits_pattern(&self, conn: ConnId, action: Action, pattern: &Pattern) -> bool {
+        self.session(conn).is_some_and(|s| {
             s.grant
                 .as_ref()
                 .is_none_or(|g| g.scopes.allows_pattern(action, pattern))
-        });
-        if !ok {
-            self.metrics.refuse(Refusal::Scope);
-        }
-        ok
+        })
     }
 
     fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {

@@ -36,13 +36,13 @@ pub struct Metrics {
     pub sessions_revoked: u64,
     /// Messages refused by the per-session rate limit.
     pub rate_limited: u64,
-    /// Refusals by kind (see [`Refusal`]), for `clasp_refusals_total{kind}`.
-    pub refusals: [u64; Refusal::ALL.len()],
+    /// Refusals by kind (see [`RefusalKind`]), for `clasp_refusals_total{kind}`.
+    pub refusals: [u64; RefusalKind::ALL.len()],
 }
 
 /// Why the router refused something: every refusal is counted by its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum RefusalKind {
     /// HELLO without a token on a router that requires one.
     AuthMissing,
     /// An unknown CPSK token, or a token of no known format.
@@ -77,46 +77,46 @@ pub enum Refusal {
     HandshakeTimeout,
 }
 
-impl Refusal {
+impl RefusalKind {
     /// Every kind, in the order of [`Metrics::refusals`].
-    pub const ALL: [Refusal; 16] = [
-        Refusal::AuthMissing,
-        Refusal::AuthUnknown,
-        Refusal::AuthExpired,
-        Refusal::AuthRevoked,
-        Refusal::AuthReplayed,
-        Refusal::AuthInvalid,
-        Refusal::AuthNoneConfigured,
-        Refusal::Scope,
-        Refusal::RateLimit,
-        Refusal::P2pSpoof,
-        Refusal::Subscriptions,
-        Refusal::Announce,
-        Refusal::Gestures,
-        Refusal::Scheduled,
-        Refusal::Params,
-        Refusal::HandshakeTimeout,
+    pub const ALL: [RefusalKind; 16] = [
+        RefusalKind::AuthMissing,
+        RefusalKind::AuthUnknown,
+        RefusalKind::AuthExpired,
+        RefusalKind::AuthRevoked,
+        RefusalKind::AuthReplayed,
+        RefusalKind::AuthInvalid,
+        RefusalKind::AuthNoneConfigured,
+        RefusalKind::Scope,
+        RefusalKind::RateLimit,
+        RefusalKind::P2pSpoof,
+        RefusalKind::Subscriptions,
+        RefusalKind::Announce,
+        RefusalKind::Gestures,
+        RefusalKind::Scheduled,
+        RefusalKind::Params,
+        RefusalKind::HandshakeTimeout,
     ];
 
     /// The `kind` label in `/metrics`.
     pub fn label(self) -> &'static str {
         match self {
-            Refusal::AuthMissing => "auth_missing",
-            Refusal::AuthUnknown => "auth_unknown",
-            Refusal::AuthExpired => "auth_expired",
-            Refusal::AuthRevoked => "auth_revoked",
-            Refusal::AuthReplayed => "auth_replayed",
-            Refusal::AuthInvalid => "auth_invalid",
-            Refusal::AuthNoneConfigured => "auth_none_configured",
-            Refusal::Scope => "scope",
-            Refusal::RateLimit => "rate_limit",
-            Refusal::P2pSpoof => "p2p_spoof",
-            Refusal::Subscriptions => "subscription_budget",
-            Refusal::Announce => "announce_budget",
-            Refusal::Gestures => "gesture_budget",
-            Refusal::Scheduled => "scheduled_budget",
-            Refusal::Params => "param_budget",
-            Refusal::HandshakeTimeout => "handshake_timeout",
+            RefusalKind::AuthMissing => "auth_missing",
+            RefusalKind::AuthUnknown => "auth_unknown",
+            RefusalKind::AuthExpired => "auth_expired",
+            RefusalKind::AuthRevoked => "auth_revoked",
+            RefusalKind::AuthReplayed => "auth_replayed",
+            RefusalKind::AuthInvalid => "auth_invalid",
+            RefusalKind::AuthNoneConfigured => "auth_none_configured",
+            RefusalKind::Scope => "scope",
+            RefusalKind::RateLimit => "rate_limit",
+            RefusalKind::P2pSpoof => "p2p_spoof",
+            RefusalKind::Subscriptions => "subscription_budget",
+            RefusalKind::Announce => "announce_budget",
+            RefusalKind::Gestures => "gesture_budget",
+            RefusalKind::Scheduled => "scheduled_budget",
+            RefusalKind::Params => "param_budget",
+            RefusalKind::HandshakeTimeout => "handshake_timeout",
         }
     }
 }
@@ -137,7 +137,7 @@ impl Default for Metrics {
             forbidden: 0,
             sessions_revoked: 0,
             rate_limited: 0,
-            refusals: [0; Refusal::ALL.len()],
+            refusals: [0; RefusalKind::ALL.len()],
         }
     }
 }
@@ -153,18 +153,18 @@ impl Metrics {
     }
 
     /// Counts one refusal of `kind`.
-    pub(crate) fn refuse(&mut self, kind: Refusal) {
+    pub(crate) fn refuse(&mut self, kind: RefusalKind) {
         self.refusals[kind as usize] += 1;
         match kind {
-            Refusal::Scope | Refusal::P2pSpoof => self.forbidden += 1,
-            Refusal::RateLimit => self.rate_limited += 1,
+            RefusalKind::Scope | RefusalKind::P2pSpoof => self.forbidden += 1,
+            RefusalKind::RateLimit => self.rate_limited += 1,
             _ => {}
         }
     }
 
     /// `(kind label, count)` for every refusal kind.
     pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Refusal::ALL
+        RefusalKind::ALL
             .iter()
             .map(|k| (k.label(), self.refusals[*k as usize]))
     }

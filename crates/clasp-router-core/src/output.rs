@@ -69,12 +69,18 @@ impl Router {
     pub(super) fn reply(&mut self, conn: ConnId, msg: &Message) {
         match encode(msg) {
             Ok(frame) => self.send(conn, Outgoing::Control(frame), msg.code()),
-            Err(e) => {
-                // Replies are built from bounded data; report rather than drop silently.
-                let text = format!("reply could not be encoded: {e}");
-                self.error(conn, ErrorCode::Internal, text, None);
-            }
+            // Replies are built from bounded data; report rather than drop silently.
+            Err(e) => self.refuse(conn, Refusal::Reply(e), None),
         }
+    }
+
+    /// Answers `conn` with the ERROR for `r` (naming `address`), counted in `/metrics` by its
+    /// kind.
+    pub(super) fn refuse(&mut self, conn: ConnId, r: Refusal, address: Option<Str>) {
+        if let Some(kind) = r.kind() {
+            self.metrics.refuse(kind);
+        }
+        self.error(conn, r.code(), r.to_string(), address);
     }
 
     pub(super) fn error(
@@ -101,12 +107,7 @@ impl Router {
     }
 
     pub(super) fn decode_error(&mut self, conn: ConnId, e: &DecodeError) {
-        let code = if e.context == "frame" {
-            ErrorCode::InvalidFrame
-        } else {
-            ErrorCode::InvalidMessage
-        };
-        self.error(conn, code, e.to_string(), None);
+        self.refuse(conn, Refusal::Decode(e.clone()), None);
     }
 }
 

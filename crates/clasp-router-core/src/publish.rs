@@ -32,18 +32,13 @@ impl Router {
                 let req = PubReq::owned(p, frame);
                 self.on_publish(conn, &req, now);
             }
-            Err(e) => self.error(
-                conn,
-                ErrorCode::TooLarge,
-                e.to_string(),
-                Some(p.address.clone()),
-            ),
+            Err(e) => self.refuse(conn, e.into(), Some(p.address.clone())),
         }
     }
 
     pub(super) fn on_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
-        if let Err((code, text)) = self.check_publish(conn, p.address, p.p2p_sender) {
-            self.error(conn, code, text, Some(p.address_str()));
+        if let Err(r) = self.check_publish(conn, p.address, p.p2p_sender) {
+            self.refuse(conn, r, Some(p.address_str()));
             return;
         }
         if let Some(target) = p.address.strip_prefix(P2P_SIGNAL_PREFIX)
@@ -62,8 +57,8 @@ impl Router {
             });
             return;
         }
-        if let Err(text) = check_address(p.address) {
-            self.error(conn, text.0, text.1, Some(p.address_str()));
+        if let Err(r) = check_address(p.address) {
+            self.refuse(conn, r, Some(p.address_str()));
             return;
         }
         if p.signal == SignalType::Gesture && self.config.gesture_interval.as_micros() > 0 {
@@ -76,28 +71,18 @@ impl Router {
     /// A PUBLISH needs write on its address; a P2P signal or announce must name its sender's
     /// own session (`from`, `session_id`), so no session can speak for another.
     pub(super) fn check_publish(
-        &mut self,
+        &self,
         conn: ConnId,
         address: &str,
         p2p_sender: Option<&str>,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), Refusal> {
         if !self.permits(conn, Action::Write, address) {
-            return Err((
-                ErrorCode::Forbidden,
-                "Insufficient scope for publish operation".to_owned(),
-            ));
+            return Err(Refusal::Scope(Operation::Publish));
         }
         if let Some(claimed) = p2p_sender {
             let own = self.session(conn).map(|s| &*s.id);
             if own != Some(claimed) {
-                self.metrics.refuse(Refusal::P2pSpoof);
-                return Err((
-                    ErrorCode::Forbidden,
-                    format!(
-                        "P2P messages must name the sender's own session, not `{}`",
-                        clip(claimed.to_owned())
-                    ),
-                ));
+                return Err(Refusal::P2pSpoof(clip(claimed.to_owned())));
             }
         }
         Ok(())
@@ -129,8 +114,8 @@ impl Router {
 
     pub(super) fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
         let Some(&to) = self.sessions.get(target) else {
-            let msg = format!("Target session not found: {target}");
-            self.error(conn, ErrorCode::TargetNotFound, msg, Some(p.address_str()));
+            let r = Refusal::TargetNotFound(target.to_owned());
+            self.refuse(conn, r, Some(p.address_str()));
             return;
         };
         self.send(
@@ -156,12 +141,13 @@ impl Router {
                     return;
                 };
                 if sess.held.gestures >= max || sess.held.gesture_bytes + base > max_bytes {
-                    let msg = format!(
-                        "too many gestures in progress ({} of at most {max}, {} of at most {max_bytes} bytes); end or cancel some first",
-                        sess.held.gestures, sess.held.gesture_bytes
-                    );
-                    self.metrics.refuse(Refusal::Gestures);
-                    self.error(conn, ErrorCode::RateLimited, msg, Some(p.address_str()));
+                    let r = Refusal::Gestures {
+                        count: sess.held.gestures,
+                        max,
+                        bytes: sess.held.gesture_bytes,
+                        max_bytes,
+                    };
+                    self.refuse(conn, r, Some(p.address_str()));
                     return;
                 }
                 sess.held.gestures += 1;

@@ -7,25 +7,17 @@ impl Router {
         let pattern = match Pattern::compile(&s.pattern) {
             Ok(p) => p,
             Err(e) => {
-                self.error(
-                    conn,
-                    ErrorCode::InvalidPattern,
-                    e.to_string(),
-                    Some(s.pattern),
-                );
+                self.refuse(conn, e.into(), Some(s.pattern));
                 return;
             }
         };
         if !self.permits_pattern(conn, Action::Read, &pattern) {
-            let msg = "Insufficient scope for subscription".to_owned();
-            self.error(conn, ErrorCode::Forbidden, msg, Some(s.pattern));
+            let r = Refusal::Scope(Operation::Subscription);
+            self.refuse(conn, r, Some(s.pattern));
             return;
         }
         if let Some(opt) = unsupported_option(&s.options) {
-            let msg = format!(
-                "subscription option `{opt}` is not supported by this router; subscribe without it"
-            );
-            self.error(conn, ErrorCode::InvalidMessage, msg, Some(s.pattern));
+            self.refuse(conn, Refusal::UnsupportedOption(opt), Some(s.pattern));
             return;
         }
         let max = self.config.max_subscriptions;
@@ -37,17 +29,17 @@ impl Router {
         let replaced = sess.subs.get(&s.id).map(|sub| sub.cost);
         let bytes = sess.held.sub_bytes - replaced.unwrap_or(0) + cost;
         let refusal = if replaced.is_none() && sess.subs.len() >= max {
-            Some(format!("Subscription limit reached (max {max})"))
+            Some(Refusal::Subscriptions { max })
         } else if bytes > max_bytes {
-            Some(format!(
-                "Subscription limit reached: this session's patterns would take {bytes} bytes (max {max_bytes}); use fewer or shorter patterns"
-            ))
+            Some(Refusal::SubscriptionBytes {
+                bytes,
+                max: max_bytes,
+            })
         } else {
             None
         };
-        if let Some(msg) = refusal {
-            self.metrics.refuse(Refusal::Subscriptions);
-            self.error(conn, ErrorCode::RateLimited, msg, Some(s.pattern));
+        if let Some(r) = refusal {
+            self.refuse(conn, r, Some(s.pattern));
             return;
         }
         if let Some(old) = sess.subs.remove(&s.id) {
@@ -107,8 +99,8 @@ impl Router {
                 self.reply(conn, &Message::Snapshot(snap));
             }
             None => {
-                let msg = format!("no param at {address}");
-                self.error(conn, ErrorCode::AddressNotFound, msg, Some(address));
+                let r = Refusal::NoParam(address.to_string());
+                self.refuse(conn, r, Some(address));
             }
         }
     }

@@ -33,13 +33,15 @@ impl Router {
         if warn {
             sess.bucket.warned = Some(now.mono);
         }
-        self.metrics.refuse(Refusal::RateLimit);
+        let r = Refusal::RateLimited {
+            per_sec: limit.per_sec,
+            burst: limit.burst,
+        };
         if warn {
-            let msg = format!(
-                "Rate limit exceeded: {} messages/second (bursts of {}); messages over it are dropped",
-                limit.per_sec, limit.burst
-            );
-            self.error(conn, ErrorCode::RateLimited, msg, None);
+            self.refuse(conn, r, None);
+        } else {
+            // Counted every time; told at most once a second.
+            self.metrics.refuse(RefusalKind::RateLimit);
         }
         false
     }

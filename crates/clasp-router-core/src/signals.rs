@@ -17,6 +17,7 @@ use clasp_proto::{SignalMeta, Value};
 use rustc_hash::FxHashSet;
 
 use super::*;
+use crate::refusal::AnnounceBound;
 
 /// Registry entries looked at per core call while answering a QUERY.
 pub(super) const QUERY_SLICE: usize = 2048;
@@ -77,7 +78,7 @@ impl Signals {
         defs: Vec<SignalDef>,
         now: u64,
         limits: &Limits,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         // Later definitions of the same address in one ANNOUNCE win.
         let mut planned: BTreeMap<Str, (SignalDef, usize)> = BTreeMap::new();
         for def in defs {
@@ -108,16 +109,22 @@ impl Signals {
             }
         }
         if count > limits.per_session || bytes > limits.per_session_bytes {
-            return Err(format!(
-                "ANNOUNCE refused, nothing was applied: this session would hold {count} signals ({bytes} bytes); the limit is {} signals and {} bytes per session",
-                limits.per_session, limits.per_session_bytes
-            ));
+            return Err(Refusal::Announce {
+                bound: AnnounceBound::Session,
+                count,
+                bytes,
+                max_count: limits.per_session,
+                max_bytes: limits.per_session_bytes,
+            });
         }
         if total > limits.total || total_bytes > limits.total_bytes {
-            return Err(format!(
-                "ANNOUNCE refused, nothing was applied: the router would hold {total} signals ({total_bytes} bytes); its limit is {} signals and {} bytes",
-                limits.total, limits.total_bytes
-            ));
+            return Err(Refusal::Announce {
+                bound: AnnounceBound::Router,
+                count: total,
+                bytes: total_bytes,
+                max_count: limits.total,
+                max_bytes: limits.total_bytes,
+            });
         }
         for (address, (def, cost)) in planned {
             self.remove(&address);
@@ -218,8 +225,7 @@ impl Router {
             .find(|addr| !self.permits(conn, Action::Write, addr))
             .cloned();
         if let Some(addr) = denied {
-            let msg = "Insufficient scope for announce".to_owned();
-            self.error(conn, ErrorCode::Forbidden, msg, Some(addr));
+            self.refuse(conn, Refusal::Scope(Operation::Announce), Some(addr));
             return;
         }
         let c = &self.config;
@@ -229,9 +235,8 @@ impl Router {
             total: c.max_signals,
             total_bytes: c.max_signal_bytes,
         };
-        if let Err(text) = self.signals.announce(conn, a.signals, now.mono, &limits) {
-            self.metrics.refuse(Refusal::Announce);
-            self.error(conn, ErrorCode::RateLimited, text, Some(a.namespace));
+        if let Err(r) = self.signals.announce(conn, a.signals, now.mono, &limits) {
+            self.refuse(conn, r, Some(a.namespace));
             return;
         }
         if qos.wants_ack() {
@@ -249,8 +254,7 @@ impl Router {
         let pattern = match Pattern::compile(pattern) {
             Ok(p) => p,
             Err(e) => {
-                let at = Some(Str::from(pattern));
-                self.error(conn, ErrorCode::InvalidPattern, e.to_string(), at);
+                self.refuse(conn, e.into(), Some(Str::from(pattern)));
                 return;
             }
         };
@@ -276,13 +280,11 @@ impl Router {
             return;
         };
         if held.frames.len() >= MAX_HELD_FRAMES || held.bytes + frame.len() > MAX_HELD_BYTES {
-            self.metrics.refuse(Refusal::RateLimit);
-            let msg = format!(
-                "message dropped: {} messages ({} bytes) already wait for this connection's QUERY to be answered",
-                held.frames.len(),
-                held.bytes
-            );
-            self.error(conn, ErrorCode::RateLimited, msg, None);
+            let r = Refusal::QueryBacklog {
+                frames: held.frames.len(),
+                bytes: held.bytes,
+            };
+            self.refuse(conn, r, None);
             return;
         }
         held.bytes += frame.len();

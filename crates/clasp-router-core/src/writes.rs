@@ -5,25 +5,19 @@ use clasp_proto::codec::binary::{SNAPSHOT_HEADER_LEN, snapshot_entry_len};
 use super::*;
 
 impl Router {
-    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision. Errors
-    /// are (code, text) for the caller to report.
+    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision, or the
+    /// refusal for the caller to report.
     pub(super) fn on_set(
         &mut self,
         conn: ConnId,
         qos: Qos,
         req: &SetReq<'_>,
         now: Now,
-    ) -> Result<u64, (ErrorCode, String)> {
-        let writer = self.writer_id(conn).ok_or((
-            ErrorCode::InvalidMessage,
-            "no session for this connection".to_owned(),
-        ))?;
+    ) -> Result<u64, Refusal> {
+        let writer = self.writer_id(conn).ok_or(Refusal::NoSession)?;
         let set = &req.set;
         if !self.permits(conn, Action::Write, set.address) {
-            return Err((
-                ErrorCode::Forbidden,
-                "Insufficient scope for write operation".to_owned(),
-            ));
+            return Err(Refusal::Scope(Operation::Write));
         }
         let (frame, written) = self.apply_set(&writer, set, now)?;
         if set.lock
@@ -57,7 +51,7 @@ impl Router {
         writer: &Arc<str>,
         set: &SetRef<'_>,
         now: Now,
-    ) -> Result<(Bytes, state::Written), (ErrorCode, String)> {
+    ) -> Result<(Bytes, state::Written), Refusal> {
         check_address(set.address)?;
         let ttl = set.ttl.or(self
             .config
@@ -70,65 +64,34 @@ impl Router {
             unlock: set.unlock,
             ttl,
         };
-        let next_revision = match self.store.check(set.address, writer, &write) {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(
-                    e,
-                    WriteError::AtCapacity { .. } | WriteError::OverBudget { .. }
-                ) {
-                    self.metrics.refuse(Refusal::Params);
-                }
-                return Err(write_error(e));
-            }
-        };
+        let next_revision = self.store.check(set.address, writer, &write)?;
         let broadcast = SetRef {
             revision: Some(next_revision),
             ttl: None,
             ..*set
         };
-        let frame = encode_set(&broadcast, FrameOptions::default())
-            .map_err(|e| (ErrorCode::TooLarge, e.to_string()))?;
+        let frame = encode_set(&broadcast, FrameOptions::default())?;
         // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
         // late joiner could never receive it.
         let snapshot_len = snapshot_entry_len(set.address, set.value, Some(writer), true)
             .map_or(usize::MAX, |n| n + SNAPSHOT_HEADER_LEN);
         if snapshot_len > self.config.max_payload {
-            return Err((
-                ErrorCode::TooLarge,
-                format!(
-                    "value too large to store: its snapshot entry would take {snapshot_len} bytes, over the {}-byte frame limit",
-                    self.config.max_payload
-                ),
-            ));
+            return Err(Refusal::TooLargeToStore {
+                len: snapshot_len,
+                max: self.config.max_payload,
+            });
         }
-        let written = self
-            .store
-            .write(set.address, writer, &write, now.wall)
-            .map_err(write_error)?;
+        let written = self.store.write(set.address, writer, &write, now.wall)?;
         Ok((frame, written))
     }
 }
 
-pub(super) fn check_address(address: &str) -> Result<(), (ErrorCode, String)> {
-    clasp_proto::address::validate_address(address)
-        .map_err(|e| (ErrorCode::InvalidAddress, e.to_string()))?;
+pub(super) fn check_address(address: &str) -> Result<(), Refusal> {
+    clasp_proto::address::validate_address(address)?;
     if address.contains('*') {
-        return Err((
-            ErrorCode::InvalidAddress,
-            format!("wildcards are only allowed in patterns, not in addresses: {address}"),
-        ));
+        return Err(Refusal::Wildcard(address.to_owned()));
     }
     Ok(())
-}
-
-pub(super) fn write_error(e: WriteError) -> (ErrorCode, String) {
-    let code = match e {
-        WriteError::RevisionConflict { .. } => ErrorCode::RevisionConflict,
-        WriteError::LockHeld { .. } => ErrorCode::LockHeld,
-        WriteError::AtCapacity { .. } | WriteError::OverBudget { .. } => ErrorCode::StateRejected,
-    };
-    (code, e.to_string())
 }
 
 pub(super) fn param_value(address: &str, p: &state::Param) -> ParamValue {

@@ -8,7 +8,7 @@
 mod harness;
 
 use clasp_proto::*;
-use clasp_router_core::{Refusal, RouterConfig};
+use clasp_router_core::{RefusalKind, RouterConfig};
 use harness::*;
 
 fn signal(address: String) -> SignalDef {
@@ -28,7 +28,7 @@ fn announce(namespace: &str, addresses: impl IntoIterator<Item = String>) -> Mes
     })
 }
 
-fn refused(h: &Harness, kind: Refusal) -> u64 {
+fn refused(h: &Harness, kind: RefusalKind) -> u64 {
     h.router
         .metrics()
         .refusals()
@@ -81,7 +81,7 @@ fn announce_is_bounded_per_session_and_refused_whole() {
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
     assert_eq!(h.router.signal_usage().0, 90);
-    assert_eq!(refused(&h, Refusal::Announce), 1);
+    assert_eq!(refused(&h, RefusalKind::Announce), 1);
     // Announcing the same addresses again replaces them and costs nothing more.
     h.send(&a, announce("/a", (0..90).map(|i| format!("/a/{i}"))));
     assert!(a.msgs().is_empty());
@@ -234,7 +234,7 @@ fn subscription_patterns_are_bounded_in_bytes_and_freed_on_unsubscribe() {
     h.sub(&a, 3, &long);
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
-    assert_eq!(refused(&h, Refusal::Subscriptions), 1);
+    assert_eq!(refused(&h, RefusalKind::Subscriptions), 1);
     assert_eq!(h.router.subscription_count(), 2);
     // Replacing a subscription's pattern costs only the difference; unsubscribing frees it.
     h.sub(&a, 2, "/short");
@@ -274,7 +274,7 @@ fn gestures_in_progress_are_bounded_and_freed_when_they_end() {
     h.send(&a, gesture("/g/x", 10, GesturePhase::Start, Value::Null));
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
-    assert_eq!(refused(&h, Refusal::Gestures), 1);
+    assert_eq!(refused(&h, RefusalKind::Gestures), 1);
     assert_eq!(
         watcher.msgs().len(),
         10,
@@ -318,7 +318,7 @@ fn scheduled_bundles_are_bounded_in_bytes() {
     h.send(&a, bundle(40_000));
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
-    assert_eq!(refused(&h, Refusal::Scheduled), 1);
+    assert_eq!(refused(&h, RefusalKind::Scheduled), 1);
     // When they have run, their bytes are free again.
     h.advance(std::time::Duration::from_secs(61));
     h.send(&a, bundle(40_000));
@@ -352,7 +352,7 @@ fn the_param_store_is_bounded_in_bytes() {
     );
     assert_eq!(h.router.params().len(), 17);
     assert!(h.router.params().bytes() <= 1 << 20);
-    assert_eq!(refused(&h, Refusal::Params), 1);
+    assert_eq!(refused(&h, RefusalKind::Params), 1);
     // Replacing a value by a smaller one always fits, and frees room.
     h.send_qos(&a, set("/p/0", Value::Int(1)), Some(Qos::Confirm));
     h.send_qos(&a, set("/p/17", blob.clone()), Some(Qos::Confirm));

@@ -79,7 +79,7 @@ pub(crate) async fn serve<R, W, F>(
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
         if reason == super::ws::HANDSHAKE_TIMEOUT {
-            core.count_refusal(crate::core::Refusal::HandshakeTimeout);
+            core.count_refusal(crate::core::RefusalKind::HandshakeTimeout);
         }
         core.close(conn, now);
         id

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::Shared;
 use super::listen::{Accepted, IpSlot};
 use super::outbox::{InlineWrite, Outbox};
-use crate::core::{CloseReason, ConnId, Refusal};
+use crate::core::{CloseReason, ConnId, RefusalKind};
 
 /// Largest WebSocket message accepted. Bigger than any CLASP frame, so an oversize frame is
 /// answered with a CLASP ERROR instead of a dropped connection; anything larger is abuse.
@@ -119,7 +119,7 @@ async fn serve(
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
         if reason == HANDSHAKE_TIMEOUT {
-            core.count_refusal(Refusal::HandshakeTimeout);
+            core.count_refusal(RefusalKind::HandshakeTimeout);
         }
         core.close(conn, now);
         id
