@@ -2,6 +2,7 @@
 //! optionally over raw TCP and QUIC as well, with write-behind persistence of params.
 
 mod auth_files;
+mod cause;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;

@@ -15,6 +15,7 @@ use clasp_proto::{ErrorCode, ErrorMessage, Message, encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
+use super::cause::CloseCause;
 use super::outbox::Outbox;
 use crate::core::{CloseReason, ConnId, Outgoing, Outlet};
 
@@ -78,13 +79,13 @@ pub(crate) async fn serve<R, W, F>(
     let reason = read_loop(&shared, conn, &outbox, &mut reader, &mut framing, accepted).await;
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
-        if reason == super::ws::HANDSHAKE_TIMEOUT {
+        if reason == CloseCause::HandshakeTimeout {
             core.count_refusal(crate::core::RefusalKind::HandshakeTimeout);
         }
         core.close(conn, now);
         id
     });
-    tracing::debug!(%peer, ?session, reason, transport, "connection closed");
+    tracing::debug!(%peer, ?session, %reason, transport, "connection closed");
     outbox.request_close(CloseReason::Shutdown);
     let mut write_task = write_task;
     if tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), &mut write_task)
@@ -103,7 +104,7 @@ async fn read_loop<R, F>(
     reader: &mut R,
     framing: &mut F,
     accepted: std::time::Instant,
-) -> &'static str
+) -> CloseCause
 where
     R: AsyncRead + Unpin + Send,
     F: Framing,
@@ -122,13 +123,13 @@ where
         };
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, reader.read(&mut buf)) => r,
-            () = outbox.closed() => return "closed by the router",
+            () = outbox.closed() => return CloseCause::ClosedByRouter,
         };
         let n = match read {
-            Err(_) if established => return "idle timeout (no traffic, no answer to PING)",
-            Err(_) => return super::ws::HANDSHAKE_TIMEOUT,
-            Ok(Ok(0)) => return "peer closed",
-            Ok(Err(_)) => return "transport error",
+            Err(_) if established => return CloseCause::IdleTimeout,
+            Err(_) => return CloseCause::HandshakeTimeout,
+            Ok(Ok(0)) => return CloseCause::PeerClosed,
+            Ok(Err(_)) => return CloseCause::TransportError,
             Ok(Ok(n)) => n,
         };
         framing.push(&buf[..n]);

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
+use super::cause::CloseCause;
 use super::listen::{Accepted, IpSlot};
 use super::outbox::{InlineWrite, Outbox};
 use crate::core::{CloseReason, ConnId, RefusalKind};
@@ -41,8 +42,6 @@ pub(crate) const INLINE_FANOUT: usize = 4;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Longest a flat-out publisher waits for filling queues to drain before reading on.
 const RELIEF_WAIT: Duration = Duration::from_millis(2);
-/// Why a connection that never sent HELLO was closed.
-pub(crate) const HANDSHAKE_TIMEOUT: &str = "handshake timeout";
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 2 * 1024;
 /// Bytes of outgoing frames gathered before a write (the writer also flushes after each batch).
@@ -118,13 +117,13 @@ async fn serve(
     let reason = read_loop(&shared, conn, &outbox, &shared_socket, accepted).await;
     let session = shared.with_core(|core, now| {
         let id = core.session_id(conn).map(str::to_owned);
-        if reason == HANDSHAKE_TIMEOUT {
+        if reason == CloseCause::HandshakeTimeout {
             core.count_refusal(RefusalKind::HandshakeTimeout);
         }
         core.close(conn, now);
         id
     });
-    tracing::debug!(%peer, ?session, reason, "connection closed");
+    tracing::debug!(%peer, ?session, %reason, "connection closed");
     outbox.request_close(CloseReason::Shutdown);
     // A peer that stopped reading can keep the writer waiting for socket space forever; past
     // the grace period the writer is dropped, and with it the socket.
@@ -144,7 +143,7 @@ async fn read_loop(
     outbox: &Outbox,
     socket: &Socket,
     accepted: std::time::Instant,
-) -> &'static str {
+) -> CloseCause {
     let cfg = &shared.config;
     let mut established = false;
     // HELLO must arrive by this time, whatever else the peer sends meanwhile (pings, text).
@@ -157,13 +156,13 @@ async fn read_loop(
         };
         let next = tokio::select! {
             r = tokio::time::timeout_at(deadline, socket.next()) => r,
-            () = outbox.closed() => return "closed by the router",
+            () = outbox.closed() => return CloseCause::ClosedByRouter,
         };
         match next {
-            Err(_) if established => return "idle timeout (no traffic, no pong)",
-            Err(_) => return HANDSHAKE_TIMEOUT,
-            Ok(None) => return "peer closed",
-            Ok(Some(Err(_))) => return "transport error",
+            Err(_) if established => return CloseCause::IdleTimeout,
+            Err(_) => return CloseCause::HandshakeTimeout,
+            Ok(None) => return CloseCause::PeerClosed,
+            Ok(Some(Err(_))) => return CloseCause::TransportError,
             Ok(Some(Ok(msg))) => match msg {
                 WsMessage::Binary(data) => {
                     // Take whatever else has already arrived, so a burst is handled under one
@@ -176,11 +175,11 @@ async fn read_loop(
                             match st.ws.next().now_or_never() {
                                 Some(Some(Ok(WsMessage::Binary(more)))) => batch.push(more),
                                 Some(Some(Ok(WsMessage::Close(_)))) | Some(None) => {
-                                    ended = Some("peer closed");
+                                    ended = Some(CloseCause::PeerClosed);
                                     break;
                                 }
                                 Some(Some(Err(_))) => {
-                                    ended = Some("transport error");
+                                    ended = Some(CloseCause::TransportError);
                                     break;
                                 }
                                 Some(Some(Ok(_))) => {}
@@ -211,7 +210,7 @@ async fn read_loop(
                         }
                     }
                 }
-                WsMessage::Close(_) => return "peer closed",
+                WsMessage::Close(_) => return CloseCause::PeerClosed,
                 // Text is not CLASP; pings and pongs only prove the peer is alive.
                 WsMessage::Text(_) | WsMessage::Ping(_) | WsMessage::Pong(_) => {}
             },
