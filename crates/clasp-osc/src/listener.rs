@@ -11,8 +11,8 @@ use clasp_proto::pattern::Pattern;
 use clasp_proto::{
     Bundle, FrameOptions, Hello, Message, Publish, PublishPayload, Qos, Set, SignalType, Str, Value,
 };
+use clasp_router::core::CloseReason;
 use clasp_router::core::ConnId;
-use clasp_router::core::outlet::CloseReason;
 use clasp_router::server::RouterHandle;
 use clasp_router::server::outbox::Outbox;
 use parking_lot::Mutex;

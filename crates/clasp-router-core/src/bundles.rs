@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     pub(super) fn on_bundle(&mut self, conn: ConnId, qos: Qos, bundle: Bundle, now: Now) {
         if let Some(bad) = bundle
             .messages

@@ -4,7 +4,7 @@
 //! with QoS Commit is held until the shell reports, with [`Router::persisted`], that the store
 //! holds every change up to the write's epoch ([`ParamStore::epoch`]). The broadcast to
 //! subscribers is not held, only the ACK. The shell's persister writes as soon as a Commit
-//! write waits ([`Router::take_commit_wake`]), so Commit writes that arrive together share one
+//! write waits ([`Router::poll_event`]), so Commit writes that arrive together share one
 //! transaction (group commit). A write that cannot be made durable within [`COMMIT_TIMEOUT_US`]
 //! gets ERROR 500 instead of an ACK: it was applied, and a crash may lose it.
 
@@ -34,7 +34,7 @@ pub(super) struct Commits {
     pub(super) durable: bool,
 }
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Makes the ACKs of QoS Commit writes wait until [`Router::persisted`] says they are on
     /// disk (for a shell with a persistent store; without one, Commit is acknowledged like
     /// Confirm).
@@ -42,10 +42,11 @@ impl Router {
         self.commits.durable = on;
     }
 
-    /// Whether a Commit write is waiting for the disk since this was last asked (the shell's
-    /// persister should then write at once).
-    pub fn take_commit_wake(&mut self) -> bool {
-        std::mem::take(&mut self.commits.wake)
+    /// The next thing the shell should act on beyond connections: so far only
+    /// [`Event::CommitsWaiting`] (a Commit write waits for the disk since this was last asked,
+    /// so the shell's persister should write at once).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        std::mem::take(&mut self.commits.wake).then_some(Event::CommitsWaiting)
     }
 
     /// Commit ACKs waiting for the disk.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Delivers to every session with a matching subscription that accepts `signal`, once per
     /// session, applying `maxRate` and `epsilon` for params and streams. `exclude` is the sender
     /// for PUBLISH (SET broadcasts include the writer).

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Keeps `conn`'s session within what its token allows now: ends it (ERROR, then close)
     /// when the token was revoked, removed or has expired, or when the session was admitted
     /// without a token and tokens are now required; applies a CPSK token's edited scopes and

@@ -1,10 +1,12 @@
 //! The CLASP router's core: a plain state machine with no I/O.
 //!
 //! No sockets, no threads, no clock reads: the shell (the `clasp-router` crate's server, or a
-//! test harness) calls [`Router::open`] for each new connection, [`Router::handle`] for each
-//! inbound frame, [`Router::close`] when a connection ends and [`Router::tick`] when
-//! [`Router::next_deadline`] is reached. Time is passed in ([`Now`]); session ids come from the
-//! id source given to [`Router::new`]. Outbound frames go to each connection's [`Outlet`].
+//! test harness) calls [`Router::open`] for each new connection with a handle of its own for
+//! it, [`Router::handle`] for each inbound frame, [`Router::close`] when a connection ends and
+//! [`Router::tick`] when [`Router::poll_timeout`] is reached. Time is passed in ([`Now`]);
+//! session ids come from the id source given to [`Router::new`]. What the core produces is
+//! pulled by the shell: frames and closes per connection with [`Router::poll_transmit`] (or
+//! [`Router::take_output`]), other work with [`Router::poll_event`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
@@ -13,8 +15,9 @@ pub mod auth;
 pub mod config;
 pub mod index;
 pub mod metrics;
-pub mod outlet;
+pub mod recorder;
 pub mod state;
+pub mod transmit;
 
 mod bundles;
 mod durable;
@@ -30,7 +33,6 @@ mod signals;
 mod timers;
 mod writes;
 
-pub use output::Output;
 use output::clip;
 use request::{PubReq, SetReq, claimed_sender};
 use session::{Bucket, Held, Session, Sub, gesture_cost, sub_cost};
@@ -58,9 +60,9 @@ use auth::{Action, Auth, AuthError, Grant};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};
-pub use outlet::{CloseReason, Outgoing, Outlet};
 pub use refusal::{Operation, Refusal};
 use state::{ParamStore, Write, WriteError};
+pub use transmit::{CloseReason, Event, Outgoing, Output, Transmit};
 
 /// Identifies a transport connection inside the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,11 +93,12 @@ type SubKey = (ConnId, u32);
 /// A source of new session ids (UUIDv4 strings in production).
 pub type IdSource = Box<dyn FnMut() -> String + Send>;
 
-struct Conn {
-    outlet: Arc<dyn Outlet>,
+struct Conn<H> {
+    /// The shell's handle, given back with everything produced for this connection.
+    handle: H,
     session: Option<Session>,
-    /// Frames produced for this connection during the current call, handed to the outlet in
-    /// one batch when the call ends (one queue lock and one wake-up per connection per batch).
+    /// Frames produced for this connection during the current call, queued as one batch when
+    /// the call ends (one queue lock and one wake-up per connection per batch in the shell).
     staged: Vec<Outgoing>,
     /// Send the state snapshot after WELCOME (off for adapter sessions, which get state
     /// through their subscriptions only).
@@ -119,12 +122,13 @@ struct ScheduledBundle {
     bundle: Bundle,
 }
 
-/// The router state machine.
-pub struct Router {
+/// The router state machine; `H` is the shell's handle of a connection, given back with what
+/// the core produces for it (the server's outbound queue, a test's connection number).
+pub struct Router<H> {
     config: RouterConfig,
     ids: IdSource,
     /// Connections by id (looked up for every delivery; ids are ours, so a fast hash is safe).
-    conns: FxHashMap<ConnId, Conn>,
+    conns: FxHashMap<ConnId, Conn<H>>,
     next_conn: u64,
     sessions: HashMap<Arc<str>, ConnId>,
     index: SubscriptionIndex<SubKey>,
@@ -145,8 +149,8 @@ pub struct Router {
     scratch: Vec<SubKey>,
     /// Number of fan-outs so far (see [`Session::served`]).
     fanouts: u64,
-    defer_output: bool,
-    output: Output,
+    /// What the shell has yet to pull (see [`Router::poll_transmit`]).
+    output: std::collections::VecDeque<Output<H>>,
     auth: Auth,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
@@ -154,7 +158,7 @@ pub struct Router {
     last_now: Now,
 }
 
-impl std::fmt::Debug for Router {
+impl<H> std::fmt::Debug for Router<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("sessions", &self.sessions.len())
@@ -165,7 +169,7 @@ impl std::fmt::Debug for Router {
     }
 }
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// A router with `config`, taking session ids from `ids`.
     pub fn new(config: RouterConfig, ids: IdSource) -> Self {
         let store = ParamStore::with_budget(config.max_params, config.max_param_bytes);
@@ -188,8 +192,7 @@ impl Router {
             next_bundle: 1,
             scratch: Vec::new(),
             fanouts: 0,
-            defer_output: false,
-            output: Output::default(),
+            output: std::collections::VecDeque::new(),
             auth: Auth::open(),
             dirty: Vec::new(),
             metrics: Metrics::default(),
@@ -197,18 +200,6 @@ impl Router {
         };
         r.timers.push(Reverse((SWEEP_INTERVAL_US, Timer::Sweep)));
         r
-    }
-
-    /// With `on`, the frames each call produces are not handed to the outlets at its end but
-    /// kept until [`Router::take_output`], so a caller holding the router under a lock can
-    /// deliver them after releasing it (waking writers is then no longer done under the lock).
-    pub fn defer_output(&mut self, on: bool) {
-        self.defer_output = on;
-    }
-
-    /// The frames produced since the last call, per outlet (see [`Router::defer_output`]).
-    pub fn take_output(&mut self) -> Output {
-        std::mem::take(&mut self.output)
     }
 
     /// The authenticator (open mode until tokens or keys are given to it).
@@ -278,14 +269,15 @@ impl Router {
         self.conns.get(&conn)?.session.as_ref().map(|s| &*s.id)
     }
 
-    /// Registers a new transport connection, which must send HELLO first.
-    pub fn open(&mut self, outlet: Box<dyn Outlet>, _now: Now) -> ConnId {
+    /// Registers a new transport connection, which must send HELLO first; what the core
+    /// produces for it is given back with `handle`.
+    pub fn open(&mut self, handle: H, _now: Now) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(
             id,
             Conn {
-                outlet: Arc::from(outlet),
+                handle,
                 session: None,
                 staged: Vec::new(),
                 connect_snapshot: true,
@@ -297,8 +289,8 @@ impl Router {
     /// Like [`Router::open`], for a connection that does not want the full state snapshot
     /// after WELCOME (listeners of other protocols, whose clients get state through their
     /// subscriptions only): it saves building and sending the whole store per new session.
-    pub fn open_without_snapshot(&mut self, outlet: Box<dyn Outlet>, now: Now) -> ConnId {
-        let id = self.open(outlet, now);
+    pub fn open_without_snapshot(&mut self, handle: H, now: Now) -> ConnId {
+        let id = self.open(handle, now);
         if let Some(c) = self.conns.get_mut(&id) {
             c.connect_snapshot = false;
         }
@@ -333,9 +325,10 @@ impl Router {
     /// Asks every connection to close (the shell then calls [`Router::close`] for each).
     pub fn shutdown(&mut self) {
         self.flush();
-        let outlets: Vec<Arc<dyn Outlet>> = self.conns.values().map(|c| c.outlet.clone()).collect();
-        for o in &outlets {
-            self.close_outlet(o, CloseReason::Shutdown);
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.close_conn(conn, CloseReason::Shutdown);
         }
     }
 

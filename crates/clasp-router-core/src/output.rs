@@ -1,46 +1,48 @@
-//! Output of the core: staging frames per connection, replies and ERRORs, and handing
-//! batches to the outlets.
+//! Output of the core: staging frames per connection, replies and ERRORs, and queueing the
+//! batches for the shell to pull.
 
 use super::*;
 
-impl Router {
-    /// Hands every staged frame to its connection's outlet, or, with deferred output, keeps
-    /// the batches for [`Router::take_output`].
+impl<H: Clone> Router<H> {
+    /// Queues every staged frame as one [`Transmit::Frames`] batch per connection.
     pub(super) fn flush(&mut self) {
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
-                if self.defer_output {
-                    let batch = std::mem::take(&mut c.staged);
-                    self.output
-                        .0
-                        .push((c.outlet.clone(), Delivery::Frames(batch)));
-                } else if c.staged.len() == 1 {
-                    if let Some(out) = c.staged.pop() {
-                        c.outlet.send(out);
-                    }
-                } else {
-                    c.outlet.send_batch(&mut c.staged);
-                }
+                let frames = std::mem::take(&mut c.staged);
+                self.output.push_back(Output {
+                    conn,
+                    to: c.handle.clone(),
+                    transmit: Transmit::Frames(frames),
+                });
             }
         }
     }
 
     pub(super) fn reject(&mut self, conn: ConnId, reason: CloseReason) {
         self.flush();
+        self.close_conn(conn, reason);
+    }
+
+    /// Asks for `conn` to be closed, after the frames already queued for it.
+    pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
         if let Some(c) = self.conns.get(&conn) {
-            self.close_outlet(&c.outlet.clone(), reason);
+            self.output.push_back(Output {
+                conn,
+                to: c.handle.clone(),
+                transmit: Transmit::Close(reason),
+            });
         }
     }
 
-    /// Asks an outlet to close, after the frames already handed to it (or kept for it).
-    pub(super) fn close_outlet(&mut self, outlet: &Arc<dyn Outlet>, reason: CloseReason) {
-        if self.defer_output {
-            self.output
-                .0
-                .push((outlet.clone(), Delivery::Close(reason)));
-        } else {
-            outlet.close(reason);
-        }
+    /// The next thing to do for a connection, in the order the core produced them.
+    pub fn poll_transmit(&mut self) -> Option<Output<H>> {
+        self.output.pop_front()
+    }
+
+    /// Everything [`Router::poll_transmit`] would give, at once: a shell holding the router
+    /// under a lock takes it and delivers after releasing the lock.
+    pub fn take_output(&mut self) -> std::collections::VecDeque<Output<H>> {
+        std::mem::take(&mut self.output)
     }
 
     pub(super) fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
@@ -108,54 +110,6 @@ impl Router {
 
     pub(super) fn decode_error(&mut self, conn: ConnId, e: &DecodeError) {
         self.refuse(conn, Refusal::Decode(e.clone()), None);
-    }
-}
-
-/// Frames and close requests for several outlets, in order, taken from the router with
-/// [`Router::take_output`].
-#[derive(Default)]
-pub struct Output(Vec<(Arc<dyn Outlet>, Delivery)>);
-
-pub(super) enum Delivery {
-    Frames(Vec<Outgoing>),
-    Close(CloseReason),
-}
-
-impl Output {
-    /// Hands everything to its outlet, in the order it was produced.
-    pub fn deliver(self) {
-        for (outlet, d) in self.0 {
-            match d {
-                Delivery::Frames(mut batch) => outlet.send_batch(&mut batch),
-                Delivery::Close(reason) => outlet.close(reason),
-            }
-        }
-    }
-
-    /// Like [`Output::deliver`], for a shell with its own writers: when at most `few` outlets
-    /// get frames they are handed over with [`Outlet::send_batch_inline`]; otherwise they are
-    /// staged ([`Outlet::stage_batch`]) and the outlets still to wake are added to `wake`.
-    pub fn deliver_staged(self, few: usize, wake: &mut Vec<Arc<dyn Outlet>>) {
-        let inline = self.0.len() <= few;
-        for (outlet, d) in self.0 {
-            match d {
-                Delivery::Frames(mut batch) if inline => outlet.send_batch_inline(&mut batch),
-                Delivery::Frames(mut batch) => {
-                    if outlet.stage_batch(&mut batch) {
-                        wake.push(outlet);
-                    }
-                }
-                Delivery::Close(reason) => outlet.close(reason),
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Output")
-            .field("outlets", &self.0.len())
-            .finish()
     }
 }
 

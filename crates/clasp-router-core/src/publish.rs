@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Tells the subscribers of [`P2P_LEAVE`] that a P2P-capable session has ended, so its
     /// peers drop their connections to it at once.
     pub(super) fn p2p_leave(&mut self, session: &str, now: Now) {

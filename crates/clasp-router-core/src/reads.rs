@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     pub(super) fn on_subscribe(&mut self, conn: ConnId, s: Subscribe) {
         let pattern = match Pattern::compile(&s.pattern) {
             Ok(p) => p,

@@ -6,7 +6,7 @@ use clasp_proto::rate::{Rate, TokenBucket};
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Charges a message to its session's rate limit; false (after at most one ERROR 429 a
     /// second) when the session is over it and the message must be dropped.
     pub(super) fn within_rate(&mut self, conn: ConnId, msg: &MessageView<'_>, now: Now) -> bool {

@@ -211,7 +211,7 @@ impl QueryJob {
     }
 }
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// ANNOUNCE: scope-checked, then applied whole or refused whole.
     pub(super) fn on_announce(
         &mut self,

@@ -3,9 +3,9 @@
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// When [`Router::tick`] should next run (monotonic µs).
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<u64> {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         let expiry = self.store.next_expiry().map(|at| {
             let now = self.last_now;

@@ -4,7 +4,7 @@ use clasp_proto::codec::binary::{SNAPSHOT_HEADER_LEN, snapshot_entry_len};
 
 use super::*;
 
-impl Router {
+impl<H: Clone> Router<H> {
     /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision, or the
     /// refusal for the caller to report.
     pub(super) fn on_set(

@@ -29,8 +29,7 @@ fn announce(namespace: &str, addresses: impl IntoIterator<Item = String>) -> Mes
 }
 
 fn refused(h: &Harness, kind: RefusalKind) -> u64 {
-    h.router
-        .metrics()
+    h.metrics()
         .refusals()
         .find(|(k, _)| *k == kind.label())
         .map_or(0, |(_, n)| n)
@@ -80,12 +79,12 @@ fn announce_is_bounded_per_session_and_refused_whole() {
     h.send(&a, announce("/a", (90..110).map(|i| format!("/a/{i}"))));
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
-    assert_eq!(h.router.signal_usage().0, 90);
+    assert_eq!(h.signal_usage().0, 90);
     assert_eq!(refused(&h, RefusalKind::Announce), 1);
     // Announcing the same addresses again replaces them and costs nothing more.
     h.send(&a, announce("/a", (0..90).map(|i| format!("/a/{i}"))));
     assert!(a.msgs().is_empty());
-    assert_eq!(h.router.signal_usage().0, 90);
+    assert_eq!(h.signal_usage().0, 90);
 }
 
 #[test]
@@ -107,7 +106,7 @@ fn announce_is_bounded_in_bytes_and_router_wide() {
         matches!(&got[0], Message::Error(e) if e.message.contains("per session")),
         "{got:?}"
     );
-    assert_eq!(h.router.signal_usage(), (0, 0));
+    assert_eq!(h.signal_usage(), (0, 0));
     let b = h.client();
     h.send(&a, announce("/a", (0..100).map(|i| format!("/a/{i}"))));
     h.send(&b, announce("/b", (0..100).map(|i| format!("/b/{i}"))));
@@ -116,7 +115,7 @@ fn announce_is_bounded_in_bytes_and_router_wide() {
         matches!(&got[0], Message::Error(e) if e.message.contains("router would hold")),
         "{got:?}"
     );
-    assert_eq!(h.router.signal_usage().0, 100);
+    assert_eq!(h.signal_usage().0, 100);
 }
 
 #[test]
@@ -128,13 +127,13 @@ fn announced_signals_go_with_their_session() {
     h.send(&b, announce("/b", (0..10).map(|i| format!("/b/{i}"))));
     // B takes one of A's signals over by announcing it.
     h.send(&b, announce("/a", ["/a/0".to_owned()]));
-    let (n, bytes) = h.router.signal_usage();
+    let (n, bytes) = h.signal_usage();
     assert_eq!(n, 510);
     assert!(bytes > 0);
-    h.router.close(a.conn, h.now);
-    assert_eq!(h.router.signal_usage().0, 11);
-    h.router.close(b.conn, h.now);
-    assert_eq!(h.router.signal_usage(), (0, 0));
+    h.close(&a);
+    assert_eq!(h.signal_usage().0, 11);
+    h.close(&b);
+    assert_eq!(h.signal_usage(), (0, 0));
 }
 
 #[test]
@@ -148,7 +147,7 @@ fn a_large_query_is_answered_in_slices_and_frames_that_fit() {
             h.send(owner, announce("/rig", addresses));
         }
     }
-    assert_eq!(h.router.signal_usage().0, 10_000);
+    assert_eq!(h.signal_usage().0, 10_000);
     let q = h.client();
     // One call answers one slice at most: the first RESULT frames hold far fewer signals
     // than the registry.
@@ -235,7 +234,7 @@ fn subscription_patterns_are_bounded_in_bytes_and_freed_on_unsubscribe() {
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(429), "{got:?}");
     assert_eq!(refused(&h, RefusalKind::Subscriptions), 1);
-    assert_eq!(h.router.subscription_count(), 2);
+    assert_eq!(h.subscription_count(), 2);
     // Replacing a subscription's pattern costs only the difference; unsubscribing frees it.
     h.sub(&a, 2, "/short");
     h.sub(&a, 3, &long);
@@ -243,7 +242,7 @@ fn subscription_patterns_are_bounded_in_bytes_and_freed_on_unsubscribe() {
     h.send(&a, Message::Unsubscribe(Unsubscribe { id: 1 }));
     h.sub(&a, 4, &long);
     assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
-    assert_eq!(h.router.subscription_count(), 3);
+    assert_eq!(h.subscription_count(), 3);
 }
 
 fn gesture(address: &str, id: u32, phase: GesturePhase, v: Value) -> Message {
@@ -350,8 +349,8 @@ fn the_param_store_is_bounded_in_bytes() {
         vec![400],
         "store refusals are ERROR 400 as in the reference"
     );
-    assert_eq!(h.router.params().len(), 17);
-    assert!(h.router.params().bytes() <= 1 << 20);
+    assert_eq!(h.params().len(), 17);
+    assert!(h.params().bytes() <= 1 << 20);
     assert_eq!(refused(&h, RefusalKind::Params), 1);
     // Replacing a value by a smaller one always fits, and frees room.
     h.send_qos(&a, set("/p/0", Value::Int(1)), Some(Qos::Confirm));
@@ -367,7 +366,7 @@ fn the_param_store_is_bounded_in_bytes() {
     );
     let got = a.msgs();
     assert_eq!(error_code(&got[0]), Some(400), "{got:?}");
-    assert!(h.router.params().get("/q/1").is_none());
+    assert!(h.params().get("/q/1").is_none());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use harness::*;
 
 fn durable() -> Harness {
     let mut h = Harness::new();
-    h.router.set_durable_acks(true);
+    h.core(|r, _| r.set_durable_acks(true));
     h
 }
 
@@ -27,12 +27,9 @@ fn a_commit_ack_waits_for_the_disk_and_the_broadcast_does_not() {
     assert!(matches!(watcher.msgs()[..], [Message::Set(_)]));
     // The writer sees the broadcast, not yet the ACK.
     assert!(matches!(writer.msgs()[..], [Message::Set(_)]));
-    assert!(
-        h.router.take_commit_wake(),
-        "the shell is asked to write now"
-    );
-    assert_eq!(h.router.commits_waiting(), 1);
-    let epoch = h.router.params().epoch();
+    assert!(h.commits_wake(), "the shell is asked to write now");
+    assert_eq!(h.commits_waiting(), 1);
+    let epoch = h.params().epoch();
     // A Confirm write meanwhile is acknowledged at once.
     h.send_qos(&writer, set("/c/y", Value::Int(2)), Some(Qos::Confirm));
     let got = writer.msgs();
@@ -41,15 +38,15 @@ fn a_commit_ack_waits_for_the_disk_and_the_broadcast_does_not() {
             .any(|m| matches!(m, Message::Ack(a) if a.address.as_deref() == Some("/c/y")))
     );
     // Written up to an earlier epoch: still waiting.
-    h.router.persisted(epoch - 1);
+    h.persisted(epoch - 1);
     assert!(writer.msgs().is_empty());
-    h.router.persisted(epoch);
+    h.persisted(epoch);
     let got = writer.msgs();
     assert!(
         matches!(&got[..], [Message::Ack(a)] if a.address.as_deref() == Some("/c/x") && a.revision == Some(1)),
         "{got:?}"
     );
-    assert_eq!(h.router.commits_waiting(), 0);
+    assert_eq!(h.commits_waiting(), 0);
 }
 
 #[test]
@@ -65,7 +62,8 @@ fn a_commit_bundle_is_acknowledged_once_on_disk() {
         Some(Qos::Commit),
     );
     assert!(writer.msgs().is_empty());
-    h.router.persisted(h.router.params().epoch());
+    let e = h.params().epoch();
+    h.persisted(e);
     assert!(matches!(writer.msgs()[..], [Message::Ack(_)]));
 }
 
@@ -80,7 +78,7 @@ fn a_commit_that_never_reaches_the_disk_gets_an_error() {
         matches!(&got[..], [Message::Error(e)] if e.code == ErrorCode::Internal && e.message.contains("not on disk")),
         "{got:?}"
     );
-    assert_eq!(h.router.commits_waiting(), 0);
+    assert_eq!(h.commits_waiting(), 0);
 }
 
 #[test]
@@ -89,7 +87,7 @@ fn without_a_disk_commit_is_acknowledged_like_confirm() {
     let writer = h.client();
     h.send_qos(&writer, set("/c/x", Value::Int(1)), Some(Qos::Commit));
     assert!(matches!(writer.msgs()[..], [Message::Ack(_)]));
-    assert!(!h.router.take_commit_wake());
+    assert!(!h.commits_wake());
 }
 
 #[test]
@@ -97,7 +95,8 @@ fn waiting_acks_of_a_closed_connection_are_dropped() {
     let mut h = durable();
     let writer = h.client();
     h.send_qos(&writer, set("/c/x", Value::Int(1)), Some(Qos::Commit));
-    h.router.close(writer.conn, h.now);
-    assert_eq!(h.router.commits_waiting(), 0);
-    h.router.persisted(h.router.params().epoch());
+    h.close(&writer);
+    assert_eq!(h.commits_waiting(), 0);
+    let e = h.params().epoch();
+    h.persisted(e);
 }

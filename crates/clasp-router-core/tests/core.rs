@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use clasp_proto::*;
-use clasp_router_core::outlet::Recorder;
 use clasp_router_core::{CloseReason, RouterConfig};
 
 #[path = "support/harness.rs"]
@@ -39,8 +38,7 @@ fn first_frame_must_be_hello() {
     assert_eq!(c.rec.closed(), Some(CloseReason::Handshake));
     // Garbage also gets an ERROR and a close.
     let d = h.open();
-    h.router
-        .handle(d.conn, &bytes::Bytes::from_static(&[1, 2, 3]), h.now);
+    h.handle(&d, &bytes::Bytes::from_static(&[1, 2, 3]));
     assert_eq!(error_code(&d.msgs()[0]), Some(100));
     assert_eq!(d.rec.closed(), Some(CloseReason::Handshake));
 }
@@ -52,8 +50,8 @@ fn second_hello_is_an_error_and_changes_nothing() {
     h.sub(&a, 1, "/x");
     h.send(&a, Message::Hello(Hello::default()));
     assert_eq!(error_code(&a.msgs()[0]), Some(101));
-    assert_eq!(h.router.session_count(), 1);
-    assert_eq!(h.router.session_id(a.conn), Some("session-1"));
+    assert_eq!(h.session_count(), 1);
+    assert_eq!(h.session_id(a.conn), Some("session-1"));
     h.set(&a, "/x", Value::Int(1));
     assert!(matches!(a.msgs()[0], Message::Set(_)), "subscription kept");
 }
@@ -163,7 +161,7 @@ fn publish_frames_are_forwarded_byte_for_byte() {
     let len = (narrow.len() - 4) as u16;
     narrow[2..4].copy_from_slice(&len.to_be_bytes());
     for frame in [python_null, bytes::Bytes::from(narrow)] {
-        h.router.handle(a.conn, &frame, h.now);
+        h.handle(&a, &frame);
         let got = b.raw();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].frame(), &frame);
@@ -245,9 +243,7 @@ fn adapter_sessions_opened_without_snapshot_get_state_through_subscriptions_only
     let mut h = Harness::new();
     let w = h.client();
     h.set(&w, "/s/1", Value::Int(1));
-    let rec = Recorder::new();
-    let conn = h.router.open_without_snapshot(Box::new(rec.clone()), h.now);
-    let quiet = Client { conn, rec };
+    let quiet = h.open_without_snapshot();
     h.send(&quiet, Message::Hello(Hello::default()));
     let got = quiet.msgs();
     assert_eq!(got.len(), 1, "WELCOME only: {got:?}");
@@ -318,12 +314,9 @@ fn locks_hold_against_everyone_else_and_end_with_the_session() {
         got.iter().filter_map(error_code).collect::<Vec<_>>(),
         vec![401, 401]
     );
-    assert_eq!(
-        h.router.params().get("/f").unwrap().value,
-        Value::Float(0.5)
-    );
+    assert_eq!(h.params().get("/f").unwrap().value, Value::Float(0.5));
     // The holder leaves: the lock goes with it.
-    h.router.close(a.conn, h.now);
+    h.close(&a);
     h.set(&b, "/f", Value::Float(0.3));
     assert!(matches!(b.msgs()[0], Message::Ack(_)));
 }
@@ -379,7 +372,7 @@ fn bundles_are_atomic() {
     assert_eq!(got.len(), 1);
     let Message::Error(e) = &got[0] else { panic!() };
     assert_eq!(e.address.as_deref(), Some("/b/2"));
-    assert!(h.router.params().get("/b/1").is_none(), "nothing applied");
+    assert!(h.params().get("/b/1").is_none(), "nothing applied");
     assert!(b.msgs().is_empty());
     let good = Message::Bundle(Bundle {
         timestamp: None,
@@ -410,12 +403,12 @@ fn future_bundles_run_at_their_time() {
         }),
     );
     assert!(a.msgs().is_empty());
-    assert!(h.router.params().get("/later").is_none());
-    assert_eq!(h.router.next_deadline(), Some(h.now.mono + 50_000));
+    assert!(h.params().get("/later").is_none());
+    assert_eq!(h.poll_timeout(), Some(h.now.mono + 50_000));
     h.advance(Duration::from_millis(49));
-    assert!(h.router.params().get("/later").is_none());
+    assert!(h.params().get("/later").is_none());
     h.advance(Duration::from_millis(1));
-    assert!(h.router.params().get("/later").is_some());
+    assert!(h.params().get("/later").is_some());
     assert!(matches!(a.msgs()[0], Message::Ack(_)));
 }
 
@@ -575,15 +568,11 @@ fn bundles_cost_their_size_against_the_rate_limit() {
     h.send(&a, bundle(20));
     let got = a.msgs();
     assert_eq!(got.iter().filter_map(error_code).collect::<Vec<_>>(), [429]);
-    assert_eq!(
-        h.router.params().len(),
-        0,
-        "nothing of the refused bundle applied"
-    );
+    assert_eq!(h.params().len(), 0, "nothing of the refused bundle applied");
     // Within the burst, a bundle goes through.
     h.send(&a, bundle(8));
     assert!(a.msgs().iter().all(|m| error_code(m).is_none()));
-    assert_eq!(h.router.params().len(), 8);
+    assert_eq!(h.params().len(), 8);
 }
 
 #[test]
@@ -603,7 +592,7 @@ fn history_and_window_are_refused_clearly() {
         panic!()
     };
     assert!(e.message.contains("`history`"), "{}", e.message);
-    assert_eq!(h.router.subscription_count(), 0);
+    assert_eq!(h.subscription_count(), 0);
 }
 
 #[test]
@@ -775,12 +764,9 @@ fn unsubscribe_stops_delivery_and_close_cleans_up() {
     h.set(&w, "/u", Value::Int(1));
     assert!(a.msgs().is_empty());
     h.sub(&a, 2, "/u/**");
-    assert_eq!(h.router.subscription_count(), 1);
-    h.router.close(a.conn, h.now);
-    assert_eq!(
-        (h.router.subscription_count(), h.router.session_count()),
-        (0, 1)
-    );
+    assert_eq!(h.subscription_count(), 1);
+    h.close(&a);
+    assert_eq!((h.subscription_count(), h.session_count()), (0, 1));
 }
 
 #[test]
@@ -805,7 +791,7 @@ fn a_value_too_large_to_snapshot_is_refused_not_lost_later() {
         panic!()
     };
     assert_eq!(e.code.code(), 413);
-    assert!(h.router.params().get("/huge").is_none());
+    assert!(h.params().get("/huge").is_none());
 }
 
 #[test]
@@ -817,9 +803,9 @@ fn param_ttl_expires_params() {
     let a = h.client();
     h.set(&a, "/ttl", Value::Int(1));
     h.advance(Duration::from_secs(1));
-    assert!(h.router.params().get("/ttl").is_some());
+    assert!(h.params().get("/ttl").is_some());
     h.advance(Duration::from_secs(1));
-    assert!(h.router.params().get("/ttl").is_none());
+    assert!(h.params().get("/ttl").is_none());
 }
 
 #[test]
@@ -831,7 +817,7 @@ fn a_burst_handled_at_once_keeps_every_frame_in_order() {
     let frames: Vec<bytes::Bytes> = (0..5)
         .map(|i| encode(&set(&format!("/burst/{}", i % 2), Value::Int(i))).unwrap())
         .collect();
-    h.router.handle_many(w.conn, &frames, h.now);
+    h.handle_many(&w, &frames);
     let got: Vec<i64> = a
         .msgs()
         .iter()

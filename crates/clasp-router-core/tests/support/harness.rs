@@ -1,15 +1,27 @@
-//! The router core driven deterministically: a harness that feeds frames, passes time by
-//! hand and reads what each client was sent.
+//! The router core driven deterministically, in the style of quinn's `Pair`: simulated
+//! connections with no sockets, a clock passed by hand, and what each client was sent pulled
+//! from the core after every step (the same output path the server uses).
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use clasp_proto::*;
-use clasp_router_core::outlet::Recorder;
-use clasp_router_core::{ConnId, Now, Outgoing, Router, RouterConfig};
+use clasp_router_core::recorder::Recorder;
+use clasp_router_core::{ConnId, Event, Now, Outgoing, Router, RouterConfig};
+
+/// A router core and the clock it runs on. Reads go to the core through `Deref`; every call
+/// that can produce output goes through a method here, which delivers it to the recorders.
 pub struct Harness {
-    pub router: Router,
+    router: Router<Recorder>,
     pub now: Now,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Router<Recorder>;
+
+    fn deref(&self) -> &Router<Recorder> {
+        &self.router
+    }
 }
 
 pub struct Client {
@@ -41,12 +53,52 @@ impl Harness {
         self.now.mono += d.as_micros() as u64;
         self.now.wall += d.as_micros() as u64;
         self.router.tick(self.now);
+        self.router.deliver_recorded();
+    }
+
+    /// Runs `f` on the core at the current time and delivers what it produced.
+    pub fn core<T>(&mut self, f: impl FnOnce(&mut Router<Recorder>, Now) -> T) -> T {
+        let out = f(&mut self.router, self.now);
+        self.router.deliver_recorded();
+        out
     }
 
     pub fn open(&mut self) -> Client {
         let rec = Recorder::new();
-        let conn = self.router.open(Box::new(rec.clone()), self.now);
+        let conn = self.core(|r, now| r.open(rec.clone(), now));
         Client { conn, rec }
+    }
+
+    /// A connection that gets no state snapshot after WELCOME (as adapters open them).
+    pub fn open_without_snapshot(&mut self) -> Client {
+        let rec = Recorder::new();
+        let conn = self.core(|r, now| r.open_without_snapshot(rec.clone(), now));
+        Client { conn, rec }
+    }
+
+    pub fn close(&mut self, c: &Client) {
+        self.core(|r, now| r.close(c.conn, now));
+    }
+
+    pub fn handle(&mut self, c: &Client, frame: &bytes::Bytes) {
+        self.core(|r, now| r.handle(c.conn, frame, now));
+    }
+
+    pub fn handle_many(&mut self, c: &Client, frames: &[bytes::Bytes]) {
+        self.core(|r, now| r.handle_many(c.conn, frames, now));
+    }
+
+    /// Whether the core asked for the disk since this was last asked.
+    pub fn commits_wake(&mut self) -> bool {
+        let mut wake = false;
+        while let Some(Event::CommitsWaiting) = self.router.poll_event() {
+            wake = true;
+        }
+        wake
+    }
+
+    pub fn persisted(&mut self, epoch: u64) {
+        self.core(|r, _| r.persisted(epoch));
     }
 
     /// A client that has completed the handshake; its WELCOME and SNAPSHOT are consumed.
@@ -79,7 +131,7 @@ impl Harness {
             },
         )
         .unwrap();
-        self.router.handle(c.conn, &bytes, self.now);
+        self.handle(c, &bytes);
     }
 
     pub fn sub(&mut self, c: &Client, id: u32, pattern: &str) {

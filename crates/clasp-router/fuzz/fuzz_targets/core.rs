@@ -15,7 +15,7 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use clasp_proto::*;
 use clasp_router::core::auth::{Action, CpskToken, Scopes};
-use clasp_router::core::outlet::Recorder;
+use clasp_router::core::recorder::Recorder;
 use clasp_router::core::{ConnId, Now, Router, RouterConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -155,7 +155,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 let rec = Recorder::new();
-                let id = router.open(Box::new(rec.clone()), now);
+                let id = router.open(rec.clone(), now);
                 let t = usize::from(*token) % (SCOPES.len() + 1);
                 let token = (t < SCOPES.len()).then(|| format!("cpsk_{t:032x}"));
                 let hello = Message::Hello(Hello {
@@ -197,11 +197,12 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Send { .. } => {}
         }
+        router.deliver_recorded();
         check(&router, &mut conns);
     }
 });
 
-fn check(router: &Router, conns: &mut [Conn]) {
+fn check(router: &Router<Recorder>, conns: &mut [Conn]) {
     for (addr, p) in router.params().iter() {
         assert!(p.revision >= 1, "{addr} stored with revision 0");
     }

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
+use super::Core;
 use super::tokens::{self, TokenFile, TokenFileError, TokenFileState};
 use super::{AuthConfig, Shared};
-use crate::core::Router;
 use crate::core::auth::CpskToken;
 
 /// How often the token files are checked for changes.
@@ -45,7 +45,7 @@ pub(crate) struct Watch {
 }
 
 /// Loads the JWT settings, the token file and the revocation list into `core` at start.
-pub(crate) fn load(core: &mut Router, cfg: &AuthConfig) -> Result<Mutex<Watch>, TokenFileError> {
+pub(crate) fn load(core: &mut Core, cfg: &AuthConfig) -> Result<Mutex<Watch>, TokenFileError> {
     let mut watch = Watch {
         tokens: stamp(cfg.token_file.as_ref()),
         revoked: stamp(cfg.revoked_file.as_ref()),

@@ -57,8 +57,7 @@ impl RouterHandle {
     /// Registers a new connection whose frames go to `outbox`; it must send HELLO first.
     pub fn open(&self, outbox: &Outbox) -> ConnId {
         let outbox = outbox.clone();
-        self.shared
-            .with_core(|core, now| core.open(Box::new(outbox), now))
+        self.shared.with_core(|core, now| core.open(outbox, now))
     }
 
     /// Like [`RouterHandle::open`], but the session gets no state snapshot after WELCOME: an
@@ -67,7 +66,7 @@ impl RouterHandle {
     pub fn open_without_snapshot(&self, outbox: &Outbox) -> ConnId {
         let outbox = outbox.clone();
         self.shared
-            .with_core(|core, now| core.open_without_snapshot(Box::new(outbox), now))
+            .with_core(|core, now| core.open_without_snapshot(outbox, now))
     }
 
     /// Handles frames from `conn` (each one whole CLASP frame) and delivers what they produce.
@@ -87,7 +86,7 @@ impl RouterHandle {
     }
 
     /// Runs `f` on the core with the current time; output is delivered afterwards.
-    pub fn with_core<T>(&self, f: impl FnOnce(&mut crate::core::Router, Now) -> T) -> T {
+    pub fn with_core<T>(&self, f: impl FnOnce(&mut super::Core, Now) -> T) -> T {
         self.shared.with_core(f)
     }
 

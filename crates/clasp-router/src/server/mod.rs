@@ -34,8 +34,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::core::{Now, Router, RouterConfig};
+use crate::core::{Event, Now, Output, Router, RouterConfig, Transmit};
 pub use handle::RouterHandle;
+use outbox::Outbox;
+
+/// The router core as the server runs it: each connection's handle is its outbound queue.
+pub type Core = Router<Outbox>;
 pub use http::{HttpLimits, serve_http};
 pub use listen::{IpSlot, IpTable, TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
@@ -154,7 +158,7 @@ pub(crate) type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 /// State shared by every task of a running server.
 pub(crate) struct Shared {
-    pub(crate) core: Mutex<Router>,
+    pub(crate) core: Mutex<Core>,
     pub(crate) config: ServerConfig,
     pub(crate) counters: Arc<OutboxCounters>,
     pub(crate) start: Instant,
@@ -188,34 +192,48 @@ impl Shared {
     }
 
     /// Runs `f` on the core, then wakes the timer task if the next deadline moved earlier.
-    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Router, Now) -> T) -> T {
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core, Now) -> T) -> T {
         let now = self.now();
         let mut core = self.core.lock();
         let out = f(&mut core, now);
-        if core.take_commit_wake() {
-            self.persist_wake.write_now();
+        while let Some(event) = core.poll_event() {
+            match event {
+                Event::CommitsWaiting => self.persist_wake.write_now(),
+            }
         }
-        let next = core.next_deadline().unwrap_or(u64::MAX);
+        let next = core.poll_timeout().unwrap_or(u64::MAX);
         let output = core.take_output();
         drop(core);
         // Frames are queued (and their writers woken) after the lock is released, so other
-        // connections wait for the core only as long as the routing itself takes.
+        // connections wait for the core only as long as the routing itself takes. For one of
+        // few recipients the frames are written straight away from this task when the writer
+        // is idle; for more they are staged and the writers woken together.
         let mut wake = Vec::new();
-        output.deliver_staged(ws::INLINE_FANOUT, &mut wake);
+        let inline = output.len() <= ws::INLINE_FANOUT;
+        for Output { to, transmit, .. } in output {
+            match transmit {
+                Transmit::Frames(mut frames) if inline => to.send_batch_inline(&mut frames),
+                Transmit::Frames(mut frames) => {
+                    to.push_all(&mut frames);
+                    wake.push(to);
+                }
+                Transmit::Close(reason) => to.request_close(reason),
+            }
+        }
         match wake.len() {
             0 => {}
             // One task on the writer pool wakes them all: the wake-ups are then local to
             // the pool's threads instead of one cross-thread hand-off per connection.
             n if n > 1 && self.separate_writers => {
                 self.writers.spawn(async move {
-                    for outlet in wake {
-                        outlet.wake();
+                    for outbox in wake {
+                        outbox.wake();
                     }
                 });
             }
             _ => {
-                for outlet in wake {
-                    outlet.wake();
+                for outbox in wake {
+                    outbox.wake();
                 }
             }
         }
@@ -265,7 +283,6 @@ impl Server {
             config.router.clone(),
             Box::new(|| uuid::Uuid::new_v4().to_string()),
         );
-        core.defer_output(true);
         // With a database, a QoS Commit write is acknowledged once it is on disk.
         core.set_durable_acks(config.data_dir.is_some());
         persist::restore(&mut core, loaded);
@@ -508,7 +525,7 @@ async fn timer_loop(shared: Arc<Shared>) {
         if at <= now {
             shared.timer_at.store(u64::MAX, Ordering::Release);
             shared.with_core(|core, now| core.tick(now));
-            let next = shared.core.lock().next_deadline().unwrap_or(u64::MAX);
+            let next = shared.core.lock().poll_timeout().unwrap_or(u64::MAX);
             // with_core may have lowered it already; keep the earliest.
             shared.timer_at.fetch_min(next, Ordering::AcqRel);
             continue;
@@ -518,7 +535,7 @@ async fn timer_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(wait) => {
                 if at == u64::MAX {
                     // Periodic wake-up: pick up deadlines such as param expiry.
-                    let next = shared.core.lock().next_deadline().unwrap_or(u64::MAX);
+                    let next = shared.core.lock().poll_timeout().unwrap_or(u64::MAX);
                     shared.timer_at.fetch_min(next, Ordering::AcqRel);
                 }
             }

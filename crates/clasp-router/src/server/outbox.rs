@@ -26,7 +26,7 @@ use clasp_proto::{ErrorCode, ErrorMessage, Message};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::core::{CloseReason, Outgoing, Outlet};
+use crate::core::{CloseReason, Outgoing};
 
 /// Queue limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ struct State {
 }
 
 /// The outbound queue of one connection. Cheap to share: the core holds it as its
-/// [`Outlet`], the writer task drains it.
+/// connection handle (see [`super::Core`]), the writer task drains it.
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
@@ -268,7 +268,8 @@ impl Outbox {
         }
     }
 
-    fn push(&self, msg: Outgoing) {
+    /// Queues one frame and wakes the writer.
+    pub fn send(&self, msg: Outgoing) {
         let mut s = self.inner.state.lock();
         self.push_locked(&mut s, msg);
         self.report(&mut s);
@@ -276,8 +277,33 @@ impl Outbox {
         self.inner.notify.notify_one();
     }
 
-    /// Queues `msgs` under one lock, without waking the writer.
-    fn push_all(&self, msgs: &mut Vec<Outgoing>) {
+    /// Queues several frames in order and wakes the writer, leaving `msgs` empty.
+    pub fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
+        self.push_all(msgs);
+        self.inner.notify.notify_one();
+    }
+
+    /// Like [`Outbox::send_batch`], for one of few recipients: when the connection's writer
+    /// is idle the frames are written straight away, from the caller's task, instead of
+    /// waking the writer.
+    pub fn send_batch_inline(&self, msgs: &mut Vec<Outgoing>) {
+        self.push_all(msgs);
+        if let Some(w) = self.inner.inline.get().and_then(std::sync::Weak::upgrade)
+            && w.try_write(self)
+        {
+            return;
+        }
+        self.inner.notify.notify_one();
+    }
+
+    /// Wakes the writer (after [`Outbox::push_all`]).
+    pub fn wake(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    /// Queues `msgs` under one lock, without waking the writer (a caller waking many queues
+    /// does it in one go afterwards, with [`Outbox::wake`]).
+    pub fn push_all(&self, msgs: &mut Vec<Outgoing>) {
         let mut s = self.inner.state.lock();
         for msg in msgs.drain(..) {
             self.push_locked(&mut s, msg);
@@ -422,40 +448,6 @@ impl Outbox {
         }
         s.close = Some(CloseReason::Shutdown);
         self.inner.closed.notify_waiters();
-    }
-}
-
-impl Outlet for Outbox {
-    fn send(&self, msg: Outgoing) {
-        self.push(msg);
-    }
-
-    fn send_batch(&self, msgs: &mut Vec<Outgoing>) {
-        self.push_all(msgs);
-        self.inner.notify.notify_one();
-    }
-
-    fn stage_batch(&self, msgs: &mut Vec<Outgoing>) -> bool {
-        self.push_all(msgs);
-        true
-    }
-
-    fn wake(&self) {
-        self.inner.notify.notify_one();
-    }
-
-    fn send_batch_inline(&self, msgs: &mut Vec<Outgoing>) {
-        self.push_all(msgs);
-        if let Some(w) = self.inner.inline.get().and_then(std::sync::Weak::upgrade)
-            && w.try_write(self)
-        {
-            return;
-        }
-        self.inner.notify.notify_one();
-    }
-
-    fn close(&self, reason: CloseReason) {
-        self.request_close(reason);
     }
 }
 

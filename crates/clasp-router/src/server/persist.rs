@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use clasp_store::{Batch, Store, StoredParam};
 
+use super::Core;
 use super::Shared;
-use crate::core::Router;
 use crate::core::state::Param;
 
 /// Persistence counters.
@@ -28,7 +28,7 @@ pub(crate) struct Status {
 }
 
 /// Loads stored params into the core.
-pub(crate) fn restore(core: &mut Router, params: Vec<StoredParam>) {
+pub(crate) fn restore(core: &mut Core, params: Vec<StoredParam>) {
     let store = core.params_mut();
     for p in params {
         store.restore(

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Shared;
 use super::cause::CloseCause;
 use super::outbox::Outbox;
-use crate::core::{CloseReason, ConnId, Outgoing, Outlet};
+use crate::core::{CloseReason, ConnId, Outgoing};
 
 /// Most frames handled under one core lock.
 const MAX_BATCH: usize = 64;
@@ -69,7 +69,7 @@ pub(crate) async fn serve<R, W, F>(
     F: Framing,
 {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
-    let conn = shared.with_core(|core, now| core.open(Box::new(outbox.clone()), now));
+    let conn = shared.with_core(|core, now| core.open(outbox.clone(), now));
     tracing::debug!(%peer, ?conn, transport, "connection opened");
     let write_task = shared.writers.spawn(write_loop::<W, F>(
         writer,
