@@ -78,6 +78,9 @@ say "interop: official Python and JS clients against our router"
 cargo build -p clasp-cli --locked
 ./scripts/interop.sh target/debug/clasp
 
+say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
+./scripts/mqtt-conformance.sh target/debug/clasp
+
 say "reverse proxy: deploy/nginx/clasp.conf in front of clasp relay (wss:// and /api/v1)"
 if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
     ./scripts/proxy-check.sh target/debug/clasp
