@@ -5,13 +5,14 @@ use super::*;
 
 impl<H: Clone> Router<H> {
     /// Delivers to every session with a matching subscription that accepts `signal`, once per
-    /// session, applying `maxRate` and `epsilon` for params and streams. `exclude` is the sender
-    /// for PUBLISH (SET broadcasts include the writer).
+    /// session, applying `maxRate` and `epsilon` for params and streams. `sender` says who sent
+    /// the update and whether it gets it back (SET broadcasts include the writer, PUBLISH
+    /// excludes it).
     pub(super) fn fan_out(
         &mut self,
         address: &Arc<str>,
         signal: SignalType,
-        exclude: Option<ConnId>,
+        sender: Sender,
         numeric: Option<f64>,
         now: Now,
         make: impl Fn() -> Outgoing,
@@ -31,6 +32,13 @@ impl<H: Clone> Router<H> {
             metrics::OUT_PUBLISH
         };
         let mut out: Option<Outgoing> = None;
+        // What adapter sessions get: the frame decoded once, shared by all of them.
+        let mut typed: Option<Arc<Message>> = None;
+        let (origin, exclude) = match sender {
+            Sender::Router => (None, None),
+            Sender::Included(c) => (Some(c), None),
+            Sender::Excluded(c) => (Some(c), Some(c)),
+        };
         for &(conn, sub_id) in &keys {
             if Some(conn) == exclude {
                 continue;
@@ -45,13 +53,21 @@ impl<H: Clone> Router<H> {
                 // The session already has this frame through another subscription: a value
                 // this one holds back for its rate limit is now older than what the client
                 // has, and must not go out later (found by the core fuzzer).
-                if let Some(f) = sess
-                    .subs
-                    .get_mut(&sub_id)
-                    .and_then(|sub| sub.filters.get_mut(address))
+                let sub = sess.subs.get_mut(&sub_id);
+                let accepts = sub
+                    .as_ref()
+                    .is_some_and(|s| p2p_announce || s.types.accepts(signal));
+                if let Some(f) = sub.and_then(|sub| sub.filters.get_mut(address))
                     && let Some((old, _)) = f.pending.take()
                 {
                     sess.held.filter_bytes -= old.frame().len();
+                }
+                // An adapter learns every subscription of its own that matched.
+                if c.adapter
+                    && accepts
+                    && let Some(adapter::Delivery::Update(u)) = c.typed.last_mut()
+                {
+                    u.also.push(sub_id);
                 }
                 continue;
             }
@@ -89,14 +105,43 @@ impl<H: Clone> Router<H> {
                     None => out.insert(make()).clone(),
                 };
                 self.metrics.count_out(out_code, o.frame().len());
-                if c.staged.is_empty() {
+                if c.staged.is_empty() && c.typed.is_empty() {
                     self.dirty.push(conn);
                 }
-                c.staged.push(o);
+                if c.adapter {
+                    let message = match &typed {
+                        Some(m) => m.clone(),
+                        None => match clasp_proto::decode_frame(o.frame()) {
+                            Ok(d) => typed.insert(Arc::new(d.message)).clone(),
+                            // The core built the frame; it always decodes.
+                            Err(_) => continue,
+                        },
+                    };
+                    c.typed.push(adapter::Delivery::Update(adapter::Update {
+                        sub: sub_id,
+                        also: Vec::new(),
+                        message,
+                        size: o.frame().len(),
+                        own: origin == Some(conn),
+                    }));
+                } else {
+                    c.staged.push(o);
+                }
             }
         }
         self.scratch = keys;
     }
+}
+
+/// Who sent an update being fanned out, and whether it gets it back.
+#[derive(Clone, Copy)]
+pub(super) enum Sender {
+    /// The router itself (a P2P leave notice).
+    Router,
+    /// A session that receives its own update too (a SET: every subscriber sees the state).
+    Included(ConnId),
+    /// A session that does not (a PUBLISH is not sent back to its sender).
+    Excluded(ConnId),
 }
 
 pub(super) enum Decision {

@@ -125,6 +125,10 @@ impl<H: Clone> Router<H> {
                 bucket: Bucket::full(self.config.rate_limit, now.mono),
             });
         }
+        if self.conns.get(&conn).is_some_and(|c| c.adapter) {
+            // Adapter sessions are opened in place (see [`Router::open_adapter`]).
+            return;
+        }
         let welcome = Welcome {
             version: 1,
             features: Features::ROUTER,

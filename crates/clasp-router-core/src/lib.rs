@@ -11,6 +11,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+pub mod adapter;
 pub mod auth;
 pub mod config;
 pub mod index;
@@ -33,6 +34,7 @@ mod signals;
 mod timers;
 mod writes;
 
+use fanout::Sender;
 use output::clip;
 use request::{PubReq, SetReq, claimed_sender};
 use session::{Bucket, Held, Session, Sub, gesture_cost, sub_cost};
@@ -100,6 +102,10 @@ struct Conn<H> {
     /// Frames produced for this connection during the current call, queued as one batch when
     /// the call ends (one queue lock and one wake-up per connection per batch in the shell).
     staged: Vec<Outgoing>,
+    /// An adapter session: gets typed deliveries instead of frames (see [`adapter`]).
+    adapter: bool,
+    /// What an adapter session gets during the current call, queued like `staged`.
+    typed: Vec<adapter::Delivery>,
     /// Send the state snapshot after WELCOME (off for adapter sessions, which get state
     /// through their subscriptions only).
     connect_snapshot: bool,
@@ -152,6 +158,8 @@ pub struct Router<H> {
     /// What the shell has yet to pull (see [`Router::poll_transmit`]).
     output: std::collections::VecDeque<Output<H>>,
     auth: Auth,
+    /// The adapter submission in progress, whose refusal is answered in place.
+    capture: Option<adapter::Capture>,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -194,6 +202,7 @@ impl<H: Clone> Router<H> {
             fanouts: 0,
             output: std::collections::VecDeque::new(),
             auth: Auth::open(),
+            capture: None,
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
@@ -280,6 +289,8 @@ impl<H: Clone> Router<H> {
                 handle,
                 session: None,
                 staged: Vec::new(),
+                adapter: false,
+                typed: Vec::new(),
                 connect_snapshot: true,
             },
         );

@@ -20,7 +20,7 @@ pub struct Metrics {
     pub bytes_out: u64,
     /// Frames refused (undecodable or over the size limit).
     pub frames_rejected: u64,
-    /// ERROR messages sent.
+    /// ERROR messages sent, and refusals answered in place to adapter sessions.
     pub errors_sent: u64,
     /// Gesture moves replaced by a later move before being forwarded.
     pub gesture_moves_coalesced: u64,

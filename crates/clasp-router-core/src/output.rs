@@ -8,11 +8,15 @@ impl<H: Clone> Router<H> {
     pub(super) fn flush(&mut self) {
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
-                let frames = std::mem::take(&mut c.staged);
+                let transmit = if c.adapter {
+                    Transmit::Deliver(std::mem::take(&mut c.typed))
+                } else {
+                    Transmit::Frames(std::mem::take(&mut c.staged))
+                };
                 self.output.push_back(Output {
                     conn,
                     to: c.handle.clone(),
-                    transmit: Transmit::Frames(frames),
+                    transmit,
                 });
             }
         }
@@ -48,10 +52,42 @@ impl<H: Clone> Router<H> {
     pub(super) fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
         if let Some(c) = self.conns.get_mut(&conn) {
             self.metrics.count_out(code, out.frame().len());
-            if c.staged.is_empty() {
+            if c.staged.is_empty() && c.typed.is_empty() {
                 self.dirty.push(conn);
             }
-            c.staged.push(out);
+            if c.adapter {
+                // Replies to adapters are rare (a SUBSCRIBE's SNAPSHOT, a late ACK): decoded
+                // here, from the frame built for everyone else.
+                if let Ok(d) = clasp_proto::decode_frame(out.frame()) {
+                    c.typed.push(adapter::Delivery::Reply(d.message));
+                }
+            } else {
+                c.staged.push(out);
+            }
+        }
+    }
+
+    /// Queues an update that subscription `sub` of `conn` let through later (its `maxRate`).
+    pub(super) fn send_update(&mut self, conn: ConnId, sub: u32, out: Outgoing, code: u8) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.adapter {
+            self.send(conn, out, code);
+            return;
+        }
+        self.metrics.count_out(code, out.frame().len());
+        if let Ok(d) = clasp_proto::decode_frame(out.frame()) {
+            if c.staged.is_empty() && c.typed.is_empty() {
+                self.dirty.push(conn);
+            }
+            c.typed.push(adapter::Delivery::Update(adapter::Update {
+                sub,
+                also: Vec::new(),
+                message: Arc::new(d.message),
+                size: out.frame().len(),
+                own: false,
+            }));
         }
     }
 
@@ -82,7 +118,15 @@ impl<H: Clone> Router<H> {
         if let Some(kind) = r.kind() {
             self.metrics.refuse(kind);
         }
-        self.error(conn, r.code(), r.to_string(), address);
+        let mut r = Some(r);
+        if self.capture_refusal(conn, &mut r) {
+            // Answered in place to an adapter: still an error answer, counted as one.
+            self.metrics.errors_sent += 1;
+            return;
+        }
+        if let Some(r) = r {
+            self.error(conn, r.code(), r.to_string(), address);
+        }
     }
 
     pub(super) fn error(

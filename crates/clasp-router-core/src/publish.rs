@@ -19,9 +19,14 @@ impl<H: Clone> Router<H> {
             return;
         };
         let address: Arc<str> = Arc::from(P2P_LEAVE);
-        self.fan_out(&address, SignalType::Event, None, None, now, || {
-            Outgoing::Event(frame.clone())
-        });
+        self.fan_out(
+            &address,
+            SignalType::Event,
+            Sender::Router,
+            None,
+            now,
+            || Outgoing::Event(frame.clone()),
+        );
         self.flush();
     }
 
@@ -52,9 +57,14 @@ impl<H: Clone> Router<H> {
             self.p2p_announces.insert(conn, p.frame.clone());
             let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
             // Announces reach every subscriber of the address, whatever its type filter.
-            self.fan_out(&address, SignalType::Event, Some(conn), None, now, || {
-                Outgoing::Event(p.frame.clone())
-            });
+            self.fan_out(
+                &address,
+                SignalType::Event,
+                Sender::Excluded(conn),
+                None,
+                now,
+                || Outgoing::Event(p.frame.clone()),
+            );
             return;
         }
         if let Err(r) = check_address(p.address) {
@@ -103,13 +113,20 @@ impl<H: Clone> Router<H> {
     ) {
         let address: Arc<str> = Arc::from(address);
         let stream = signal == SignalType::Stream;
-        self.fan_out(&address, signal, Some(conn), numeric, now, || {
-            if stream {
-                Outgoing::Stream(frame.clone())
-            } else {
-                Outgoing::Event(frame.clone())
-            }
-        });
+        self.fan_out(
+            &address,
+            signal,
+            Sender::Excluded(conn),
+            numeric,
+            now,
+            || {
+                if stream {
+                    Outgoing::Stream(frame.clone())
+                } else {
+                    Outgoing::Event(frame.clone())
+                }
+            },
+        );
     }
 
     pub(super) fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {

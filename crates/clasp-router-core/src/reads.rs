@@ -86,7 +86,11 @@ impl<H: Clone> Router<H> {
             } else {
                 self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
             };
-            self.send_snapshot(conn, frames, false);
+            if self.is_adapter(conn) {
+                self.send_adapter_snapshot(conn, s.id, &frames);
+            } else {
+                self.send_snapshot(conn, frames, false);
+            }
         }
     }
 

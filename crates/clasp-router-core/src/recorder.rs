@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::adapter::Delivery;
 use crate::{CloseReason, Outgoing, Output, Router, Transmit};
 
 /// Frames and the close request of one connection, filled by [`Router::deliver_recorded`].
@@ -15,6 +16,7 @@ pub struct Recorder {
 #[derive(Debug, Default)]
 struct Recorded {
     sent: Vec<Outgoing>,
+    delivered: Vec<Delivery>,
     closed: Option<CloseReason>,
 }
 
@@ -34,6 +36,11 @@ impl Recorder {
         std::mem::take(&mut self.lock().sent)
     }
 
+    /// Takes what was delivered so far to an adapter session.
+    pub fn take_deliveries(&self) -> Vec<Delivery> {
+        std::mem::take(&mut self.lock().delivered)
+    }
+
     /// Whether and why the core asked to close this connection.
     pub fn closed(&self) -> Option<CloseReason> {
         self.lock().closed
@@ -43,6 +50,7 @@ impl Recorder {
         let mut r = self.lock();
         match transmit {
             Transmit::Frames(frames) => r.sent.extend(frames),
+            Transmit::Deliver(d) => r.delivered.extend(d),
             Transmit::Close(reason) => r.closed = Some(reason),
         }
     }

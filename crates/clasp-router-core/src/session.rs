@@ -10,15 +10,20 @@ impl<H: Clone> Router<H> {
     /// Charges a message to its session's rate limit; false (after at most one ERROR 429 a
     /// second) when the session is over it and the message must be dropped.
     pub(super) fn within_rate(&mut self, conn: ConnId, msg: &MessageView<'_>, now: Now) -> bool {
-        let Some(limit) = self.config.rate_limit else {
-            return true;
-        };
         let cost = match msg {
             MessageView::Other(m) => match &**m {
                 Message::Bundle(b) => b.messages.len().max(1) as f64,
                 _ => 1.0,
             },
             _ => 1.0,
+        };
+        self.within_rate_cost(conn, cost, now)
+    }
+
+    /// Takes `cost` from `conn`'s rate bucket; `false` (refused, counted) if it is empty.
+    pub(super) fn within_rate_cost(&mut self, conn: ConnId, cost: f64, now: Now) -> bool {
+        let Some(limit) = self.config.rate_limit else {
+            return true;
         };
         let Some(sess) = self.session_mut(conn) else {
             return true;

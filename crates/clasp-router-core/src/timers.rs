@@ -55,13 +55,13 @@ impl<H: Clone> Router<H> {
         self.flush();
     }
 
-    pub(super) fn flush_filter(&mut self, conn: ConnId, sub: u32, address: &Arc<str>, now: Now) {
+    pub(super) fn flush_filter(&mut self, conn: ConnId, sub_id: u32, address: &Arc<str>, now: Now) {
         let Some(sess) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) else {
             return;
         };
         let Some(f) = sess
             .subs
-            .get_mut(&sub)
+            .get_mut(&sub_id)
             .and_then(|s| s.filters.get_mut(address))
         else {
             return;
@@ -77,7 +77,7 @@ impl<H: Clone> Router<H> {
                 Outgoing::Param(_) => metrics::OUT_SET,
                 _ => metrics::OUT_PUBLISH,
             };
-            self.send(conn, out, code);
+            self.send_update(conn, sub_id, out, code);
         }
     }
 

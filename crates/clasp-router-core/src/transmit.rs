@@ -67,6 +67,8 @@ pub enum CloseReason {
 pub enum Transmit {
     /// Send these frames, in order, after what was asked before.
     Frames(Vec<Outgoing>),
+    /// For an adapter session (see [`crate::adapter`]): these deliveries, in order.
+    Deliver(Vec<crate::adapter::Delivery>),
     /// Close once what was asked before has been sent.
     Close(CloseReason),
 }

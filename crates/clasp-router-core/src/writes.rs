@@ -26,9 +26,14 @@ impl<H: Clone> Router<H> {
             sess.locks.push(written.key.clone());
         }
         let numeric = set.value.as_f64();
-        self.fan_out(&written.key, SignalType::Param, None, numeric, now, || {
-            Outgoing::Param(frame.clone())
-        });
+        self.fan_out(
+            &written.key,
+            SignalType::Param,
+            Sender::Included(conn),
+            numeric,
+            now,
+            || Outgoing::Param(frame.clone()),
+        );
         if qos.wants_ack() {
             let locked = written.holder.is_some();
             let holder = written.holder.as_deref().map(Str::from);

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use clasp_proto::*;
+use clasp_router_core::adapter::{Accepted, Delivery};
 use clasp_router_core::recorder::Recorder;
-use clasp_router_core::{ConnId, Event, Now, Outgoing, Router, RouterConfig};
+use clasp_router_core::{ConnId, Event, Now, Outgoing, Refusal, Router, RouterConfig};
 
 /// A router core and the clock it runs on. Reads go to the core through `Deref`; every call
 /// that can produce output goes through a method here, which delivers it to the recorders.
@@ -24,6 +25,7 @@ impl std::ops::Deref for Harness {
     }
 }
 
+#[derive(Debug)]
 pub struct Client {
     pub conn: ConnId,
     pub rec: Recorder,
@@ -74,6 +76,18 @@ impl Harness {
         let rec = Recorder::new();
         let conn = self.core(|r, now| r.open_without_snapshot(rec.clone(), now));
         Client { conn, rec }
+    }
+
+    /// An adapter session (the typed door), opened with `token`.
+    pub fn adapter(&mut self, token: Option<&str>) -> Result<Client, Refusal> {
+        let rec = Recorder::new();
+        let conn = self.core(|r, now| r.open_adapter(rec.clone(), token, now))?;
+        Ok(Client { conn, rec })
+    }
+
+    /// Submits `m` from adapter session `c`.
+    pub fn submit(&mut self, c: &Client, m: Message) -> Result<Accepted, Refusal> {
+        self.core(|r, now| r.submit(c.conn, m, Qos::Confirm, now))
     }
 
     pub fn close(&mut self, c: &Client) {
@@ -186,6 +200,11 @@ impl Client {
             .iter()
             .map(|o| decode_frame(o.frame()).unwrap().message)
             .collect()
+    }
+
+    /// What an adapter session was delivered since this was last asked.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.rec.take_deliveries()
     }
 
     pub fn raw(&self) -> Vec<Outgoing> {

@@ -29,9 +29,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::Link;
 use super::Shared;
+use super::inbox::Inbox;
 use super::outbox::Outbox;
+use crate::core::Refusal;
+use crate::core::adapter::Accepted;
 use crate::core::{ConnId, Now};
+use clasp_proto::{Message, Qos};
 
 /// A cheap, cloneable handle on a server's router core.
 #[derive(Clone)]
@@ -57,7 +62,8 @@ impl RouterHandle {
     /// Registers a new connection whose frames go to `outbox`; it must send HELLO first.
     pub fn open(&self, outbox: &Outbox) -> ConnId {
         let outbox = outbox.clone();
-        self.shared.with_core(|core, now| core.open(outbox, now))
+        self.shared
+            .with_core(|core, now| core.open(Link::Wire(outbox), now))
     }
 
     /// Like [`RouterHandle::open`], but the session gets no state snapshot after WELCOME: an
@@ -66,7 +72,42 @@ impl RouterHandle {
     pub fn open_without_snapshot(&self, outbox: &Outbox) -> ConnId {
         let outbox = outbox.clone();
         self.shared
-            .with_core(|core, now| core.open_without_snapshot(outbox, now))
+            .with_core(|core, now| core.open_without_snapshot(Link::Wire(outbox), now))
+    }
+
+    /// A new delivery queue for an adapter session, with the server's limits and counters.
+    pub fn inbox(&self) -> Inbox {
+        Inbox::new(self.shared.config.outbox, self.shared.counters.clone())
+    }
+
+    /// Opens an adapter session whose deliveries go to `inbox` (the typed door: see
+    /// [`crate::core::adapter`]). `token` is checked as a HELLO's would be; the refusal says
+    /// why a session cannot open (a bad token, the router full).
+    pub fn open_adapter(&self, inbox: &Inbox, token: Option<&str>) -> Result<ConnId, Refusal> {
+        let link = Link::Adapter(inbox.clone());
+        self.shared
+            .with_core(|core, now| core.open_adapter(link, token, now))
+    }
+
+    /// Submits `msg` from adapter session `conn` as if it came with `qos`, and answers in
+    /// place; what it produces for other sessions is delivered when this returns.
+    pub fn submit(&self, conn: ConnId, msg: Message, qos: Qos) -> Result<Accepted, Refusal> {
+        self.shared
+            .with_core(|core, now| core.submit(conn, msg, qos, now))
+    }
+
+    /// Submits several messages in order under one lock, answering each.
+    pub fn submit_all(
+        &self,
+        conn: ConnId,
+        msgs: impl IntoIterator<Item = Message>,
+        qos: Qos,
+    ) -> Vec<Result<Accepted, Refusal>> {
+        self.shared.with_core(|core, now| {
+            msgs.into_iter()
+                .map(|m| core.submit(conn, m, qos, now))
+                .collect()
+        })
     }
 
     /// Handles frames from `conn` (each one whole CLASP frame) and delivers what they produce.

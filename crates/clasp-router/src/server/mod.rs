@@ -7,6 +7,7 @@ mod cause;
 pub mod fuzzing;
 mod handle;
 mod http;
+pub mod inbox;
 mod listen;
 pub mod outbox;
 mod persist;
@@ -36,10 +37,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::{Event, Now, Output, Router, RouterConfig, Transmit};
 pub use handle::RouterHandle;
+use inbox::Inbox;
 use outbox::Outbox;
 
-/// The router core as the server runs it: each connection's handle is its outbound queue.
-pub type Core = Router<Outbox>;
+/// The router core as the server runs it: each connection's handle is its queue.
+pub type Core = Router<Link>;
+
+/// Where the server delivers what the core produces for a connection.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// A client on a transport: frames, written by the connection's writer.
+    Wire(Outbox),
+    /// An in-process adapter session: typed deliveries (see [`crate::core::adapter`]).
+    Adapter(Inbox),
+}
 pub use http::{HttpLimits, serve_http};
 pub use listen::{IpSlot, IpTable, TlsConfig, TlsError};
 use outbox::{OutboxCounters, OutboxLimits};
@@ -211,13 +222,20 @@ impl Shared {
         let mut wake = Vec::new();
         let inline = output.len() <= ws::INLINE_FANOUT;
         for Output { to, transmit, .. } in output {
-            match transmit {
-                Transmit::Frames(mut frames) if inline => to.send_batch_inline(&mut frames),
-                Transmit::Frames(mut frames) => {
+            match (to, transmit) {
+                (Link::Wire(to), Transmit::Frames(mut frames)) if inline => {
+                    to.send_batch_inline(&mut frames);
+                }
+                (Link::Wire(to), Transmit::Frames(mut frames)) => {
                     to.push_all(&mut frames);
                     wake.push(to);
                 }
-                Transmit::Close(reason) => to.request_close(reason),
+                (Link::Adapter(to), Transmit::Deliver(mut d)) => to.push_all(&mut d),
+                (Link::Wire(to), Transmit::Close(reason)) => to.request_close(reason),
+                (Link::Adapter(to), Transmit::Close(reason)) => to.request_close(reason),
+                // The core sends frames to wire connections and deliveries to adapters only.
+                (Link::Wire(_), Transmit::Deliver(_)) | (Link::Adapter(_), Transmit::Frames(_)) => {
+                }
             }
         }
         match wake.len() {

@@ -69,7 +69,7 @@ pub(crate) async fn serve<R, W, F>(
     F: Framing,
 {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
-    let conn = shared.with_core(|core, now| core.open(outbox.clone(), now));
+    let conn = shared.with_core(|core, now| core.open(super::Link::Wire(outbox.clone()), now));
     tracing::debug!(%peer, ?conn, transport, "connection opened");
     let write_task = shared.writers.spawn(write_loop::<W, F>(
         writer,

@@ -95,7 +95,7 @@ async fn serve(
     accepted: std::time::Instant,
 ) {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
-    let conn = shared.with_core(|core, now| core.open(outbox.clone(), now));
+    let conn = shared.with_core(|core, now| core.open(super::Link::Wire(outbox.clone()), now));
     tracing::debug!(%peer, ?conn, "connection opened");
     let shared_socket = Arc::new(Socket {
         state: Mutex::new(SocketState {

@@ -1,0 +1,213 @@
+//! The typed door for in-process adapters (protocol listeners, bridges, a cluster link,
+//! rules): sessions that speak [`Message`]s instead of frames.
+//!
+//! An adapter opens its session with [`Router::open_adapter`] (the handshake is done at once:
+//! no HELLO or WELCOME frame, no connect snapshot) and submits messages with
+//! [`Router::submit`], which answers in place: [`Accepted`] (with the new revision for a SET)
+//! or the [`Refusal`], exactly what a client would get as ACK or ERROR, counted the same way.
+//! What the core produces for the session comes out of [`Router::poll_transmit`] as
+//! [`Transmit::Deliver`] batches of [`Delivery`]s: updates tagged with the ids of the
+//! adapter's own subscriptions that matched (so it never matches patterns again), decoded
+//! once per fan-out however many adapter sessions receive them, and replies (a SUBSCRIBE's
+//! SNAPSHOT, a durable ACK, an ERROR the core sends later) as messages.
+//!
+//! [`Transmit::Deliver`]: crate::Transmit::Deliver
+
+use super::*;
+
+/// A submission the core accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// For a SET: the param's revision after the write.
+    pub revision: Option<u64>,
+}
+
+/// Something the core produced for an adapter session.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An update that subscriptions of the session matched.
+    Update(Update),
+    /// The params a new subscription `sub` matches (none: nothing is sent), as a SNAPSHOT
+    /// answers a client's SUBSCRIBE.
+    Snapshot {
+        /// The subscription.
+        sub: u32,
+        /// The params it matches now.
+        params: Vec<ParamValue>,
+    },
+    /// A reply or notice: the ACK of a Commit write once
+    /// it is on disk, an ERROR about a scheduled bundle or a narrowed scope, a P2P signal.
+    Reply(Message),
+}
+
+/// An update for an adapter session.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The subscription it was delivered for.
+    pub sub: u32,
+    /// Further subscriptions of the session that matched it too (usually none).
+    pub also: Vec<u32>,
+    /// The update: a SET (a param, with its revision) or a PUBLISH, shared by every adapter
+    /// session that receives it.
+    pub message: Arc<Message>,
+    /// Its size as a frame on the wire, for queue accounting.
+    pub size: usize,
+    /// The session's own SET, sent back to it like to every subscriber (MQTT's no-local
+    /// subscriptions skip it). Not set for a value a subscription's `maxRate` held back.
+    pub own: bool,
+}
+
+impl Update {
+    /// Every subscription that matched: [`Update::sub`], then [`Update::also`].
+    pub fn subs(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.sub).chain(self.also.iter().copied())
+    }
+}
+
+/// An adapter session's refusal captured by [`Router::submit`] instead of sent as ERROR.
+pub(super) struct Capture {
+    pub(super) conn: ConnId,
+    pub(super) refusal: Option<Refusal>,
+}
+
+impl<H: Clone> Router<H> {
+    /// Opens an adapter session (as a HELLO would: `token` is checked like a HELLO's), whose
+    /// output is given back with `handle`. The session gets no connect
+    /// snapshot (its clients get state through their subscriptions).
+    pub fn open_adapter(
+        &mut self,
+        handle: H,
+        token: Option<&str>,
+        now: Now,
+    ) -> Result<ConnId, Refusal> {
+        let conn = self.open(handle, now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.connect_snapshot = false;
+            c.adapter = true;
+        }
+        self.capture = Some(Capture {
+            conn,
+            refusal: None,
+        });
+        self.last_now = now;
+        self.on_hello(conn, token, now);
+        let refusal = self.capture.take().and_then(|c| c.refusal);
+        match refusal {
+            None => {
+                self.flush();
+                Ok(conn)
+            }
+            Some(r) => {
+                self.conns.remove(&conn);
+                self.dirty.retain(|c| *c != conn);
+                self.output.retain(|o| o.conn != conn);
+                Err(r)
+            }
+        }
+    }
+
+    /// Handles `msg` from adapter session `conn` as if it came in a frame with `qos`, and
+    /// answers in place. With [`Qos::Commit`] and durable ACKs on, the ACK follows later as a
+    /// [`Delivery::Reply`]; otherwise no ACK or ERROR is queued for the session.
+    pub fn submit(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        qos: Qos,
+        now: Now,
+    ) -> Result<Accepted, Refusal> {
+        if self.session(conn).is_none() {
+            return Err(Refusal::NoSession);
+        }
+        self.last_now = now;
+        self.metrics.count_in(msg.code());
+        let cost = match &msg {
+            Message::Bundle(b) => b.messages.len().max(1) as f64,
+            _ => 1.0,
+        };
+        self.capture = Some(Capture {
+            conn,
+            refusal: None,
+        });
+        let allowed = self.within_rate_cost(conn, cost, now);
+        // Only a Commit write's ACK is still wanted (it says "on disk", later).
+        let qos = if qos == Qos::Commit {
+            Qos::Commit
+        } else {
+            Qos::Fire
+        };
+        let mut accepted = Accepted::default();
+        if allowed {
+            match msg {
+                Message::Set(s) => {
+                    let req = SetReq::owned(&s);
+                    match self.on_set(conn, qos, &req, now) {
+                        Ok(revision) => accepted.revision = Some(revision),
+                        Err(r) => self.refuse(conn, r, Some(s.address.clone())),
+                    }
+                }
+                Message::Hello(_) => self.refuse(conn, Refusal::SecondHello, None),
+                other => self.dispatch(conn, qos, other, now),
+            }
+        }
+        let refusal = self.capture.take().and_then(|c| c.refusal);
+        self.flush();
+        match refusal {
+            Some(r) => Err(r),
+            None if !allowed => Err(self.rate_refusal()),
+            None => Ok(accepted),
+        }
+    }
+
+    /// Queues the snapshot of subscription `sub` (its encoded `frames`) for adapter `conn`.
+    pub(super) fn send_adapter_snapshot(&mut self, conn: ConnId, sub: u32, frames: &[Bytes]) {
+        let mut params = Vec::new();
+        for f in frames {
+            self.metrics
+                .count_out(clasp_proto::message::code::SNAPSHOT, f.len());
+            if let Ok(d) = clasp_proto::decode_frame(f)
+                && let Message::Snapshot(s) = d.message
+            {
+                params.extend(s.params);
+            }
+        }
+        if params.is_empty() {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.staged.is_empty() && c.typed.is_empty() {
+                self.dirty.push(conn);
+            }
+            c.typed.push(Delivery::Snapshot { sub, params });
+        }
+    }
+
+    /// Whether `conn` is an adapter session (see [`Router::open_adapter`]).
+    pub fn is_adapter(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.adapter)
+    }
+
+    /// Takes `r` for the submission in progress if it is `conn`'s; `false` if it must be sent.
+    pub(super) fn capture_refusal(&mut self, conn: ConnId, r: &mut Option<Refusal>) -> bool {
+        match &mut self.capture {
+            Some(c) if c.conn == conn => {
+                if c.refusal.is_none() {
+                    c.refusal = r.take();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn rate_refusal(&self) -> Refusal {
+        let limit = self.config.rate_limit.unwrap_or(RateLimit {
+            per_sec: 0,
+            burst: 0,
+        });
+        Refusal::RateLimited {
+            per_sec: limit.per_sec,
+            burst: limit.burst,
+        }
+    }
+}
