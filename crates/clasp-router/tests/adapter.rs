@@ -31,8 +31,10 @@ async fn next(inbox: &Inbox) -> (Vec<Delivery>, Option<CloseReason>) {
 
 #[tokio::test]
 async fn an_adapter_session_and_a_websocket_client_see_each_other() {
-    let mut config = ServerConfig::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
