@@ -15,6 +15,28 @@
 
 use super::*;
 
+/// Data an adapter attaches to what it submits (MQTT's QoS, properties and payload bytes,
+/// say): carried to the adapter sessions that receive the update, kept with a param it wrote
+/// for later subscribers (until the next write), and never seen by wire clients.
+pub trait Attachment: std::any::Any + Send + Sync + std::fmt::Debug {
+    /// Bytes it holds, counted against the param store's budget while kept with a param.
+    fn size(&self) -> usize;
+    /// Itself, to downcast to the adapter's own type.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A shared [`Attachment`].
+pub type Attached = Arc<dyn Attachment>;
+
+/// A param a new subscription matches, with what its writer attached.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The param.
+    pub param: ParamValue,
+    /// What the adapter that wrote it attached, if any.
+    pub attached: Option<Attached>,
+}
+
 /// A submission the core accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Accepted {
@@ -33,7 +55,7 @@ pub enum Delivery {
         /// The subscription.
         sub: u32,
         /// The params it matches now.
-        params: Vec<ParamValue>,
+        params: Vec<Retained>,
     },
     /// A reply or notice: the ACK of a Commit write once
     /// it is on disk, an ERROR about a scheduled bundle or a narrowed scope, a P2P signal.
@@ -55,6 +77,8 @@ pub struct Update {
     /// The session's own SET, sent back to it like to every subscriber (MQTT's no-local
     /// subscriptions skip it). Not set for a value a subscription's `maxRate` held back.
     pub own: bool,
+    /// What the submitting adapter attached, if any (see [`Attachment`]).
+    pub attached: Option<Attached>,
 }
 
 impl Update {
@@ -116,6 +140,19 @@ impl<H: Clone> Router<H> {
         qos: Qos,
         now: Now,
     ) -> Result<Accepted, Refusal> {
+        self.submit_attached(conn, msg, qos, None, now)
+    }
+
+    /// Like [`Router::submit`], with `attached` carried to the adapter sessions the update
+    /// reaches and kept with the param a SET writes (see [`Attachment`]).
+    pub fn submit_attached(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        qos: Qos,
+        attached: Option<Attached>,
+        now: Now,
+    ) -> Result<Accepted, Refusal> {
         if self.session(conn).is_none() {
             return Err(Refusal::NoSession);
         }
@@ -137,6 +174,7 @@ impl<H: Clone> Router<H> {
             Qos::Fire
         };
         let mut accepted = Accepted::default();
+        self.attaching = attached;
         if allowed {
             match msg {
                 Message::Set(s) => {
@@ -151,6 +189,7 @@ impl<H: Clone> Router<H> {
             }
         }
         let refusal = self.capture.take().and_then(|c| c.refusal);
+        self.attaching = None;
         self.flush();
         match refusal {
             Some(r) => Err(r),
@@ -159,21 +198,26 @@ impl<H: Clone> Router<H> {
         }
     }
 
-    /// Queues the snapshot of subscription `sub` (its encoded `frames`) for adapter `conn`.
-    pub(super) fn send_adapter_snapshot(&mut self, conn: ConnId, sub: u32, frames: &[Bytes]) {
-        let mut params = Vec::new();
-        for f in frames {
-            self.metrics
-                .count_out(clasp_proto::message::code::SNAPSHOT, f.len());
-            if let Ok(d) = clasp_proto::decode_frame(f)
-                && let Message::Snapshot(s) = d.message
-            {
-                params.extend(s.params);
-            }
-        }
+    /// The params `filter` lets through, with their attachments, for an adapter's new
+    /// subscription.
+    pub(super) fn retained(&self, filter: impl Fn(&str) -> bool) -> Vec<Retained> {
+        self.store
+            .iter()
+            .filter(|(a, _)| filter(a))
+            .map(|(a, p)| Retained {
+                param: param_value(a, p),
+                attached: p.attached.clone(),
+            })
+            .collect()
+    }
+
+    /// Queues `params`, what subscription `sub` of adapter `conn` matches now.
+    pub(super) fn send_adapter_snapshot(&mut self, conn: ConnId, sub: u32, params: Vec<Retained>) {
         if params.is_empty() {
             return;
         }
+        self.metrics
+            .count_out(clasp_proto::message::code::SNAPSHOT, 0);
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.staged.is_empty() && c.typed.is_empty() {
                 self.dirty.push(conn);

@@ -123,6 +123,7 @@ impl<H: Clone> Router<H> {
                         message,
                         size: o.frame().len(),
                         own: origin == Some(conn),
+                        attached: self.attaching.clone(),
                     }));
                 } else {
                     c.staged.push(o);

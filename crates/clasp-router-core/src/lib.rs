@@ -160,6 +160,8 @@ pub struct Router<H> {
     auth: Auth,
     /// The adapter submission in progress, whose refusal is answered in place.
     capture: Option<adapter::Capture>,
+    /// What the adapter submission in progress attached.
+    attaching: Option<adapter::Attached>,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -203,6 +205,7 @@ impl<H: Clone> Router<H> {
             output: std::collections::VecDeque::new(),
             auth: Auth::open(),
             capture: None,
+            attaching: None,
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },

@@ -87,6 +87,7 @@ impl<H: Clone> Router<H> {
                 message: Arc::new(d.message),
                 size: out.frame().len(),
                 own: false,
+                attached: None,
             }));
         }
     }

@@ -81,14 +81,15 @@ impl<H: Clone> Router<H> {
                 self.session(conn)
                     .is_some_and(|sess| sess.may(Action::Read, a))
             };
-            let frames = if pattern.is_exact() {
-                self.snapshot_frames(|a| a == pattern.as_str() && may(a), false)
-            } else {
-                self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
-            };
             if self.is_adapter(conn) {
-                self.send_adapter_snapshot(conn, s.id, &frames);
+                let params = self.retained(|a| pattern.matches(a) && may(a));
+                self.send_adapter_snapshot(conn, s.id, params);
             } else {
+                let frames = if pattern.is_exact() {
+                    self.snapshot_frames(|a| a == pattern.as_str() && may(a), false)
+                } else {
+                    self.snapshot_frames(|a| pattern.matches(a) && may(a), false)
+                };
                 self.send_snapshot(conn, frames, false);
             }
         }

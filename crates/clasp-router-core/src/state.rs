@@ -16,7 +16,7 @@ use std::sync::Arc;
 use clasp_proto::Value;
 
 /// One stored param.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Param {
     /// Current value.
     pub value: Value,
@@ -30,6 +30,14 @@ pub struct Param {
     pub lock: Option<Arc<str>>,
     /// Wall-clock expiry (µs), if the param has a TTL.
     pub expires_at: Option<u64>,
+    /// What the adapter that wrote it attached (see [`crate::adapter::Attachment`]); any
+    /// later write clears it.
+    pub attached: Option<crate::adapter::Attached>,
+}
+
+/// Bytes `p` at `address` is counted for: its value and what is attached to it.
+fn cost(address: &str, p: &Param) -> usize {
+    param_cost(address, &p.value) + p.attached.as_ref().map_or(0, |a| a.size())
 }
 
 /// A write request, as carried by SET.
@@ -184,9 +192,7 @@ impl ParamStore {
 
     /// Bytes the param at `address` is counted for (0 if there is none).
     pub fn cost_of(&self, address: &str) -> usize {
-        self.params
-            .get(address)
-            .map_or(0, |p| param_cost(address, &p.value))
+        self.params.get(address).map_or(0, |p| cost(address, p))
     }
 
     /// How many bytes writing `value` at `address` adds to the store (negative: frees).
@@ -268,8 +274,10 @@ impl ParamStore {
             timestamp: now,
             lock: None,
             expires_at: None,
+            attached: None,
         });
         param.value = write.value.clone();
+        param.attached = None;
         param.revision += 1;
         param.writer = writer.clone();
         param.timestamp = now;
@@ -327,7 +335,7 @@ impl ParamStore {
             }
             self.expiries.pop_first();
             if let Some(p) = self.params.remove(&addr) {
-                self.bytes = self.bytes.saturating_sub(param_cost(&addr, &p.value));
+                self.bytes = self.bytes.saturating_sub(cost(&addr, &p));
             }
             self.dirty.insert(addr.clone(), ());
             self.epoch += 1;
@@ -346,9 +354,20 @@ impl ParamStore {
         if let Some(at) = param.expires_at {
             self.expiries.insert((at, address.clone()));
         }
-        self.bytes += param_cost(&address, &param.value);
+        self.bytes += cost(&address, &param);
         if let Some(old) = self.params.insert(address.clone(), param) {
-            self.bytes = self.bytes.saturating_sub(param_cost(&address, &old.value));
+            self.bytes = self.bytes.saturating_sub(cost(&address, &old));
+        }
+    }
+
+    /// Attaches `attached` to the param at `address` (just written by an adapter), counting
+    /// its size against the store's bytes.
+    pub fn attach(&mut self, address: &str, attached: crate::adapter::Attached) {
+        if let Some(p) = self.params.get_mut(address) {
+            self.bytes += attached.size();
+            if let Some(old) = p.attached.replace(attached) {
+                self.bytes = self.bytes.saturating_sub(old.size());
+            }
         }
     }
 

@@ -87,6 +87,9 @@ impl<H: Clone> Router<H> {
             });
         }
         let written = self.store.write(set.address, writer, &write, now.wall)?;
+        if let Some(a) = &self.attaching {
+            self.store.attach(&written.key, a.clone());
+        }
         Ok((frame, written))
     }
 }

@@ -236,3 +236,70 @@ fn closing_an_adapter_session_releases_its_subscriptions() {
         Err(Refusal::NoSession)
     );
 }
+
+#[derive(Debug)]
+struct Tag(&'static str);
+
+impl clasp_router_core::adapter::Attachment for Tag {
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn tag(a: &Option<clasp_router_core::adapter::Attached>) -> Option<&'static str> {
+    a.as_ref()
+        .and_then(|a| a.as_any().downcast_ref::<Tag>())
+        .map(|t| t.0)
+}
+
+#[test]
+fn attachments_reach_adapters_and_stay_with_the_param_until_the_next_write() {
+    let mut h = Harness::new();
+    let writer = h.adapter(None).unwrap();
+    let reader = h.adapter(None).unwrap();
+    h.submit(&reader, subscribe(1, "/m/*")).unwrap();
+    let native = h.client();
+    h.sub(&native, 1, "/m/*");
+    native.msgs();
+    let before = h.params().bytes();
+    h.core(|r, now| {
+        r.submit_attached(
+            writer.conn,
+            set("/m/t", Value::Int(1)),
+            Qos::Fire,
+            Some(Arc::new(Tag("qos=1;props"))),
+            now,
+        )
+    })
+    .unwrap();
+    let got = updates(&reader);
+    assert_eq!(tag(&got[0].attached), Some("qos=1;props"));
+    assert!(
+        matches!(&native.msgs()[..], [Message::Set(_)]),
+        "wire clients get the plain SET"
+    );
+    // A later subscriber finds it with the param, counted in the store's bytes.
+    let late = h.adapter(None).unwrap();
+    h.submit(&late, subscribe(2, "/m/*")).unwrap();
+    let got = late.deliveries();
+    let [Delivery::Snapshot { sub: 2, params }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(tag(&params[0].attached), Some("qos=1;props"));
+    let with_tag = h.params().bytes();
+    assert!(with_tag > before);
+    // A write without it (from a wire client) clears it.
+    h.set(&native, "/m/t", Value::Int(2));
+    let got = updates(&reader);
+    assert_eq!(tag(&got[0].attached), None);
+    let again = h.adapter(None).unwrap();
+    h.submit(&again, subscribe(2, "/m/*")).unwrap();
+    let got = again.deliveries();
+    let [Delivery::Snapshot { params, .. }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(tag(&params[0].attached), None);
+}

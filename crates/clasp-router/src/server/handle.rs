@@ -96,6 +96,20 @@ impl RouterHandle {
             .with_core(|core, now| core.submit(conn, msg, qos, now))
     }
 
+    /// Like [`RouterHandle::submit`], with `attached` carried to the adapter sessions the
+    /// update reaches and kept with the param a SET writes (see
+    /// [`crate::core::adapter::Attachment`]).
+    pub fn submit_attached(
+        &self,
+        conn: ConnId,
+        msg: Message,
+        qos: Qos,
+        attached: Option<crate::core::adapter::Attached>,
+    ) -> Result<Accepted, Refusal> {
+        self.shared
+            .with_core(|core, now| core.submit_attached(conn, msg, qos, attached, now))
+    }
+
     /// Submits several messages in order under one lock, answering each.
     pub fn submit_all(
         &self,

@@ -40,6 +40,7 @@ pub(crate) fn restore(core: &mut Core, params: Vec<StoredParam>) {
                 timestamp: p.timestamp,
                 lock: None,
                 expires_at: p.expires_at,
+                attached: None,
             },
         );
     }
