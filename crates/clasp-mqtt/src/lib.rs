@@ -36,6 +36,9 @@
 //!   token. A refused HELLO gives CONNACK 4 / 0x86 (bad token) or 5 / 0x87 (expired or not
 //!   allowed); a full router 3 / 0x89; [`MqttConfig::max_clients`] reached 3 / 0x97.
 //! * **Topics** ([`topic`]): `a/b` ↔ `namespace/a/b`; `+` ↔ `*`, `#` ↔ `**` (whole levels).
+//!   Every MQTT topic name has an address: empty levels and `%`, `*`, `{`, `}` are escaped
+//!   with `%` (`/a` ↔ `namespace/%/a`), and filters match exactly as MQTT says (the `$` rule
+//!   included).
 //! * **Retained messages are params**: a retained PUBLISH is a CLASP SET (stored, with a
 //!   revision); an empty retained payload sets the param to Null, which MQTT subscribers treat
 //!   as cleared (the CLASP core has no delete). A non-retained PUBLISH is a CLASP event. A

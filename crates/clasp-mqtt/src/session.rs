@@ -1188,6 +1188,7 @@ impl Session {
 
     fn subscribe_one(&mut self, req: SubRequest) -> u8 {
         let matcher = match self.shared.topics.filter(&req.filter) {
+            Ok(m) if m.share.is_some() => return 0x9E,
             Ok(m) => m,
             Err(TopicError::Shared(_)) => return 0x9E,
             Err(e) => {
@@ -1360,7 +1361,7 @@ impl Session {
                         }
                         if let Some(topic) = self.shared.topics.topic(&param.address) {
                             self.queue(Pending {
-                                topic: topic.to_owned(),
+                                topic: topic.into_owned(),
                                 payload: payload::to_payload(&param.value),
                                 qos,
                                 retain: true,
@@ -1411,7 +1412,7 @@ impl Session {
         // not retained, so it never carries the flag (MQTT-3.3.1-13).
         let retain = is_set && rap && self.version == Version::V5;
         self.queue(Pending {
-            topic: topic.to_owned(),
+            topic: topic.into_owned(),
             payload,
             qos,
             retain,
