@@ -8,7 +8,9 @@
 //!
 //! * **Transport**: plain TCP ([`MqttListener::bind`]) and/or TLS ([`MqttListener::bind_tls`],
 //!   [`MqttListener::add_tls`]: `mqtts://`, usually port 8883), one set of sessions behind
-//!   every port; MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//!   every port; MQTT 3.1.1 and 5 (framing and CONNECT by `rumqttc::mqttbytes`, the other
+//!   packets decoded and encoded by the listener, strictly: a packet MQTT or Mosquitto 2.0
+//!   refuses closes the connection, MQTT 5: DISCONNECT 0x81, 0x82 or 0x94 first).
 //!   The TLS handshake counts against [`MqttConfig::connect_timeout`] and runs off the accept
 //!   loop, so a client that never finishes it blocks nobody.
 //!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
