@@ -144,10 +144,14 @@ impl PublishProps {
 /// A will message.
 #[derive(Debug, Clone)]
 pub(crate) struct Will {
+    /// The topic name.
     pub(crate) topic: String,
+    /// The payload.
     pub(crate) payload: Bytes,
+    /// The QoS asked for.
     #[allow(dead_code, reason = "for the session to use")]
     pub(crate) qos: u8,
+    /// The retain flag.
     pub(crate) retain: bool,
     /// v5 will delay interval, seconds.
     #[allow(dead_code, reason = "for the session to use")]
@@ -160,12 +164,17 @@ pub(crate) struct Will {
 /// A CONNECT, either version.
 #[derive(Debug, Clone)]
 pub(crate) struct Connect {
+    /// The client identifier (may be empty).
     pub(crate) client_id: String,
+    /// Keep alive, seconds (0: none).
     pub(crate) keep_alive: u16,
     /// 3.1.1 clean session flag (5: clean start).
     pub(crate) clean: bool,
+    /// The user name, if not empty.
     pub(crate) username: Option<String>,
+    /// The password, if not empty.
     pub(crate) password: Option<String>,
+    /// The will message.
     pub(crate) will: Option<Will>,
     /// v5: most QoS 1 publishes the client accepts in flight.
     pub(crate) receive_max: Option<u16>,
@@ -183,7 +192,9 @@ pub(crate) struct Connect {
 /// One filter of a SUBSCRIBE.
 #[derive(Debug, Clone)]
 pub(crate) struct SubRequest {
+    /// The topic filter (not empty).
     pub(crate) filter: String,
+    /// The maximum QoS asked for, 0..=2.
     pub(crate) qos: u8,
     /// v5 retain-as-published.
     pub(crate) rap: bool,
@@ -198,12 +209,16 @@ pub(crate) struct SubRequest {
 pub(crate) struct Publish {
     /// The topic name; empty (v5) when the topic alias stands for it.
     pub(crate) topic: String,
+    /// The payload.
     pub(crate) payload: Bytes,
+    /// 0..=2.
     pub(crate) qos: u8,
+    /// The retain flag.
     pub(crate) retain: bool,
     /// A QoS 1 or 2 resend.
     #[allow(dead_code, reason = "for the session to use")]
     pub(crate) dup: bool,
+    /// The packet id (0 for QoS 0, never 0 otherwise).
     pub(crate) pkid: u16,
     /// v5 topic alias, 1..=the announced maximum.
     pub(crate) topic_alias: Option<u16>,
@@ -215,28 +230,28 @@ pub(crate) struct Publish {
 /// A packet from the client after CONNECT.
 #[derive(Debug, Clone)]
 pub(crate) enum Inbound {
+    /// A PUBLISH.
     Publish(Publish),
+    /// PUBACK for a server QoS 1 publish: its packet id.
     PubAck(u16),
-    /// For a server QoS 2 publish.
+    /// PUBREC for a server QoS 2 publish (a reason of 0x80 or above ends the flow).
     #[allow(dead_code, reason = "for the session to use")]
-    PubRec {
-        pkid: u16,
-        reason: PubAckReason,
-    },
+    PubRec { pkid: u16, reason: PubAckReason },
+    /// PUBREL for a client QoS 2 publish: its packet id.
     PubRel(u16),
-    /// For a server QoS 2 publish.
+    /// PUBCOMP for a server QoS 2 publish: its packet id.
     #[allow(dead_code, reason = "for the session to use")]
     PubComp(u16),
+    /// A SUBSCRIBE, with at least one filter.
     Subscribe {
         pkid: u16,
         filters: Vec<SubRequest>,
         /// v5 subscription identifier, 1..=268,435,455.
         subscription_id: Option<u32>,
     },
-    Unsubscribe {
-        pkid: u16,
-        filters: Vec<String>,
-    },
+    /// An UNSUBSCRIBE, with at least one filter.
+    Unsubscribe { pkid: u16, filters: Vec<String> },
+    /// PINGREQ.
     PingReq,
     /// `will`: v5 reason 0x04, publish the will anyway. `session_expiry`: v5, a new session
     /// expiry interval (0: end the session now).
@@ -325,6 +340,7 @@ impl ServerCaps {
 /// A packet to the client.
 #[derive(Debug, Clone)]
 pub(crate) enum Outbound {
+    /// CONNACK.
     ConnAck {
         refused: Option<Refuse>,
         assigned_id: Option<String>,
@@ -335,6 +351,7 @@ pub(crate) enum Outbound {
         /// v5: what the server announces (on success only).
         caps: ServerCaps,
     },
+    /// PUBLISH.
     Publish {
         topic: String,
         payload: Bytes,
@@ -348,37 +365,24 @@ pub(crate) enum Outbound {
         /// v5 properties (dropped for 3.1.1).
         props: Option<Box<PublishProps>>,
     },
-    /// `reason` is dropped for 3.1.1.
-    PubAck {
-        pkid: u16,
-        reason: PubAckReason,
-    },
-    PubRec {
-        pkid: u16,
-        reason: PubAckReason,
-    },
+    /// PUBACK; `reason` is dropped for 3.1.1 (as for PUBREC, PUBREL, PUBCOMP).
+    PubAck { pkid: u16, reason: PubAckReason },
+    /// PUBREC.
+    PubRec { pkid: u16, reason: PubAckReason },
     #[allow(dead_code, reason = "for the session to use")]
-    PubRel {
-        pkid: u16,
-        reason: PubCompReason,
-    },
-    PubComp {
-        pkid: u16,
-        reason: PubCompReason,
-    },
-    /// One reason per filter (3.1.1 writes 0x80 for every refusal).
-    SubAck {
-        pkid: u16,
-        codes: Vec<SubAckReason>,
-    },
-    /// One reason per filter (3.1.1 has none).
+    /// PUBREL, for a server QoS 2 publish.
+    PubRel { pkid: u16, reason: PubCompReason },
+    /// PUBCOMP.
+    PubComp { pkid: u16, reason: PubCompReason },
+    /// SUBACK: one reason per filter (3.1.1 writes 0x80 for every refusal).
+    SubAck { pkid: u16, codes: Vec<SubAckReason> },
+    /// UNSUBACK: one reason per filter (3.1.1 has none).
     UnsubAck {
         pkid: u16,
         codes: Vec<UnsubAckReason>,
     },
+    /// PINGRESP.
     PingResp,
-    /// MQTT 5 only; nothing is written for 3.1.1.
-    Disconnect {
-        reason: DisconnectReason,
-    },
+    /// DISCONNECT: MQTT 5 only; nothing is written for 3.1.1.
+    Disconnect { reason: DisconnectReason },
 }
