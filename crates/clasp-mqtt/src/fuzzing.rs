@@ -52,12 +52,15 @@ fn version(v5: bool) -> Version {
 
 /// Decodes a framed CONNECT (`v5`: MQTT 5, else 3.1.1); its will topic and payload, if any.
 pub fn decode_connect(v5: bool, packet: BytesMut) -> Result<Option<(String, Bytes)>, String> {
-    packet::decode_connect(version(v5), packet).map(|c| c.will.map(|w| (w.topic, w.payload)))
+    packet::decode_connect(version(v5), packet)
+        .map(|c| c.will.map(|w| (w.topic, w.payload)))
+        .map_err(|e| e.to_string())
 }
 
 /// Decodes a framed packet sent after CONNECT (`v5`: MQTT 5, else 3.1.1).
 pub fn decode(v5: bool, packet: BytesMut) -> Result<Decoded, String> {
-    Ok(match packet::decode(version(v5), packet)? {
+    let decoded = packet::decode(version(v5), packet).map_err(|e| e.to_string())?;
+    Ok(match decoded {
         Inbound::Publish(p) => Decoded::Publish {
             topic: p.topic,
             payload: p.payload,

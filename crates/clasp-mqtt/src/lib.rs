@@ -8,7 +8,9 @@
 //!
 //! * **Transport**: plain TCP ([`MqttListener::bind`]) and/or TLS ([`MqttListener::bind_tls`],
 //!   [`MqttListener::add_tls`]: `mqtts://`, usually port 8883), one set of sessions behind
-//!   every port; MQTT 3.1.1 and 5 (packets coded by `rumqttc::mqttbytes`).
+//!   every port; MQTT 3.1.1 and 5 (framing and CONNECT by `rumqttc::mqttbytes`, the other
+//!   packets decoded and encoded by the listener, strictly: a packet MQTT or Mosquitto 2.0
+//!   refuses closes the connection, MQTT 5: DISCONNECT 0x81, 0x82 or 0x94 first).
 //!   The TLS handshake counts against [`MqttConfig::connect_timeout`] and runs off the accept
 //!   loop, so a client that never finishes it blocks nobody.
 //!   Packets are bounded by [`MqttConfig::max_packet_size`]; an oversized or malformed packet
@@ -36,6 +38,9 @@
 //!   token. A refused HELLO gives CONNACK 4 / 0x86 (bad token) or 5 / 0x87 (expired or not
 //!   allowed); a full router 3 / 0x89; [`MqttConfig::max_clients`] reached 3 / 0x97.
 //! * **Topics** ([`topic`]): `a/b` ↔ `namespace/a/b`; `+` ↔ `*`, `#` ↔ `**` (whole levels).
+//!   Every MQTT topic name has an address: empty levels and `%`, `*`, `{`, `}` are escaped
+//!   with `%` (`/a` ↔ `namespace/%/a`), and filters match exactly as MQTT says (the `$` rule
+//!   included).
 //! * **Retained messages are params**: a retained PUBLISH is a CLASP SET (stored, with a
 //!   revision); an empty retained payload sets the param to Null, which MQTT subscribers treat
 //!   as cleared (the CLASP core has no delete). A non-retained PUBLISH is a CLASP event. A

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::MqttConfig;
 use crate::packet::{
-    self, Connect, FrameError, Inbound, Outbound, Publish, Refuse, SubRequest, Version, Will,
+    self, Connect, DisconnectReason, FrameError, Inbound, Outbound, PubAckReason, PubCompReason,
+    Publish, Refuse, ServerCaps, SubAckReason, SubRequest, UnsubAckReason, Version, Will,
 };
 use crate::payload;
 use crate::persist::{self, Saved, SavedMsg, SavedSub};
@@ -198,9 +199,9 @@ pub(crate) async fn serve<R, W>(
             Outbound::ConnAck {
                 refused: Some(refuse),
                 assigned_id: None,
-                max_packet: 0,
                 session_present: false,
                 session_expiry: None,
+                caps: ServerCaps::default(),
             },
             out,
             usize::MAX,
@@ -337,9 +338,9 @@ pub(crate) async fn serve<R, W>(
     session.emit(Outbound::ConnAck {
         refused: None,
         assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
-        max_packet: u32::try_from(max).unwrap_or(u32::MAX),
         session_present,
         session_expiry: expiry_reply,
+        caps: ServerCaps::current(u32::try_from(max).unwrap_or(u32::MAX)),
     });
     if session_present {
         shared.resumed.fetch_add(1, Ordering::Relaxed);
@@ -543,11 +544,11 @@ pub(crate) fn restore(shared: &Arc<Shared>, saved: Saved) -> Option<Restored> {
             retain_handling: 2,
             no_local: sub.no_local,
         });
-        if code >= 0x80 {
+        if code.is_error() {
             tracing::info!(
                 client_id,
                 filter = sub.filter,
-                code,
+                code = code.code(),
                 "subscription of a kept MQTT session not restored"
             );
         }
@@ -753,7 +754,7 @@ struct Session {
     client_max: usize,
     will: Option<Will>,
     /// A DISCONNECT reason to send and end with.
-    closing: Option<(u8, End)>,
+    closing: Option<(DisconnectReason, End)>,
     /// Addresses already sent as retained messages while answering the current SUBSCRIBE: each
     /// is sent once per packet, however many of its filters match it, so one packet can never
     /// queue more than one copy of the state.
@@ -899,11 +900,11 @@ impl Session {
                 return end;
             }
             tokio::select! {
-                () = shutdown.cancelled() => self.close(0x8B, End::Shutdown),
-                () = kicked.cancelled() => self.close(0x8E, End::TakenOver),
+                () = shutdown.cancelled() => self.close(DisconnectReason::ServerShuttingDown, End::Shutdown),
+                () = kicked.cancelled() => self.close(DisconnectReason::SessionTakenOver, End::TakenOver),
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("MQTT keep-alive expired");
-                    self.close(0x8D, End::Violation);
+                    self.close(DisconnectReason::KeepAliveTimeout, End::Violation);
                 }
                 () = self.outbox.closed() => self.drain(None, &mut Vec::new()),
                 () = self.outbox.ready(), if self.backlog.is_empty() => {
@@ -942,19 +943,19 @@ impl Session {
                             }
                         }
                         Err(e) => {
-                            tracing::debug!(error = %e, "malformed MQTT packet");
-                            self.close(0x81, End::Violation);
+                            tracing::debug!(error = %e, "bad MQTT packet");
+                            self.close(e.reason(), End::Violation);
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(FrameError::TooLarge(n)) => {
                     tracing::debug!(bytes = n, limit = max, "MQTT packet too large");
-                    self.close(0x95, End::Violation);
+                    self.close(DisconnectReason::PacketTooLarge, End::Violation);
                 }
                 Err(FrameError::Malformed(e)) => {
                     tracing::debug!(error = %e, "malformed MQTT packet");
-                    self.close(0x81, End::Violation);
+                    self.close(DisconnectReason::MalformedPacket, End::Violation);
                 }
             }
         }
@@ -962,7 +963,7 @@ impl Session {
         None
     }
 
-    fn close(&mut self, reason: u8, end: End) {
+    fn close(&mut self, reason: DisconnectReason, end: End) {
         self.closing.get_or_insert((reason, end));
     }
 
@@ -1017,16 +1018,22 @@ impl Session {
             }
             Inbound::PubRel(pkid) => {
                 self.qos2.remove(&pkid);
-                self.emit(Outbound::PubComp { pkid });
+                self.emit(Outbound::PubComp {
+                    pkid,
+                    reason: PubCompReason::Success,
+                });
             }
-            Inbound::Ignored => {}
+            Inbound::PubRec { .. } | Inbound::PubComp(_) => {}
             Inbound::Subscribe {
                 pkid,
                 filters,
                 subscription_id,
             } => {
-                if subscription_id {
-                    self.close(0xA1, End::Violation);
+                if subscription_id.is_some() {
+                    self.close(
+                        DisconnectReason::SubscriptionIdentifiersNotSupported,
+                        End::Violation,
+                    );
                 } else {
                     self.on_subscribe(pkid, filters);
                 }
@@ -1042,7 +1049,7 @@ impl Session {
             }
             Inbound::Unexpected(what) => {
                 tracing::debug!(what, "unexpected MQTT packet from a client");
-                self.close(0x82, End::Violation);
+                self.close(DisconnectReason::ProtocolError, End::Violation);
             }
         }
         None
@@ -1082,26 +1089,26 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: Publish) {
-        if p.topic_alias {
-            self.close(0x94, End::Violation);
+        if p.topic_alias.is_some() {
+            self.close(DisconnectReason::TopicAliasInvalid, End::Violation);
             return;
         }
         if p.qos == 2 && self.qos2.contains(&p.pkid) {
             // A resend before PUBREL: already applied once.
             self.emit(Outbound::PubRec {
                 pkid: p.pkid,
-                reason: 0,
+                reason: PubAckReason::Success,
             });
             return;
         }
         let reason = match self.shared.topics.address(&p.topic) {
             Err(TopicError::WildcardInName(_) | TopicError::Empty) => {
-                self.close(0x90, End::Violation);
+                self.close(DisconnectReason::TopicNameInvalid, End::Violation);
                 return;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "MQTT publish refused");
-                0x90
+                PubAckReason::TopicNameInvalid
             }
             Ok(address) => {
                 let value = if p.retain && p.payload.is_empty() {
@@ -1129,7 +1136,7 @@ impl Session {
                     Ok(frame) => self.request(&[frame], None).first().cloned(),
                     Err(e) => {
                         tracing::debug!(error = %e, "MQTT publish cannot be encoded for CLASP");
-                        return self.ack_publish(&p, 0x99);
+                        return self.ack_publish(&p, PubAckReason::PayloadFormatInvalid);
                     }
                 };
                 match answer {
@@ -1139,7 +1146,7 @@ impl Session {
                             // (unless no-local).
                             self.deliver(&address, payload::to_payload(&value), false, true);
                         }
-                        0
+                        PubAckReason::Success
                     }
                     Some(e) => {
                         tracing::debug!(code = e.code.code(), reason = %e.message, "router refused an MQTT publish");
@@ -1151,8 +1158,8 @@ impl Session {
         self.ack_publish(&p, reason);
     }
 
-    /// Answers a QoS 1 or 2 publish with `reason` (0: accepted).
-    fn ack_publish(&mut self, p: &Publish, reason: u8) {
+    /// Answers a QoS 1 or 2 publish with `reason`.
+    fn ack_publish(&mut self, p: &Publish, reason: PubAckReason) {
         match p.qos {
             0 => {}
             1 => self.emit(Outbound::PubAck {
@@ -1160,7 +1167,7 @@ impl Session {
                 reason,
             }),
             _ => {
-                if reason < 0x80 {
+                if !reason.is_error() {
                     self.qos2.insert(p.pkid);
                 }
                 self.emit(Outbound::PubRec {
@@ -1179,20 +1186,21 @@ impl Session {
             codes.push(if i < MAX_FILTERS_PER_SUBSCRIBE {
                 self.subscribe_one(req)
             } else {
-                0x97
+                SubAckReason::QuotaExceeded
             });
         }
         self.retained_sent = HashSet::new();
         self.emit(Outbound::SubAck { pkid, codes });
     }
 
-    fn subscribe_one(&mut self, req: SubRequest) -> u8 {
+    fn subscribe_one(&mut self, req: SubRequest) -> SubAckReason {
         let matcher = match self.shared.topics.filter(&req.filter) {
+            Ok(m) if m.share.is_some() => return SubAckReason::SharedSubscriptionsNotSupported,
             Ok(m) => m,
-            Err(TopicError::Shared(_)) => return 0x9E,
+            Err(TopicError::Shared(_)) => return SubAckReason::SharedSubscriptionsNotSupported,
             Err(e) => {
                 tracing::debug!(error = %e, "MQTT filter refused");
-                return 0x8F;
+                return SubAckReason::TopicFilterInvalid;
             }
         };
         let granted = req.qos.min(1);
@@ -1266,10 +1274,12 @@ impl Session {
             let sub = self.subs.remove(idx);
             self.unsubscribe_ids(&sub.ids);
             return match refusal {
-                Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => 0x87,
-                Some(ErrorCode::RateLimited) => 0x97,
-                Some(ErrorCode::InvalidPattern | ErrorCode::InvalidAddress) => 0x8F,
-                _ => 0x80,
+                Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => SubAckReason::NotAuthorized,
+                Some(ErrorCode::RateLimited) => SubAckReason::QuotaExceeded,
+                Some(ErrorCode::InvalidPattern | ErrorCode::InvalidAddress) => {
+                    SubAckReason::TopicFilterInvalid
+                }
+                _ => SubAckReason::UnspecifiedError,
             };
         }
         let sub = &mut self.subs[idx];
@@ -1277,7 +1287,7 @@ impl Session {
             keep_indices(&mut sub.ids, &accepted);
             keep_indices(&mut sub.matcher.patterns, &accepted);
         }
-        granted
+        SubAckReason::granted(granted)
     }
 
     fn unsubscribe_ids(&mut self, ids: &[u32]) {
@@ -1295,9 +1305,9 @@ impl Session {
                 Some(i) => {
                     let sub = self.subs.remove(i);
                     self.unsubscribe_ids(&sub.ids);
-                    codes.push(0);
+                    codes.push(UnsubAckReason::Success);
                 }
-                None => codes.push(0x11),
+                None => codes.push(UnsubAckReason::NoSubscriptionExisted),
             }
         }
         self.emit(Outbound::UnsubAck { pkid, codes });
@@ -1360,7 +1370,7 @@ impl Session {
                         }
                         if let Some(topic) = self.shared.topics.topic(&param.address) {
                             self.queue(Pending {
-                                topic: topic.to_owned(),
+                                topic: topic.into_owned(),
                                 payload: payload::to_payload(&param.value),
                                 qos,
                                 retain: true,
@@ -1381,11 +1391,13 @@ impl Session {
             let (code, end) = match reason {
                 CloseReason::Shutdown if errors.is_empty() => {
                     self.shared.stopping.store(true, Ordering::Release);
-                    (0x8B, End::Shutdown)
+                    (DisconnectReason::ServerShuttingDown, End::Shutdown)
                 }
                 _ => match errors.last().map(|e| e.code) {
-                    Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => (0x87, End::Closed),
-                    _ => (0x89, End::Closed),
+                    Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized) => {
+                        (DisconnectReason::NotAuthorized, End::Closed)
+                    }
+                    _ => (DisconnectReason::ServerBusy, End::Closed),
                 },
             };
             self.close(code, end);
@@ -1411,7 +1423,7 @@ impl Session {
         // not retained, so it never carries the flag (MQTT-3.3.1-13).
         let retain = is_set && rap && self.version == Version::V5;
         self.queue(Pending {
-            topic: topic.to_owned(),
+            topic: topic.into_owned(),
             payload,
             qos,
             retain,
@@ -1431,7 +1443,7 @@ impl Session {
                 || self.backlog_bytes + p.size() > cfg.max_backlog_bytes
             {
                 tracing::info!("MQTT client too slow to acknowledge; disconnecting");
-                self.close(0x97, End::Closed);
+                self.close(DisconnectReason::QuotaExceeded, End::Closed);
                 return;
             }
             self.push_back(p);
@@ -1512,6 +1524,7 @@ impl Session {
             retain: p.retain,
             pkid,
             dup: dup.is_some(),
+            props: None,
         });
         if p.qos > 0 {
             if sent {
@@ -1701,8 +1714,10 @@ impl Session {
             payload: will.payload,
             qos: 0,
             retain: will.retain,
+            dup: false,
             pkid: 0,
-            topic_alias: false,
+            topic_alias: None,
+            props: None,
         });
     }
 }
@@ -1717,12 +1732,16 @@ fn keep_indices<T>(v: &mut Vec<T>, keep: &[usize]) {
 }
 
 /// The MQTT 5 PUBACK/PUBREC reason for a router ERROR.
-fn error_reason(code: ErrorCode) -> u8 {
+fn error_reason(code: ErrorCode) -> PubAckReason {
     match code {
-        ErrorCode::Forbidden | ErrorCode::Unauthorized | ErrorCode::TokenExpired => 0x87,
-        ErrorCode::InvalidAddress => 0x90,
-        ErrorCode::RateLimited | ErrorCode::TooLarge | ErrorCode::StateRejected => 0x97,
-        ErrorCode::InvalidValue => 0x99,
-        _ => 0x80,
+        ErrorCode::Forbidden | ErrorCode::Unauthorized | ErrorCode::TokenExpired => {
+            PubAckReason::NotAuthorized
+        }
+        ErrorCode::InvalidAddress => PubAckReason::TopicNameInvalid,
+        ErrorCode::RateLimited | ErrorCode::TooLarge | ErrorCode::StateRejected => {
+            PubAckReason::QuotaExceeded
+        }
+        ErrorCode::InvalidValue => PubAckReason::PayloadFormatInvalid,
+        _ => PubAckReason::UnspecifiedError,
     }
 }

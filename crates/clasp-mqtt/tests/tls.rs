@@ -223,9 +223,9 @@ async fn a_session_left_on_the_plain_port_resumes_over_tls() {
     c.clean_session = false;
     let mut b = BytesMut::new();
     v4::Packet::Connect(c).write(&mut b, 1 << 20).unwrap();
-    v4::Packet::Subscribe(v4::Subscribe::new("roam/#", QoS::AtLeastOnce))
-        .write(&mut b, 1 << 20)
-        .unwrap();
+    let mut sub = v4::Subscribe::new("roam/#", QoS::AtLeastOnce);
+    sub.pkid = 1;
+    v4::Packet::Subscribe(sub).write(&mut b, 1 << 20).unwrap();
     v4::Packet::Disconnect.write(&mut b, 1 << 20).unwrap();
     s.write_all(&b).await.unwrap();
     let got = read_to_end(&mut s).await;

@@ -49,8 +49,10 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::mqttbytes::QoS) {
-        self.send(v4::Packet::Subscribe(v4::Subscribe::new(filter, qos)))
-            .await;
+        // Packet id 1: a SUBSCRIBE with id 0 is malformed (MQTT-2.3.1-1).
+        let mut s = v4::Subscribe::new(filter, qos);
+        s.pkid = 1;
+        self.send(v4::Packet::Subscribe(s)).await;
         loop {
             if let v4::Packet::SubAck(_) = self.next().await {
                 return;
@@ -208,8 +210,10 @@ impl Raw5 {
 
     /// Subscribes with `f` (options included) and waits for the SUBACK.
     pub async fn subscribe_filter(&mut self, f: v5::Filter) {
-        self.send(v5::Packet::Subscribe(v5::Subscribe::new(f, None)))
-            .await;
+        // Packet id 1: a SUBSCRIBE with id 0 is malformed (MQTT-2.3.1-1).
+        let mut s = v5::Subscribe::new(f, None);
+        s.pkid = 1;
+        self.send(v5::Packet::Subscribe(s)).await;
         while !matches!(self.next().await, v5::Packet::SubAck(_)) {}
     }
 
