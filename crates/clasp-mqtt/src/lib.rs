@@ -72,12 +72,15 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+mod door;
 #[doc(hidden)]
 pub mod fuzzing;
 mod packet;
 pub mod payload;
 mod persist;
+mod registry;
 mod session;
+mod shell;
 pub mod topic;
 
 use std::net::SocketAddr;
@@ -194,7 +197,7 @@ pub struct MqttStats {
 
 /// A cloneable view of a listener's counters.
 #[derive(Debug, Clone)]
-pub struct MqttStatsHandle(Arc<session::Shared>);
+pub struct MqttStatsHandle(Arc<registry::Shared>);
 
 impl MqttStatsHandle {
     /// The counters now.
@@ -204,7 +207,7 @@ impl MqttStatsHandle {
             connected: self.0.active.load(Relaxed) as u64,
             parked: self.0.parked_count() as u64,
             resumed: self.0.resumed.load(Relaxed),
-            offline_dropped: self.0.offline_dropped.load(Relaxed),
+            offline_dropped: self.0.ctx.offline_dropped.load(Relaxed),
         }
     }
 }
@@ -213,10 +216,10 @@ impl MqttStatsHandle {
 /// TLS) sharing one set of sessions, limits and counters.
 pub struct MqttListener {
     sockets: Vec<Socket>,
-    shared: Arc<session::Shared>,
+    shared: Arc<registry::Shared>,
     store: Option<Arc<dyn RecordTable>>,
     /// Sessions opened again from the store, kept by [`MqttListener::run`].
-    restored: Vec<session::Restored>,
+    restored: Vec<registry::Restored>,
 }
 
 /// One bound port.
@@ -283,7 +286,7 @@ impl MqttListener {
         let topics = Topics::new(&config.namespace)?;
         Ok(MqttListener {
             sockets: Vec::new(),
-            shared: Arc::new(session::Shared::new(handle, config, topics)),
+            shared: Arc::new(registry::Shared::new(handle, config, topics)),
             store: None,
             restored: Vec::new(),
         })
@@ -313,7 +316,7 @@ impl MqttListener {
             .await
             .unwrap_or_default();
         for s in saved {
-            if let Some(r) = session::restore(&self.shared, s) {
+            if let Some(r) = registry::restore(&self.shared, s) {
                 self.restored.push(r);
             }
         }
@@ -382,7 +385,7 @@ impl MqttListener {
 /// Accepts connections on one port until `shutdown` is cancelled.
 async fn accept_loop(
     socket: Socket,
-    shared: Arc<session::Shared>,
+    shared: Arc<registry::Shared>,
     per_ip: Arc<IpTable>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -395,7 +398,7 @@ async fn accept_loop(
             }
             r = socket.listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let Some(slot) = per_ip.take(peer.ip(), shared.config.max_connections_per_ip) else {
+                    let Some(slot) = per_ip.take(peer.ip(), shared.config().max_connections_per_ip) else {
                         tracing::debug!(%peer, "too many MQTT connections from this address");
                         continue;
                     };
@@ -414,7 +417,7 @@ async fn accept_loop(
 
 /// One accepted connection: the TLS handshake if any, then the MQTT session.
 async fn serve(
-    shared: Arc<session::Shared>,
+    shared: Arc<registry::Shared>,
     stream: TcpStream,
     peer: SocketAddr,
     slot: IpSlot,
@@ -424,11 +427,11 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = tls else {
         let (reader, writer) = stream.into_split();
-        session::serve(shared, reader, writer, Some(peer), None, Some(slot), stop).await;
+        shell::serve(shared, reader, writer, Some(peer), None, Some(slot), stop).await;
         return;
     };
     // The handshake and CONNECT share the connect timeout.
-    let deadline = Instant::now() + shared.config.connect_timeout;
+    let deadline = Instant::now() + shared.config().connect_timeout;
     let accepted = tokio::select! {
         () = stop.cancelled() => return,
         r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
@@ -436,7 +439,7 @@ async fn serve(
     match accepted {
         Ok(Ok(tls)) => {
             let (reader, writer) = tokio::io::split(tls);
-            session::serve(
+            shell::serve(
                 shared,
                 reader,
                 writer,

@@ -521,3 +521,38 @@ fn snapshot_writer_refuses_a_param_that_cannot_fit() {
         vec![encode(&Message::Snapshot(Snapshot { params: vec![] })).unwrap()]
     );
 }
+
+#[test]
+fn payload_len_is_the_encoded_payload_length() {
+    let msgs = [
+        Message::Set(Set {
+            address: "/a/b".into(),
+            value: Value::Float(1.5),
+            revision: Some(3),
+            ..Default::default()
+        }),
+        Message::Publish(Publish {
+            address: "/e".into(),
+            signal: SignalType::Event,
+            payload: PublishPayload::Value(Value::from("hello")),
+            ..Default::default()
+        }),
+        Message::Bundle(Bundle {
+            timestamp: Some(5),
+            messages: vec![Message::Set(Set {
+                address: "/x".into(),
+                value: Value::Int(1),
+                ..Default::default()
+            })],
+        }),
+        Message::Subscribe(Subscribe {
+            id: 1,
+            pattern: "/a/**".into(),
+            ..Default::default()
+        }),
+    ];
+    for m in &msgs {
+        let frame = codec::encode(m).unwrap();
+        assert_eq!(codec::payload_len(m).unwrap(), frame.len() - 4, "{m:?}");
+    }
+}

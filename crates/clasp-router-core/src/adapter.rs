@@ -158,6 +158,26 @@ impl<H: Clone> Router<H> {
         }
         self.last_now = now;
         self.metrics.count_in(msg.code());
+        // The same size limit as for a frame on the wire.
+        match clasp_proto::codec::payload_len(&msg) {
+            Ok(len) if len > self.config.max_payload => {
+                self.metrics.frames_rejected += 1;
+                let r = Refusal::FrameTooLarge {
+                    len,
+                    max: self.config.max_payload,
+                };
+                if let Some(kind) = r.kind() {
+                    self.metrics.refuse(kind);
+                }
+                self.metrics.errors_sent += 1;
+                return Err(r);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.errors_sent += 1;
+                return Err(e.into());
+            }
+        }
         let cost = match &msg {
             Message::Bundle(b) => b.messages.len().max(1) as f64,
             _ => 1.0,

@@ -303,3 +303,25 @@ fn attachments_reach_adapters_and_stay_with_the_param_until_the_next_write() {
     };
     assert_eq!(tag(&params[0].attached), None);
 }
+
+#[test]
+fn submissions_meet_the_same_size_limit_as_frames() {
+    let mut h = Harness::with(RouterConfig {
+        max_payload: 1000,
+        ..Default::default()
+    });
+    let ad = h.adapter(None).unwrap();
+    let big = Value::from("x".repeat(2000));
+    let r = h.submit(&ad, event("/big", big.clone())).unwrap_err();
+    assert!(matches!(r, Refusal::FrameTooLarge { max: 1000, .. }), "{r}");
+    let bundle = Message::Bundle(Bundle {
+        timestamp: None,
+        messages: (0..20)
+            .map(|i| set(&format!("/b/{i}"), Value::from("y".repeat(100))))
+            .collect(),
+    });
+    let r = h.submit(&ad, bundle).unwrap_err();
+    assert!(matches!(r, Refusal::FrameTooLarge { .. }), "{r}");
+    assert_eq!(h.params().len(), 0, "nothing of it applied");
+    assert!(h.submit(&ad, event("/small", Value::Int(1))).is_ok());
+}

@@ -225,6 +225,18 @@ pub fn encode_set(set: &SetRef<'_>, opts: FrameOptions) -> Result<Bytes, EncodeE
     Ok(Bytes::from(out))
 }
 
+/// The length of `msg`'s payload as a binary frame (the frame without its header): computed
+/// for SET and PUBLISH, measured by encoding for other messages. For a sender that checks a
+/// size limit without building the frame (the router's typed door for adapters).
+pub fn payload_len(msg: &Message) -> Result<usize, EncodeError> {
+    if let Some(n) = binary::exact_payload_len(msg) {
+        return Ok(n);
+    }
+    let mut out = Vec::new();
+    binary::encode_payload(msg, &mut out)?;
+    Ok(out.len())
+}
+
 /// Appends the framed encoding of `msg` to `out`. On error `out` is left as it was.
 pub fn encode_into(
     msg: &Message,

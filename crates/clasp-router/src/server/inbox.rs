@@ -164,6 +164,20 @@ impl Inbox {
         self.inner.state.lock().close
     }
 
+    /// Resolves once a close has been requested (an adapter that stopped draining its
+    /// deliveries still learns that its session is over).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closing().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits until deliveries may be queued (or a close requested). May return spuriously:
     /// drain and look.
     pub async fn ready(&self) {

@@ -1,0 +1,31 @@
+//! How an MQTT session reaches the router: the core's typed door
+//! (`clasp_router::core::adapter`), behind a trait so the session state machine can be driven
+//! by a running server ([`RouterHandle`]) or, in tests, by a bare core with a clock passed by
+//! hand.
+
+use clasp_proto::{Message, Qos};
+use clasp_router::core::adapter::{Accepted, Attached};
+use clasp_router::core::{ConnId, Refusal};
+use clasp_router::server::RouterHandle;
+
+/// The router as an MQTT session sees it.
+pub(crate) trait Door {
+    /// Submits `msg` from session `conn` with `attached`, answered in place.
+    fn submit(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        attached: Option<Attached>,
+    ) -> Result<Accepted, Refusal>;
+}
+
+impl Door for RouterHandle {
+    fn submit(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        attached: Option<Attached>,
+    ) -> Result<Accepted, Refusal> {
+        self.submit_attached(conn, msg, Qos::Confirm, attached)
+    }
+}

@@ -1,0 +1,157 @@
+//! What the router delivers to the session, as PUBLISH packets for its client.
+//!
+//! An update names the CLASP subscriptions that matched; they lead to the MQTT subscriptions
+//! (whose `$` rule, no-local, QoS and retain-as-published then apply) without matching the
+//! address again. A subscription's snapshot of the current state becomes retained messages
+//! when the SUBSCRIBE asked for them (retain handling).
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use clasp_proto::{ErrorCode, Message, PublishPayload, Value};
+use clasp_router::core::CloseReason;
+use clasp_router::core::adapter::{Delivery, Retained, Update};
+
+use super::queue::Pending;
+use super::{End, Session};
+use crate::packet::{DisconnectReason, Version};
+use crate::payload;
+
+impl Session {
+    /// Handles what the router delivered, then, if `close` is set, the router's ending of the
+    /// session (it says why in an ERROR before).
+    pub(crate) fn on_deliveries(&mut self, deliveries: Vec<Delivery>, close: Option<CloseReason>) {
+        for d in deliveries {
+            match d {
+                Delivery::Update(u) => self.on_update(&u),
+                Delivery::Snapshot { sub, params } => self.on_snapshot(sub, params),
+                Delivery::Reply(Message::Error(e)) => {
+                    tracing::debug!(code = e.code.code(), reason = %e.message, "router error for an MQTT session");
+                    self.last_error = Some(e.code);
+                }
+                Delivery::Reply(_) => {}
+            }
+        }
+        if let Some(reason) = close {
+            let (code, end) = match (reason, self.last_error) {
+                (CloseReason::Shutdown, None) => {
+                    (DisconnectReason::ServerShuttingDown, End::Shutdown)
+                }
+                (_, Some(ErrorCode::TokenExpired | ErrorCode::Unauthorized)) => {
+                    (DisconnectReason::NotAuthorized, End::Closed)
+                }
+                _ => (DisconnectReason::ServerBusy, End::Closed),
+            };
+            self.close(code, end);
+        }
+    }
+
+    fn on_update(&mut self, u: &Update) {
+        let (address, payload, is_set) = match &*u.message {
+            Message::Set(s) => (&s.address, payload::to_payload(&s.value), true),
+            Message::Publish(p) => {
+                let payload = match &p.payload {
+                    PublishPayload::Value(v) => payload::to_payload(v),
+                    PublishPayload::None => Bytes::new(),
+                    PublishPayload::Samples(s) => payload::to_payload(&Value::Array(
+                        s.iter().map(|f| Value::Float(*f)).collect(),
+                    )),
+                };
+                (&p.address, payload, false)
+            }
+            _ => return,
+        };
+        let Some(topic) = self.ctx.topics.topic(address) else {
+            return;
+        };
+        let dollar = topic.starts_with('$');
+        let mut qos = None;
+        let mut rap = false;
+        for id in u.subs() {
+            let Some(s) = self.sub_of(id) else { continue };
+            if (u.own && s.no_local) || (dollar && s.matcher.wildcard_first) {
+                continue;
+            }
+            qos = qos.max(Some(s.qos));
+            rap |= s.rap;
+        }
+        let Some(qos) = qos else { return };
+        // MQTT 5 retain-as-published: a SET is state, i.e. a retained message; an event was
+        // not retained, so it never carries the flag (MQTT-3.3.1-13).
+        let retain = is_set && rap && self.version == Version::V5;
+        let topic = topic.into_owned();
+        self.queue(Pending {
+            topic,
+            payload,
+            qos,
+            retain,
+            state: is_set,
+            redelivery: None,
+        });
+    }
+
+    /// The current state a new subscription matches: retained messages, if its SUBSCRIBE
+    /// asked for them.
+    fn on_snapshot(&mut self, id: u32, params: Vec<Retained>) {
+        let Some(sub) = self.sub_of(id) else { return };
+        let Some(seq) = sub.snapshot else { return };
+        let (qos, wildcard_first) = (sub.qos, sub.matcher.wildcard_first);
+        if self.retained_sent.0 != seq {
+            self.retained_sent = (seq, Default::default());
+        }
+        for r in params {
+            let p = r.param;
+            // A null param is a cleared retained message.
+            if p.value.is_null() {
+                continue;
+            }
+            let Some(topic) = self.ctx.topics.topic(&p.address) else {
+                continue;
+            };
+            if wildcard_first && topic.starts_with('$') {
+                continue;
+            }
+            if !self.retained_sent.1.insert(p.address.to_string()) {
+                continue;
+            }
+            let topic = topic.into_owned();
+            self.queue(Pending {
+                topic,
+                payload: payload::to_payload(&p.value),
+                qos,
+                retain: true,
+                state: true,
+                redelivery: None,
+            });
+        }
+    }
+
+    /// Delivers the client's own event to its matching subscriptions (the router does not
+    /// send an event back to its sender; MQTT does, except to no-local subscriptions).
+    pub(super) fn deliver_own_event(&mut self, address: &str, payload: Bytes) {
+        let Some(topic) = self.ctx.topics.topic(address) else {
+            return;
+        };
+        let qos = self
+            .subs()
+            .filter(|s| !s.no_local && s.matcher.matches(address))
+            .map(|s| s.qos)
+            .max();
+        let Some(qos) = qos else { return };
+        let topic = topic.into_owned();
+        self.queue(Pending {
+            topic,
+            payload,
+            qos,
+            retain: false,
+            state: false,
+            redelivery: None,
+        });
+    }
+
+    /// Counts a message dropped from a full offline queue.
+    pub(super) fn count_offline_drop(&mut self) {
+        self.dropped += 1;
+        self.ctx.offline_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}

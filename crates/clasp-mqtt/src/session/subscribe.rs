@@ -1,0 +1,210 @@
+//! SUBSCRIBE and UNSUBSCRIBE: each MQTT filter is one or two CLASP subscriptions (see
+//! `crate::topic`), submitted through the door; the router tags what it delivers with their
+//! ids, which lead back to the MQTT subscription without matching patterns again.
+
+use clasp_proto::{ErrorCode, Message, SignalTypes, Subscribe, Unsubscribe};
+use clasp_router::core::Refusal;
+
+use super::Session;
+use crate::door::Door;
+use crate::packet::{Outbound, SubAckReason, SubRequest, UnsubAckReason};
+use crate::topic::{Filter, TopicError};
+
+/// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
+const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
+
+/// One MQTT subscription and the CLASP subscriptions behind it.
+#[derive(Debug)]
+pub(crate) struct Sub {
+    pub(crate) filter: String,
+    pub(crate) matcher: Filter,
+    /// Its CLASP subscription ids, one per pattern of `matcher`.
+    pub(crate) ids: Vec<u32>,
+    /// The granted QoS.
+    pub(crate) qos: u8,
+    /// MQTT 5 retain-as-published.
+    pub(crate) rap: bool,
+    /// MQTT 5 no-local.
+    pub(crate) no_local: bool,
+    /// The SUBSCRIBE packet whose snapshot of the current state is to be sent as retained
+    /// messages (per its retain handling), if any.
+    pub(crate) snapshot: Option<u64>,
+}
+
+impl Session {
+    pub(super) fn on_subscribe(
+        &mut self,
+        pkid: u16,
+        filters: Vec<SubRequest>,
+        door: &mut impl Door,
+    ) {
+        self.subscribe_seq += 1;
+        let mut codes = Vec::with_capacity(filters.len());
+        for (i, req) in filters.into_iter().enumerate() {
+            // Quota exceeded (a plain failure for MQTT 3.1.1).
+            codes.push(if i < MAX_FILTERS_PER_SUBSCRIBE {
+                self.subscribe_one(req, door)
+            } else {
+                SubAckReason::QuotaExceeded
+            });
+        }
+        self.emit(Outbound::SubAck { pkid, codes });
+    }
+
+    /// Installs one filter (or updates the options of an existing one); the SUBACK reason.
+    pub(crate) fn subscribe_one(&mut self, req: SubRequest, door: &mut impl Door) -> SubAckReason {
+        let matcher = match self.ctx.topics.filter(&req.filter) {
+            Ok(m) if m.share.is_some() => return SubAckReason::SharedSubscriptionsNotSupported,
+            Ok(m) => m,
+            Err(TopicError::Shared(_)) => return SubAckReason::SharedSubscriptionsNotSupported,
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT filter refused");
+                return SubAckReason::TopicFilterInvalid;
+            }
+        };
+        let granted = req.qos.min(1);
+        let existing = self.subs.contains_key(&req.filter);
+        let send_retained = match req.retain_handling {
+            0 => true,
+            1 => !existing,
+            _ => false,
+        };
+        let snapshot = send_retained.then_some(self.subscribe_seq);
+        if let Some(sub) = self.subs.get_mut(&req.filter) {
+            sub.qos = granted;
+            sub.rap = req.rap;
+            sub.no_local = req.no_local;
+            sub.snapshot = snapshot;
+        } else {
+            let ids: Vec<u32> = (0..matcher.patterns.len())
+                .map(|_| {
+                    let id = self.next_sub_id;
+                    self.next_sub_id = self.next_sub_id.wrapping_add(1).max(1);
+                    id
+                })
+                .collect();
+            for id in &ids {
+                self.by_id.insert(*id, req.filter.clone());
+            }
+            self.subs.insert(
+                req.filter.clone(),
+                Sub {
+                    filter: req.filter.clone(),
+                    matcher,
+                    ids,
+                    qos: granted,
+                    rap: req.rap,
+                    no_local: req.no_local,
+                    snapshot,
+                },
+            );
+        }
+        // One request per pattern: for `a/#` a token may allow `a/**` but not `a` itself, and
+        // the filter then stands for what is allowed.
+        let pairs: Vec<(u32, String)> = self.subs[&req.filter]
+            .ids
+            .iter()
+            .zip(&self.subs[&req.filter].matcher.patterns)
+            .map(|(id, p)| (*id, p.as_str().to_owned()))
+            .collect();
+        let mut accepted = Vec::new();
+        let mut refusal: Option<Refusal> = None;
+        for (i, (id, pattern)) in pairs.into_iter().enumerate() {
+            let msg = Message::Subscribe(Subscribe {
+                id,
+                pattern: pattern.as_str().into(),
+                types: SignalTypes::ALL,
+                options: Default::default(),
+            });
+            match door.submit(self.conn, msg, None) {
+                Ok(_) => accepted.push(i),
+                Err(r) => {
+                    tracing::debug!(filter = req.filter, code = r.code().code(), reason = %r, "router refused an MQTT subscription");
+                    refusal.get_or_insert(r);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            if let Some(sub) = self.remove_sub(&req.filter) {
+                self.unsubscribe_ids(&sub.ids, door);
+            }
+            return match refusal.map(|r| r.code()) {
+                Some(ErrorCode::Forbidden | ErrorCode::Unauthorized) => SubAckReason::NotAuthorized,
+                Some(ErrorCode::RateLimited) => SubAckReason::QuotaExceeded,
+                Some(ErrorCode::InvalidPattern | ErrorCode::InvalidAddress) => {
+                    SubAckReason::TopicFilterInvalid
+                }
+                _ => SubAckReason::UnspecifiedError,
+            };
+        }
+        if let Some(sub) = self.subs.get_mut(&req.filter)
+            && accepted.len() < sub.ids.len()
+        {
+            let dropped: Vec<u32> = sub
+                .ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !accepted.contains(i))
+                .map(|(_, id)| *id)
+                .collect();
+            keep_indices(&mut sub.ids, &accepted);
+            keep_indices(&mut sub.matcher.patterns, &accepted);
+            for id in dropped {
+                self.by_id.remove(&id);
+            }
+        }
+        SubAckReason::granted(granted)
+    }
+
+    /// Forgets the MQTT subscription of `filter` (not its CLASP subscriptions).
+    fn remove_sub(&mut self, filter: &str) -> Option<Sub> {
+        let sub = self.subs.remove(filter)?;
+        for id in &sub.ids {
+            self.by_id.remove(id);
+        }
+        Some(sub)
+    }
+
+    fn unsubscribe_ids(&mut self, ids: &[u32], door: &mut impl Door) {
+        for id in ids {
+            let _ = door.submit(
+                self.conn,
+                Message::Unsubscribe(Unsubscribe { id: *id }),
+                None,
+            );
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>, door: &mut impl Door) {
+        let mut codes = Vec::with_capacity(filters.len());
+        for f in filters {
+            match self.remove_sub(&f) {
+                Some(sub) => {
+                    self.unsubscribe_ids(&sub.ids, door);
+                    codes.push(UnsubAckReason::Success);
+                }
+                None => codes.push(UnsubAckReason::NoSubscriptionExisted),
+            }
+        }
+        self.emit(Outbound::UnsubAck { pkid, codes });
+    }
+
+    /// The MQTT subscriptions, for saving.
+    pub(crate) fn subs(&self) -> impl Iterator<Item = &Sub> {
+        self.subs.values()
+    }
+
+    /// The MQTT subscription CLASP subscription `id` belongs to.
+    pub(super) fn sub_of(&self, id: u32) -> Option<&Sub> {
+        self.subs.get(self.by_id.get(&id)?)
+    }
+}
+
+/// Keeps the elements of `v` at the positions in `keep`.
+fn keep_indices<T>(v: &mut Vec<T>, keep: &[usize]) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        keep.contains(&(i - 1))
+    });
+}
