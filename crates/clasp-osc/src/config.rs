@@ -31,7 +31,7 @@ pub struct OscConfig {
     /// CLASP prefix of OSC addresses: empty maps `/synth/volume` to `/synth/volume`, `/osc`
     /// maps it to `/osc/synth/volume` (the reference's behaviour).
     pub namespace: String,
-    /// Token sent in every OSC session's HELLO, so the router's scopes limit what OSC peers may
+    /// Token every OSC session is opened with, so the router's scopes limit what OSC peers may
     /// read and write; `None` for a router in open mode.
     pub token: Option<String>,
     /// Whether inbound messages are SETs or event PUBLISHes.

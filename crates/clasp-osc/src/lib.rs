@@ -1,9 +1,11 @@
 //! OSC over UDP listener for the CLASP router: OSC peers set params and get changes fed back.
 //!
 //! [`OscListener`] binds a UDP socket next to a running [`clasp_router::server::Server`] and
-//! joins every OSC source address to the router as a real CLASP session through a
-//! [`clasp_router::server::RouterHandle`], so the router's authentication, scopes and limits
-//! apply to OSC peers exactly as to native clients.
+//! joins every OSC source address to the router as a session of its typed adapter door
+//! ([`clasp_router::server::RouterHandle::open_adapter`]): OSC messages are submitted as
+//! CLASP messages and what the router delivers is sent back as OSC, with no CLASP frames in
+//! between. The session is opened with [`OscConfig::token`], so the router's authentication,
+//! scopes and limits apply to OSC peers exactly as to native clients.
 //!
 //! * **Inbound**: an OSC message `/synth/volume ,f 0.5` becomes a SET of `<namespace>/synth/volume`
 //!   (see [`map::args_to_value`] for the argument mapping). Bundles are applied atomically;

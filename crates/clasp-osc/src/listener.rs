@@ -1,48 +1,49 @@
-//! The UDP listener: one CLASP session per OSC source address, feedback to registered peers.
+//! The UDP listener: one adapter session of the router per OSC source address.
+//!
+//! The path of a value: an OSC datagram becomes [`Message`]s (a SET or PUBLISH per OSC
+//! message, a BUNDLE per group of bundle elements due together; see `inbound`) that are handed
+//! to the core with [`RouterHandle::submit_all`] and answered in place: a refusal is counted and
+//! told to a registered peer as `<prefix>/error`. What the core produces for the session
+//! arrives in its [`Inbox`] as typed [`Delivery`]s tagged with the ids of the peer's
+//! subscriptions that matched, and the peer's feedback task sends them as OSC within the
+//! peer's budget (see `feedback`). No CLASP frame is encoded or decoded on the way.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use clasp_proto::pattern::Pattern;
-use clasp_proto::{
-    Bundle, FrameOptions, Hello, Message, Publish, PublishPayload, Qos, Set, SignalType, Str, Value,
-};
-use clasp_router::core::CloseReason;
-use clasp_router::core::ConnId;
+use clasp_proto::{Message, Value};
+use clasp_router::core::adapter::Delivery;
+use clasp_router::core::{CloseReason, ConnId};
 use clasp_router::server::RouterHandle;
-use clasp_router::server::outbox::Outbox;
+use clasp_router::server::inbox::Inbox;
 use parking_lot::Mutex;
-use rosc::{OscMessage, OscPacket, OscType};
+use rosc::{OscMessage, OscPacket};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{InboundMode, OscConfig};
+use crate::config::OscConfig;
 use crate::guard::{Cookies, SendGuard, is_allowed};
 use crate::map::{
-    ArgOptions, args_to_value, check_shape, clasp_to_osc, normalize_namespace, osc_to_clasp,
-    to_args,
+    ArgOptions, check_shape, clasp_to_osc, normalize_namespace, osc_to_clasp, to_args,
 };
 use crate::stats::{Counters, OscStatsHandle, inc};
-use crate::time::{Due, plan};
 
 mod control;
 mod feedback;
+mod inbound;
 
-use control::{admit, error_message, register, send_cookie, subscribe, unregister, verify};
-use feedback::{EchoFilter, drain, remember_own_write};
+use control::{admit, error_message};
+use feedback::drain;
+use inbound::{Batch, collect, plan, refused, submit};
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
-/// How long a peer's own write is remembered to recognise its echo.
-const ECHO_TTL: Duration = Duration::from_secs(10);
-/// Most own writes remembered per peer.
-const ECHO_CAP: usize = 1024;
 /// Shortest wait before a closed static feedback session is reopened.
 const STATIC_RETRY: Duration = Duration::from_secs(1);
 /// How often a source whose registrations wait for verification is sent a new cookie.
@@ -84,8 +85,9 @@ struct Ctx {
     cookies: Cookies,
 }
 
-/// An OSC-over-UDP listener bound to a router: every OSC source address becomes a CLASP session
-/// (`osc:<ip:port>`) that writes what it sends and gets the changes it registered for.
+/// An OSC-over-UDP listener bound to a router: every OSC source address becomes a session of
+/// the router (opened with the configured token) that writes what it sends and gets the changes
+/// it registered for.
 ///
 /// Control messages, under [`OscConfig::control_prefix`] (`/clasp` by default):
 ///
@@ -189,6 +191,9 @@ impl OscListener {
             tracker: TaskTracker::new(),
             shutdown: shutdown.clone(),
         };
+        // Opening a static target may answer it at once (why the router refused its session):
+        // the receive loop's sends never wait, so the socket must be known writable first.
+        r.ctx.socket.writable().await?;
         let now = Instant::now();
         for target in r.ctx.cfg.feedback.clone() {
             r.open(target, true, now);
@@ -227,24 +232,39 @@ struct Closed {
     reason: CloseReason,
 }
 
-/// What the drain task and the receive loop share about one peer.
+/// What the feedback task and the receive loop share about one peer.
 #[derive(Debug)]
 struct PeerShared {
     addr: SocketAddr,
-    /// The HELLO exchange is over (the PONG after it came): later SNAPSHOTs answer SUBSCRIBEs.
-    welcomed: AtomicBool,
-    /// The peer has feedback subscriptions (static or self-registered).
+    /// The peer has feedback registrations (static or self-registered, waiting ones included).
     registered: AtomicBool,
-    /// Initial values still to send for the latest registration.
-    snapshot_budget: AtomicUsize,
-    echo: Mutex<EchoFilter>,
+    /// Ids of the peer's subscriptions on the router: what is delivered for no other (one the
+    /// peer dropped since) is not sent.
+    live: Mutex<Vec<u32>>,
     /// What the peer may still be sent (amplification budget, rate limit).
     guard: Mutex<SendGuard>,
 }
 
+impl PeerShared {
+    /// Marks subscription `id` as wanted (`true`) or dropped.
+    fn set_live(&self, id: u32, wanted: bool) {
+        let mut live = self.live.lock();
+        live.retain(|&i| i != id);
+        if wanted {
+            live.push(id);
+        }
+    }
+
+    /// Whether any of `subs` is still wanted.
+    fn wants(&self, mut subs: impl Iterator<Item = u32>) -> bool {
+        let live = self.live.lock();
+        subs.any(|id| live.contains(&id))
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
-    /// `None` once the router closed the session (a tombstone until it is reaped).
+    /// `None` once the router closed (or refused) the session: a tombstone until it is reaped.
     conn: Option<ConnId>,
     shared: Arc<PeerShared>,
     cancel: CancellationToken,
@@ -258,6 +278,8 @@ struct Peer {
     deferred: bool,
     /// When the peer was last reminded (with a cookie) that its registrations wait.
     reminded: Option<Instant>,
+    /// When the peer was last told that the router's rate limit refused its messages.
+    rate_told: Option<Instant>,
     next_sub: u32,
     /// Due times (µs since the Unix epoch) of the peer's scheduled groups.
     scheduled: VecDeque<u64>,
@@ -274,100 +296,76 @@ struct Runner {
     shutdown: CancellationToken,
 }
 
-/// One thing a datagram asks for, in order.
-enum Op {
-    /// Write `msg` at `at` (`None` = now); `grouped` when it came from a bundle.
-    Write {
-        at: Option<u64>,
-        grouped: bool,
-        msg: Message,
-    },
-    Subscribe(Vec<String>),
-    Unsubscribe(Vec<String>),
-    /// `/clasp/verify`, with the cookie if one was given.
-    Verify(Option<String>),
-}
-
 fn wall_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn fire(msg: &Message) -> Result<Bytes, clasp_proto::EncodeError> {
-    clasp_proto::encode_with(msg, FrameOptions::with_qos(Qos::Fire))
-}
-
 impl Runner {
-    /// Opens a session for `addr` (HELLO with the token, then a PING whose PONG marks that the
-    /// HELLO was handled; the session gets no connect snapshot) and starts its feedback task.
+    /// Opens an adapter session for `addr` with the configured token (no connect snapshot;
+    /// a static target is subscribed to the feedback pattern) and starts its feedback task. A
+    /// refused session leaves a tombstone: the source's datagrams are ignored (and counted)
+    /// until it is reaped, or a static target is retried.
     fn open(&mut self, addr: SocketAddr, is_static: bool, now: Instant) {
-        let outbox = self.handle.outbox();
-        let conn = self.handle.open_without_snapshot(&outbox);
         let verified = is_static || is_allowed(&self.ctx.cfg.allow, addr.ip());
         let shared = Arc::new(PeerShared {
             addr,
-            welcomed: AtomicBool::new(false),
             registered: AtomicBool::new(is_static),
-            snapshot_budget: AtomicUsize::new(if is_static {
-                self.ctx.cfg.max_snapshot
-            } else {
-                0
-            }),
-            echo: Mutex::new(EchoFilter::default()),
+            live: Mutex::new(Vec::new()),
             guard: Mutex::new(SendGuard::new(verified, self.ctx.cfg.send_rate, now)),
         });
-        let cancel = self.shutdown.child_token();
-        self.tracker.spawn(drain(
-            self.ctx.clone(),
-            shared.clone(),
-            outbox,
-            conn,
-            cancel.clone(),
-            self.closed_tx.clone(),
-        ));
-        let hello = Message::Hello(Hello {
-            version: 1,
-            features: clasp_proto::Features::CLIENT_DEFAULT,
-            name: format!("osc:{addr}").into(),
-            token: self.ctx.cfg.token.as_deref().map(Str::from),
-        });
-        let mut frames = Vec::with_capacity(3);
-        for m in [hello, Message::Ping] {
-            match fire(&m) {
-                Ok(f) => frames.push(f),
-                Err(e) => tracing::warn!(error = %e, "cannot encode {}", m.name()),
-            }
-        }
-        if is_static {
-            let pattern = osc_to_clasp(&self.ctx.ns, &self.ctx.cfg.feedback_pattern);
-            if let Ok(f) = fire(&subscribe(STATIC_SUB, pattern)) {
-                frames.push(f);
-            }
-        }
-        self.handle.handle(conn, &frames);
-        inc(&self.ctx.stats.peers_opened);
-        self.ctx.stats.peers.fetch_add(1, Ordering::Relaxed);
-        if verified {
-            self.ctx
-                .stats
-                .verified_peers
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        tracing::debug!(%addr, is_static, verified, "OSC session opened");
-        let peer = Peer {
-            conn: Some(conn),
+        let mut peer = Peer {
+            conn: None,
             shared,
-            cancel,
+            cancel: self.shutdown.child_token(),
             last_seen: now,
             closed_at: None,
             is_static,
             subs: HashMap::new(),
             deferred: false,
             reminded: None,
+            rate_told: None,
             next_sub: STATIC_SUB + 1,
             scheduled: VecDeque::new(),
         };
+        inc(&self.ctx.stats.peers_opened);
+        let inbox = self.handle.inbox();
+        match self
+            .handle
+            .open_adapter(&inbox, self.ctx.cfg.token.as_deref())
+        {
+            Ok(conn) => {
+                peer.conn = Some(conn);
+                self.ctx.stats.peers.fetch_add(1, Ordering::Relaxed);
+                if verified {
+                    self.ctx
+                        .stats
+                        .verified_peers
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.tracker.spawn(drain(
+                    self.ctx.clone(),
+                    peer.shared.clone(),
+                    inbox,
+                    conn,
+                    peer.cancel.clone(),
+                    self.closed_tx.clone(),
+                ));
+                if is_static {
+                    let pattern = osc_to_clasp(&self.ctx.ns, &self.ctx.cfg.feedback_pattern);
+                    let mut batch = Batch::default();
+                    batch.subscribe(&peer.shared, STATIC_SUB, pattern);
+                    submit(&self.ctx, &self.handle, conn, &mut peer, batch, now);
+                }
+                tracing::debug!(%addr, is_static, verified, "OSC session opened");
+            }
+            Err(r) => {
+                tracing::info!(%addr, is_static, error = %r, "the router refused an OSC session");
+                refused(&self.ctx, &mut peer, &r, "", now);
+                peer.closed_at = Some(now);
+            }
+        }
         if let Some(old) = self.peers.insert(addr, peer) {
             old.cancel.cancel();
         } else if !is_static {
@@ -408,7 +406,7 @@ impl Runner {
         }
         let wall = wall_micros();
         let mut ops = Vec::new();
-        self.collect(packet, None, false, wall, &mut ops);
+        collect(&self.ctx, packet, None, false, wall, &mut ops);
         let ctx = self.ctx.clone();
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
@@ -419,43 +417,8 @@ impl Runner {
         };
         peer.last_seen = now;
         peer.shared.guard.lock().received(buf.len());
-        let frames = build_frames(&ctx, peer, ops, wall, now);
-        if !frames.is_empty() {
-            self.handle.handle(conn, &frames);
-        }
-    }
-
-    /// Flattens a packet into operations, scheduling bundles by their time tags.
-    fn collect(
-        &self,
-        packet: OscPacket,
-        parent: Option<u64>,
-        grouped: bool,
-        wall: u64,
-        ops: &mut Vec<Op>,
-    ) {
-        let ctx = &self.ctx;
-        match packet {
-            OscPacket::Message(m) => {
-                if let Some(op) = message_op(ctx, m, parent, grouped) {
-                    ops.push(op);
-                }
-            }
-            OscPacket::Bundle(b) => {
-                inc(&ctx.stats.bundles);
-                match plan(b.timetag, parent, wall, ctx.cfg.max_schedule_ahead) {
-                    Due::TooFar => {
-                        inc(&ctx.stats.schedule_rejected);
-                        tracing::debug!("OSC bundle scheduled too far ahead; dropped");
-                    }
-                    due => {
-                        for p in b.content {
-                            self.collect(p, due.parent(), true, wall, ops);
-                        }
-                    }
-                }
-            }
-        }
+        let batch = plan(&ctx, peer, ops, wall, now);
+        submit(&ctx, &self.handle, conn, peer, batch, now);
     }
 
     fn on_closed(&mut self, c: Closed) {
@@ -522,152 +485,4 @@ fn session_gone(ctx: &Ctx, peer: &PeerShared) {
     if peer.guard.lock().is_verified() {
         ctx.stats.verified_peers.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// The operation of one OSC message, or `None` (counted) if it cannot be applied.
-fn message_op(ctx: &Ctx, m: OscMessage, at: Option<u64>, grouped: bool) -> Option<Op> {
-    let prefix = &ctx.cfg.control_prefix;
-    if let Some(verb) = m
-        .addr
-        .strip_prefix(prefix.as_str())
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        let patterns: Vec<String> = m
-            .args
-            .into_iter()
-            .filter_map(|a| match a {
-                OscType::String(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        return match verb {
-            "subscribe" => Some(Op::Subscribe(patterns)),
-            "unsubscribe" => Some(Op::Unsubscribe(patterns)),
-            "verify" => Some(Op::Verify(patterns.into_iter().next())),
-            _ => {
-                inc(&ctx.stats.invalid);
-                tracing::debug!(address = %m.addr, "unknown OSC control message");
-                None
-            }
-        };
-    }
-    let address = osc_to_clasp(&ctx.ns, &m.addr);
-    if clasp_proto::address::validate_address(&address).is_err() || address.contains('*') {
-        inc(&ctx.stats.invalid);
-        tracing::debug!(%address, "OSC address is not a CLASP address; message ignored");
-        return None;
-    }
-    let value = args_to_value(&m.args);
-    let msg = match ctx.cfg.mode {
-        InboundMode::Set => Message::Set(Set {
-            address: address.into(),
-            value,
-            ..Set::default()
-        }),
-        InboundMode::Publish => Message::Publish(Publish {
-            address: address.into(),
-            signal: SignalType::Event,
-            payload: PublishPayload::Value(value),
-            ..Publish::default()
-        }),
-    };
-    Some(Op::Write { at, grouped, msg })
-}
-
-/// The CLASP frames of a datagram's operations: a bare message is one SET (or PUBLISH);
-/// consecutive messages of bundles due at the same time form one BUNDLE (scheduled by the
-/// router when the time is in the future).
-fn build_frames(ctx: &Ctx, peer: &mut Peer, ops: Vec<Op>, wall: u64, now: Instant) -> Vec<Bytes> {
-    let mut frames = Vec::new();
-    let mut group: Option<(Option<u64>, Vec<Message>)> = None;
-    let mut cookie_due = false;
-    for op in ops {
-        match op {
-            Op::Write { at, grouped, msg } => {
-                inc(&ctx.stats.messages);
-                remember_own_write(ctx, peer, &msg, at, wall, now);
-                if !grouped {
-                    flush(ctx, peer, &mut group, wall, &mut frames);
-                    push_frame(ctx, &msg, &mut frames);
-                    continue;
-                }
-                match &mut group {
-                    Some((t, msgs)) if *t == at => msgs.push(msg),
-                    _ => {
-                        flush(ctx, peer, &mut group, wall, &mut frames);
-                        group = Some((at, vec![msg]));
-                    }
-                }
-            }
-            Op::Subscribe(patterns) => {
-                flush(ctx, peer, &mut group, wall, &mut frames);
-                register(ctx, peer, patterns, &mut frames);
-                cookie_due |= !peer.shared.guard.lock().is_verified();
-            }
-            Op::Unsubscribe(patterns) => {
-                flush(ctx, peer, &mut group, wall, &mut frames);
-                unregister(peer, patterns, &mut frames);
-            }
-            Op::Verify(cookie) => {
-                flush(ctx, peer, &mut group, wall, &mut frames);
-                cookie_due |= !verify(ctx, peer, cookie, now, &mut frames);
-            }
-        }
-    }
-    flush(ctx, peer, &mut group, wall, &mut frames);
-    // A registered source whose feedback no longer fits its budget, or whose registrations
-    // wait for it to verify, is told how to get it.
-    let starved =
-        peer.shared.registered.load(Ordering::Relaxed) && peer.shared.guard.lock().take_starved();
-    // A source whose registrations wait is reminded at most once a second.
-    let remind = peer.deferred
-        && peer
-            .reminded
-            .is_none_or(|t| now.duration_since(t) >= REMIND_EVERY);
-    if cookie_due || starved || remind {
-        peer.reminded = Some(now);
-        send_cookie(ctx, &peer.shared, now);
-    }
-    frames
-}
-
-fn push_frame(ctx: &Ctx, msg: &Message, frames: &mut Vec<Bytes>) {
-    match fire(msg) {
-        Ok(f) => frames.push(f),
-        Err(e) => {
-            inc(&ctx.stats.too_large);
-            tracing::debug!(error = %e, "OSC message does not fit a CLASP frame; dropped");
-        }
-    }
-}
-
-fn flush(
-    ctx: &Ctx,
-    peer: &mut Peer,
-    group: &mut Option<(Option<u64>, Vec<Message>)>,
-    wall: u64,
-    frames: &mut Vec<Bytes>,
-) {
-    let Some((at, messages)) = group.take() else {
-        return;
-    };
-    if let Some(due) = at {
-        while peer.scheduled.front().is_some_and(|&t| t <= wall) {
-            peer.scheduled.pop_front();
-        }
-        if peer.scheduled.len() >= ctx.cfg.max_scheduled_per_peer {
-            inc(&ctx.stats.schedule_rejected);
-            tracing::debug!(addr = %peer.shared.addr, "too many scheduled OSC bundles; dropped");
-            return;
-        }
-        // Kept sorted so the front is always the next to run.
-        let pos = peer.scheduled.partition_point(|&t| t <= due);
-        peer.scheduled.insert(pos, due);
-        inc(&ctx.stats.scheduled);
-    }
-    let bundle = Message::Bundle(Bundle {
-        timestamp: at,
-        messages,
-    });
-    push_frame(ctx, &bundle, frames);
 }

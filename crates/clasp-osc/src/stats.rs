@@ -20,7 +20,7 @@ pub struct OscStats {
     pub schedule_rejected: u64,
     /// Messages with an address that is not a valid CLASP address, or unknown control messages.
     pub invalid: u64,
-    /// Messages the router's frame limit could not hold.
+    /// Messages the router refused as too large (its frame limit).
     pub too_large: u64,
     /// OSC sources with a session now (static feedback targets included).
     pub peers: u64,
@@ -38,7 +38,8 @@ pub struct OscStats {
     pub echo_suppressed: u64,
     /// Failed UDP sends (and receives).
     pub send_errors: u64,
-    /// ERRORs the router answered OSC sessions with.
+    /// Refusals and errors the router answered OSC sessions with (a refused session included;
+    /// rate-limit refusals at most once a second per source, as the router tells clients).
     pub router_errors: u64,
     /// OSC messages not sent to an unverified source because they would take what it was sent
     /// past 3× what it sent (cookies and error replies included).

@@ -4,25 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
 use clasp_proto::pattern::Pattern;
-use clasp_proto::{Message, SignalTypes, Subscribe, SubscribeOptions, Unsubscribe};
 use rosc::{OscMessage, OscPacket, OscType};
 
-use super::{Ctx, Peer, PeerShared, STATIC_SUB, fire, push_frame};
+use super::inbound::Batch;
+use super::{Ctx, Peer, PeerShared, STATIC_SUB};
 use crate::guard::Refusal;
 use crate::map::osc_to_clasp;
 use crate::stats::inc;
-
-/// A SUBSCRIBE to every signal type under `pattern` (CLASP side).
-pub(super) fn subscribe(id: u32, pattern: String) -> Message {
-    Message::Subscribe(Subscribe {
-        id,
-        pattern: pattern.into(),
-        types: SignalTypes::ALL,
-        options: SubscribeOptions::default(),
-    })
-}
 
 /// Handles `/clasp/verify`; `false` if the sender should get a (new) cookie.
 pub(super) fn verify(
@@ -30,7 +19,7 @@ pub(super) fn verify(
     peer: &mut Peer,
     cookie: Option<String>,
     now: Instant,
-    frames: &mut Vec<Bytes>,
+    batch: &mut Batch,
 ) -> bool {
     let addr = peer.shared.addr;
     let Some(cookie) = cookie else {
@@ -50,31 +39,25 @@ pub(super) fn verify(
     if std::mem::take(&mut peer.deferred) {
         // Its registrations waited for this: the router subscribes now.
         for (p, id) in &peer.subs {
-            push_frame(ctx, &subscribe(*id, osc_to_clasp(&ctx.ns, p)), frames);
+            batch.subscribe(&peer.shared, *id, osc_to_clasp(&ctx.ns, p));
         }
-        peer.shared
-            .snapshot_budget
-            .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
     } else if missed {
-        resubscribe(ctx, peer, frames);
+        resubscribe(ctx, peer, batch);
     }
     true
 }
 
 /// Replaces each of the peer's registrations with a new subscription, so the router sends the
 /// current values again (those dropped before verification).
-fn resubscribe(ctx: &Ctx, peer: &mut Peer, frames: &mut Vec<Bytes>) {
+fn resubscribe(ctx: &Ctx, peer: &mut Peer, batch: &mut Batch) {
     let subs: Vec<(String, u32)> = peer.subs.drain().collect();
     for (p, old) in subs {
         let id = peer.next_sub;
         peer.next_sub = peer.next_sub.wrapping_add(1).max(STATIC_SUB + 1);
-        push_frame(ctx, &Message::Unsubscribe(Unsubscribe { id: old }), frames);
-        push_frame(ctx, &subscribe(id, osc_to_clasp(&ctx.ns, &p)), frames);
+        batch.unsubscribe(&peer.shared, old);
+        batch.subscribe(&peer.shared, id, osc_to_clasp(&ctx.ns, &p));
         peer.subs.insert(p, id);
     }
-    peer.shared
-        .snapshot_budget
-        .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
 }
 
 /// Sends `<prefix>/verify ,s <cookie>` to a peer (within its budget).
@@ -124,12 +107,7 @@ fn send_now(ctx: &Ctx, peer: &PeerShared, msg: OscMessage) -> bool {
 }
 
 /// Handles `/clasp/subscribe`: a subscription of the peer's session per new pattern.
-pub(super) fn register(
-    ctx: &Ctx,
-    peer: &mut Peer,
-    mut patterns: Vec<String>,
-    frames: &mut Vec<Bytes>,
-) {
+pub(super) fn register(ctx: &Ctx, peer: &mut Peer, mut patterns: Vec<String>, batch: &mut Batch) {
     if patterns.is_empty() {
         patterns.push("/**".to_owned());
     }
@@ -170,15 +148,12 @@ pub(super) fn register(
             peer.deferred = true;
             continue;
         }
-        peer.shared
-            .snapshot_budget
-            .store(ctx.cfg.max_snapshot, Ordering::Relaxed);
-        push_frame(ctx, &subscribe(id, clasp), frames);
+        batch.subscribe(&peer.shared, id, clasp);
     }
 }
 
 /// Handles `/clasp/unsubscribe`: drops those registrations (none named: all).
-pub(super) fn unregister(peer: &mut Peer, patterns: Vec<String>, frames: &mut Vec<Bytes>) {
+pub(super) fn unregister(peer: &mut Peer, patterns: Vec<String>, batch: &mut Batch) {
     let ids: Vec<u32> = if patterns.is_empty() {
         peer.subs.drain().map(|(_, id)| id).collect()
     } else {
@@ -188,17 +163,15 @@ pub(super) fn unregister(peer: &mut Peer, patterns: Vec<String>, frames: &mut Ve
             .collect()
     };
     for id in ids {
-        if let Ok(f) = fire(&Message::Unsubscribe(Unsubscribe { id })) {
-            frames.push(f);
-        }
+        batch.unsubscribe(&peer.shared, id);
     }
     if peer.subs.is_empty() && !peer.is_static {
         peer.shared.registered.store(false, Ordering::Relaxed);
     }
 }
 
-/// Sends `<prefix>/error` to a peer that asked for something (best effort, never blocks).
-fn reply_error(ctx: &Ctx, peer: &PeerShared, code: u16, message: &str, address: &str) {
+/// Sends `<prefix>/error` to a peer (best effort, never blocks).
+pub(super) fn reply_error(ctx: &Ctx, peer: &PeerShared, code: u16, message: &str, address: &str) {
     if send_now(ctx, peer, error_message(ctx, code, message, address)) {
         inc(&ctx.stats.feedback_sent);
     }
