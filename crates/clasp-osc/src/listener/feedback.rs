@@ -83,7 +83,7 @@ fn translate(ctx: &Ctx, peer: &PeerShared, d: Delivery, out: &mut Vec<OscMessage
         Delivery::Snapshot { sub, params } => {
             if peer.wants(std::iter::once(sub)) {
                 for pv in params.iter().take(ctx.cfg.max_snapshot) {
-                    push(&pv.address, &pv.value);
+                    push(&pv.param.address, &pv.param.value);
                 }
             }
         }
