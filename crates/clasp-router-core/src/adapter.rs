@@ -106,7 +106,6 @@ impl<H: Clone> Router<H> {
     ) -> Result<ConnId, Refusal> {
         let conn = self.open(handle, now);
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.connect_snapshot = false;
             c.adapter = true;
         }
         self.capture = Some(Capture {

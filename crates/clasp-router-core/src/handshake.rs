@@ -138,9 +138,6 @@ impl<H: Clone> Router<H> {
             token: None,
         };
         self.reply(conn, &Message::Welcome(welcome));
-        if self.conns.get(&conn).is_some_and(|c| !c.connect_snapshot) {
-            return;
-        }
         let frames = match self.session(conn) {
             Some(s) if s.grant.is_some() => self.snapshot_frames(|a| s.may(Action::Read, a), true),
             _ => self.snapshot_frames(|_| true, true),

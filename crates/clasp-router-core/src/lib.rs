@@ -106,9 +106,6 @@ struct Conn<H> {
     adapter: bool,
     /// What an adapter session gets during the current call, queued like `staged`.
     typed: Vec<adapter::Delivery>,
-    /// Send the state snapshot after WELCOME (off for adapter sessions, which get state
-    /// through their subscriptions only).
-    connect_snapshot: bool,
 }
 
 struct Gesture {
@@ -294,20 +291,8 @@ impl<H: Clone> Router<H> {
                 staged: Vec::new(),
                 adapter: false,
                 typed: Vec::new(),
-                connect_snapshot: true,
             },
         );
-        id
-    }
-
-    /// Like [`Router::open`], for a connection that does not want the full state snapshot
-    /// after WELCOME (listeners of other protocols, whose clients get state through their
-    /// subscriptions only): it saves building and sending the whole store per new session.
-    pub fn open_without_snapshot(&mut self, handle: H, now: Now) -> ConnId {
-        let id = self.open(handle, now);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.connect_snapshot = false;
-        }
         id
     }
 

@@ -239,23 +239,6 @@ fn subscribe_sends_a_snapshot_of_matching_params_only_if_any() {
 }
 
 #[test]
-fn adapter_sessions_opened_without_snapshot_get_state_through_subscriptions_only() {
-    let mut h = Harness::new();
-    let w = h.client();
-    h.set(&w, "/s/1", Value::Int(1));
-    let quiet = h.open_without_snapshot();
-    h.send(&quiet, Message::Hello(Hello::default()));
-    let got = quiet.msgs();
-    assert_eq!(got.len(), 1, "WELCOME only: {got:?}");
-    assert!(matches!(got[0], Message::Welcome(_)));
-    h.sub(&quiet, 1, "/s/*");
-    let Message::Snapshot(s) = &quiet.msgs()[0] else {
-        panic!()
-    };
-    assert_eq!(s.params.len(), 1);
-}
-
-#[test]
 fn connect_snapshot_is_chunked_by_size_and_complete() {
     let mut h = Harness::new();
     let w = h.client();

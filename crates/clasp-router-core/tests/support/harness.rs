@@ -71,13 +71,6 @@ impl Harness {
         Client { conn, rec }
     }
 
-    /// A connection that gets no state snapshot after WELCOME (as adapters open them).
-    pub fn open_without_snapshot(&mut self) -> Client {
-        let rec = Recorder::new();
-        let conn = self.core(|r, now| r.open_without_snapshot(rec.clone(), now));
-        Client { conn, rec }
-    }
-
     /// An adapter session (the typed door), opened with `token`.
     pub fn adapter(&mut self, token: Option<&str>) -> Result<Client, Refusal> {
         let rec = Recorder::new();

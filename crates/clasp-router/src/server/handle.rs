@@ -1,24 +1,29 @@
-//! A handle on a running server's router, for listeners that speak other protocols (MQTT, OSC)
-//! and translate them into CLASP frames.
+//! A handle on a running server's router, for in-process adapters: listeners that speak other
+//! protocols (MQTT, OSC), and later bridges, a cluster link and rules.
 //!
-//! An adapter opens one core connection per foreign client with an [`Outbox`] from
-//! [`RouterHandle::outbox`], feeds it CLASP frames (HELLO first, carrying the client's token if
-//! it has one, so authentication, scopes and limits apply exactly as for a native client), and
-//! drains the outbox to translate what the router sends back:
+//! An adapter opens one session per foreign client through the typed door (see
+//! [`crate::core::adapter`]): [`RouterHandle::open_adapter`] with the client's token (so
+//! authentication, scopes and limits apply exactly as for a native client), then
+//! [`RouterHandle::submit`]s messages, each answered in place, and drains the session's
+//! [`Inbox`] for what the router delivers:
 //!
 //! ```no_run
 //! # async fn demo(handle: clasp_router::server::RouterHandle) {
-//! use clasp_proto::{encode, Hello, Message};
-//! let outbox = handle.outbox();
-//! let conn = handle.open(&outbox);
-//! let hello = encode(&Message::Hello(Hello { name: "mqtt:dev1".into(), ..Default::default() })).unwrap();
-//! handle.handle(conn, &[hello]);
+//! use clasp_proto::{Message, Qos, Subscribe};
+//! use clasp_router::core::adapter::Delivery;
+//! let inbox = handle.inbox();
+//! let Ok(conn) = handle.open_adapter(&inbox, None) else { return };
+//! let sub = Subscribe { id: 1, pattern: "/lights/**".into(), ..Default::default() };
+//! if let Err(refusal) = handle.submit(conn, Message::Subscribe(sub), Qos::Confirm) {
+//!     eprintln!("refused: {refusal}");
+//! }
+//! let mut got = Vec::new();
 //! loop {
-//!     tokio::select! {
-//!         () = outbox.ready() => {}
-//!         () = outbox.closed() => break,
+//!     inbox.ready().await;
+//!     let close = inbox.drain(&mut got);
+//!     for d in got.drain(..) {
+//!         if let Delivery::Update(u) = d { /* translate u.message for subscription u.sub */ let _ = u; }
 //!     }
-//!     let close = outbox.drain_with(|frame| { /* translate and send */ let _ = frame; });
 //!     if close.is_some() { break; }
 //! }
 //! handle.close(conn);
@@ -27,12 +32,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::Link;
 use super::Shared;
 use super::inbox::Inbox;
-use super::outbox::Outbox;
 use crate::core::Refusal;
 use crate::core::adapter::Accepted;
 use crate::core::{ConnId, Now};
@@ -53,28 +55,6 @@ impl std::fmt::Debug for RouterHandle {
 }
 
 impl RouterHandle {
-    /// A new outbound queue with the server's limits and counters (its back-pressure policy
-    /// applies: params coalesce, streams drop oldest, events past the hard limit close).
-    pub fn outbox(&self) -> Outbox {
-        Outbox::new(self.shared.config.outbox, self.shared.counters.clone())
-    }
-
-    /// Registers a new connection whose frames go to `outbox`; it must send HELLO first.
-    pub fn open(&self, outbox: &Outbox) -> ConnId {
-        let outbox = outbox.clone();
-        self.shared
-            .with_core(|core, now| core.open(Link::Wire(outbox), now))
-    }
-
-    /// Like [`RouterHandle::open`], but the session gets no state snapshot after WELCOME: an
-    /// adapter whose clients get state through their subscriptions only saves the work of
-    /// building and discarding the whole store per new client.
-    pub fn open_without_snapshot(&self, outbox: &Outbox) -> ConnId {
-        let outbox = outbox.clone();
-        self.shared
-            .with_core(|core, now| core.open_without_snapshot(Link::Wire(outbox), now))
-    }
-
     /// A new delivery queue for an adapter session, with the server's limits and counters.
     pub fn inbox(&self) -> Inbox {
         Inbox::new(self.shared.config.outbox, self.shared.counters.clone())
@@ -122,12 +102,6 @@ impl RouterHandle {
                 .map(|m| core.submit(conn, m, qos, now))
                 .collect()
         })
-    }
-
-    /// Handles frames from `conn` (each one whole CLASP frame) and delivers what they produce.
-    pub fn handle(&self, conn: ConnId, frames: &[Bytes]) {
-        self.shared
-            .with_core(|core, now| core.handle_many(conn, frames, now));
     }
 
     /// Forgets `conn`: its subscriptions, locks and gestures go with it.
