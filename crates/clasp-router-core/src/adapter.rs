@@ -42,6 +42,9 @@ pub struct Retained {
 pub struct Accepted {
     /// For a SET: the param's revision after the write.
     pub revision: Option<u64>,
+    /// Subscriptions the update matched (of every session, the sender's own included for a
+    /// SET); 0 says nobody receives it (MQTT 5's "no matching subscribers").
+    pub matched: u32,
 }
 
 /// Something the core produced for an adapter session.
@@ -194,6 +197,7 @@ impl<H: Clone> Router<H> {
         };
         let mut accepted = Accepted::default();
         self.attaching = attached;
+        self.matched = 0;
         if allowed {
             match msg {
                 Message::Set(s) => {
@@ -209,6 +213,7 @@ impl<H: Clone> Router<H> {
         }
         let refusal = self.capture.take().and_then(|c| c.refusal);
         self.attaching = None;
+        accepted.matched = u32::try_from(self.matched).unwrap_or(u32::MAX);
         self.flush();
         match refusal {
             Some(r) => Err(r),

@@ -62,6 +62,9 @@ impl<H: Clone> Router<H> {
                 {
                     sess.held.filter_bytes -= old.frame().len();
                 }
+                if accepts {
+                    self.matched += 1;
+                }
                 // An adapter learns every subscription of its own that matched.
                 if c.adapter
                     && accepts
@@ -77,6 +80,7 @@ impl<H: Clone> Router<H> {
             if !p2p_announce && !sub.types.accepts(signal) {
                 continue;
             }
+            self.matched += 1;
             let deliver = if !filtered_kind || (sub.interval_us.is_none() && sub.epsilon.is_none())
             {
                 true

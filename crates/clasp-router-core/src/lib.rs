@@ -159,6 +159,8 @@ pub struct Router<H> {
     capture: Option<adapter::Capture>,
     /// What the adapter submission in progress attached.
     attaching: Option<adapter::Attached>,
+    /// Subscriptions matched by the fan-outs since the adapter submission began.
+    matched: usize,
     /// Connections with staged frames.
     dirty: Vec<ConnId>,
     metrics: Metrics,
@@ -203,6 +205,7 @@ impl<H: Clone> Router<H> {
             auth: Auth::open(),
             capture: None,
             attaching: None,
+            matched: 0,
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },

@@ -42,9 +42,18 @@ fn a_set_is_answered_with_its_revision_and_reaches_wire_subscribers() {
     assert!(h.is_adapter(ad.conn));
     assert!(ad.deliveries().is_empty(), "no WELCOME, no snapshot");
     let first = h.submit(&ad, set("/a/x", Value::Int(1)));
-    assert_eq!(first, Ok(Accepted { revision: Some(1) }));
+    assert_eq!(
+        first,
+        Ok(Accepted {
+            revision: Some(1),
+            matched: 1
+        })
+    );
     let second = h.submit(&ad, set("/a/x", Value::Int(2)));
-    assert_eq!(second, Ok(Accepted { revision: Some(2) }));
+    assert_eq!(second.map(|a| a.revision), Ok(Some(2)));
+    // Nobody subscribes to this one.
+    let lonely = h.submit(&ad, event("/nobody", Value::Int(1))).unwrap();
+    assert_eq!(lonely.matched, 0);
     let got = native.msgs();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(matches!(&got[1], Message::Set(s) if s.revision == Some(2)));
