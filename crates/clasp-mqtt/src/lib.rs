@@ -1,10 +1,13 @@
 //! MQTT 3.1.1 and 5 listener for the CLASP router: MQTT clients join as CLASP sessions.
 //!
-//! Each MQTT connection becomes one CLASP session through a
-//! [`RouterHandle`](clasp_router::server::RouterHandle): HELLO named `mqtt:<client id>` carries
-//! the client's token, and the router's WELCOME or ERROR decides the CONNACK. Everything the
-//! client then does goes through that session, so the token's scopes, the rate limit and the
-//! router's limits apply exactly as for a native client.
+//! Each MQTT connection becomes one CLASP session through the router's typed door for
+//! adapters ([`RouterHandle::open_adapter`](clasp_router::server::RouterHandle::open_adapter),
+//! with the client's token: the router's answer decides the CONNACK). Everything the client
+//! then does is submitted as CLASP messages through that session and answered in place, so
+//! the token's scopes, the rate limit and the router's limits apply exactly as for a native
+//! client; what the router delivers comes back tagged with the session's subscription ids.
+//! The session itself is a state machine without I/O (`session`), driven by a socket shell
+//! (`shell`); `registry` keeps the connected clients and the sessions kept while they are away.
 //!
 //! * **Transport**: plain TCP ([`MqttListener::bind`]) and/or TLS ([`MqttListener::bind_tls`],
 //!   [`MqttListener::add_tls`]: `mqtts://`, usually port 8883), one set of sessions behind
@@ -33,7 +36,8 @@
 //!   older one is closed, MQTT 5: DISCONNECT 0x8E, and hands its session over; one that
 //!   stopped reading is not waited for). An empty client id gets a
 //!   generated one (`auto-…`, sent back to MQTT 5 clients). Will messages are published
-//!   (QoS 0, through the session) when a connection ends without DISCONNECT.
+//!   (with their QoS and properties, through the session) when a connection ends without
+//!   DISCONNECT.
 //! * **Auth**: the password is the CLASP token; with a username only, the username is the
 //!   token. A refused HELLO gives CONNACK 4 / 0x86 (bad token) or 5 / 0x87 (expired or not
 //!   allowed); a full router 3 / 0x89; [`MqttConfig::max_clients`] reached 3 / 0x97.
@@ -44,20 +48,29 @@
 //! * **Retained messages are params**: a retained PUBLISH is a CLASP SET (stored, with a
 //!   revision); an empty retained payload sets the param to Null, which MQTT subscribers treat
 //!   as cleared (the CLASP core has no delete). A non-retained PUBLISH is a CLASP event. A
-//!   SUBSCRIBE delivers the matching non-null params as retained messages (before the SUBACK,
-//!   as MQTT allows), then live SETs and events as ordinary messages (MQTT 5
+//!   SUBSCRIBE delivers the matching non-null params as retained messages (after the SUBACK,
+//!   as Mosquitto does), then live SETs and events as ordinary messages (MQTT 5
 //!   retain-as-published subscriptions get SETs with retain 1).
+//! * **MQTT to MQTT, as published**: what an MQTT client publishes carries its MQTT data to
+//!   the router as an attachment (`session::meta`): the payload bytes, the QoS, the MQTT 5
+//!   properties (user properties, payload format, content type, response topic, correlation
+//!   data) and the message expiry. Other MQTT clients get the publish exactly as sent (a
+//!   retained one too, for as long as no one else writes the param); a retained message
+//!   with an expiry is a SET with that TTL, so it leaves the router when it expires, and the
+//!   expiry sent counts down. CLASP clients see the value only.
 //! * **Payloads** ([`payload`]): JSON and number text become typed values, other UTF-8 a
-//!   string, other bytes bytes; values go out as text, JSON or raw bytes.
+//!   string, other bytes bytes; values from CLASP clients go out as text, JSON or raw bytes.
 //! * **QoS**: inbound QoS 1 is acknowledged after the router handled the write (the core
 //!   answers a refusal synchronously; MQTT 5 PUBACK carries it, e.g. 0x87; MQTT 3.1.1 has no
 //!   refusal code, so the PUBACK is sent and the message is dropped). A CLASP event has no
 //!   ACK: it counts as accepted when the router did not refuse it. Inbound QoS 2 runs the
-//!   PUBREC/PUBREL/PUBCOMP flow (applied once per packet id). Subscriptions are granted at
-//!   most QoS 1; outbound QoS 1 uses packet ids and an in-flight window
-//!   ([`MqttConfig::max_inflight`], or the client's receive maximum), redelivered when a kept
-//!   session resumes. While the window is full the router's outbox is not drained, so its
-//!   back-pressure policy (params coalesce, a runaway event queue closes) bounds a slow client.
+//!   PUBREC/PUBREL/PUBCOMP flow (applied once per packet id). A publish nobody subscribes to
+//!   is acknowledged with MQTT 5's 0x10. Subscriptions are granted the QoS asked for (up to
+//!   2); delivery is at min(published, granted), an update from a CLASP client counting as
+//!   QoS 1. Outbound QoS 1 and 2 use packet ids and an in-flight window
+//!   ([`MqttConfig::max_inflight`], or the client's receive maximum), redelivered (QoS 2: its
+//!   PUBREL again once PUBREC came) when a kept session resumes. While the window is full the
+//!   session's inbox is not drained, so its bounds close a session that cannot keep up.
 //! * **Refusals**: a subscription the router refuses gets SUBACK 0x80 (3.1.1) or 0x87 / 0x8F /
 //!   0x97 (5) and is not installed. Shared subscriptions, subscription identifiers and topic
 //!   aliases are not supported (SUBACK 0x9E, DISCONNECT 0xA1 / 0x94). UNSUBSCRIBE removes the
@@ -66,8 +79,7 @@
 //!   subscriptions (the router echoes SETs; CLASP does not send an event back to its sender,
 //!   so the listener does), except to MQTT 5 no-local subscriptions, which skip the router's
 //!   echo of the client's own SET and its own events.
-//! * A rate-limited write is dropped by the router without an ERROR after the first one per
-//!   second, so such writes can be acknowledged as if accepted.
+//! * A rate-limited publish is refused in place (MQTT 5 PUBACK 0x97).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(unused_must_use)]

@@ -41,6 +41,9 @@ pub(crate) struct SavedMsg {
     pub(crate) state: bool,
     /// The packet id it was sent with and not acknowledged.
     pub(crate) pkid: Option<u16>,
+    /// QoS 2: PUBREL was sent, PUBCOMP is awaited.
+    #[serde(default)]
+    pub(crate) released: bool,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -162,7 +162,8 @@ impl Kept {
         let mut got = Vec::new();
         let close = self.inbox.drain(&mut got);
         if !got.is_empty() || close.is_some() {
-            self.session.on_deliveries(got, close);
+            self.session
+                .on_deliveries(got, close, std::time::Instant::now());
         }
     }
 

@@ -329,7 +329,8 @@ pub(crate) async fn serve<R, W>(
     if end.publish_will()
         && let Some(will) = kept.session.will.take()
     {
-        kept.session.publish_will(will, &mut shared.handle.clone());
+        kept.session
+            .publish_will(will, &mut shared.handle.clone(), std::time::Instant::now());
     }
     // A connection taken over may be stuck: its last bytes get a short chance only.
     let t = if end == End::TakenOver {
@@ -407,7 +408,9 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let far = Duration::from_secs(86_400 * 365);
     let keep_alive = keep_alive.unwrap_or(far);
     let mut deadline = Instant::now() + keep_alive;
-    let (read, end) = kept.session.process_input(inbuf, &mut door);
+    let (read, end) = kept
+        .session
+        .process_input(inbuf, &mut door, std::time::Instant::now());
     if read {
         deadline = Instant::now() + keep_alive;
     }
@@ -453,7 +456,7 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     Ok(0) | Err(_) => return End::Lost,
                     Ok(_) => {}
                 }
-                let (read, end) = kept.session.process_input(inbuf, &mut door);
+                let (read, end) = kept.session.process_input(inbuf, &mut door, std::time::Instant::now());
                 if read {
                     deadline = Instant::now() + keep_alive;
                 }

@@ -149,7 +149,6 @@ pub(crate) struct Will {
     /// The payload.
     pub(crate) payload: Bytes,
     /// The QoS asked for.
-    #[allow(dead_code, reason = "for the session to use")]
     pub(crate) qos: u8,
     /// The retain flag.
     pub(crate) retain: bool,
@@ -157,7 +156,6 @@ pub(crate) struct Will {
     #[allow(dead_code, reason = "for the session to use")]
     pub(crate) delay: Option<u32>,
     /// v5 will properties other than the delay (those of the PUBLISH to make).
-    #[allow(dead_code, reason = "for the session to use")]
     pub(crate) props: Option<Box<PublishProps>>,
 }
 
@@ -223,7 +221,6 @@ pub(crate) struct Publish {
     /// v5 topic alias, 1..=the announced maximum.
     pub(crate) topic_alias: Option<u16>,
     /// v5 properties; `None` when there are none.
-    #[allow(dead_code, reason = "for the session to use")]
     pub(crate) props: Option<Box<PublishProps>>,
 }
 
@@ -235,12 +232,10 @@ pub(crate) enum Inbound {
     /// PUBACK for a server QoS 1 publish: its packet id.
     PubAck(u16),
     /// PUBREC for a server QoS 2 publish (a reason of 0x80 or above ends the flow).
-    #[allow(dead_code, reason = "for the session to use")]
     PubRec { pkid: u16, reason: PubAckReason },
     /// PUBREL for a client QoS 2 publish: its packet id.
     PubRel(u16),
     /// PUBCOMP for a server QoS 2 publish: its packet id.
-    #[allow(dead_code, reason = "for the session to use")]
     PubComp(u16),
     /// A SUBSCRIBE, with at least one filter.
     Subscribe {
@@ -369,7 +364,6 @@ pub(crate) enum Outbound {
     PubAck { pkid: u16, reason: PubAckReason },
     /// PUBREC.
     PubRec { pkid: u16, reason: PubAckReason },
-    #[allow(dead_code, reason = "for the session to use")]
     /// PUBREL, for a server QoS 2 publish.
     PubRel { pkid: u16, reason: PubCompReason },
     /// PUBCOMP.

@@ -6,12 +6,14 @@
 //! when the SUBSCRIBE asked for them (retain handling).
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use clasp_proto::{ErrorCode, Message, PublishPayload, Value};
 use clasp_router::core::CloseReason;
 use clasp_router::core::adapter::{Delivery, Retained, Update};
 
+use super::meta::Meta;
 use super::queue::Pending;
 use super::{End, Session};
 use crate::packet::{DisconnectReason, Version};
@@ -20,7 +22,13 @@ use crate::payload;
 impl Session {
     /// Handles what the router delivered, then, if `close` is set, the router's ending of the
     /// session (it says why in an ERROR before).
-    pub(crate) fn on_deliveries(&mut self, deliveries: Vec<Delivery>, close: Option<CloseReason>) {
+    pub(crate) fn on_deliveries(
+        &mut self,
+        deliveries: Vec<Delivery>,
+        close: Option<CloseReason>,
+        now: Instant,
+    ) {
+        self.now = now;
         for d in deliveries {
             match d {
                 Delivery::Update(u) => self.on_update(&u),
@@ -47,24 +55,21 @@ impl Session {
     }
 
     fn on_update(&mut self, u: &Update) {
-        let (address, payload, is_set) = match &*u.message {
-            Message::Set(s) => (&s.address, payload::to_payload(&s.value), true),
-            Message::Publish(p) => {
-                let payload = match &p.payload {
-                    PublishPayload::Value(v) => payload::to_payload(v),
-                    PublishPayload::None => Bytes::new(),
-                    PublishPayload::Samples(s) => payload::to_payload(&Value::Array(
-                        s.iter().map(|f| Value::Float(*f)).collect(),
-                    )),
-                };
-                (&p.address, payload, false)
-            }
+        let meta = Meta::of(u.attached.as_ref());
+        if meta.is_some_and(|m| m.expired(self.now)) {
+            return;
+        }
+        let (address, is_set) = match &*u.message {
+            Message::Set(s) => (&s.address, true),
+            Message::Publish(p) => (&p.address, false),
             _ => return,
         };
         let Some(topic) = self.ctx.topics.topic(address) else {
             return;
         };
         let dollar = topic.starts_with('$');
+        // What it was published with: an MQTT publish says; anything else counts as QoS 1.
+        let published = meta.map_or(1, |m| m.qos);
         let mut qos = None;
         let mut rap = false;
         for id in u.subs() {
@@ -72,22 +77,25 @@ impl Session {
             if (u.own && s.no_local) || (dollar && s.matcher.wildcard_first) {
                 continue;
             }
-            qos = qos.max(Some(s.qos));
+            qos = qos.max(Some(s.qos.min(published)));
             rap |= s.rap;
         }
         let Some(qos) = qos else { return };
         // MQTT 5 retain-as-published: a SET is state, i.e. a retained message; an event was
         // not retained, so it never carries the flag (MQTT-3.3.1-13).
         let retain = is_set && rap && self.version == Version::V5;
-        let topic = topic.into_owned();
-        self.queue(Pending {
-            topic,
-            payload,
+        let pending = Pending {
+            topic: topic.into_owned(),
+            payload: payload_of(&u.message, meta),
             qos,
             retain,
             state: is_set,
             redelivery: None,
-        });
+            props: meta.and_then(|m| m.props.clone()),
+            expires_at: meta.and_then(|m| m.expires_at),
+            released: false,
+        };
+        self.queue(pending);
     }
 
     /// The current state a new subscription matches: retained messages, if its SUBSCRIBE
@@ -95,14 +103,15 @@ impl Session {
     fn on_snapshot(&mut self, id: u32, params: Vec<Retained>) {
         let Some(sub) = self.sub_of(id) else { return };
         let Some(seq) = sub.snapshot else { return };
-        let (qos, wildcard_first) = (sub.qos, sub.matcher.wildcard_first);
+        let (granted, wildcard_first) = (sub.qos, sub.matcher.wildcard_first);
         if self.retained_sent.0 != seq {
             self.retained_sent = (seq, Default::default());
         }
         for r in params {
             let p = r.param;
+            let meta = Meta::of(r.attached.as_ref());
             // A null param is a cleared retained message.
-            if p.value.is_null() {
+            if p.value.is_null() || meta.is_some_and(|m| m.expired(self.now)) {
                 continue;
             }
             let Some(topic) = self.ctx.topics.topic(&p.address) else {
@@ -114,44 +123,71 @@ impl Session {
             if !self.retained_sent.1.insert(p.address.to_string()) {
                 continue;
             }
-            let topic = topic.into_owned();
-            self.queue(Pending {
-                topic,
-                payload: payload::to_payload(&p.value),
-                qos,
+            let pending = Pending {
+                topic: topic.into_owned(),
+                payload: meta.map_or_else(|| payload::to_payload(&p.value), |m| m.payload.clone()),
+                qos: granted.min(meta.map_or(1, |m| m.qos)),
                 retain: true,
                 state: true,
                 redelivery: None,
-            });
+                props: meta.and_then(|m| m.props.clone()),
+                expires_at: meta.and_then(|m| m.expires_at),
+                released: false,
+            };
+            self.queue(pending);
         }
     }
 
     /// Delivers the client's own event to its matching subscriptions (the router does not
     /// send an event back to its sender; MQTT does, except to no-local subscriptions).
-    pub(super) fn deliver_own_event(&mut self, address: &str, payload: Bytes) {
+    /// Whether one matched.
+    pub(super) fn deliver_own_event(&mut self, address: &str, meta: &Meta) -> bool {
         let Some(topic) = self.ctx.topics.topic(address) else {
-            return;
+            return false;
         };
         let qos = self
             .subs()
             .filter(|s| !s.no_local && s.matcher.matches(address))
-            .map(|s| s.qos)
+            .map(|s| s.qos.min(meta.qos))
             .max();
-        let Some(qos) = qos else { return };
-        let topic = topic.into_owned();
-        self.queue(Pending {
-            topic,
-            payload,
+        let Some(qos) = qos else { return false };
+        let pending = Pending {
+            topic: topic.into_owned(),
+            payload: meta.payload.clone(),
             qos,
             retain: false,
             state: false,
             redelivery: None,
-        });
+            props: meta.props.clone(),
+            expires_at: meta.expires_at,
+            released: false,
+        };
+        self.queue(pending);
+        true
     }
 
     /// Counts a message dropped from a full offline queue.
     pub(super) fn count_offline_drop(&mut self) {
         self.dropped += 1;
         self.ctx.offline_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The payload to send for `message`: an MQTT publisher's bytes as they were, or the value
+/// as MQTT payload bytes (see [`payload`]).
+fn payload_of(message: &Message, meta: Option<&Meta>) -> Bytes {
+    if let Some(m) = meta {
+        return m.payload.clone();
+    }
+    match message {
+        Message::Set(s) => payload::to_payload(&s.value),
+        Message::Publish(p) => match &p.payload {
+            PublishPayload::Value(v) => payload::to_payload(v),
+            PublishPayload::None => Bytes::new(),
+            PublishPayload::Samples(s) => {
+                payload::to_payload(&Value::Array(s.iter().map(|f| Value::Float(*f)).collect()))
+            }
+        },
+        _ => Bytes::new(),
     }
 }

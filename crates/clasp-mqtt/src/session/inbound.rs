@@ -10,7 +10,10 @@ use clasp_proto::{
     ErrorCode, Message, Publish as ClaspPublish, PublishPayload, Set, SignalType, Value,
 };
 use clasp_router::core::Refusal;
+use std::sync::Arc;
+use std::time::Instant;
 
+use super::meta::{Meta, expiry_from};
 use super::{End, Session};
 use crate::door::Door;
 use crate::packet::{DisconnectReason, Outbound, PubAckReason, Publish, Will};
@@ -45,7 +48,8 @@ impl Session {
         self.ack_publish(&p, reason);
     }
 
-    /// Submits the publish to the router; the reason to acknowledge it with.
+    /// Submits the publish to the router, with its MQTT data attached (see [`Meta`]); the
+    /// reason to acknowledge it with.
     fn submit_publish(
         &mut self,
         p: &Publish,
@@ -57,28 +61,45 @@ impl Session {
         } else {
             payload::to_value(&p.payload)
         };
+        let expiry = p.props.as_ref().and_then(|pp| pp.message_expiry);
+        let props = p.props.as_ref().map(|pp| {
+            let mut pp = pp.clone();
+            pp.message_expiry = None;
+            pp.subscription_ids.clear();
+            pp
+        });
+        let meta = Arc::new(Meta {
+            qos: p.qos,
+            payload: p.payload.clone(),
+            props: props.filter(|pp| !pp.is_empty()),
+            expires_at: expiry.and_then(|secs| expiry_from(secs, self.now)),
+        });
         let msg = if p.retain {
             Message::Set(Set {
                 address: address.as_str().into(),
-                value: value.clone(),
+                value,
+                // A retained message that expires is removed from the router when it does.
+                ttl: expiry.map(|secs| secs.max(1)),
                 ..Set::default()
             })
         } else {
             Message::Publish(ClaspPublish {
                 address: address.as_str().into(),
                 signal: SignalType::Event,
-                payload: PublishPayload::Value(value.clone()),
+                payload: PublishPayload::Value(value),
                 ..ClaspPublish::default()
             })
         };
-        match door.submit(self.conn, msg, None) {
-            Ok(_) => {
-                if !p.retain {
-                    // CLASP does not send an event back to its sender, MQTT does (unless
-                    // no-local).
-                    self.deliver_own_event(&address, payload::to_payload(&value));
+        match door.submit(self.conn, msg, Some(meta.clone())) {
+            Ok(accepted) => {
+                // CLASP does not send an event back to its sender, MQTT does (unless
+                // no-local).
+                let own = !p.retain && self.deliver_own_event(&address, &meta);
+                if accepted.matched == 0 && !own {
+                    PubAckReason::NoMatchingSubscribers
+                } else {
+                    PubAckReason::Success
                 }
-                PubAckReason::Success
             }
             Err(r) => {
                 tracing::debug!(code = r.code().code(), reason = %r, "router refused an MQTT publish");
@@ -107,21 +128,27 @@ impl Session {
         }
     }
 
-    /// Publishes the will through the session's CLASP session (so its scopes apply).
-    pub(crate) fn publish_will(&mut self, will: Will, door: &mut impl Door) {
-        self.on_publish(
-            Publish {
-                topic: will.topic,
-                payload: will.payload,
-                qos: 0,
-                retain: will.retain,
-                dup: false,
-                pkid: 0,
-                topic_alias: None,
-                props: None,
-            },
-            door,
-        );
+    /// Publishes the will through the session's CLASP session (so its scopes apply), with
+    /// its QoS and properties; nothing is acknowledged.
+    pub(crate) fn publish_will(&mut self, will: Will, door: &mut impl Door, now: Instant) {
+        self.now = now;
+        let p = Publish {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            dup: false,
+            pkid: 0,
+            topic_alias: None,
+            props: will.props,
+        };
+        match self.ctx.topics.address(&p.topic) {
+            Ok(address) => {
+                let reason = self.submit_publish(&p, address, door);
+                tracing::debug!(reason = reason.code(), "MQTT will published");
+            }
+            Err(e) => tracing::debug!(error = %e, "MQTT will not published"),
+        }
     }
 }
 

@@ -13,13 +13,17 @@
 
 mod deliver;
 mod inbound;
+pub(crate) mod meta;
 pub(crate) mod queue;
 mod saved;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use clasp_proto::ErrorCode;
@@ -115,6 +119,8 @@ pub(crate) struct Session {
     retained_sent: (u64, HashSet<String>),
     /// Number of the last SUBSCRIBE packet.
     subscribe_seq: u64,
+    /// The time of the call being handled (passed in by the shell).
+    now: Instant,
 }
 
 impl Session {
@@ -151,6 +157,7 @@ impl Session {
             last_error: None,
             retained_sent: (0, HashSet::new()),
             subscribe_seq: 0,
+            now: Instant::now(),
         })
     }
 
@@ -160,7 +167,9 @@ impl Session {
         &mut self,
         inbuf: &mut BytesMut,
         door: &mut impl Door,
+        now: Instant,
     ) -> (bool, Option<End>) {
+        self.now = now;
         let max = self.ctx.config.max_packet_size;
         let mut read = false;
         while self.closing.is_none() {
@@ -197,10 +206,9 @@ impl Session {
     pub(crate) fn on_packet(&mut self, p: Inbound, door: &mut impl Door) -> Option<End> {
         match p {
             Inbound::Publish(p) => self.on_publish(p, door),
-            Inbound::PubAck(pkid) => {
-                self.inflight.remove(&pkid);
-                self.pump_backlog();
-            }
+            Inbound::PubAck(pkid) => self.on_puback(pkid),
+            Inbound::PubRec { pkid, reason } => self.on_pubrec(pkid, reason),
+            Inbound::PubComp(pkid) => self.on_pubcomp(pkid),
             Inbound::PubRel(pkid) => {
                 self.qos2.remove(&pkid);
                 self.emit(Outbound::PubComp {
@@ -208,8 +216,6 @@ impl Session {
                     reason: packet::PubCompReason::Success,
                 });
             }
-            // Only for server QoS 2 publishes, which are not sent yet.
-            Inbound::PubRec { .. } | Inbound::PubComp(_) => {}
             Inbound::Subscribe {
                 pkid,
                 filters,

@@ -1,10 +1,14 @@
-//! Publishes to the client: the in-flight window of QoS 1 publishes awaiting PUBACK, the
-//! backlog of those waiting for room in it, and the offline queue of a parked session.
+//! Publishes to the client: the in-flight window of QoS 1 and 2 publishes awaiting their
+//! acknowledgement (PUBACK; PUBREC then PUBCOMP), the backlog of those waiting for room in it,
+//! and the offline queue of a parked session.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::meta::seconds_left;
 use super::{End, Session};
-use crate::packet::{DisconnectReason, Outbound};
+use crate::packet::{DisconnectReason, Outbound, PubAckReason, PubCompReason, PublishProps};
 
 /// A publish to a client, not yet sent (or sent and not acknowledged).
 #[derive(Debug, Clone)]
@@ -17,6 +21,12 @@ pub(crate) struct Pending {
     pub(crate) state: bool,
     /// Sent before and not acknowledged: its packet id, to send it again with DUP.
     pub(crate) redelivery: Option<u16>,
+    /// MQTT 5 properties to send with it (the message expiry is set when it is sent).
+    pub(crate) props: Option<Box<PublishProps>>,
+    /// When it expires: it is not sent after that.
+    pub(crate) expires_at: Option<Instant>,
+    /// QoS 2: PUBREC came and PUBREL was sent; only PUBCOMP is awaited.
+    pub(crate) released: bool,
 }
 
 impl Pending {
@@ -100,8 +110,36 @@ impl Session {
         }
     }
 
-    /// Sends `p`; `dup` is the packet id of an earlier send of it (a redelivery).
+    /// Sends `p`; `dup` is the packet id of an earlier send of it (a redelivery). An expired
+    /// publish is dropped instead (and its packet id freed); a QoS 2 publish already
+    /// released is sent as its PUBREL again.
     fn send_publish(&mut self, p: Pending, dup: Option<u16>) {
+        let now = self.now;
+        if p.released
+            && let Some(pkid) = dup
+        {
+            self.emit(Outbound::PubRel {
+                pkid,
+                reason: PubCompReason::Success,
+            });
+            self.sent_seq += 1;
+            self.inflight.insert(pkid, (self.sent_seq, p));
+            return;
+        }
+        if p.expires_at.is_some_and(|at| at <= now) {
+            if let Some(id) = dup {
+                self.inflight.remove(&id);
+            }
+            return;
+        }
+        let props = match (p.expires_at, &p.props) {
+            (None, props) => props.clone(),
+            (Some(at), props) => {
+                let mut props = props.clone().unwrap_or_default();
+                props.message_expiry = Some(seconds_left(at, now));
+                Some(props)
+            }
+        };
         let pkid = match dup {
             Some(id) => id,
             None if p.qos > 0 => {
@@ -121,7 +159,7 @@ impl Session {
             retain: p.retain,
             pkid,
             dup: dup.is_some(),
-            props: None,
+            props,
         });
         if p.qos > 0 {
             if sent {
@@ -171,6 +209,51 @@ impl Session {
             self.push_front(p);
         }
         self.pump_backlog();
+    }
+
+    /// PUBACK (QoS 1) from the client.
+    pub(super) fn on_puback(&mut self, pkid: u16) {
+        if self.inflight.get(&pkid).is_some_and(|(_, p)| p.qos == 1) {
+            self.inflight.remove(&pkid);
+            self.pump_backlog();
+        }
+    }
+
+    /// PUBREC (QoS 2) from the client: PUBREL follows, or the flow ends if it refused.
+    pub(super) fn on_pubrec(&mut self, pkid: u16, reason: PubAckReason) {
+        let Some((_, p)) = self.inflight.get_mut(&pkid) else {
+            // Not ours (any more): MQTT 5 says so with PUBREL 0x92.
+            self.emit(Outbound::PubRel {
+                pkid,
+                reason: PubCompReason::PacketIdentifierNotFound,
+            });
+            return;
+        };
+        if p.qos != 2 {
+            return;
+        }
+        if reason.is_error() {
+            self.inflight.remove(&pkid);
+            self.pump_backlog();
+            return;
+        }
+        p.released = true;
+        self.emit(Outbound::PubRel {
+            pkid,
+            reason: PubCompReason::Success,
+        });
+    }
+
+    /// PUBCOMP (QoS 2) from the client: the flow is complete.
+    pub(super) fn on_pubcomp(&mut self, pkid: u16) {
+        if self
+            .inflight
+            .get(&pkid)
+            .is_some_and(|(_, p)| p.qos == 2 && p.released)
+        {
+            self.inflight.remove(&pkid);
+            self.pump_backlog();
+        }
     }
 
     /// Takes an unacknowledged publish restored from the store back in flight under `pkid`

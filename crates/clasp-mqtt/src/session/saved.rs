@@ -20,6 +20,7 @@ impl Session {
             retain: p.retain,
             state: p.state,
             pkid,
+            released: p.released,
         };
         let mut unacked: Vec<(&u16, &(u64, Pending))> = self.inflight.iter().collect();
         unacked.sort_by_key(|(_, (seq, _))| *seq);
@@ -81,10 +82,13 @@ impl Session {
             let p = Pending {
                 topic: m.topic.clone(),
                 payload: Bytes::from(payload),
-                qos: m.qos.min(1),
+                qos: m.qos.min(2),
                 retain: m.retain,
                 state: m.state,
                 redelivery: None,
+                props: None,
+                expires_at: None,
+                released: m.released && m.qos == 2 && m.pkid.is_some(),
             };
             let queued = match m.pkid {
                 Some(id) => self.restore_inflight(id, p),

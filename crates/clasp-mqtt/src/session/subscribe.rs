@@ -62,7 +62,7 @@ impl Session {
                 return SubAckReason::TopicFilterInvalid;
             }
         };
-        let granted = req.qos.min(1);
+        let granted = req.qos.min(2);
         let existing = self.subs.contains_key(&req.filter);
         let send_retained = match req.retain_handling {
             0 => true,
