@@ -29,6 +29,9 @@ pub(crate) struct SavedSub {
     pub(crate) qos: u8,
     pub(crate) rap: bool,
     pub(crate) no_local: bool,
+    /// MQTT 5 subscription identifier.
+    #[serde(default)]
+    pub(crate) id: Option<u32>,
 }
 
 /// A message waiting for a saved session's client.

@@ -325,7 +325,7 @@ impl ServerCaps {
             max_packet: Some(max_packet),
             retain: Some(true),
             wildcards: Some(true),
-            subscription_ids: Some(false),
+            subscription_ids: Some(true),
             shared: Some(false),
             ..ServerCaps::default()
         }

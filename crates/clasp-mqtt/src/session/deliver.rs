@@ -16,7 +16,7 @@ use clasp_router::core::adapter::{Delivery, Retained, Update};
 use super::meta::Meta;
 use super::queue::Pending;
 use super::{End, Session};
-use crate::packet::{DisconnectReason, Version};
+use crate::packet::{DisconnectReason, PublishProps, Version};
 use crate::payload;
 
 impl Session {
@@ -72,6 +72,7 @@ impl Session {
         let published = meta.map_or(1, |m| m.qos);
         let mut qos = None;
         let mut rap = false;
+        let mut ids = Vec::new();
         for id in u.subs() {
             let Some(s) = self.sub_of(id) else { continue };
             if (u.own && s.no_local) || (dollar && s.matcher.wildcard_first) {
@@ -79,6 +80,11 @@ impl Session {
             }
             qos = qos.max(Some(s.qos.min(published)));
             rap |= s.rap;
+            if let Some(i) = s.id
+                && !ids.contains(&i)
+            {
+                ids.push(i);
+            }
         }
         let Some(qos) = qos else { return };
         // MQTT 5 retain-as-published: a SET is state, i.e. a retained message; an event was
@@ -91,7 +97,7 @@ impl Session {
             retain,
             state: is_set,
             redelivery: None,
-            props: meta.and_then(|m| m.props.clone()),
+            props: with_ids(meta.and_then(|m| m.props.clone()), ids),
             expires_at: meta.and_then(|m| m.expires_at),
             released: false,
         };
@@ -103,7 +109,7 @@ impl Session {
     fn on_snapshot(&mut self, id: u32, params: Vec<Retained>) {
         let Some(sub) = self.sub_of(id) else { return };
         let Some(seq) = sub.snapshot else { return };
-        let (granted, wildcard_first) = (sub.qos, sub.matcher.wildcard_first);
+        let (granted, wildcard_first, sub_id) = (sub.qos, sub.matcher.wildcard_first, sub.id);
         if self.retained_sent.0 != seq {
             self.retained_sent = (seq, Default::default());
         }
@@ -130,7 +136,10 @@ impl Session {
                 retain: true,
                 state: true,
                 redelivery: None,
-                props: meta.and_then(|m| m.props.clone()),
+                props: with_ids(
+                    meta.and_then(|m| m.props.clone()),
+                    sub_id.into_iter().collect(),
+                ),
                 expires_at: meta.and_then(|m| m.expires_at),
                 released: false,
             };
@@ -145,11 +154,14 @@ impl Session {
         let Some(topic) = self.ctx.topics.topic(address) else {
             return false;
         };
-        let qos = self
-            .subs()
-            .filter(|s| !s.no_local && s.matcher.matches(address))
-            .map(|s| s.qos.min(meta.qos))
-            .max();
+        let mut qos = None;
+        let mut ids = Vec::new();
+        for s in self.subs() {
+            if !s.no_local && s.matcher.matches(address) {
+                qos = qos.max(Some(s.qos.min(meta.qos)));
+                ids.extend(s.id);
+            }
+        }
         let Some(qos) = qos else { return false };
         let pending = Pending {
             topic: topic.into_owned(),
@@ -158,7 +170,7 @@ impl Session {
             retain: false,
             state: false,
             redelivery: None,
-            props: meta.props.clone(),
+            props: with_ids(meta.props.clone(), ids),
             expires_at: meta.expires_at,
             released: false,
         };
@@ -190,4 +202,14 @@ fn payload_of(message: &Message, meta: Option<&Meta>) -> Bytes {
         },
         _ => Bytes::new(),
     }
+}
+
+/// `props` with the subscription identifiers `ids` of the subscriptions that matched.
+fn with_ids(props: Option<Box<PublishProps>>, ids: Vec<u32>) -> Option<Box<PublishProps>> {
+    if ids.is_empty() {
+        return props;
+    }
+    let mut props = props.unwrap_or_default();
+    props.subscription_ids = ids;
+    Some(props)
 }

@@ -220,16 +220,7 @@ impl Session {
                 pkid,
                 filters,
                 subscription_id,
-            } => {
-                if subscription_id.is_some() {
-                    self.close(
-                        DisconnectReason::SubscriptionIdentifiersNotSupported,
-                        End::Violation,
-                    );
-                } else {
-                    self.on_subscribe(pkid, filters, door);
-                }
-            }
+            } => self.on_subscribe(pkid, filters, subscription_id, door),
             Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters, door),
             Inbound::PingReq => self.emit(Outbound::PingResp),
             Inbound::Disconnect {

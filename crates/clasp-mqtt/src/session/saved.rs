@@ -36,6 +36,7 @@ impl Session {
                 qos: s.qos,
                 rap: s.rap,
                 no_local: s.no_local,
+                id: s.id,
             })
             .collect();
         subs.sort_by(|a, b| a.filter.cmp(&b.filter));
@@ -64,6 +65,7 @@ impl Session {
                     retain_handling: 2,
                     no_local: sub.no_local,
                 },
+                sub.id,
                 door,
             );
             if code.is_error() {

@@ -26,6 +26,8 @@ pub(crate) struct Sub {
     pub(crate) rap: bool,
     /// MQTT 5 no-local.
     pub(crate) no_local: bool,
+    /// MQTT 5 subscription identifier, sent with what it matches.
+    pub(crate) id: Option<u32>,
     /// The SUBSCRIBE packet whose snapshot of the current state is to be sent as retained
     /// messages (per its retain handling), if any.
     pub(crate) snapshot: Option<u64>,
@@ -36,6 +38,7 @@ impl Session {
         &mut self,
         pkid: u16,
         filters: Vec<SubRequest>,
+        id: Option<u32>,
         door: &mut impl Door,
     ) {
         self.subscribe_seq += 1;
@@ -43,7 +46,7 @@ impl Session {
         for (i, req) in filters.into_iter().enumerate() {
             // Quota exceeded (a plain failure for MQTT 3.1.1).
             codes.push(if i < MAX_FILTERS_PER_SUBSCRIBE {
-                self.subscribe_one(req, door)
+                self.subscribe_one(req, id, door)
             } else {
                 SubAckReason::QuotaExceeded
             });
@@ -52,7 +55,12 @@ impl Session {
     }
 
     /// Installs one filter (or updates the options of an existing one); the SUBACK reason.
-    pub(crate) fn subscribe_one(&mut self, req: SubRequest, door: &mut impl Door) -> SubAckReason {
+    pub(crate) fn subscribe_one(
+        &mut self,
+        req: SubRequest,
+        id: Option<u32>,
+        door: &mut impl Door,
+    ) -> SubAckReason {
         let matcher = match self.ctx.topics.filter(&req.filter) {
             Ok(m) if m.share.is_some() => return SubAckReason::SharedSubscriptionsNotSupported,
             Ok(m) => m,
@@ -75,6 +83,7 @@ impl Session {
             sub.rap = req.rap;
             sub.no_local = req.no_local;
             sub.snapshot = snapshot;
+            sub.id = id;
         } else {
             let ids: Vec<u32> = (0..matcher.patterns.len())
                 .map(|_| {
@@ -95,6 +104,7 @@ impl Session {
                     qos: granted,
                     rap: req.rap,
                     no_local: req.no_local,
+                    id,
                     snapshot,
                 },
             );

@@ -394,3 +394,32 @@ fn clasp_updates_reach_mqtt_subscribers_as_values() {
         "a CLASP update counts as published at QoS 1"
     );
 }
+
+#[test]
+fn subscription_identifiers_come_back_with_what_they_match() {
+    let mut p = Pair::new();
+    let (sub, publ) = (p.session(), p.session());
+    for (filter, id) in [("i/+", Some(42)), ("i/#", Some(7)), ("i/x", None)] {
+        p.send(
+            sub,
+            Inbound::Subscribe {
+                pkid: 1,
+                filters: vec![SubRequest {
+                    filter: filter.into(),
+                    qos: 0,
+                    rap: false,
+                    retain_handling: 0,
+                    no_local: false,
+                }],
+                subscription_id: id,
+            },
+        );
+    }
+    p.got(sub);
+    p.publish(publ, "i/x", b"1", 0, false);
+    let got = p.publishes(sub);
+    assert_eq!(got.len(), 1, "one copy however many subscriptions match");
+    let mut ids = got[0].properties.clone().unwrap().subscription_identifiers;
+    ids.sort_unstable();
+    assert_eq!(ids, [7, 42]);
+}
