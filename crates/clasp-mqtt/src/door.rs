@@ -3,7 +3,7 @@
 //! by a running server ([`RouterHandle`]) or, in tests, by a bare core with a clock passed by
 //! hand.
 
-use clasp_proto::{Message, Qos};
+use clasp_proto::{Message, Qos, Subscribe};
 use clasp_router::core::adapter::{Accepted, Attached};
 use clasp_router::core::{ConnId, Refusal};
 use clasp_router::server::RouterHandle;
@@ -17,6 +17,14 @@ pub(crate) trait Door {
         msg: Message,
         attached: Option<Attached>,
     ) -> Result<Accepted, Refusal>;
+
+    /// Subscribes session `conn` with `s` as a member of shared group `group`.
+    fn subscribe_shared(
+        &mut self,
+        conn: ConnId,
+        s: Subscribe,
+        group: &str,
+    ) -> Result<Accepted, Refusal>;
 }
 
 impl Door for RouterHandle {
@@ -27,5 +35,14 @@ impl Door for RouterHandle {
         attached: Option<Attached>,
     ) -> Result<Accepted, Refusal> {
         self.submit_attached(conn, msg, Qos::Confirm, attached)
+    }
+
+    fn subscribe_shared(
+        &mut self,
+        conn: ConnId,
+        s: Subscribe,
+        group: &str,
+    ) -> Result<Accepted, Refusal> {
+        RouterHandle::subscribe_shared(self, conn, s, group)
     }
 }

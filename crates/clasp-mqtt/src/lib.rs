@@ -72,9 +72,11 @@
 //!   PUBREL again once PUBREC came) when a kept session resumes. While the window is full the
 //!   session's inbox is not drained, so its bounds close a session that cannot keep up.
 //! * **Refusals**: a subscription the router refuses gets SUBACK 0x80 (3.1.1) or 0x87 / 0x8F /
-//!   0x97 (5) and is not installed. Shared subscriptions, subscription identifiers and topic
-//!   aliases are not supported (SUBACK 0x9E, DISCONNECT 0xA1 / 0x94). UNSUBSCRIBE removes the
-//!   CLASP subscriptions.
+//!   0x97 (5) and is not installed. UNSUBSCRIBE removes the CLASP subscriptions.
+//! * **Subscription identifiers** (MQTT 5) come back with every publish their subscription
+//!   matches (one copy, every matching id). **Shared subscriptions** (`$share/{group}/
+//!   {filter}`, both versions) are groups in the router: each message goes to one member
+//!   session, in turn; they get no retained messages.
 //! * **Own publishes**: as in MQTT, a client's publish comes back to its own matching
 //!   subscriptions (the router echoes SETs; CLASP does not send an event back to its sender,
 //!   so the listener does), except to MQTT 5 no-local subscriptions, which skip the router's

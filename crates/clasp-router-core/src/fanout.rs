@@ -39,6 +39,7 @@ impl<H: Clone> Router<H> {
             Sender::Included(c) => (Some(c), None),
             Sender::Excluded(c) => (Some(c), Some(c)),
         };
+        let mut shared = std::mem::take(&mut self.shared_scratch);
         for &(conn, sub_id) in &keys {
             if Some(conn) == exclude {
                 continue;
@@ -49,6 +50,16 @@ impl<H: Clone> Router<H> {
             let Some(sess) = c.session.as_mut() else {
                 continue;
             };
+            if sess.has_groups
+                && let Some(sub) = sess.subs.get(&sub_id)
+                && let Some(group) = &sub.group
+            {
+                // One of the group gets it, chosen once every match is known.
+                if sub.types.accepts(signal) {
+                    shared.push((group.clone(), conn, sub_id));
+                }
+                continue;
+            }
             if sess.served == fanout {
                 // The session already has this frame through another subscription: a value
                 // this one holds back for its rate limit is now older than what the client
@@ -135,6 +146,14 @@ impl<H: Clone> Router<H> {
             }
         }
         self.scratch = keys;
+        if !shared.is_empty() {
+            let o = match &out {
+                Some(o) => o.clone(),
+                None => make(),
+            };
+            self.deliver_shared(&mut shared, fanout, o, &mut typed, origin, out_code);
+        }
+        self.shared_scratch = shared;
     }
 }
 

@@ -121,6 +121,7 @@ impl<H: Clone> Router<H> {
                 scheduled: 0,
                 held: Held::default(),
                 served: 0,
+                has_groups: false,
                 grant,
                 bucket: Bucket::full(self.config.rate_limit, now.mono),
             });

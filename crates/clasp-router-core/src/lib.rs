@@ -30,6 +30,7 @@ mod reads;
 pub mod refusal;
 mod request;
 mod session;
+mod shared;
 mod signals;
 mod timers;
 mod writes;
@@ -150,6 +151,8 @@ pub struct Router<H> {
     bundles: HashMap<u64, ScheduledBundle>,
     next_bundle: u64,
     scratch: Vec<SubKey>,
+    /// Shared subscriptions matched by the fan-out in progress (see [`shared`]).
+    shared_scratch: Vec<(Arc<str>, ConnId, u32)>,
     /// Number of fan-outs so far (see [`Session::served`]).
     fanouts: u64,
     /// What the shell has yet to pull (see [`Router::poll_transmit`]).
@@ -200,6 +203,7 @@ impl<H: Clone> Router<H> {
             bundles: HashMap::new(),
             next_bundle: 1,
             scratch: Vec::new(),
+            shared_scratch: Vec::new(),
             fanouts: 0,
             output: std::collections::VecDeque::new(),
             auth: Auth::open(),

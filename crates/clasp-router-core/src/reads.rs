@@ -59,6 +59,7 @@ impl<H: Clone> Router<H> {
                 interval_us,
                 epsilon: s.options.epsilon.filter(|e| *e > 0.0),
                 filters: HashMap::new(),
+                group: None,
             },
         );
         let wants_params = s.types.accepts(SignalType::Param);

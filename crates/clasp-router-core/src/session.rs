@@ -64,6 +64,8 @@ pub(super) struct Session {
     pub(super) held: Held,
     /// The last fan-out that delivered to this session.
     pub(super) served: u64,
+    /// Whether it ever had a shared subscription (only then does a fan-out look for one).
+    pub(super) has_groups: bool,
     /// What the session's token allows; `None` in open mode (everything).
     pub(super) grant: Option<Grant>,
     /// Rate limit state.
@@ -160,6 +162,9 @@ pub(super) struct Sub {
     pub(super) epsilon: Option<f64>,
     /// Per-address delivery state, only for subscriptions with `max_rate` or `epsilon`.
     pub(super) filters: HashMap<Arc<str>, Filter>,
+    /// A shared subscription's group: each update goes to one subscription of the group only
+    /// (see `shared.rs`).
+    pub(super) group: Option<Arc<str>>,
 }
 
 #[derive(Default)]

@@ -334,3 +334,46 @@ fn submissions_meet_the_same_size_limit_as_frames() {
     assert_eq!(h.params().len(), 0, "nothing of it applied");
     assert!(h.submit(&ad, event("/small", Value::Int(1))).is_ok());
 }
+
+#[test]
+fn a_shared_group_splits_updates_one_member_each() {
+    let mut h = Harness::new();
+    let members: Vec<Client> = (0..3).map(|_| h.adapter(None).unwrap()).collect();
+    for (i, m) in members.iter().enumerate() {
+        let s = Subscribe {
+            id: 10 + i as u32,
+            pattern: "/work/*".into(),
+            ..Default::default()
+        };
+        h.core(|r, now| r.subscribe_shared(m.conn, s, "g\0/work/*", now))
+            .unwrap();
+        m.deliveries();
+    }
+    let plain = h.adapter(None).unwrap();
+    h.submit(&plain, subscribe(1, "/work/*")).unwrap();
+    let w = h.client();
+    for i in 0..30 {
+        h.send(&w, event("/work/job", Value::Int(i)));
+    }
+    let counts: Vec<usize> = members.iter().map(|m| updates(m).len()).collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        30,
+        "each update to one member: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|n| *n == 10),
+        "rotating through the group: {counts:?}"
+    );
+    assert_eq!(
+        updates(&plain).len(),
+        30,
+        "a plain subscription still gets everything"
+    );
+    // A member that leaves is no longer chosen.
+    h.close(&members[0]);
+    for i in 0..10 {
+        h.send(&w, event("/work/job", Value::Int(i)));
+    }
+    assert_eq!(updates(&members[1]).len() + updates(&members[2]).len(), 10);
+}

@@ -318,15 +318,15 @@ pub(crate) struct ServerCaps {
 }
 
 impl ServerCaps {
-    /// What the listener announces today: the maximum packet size, retain and wildcards
-    /// available, subscription identifiers and shared subscriptions not.
+    /// What the listener announces: the maximum packet size, and retain, wildcards,
+    /// subscription identifiers and shared subscriptions available.
     pub(crate) fn current(max_packet: u32) -> ServerCaps {
         ServerCaps {
             max_packet: Some(max_packet),
             retain: Some(true),
             wildcards: Some(true),
             subscription_ids: Some(true),
-            shared: Some(false),
+            shared: Some(true),
             ..ServerCaps::default()
         }
     }

@@ -8,7 +8,7 @@ use clasp_router::core::Refusal;
 use super::Session;
 use crate::door::Door;
 use crate::packet::{Outbound, SubAckReason, SubRequest, UnsubAckReason};
-use crate::topic::{Filter, TopicError};
+use crate::topic::Filter;
 
 /// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
 const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
@@ -62,9 +62,7 @@ impl Session {
         door: &mut impl Door,
     ) -> SubAckReason {
         let matcher = match self.ctx.topics.filter(&req.filter) {
-            Ok(m) if m.share.is_some() => return SubAckReason::SharedSubscriptionsNotSupported,
             Ok(m) => m,
-            Err(TopicError::Shared(_)) => return SubAckReason::SharedSubscriptionsNotSupported,
             Err(e) => {
                 tracing::debug!(error = %e, "MQTT filter refused");
                 return SubAckReason::TopicFilterInvalid;
@@ -72,11 +70,19 @@ impl Session {
         };
         let granted = req.qos.min(2);
         let existing = self.subs.contains_key(&req.filter);
+        // A shared subscription gets no retained messages (MQTT 5 §4.8.2).
         let send_retained = match req.retain_handling {
+            _ if matcher.share.is_some() => false,
             0 => true,
             1 => !existing,
             _ => false,
         };
+        // Every session of the listener subscribing `$share/{group}/{filter}` joins the same
+        // group of the router.
+        let group = matcher.share.as_ref().map(|g| {
+            let filter = req.filter.splitn(3, '/').nth(2).unwrap_or_default();
+            format!("mqtt:{}\0{g}\0{filter}", self.ctx.topics.namespace())
+        });
         let snapshot = send_retained.then_some(self.subscribe_seq);
         if let Some(sub) = self.subs.get_mut(&req.filter) {
             sub.qos = granted;
@@ -120,13 +126,17 @@ impl Session {
         let mut accepted = Vec::new();
         let mut refusal: Option<Refusal> = None;
         for (i, (id, pattern)) in pairs.into_iter().enumerate() {
-            let msg = Message::Subscribe(Subscribe {
+            let s = Subscribe {
                 id,
                 pattern: pattern.as_str().into(),
                 types: SignalTypes::ALL,
                 options: Default::default(),
-            });
-            match door.submit(self.conn, msg, None) {
+            };
+            let answer = match &group {
+                Some(g) => door.subscribe_shared(self.conn, s, g),
+                None => door.submit(self.conn, Message::Subscribe(s), None),
+            };
+            match answer {
                 Ok(_) => accepted.push(i),
                 Err(r) => {
                     tracing::debug!(filter = req.filter, code = r.code().code(), reason = %r, "router refused an MQTT subscription");

@@ -36,6 +36,15 @@ impl Door for CoreDoor {
         self.router
             .submit_attached(conn, msg, Qos::Confirm, attached, self.now)
     }
+
+    fn subscribe_shared(
+        &mut self,
+        conn: ConnId,
+        s: clasp_proto::Subscribe,
+        group: &str,
+    ) -> Result<Accepted, Refusal> {
+        self.router.subscribe_shared(conn, s, group, self.now)
+    }
 }
 
 /// A core, MQTT sessions on it, and the clock.
@@ -422,4 +431,28 @@ fn subscription_identifiers_come_back_with_what_they_match() {
     let mut ids = got[0].properties.clone().unwrap().subscription_identifiers;
     ids.sort_unstable();
     assert_eq!(ids, [7, 42]);
+}
+
+#[test]
+fn a_shared_subscription_gives_each_message_to_one_member() {
+    let mut p = Pair::new();
+    let (a, b, plain, publ) = (p.session(), p.session(), p.session(), p.session());
+    p.subscribe(a, "$share/g/w/+", 1);
+    p.subscribe(b, "$share/g/w/+", 1);
+    p.subscribe(plain, "w/+", 0);
+    for i in [a, b, plain] {
+        let got = p.got(i);
+        assert!(matches!(&got[..], [v5::Packet::SubAck(_)]), "{got:?}");
+    }
+    for i in 0..10 {
+        p.publish(publ, "w/job", format!("{i}").as_bytes(), 1, false);
+    }
+    let (na, nb) = (p.publishes(a).len(), p.publishes(b).len());
+    assert_eq!(
+        na + nb,
+        10,
+        "each message to exactly one member ({na} + {nb})"
+    );
+    assert!(na > 0 && nb > 0, "both members get some ({na} + {nb})");
+    assert_eq!(p.publishes(plain).len(), 10);
 }

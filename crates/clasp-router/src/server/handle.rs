@@ -90,6 +90,18 @@ impl RouterHandle {
             .with_core(|core, now| core.submit_attached(conn, msg, qos, attached, now))
     }
 
+    /// Subscribes adapter session `conn` with `s` as a member of shared group `group`: each
+    /// update the group's subscriptions match goes to one of them only.
+    pub fn subscribe_shared(
+        &self,
+        conn: ConnId,
+        s: clasp_proto::Subscribe,
+        group: &str,
+    ) -> Result<Accepted, Refusal> {
+        self.shared
+            .with_core(|core, now| core.subscribe_shared(conn, s, group, now))
+    }
+
     /// Submits several messages in order under one lock, answering each.
     pub fn submit_all(
         &self,
