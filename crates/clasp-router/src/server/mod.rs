@@ -12,6 +12,7 @@ mod listen;
 pub mod outbox;
 mod persist;
 mod quic;
+mod status;
 mod stream;
 mod tcp;
 pub mod tokens;
@@ -25,9 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router as HttpRouter;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use clasp_store::{MemoryStore, RedbStore, Store};
 use parking_lot::Mutex;
@@ -39,6 +37,7 @@ use crate::core::{Event, Now, Output, Router, RouterConfig, Transmit};
 pub use handle::RouterHandle;
 use inbox::Inbox;
 use outbox::Outbox;
+pub use status::{write_counter, write_gauge};
 
 /// The router core as the server runs it: each connection's handle is its queue.
 pub type Core = Router<Link>;
@@ -444,8 +443,8 @@ impl Server {
         let token_watch = tokio::spawn(auth_files::watch(shared.clone()));
 
         let mut app = HttpRouter::new()
-            .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics))
+            .route("/healthz", get(status::healthz))
+            .route("/metrics", get(status::metrics))
             .fallback(ws::upgrade)
             .with_state(ws::AppState {
                 shared: shared.clone(),
@@ -560,246 +559,4 @@ async fn timer_loop(shared: Arc<Shared>) {
             _ = shared.timer.notified() => {}
         }
     }
-}
-
-async fn healthz(State(state): State<ws::AppState>) -> impl IntoResponse {
-    let s = &state.shared;
-    let (sessions, params, subs) = {
-        let core = s.core.lock();
-        (
-            core.session_count(),
-            core.params().len(),
-            core.subscription_count(),
-        )
-    };
-    let body = format!(
-        "{{\"status\":\"ok\",\"name\":{},\"sessions\":{sessions},\"params\":{params},\"subscriptions\":{subs},\"store\":{},\"persist_errors\":{},\"uptime_s\":{}}}\n",
-        json_str(&s.config.router.name),
-        json_str(&s.store_desc),
-        s.persist.errors.load(Ordering::Relaxed),
-        s.start.elapsed().as_secs()
-    );
-    ([(header::CONTENT_TYPE, "application/json")], body)
-}
-
-async fn metrics(State(state): State<ws::AppState>) -> impl IntoResponse {
-    let mut body = render_metrics(&state.shared);
-    for source in state.metrics.iter() {
-        source(&mut body);
-    }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-}
-
-/// Appends one Prometheus gauge (`# HELP`, `# TYPE` and the value) to `o`; for
-/// [`Server::with_metrics`] sources too.
-pub fn write_gauge(o: &mut String, name: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-}
-
-/// Appends one Prometheus counter to `o` (see [`write_gauge`]).
-pub fn write_counter(o: &mut String, name: &str, help: &str, v: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-}
-
-fn render_metrics(s: &Shared) -> String {
-    use std::fmt::Write as _;
-    let core = s.core.lock();
-    let m = core.metrics().clone();
-    let (sessions, conns, subs, params, dirty) = (
-        core.session_count(),
-        core.connection_count(),
-        core.subscription_count(),
-        core.params().len(),
-        core.params().dirty_len(),
-    );
-    let (signals, signal_bytes) = core.signal_usage();
-    let param_bytes = core.params().bytes();
-    drop(core);
-    let mut o = String::with_capacity(4096);
-    let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
-    gauge(
-        "clasp_sessions",
-        "Sessions that completed the handshake.",
-        sessions as u64,
-    );
-    gauge(
-        "clasp_connections",
-        "Open connections, handshakes included.",
-        conns as u64,
-    );
-    gauge("clasp_subscriptions", "Active subscriptions.", subs as u64);
-    gauge("clasp_params", "Params in the state store.", params as u64);
-    gauge(
-        "clasp_param_bytes",
-        "Bytes the params are counted for (see max_param_bytes).",
-        param_bytes as u64,
-    );
-    gauge(
-        "clasp_announced_signals",
-        "Signals announced (ANNOUNCE) and listed for QUERY.",
-        signals as u64,
-    );
-    gauge(
-        "clasp_announced_signal_bytes",
-        "Bytes the announced signals are counted for.",
-        signal_bytes as u64,
-    );
-    gauge(
-        "clasp_params_unpersisted",
-        "Changed params waiting to be written to the database.",
-        dirty as u64,
-    );
-    gauge(
-        "clasp_slow_consumers",
-        "Connections whose outbound queue is above its soft limit.",
-        s.counters.congested.load(Ordering::Relaxed),
-    );
-    gauge(
-        "clasp_backlogged_consumers",
-        "Connections whose outbound queue holds a quarter of its soft limit or more (fast publishers then yield to the writers).",
-        s.counters.backlogged.load(Ordering::Relaxed),
-    );
-    gauge(
-        "clasp_queued_bytes",
-        "Bytes queued for connections, all outboxes together.",
-        s.counters.queued_bytes.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        o,
-        "# HELP clasp_messages_in_total Frames received, by message type.\n# TYPE clasp_messages_in_total counter"
-    );
-    for (name, n) in crate::core::Metrics::by_type(&m.messages_in) {
-        let _ = writeln!(o, "clasp_messages_in_total{{type=\"{name}\"}} {n}");
-    }
-    let _ = writeln!(
-        o,
-        "# HELP clasp_messages_out_total Frames sent, by message type.\n# TYPE clasp_messages_out_total counter"
-    );
-    for (name, n) in crate::core::Metrics::by_type(&m.messages_out) {
-        let _ = writeln!(o, "clasp_messages_out_total{{type=\"{name}\"}} {n}");
-    }
-    let _ = writeln!(
-        o,
-        "# HELP clasp_drops_total Outbound frames not delivered, by kind (params are coalesced to their latest value).\n# TYPE clasp_drops_total counter"
-    );
-    let _ = writeln!(
-        o,
-        "clasp_drops_total{{kind=\"param_coalesced\"}} {}",
-        s.counters.params_coalesced.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "clasp_drops_total{{kind=\"stream\"}} {}",
-        s.counters.streams_dropped.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "clasp_drops_total{{kind=\"gesture_coalesced\"}} {}",
-        m.gesture_moves_coalesced
-    );
-    let mut counter = |name: &str, help: &str, v: u64| write_counter(&mut o, name, help, v);
-    counter(
-        "clasp_bytes_in_total",
-        "Bytes received in frames.",
-        m.bytes_in,
-    );
-    counter(
-        "clasp_bytes_out_total",
-        "Bytes queued to connections.",
-        m.bytes_out,
-    );
-    counter(
-        "clasp_frames_rejected_total",
-        "Frames that could not be decoded or were too large.",
-        m.frames_rejected,
-    );
-    counter(
-        "clasp_errors_sent_total",
-        "ERROR messages sent.",
-        m.errors_sent,
-    );
-    counter(
-        "clasp_publisher_waits_total",
-        "Times a publisher sending flat out waited (at most 2 ms) for filling subscriber queues.",
-        s.counters.publisher_waits.load(Ordering::Relaxed),
-    );
-    counter(
-        "clasp_slow_disconnects_total",
-        "Connections closed because they could not keep up with events.",
-        s.counters.slow_disconnects.load(Ordering::Relaxed),
-    );
-    counter(
-        "clasp_params_expired_total",
-        "Params removed when their TTL ran out.",
-        m.params_expired,
-    );
-    counter(
-        "clasp_bundles_scheduled_total",
-        "Bundles scheduled for a later time.",
-        m.bundles_scheduled,
-    );
-    counter(
-        "clasp_persist_errors_total",
-        "Failed writes to the state database (retried).",
-        s.persist.errors.load(Ordering::Relaxed),
-    );
-    counter(
-        "clasp_persisted_params_total",
-        "Param changes written to the state database.",
-        s.persist.written.load(Ordering::Relaxed),
-    );
-    counter(
-        "clasp_auth_failures_total",
-        "HELLOs refused for their token (ERROR 300 or 302).",
-        m.auth_failures,
-    );
-    counter(
-        "clasp_forbidden_total",
-        "Messages refused for lack of scope (ERROR 301 or 403).",
-        m.forbidden,
-    );
-    counter(
-        "clasp_sessions_revoked_total",
-        "Sessions ended because their token expired, was revoked or removed.",
-        m.sessions_revoked,
-    );
-    counter(
-        "clasp_rate_limited_total",
-        "Messages dropped by the per-session rate limit (ERROR 429).",
-        m.rate_limited,
-    );
-    o.push_str(
-        "# HELP clasp_refusals_total Requests the router refused, by kind.\n# TYPE clasp_refusals_total counter\n",
-    );
-    for (kind, n) in m.refusals() {
-        let _ = writeln!(o, "clasp_refusals_total{{kind=\"{kind}\"}} {n}");
-    }
-    let mut counter = |name: &str, help: &str, v: u64| write_counter(&mut o, name, help, v);
-    counter(
-        "clasp_connections_refused_total",
-        "Connections refused because their IP address had too many open (HTTP 429).",
-        s.refused_per_ip.load(Ordering::Relaxed),
-    );
-    o
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
