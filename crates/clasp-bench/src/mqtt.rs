@@ -21,9 +21,11 @@
 //!
 //! Deliveries (messages received, summed over the subscribers) are counted by arrival time over
 //! the measured window (after `--warmup-secs`, for `--seconds`); latencies over the messages sent
-//! in that window. Loss: every message published (warm-up included) that a subscriber never
-//! received, once the subscribers have drained (sequence gaps and the missing tail), summed
-//! over the subscribers; a subscriber the broker disconnected counts what it missed as lost.
+//! in that window. Loss: every message published (warm-up included) that a subscriber had not
+//! received when the run stopped waiting for the drain (nothing arrived for `--drain-secs`, or
+//! 60 s after publishing ended), summed over the subscribers; a subscriber the broker
+//! disconnected counts what it missed as lost. A broker that stops reading the publisher for 10 s
+//! ends the publishing early (`publisher_blocked`) rather than the run.
 //!
 //! The client is a minimal MQTT 3.1.1 client written here (CONNECT, SUBSCRIBE, PUBLISH QoS 0)
 //! over tokio TCP, one task per connection, on one thread by default (`--threads`). Why not
@@ -65,7 +67,9 @@ const KEEP_ALIVE_SECS: u16 = 3600;
 /// (counted as `window_timeouts`): a broker that dropped a subscriber's last messages would
 /// otherwise stop the run.
 const WINDOW_WAIT: Duration = Duration::from_millis(200);
-/// How long one step of a connection's setup, or one write of the publisher, may take.
+/// How long one write of the publisher may wait for the broker to read.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+/// How long one step of a connection's setup may take.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Which MQTT client the subscribers use.
@@ -145,7 +149,9 @@ struct MqttResult {
     expected: u64,
     /// Messages received in all, summed over the subscribers.
     delivered: u64,
-    /// `expected` − `delivered`: messages some subscriber never received.
+    /// `expected` − `delivered`: messages some subscriber had not received when the run stopped
+    /// waiting (nothing arrived for `--drain-secs`, or 60 s after publishing ended): dropped by
+    /// the broker, or still queued in it.
     lost: u64,
     /// `lost` / `expected`.
     lost_fraction: f64,
@@ -161,6 +167,9 @@ struct MqttResult {
     latency_samples: u64,
     /// Windowed: times the publisher sent without waiting longer for the slowest subscriber.
     window_timeouts: Option<u64>,
+    /// The broker stopped reading the publisher for 10 s (overload), so publishing stopped
+    /// early: the figures cover what was sent until then.
+    publisher_blocked: bool,
     /// Broker CPU in the measured window, % of one core (with `--pid`).
     broker_cpu_pct: Option<f64>,
     /// This tool's CPU in the measured window, % of one core.
@@ -635,6 +644,8 @@ struct PubStats {
     sent: u64,
     sent_in_window: u64,
     window_timeouts: u64,
+    /// The broker stopped reading the publisher for PUBLISH_WAIT; publishing ended there.
+    blocked: bool,
 }
 
 /// Publishes until the end of the measured window: windowed or paced (see the module docs).
@@ -644,20 +655,26 @@ async fn publish(mut s: TcpStream, o: &MqttOpts, shared: &Shared) -> anyhow::Res
     let mut buf = Vec::with_capacity(BATCH as usize * (o.size + topic.len() + 8));
     let mut st = PubStats::default();
     let mut seq = 0u64;
+    // Sends `n` messages; `false` if the broker did not take them within PUBLISH_WAIT (an
+    // overloaded broker that stops reading its publisher ends the publishing, not the run).
     let mut send = async |st: &mut PubStats, seq: &mut u64, n: u64, now: u64| {
         buf.clear();
-        for _ in 0..n {
-            put_publish(&mut buf, topic, *seq, now, o.size);
-            *seq += 1;
+        for i in 0..n {
+            put_publish(&mut buf, topic, *seq + i, now, o.size);
         }
+        match tokio::time::timeout(PUBLISH_WAIT, s.write_all(&buf)).await {
+            Ok(r) => r.context("publisher send failed")?,
+            Err(_) => {
+                // Part of this batch may be on the wire; it is not counted as sent.
+                st.blocked = true;
+                return anyhow::Ok(false);
+            }
+        }
+        *seq += n;
         if (from..end).contains(&now) {
             st.sent_in_window += n;
         }
-        // A broker that stops reading the publisher ends the run rather than hanging it.
-        tokio::time::timeout(SETUP_WAIT, s.write_all(&buf))
-            .await
-            .context("the broker stopped reading the publisher")?
-            .context("publisher send failed")
+        Ok(true)
     };
     if o.rate == 0 {
         // The slowest subscriber's progress, as last looked at.
@@ -689,12 +706,14 @@ async fn publish(mut s: TcpStream, o: &MqttOpts, shared: &Shared) -> anyhow::Res
                 continue;
             }
             let n = (floor + o.window - seq).min(BATCH);
-            send(&mut st, &mut seq, n, now).await?;
+            if !send(&mut st, &mut seq, n, now).await? {
+                break;
+            }
         }
     } else {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
+        'publishing: loop {
             tick.tick().await;
             let now = shared.now_us();
             if now >= end {
@@ -703,14 +722,18 @@ async fn publish(mut s: TcpStream, o: &MqttOpts, shared: &Shared) -> anyhow::Res
             let due = (u128::from(now) * u128::from(o.rate) / 1_000_000) as u64;
             while seq < due {
                 let n = (due - seq).min(BATCH);
-                send(&mut st, &mut seq, n, now).await?;
+                if !send(&mut st, &mut seq, n, now).await? {
+                    break 'publishing;
+                }
             }
         }
     }
     st.sent = seq;
-    // DISCONNECT, so that no broker publishes a will or keeps a session.
-    let _ = s.write_all(&[0xE0, 0x00]).await;
-    let _ = s.shutdown().await;
+    if !st.blocked {
+        // DISCONNECT, so that no broker publishes a will or keeps a session.
+        let _ = s.write_all(&[0xE0, 0x00]).await;
+        let _ = s.shutdown().await;
+    }
     Ok(st)
 }
 
@@ -919,6 +942,7 @@ async fn run_async(o: &MqttOpts, out: &Out) -> anyhow::Result<()> {
         max_us: r1(hist.max()),
         latency_samples: hist.total(),
         window_timeouts: (o.rate == 0).then_some(published.window_timeouts),
+        publisher_blocked: published.blocked,
         broker_cpu_pct: pct(broker_ticks),
         client_cpu_pct: pct(client_ticks),
         other_cpu_pct: pct(other_ticks),
@@ -1054,6 +1078,7 @@ pub(crate) fn report(o: &MqttReportOpts) -> anyhow::Result<()> {
                 "p99 µs",
                 "lost",
                 "disconnected",
+                "publisher blocked",
                 "broker CPU %",
                 "client CPU %",
                 "other CPU %",
@@ -1071,6 +1096,11 @@ pub(crate) fn report(o: &MqttReportOpts) -> anyhow::Result<()> {
                 cell(f(v, "p99_us")),
                 cell(f(v, "lost")),
                 cell(f(v, "disconnected")),
+                match v.get("publisher_blocked").and_then(Value::as_bool) {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "no".to_owned(),
+                    None => "-".to_owned(),
+                },
                 cell(f(v, "broker_cpu_pct")),
                 cell(f(v, "client_cpu_pct")),
                 cell(f(v, "other_cpu_pct")),
