@@ -4,7 +4,8 @@
 # runs every workload against each broker, each started fresh on 127.0.0.1 for each run and
 # stopped after it; the order of the brokers is reversed every other round. Prints the rounds and
 # the medians with their spread side by side, and writes every result line to
-# target/bench-mqtt/results.jsonl. Not part of the test suite: run by hand.
+# target/bench-mqtt/results.jsonl. Not part of the test suite: run by hand. Figures and how to
+# read them: docs/benchmarks-mqtt.md.
 #
 # Workloads:
 #   fanout  the publisher sends as fast as the slowest subscriber keeps up, at most WINDOW
@@ -20,6 +21,7 @@
 #   WORKLOADS="fanout paced"
 #   SUBSCRIBERS=100 SIZE=8    subscribers; payload bytes (at least 8)
 #   SECONDS_=10 WARMUP=1      measured seconds per run, after WARMUP seconds of publishing
+#                             (SECONDS_: bash keeps SECONDS for itself)
 #   WINDOW=256                fanout: messages the publisher may be ahead of the slowest subscriber
 #   RATE=500                  paced: messages/s
 #   THREADS=1                 threads of clasp-bench (1 leaves the other core to the broker)
