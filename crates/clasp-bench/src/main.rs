@@ -2,6 +2,9 @@
 //! fan-out, throughput and memory per connection; `echo-server` is a zero-work server that
 //! calibrates the latency floor.
 //!
+//! `mqtt` loads any MQTT 3.1.1 broker (our relay's MQTT listener, mosquitto) instead; see
+//! `mqtt.rs`.
+//!
 //! Every client speaks CLASP directly over WebSocket (subprotocol `clasp`): HELLO → WELCOME, the
 //! connect SNAPSHOT drained, then the workload. Writers use QoS Fire and discard whatever the
 //! router sends back. Connections go to 127.0.0.1 only.
@@ -17,6 +20,9 @@
 //! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
 //! clasp-bench commit     --url ... [--writers 1,8,64] [--seconds 5] [--size 64]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
+//! clasp-bench mqtt       --addr 127.0.0.1:1883 [--subscribers 100] [--size 8] [--seconds 10]
+//!                        [--warmup-secs 1] [--window 64 | --rate R] [--pid PID]
+//! clasp-bench mqtt-report --input results.jsonl
 //! clasp-bench echo-server --listen 127.0.0.1:7332
 //! ```
 //!
@@ -31,6 +37,7 @@ mod fanout;
 mod latency;
 mod load;
 mod memory;
+mod mqtt;
 mod output;
 mod p2p;
 mod report;
@@ -46,6 +53,7 @@ use crate::echo::EchoOpts;
 use crate::fanout::{FanoutOpts, WaitArgs};
 use crate::latency::LatencyOpts;
 use crate::memory::MemoryOpts;
+use crate::mqtt::{MqttOpts, MqttReportOpts};
 use crate::output::Out;
 use crate::p2p::P2pOpts;
 use crate::report::ReportOpts;
@@ -156,6 +164,11 @@ enum Cmd {
         #[command(flatten)]
         opts: CommitOpts,
     },
+    /// MQTT fan-out against any MQTT 3.1.1 broker on this machine: one publisher, N
+    /// subscribers on one topic, QoS 0; deliveries/s, publish-to-receive latency, loss.
+    Mqtt(MqttOpts),
+    /// Medians and spread of `mqtt` runs per label from JSON lines, with the per-round table.
+    MqttReport(MqttReportOpts),
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
@@ -186,6 +199,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Commit { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
+        Cmd::MqttReport(o) => return mqtt::report(o),
+        Cmd::Mqtt(o) => {
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            let out = Out {
+                json: cli.json,
+                label: cli.label.clone(),
+                round: cli.round,
+                url: format!("mqtt://{}", o.addr),
+            };
+            return mqtt::run(o, &out);
+        }
         Cmd::EchoServer(o) => {
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             return tokio::runtime::Builder::new_multi_thread()
@@ -222,7 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,
-            Cmd::Report(_) | Cmd::EchoServer(_) => Ok(()),
+            Cmd::Report(_) | Cmd::EchoServer(_) | Cmd::Mqtt(_) | Cmd::MqttReport(_) => Ok(()),
         }
     })
 }

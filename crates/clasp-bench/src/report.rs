@@ -90,7 +90,7 @@ fn case_of(workload: &str, line: &Value) -> String {
     }
 }
 
-fn median(v: &[f64]) -> Option<f64> {
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
