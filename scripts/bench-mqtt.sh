@@ -17,7 +17,10 @@
 # Settings (environment):
 #   ROUNDS=5                  rounds (each runs every workload against every broker)
 #   BROKERS="mosquitto clasp" brokers; mosquitto-nodelay is mosquitto with set_tcp_nodelay true
-#                             (Debian's mosquitto leaves Nagle on; our relay turns it off)
+#                             (Debian's mosquitto leaves Nagle on; our relay turns it off);
+#                             clasp-base is the relay binary CLASP_BASE (an older build, to
+#                             compare two builds in the same run)
+#   CLASP_BASE=               path of that older `clasp` binary
 #   WORKLOADS="fanout paced"
 #   SUBSCRIBERS=100 SIZE=8    subscribers; payload bytes (at least 8)
 #   SECONDS_=10 WARMUP=1      measured seconds per run, after WARMUP seconds of publishing
@@ -123,7 +126,11 @@ EOF
             [[ "$which" == mosquitto-nodelay ]] && echo "set_tcp_nodelay true" >>"$OUT/mosquitto.conf"
             "$MOSQUITTO" -c "$OUT/mosquitto.conf" >/dev/null 2>>"$log" &
             ;;
-        clasp)
+        clasp | clasp-base)
+            local bin="$CLASP"
+            if [[ "$which" == clasp-base ]]; then
+                bin="${CLASP_BASE:?clasp-base needs CLASP_BASE=path/to/clasp}"
+            fi
             PORT="$PORT_CLASP"
             wait_port_free "$PORT"
             wait_port_free "$PORT_CLASP_WS"
@@ -131,7 +138,7 @@ EOF
             # In memory, like mosquitto with persistence off; the per-session rate limit
             # (default 10,000 messages/s) and the per-IP connection limit off: mosquitto has
             # neither. No LAN discovery, no mDNS: nothing leaves 127.0.0.1.
-            RUST_LOG="$ROUTER_LOG" "$CLASP" relay --memory --bind 127.0.0.1 \
+            RUST_LOG="$ROUTER_LOG" "$bin" relay --memory --bind 127.0.0.1 \
                 --port "$PORT_CLASP_WS" --rendezvous-port "$PORT_CLASP_RDV" \
                 --mqtt-port "$PORT" --discovery-port 0 --no-mdns \
                 --rate-limit 0 --max-connections-per-ip 0 >"$log" 2>&1 &

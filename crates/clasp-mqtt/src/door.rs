@@ -5,7 +5,8 @@
 
 use clasp_proto::{Message, Qos, Subscribe};
 use clasp_router::core::adapter::{Accepted, Attached};
-use clasp_router::core::{ConnId, Refusal};
+use clasp_router::core::{ConnId, Now, Refusal};
+use clasp_router::server::Core;
 use clasp_router::server::RouterHandle;
 
 /// The router as an MQTT session sees it.
@@ -25,6 +26,34 @@ pub(crate) trait Door {
         s: Subscribe,
         group: &str,
     ) -> Result<Accepted, Refusal>;
+}
+
+/// The core itself, while the caller holds it (`RouterHandle::with_core`): the packets of
+/// one read are handled under one lock, and what they produce is delivered once afterwards.
+pub(crate) struct CoreDoor<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) now: Now,
+}
+
+impl Door for CoreDoor<'_> {
+    fn submit(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        attached: Option<Attached>,
+    ) -> Result<Accepted, Refusal> {
+        self.core
+            .submit_attached(conn, msg, Qos::Confirm, attached, self.now)
+    }
+
+    fn subscribe_shared(
+        &mut self,
+        conn: ConnId,
+        s: Subscribe,
+        group: &str,
+    ) -> Result<Accepted, Refusal> {
+        self.core.subscribe_shared(conn, s, group, self.now)
+    }
 }
 
 impl Door for RouterHandle {

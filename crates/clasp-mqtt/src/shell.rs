@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::MqttConfig;
+use crate::door::CoreDoor;
 use crate::packet::{
     self, Connect, DisconnectReason, FrameError, Outbound, Refuse, ServerCaps, Version,
 };
@@ -401,19 +402,29 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     shutdown: &CancellationToken,
     kicked: &CancellationToken,
 ) -> End {
-    let mut door = shared.handle.clone();
     let wt = shared.config().write_timeout;
+    // Every packet of a read is handled under one lock of the core (see `CoreDoor`).
+    let handle = &shared.handle;
+    let process = |kept: &mut Kept, inbuf: &mut BytesMut| {
+        let now = std::time::Instant::now();
+        handle.with_core(|core, t| {
+            kept.session
+                .process_input(inbuf, &mut CoreDoor { core, now: t }, now)
+        })
+    };
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let far = Duration::from_secs(86_400 * 365);
     let keep_alive = keep_alive.unwrap_or(far);
     let mut deadline = Instant::now() + keep_alive;
-    let (read, end) = kept
-        .session
-        .process_input(inbuf, &mut door, std::time::Instant::now());
+    let (read, end) = process(kept, inbuf);
     if read {
         deadline = Instant::now() + keep_alive;
     }
+    // One timer for the keep-alive, moved on only when it fires early: a packet just moves
+    // the deadline.
+    let keep_alive_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(keep_alive_timer);
     if let Some(end) = end {
         return end;
     }
@@ -445,9 +456,13 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         tokio::select! {
             () = shutdown.cancelled() => kept.session.close(DisconnectReason::ServerShuttingDown, End::Shutdown),
             () = kicked.cancelled() => kept.session.close(DisconnectReason::SessionTakenOver, End::TakenOver),
-            () = tokio::time::sleep_until(deadline) => {
-                tracing::debug!("MQTT keep-alive expired");
-                kept.session.close(DisconnectReason::KeepAliveTimeout, End::Violation);
+            () = &mut keep_alive_timer => {
+                if Instant::now() >= deadline {
+                    tracing::debug!("MQTT keep-alive expired");
+                    kept.session.close(DisconnectReason::KeepAliveTimeout, End::Violation);
+                } else {
+                    keep_alive_timer.as_mut().reset(deadline);
+                }
             }
             () = kept.inbox.ready(), if kept.session.backlog.is_empty() => kept.drain(),
             () = kept.inbox.closed() => kept.drain(),
@@ -456,7 +471,7 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     Ok(0) | Err(_) => return End::Lost,
                     Ok(_) => {}
                 }
-                let (read, end) = kept.session.process_input(inbuf, &mut door, std::time::Instant::now());
+                let (read, end) = process(kept, inbuf);
                 if read {
                     deadline = Instant::now() + keep_alive;
                 }

@@ -152,6 +152,19 @@ impl Session {
             }
             None => 0,
         };
+        if p.qos == 0 {
+            // Nothing to keep: the packet takes the topic and payload.
+            self.emit(Outbound::Publish {
+                topic: p.topic,
+                payload: p.payload,
+                qos: 0,
+                retain: p.retain,
+                pkid,
+                dup: false,
+                props,
+            });
+            return;
+        }
         let sent = self.try_emit(Outbound::Publish {
             topic: p.topic.clone(),
             payload: p.payload.clone(),
@@ -161,15 +174,13 @@ impl Session {
             dup: dup.is_some(),
             props,
         });
-        if p.qos > 0 {
-            if sent {
-                self.sent_seq += 1;
-                self.inflight.insert(pkid, (self.sent_seq, p));
-            } else {
-                // Never on the wire, so never acknowledged: keeping the id would shrink the
-                // in-flight window for good.
-                self.inflight.remove(&pkid);
-            }
+        if sent {
+            self.sent_seq += 1;
+            self.inflight.insert(pkid, (self.sent_seq, p));
+        } else {
+            // Never on the wire, so never acknowledged: keeping the id would shrink the
+            // in-flight window for good.
+            self.inflight.remove(&pkid);
         }
     }
 
