@@ -269,7 +269,6 @@ pub(crate) async fn serve<R, W>(
             s.client_max = client_max;
             s.will = connect.will.clone();
             s.clear_closing();
-            s.disconnect_expiry = None;
             k
         }
         None => {
@@ -278,6 +277,8 @@ pub(crate) async fn serve<R, W>(
             Kept { session, inbox }
         }
     };
+    kept.session
+        .start_connection(connect.session_expiry.unwrap_or(0));
     // The CONNACK goes first; a resumed session's redeliveries follow it.
     kept.session.clear_out();
     kept.session.emit(Outbound::ConnAck {
@@ -347,7 +348,8 @@ pub(crate) async fn serve<R, W>(
         && !keep.is_zero()
     {
         // MQTT 5: DISCONNECT may change the expiry (0 ends the session now). After a
-        // CONNECT without one, a non-zero value is a protocol error and is ignored.
+        // CONNECT without one, a non-zero value is a protocol error (the session answered
+        // DISCONNECT 0x82 and did not take it).
         keep = expiry(asked).min(config.session_expiry);
     }
     let owner = Owner {

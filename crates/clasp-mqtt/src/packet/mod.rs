@@ -259,7 +259,9 @@ pub(crate) enum Inbound {
         will: bool,
         session_expiry: Option<u32>,
     },
-    /// A packet a client must not send here (a second CONNECT, a CONNACK, AUTH...).
+    /// A second CONNECT (a protocol error; Mosquitto closes without a DISCONNECT).
+    SecondConnect,
+    /// Another packet a client must not send here (a CONNACK, AUTH...).
     Unexpected(&'static str),
 }
 

@@ -16,6 +16,8 @@ mod inbound;
 pub(crate) mod queue;
 mod saved;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -100,6 +102,9 @@ pub(crate) struct Session {
     pub(crate) dropped: u64,
     /// MQTT 5: the session expiry interval the client's DISCONNECT asked for.
     pub(crate) disconnect_expiry: Option<u32>,
+    /// MQTT 5: the session expiry interval of the connection's CONNECT (0 when absent): if 0,
+    /// a DISCONNECT may not set one (§3.14.2.2.2).
+    connect_expiry: u32,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -143,6 +148,7 @@ impl Session {
             offline: false,
             dropped: 0,
             disconnect_expiry: None,
+            connect_expiry: 0,
             qos2: HashSet::new(),
             out: BytesMut::new(),
             client_max,
@@ -152,6 +158,14 @@ impl Session {
             retained_sent: (0, HashSet::new()),
             subscribe_seq: 0,
         })
+    }
+
+    /// Starts a network connection of the session (new or resumed) whose CONNECT asked for
+    /// session expiry `connect_expiry` (MQTT 5; 0 when absent): no session expiry from a
+    /// DISCONNECT yet.
+    pub(crate) fn start_connection(&mut self, connect_expiry: u32) {
+        self.connect_expiry = connect_expiry;
+        self.disconnect_expiry = None;
     }
 
     /// Handles every whole packet buffered in `inbuf`. Returns whether a packet was read (the
@@ -230,8 +244,21 @@ impl Session {
                 will,
                 session_expiry,
             } => {
-                self.disconnect_expiry = session_expiry;
-                return Some(End::Disconnect(will));
+                if self.connect_expiry == 0 && session_expiry.is_some_and(|e| e != 0) {
+                    // A session expiry after a CONNECT without one (MQTT 5 §3.14.2.2.2): a
+                    // protocol error, answered with DISCONNECT 0x82 as Mosquitto does; the
+                    // DISCONNECT is not taken, so the will goes out.
+                    tracing::debug!("MQTT DISCONNECT sets a session expiry the CONNECT had not");
+                    self.close(DisconnectReason::ProtocolError, End::Violation);
+                } else {
+                    self.disconnect_expiry = session_expiry;
+                    return Some(End::Disconnect(will));
+                }
+            }
+            Inbound::SecondConnect => {
+                // A protocol error; Mosquitto closes without a DISCONNECT, and so do we.
+                tracing::debug!("second MQTT CONNECT on a connection");
+                return Some(End::Violation);
             }
             Inbound::Unexpected(what) => {
                 tracing::debug!(what, "unexpected MQTT packet from a client");
