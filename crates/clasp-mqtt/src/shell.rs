@@ -18,6 +18,7 @@ use crate::packet::{
     self, Connect, DisconnectReason, FrameError, Outbound, Refuse, ServerCaps, Version,
 };
 use crate::registry::{Kept, Live, Owner, Shared};
+use crate::session::alias::TOPIC_ALIAS_MAX;
 use crate::session::{End, Session};
 
 /// How long a newer connection waits for the one it takes over to end.
@@ -286,7 +287,10 @@ pub(crate) async fn serve<R, W>(
         assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
         session_present,
         session_expiry: expiry_reply,
-        caps: ServerCaps::current(u32::try_from(max).unwrap_or(u32::MAX)),
+        caps: ServerCaps {
+            topic_alias_max: Some(TOPIC_ALIAS_MAX),
+            ..ServerCaps::current(u32::try_from(max).unwrap_or(u32::MAX))
+        },
     });
     if session_present {
         shared.resumed.fetch_add(1, Ordering::Relaxed);

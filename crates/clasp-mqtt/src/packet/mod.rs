@@ -25,7 +25,6 @@ use thiserror::Error;
 
 pub(crate) use connect::decode_connect;
 pub(crate) use decode::decode;
-#[allow(unused_imports, reason = "for the session to use")]
 pub(crate) use decode::decode_with;
 pub(crate) use encode::encode;
 pub(crate) use reason::{

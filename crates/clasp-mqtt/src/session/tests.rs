@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use clasp_proto::{Message, Qos, Subscribe, Value};
 use clasp_router::core::adapter::{Accepted, Attached, Delivery};
 use clasp_router::core::recorder::Recorder;
 use clasp_router::core::{ConnId, Now, Refusal, Router, RouterConfig};
-use rumqttc::v5::mqttbytes::Error as M5Error;
 use rumqttc::v5::mqttbytes::v5;
+use rumqttc::v5::mqttbytes::{Error as M5Error, QoS};
 
 use super::{Ctx, End, Session};
 use crate::MqttConfig;
@@ -123,6 +123,19 @@ fn written(s: &mut Session) -> Vec<v5::Packet> {
     }
 }
 
+/// A QoS 1 PUBLISH of `payload` to `topic` with packet id `pkid` and topic alias `alias`.
+fn publish(topic: &str, payload: &str, pkid: u16, alias: Option<u16>) -> v5::Packet {
+    let mut p = v5::Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec(), None);
+    p.pkid = pkid;
+    if let Some(a) = alias {
+        p.properties = Some(v5::PublishProperties {
+            topic_alias: Some(a),
+            ..v5::PublishProperties::default()
+        });
+    }
+    v5::Packet::Publish(p)
+}
+
 /// The addresses and values of the events the observer was delivered.
 fn events(rec: &Recorder) -> Vec<(String, Value)> {
     rec.take_deliveries()
@@ -138,6 +151,97 @@ fn events(rec: &Recorder) -> Vec<(String, Value)> {
             _ => None,
         })
         .collect()
+}
+
+/// The reason codes of the PUBACKs written.
+fn pubacks(got: &[v5::Packet]) -> Vec<(u16, v5::PubAckReason)> {
+    got.iter()
+        .filter_map(|p| match p {
+            v5::Packet::PubAck(a) => Some((a.pkid, a.reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_topic_alias_is_set_with_a_topic_and_then_stands_for_it() {
+    let (mut core, mut s, rec) = setup(0);
+    assert_eq!(
+        feed(&mut s, &mut core, publish("t/a", "1", 1, Some(1))),
+        None
+    );
+    assert_eq!(feed(&mut s, &mut core, publish("", "2", 2, Some(1))), None);
+    // Set again to another topic.
+    assert_eq!(
+        feed(&mut s, &mut core, publish("t/b", "3", 3, Some(1))),
+        None
+    );
+    assert_eq!(feed(&mut s, &mut core, publish("", "4", 4, Some(1))), None);
+    // Alias 10, the maximum announced, is allowed.
+    assert_eq!(
+        feed(&mut s, &mut core, publish("t/c", "5", 5, Some(10))),
+        None
+    );
+    assert_eq!(feed(&mut s, &mut core, publish("", "6", 6, Some(10))), None);
+    assert!(s.take_closing().is_none());
+    let ok = v5::PubAckReason::Success;
+    assert_eq!(
+        pubacks(&written(&mut s)),
+        [(1, ok), (2, ok), (3, ok), (4, ok), (5, ok), (6, ok)]
+    );
+    let want: Vec<(String, Value)> = [
+        ("/t/a", 1),
+        ("/t/a", 2),
+        ("/t/b", 3),
+        ("/t/b", 4),
+        ("/t/c", 5),
+        ("/t/c", 6),
+    ]
+    .into_iter()
+    .map(|(a, v)| (a.to_owned(), Value::Int(v)))
+    .collect();
+    assert_eq!(events(&rec), want);
+}
+
+#[test]
+fn a_topic_alias_never_set_is_a_protocol_error() {
+    let (mut core, mut s, rec) = setup(0);
+    assert_eq!(feed(&mut s, &mut core, publish("", "1", 1, Some(2))), None);
+    assert_eq!(
+        s.take_closing(),
+        Some((DisconnectReason::ProtocolError, End::Violation))
+    );
+    assert!(written(&mut s).is_empty(), "no PUBACK");
+    assert!(events(&rec).is_empty());
+}
+
+#[test]
+fn topic_aliases_belong_to_the_connection() {
+    let (mut core, mut s, rec) = setup(60);
+    assert_eq!(feed(&mut s, &mut core, publish("t", "1", 1, Some(1))), None);
+    assert_eq!(events(&rec).len(), 1);
+    // The session resumed on a new connection: alias 1 is not set there.
+    s.start_connection(60);
+    assert_eq!(feed(&mut s, &mut core, publish("", "2", 2, Some(1))), None);
+    assert_eq!(
+        s.take_closing(),
+        Some((DisconnectReason::ProtocolError, End::Violation))
+    );
+    assert!(events(&rec).is_empty());
+}
+
+#[test]
+fn a_topic_alias_above_the_maximum_is_invalid() {
+    let (mut core, mut s, rec) = setup(0);
+    assert_eq!(
+        feed(&mut s, &mut core, publish("t", "1", 1, Some(11))),
+        None
+    );
+    assert_eq!(
+        s.take_closing(),
+        Some((DisconnectReason::TopicAliasInvalid, End::Violation))
+    );
+    assert!(events(&rec).is_empty());
 }
 
 #[test]
@@ -212,4 +316,33 @@ fn a_disconnect_may_not_set_a_session_expiry_the_connect_had_not() {
     );
     assert!(s.take_closing().is_none());
     assert_eq!(s.disconnect_expiry, Some(30));
+}
+
+#[test]
+fn an_own_event_sent_by_alias_comes_back_under_its_topic() {
+    let (mut core, mut s, _) = setup(0);
+    let sub = v5::Subscribe::new(v5::Filter::new("t/#", QoS::AtMostOnce), None);
+    let mut sub = sub;
+    sub.pkid = 1;
+    assert_eq!(feed(&mut s, &mut core, v5::Packet::Subscribe(sub)), None);
+    written(&mut s);
+    assert_eq!(
+        feed(&mut s, &mut core, publish("t/x", "1", 1, Some(3))),
+        None
+    );
+    assert_eq!(feed(&mut s, &mut core, publish("", "2", 2, Some(3))), None);
+    let got: Vec<(Bytes, Bytes)> = written(&mut s)
+        .into_iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some((p.topic, p.payload)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Bytes::from("t/x"), Bytes::from("1")),
+            (Bytes::from("t/x"), Bytes::from("2"))
+        ]
+    );
 }
