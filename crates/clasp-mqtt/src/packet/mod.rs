@@ -153,7 +153,6 @@ pub(crate) struct Will {
     /// The retain flag.
     pub(crate) retain: bool,
     /// v5 will delay interval, seconds.
-    #[allow(dead_code, reason = "for the session to use")]
     pub(crate) delay: Option<u32>,
     /// v5 will properties other than the delay (those of the PUBLISH to make).
     #[allow(dead_code, reason = "for the session to use")]
