@@ -5,7 +5,8 @@
 //! when its connection ends: a task keeps running it with the socket gone
 //! ([`Kept::parked`]), queueing what the router delivers (`Session::queue_offline`), until its
 //! client returns and takes it over a channel ([`Parked::take`]), it expires, the router ends
-//! it, or the listener stops (then it is saved to the store, if there is one).
+//! it, or the listener stops (then it is saved to the store, if there is one). An MQTT 5 will
+//! with a delay waits there too ([`DelayedWill`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::MqttConfig;
-use crate::packet::{Refuse, Version};
+use crate::packet::{Refuse, Version, Will};
 use crate::persist::{self, Saved};
 use crate::session::{Ctx, End, Session};
 use crate::topic::Topics;
@@ -144,6 +145,24 @@ impl Parked {
     }
 }
 
+/// An MQTT 5 will waiting for its delay (min(will delay, session expiry), §3.1.3.2.2) in the
+/// parked session of a client that went away.
+///
+/// It is published through the session when the delay has passed, or earlier if the session
+/// ends first: it expires, a new connection with the client id does not resume it (clean
+/// start, other credentials), a resume is abandoned, or the listener or router shuts down
+/// (as Mosquitto publishes pending wills at shutdown: the will is not saved with the session,
+/// and the client cannot come back in time). It is dropped if the client resumes the session
+/// (as Mosquitto drops it for a new connection with clean start 0), or if the router closes
+/// the session (as for a live connection the router closes).
+#[derive(Debug)]
+pub(crate) struct DelayedWill {
+    /// The will.
+    pub(crate) will: Will,
+    /// When it is due.
+    pub(crate) at: Instant,
+}
+
 /// Whose a kept session is: its client id, the connection generation that kept it, and the
 /// credentials it was opened with.
 #[derive(Debug, Clone)]
@@ -165,6 +184,15 @@ impl Kept {
             self.session
                 .on_deliveries(got, close, std::time::Instant::now());
         }
+    }
+
+    /// Publishes a parked session's will through it; nothing goes to a client (what its own
+    /// subscriptions match is queued offline).
+    fn publish_will(&mut self, will: Will, shared: &Shared) {
+        self.session
+            .publish_will(will, &mut shared.handle.clone(), std::time::Instant::now());
+        self.session.clear_out();
+        self.session.clear_closing();
     }
 
     /// Adds the session to those the listener stores at its end (if it has a store and no
@@ -229,19 +257,22 @@ impl Kept {
     /// Keeps the parked session for `keep`: the CLASP session stays open, what it delivers
     /// is queued, and a returning client takes the session back through `resume`. Ends
     /// (closing the CLASP session) on expiry, listener shutdown, the router closing the
-    /// session, or a new session replacing it.
+    /// session, or a new session replacing it. `will` is published when due, or when the
+    /// session ends before (see [`DelayedWill`]).
     pub(crate) async fn parked(
         mut self,
         shared: Arc<Shared>,
         owner: Owner,
         mut resume: Resume,
         keep: Duration,
+        mut will: Option<DelayedWill>,
         shutdown: &CancellationToken,
     ) {
         let (client_id, generation) = (owner.client_id.as_str(), owner.generation);
         enum Wake {
             Ready,
             Resume(oneshot::Sender<Kept>),
+            Will,
             Shutdown,
             End(&'static str),
         }
@@ -269,6 +300,12 @@ impl Kept {
                         None => std::future::pending().await,
                     }
                 } => Wake::End("session expired"),
+                () = async {
+                    match will.as_ref() {
+                        Some(w) => tokio::time::sleep_until(w.at).await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Will,
                 () = self.inbox.ready() => Wake::Ready,
                 r = resume.recv() => match r {
                     Some(reply) => Wake::Resume(reply),
@@ -282,7 +319,11 @@ impl Kept {
                     // (token revoked, say).
                     match self.session.closing_end() {
                         Some(End::Shutdown) => break self.save(&shared, &owner, left(expires)),
-                        Some(_) => break "closed by the router",
+                        Some(_) => {
+                            // As for a live connection the router closes: no will.
+                            will = None;
+                            break "closed by the router";
+                        }
                         None => self.session.clear_out(),
                     }
                 }
@@ -291,17 +332,39 @@ impl Kept {
                     // under the offline rules.
                     self.drain();
                     match reply.send(self) {
-                        Ok(()) => return,
+                        Ok(()) => {
+                            if will.is_some() {
+                                tracing::debug!(
+                                    client_id,
+                                    "MQTT client back within its will delay: no will"
+                                );
+                            }
+                            return;
+                        }
                         Err(back) => {
                             self = back;
                             break "resume abandoned";
                         }
                     }
                 }
+                Wake::Will => {
+                    if let Some(w) = will.take() {
+                        tracing::debug!(client_id, "MQTT will delay passed: will published");
+                        self.publish_will(w.will, &shared);
+                    }
+                }
                 Wake::Shutdown => break self.save(&shared, &owner, left(expires)),
                 Wake::End(reason) => break reason,
             }
         };
+        if let Some(w) = will.take() {
+            tracing::debug!(
+                client_id,
+                reason,
+                "MQTT session ended within its will delay: will published"
+            );
+            self.publish_will(w.will, &shared);
+        }
         {
             let mut parked = shared.parked.lock();
             if parked
@@ -329,7 +392,14 @@ impl Restored {
     /// Keeps the session until its client returns, it expires or the listener stops.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         self.kept
-            .parked(self.shared, self.owner, self.resume, self.keep, &shutdown)
+            .parked(
+                self.shared,
+                self.owner,
+                self.resume,
+                self.keep,
+                None,
+                &shutdown,
+            )
             .await;
     }
 }

@@ -18,7 +18,8 @@ use crate::door::CoreDoor;
 use crate::packet::{
     self, Connect, DisconnectReason, FrameError, Outbound, Refuse, ServerCaps, Version,
 };
-use crate::registry::{Kept, Live, Owner, Shared};
+use crate::registry::{DelayedWill, Kept, Live, Owner, Shared};
+use crate::session::alias::TOPIC_ALIAS_MAX;
 use crate::session::{End, Session};
 
 /// How long a newer connection waits for the one it takes over to end.
@@ -270,7 +271,6 @@ pub(crate) async fn serve<R, W>(
             s.client_max = client_max;
             s.will = connect.will.clone();
             s.clear_closing();
-            s.disconnect_expiry = None;
             k
         }
         None => {
@@ -279,6 +279,8 @@ pub(crate) async fn serve<R, W>(
             Kept { session, inbox }
         }
     };
+    kept.session
+        .start_connection(connect.session_expiry.unwrap_or(0));
     // The CONNACK goes first; a resumed session's redeliveries follow it.
     kept.session.clear_out();
     kept.session.emit(Outbound::ConnAck {
@@ -286,7 +288,10 @@ pub(crate) async fn serve<R, W>(
         assigned_id: (assigned && version == Version::V5).then(|| client_id.clone()),
         session_present,
         session_expiry: expiry_reply,
-        caps: ServerCaps::current(u32::try_from(max).unwrap_or(u32::MAX)),
+        caps: ServerCaps {
+            topic_alias_max: Some(TOPIC_ALIAS_MAX),
+            ..ServerCaps::current(u32::try_from(max).unwrap_or(u32::MAX))
+        },
     });
     if session_present {
         shared.resumed.fetch_add(1, Ordering::Relaxed);
@@ -327,11 +332,31 @@ pub(crate) async fn serve<R, W>(
         &kicked,
     )
     .await;
+    let mut keep = keep;
+    if let End::Disconnect(_) = end
+        && let Some(asked) = kept.session.disconnect_expiry.take()
+        && !keep.is_zero()
+    {
+        // MQTT 5: DISCONNECT may change the expiry (0 ends the session now). After a
+        // CONNECT without one, a non-zero value is a protocol error (the session answered
+        // DISCONNECT 0x82 and did not take it).
+        keep = expiry(asked).min(config.session_expiry);
+    }
+    // The will goes now, or (MQTT 5 will delay) once min(will delay, session expiry) has
+    // passed, unless the client resumes the session first (see `Kept::parked`).
+    let mut delayed = None;
     if end.publish_will()
         && let Some(will) = kept.session.will.take()
     {
-        kept.session
-            .publish_will(will, &mut shared.handle.clone(), std::time::Instant::now());
+        let delay = Duration::from_secs(u64::from(will.delay.unwrap_or(0))).min(keep);
+        match Instant::now().checked_add(delay) {
+            Some(at) if !delay.is_zero() => delayed = Some(DelayedWill { will, at }),
+            _ => kept.session.publish_will(
+                will,
+                &mut shared.handle.clone(),
+                std::time::Instant::now(),
+            ),
+        }
     }
     // A connection taken over may be stuck: its last bytes get a short chance only.
     let t = if end == End::TakenOver {
@@ -343,15 +368,6 @@ pub(crate) async fn serve<R, W>(
     let _ = tokio::time::timeout(t, writer.shutdown()).await;
     drop((reader, writer, ip_slot, _slot));
     tracing::debug!(?peer, client_id, ?end, "MQTT client gone");
-    let mut keep = keep;
-    if let End::Disconnect(_) = end
-        && let Some(asked) = kept.session.disconnect_expiry.take()
-        && !keep.is_zero()
-    {
-        // MQTT 5: DISCONNECT may change the expiry (0 ends the session now). After a
-        // CONNECT without one, a non-zero value is a protocol error and is ignored.
-        keep = expiry(asked).min(config.session_expiry);
-    }
     let owner = Owner {
         client_id: client_id.clone(),
         generation,
@@ -365,6 +381,17 @@ pub(crate) async fn serve<R, W>(
     } else {
         kept.park_entry(&shared, &owner, &abandoned)
     };
+    if parked.is_err()
+        && let Some(d) = delayed.take()
+    {
+        // The session ends with the connection after all (too many kept, say), and a will
+        // waits no longer than its session (MQTT 5 §3.1.3.2.2).
+        kept.session.publish_will(
+            d.will,
+            &mut shared.handle.clone(),
+            std::time::Instant::now(),
+        );
+    }
     // No longer live: after the session is parked, so that a newer connection with this
     // client id finds either the live one (and waits) or the parked one.
     {
@@ -379,7 +406,7 @@ pub(crate) async fn serve<R, W>(
     drop(done_guard);
     match parked {
         Ok(resume) => {
-            kept.parked(shared.clone(), owner, resume, keep, &shutdown)
+            kept.parked(shared.clone(), owner, resume, keep, delayed, &shutdown)
                 .await;
         }
         Err(reason) => {

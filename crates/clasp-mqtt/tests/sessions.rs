@@ -1,6 +1,6 @@
 //! Persistent MQTT sessions (3.1.1 clean session 0, MQTT 5 session expiry): subscriptions and
-//! queued messages kept while the client is away, redelivery with DUP, takeover, expiry and
-//! the offline queue's bound. Driven byte for byte by raw clients (packets coded by rumqttc's
+//! queued messages kept while the client is away, redelivery with DUP, takeover, expiry, the
+//! offline queue's bound, and MQTT 5 will delays. Driven byte for byte by raw clients (packets coded by rumqttc's
 //! mqttbytes) and by the real `mosquitto_sub -c`, against a real router and CLASP client.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -534,5 +534,164 @@ async fn a_restart_with_sessions_turned_off_restores_none() {
     let env = Env::start(setup(0)).await;
     let (_a, present) = Raw::connect(&env, "gone", false, None).await;
     assert!(!present);
+    env.stop().await;
+}
+
+/// Connects `id` over MQTT 5 (clean start `clean`, session expiry `expiry`) with a QoS 1 will
+/// "gone" to will/ID whose delay is `delay` seconds.
+async fn with_will(env: &Env, id: &str, clean: bool, expiry: u32, delay: u32) -> (Raw5, bool) {
+    let props = v5::LastWillProperties {
+        delay_interval: Some(delay),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    let will = v5::LastWill::new(
+        format!("will/{id}"),
+        "gone",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        Some(props),
+    );
+    let (raw, present, _) =
+        Raw5::connect_will(env, id, clean, Some(expiry), None, None, Some(will)).await;
+    (raw, present)
+}
+
+/// The next will published under /will, and when, within `wait`.
+async fn next_will(
+    wills: &mut clasp_client::Subscription,
+    wait: Duration,
+) -> Option<(String, tokio::time::Instant)> {
+    use futures_util::StreamExt;
+    let u = tokio::time::timeout(wait, wills.next()).await.ok()??;
+    assert_eq!(u.value, Value::String("gone".into()));
+    Some((u.address.to_string(), tokio::time::Instant::now()))
+}
+
+#[tokio::test]
+async fn mqtt5_will_waits_for_its_delay() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let mut wills = clasp.subscribe("/will/**").await.unwrap();
+    // Will delay 2 s, session expiry 10 s: the session is kept, and the will waits.
+    let (w, _) = with_will(&env, "late", true, 10, 2).await;
+    drop(w);
+    let dropped = tokio::time::Instant::now();
+    assert!(
+        next_will(&mut wills, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "not before 1 s"
+    );
+    let (address, at) = next_will(&mut wills, Duration::from_secs(4))
+        .await
+        .expect("the will by 5 s");
+    assert_eq!(address, "/will/late");
+    assert!(at - dropped >= Duration::from_secs(1));
+    // The session is still kept after its will.
+    assert_eq!(env.stats.snapshot().parked, 1);
+
+    // Will delay 60 s, session expiry 2 s: the session ends first, and its will goes then.
+    let (w, _) = with_will(&env, "expiring", true, 2, 60).await;
+    drop(w);
+    assert!(
+        next_will(&mut wills, Duration::from_secs(1))
+            .await
+            .is_none()
+    );
+    let (address, _) = next_will(&mut wills, Duration::from_secs(4))
+        .await
+        .expect("the will when the session expires, by 5 s");
+    assert_eq!(address, "/will/expiring");
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_client_back_within_the_will_delay_cancels_its_will() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let mut wills = clasp.subscribe("/will/**").await.unwrap();
+    let (w, _) = with_will(&env, "back", true, 30, 2).await;
+    drop(w);
+    env.parked(1).await;
+    // Back, resuming the session (clean start 0), within the delay: no will, not later either.
+    let (back, present, _) = Raw5::connect(&env, "back", false, Some(30), None).await;
+    assert!(present);
+    assert!(
+        next_will(&mut wills, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "the will was cancelled"
+    );
+
+    // A new connection that does not resume (clean start 1) ends the session: its will goes
+    // at once, not after the 30 s delay.
+    back.disconnect(Some(0)).await;
+    let (w, _) = with_will(&env, "fresh", true, 60, 30).await;
+    drop(w);
+    env.parked(1).await;
+    let (_fresh, present) = with_will(&env, "fresh", true, 60, 30).await;
+    assert!(!present);
+    let (address, _) = next_will(&mut wills, Duration::from_secs(10))
+        .await
+        .expect("the will of the ended session");
+    assert_eq!(address, "/will/fresh");
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_will_and_expiry_0_sends_the_will_at_once() {
+    let env = Env::plain().await;
+    let clasp = env.clasp().await;
+    let mut wills = clasp.subscribe("/will/**").await.unwrap();
+    // DISCONNECT 0x04 (with will) and session expiry 0: the session ends now, so the will
+    // does not wait its 30 s.
+    let (mut w, _) = with_will(&env, "now", true, 60, 30).await;
+    w.send(v5::Packet::Disconnect(v5::Disconnect {
+        reason_code: v5::DisconnectReasonCode::DisconnectWithWillMessage,
+        properties: Some(v5::DisconnectProperties {
+            session_expiry_interval: Some(0),
+            reason_string: None,
+            user_properties: Vec::new(),
+            server_reference: None,
+        }),
+    }))
+    .await;
+    let (address, _) = next_will(&mut wills, Duration::from_secs(10))
+        .await
+        .expect("the will at once");
+    assert_eq!(address, "/will/now");
+    clasp.close().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_will_of_a_session_not_kept_goes_at_once() {
+    // No room to keep the session: it ends with the connection, and a will waits no longer
+    // than its session.
+    let env = env_with(
+        MqttConfig {
+            max_kept_sessions: 0,
+            ..MqttConfig::default()
+        },
+        false,
+    )
+    .await;
+    let clasp = env.clasp().await;
+    let mut wills = clasp.subscribe("/will/**").await.unwrap();
+    let (w, _) = with_will(&env, "unkept", true, 60, 30).await;
+    drop(w);
+    let (address, _) = next_will(&mut wills, Duration::from_secs(10))
+        .await
+        .expect("the will at once");
+    assert_eq!(address, "/will/unkept");
+    assert_eq!(env.stats.snapshot().parked, 0);
+    clasp.close().await;
     env.stop().await;
 }

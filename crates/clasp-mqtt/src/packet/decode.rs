@@ -55,7 +55,7 @@ pub(crate) fn decode_with(
             Inbound::PingReq
         }
         14 => disconnect(r, flags, v5)?,
-        1 => Inbound::Unexpected("a second CONNECT"),
+        1 => Inbound::SecondConnect,
         15 if v5 => Inbound::Unexpected("AUTH (enhanced authentication)"),
         2 | 9 | 11 | 13 => Inbound::Unexpected("a server-to-client packet"),
         _ => return Err(malformed("reserved packet type")),
@@ -80,7 +80,8 @@ fn publish(r: &mut Reader, flags: u8, v5: bool, limits: Limits) -> Result<Publis
     // delivers such a publish on both versions (the conformance test checks it), and so do we.
     let topic = r.string()?;
     if topic.contains(['+', '#']) {
-        return Err(malformed("wildcard in a topic name"));
+        // A protocol error as Mosquitto 2.0 answers it (0x82; MQTT 5 also allows 0x90).
+        return Err(protocol("wildcard in a topic name"));
     }
     let pkid = if qos > 0 { r.u16()? } else { 0 };
     if qos > 0 && pkid == 0 {

@@ -25,7 +25,6 @@ use thiserror::Error;
 
 pub(crate) use connect::decode_connect;
 pub(crate) use decode::decode;
-#[allow(unused_imports, reason = "for the session to use")]
 pub(crate) use decode::decode_with;
 pub(crate) use encode::encode;
 pub(crate) use reason::{
@@ -153,7 +152,6 @@ pub(crate) struct Will {
     /// The retain flag.
     pub(crate) retain: bool,
     /// v5 will delay interval, seconds.
-    #[allow(dead_code, reason = "for the session to use")]
     pub(crate) delay: Option<u32>,
     /// v5 will properties other than the delay (those of the PUBLISH to make).
     pub(crate) props: Option<Box<PublishProps>>,
@@ -254,7 +252,9 @@ pub(crate) enum Inbound {
         will: bool,
         session_expiry: Option<u32>,
     },
-    /// A packet a client must not send here (a second CONNECT, a CONNACK, AUTH...).
+    /// A second CONNECT (a protocol error; Mosquitto closes without a DISCONNECT).
+    SecondConnect,
+    /// Another packet a client must not send here (a CONNACK, AUTH...).
     Unexpected(&'static str),
 }
 

@@ -149,8 +149,8 @@ fn protocol_violations_are_typed_errors() {
         )));
         // An empty filter.
         assert!(is_malformed(dec(v, &with(&[0xA2, 0, 0, 1], &[0, 0]))));
-        // PUBLISH: QoS 3, packet id 0, a wildcard or NUL in the topic; DUP on QoS 0 is
-        // accepted, as Mosquitto does.
+        // PUBLISH: QoS 3, packet id 0, a wildcard (a protocol error, as Mosquitto answers it)
+        // or NUL in the topic; DUP on QoS 0 is accepted, as Mosquitto does.
         assert!(is_malformed(dec(
             v,
             &with(&[0x36, 0, 0, 1, b'a', 0, 1], &[])
@@ -163,7 +163,11 @@ fn protocol_violations_are_typed_errors() {
             v,
             &with(&[0x32, 0, 0, 1, b'a', 0, 0], &[])
         )));
-        assert!(is_malformed(dec(v, &with(&[0x30, 0, 0, 1, b'#'], &[]))));
+        assert!(is_protocol(dec(v, &with(&[0x30, 0, 0, 1, b'#'], &[]))));
+        assert!(is_protocol(dec(
+            v,
+            &with(&[0x30, 0, 0, 3, b'a', b'/', b'+'], &[])
+        )));
         assert!(is_malformed(dec(v, &with(&[0x30, 0, 0, 1, 0], &[]))));
         assert!(is_malformed(dec(v, &with(&[0x30, 0, 0, 0], &[]))));
         // Acks: reserved flags, packet id 0, trailing bytes.
@@ -176,6 +180,11 @@ fn protocol_violations_are_typed_errors() {
     }
     assert!(is_malformed(dec(V4, &[0xF0, 0])));
     assert!(matches!(dec(V5, &[0xF0, 0]), Ok(Inbound::Unexpected(_))));
+    for v in [V4, V5] {
+        let mut again = connect_bytes(v);
+        let f = frame(&mut again, 1024).unwrap().unwrap();
+        assert!(matches!(decode(v, f), Ok(Inbound::SecondConnect)));
+    }
     assert!(is_malformed(dec(V4, &[0x40, 3, 0, 1, 0])));
     // MQTT 5 properties: topic alias 0 and above the maximum, unknown, misplaced, repeated,
     // overrunning.

@@ -22,10 +22,9 @@ use crate::topic::TopicError;
 
 impl Session {
     pub(super) fn on_publish(&mut self, p: Publish, door: &mut impl Door) {
-        if p.topic_alias.is_some() {
-            self.close(DisconnectReason::TopicAliasInvalid, End::Violation);
+        let Some(p) = self.resolve_alias(p) else {
             return;
-        }
+        };
         if p.qos == 2 && self.qos2.contains(&p.pkid) {
             // A resend before PUBREL: already applied once.
             self.emit(Outbound::PubRec {

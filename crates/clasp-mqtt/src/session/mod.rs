@@ -6,11 +6,12 @@
 //! the router through a [`Door`] (messages submitted and answered in place); it hands what the
 //! router delivers to [`Session::on_deliveries`], and writes what [`Session::take_out`] gives.
 //! Time is passed in. Concerns live in submodules: [`inbound`] (the client's PUBLISH and its
-//! acknowledgements), [`subscribe`] (SUBSCRIBE, UNSUBSCRIBE and the MQTT subscriptions behind
-//! CLASP subscription ids), [`deliver`] (what the router delivers, as PUBLISH packets),
-//! [`queue`] (the in-flight window, the backlog and the offline queue) and [`saved`] (the form
-//! kept across a restart).
+//! acknowledgements), [`alias`] (MQTT 5 topic aliases from the client), [`subscribe`]
+//! (SUBSCRIBE, UNSUBSCRIBE and the MQTT subscriptions behind CLASP subscription ids),
+//! [`deliver`] (what the router delivers, as PUBLISH packets), [`queue`] (the in-flight window,
+//! the backlog and the offline queue) and [`saved`] (the form kept across a restart).
 
+pub(crate) mod alias;
 mod deliver;
 mod inbound;
 pub(crate) mod meta;
@@ -19,6 +20,8 @@ mod saved;
 mod subscribe;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -31,8 +34,9 @@ use clasp_router::core::ConnId;
 
 use crate::MqttConfig;
 use crate::door::Door;
-use crate::packet::{self, DisconnectReason, FrameError, Inbound, Outbound, Version, Will};
+use crate::packet::{self, DisconnectReason, FrameError, Inbound, Limits, Outbound, Version, Will};
 use crate::topic::Topics;
+use alias::{Aliases, TOPIC_ALIAS_MAX};
 use queue::Pending;
 use subscribe::Sub;
 
@@ -104,6 +108,11 @@ pub(crate) struct Session {
     pub(crate) dropped: u64,
     /// MQTT 5: the session expiry interval the client's DISCONNECT asked for.
     pub(crate) disconnect_expiry: Option<u32>,
+    /// MQTT 5: the session expiry interval of the connection's CONNECT (0 when absent): if 0,
+    /// a DISCONNECT may not set one (§3.14.2.2.2).
+    connect_expiry: u32,
+    /// MQTT 5: the topic aliases the client set on this connection.
+    aliases: Aliases,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     qos2: HashSet<u16>,
     out: BytesMut,
@@ -149,6 +158,8 @@ impl Session {
             offline: false,
             dropped: 0,
             disconnect_expiry: None,
+            connect_expiry: 0,
+            aliases: Aliases::default(),
             qos2: HashSet::new(),
             out: BytesMut::new(),
             client_max,
@@ -159,6 +170,15 @@ impl Session {
             subscribe_seq: 0,
             now: Instant::now(),
         })
+    }
+
+    /// Starts a network connection of the session (new or resumed) whose CONNECT asked for
+    /// session expiry `connect_expiry` (MQTT 5; 0 when absent): no topic aliases yet, and no
+    /// session expiry from a DISCONNECT.
+    pub(crate) fn start_connection(&mut self, connect_expiry: u32) {
+        self.connect_expiry = connect_expiry;
+        self.disconnect_expiry = None;
+        self.aliases.clear();
     }
 
     /// Handles every whole packet buffered in `inbuf`. Returns whether a packet was read (the
@@ -176,7 +196,10 @@ impl Session {
             match packet::frame(inbuf, max) {
                 Ok(Some(f)) => {
                     read = true;
-                    match packet::decode(self.version, f) {
+                    let limits = Limits {
+                        topic_alias_max: TOPIC_ALIAS_MAX,
+                    };
+                    match packet::decode_with(self.version, f, limits) {
                         Ok(p) => {
                             if let Some(end) = self.on_packet(p, door) {
                                 return (read, Some(end));
@@ -227,8 +250,21 @@ impl Session {
                 will,
                 session_expiry,
             } => {
-                self.disconnect_expiry = session_expiry;
-                return Some(End::Disconnect(will));
+                if self.connect_expiry == 0 && session_expiry.is_some_and(|e| e != 0) {
+                    // A session expiry after a CONNECT without one (MQTT 5 §3.14.2.2.2): a
+                    // protocol error, answered with DISCONNECT 0x82 as Mosquitto does; the
+                    // DISCONNECT is not taken, so the will goes out.
+                    tracing::debug!("MQTT DISCONNECT sets a session expiry the CONNECT had not");
+                    self.close(DisconnectReason::ProtocolError, End::Violation);
+                } else {
+                    self.disconnect_expiry = session_expiry;
+                    return Some(End::Disconnect(will));
+                }
+            }
+            Inbound::SecondConnect => {
+                // A protocol error; Mosquitto closes without a DISCONNECT, and so do we.
+                tracing::debug!("second MQTT CONNECT on a connection");
+                return Some(End::Violation);
             }
             Inbound::Unexpected(what) => {
                 tracing::debug!(what, "unexpected MQTT packet from a client");

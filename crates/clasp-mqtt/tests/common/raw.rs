@@ -142,6 +142,19 @@ impl Raw5 {
         receive_max: Option<u16>,
         token: Option<&str>,
     ) -> (Raw5, bool, Option<u32>) {
+        Raw5::connect_will(env, id, clean, expiry, receive_max, token, None).await
+    }
+
+    /// [`Raw5::connect_with`] with `will`.
+    pub async fn connect_will(
+        env: &Env,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+        receive_max: Option<u16>,
+        token: Option<&str>,
+        will: Option<v5::LastWill>,
+    ) -> (Raw5, bool, Option<u32>) {
         let c = v5::Connect {
             keep_alive: 60,
             client_id: id.into(),
@@ -157,7 +170,7 @@ impl Raw5 {
             buf: BytesMut::new(),
         };
         let login = token.map(|t| v5::Login::new("user", t));
-        raw.send(v5::Packet::Connect(c, None, login)).await;
+        raw.send(v5::Packet::Connect(c, will, login)).await;
         match raw.next().await {
             v5::Packet::ConnAck(a) => {
                 assert_eq!(a.code, v5::ConnectReturnCode::Success);
