@@ -23,7 +23,14 @@
 #                             enough to measure a steady rate rather than its start-up
 #   TP_MESSAGES=100000        throughput messages
 #   CONNECTIONS=1000,10000    memory: idle connection counts
-#   PORT_OURS=17330 PORT_REF=17331 PORT_ECHO=17332
+#   PORT_OURS=17330 PORT_REF=17331 PORT_ECHO=17332 PORT_BASE=17334
+#   BASE=                     path of an older `clasp` build: it runs as router `base` beside
+#                             ours in every round (same flags), to compare two builds in one run
+#
+# Each run records the machine's background CPU use (everything else, sampled for 0.5 s just
+# before the router starts) in target/bench-routers/background.tsv; the latency summary at the
+# end gives the p50 medians per background band, since on this kind of VM an idle CPU halts and
+# waking it dominates an idle hop (see docs/benchmarks-latency.md).
 #   ROUTER_LOG=warn           RUST_LOG of our router
 #
 # Quick smoke run:
@@ -49,10 +56,13 @@ CONNECTIONS="${CONNECTIONS:-1000,10000}"
 PORT_OURS="${PORT_OURS:-17330}"
 PORT_REF="${PORT_REF:-17331}"
 PORT_ECHO="${PORT_ECHO:-17332}"
+PORT_BASE="${PORT_BASE:-17334}"
+BASE="${BASE:-}"
 ROUTER_LOG="${ROUTER_LOG:-warn}"
 
 OUT="$ROOT/target/bench-routers"
 RESULTS="$OUT/results.jsonl"
+BACKGROUND="$OUT/background.tsv"
 LOGS="$OUT/logs"
 REF_TARGET="$ROOT/target/reference-router"
 mkdir -p "$OUT" "$LOGS"
@@ -91,12 +101,17 @@ wait_port_free() {
 start_router() {
     local which="$1" log="$LOGS/$2.log" i
     case "$which" in
-        ours)
+        ours | base)
+            local bin="$CLASP"
             PORT="$PORT_OURS"
+            if [[ "$which" == base ]]; then
+                bin="$BASE"
+                PORT="$PORT_BASE"
+            fi
             wait_port_free "$PORT"
             # Limits that a benchmark blast or 10,000 local connections would trip are off,
             # as they are for the reference peer.
-            RUST_LOG="$ROUTER_LOG" "$CLASP" server --memory --bind 127.0.0.1 --port "$PORT" \
+            RUST_LOG="$ROUTER_LOG" "$bin" server --memory --bind 127.0.0.1 --port "$PORT" \
                 --max-sessions 20000 --rate-limit 0 --max-connections-per-ip 0 >"$log" 2>&1 &
             ;;
         reference)
@@ -139,6 +154,16 @@ start_router() {
     return 1
 }
 
+# CPU busy % of the whole machine over 0.5 s (nothing of this run is running then).
+background_cpu() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    sleep 0.5
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        d = y[2] - x[2]; printf "%.0f", d > 0 ? 100 * (y[1] - x[1]) / d : 0 }'
+}
+
 # SIGTERM, then wait (at most 10 s, then SIGKILL).
 stop_router() {
     local i
@@ -165,6 +190,7 @@ run_one() {
     # Under load, the zero-work echo server would forward the load to the probe too; the
     # calibration there is the floor instead (see start_router), still labelled `echo`.
     [[ "$workload" == latency_loaded && "$which" == echo ]] && kind=floor
+    printf '%s\t%s\t%s\t%s\n' "$workload" "$which" "$round" "$(background_cpu)" >>"$BACKGROUND"
     start_router "$kind" "$name"
     url="ws://127.0.0.1:$PORT/"
     case "$workload" in
@@ -192,8 +218,10 @@ run_one() {
 }
 
 : >"$RESULTS"
+: >"$BACKGROUND"
 for workload in $WORKLOADS; do
     routers=(ours reference)
+    [[ -n "$BASE" ]] && routers+=(base)
     # The zero-work echo server only makes sense as a latency floor.
     [[ "$workload" == latency* ]] && routers+=(echo)
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -215,5 +243,40 @@ echo
 echo "== ours (clasp server --memory, rate and per-IP limits off) vs reference (clasp-router 3.3.0, max_sessions 20000, rate limit off)"
 echo "   and, for latency, echo (clasp-bench echo-server: zero-work floor)"
 "$BENCH" report --input "$RESULTS" --ours ours --reference reference --echo echo
+if [[ -n "$BASE" ]]; then
+    echo
+    echo "== base ($BASE) vs reference, same runs"
+    "$BENCH" report --input "$RESULTS" --ours base --reference reference --echo echo
+fi
+if command -v python3 >/dev/null 2>&1 && [[ " $WORKLOADS " == *" latency "* ]]; then
+    echo
+    echo "== idle latency p50 (µs) by the machine's background CPU use before each run"
+    python3 - "$RESULTS" "$BACKGROUND" <<'PY'
+import json, statistics, sys
+bg = {}
+for line in open(sys.argv[2]):
+    w, who, r, cpu = line.split("\t")
+    bg[(w, who, r)] = float(cpu)
+rows = {}
+for line in open(sys.argv[1]):
+    try:
+        j = json.loads(line)
+    except ValueError:
+        continue
+    if j.get("workload") != "latency" or "p50_us" not in j:
+        continue
+    key = ("latency", j.get("label"), str(j.get("round")))
+    cpu = bg.get(key)
+    if cpu is None:
+        continue
+    band = "idle (<15%)" if cpu < 15 else "15-45%" if cpu < 45 else "busy (>=45%)"
+    rows.setdefault(band, {}).setdefault(j["label"], []).append(j["p50_us"])
+for band in ["idle (<15%)", "15-45%", "busy (>=45%)"]:
+    if band not in rows:
+        continue
+    cells = ", ".join(f"{who} {statistics.median(v):.1f} (n={len(v)})" for who, v in sorted(rows[band].items()))
+    print(f"  {band:14} {cells}")
+PY
+fi
 echo
 echo "raw results: $RESULTS"
