@@ -161,7 +161,7 @@ background_cpu() {
     sleep 0.5
     b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        d = y[2] - x[2]; printf "%.0f", d > 0 ? 100 * (y[1] - x[1]) / d : 0 }'
+        d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
 }
 
 # SIGTERM, then wait (at most 10 s, then SIGKILL).
@@ -225,7 +225,13 @@ for workload in $WORKLOADS; do
     # The zero-work echo server only makes sense as a latency floor.
     [[ "$workload" == latency* ]] && routers+=(echo)
     for ((round = 1; round <= ROUNDS; round++)); do
-        for which in "${routers[@]}"; do
+        # The order is reversed every other round, so no router always runs first or last.
+        order=("${routers[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((k = ${#routers[@]} - 1; k >= 0; k--)); do order+=("${routers[k]}"); done
+        fi
+        for which in "${order[@]}"; do
             run_one "$workload" "$which" "$round"
         done
     done
@@ -255,8 +261,9 @@ if command -v python3 >/dev/null 2>&1 && [[ " $WORKLOADS " == *" latency "* ]]; 
 import json, statistics, sys
 bg = {}
 for line in open(sys.argv[2]):
-    w, who, r, cpu = line.split("\t")
-    bg[(w, who, r)] = float(cpu)
+    w, who, r, cpu = line.rstrip("\n").split("\t")
+    if cpu:
+        bg[(w, who, r)] = float(cpu)
 rows = {}
 for line in open(sys.argv[1]):
     try:
