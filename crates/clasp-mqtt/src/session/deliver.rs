@@ -75,7 +75,7 @@ impl Session {
         let mut ids = Vec::new();
         for id in u.subs() {
             let Some(s) = self.sub_of(id) else { continue };
-            if (u.own && s.no_local) || (dollar && s.matcher.wildcard_first) {
+            if (u.own && s.no_local) || (dollar && s.wildcard_first) {
                 continue;
             }
             qos = qos.max(Some(s.qos.min(published)));
@@ -109,7 +109,7 @@ impl Session {
     fn on_snapshot(&mut self, id: u32, params: Vec<Retained>) {
         let Some(sub) = self.sub_of(id) else { return };
         let Some(seq) = sub.snapshot else { return };
-        let (granted, wildcard_first, sub_id) = (sub.qos, sub.matcher.wildcard_first, sub.id);
+        let (granted, wildcard_first, sub_id) = (sub.qos, sub.wildcard_first, sub.id);
         if self.retained_sent.0 != seq {
             self.retained_sent = (seq, Default::default());
         }

@@ -31,6 +31,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use clasp_proto::ErrorCode;
 use clasp_router::core::ConnId;
+use rustc_hash::FxHashMap;
 
 use crate::MqttConfig;
 use crate::door::Door;
@@ -86,8 +87,8 @@ pub(crate) struct Session {
     pub(crate) conn: ConnId,
     /// MQTT subscriptions by filter.
     subs: HashMap<String, Sub>,
-    /// CLASP subscription id → the filter of the MQTT subscription it belongs to.
-    by_id: HashMap<u32, String>,
+    /// CLASP subscription id → what deliveries need of its MQTT subscription.
+    by_id: FxHashMap<u32, subscribe::SubView>,
     next_sub_id: u32,
     /// QoS 1 publishes awaiting PUBACK by packet id, with their send order (resent, DUP, to
     /// a client that resumes the session).
@@ -146,7 +147,7 @@ impl Session {
             ctx,
             conn,
             subs: HashMap::new(),
-            by_id: HashMap::new(),
+            by_id: FxHashMap::default(),
             next_sub_id: 1,
             inflight: HashMap::new(),
             sent_seq: 0,

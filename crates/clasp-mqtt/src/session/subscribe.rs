@@ -13,6 +13,34 @@ use crate::topic::Filter;
 /// Most filters of one SUBSCRIBE packet that are installed; the rest are refused.
 const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 
+/// What a delivery needs of the MQTT subscription a CLASP subscription id belongs to: a copy
+/// per id, found with one integer lookup (see [`Session::sub_of`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubView {
+    pub(crate) qos: u8,
+    pub(crate) rap: bool,
+    pub(crate) no_local: bool,
+    /// The filter starts with a wildcard: it does not match `$` topics.
+    pub(crate) wildcard_first: bool,
+    /// MQTT 5 subscription identifier.
+    pub(crate) id: Option<u32>,
+    /// See [`Sub::snapshot`].
+    pub(crate) snapshot: Option<u64>,
+}
+
+impl Sub {
+    fn view(&self) -> SubView {
+        SubView {
+            qos: self.qos,
+            rap: self.rap,
+            no_local: self.no_local,
+            wildcard_first: self.matcher.wildcard_first,
+            id: self.id,
+            snapshot: self.snapshot,
+        }
+    }
+}
+
 /// One MQTT subscription and the CLASP subscriptions behind it.
 #[derive(Debug)]
 pub(crate) struct Sub {
@@ -90,6 +118,10 @@ impl Session {
             sub.no_local = req.no_local;
             sub.snapshot = snapshot;
             sub.id = id;
+            let view = sub.view();
+            for i in &sub.ids {
+                self.by_id.insert(*i, view);
+            }
         } else {
             let ids: Vec<u32> = (0..matcher.patterns.len())
                 .map(|_| {
@@ -98,22 +130,21 @@ impl Session {
                     id
                 })
                 .collect();
-            for id in &ids {
-                self.by_id.insert(*id, req.filter.clone());
+            let sub = Sub {
+                filter: req.filter.clone(),
+                matcher,
+                ids,
+                qos: granted,
+                rap: req.rap,
+                no_local: req.no_local,
+                id,
+                snapshot,
+            };
+            let view = sub.view();
+            for i in &sub.ids {
+                self.by_id.insert(*i, view);
             }
-            self.subs.insert(
-                req.filter.clone(),
-                Sub {
-                    filter: req.filter.clone(),
-                    matcher,
-                    ids,
-                    qos: granted,
-                    rap: req.rap,
-                    no_local: req.no_local,
-                    id,
-                    snapshot,
-                },
-            );
+            self.subs.insert(req.filter.clone(), sub);
         }
         // One request per pattern: for `a/#` a token may allow `a/**` but not `a` itself, and
         // the filter then stands for what is allowed.
@@ -214,9 +245,9 @@ impl Session {
         self.subs.values()
     }
 
-    /// The MQTT subscription CLASP subscription `id` belongs to.
-    pub(super) fn sub_of(&self, id: u32) -> Option<&Sub> {
-        self.subs.get(self.by_id.get(&id)?)
+    /// What a delivery needs of the MQTT subscription CLASP subscription `id` belongs to.
+    pub(super) fn sub_of(&self, id: u32) -> Option<&SubView> {
+        self.by_id.get(&id)
     }
 }
 

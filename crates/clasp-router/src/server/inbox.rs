@@ -94,6 +94,9 @@ impl Inbox {
             deliveries.clear();
             return;
         }
+        // Only a queue that was empty needs waking its adapter: otherwise the wake-up of the
+        // delivery that made it non-empty is still due (the adapter drains everything).
+        let was_empty = s.queue.is_empty();
         for d in deliveries.drain(..) {
             let (bytes, stream) = cost(&d);
             if stream && s.streams >= limits.max_streams {
@@ -108,8 +111,11 @@ impl Inbox {
             s.streams += usize::from(stream);
             s.queue.push_back(d);
         }
+        let wake = was_empty || s.close.is_some();
         drop(s);
-        self.inner.notify.notify_one();
+        if wake {
+            self.inner.notify.notify_one();
+        }
     }
 
     /// The adapter does not take its deliveries fast enough: they are replaced by one ERROR
