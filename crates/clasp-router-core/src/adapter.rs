@@ -62,7 +62,8 @@ pub enum Delivery {
     },
     /// A reply or notice: the ACK of a Commit write once
     /// it is on disk, an ERROR about a scheduled bundle or a narrowed scope, a P2P signal.
-    Reply(Message),
+    /// (Boxed: replies are rare, and a delivery stays small to queue.)
+    Reply(Box<Message>),
 }
 
 /// An update for an adapter session.

@@ -59,7 +59,7 @@ impl<H: Clone> Router<H> {
                 // Replies to adapters are rare (a SUBSCRIBE's SNAPSHOT, a late ACK): decoded
                 // here, from the frame built for everyone else.
                 if let Ok(d) = clasp_proto::decode_frame(out.frame()) {
-                    c.typed.push(adapter::Delivery::Reply(d.message));
+                    c.typed.push(adapter::Delivery::Reply(Box::new(d.message)));
                 }
             } else {
                 c.staged.push(out);

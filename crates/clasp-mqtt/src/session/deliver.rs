@@ -33,11 +33,12 @@ impl Session {
             match d {
                 Delivery::Update(u) => self.on_update(&u),
                 Delivery::Snapshot { sub, params } => self.on_snapshot(sub, params),
-                Delivery::Reply(Message::Error(e)) => {
-                    tracing::debug!(code = e.code.code(), reason = %e.message, "router error for an MQTT session");
-                    self.last_error = Some(e.code);
+                Delivery::Reply(m) => {
+                    if let Message::Error(e) = *m {
+                        tracing::debug!(code = e.code.code(), reason = %e.message, "router error for an MQTT session");
+                        self.last_error = Some(e.code);
+                    }
                 }
-                Delivery::Reply(_) => {}
             }
         }
         if let Some(reason) = close {

@@ -87,19 +87,21 @@ fn translate(ctx: &Ctx, peer: &PeerShared, d: Delivery, out: &mut Vec<OscMessage
                 }
             }
         }
-        Delivery::Reply(Message::Publish(p)) => {
-            if let Some(v) = p.value() {
-                push(&p.address, v);
+        Delivery::Reply(m) => match *m {
+            Message::Publish(p) => {
+                if let Some(v) = p.value() {
+                    push(&p.address, v);
+                }
             }
-        }
-        Delivery::Reply(Message::Error(e)) => {
-            inc(&ctx.stats.router_errors);
-            tracing::debug!(peer = %peer.addr, code = e.code.code(), message = %e.message, "router error for an OSC session");
-            if peer.registered.load(Ordering::Relaxed) {
-                let address = e.address.as_deref().unwrap_or("");
-                out.push(error_message(ctx, e.code.code(), &e.message, address));
+            Message::Error(e) => {
+                inc(&ctx.stats.router_errors);
+                tracing::debug!(peer = %peer.addr, code = e.code.code(), message = %e.message, "router error for an OSC session");
+                if peer.registered.load(Ordering::Relaxed) {
+                    let address = e.address.as_deref().unwrap_or("");
+                    out.push(error_message(ctx, e.code.code(), &e.message, address));
+                }
             }
-        }
-        Delivery::Reply(_) => {}
+            _ => {}
+        },
     }
 }

@@ -87,12 +87,25 @@ impl Inbox {
 
     /// Queues `deliveries` in order (leaving the vector empty) and wakes the adapter.
     pub fn push_all(&self, deliveries: &mut Vec<Delivery>) {
+        if self.stage_all(deliveries) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the adapter (after [`Inbox::stage_all`]).
+    pub fn wake(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    /// Queues `deliveries` like [`Inbox::push_all`] without waking the adapter; `true` if
+    /// [`Inbox::wake`] must be called (a caller waking many does it in one go, elsewhere).
+    pub fn stage_all(&self, deliveries: &mut Vec<Delivery>) -> bool {
         let limits = self.inner.limits;
         let counters = &self.inner.counters;
         let mut s = self.inner.state.lock();
         if s.close.is_some() {
             deliveries.clear();
-            return;
+            return false;
         }
         // Only a queue that was empty needs waking its adapter: otherwise the wake-up of the
         // delivery that made it non-empty is still due (the adapter drains everything).
@@ -111,11 +124,7 @@ impl Inbox {
             s.streams += usize::from(stream);
             s.queue.push_back(d);
         }
-        let wake = was_empty || s.close.is_some();
-        drop(s);
-        if wake {
-            self.inner.notify.notify_one();
-        }
+        was_empty || s.close.is_some()
     }
 
     /// The adapter does not take its deliveries fast enough: they are replaced by one ERROR
@@ -134,12 +143,12 @@ impl Inbox {
         s.bytes = 0;
         s.streams = 0;
         s.queue
-            .push_back(Delivery::Reply(Message::Error(ErrorMessage {
+            .push_back(Delivery::Reply(Box::new(Message::Error(ErrorMessage {
                 code: ErrorCode::Overloaded,
                 message: text.into(),
                 address: None,
                 correlation_id: None,
-            })));
+            }))));
         s.close = Some(CloseReason::Shutdown);
         self.inner.closed.notify_waiters();
     }

@@ -219,6 +219,7 @@ impl Shared {
         // few recipients the frames are written straight away from this task when the writer
         // is idle; for more they are staged and the writers woken together.
         let mut wake = Vec::new();
+        let mut wake_adapters = Vec::new();
         let inline = output.len() <= ws::INLINE_FANOUT;
         for Output { to, transmit, .. } in output {
             match (to, transmit) {
@@ -229,7 +230,12 @@ impl Shared {
                     to.push_all(&mut frames);
                     wake.push(to);
                 }
-                (Link::Adapter(to), Transmit::Deliver(mut d)) => to.push_all(&mut d),
+                (Link::Adapter(to), Transmit::Deliver(mut d)) if inline => to.push_all(&mut d),
+                (Link::Adapter(to), Transmit::Deliver(mut d)) => {
+                    if to.stage_all(&mut d) {
+                        wake_adapters.push(to);
+                    }
+                }
                 (Link::Wire(to), Transmit::Close(reason)) => to.request_close(reason),
                 (Link::Adapter(to), Transmit::Close(reason)) => to.request_close(reason),
                 // The core sends frames to wire connections and deliveries to adapters only.
@@ -237,20 +243,27 @@ impl Shared {
                 }
             }
         }
-        match wake.len() {
+        match wake.len() + wake_adapters.len() {
             0 => {}
             // One task on the writer pool wakes them all: the wake-ups are then local to
-            // the pool's threads instead of one cross-thread hand-off per connection.
+            // the pool's threads instead of one cross-thread hand-off per connection (and
+            // adapter tasks woken from there spread over the main runtime's workers).
             n if n > 1 && self.separate_writers => {
                 self.writers.spawn(async move {
                     for outbox in wake {
                         outbox.wake();
+                    }
+                    for inbox in wake_adapters {
+                        inbox.wake();
                     }
                 });
             }
             _ => {
                 for outbox in wake {
                     outbox.wake();
+                }
+                for inbox in wake_adapters {
+                    inbox.wake();
                 }
             }
         }
