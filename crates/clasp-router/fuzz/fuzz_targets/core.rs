@@ -1,5 +1,6 @@
 //! The router core driven by arbitrary sequences of frames from several sessions, some with
-//! scoped tokens, with time passing. Invariants checked after every step:
+//! scoped tokens, some of them adapter sessions (the typed door: messages submitted, typed
+//! deliveries), with time passing. Invariants checked after every step:
 //!
 //! * nothing panics;
 //! * per connection and address, the revisions of delivered params never go backwards, and
@@ -15,6 +16,7 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use clasp_proto::*;
 use clasp_router::core::auth::{Action, CpskToken, Scopes};
+use clasp_router::core::adapter::Delivery;
 use clasp_router::core::recorder::Recorder;
 use clasp_router::core::{ConnId, Now, Router, RouterConfig};
 use libfuzzer_sys::fuzz_target;
@@ -50,6 +52,8 @@ enum Msg {
 
 struct Conn {
     id: ConnId,
+    /// An adapter session: submits messages, gets typed deliveries.
+    adapter: bool,
     rec: Recorder,
     scopes: Option<Scopes>,
     /// Last revision delivered per address.
@@ -154,10 +158,22 @@ fuzz_target!(|ops: Vec<Op>| {
                 if conns.len() >= 6 {
                     continue;
                 }
+                let raw = *token;
                 let rec = Recorder::new();
-                let id = router.open(rec.clone(), now);
-                let t = usize::from(*token) % (SCOPES.len() + 1);
+                let t = usize::from(raw & 0x7f) % (SCOPES.len() + 1);
                 let token = (t < SCOPES.len()).then(|| format!("cpsk_{t:032x}"));
+                let scopes = (with_auth && t < SCOPES.len()).then(|| Scopes::parse(SCOPES[t]).unwrap());
+                if raw & 0x80 != 0 {
+                    // An adapter session through the typed door.
+                    if let Ok(id) = router.open_adapter(rec.clone(), token.as_deref(), now) {
+                        let session = router.session_id(id).map(str::to_owned);
+                        conns.push(Conn { id, adapter: true, rec, scopes, seen: HashMap::new(), session });
+                    }
+                    router.deliver_recorded();
+                    check(&router, &mut conns);
+                    continue;
+                }
+                let id = router.open(rec.clone(), now);
                 let hello = Message::Hello(Hello {
                     version: 1,
                     features: Features::CLIENT_DEFAULT,
@@ -165,8 +181,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     token: token.as_deref().map(Str::from),
                 });
                 router.handle(id, &encode(&hello).unwrap(), now);
-                let scopes = (with_auth && t < SCOPES.len()).then(|| Scopes::parse(SCOPES[t]).unwrap());
-                conns.push(Conn { id, rec, scopes, seen: HashMap::new(), session: router.session_id(id).map(str::to_owned) });
+                conns.push(Conn { id, adapter: false, rec, scopes, seen: HashMap::new(), session: router.session_id(id).map(str::to_owned) });
             }
             Op::Close { conn } if !conns.is_empty() => {
                 let c = conns.remove(usize::from(*conn) % conns.len());
@@ -180,7 +195,9 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Raw { conn, bytes } if !conns.is_empty() => {
                 let c = &conns[usize::from(*conn) % conns.len()];
-                router.handle(c.id, &Bytes::copy_from_slice(bytes), now);
+                if !c.adapter {
+                    router.handle(c.id, &Bytes::copy_from_slice(bytes), now);
+                }
             }
             Op::Raw { .. } => {}
             Op::Send { conn, qos, msg } if !conns.is_empty() => {
@@ -191,7 +208,10 @@ fuzz_target!(|ops: Vec<Op>| {
                     1 => Qos::Confirm,
                     _ => Qos::Commit,
                 };
-                if let Ok(f) = encode_with(&m, FrameOptions { qos: Some(qos), timestamp: None }) {
+                if conns[i].adapter {
+                    // Answered in place; the invariants are checked on what it delivers.
+                    let _ = router.submit(conns[i].id, m, qos, now);
+                } else if let Ok(f) = encode_with(&m, FrameOptions { qos: Some(qos), timestamp: None }) {
                     router.handle(conns[i].id, &f, now);
                 }
             }
@@ -207,8 +227,23 @@ fn check(router: &Router<Recorder>, conns: &mut [Conn]) {
         assert!(p.revision >= 1, "{addr} stored with revision 0");
     }
     for c in conns.iter_mut() {
-        for out in c.rec.take() {
-            let msg = decode_frame(out.frame()).expect("the router sent an undecodable frame").message;
+        let mut msgs: Vec<Message> = c
+            .rec
+            .take()
+            .iter()
+            .map(|out| decode_frame(out.frame()).expect("the router sent an undecodable frame").message)
+            .collect();
+        for d in c.rec.take_deliveries() {
+            assert!(c.adapter, "typed deliveries to a wire connection");
+            match d {
+                Delivery::Update(u) => msgs.push((*u.message).clone()),
+                Delivery::Snapshot { params, .. } => msgs.push(Message::Snapshot(Snapshot {
+                    params: params.into_iter().map(|r| r.param).collect(),
+                })),
+                Delivery::Reply(m) => msgs.push(*m),
+            }
+        }
+        for msg in msgs {
             let mut params: Vec<(String, u64)> = Vec::new();
             let mut reads: Vec<String> = Vec::new();
             match &msg {
