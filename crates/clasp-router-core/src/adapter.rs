@@ -7,9 +7,10 @@
 //! or the [`Refusal`], exactly what a client would get as ACK or ERROR, counted the same way.
 //! What the core produces for the session comes out of [`Router::poll_transmit`] as
 //! [`Transmit::Deliver`] batches of [`Delivery`]s: updates tagged with the ids of the
-//! adapter's own subscriptions that matched (so it never matches patterns again), decoded
-//! once per fan-out however many adapter sessions receive them, and replies (a SUBSCRIBE's
-//! SNAPSHOT, a durable ACK, an ERROR the core sends later) as messages.
+//! adapter's own subscriptions that matched (so it never matches patterns again), made once
+//! per fan-out however many adapter sessions receive them (a SET from the write itself, a
+//! PUBLISH by decoding the frame made for wire clients), and replies (a SUBSCRIBE's SNAPSHOT,
+//! a durable ACK, an ERROR the core sends later) as messages.
 //!
 //! [`Transmit::Deliver`]: crate::Transmit::Deliver
 

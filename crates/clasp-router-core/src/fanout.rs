@@ -17,6 +17,22 @@ impl<H: Clone> Router<H> {
         now: Now,
         make: impl Fn() -> Outgoing,
     ) {
+        self.fan_out_typed(address, signal, sender, numeric, now, make, || None);
+    }
+
+    /// [`Router::fan_out`], with `make_typed` building what adapter sessions get (called at
+    /// most once, only if one of them receives the update; `None`: decode the frame instead).
+    #[allow(clippy::too_many_arguments, reason = "the fan-out's inputs, each used")]
+    pub(super) fn fan_out_typed(
+        &mut self,
+        address: &Arc<str>,
+        signal: SignalType,
+        sender: Sender,
+        numeric: Option<f64>,
+        now: Now,
+        make: impl Fn() -> Outgoing,
+        make_typed: impl Fn() -> Option<Message>,
+    ) {
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
         self.index.for_each_match(address, |k| keys.push(k));
@@ -126,10 +142,13 @@ impl<H: Clone> Router<H> {
                 if c.adapter {
                     let message = match &typed {
                         Some(m) => m.clone(),
-                        None => match clasp_proto::decode_frame(o.frame()) {
-                            Ok(d) => typed.insert(Arc::new(d.message)).clone(),
-                            // The core built the frame; it always decodes.
-                            Err(_) => continue,
+                        None => match make_typed() {
+                            Some(m) => typed.insert(Arc::new(m)).clone(),
+                            None => match clasp_proto::decode_frame(o.frame()) {
+                                Ok(d) => typed.insert(Arc::new(d.message)).clone(),
+                                // The core built the frame; it always decodes.
+                                Err(_) => continue,
+                            },
                         },
                     };
                     c.typed.push(adapter::Delivery::Update(adapter::Update {

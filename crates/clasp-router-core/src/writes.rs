@@ -26,13 +26,25 @@ impl<H: Clone> Router<H> {
             sess.locks.push(written.key.clone());
         }
         let numeric = set.value.as_f64();
-        self.fan_out(
+        // Adapter sessions get the SET as a message built from the write itself (the same
+        // one the frame decodes to), not by decoding the frame.
+        self.fan_out_typed(
             &written.key,
             SignalType::Param,
             Sender::Included(conn),
             numeric,
             now,
             || Outgoing::Param(frame.clone()),
+            || {
+                Some(Message::Set(clasp_proto::Set {
+                    address: Str::from(&*written.key),
+                    value: set.value.clone(),
+                    revision: Some(written.revision),
+                    lock: set.lock,
+                    unlock: set.unlock,
+                    ttl: None,
+                }))
+            },
         );
         if qos.wants_ack() {
             let locked = written.holder.is_some();

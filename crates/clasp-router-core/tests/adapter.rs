@@ -377,3 +377,31 @@ fn a_shared_group_splits_updates_one_member_each() {
     }
     assert_eq!(updates(&members[1]).len() + updates(&members[2]).len(), 10);
 }
+
+#[test]
+fn the_set_an_adapter_gets_is_the_one_the_frame_carries() {
+    let mut h = Harness::new();
+    let ad = h.adapter(None).unwrap();
+    h.submit(&ad, subscribe(1, "/same/*")).unwrap();
+    let wire = h.client();
+    h.sub(&wire, 1, "/same/*");
+    wire.msgs();
+    let writer = h.client();
+    for (lock, unlock) in [(false, false), (true, false), (false, true)] {
+        h.send(
+            &writer,
+            Message::Set(Set {
+                address: "/same/p".into(),
+                value: Value::from("v"),
+                lock,
+                unlock,
+                ttl: Some(30),
+                ..Default::default()
+            }),
+        );
+        let on_wire = wire.msgs();
+        let got = updates(&ad);
+        assert_eq!(got.len(), 1);
+        assert_eq!(*got[0].message, on_wire[0], "lock {lock}, unlock {unlock}");
+    }
+}
