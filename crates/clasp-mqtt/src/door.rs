@@ -4,9 +4,10 @@
 //! hand.
 
 use clasp_proto::{Message, Qos, Subscribe};
+use clasp_router::core::Router;
 use clasp_router::core::adapter::{Accepted, Attached};
 use clasp_router::core::{ConnId, Now, Refusal};
-use clasp_router::server::Core;
+use clasp_router::server::Link;
 use clasp_router::server::RouterHandle;
 
 /// The router as an MQTT session sees it.
@@ -30,12 +31,12 @@ pub(crate) trait Door {
 
 /// The core itself, while the caller holds it (`RouterHandle::with_core`): the packets of
 /// one read are handled under one lock, and what they produce is delivered once afterwards.
-pub(crate) struct CoreDoor<'a> {
-    pub(crate) core: &'a mut Core,
+pub(crate) struct CoreDoor<'a, H = Link> {
+    pub(crate) core: &'a mut Router<H>,
     pub(crate) now: Now,
 }
 
-impl Door for CoreDoor<'_> {
+impl<H: Clone> Door for CoreDoor<'_, H> {
     fn submit(
         &mut self,
         conn: ConnId,

@@ -9,47 +9,25 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clasp_proto::{Message, Qos};
-use clasp_router::core::adapter::{Accepted, Attached};
 use clasp_router::core::recorder::Recorder;
-use clasp_router::core::{ConnId, Now, Refusal, Router, RouterConfig};
+use clasp_router::core::{Now, Router, RouterConfig};
 use rumqttc::v5::mqttbytes::v5;
 
 use super::{Ctx, Session};
 use crate::MqttConfig;
-use crate::door::Door;
+use crate::door::CoreDoor;
 use crate::packet::{Inbound, PubAckReason, Publish, PublishProps, SubRequest, Version};
 use crate::topic::Topics;
 
-/// The router core as a door, at the harness's time.
-struct CoreDoor {
+/// The router core and the harness's time (its door: [`CoreDoor`]).
+struct TestCore {
     router: Router<Recorder>,
     now: Now,
 }
 
-impl Door for CoreDoor {
-    fn submit(
-        &mut self,
-        conn: ConnId,
-        msg: Message,
-        attached: Option<Attached>,
-    ) -> Result<Accepted, Refusal> {
-        self.router
-            .submit_attached(conn, msg, Qos::Confirm, attached, self.now)
-    }
-
-    fn subscribe_shared(
-        &mut self,
-        conn: ConnId,
-        s: clasp_proto::Subscribe,
-        group: &str,
-    ) -> Result<Accepted, Refusal> {
-        self.router.subscribe_shared(conn, s, group, self.now)
-    }
-}
-
 /// A core, MQTT sessions on it, and the clock.
 struct Pair {
-    door: CoreDoor,
+    door: TestCore,
     ctx: Arc<Ctx>,
     start: Instant,
     elapsed: Duration,
@@ -67,7 +45,7 @@ impl Pair {
             format!("s{n}")
         });
         Pair {
-            door: CoreDoor {
+            door: TestCore {
                 router: Router::new(RouterConfig::default(), ids),
                 now: Now {
                     mono: 1_000_000,
@@ -127,7 +105,11 @@ impl Pair {
     /// Client `i` sends `p`.
     fn send(&mut self, i: usize, p: Inbound) {
         self.sessions[i].0.now = self.instant();
-        let end = self.sessions[i].0.on_packet(p, &mut self.door);
+        let mut door = CoreDoor {
+            core: &mut self.door.router,
+            now: self.door.now,
+        };
+        let end = self.sessions[i].0.on_packet(p, &mut door);
         assert!(end.is_none(), "{end:?}");
         self.pump();
     }
