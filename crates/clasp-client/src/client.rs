@@ -14,10 +14,10 @@ use clasp_proto::{
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{ClockStatus, wall_micros};
+use crate::clock::ClockStatus;
 use crate::command::{Command, Waiter};
 use crate::config::{Config, ConnectionEvent, EventHook, ReconnectPolicy, tls_config};
-use crate::driver::{Driver, Shared, encode_qos, open};
+use crate::driver::{Shared, Started, encode_qos};
 use crate::error::{Error, Result};
 use crate::options::{SubscribeOptions, Update};
 use crate::subscription::{Listener, Subscription};
@@ -44,7 +44,7 @@ pub struct SetOptions {
 /// Configures and opens a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    cfg: Config,
+    pub(crate) cfg: Config,
 }
 
 impl ClientBuilder {
@@ -138,19 +138,10 @@ impl ClientBuilder {
         if scheme == Scheme::Quic {
             cfg.quic_config = Some(quic_config(tls_config(&cfg.tls, true)?)?);
         }
-        let t1 = wall_micros();
-        let (ws, welcome) = open(&cfg).await?;
         let shared = Arc::new(Shared::new(cfg.on_event.clone()));
-        Driver::welcomed(&shared, &welcome, t1, wall_micros());
-        shared.emit(ConnectionEvent::Connected {
-            session: welcome.session.to_string(),
-        });
         let cfg = Arc::new(cfg);
-        let (cmd, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
-        let cancel = CancellationToken::new();
-        let (done_tx, done) = watch::channel(false);
-        let driver = Driver::new(shared.clone(), cfg.clone(), cmd_rx, cancel.clone(), done_tx);
-        tokio::spawn(driver.run(ws));
+        let Started { cmd, cancel, done } =
+            crate::driver::start(shared.clone(), cfg.clone(), COMMAND_BUFFER).await?;
         Ok(Client {
             inner: Arc::new(Inner {
                 shared,

@@ -160,11 +160,16 @@ impl ReconnectPolicy {
 
     /// The delay before attempt `n` (from 0).
     pub fn delay(&self, n: u32) -> Duration {
+        self.delay_with(n, &mut fastrand::Rng::new())
+    }
+
+    /// The delay before attempt `n`, its jitter drawn from `rng`.
+    pub(crate) fn delay_with(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
         let base =
             self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(n.min(64) as i32);
         let base = base.min(self.max_delay.as_secs_f64());
         let spread = self.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + spread * (2.0 * fastrand::f64() - 1.0);
+        let factor = 1.0 + spread * (2.0 * rng.f64() - 1.0);
         Duration::from_secs_f64((base * factor).max(0.0))
     }
 }

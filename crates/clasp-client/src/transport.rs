@@ -197,12 +197,6 @@ impl Tx {
         }
     }
 
-    /// Writes one frame now.
-    pub(crate) async fn send(&mut self, frame: Bytes) -> std::result::Result<(), String> {
-        self.feed(frame).await?;
-        self.flush().await
-    }
-
     /// Ends the connection from our side, after what is queued (WebSocket Close, TCP FIN,
     /// QUIC stream finish); the router then closes its side.
     pub(crate) async fn close(&mut self) {

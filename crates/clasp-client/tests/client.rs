@@ -10,7 +10,7 @@ use clasp_client::{
     Client, ConnectionEvent, Error, ErrorCode, GesturePhase, Message, ReconnectPolicy, SignalDef,
     SignalType, SubscribeOptions, Value,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use support::{Router, within};
 
 async fn client(r: &Router) -> Client {
@@ -137,13 +137,9 @@ async fn events_streams_and_gestures_reach_subscribers_but_are_not_echoed() {
         (SignalType::Gesture, Some(9), Some(GesturePhase::Start))
     );
 
-    // Nothing of it came back to the sender.
+    // Nothing of it came back to the sender: an echo would have arrived before this PONG.
     a.ping().await.unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), on_a.next())
-            .await
-            .is_err()
-    );
+    assert!(on_a.next().now_or_never().is_none());
 }
 
 #[tokio::test]
@@ -221,17 +217,9 @@ async fn bundles_apply_atomically() {
 
     // A scheduled bundle runs at the router time it names.
     let at = a.server_time() + 200_000;
+    // Its ACK comes once it has run (timing to the microsecond: driver/tests.rs).
     a.bundle_at(vec![set("/b/later", 1)], at).await.unwrap();
-    let got = within("scheduled write", async {
-        loop {
-            if let Ok(v) = b.get("/b/later").await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(got, Value::Int(1));
+    assert_eq!(b.get("/b/later").await.unwrap(), Value::Int(1));
     assert!(a.server_time() >= at);
 }
 
@@ -292,20 +280,12 @@ async fn snapshot_returns_the_state_under_a_pattern() {
 #[tokio::test]
 async fn clock_sync_and_ping() {
     let r = Router::start().await;
-    let c = Client::builder(&r.url)
-        .sync_interval(Duration::from_millis(50))
-        .connect()
-        .await
-        .unwrap();
+    let c = client(&r).await;
     let rtt = c.ping().await.unwrap();
     assert!(rtt < Duration::from_secs(1));
-    within("sync samples", async {
-        while c.clock().samples < 4 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // WELCOME is a sample, and a SYNC goes out at once (its interval: driver/tests.rs).
     let s = c.clock();
+    assert!(s.samples >= 1, "{s:?}");
     // Same machine, same clock: the offset is within a few milliseconds.
     assert!(s.offset_us.abs() < 50_000, "{s:?}");
     assert!(s.quality > 0.0 && s.quality <= 1.0, "{s:?}");
