@@ -99,7 +99,23 @@ impl<H: Clone> Router<H> {
     }
 
     pub(super) fn forward_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
-        self.forward_frame(conn, p.address, p.signal, p.frame.clone(), p.numeric, now);
+        let address: Arc<str> = Arc::from(p.address);
+        let stream = p.signal == SignalType::Stream;
+        self.fan_out_typed(
+            &address,
+            p.signal,
+            Sender::Excluded(conn),
+            p.numeric,
+            now,
+            || {
+                if stream {
+                    Outgoing::Stream(p.frame.clone())
+                } else {
+                    Outgoing::Event(p.frame.clone())
+                }
+            },
+            || p.typed.map(|t| Message::Publish(t.clone())),
+        );
     }
 
     pub(super) fn forward_frame(

@@ -46,6 +46,9 @@ pub(super) struct PubReq<'a> {
     /// For P2P signals, announces and leaves, the session the payload claims to come from (`from`,
     /// or `session_id` in an announce or a leave; `""` when absent).
     pub(super) p2p_sender: Option<&'a str>,
+    /// The message itself when the router has it typed (an adapter's submission, a bundle's
+    /// PUBLISH): what adapter sessions get, instead of decoding `frame`.
+    pub(super) typed: Option<&'a Publish>,
 }
 
 /// For an owned P2P signal or announce, the session its payload names (see [`p2p_field`]).
@@ -93,6 +96,7 @@ impl<'a> PubReq<'a> {
             frame,
             source: Some(source),
             p2p_sender,
+            typed: None,
         }
     }
 
@@ -111,6 +115,7 @@ impl<'a> PubReq<'a> {
             numeric,
             frame,
             source: None,
+            typed: Some(p),
         }
     }
 

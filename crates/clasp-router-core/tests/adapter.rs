@@ -405,3 +405,46 @@ fn the_set_an_adapter_gets_is_the_one_the_frame_carries() {
         assert_eq!(*got[0].message, on_wire[0], "lock {lock}, unlock {unlock}");
     }
 }
+
+#[test]
+fn the_publish_an_adapter_gets_from_another_is_the_one_the_frame_carries() {
+    let mut h = Harness::new();
+    let from = h.adapter(None).unwrap();
+    let to = h.adapter(None).unwrap();
+    h.submit(&to, subscribe(1, "/same/**")).unwrap();
+    let wire = h.client();
+    h.sub(&wire, 1, "/same/**");
+    wire.msgs();
+    let publishes = [
+        Publish {
+            address: "/same/event".into(),
+            signal: SignalType::Event,
+            payload: PublishPayload::Value(Value::Map(vec![("n".into(), Value::Int(7))])),
+            timestamp: Some(1_700_000_000_000_000),
+            ..Default::default()
+        },
+        Publish {
+            address: "/same/stream".into(),
+            signal: SignalType::Stream,
+            payload: PublishPayload::Samples(vec![0.25, 0.5]),
+            rate: Some(60),
+            ..Default::default()
+        },
+        Publish {
+            address: "/same/gesture".into(),
+            signal: SignalType::Gesture,
+            phase: GesturePhase::Start,
+            id: Some(3),
+            payload: PublishPayload::Value(Value::Float(1.5)),
+            ..Default::default()
+        },
+    ];
+    for p in publishes {
+        h.submit(&from, Message::Publish(p.clone())).unwrap();
+        let on_wire = wire.msgs();
+        let got = updates(&to);
+        assert_eq!(got.len(), 1, "{p:?}");
+        assert_eq!(*got[0].message, on_wire[0]);
+        assert_eq!(*got[0].message, Message::Publish(p));
+    }
+}
