@@ -1,6 +1,6 @@
 //! The session state machine driven without sockets: packets in as bytes (coded by rumqttc's
 //! mqttbytes), the router a bare core (`clasp_router::core::Router` with recorders and a clock
-//! passed by hand) behind a [`Door`], what the session writes decoded back.
+//! passed by hand) behind the production [`CoreDoor`], what the session writes decoded back.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -8,19 +8,19 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 use clasp_proto::{Message, Qos, Subscribe, Value};
-use clasp_router::core::adapter::{Accepted, Attached, Delivery};
+use clasp_router::core::adapter::Delivery;
 use clasp_router::core::recorder::Recorder;
-use clasp_router::core::{ConnId, Now, Refusal, Router, RouterConfig};
+use clasp_router::core::{ConnId, Now, Router, RouterConfig};
 use rumqttc::v5::mqttbytes::v5;
 use rumqttc::v5::mqttbytes::{Error as M5Error, QoS};
 
 use super::{Ctx, End, Session};
 use crate::MqttConfig;
-use crate::door::Door;
+use crate::door::CoreDoor;
 use crate::packet::{DisconnectReason, Version};
 use crate::topic::Topics;
 
-/// A router core at a fixed time, as the door.
+/// A router core at a fixed time.
 struct Core {
     router: Router<Recorder>,
     now: Now,
@@ -54,27 +54,15 @@ impl Core {
     }
 }
 
-impl Door for Core {
-    fn submit(
-        &mut self,
-        conn: ConnId,
-        msg: Message,
-        attached: Option<Attached>,
-    ) -> Result<Accepted, Refusal> {
-        let r = self
-            .router
-            .submit_attached(conn, msg, Qos::Confirm, attached, self.now);
-        self.router.deliver_recorded();
-        r
-    }
-
-    fn subscribe_shared(
-        &mut self,
-        conn: ConnId,
-        s: Subscribe,
-        group: &str,
-    ) -> Result<Accepted, Refusal> {
-        let r = self.router.subscribe_shared(conn, s, group, self.now);
+impl Core {
+    /// Hands `b` to the session with the core as its door (the production [`CoreDoor`]), then
+    /// delivers what the core produced.
+    fn process(&mut self, s: &mut Session, b: &mut BytesMut) -> (bool, Option<End>) {
+        let mut door = CoreDoor {
+            core: &mut self.router,
+            now: self.now,
+        };
+        let r = s.process_input(b, &mut door, std::time::Instant::now());
         self.router.deliver_recorded();
         r
     }
@@ -110,7 +98,7 @@ fn setup(connect_expiry: u32) -> (Core, Box<Session>, Recorder) {
 fn feed(s: &mut Session, core: &mut Core, p: v5::Packet) -> Option<End> {
     let mut b = BytesMut::new();
     p.write(&mut b, None).unwrap();
-    let (read, end) = s.process_input(&mut b, core, std::time::Instant::now());
+    let (read, end) = core.process(s, &mut b);
     assert!(read && b.is_empty(), "the packet was read whole");
     end
 }
@@ -118,7 +106,7 @@ fn feed(s: &mut Session, core: &mut Core, p: v5::Packet) -> Option<End> {
 /// Feeds raw bytes (packets rumqttc will not code) to the session.
 fn feed_bytes(s: &mut Session, core: &mut Core, bytes: &[u8]) -> Option<End> {
     let mut b = BytesMut::from(bytes);
-    s.process_input(&mut b, core, std::time::Instant::now()).1
+    core.process(s, &mut b).1
 }
 
 /// The packets the session has written.
