@@ -48,6 +48,18 @@ pub struct StoredParam {
     pub timestamp: u64,
     /// When the param expires (router wall-clock µs), if it has a TTL.
     pub expires_at: Option<u64>,
+    /// What an in-process adapter attached to the write (e.g. an MQTT publish's payload bytes
+    /// and properties), in the adapter's own encoding.
+    pub attachment: Option<StoredAttachment>,
+}
+
+/// An adapter's data kept with a param: opaque bytes, named by the adapter that wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    /// Who can read `bytes` (e.g. `mqtt`); at most 255 bytes of UTF-8.
+    pub kind: String,
+    /// The adapter's encoding.
+    pub bytes: Vec<u8>,
 }
 
 /// A batch of changes to apply atomically.

@@ -19,7 +19,7 @@ use crate::{
 pub const STATE_FILE_NAME: &str = "state.redb";
 
 /// The database format version this build reads and writes (kept in [`META_TABLE`]).
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The params table: address → record (see the [`RedbStore`] docs for the record layout).
 pub const PARAMS_TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -38,9 +38,12 @@ pub const FORMAT_VERSION_KEY: &str = "format_version";
 ///
 /// The database has two tables: [`META_TABLE`] holds the format version ([`FORMAT_VERSION`]),
 /// and [`PARAMS_TABLE`] maps each address to one record, all integers big-endian:
-/// a version byte (1), the revision (u64), the timestamp (u64), a has-expiry flag (u8, 0 or 1)
-/// followed by `expires_at` (u64) when set, the writer as a u16 length and UTF-8 bytes, and
-/// finally the value as one tagged value of the CLASP binary encoding.
+/// a version byte (2), the revision (u64), the timestamp (u64), a has-expiry flag (u8, 0 or 1)
+/// followed by `expires_at` (u64) when set, the writer as a u16 length and UTF-8 bytes, a
+/// has-attachment flag (u8) followed, when set, by the attachment's kind (u8 length, UTF-8) and
+/// bytes (u32 length), and finally the value as one tagged value of the CLASP binary encoding.
+/// Format 1 databases (records of version 1, without the attachment flag) are read, and marked
+/// format 2 when opened.
 ///
 /// Each [`Store::records`] table `name` is the redb table `records.name` (string key → bytes)
 /// in the same file; each of its writes is its own transaction, committed like `apply`.
@@ -396,6 +399,19 @@ fn check_format(db: &Database, path: &Path) -> Result<(), StoreError> {
     };
     match version {
         Some(FORMAT_VERSION) => Ok(()),
+        // Format 1 records are read as they are; new writes are version 2 records.
+        Some(1) => {
+            drop(txn);
+            let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
+            {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| open_error(e.into()))?;
+                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
+                    .map_err(|e| open_error(e.into()))?;
+            }
+            txn.commit().map_err(|e| open_error(e.into()))
+        }
         Some(found) => Err(StoreError::UnsupportedFormat {
             path: path.to_path_buf(),
             found,

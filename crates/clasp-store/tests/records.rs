@@ -15,6 +15,7 @@ fn param(address: &str) -> StoredParam {
         writer: "s".into(),
         timestamp: 1,
         expires_at: None,
+        attachment: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use clasp_proto::{Str, Value};
 use clasp_store::{
     Batch, FORMAT_VERSION_KEY, META_TABLE, MemoryStore, PARAMS_TABLE, RedbStore, Store, StoreError,
-    StoredParam,
+    StoredAttachment, StoredParam,
 };
 use proptest::prelude::*;
 use redb::ReadableDatabase;
@@ -24,6 +24,10 @@ fn param(address: &str, value: Value, revision: u64) -> StoredParam {
         } else {
             None
         },
+        attachment: revision.is_multiple_of(3).then(|| StoredAttachment {
+            kind: "mqtt".into(),
+            bytes: revision.to_be_bytes().to_vec(),
+        }),
     }
 }
 
@@ -354,7 +358,7 @@ fn newer_format_version_is_refused() {
             err,
             StoreError::UnsupportedFormat {
                 found: 7,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -511,6 +515,10 @@ fn param_strategy() -> impl Strategy<Value = StoredParam> {
                 writer,
                 timestamp,
                 expires_at,
+                attachment: (revision % 5 == 0).then(|| StoredAttachment {
+                    kind: "k".into(),
+                    bytes: vec![revision as u8; (revision % 7) as usize],
+                }),
             },
         )
 }
@@ -571,4 +579,49 @@ fn damaged_database_is_an_error_not_a_panic() {
         }
     }
     assert!(errors > 0);
+}
+
+#[test]
+fn a_format_1_database_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::open(dir.path()).unwrap().path().to_path_buf();
+    // What an earlier build left: format 1, a version 1 record (no attachment field).
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&3u64.to_be_bytes());
+    v1.extend_from_slice(&4u64.to_be_bytes());
+    v1.push(0);
+    v1.extend_from_slice(&[0, 1, b'w']);
+    clasp_proto::codec::binary::encode_value(&Value::Int(5), &mut v1).unwrap();
+    write_raw(&path, "/old", &v1);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META_TABLE)
+            .unwrap()
+            .insert(FORMAT_VERSION_KEY, 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let mut store = RedbStore::open(dir.path()).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!((loaded[0].revision, &loaded[0].value), (3, &Value::Int(5)));
+    assert_eq!(loaded[0].attachment, None);
+    // New writes beside it carry their attachments; the database now says format 2.
+    let with = param("/new", Value::Int(1), 3);
+    assert!(with.attachment.is_some());
+    store
+        .apply(&Batch {
+            upserts: vec![with.clone()],
+            deletes: vec![],
+        })
+        .unwrap();
+    drop(store);
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(by_address(store.load().unwrap())["/new"], with);
+    drop(store);
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META_TABLE).unwrap();
+    assert_eq!(meta.get(FORMAT_VERSION_KEY).unwrap().unwrap().value(), 2);
 }
