@@ -24,10 +24,50 @@ pub trait Attachment: std::any::Any + Send + Sync + std::fmt::Debug {
     fn size(&self) -> usize;
     /// Itself, to downcast to the adapter's own type.
     fn as_any(&self) -> &dyn std::any::Any;
+    /// Its stored form, kept with the param on disk (`None`: it is not persisted). After a
+    /// restart the param carries it as a [`Persisted`], which the adapter decodes.
+    fn persist(&self) -> Option<Persisted> {
+        None
+    }
 }
 
 /// A shared [`Attachment`].
 pub type Attached = Arc<dyn Attachment>;
+
+/// An attachment in its stored form: the adapter's own encoding, named by `kind`. A param
+/// restored from disk carries its attachment as this until the adapter that wrote it reads it;
+/// it is persisted again unchanged, so a router run without that adapter loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Which adapter's encoding `bytes` is (e.g. `mqtt`).
+    pub kind: Arc<str>,
+    /// The encoding.
+    pub bytes: Bytes,
+}
+
+impl Persisted {
+    /// The stored form of kind `kind` inside `attached`, if that is what it is.
+    pub fn of<'a>(attached: &'a Attached, kind: &str) -> Option<&'a Persisted> {
+        attached
+            .as_any()
+            .downcast_ref::<Persisted>()
+            .filter(|p| &*p.kind == kind)
+    }
+}
+
+impl Attachment for Persisted {
+    fn size(&self) -> usize {
+        32 + self.kind.len() + self.bytes.len()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn persist(&self) -> Option<Persisted> {
+        Some(self.clone())
+    }
+}
 
 /// A param a new subscription matches, with what its writer attached.
 #[derive(Debug, Clone)]

@@ -57,6 +57,7 @@ impl Session {
 
     fn on_update(&mut self, u: &Update) {
         let meta = Meta::of(u.attached.as_ref());
+        let meta = meta.as_deref();
         if meta.is_some_and(|m| m.expired(self.now)) {
             return;
         }
@@ -117,6 +118,7 @@ impl Session {
         for r in params {
             let p = r.param;
             let meta = Meta::of(r.attached.as_ref());
+            let meta = meta.as_deref();
             // A null param is a cleared retained message.
             if p.value.is_null() || meta.is_some_and(|m| m.expired(self.now)) {
                 continue;

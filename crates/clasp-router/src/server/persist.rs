@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use clasp_store::{Batch, Store, StoredParam};
+use clasp_store::{Batch, Store, StoredAttachment, StoredParam};
 
 use super::Core;
 use super::Shared;
+use crate::core::adapter::{Attached, Persisted};
 use crate::core::state::Param;
 
 /// Persistence counters.
@@ -40,10 +41,30 @@ pub(crate) fn restore(core: &mut Core, params: Vec<StoredParam>) {
                 timestamp: p.timestamp,
                 lock: None,
                 expires_at: p.expires_at,
-                attached: None,
+                attached: p.attachment.map(|a| {
+                    Arc::new(Persisted {
+                        kind: Arc::from(a.kind),
+                        bytes: a.bytes.into(),
+                    }) as Attached
+                }),
             },
         );
     }
+}
+
+/// The stored form of an adapter's attachment, if it has one the store can take.
+fn stored(a: &dyn crate::core::adapter::Attachment) -> Option<StoredAttachment> {
+    let p = a.persist()?;
+    if p.kind.len() > 255 {
+        // The record format names kinds in at most 255 bytes; refusing the whole batch over
+        // it would stop persistence, so the value is kept and this attachment is not.
+        tracing::warn!(kind = %p.kind, "an attachment kind over 255 bytes is not persisted");
+        return None;
+    }
+    Some(StoredAttachment {
+        kind: p.kind.to_string(),
+        bytes: p.bytes.to_vec(),
+    })
 }
 
 /// Wakes the persistence thread: to write now (a Commit write waits) or to stop.
@@ -131,6 +152,7 @@ fn run(shared: &Shared, mut store: Box<dyn Store>) {
                 writer: p.writer.to_string(),
                 timestamp: p.timestamp,
                 expires_at: p.expires_at,
+                attachment: p.attached.as_ref().and_then(|a| stored(&**a)),
             };
             pending.insert(addr, Some(stored));
         }
