@@ -90,18 +90,8 @@ BENCH="$ROOT/target/release/clasp-bench"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits (at most 10 s) until nothing listens on port $1 any more.
-wait_port_free() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        port_open "$1" || return 0
-        sleep 0.1
-    done
-    echo "port $1 is still in use" >&2
-    return 1
-}
+# shellcheck source=scripts/ports-lib.sh
+source "$ROOT/scripts/ports-lib.sh"
 
 # Starts broker $1 (mosquitto|mosquitto-nodelay|clasp) for run name $2; sets SERVER_PID and
 # PORT.

@@ -84,18 +84,8 @@ REF="$REF_TARGET/release/reference-router"
 # Both routers and this tool may need many descriptors (memory workload).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits (at most 10 s) until nothing listens on port $1 any more.
-wait_port_free() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        port_open "$1" || return 0
-        sleep 0.1
-    done
-    echo "port $1 is still in use" >&2
-    return 1
-}
+# shellcheck source=scripts/ports-lib.sh
+source "$ROOT/scripts/ports-lib.sh"
 
 # Starts router $1 (ours|reference|echo) for run name $2; sets ROUTER_PID and PORT.
 start_router() {
