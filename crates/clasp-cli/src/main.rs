@@ -1,6 +1,7 @@
 //! `clasp`: run the CLASP router and work with it from the command line (`set`, `get`, `sub`,
 //! `emit`, `query`, `ping`, `snapshot`), and manage its tokens (`token`).
 
+mod bridge;
 mod discover;
 mod relay;
 mod server;
@@ -24,6 +25,9 @@ enum Command {
     /// Run the relay: the router plus the rendezvous API (port 7340 and /api/v1), QUIC, TCP,
     /// MQTT and OSC listeners, and LAN discovery (mDNS and UDP broadcast).
     Relay(Box<relay::RelayArgs>),
+    /// Run mappings between addresses against a router (`--config FILE` with `[[mapping]]`
+    /// tables): scale, curves, expressions, both ways with feedback.
+    Bridge(bridge::BridgeArgs),
     /// Find routers: on the LAN (mDNS and UDP broadcast) and through a rendezvous service.
     Discover(discover::DiscoverArgs),
     /// Manage the router's CPSK tokens (create, list, revoke).
@@ -37,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(*args),
         Command::Relay(args) => relay::run(*args),
+        Command::Bridge(args) => bridge::run(args),
         Command::Discover(args) => discover::run(args),
         Command::Token(args) => token::run(args),
         Command::Tool(tool) => tools::run(tool),

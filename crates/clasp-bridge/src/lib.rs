@@ -1,0 +1,14 @@
+//! Bridges between the CLASP router and the apps and devices people have.
+//!
+//! This crate holds what every bridge shares: how a bridge reaches the router
+//! ([`RouterLink`]: a router client over any CLASP URL, with a token) and the host that runs
+//! the mapping engine ([`clasp_mapping`]) against a router ([`mapper::run`]): it subscribes to
+//! the mappings' sources (and targets, for mappings both ways), feeds what changes to the
+//! engine and makes the writes it asks for.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod link;
+pub mod mapper;
+
+pub use link::{BridgeError, RouterLink};

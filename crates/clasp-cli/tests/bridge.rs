@@ -1,0 +1,104 @@
+//! `clasp bridge --config FILE` as a process against a real `clasp server`: mappings run both
+//! ways, the process stops cleanly on SIGINT, and a bad configuration is refused with the reason.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clasp_client::{Client, ReconnectPolicy, Value};
+use common::start;
+use futures_util::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+const CONFIG: &str = r#"
+[[mapping]]
+from = "/midi/{dev}/ch/1/cc/{n}"
+to = "/mixer/{dev}/{n}/volume"
+transform = [{ type = "scale", from_min = 0, from_max = 127, to_min = 0.0, to_max = 1.0 }]
+both_ways = true
+"#;
+
+fn bridge(config: &std::path::Path, url: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clasp"));
+    c.args(["bridge", "--config"])
+        .arg(config)
+        .args(["--router", url, "--status-every", "0"])
+        .env_remove("CLASP_TOKEN")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+#[tokio::test]
+async fn mappings_run_from_a_config_file_and_stop_on_sigint() {
+    let server = start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut child = bridge(&path, &server.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let first = rx.recv_timeout(WAIT).unwrap();
+    assert!(
+        first.contains("1 mapping(s) running against ws://"),
+        "{first}"
+    );
+
+    let c = Client::builder(&server.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    let mut mixer = c.subscribe("/mixer/**").await.unwrap();
+    c.set_confirmed("/midi/nano/ch/1/cc/7", 127).await.unwrap();
+    let u = tokio::time::timeout(WAIT, mixer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&*u.address, &u.value),
+        ("/mixer/nano/7/volume", &Value::Float(1.0))
+    );
+
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let last = rx.recv_timeout(WAIT).unwrap();
+    assert!(last.starts_with("clasp bridge: stopped ("), "{last}");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_bad_mapping_is_refused_with_its_number_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[[mapping]]\nfrom = \"/a\"\nto = \"/b\"\n\n[[mapping]]\nfrom = \"/a/{n}\"\nto = \"/b/{m}\"\n",
+    )
+    .unwrap();
+    // No router is needed to find out: the file is checked first.
+    let out = bridge(&path, "ws://127.0.0.1:9").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("mapping 2: `to` uses `{m}`, which `from` does not capture"),
+        "{err}"
+    );
+}
