@@ -1,7 +1,8 @@
 //! Bridges between the CLASP router and the apps and devices people have.
 //!
 //! This crate holds what every bridge shares: how a bridge reaches the router
-//! ([`RouterLink`]: a router client over any CLASP URL, with a token) and the host that runs
+//! ([`RouterLink`]: a router client over any CLASP URL with a token, or an adapter session
+//! inside the router's own process) and the host that runs
 //! the mapping engine ([`clasp_mapping`]) against a router ([`mapper::run`]): it subscribes to
 //! the mappings' sources (and targets, for mappings both ways), feeds what changes to the
 //! engine and makes the writes it asks for.
@@ -11,4 +12,4 @@
 mod link;
 pub mod mapper;
 
-pub use link::{BridgeError, RouterLink};
+pub use link::{BridgeError, LinkSubscription, RouterLink, Update};

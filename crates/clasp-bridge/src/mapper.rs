@@ -39,7 +39,7 @@ impl MapperStats {
 pub struct Mapper {
     link: RouterLink,
     engine: Engine,
-    subs: Vec<clasp_client::Subscription>,
+    subs: Vec<crate::link::LinkSubscription>,
 }
 
 impl Mapper {

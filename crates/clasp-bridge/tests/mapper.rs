@@ -11,6 +11,7 @@ use clasp_bridge::RouterLink;
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_client::{Client, ReconnectPolicy, Value};
 use clasp_mapping::{Engine, MappingSpec};
+use clasp_router::server::{AuthConfig, RouterHandle, Server, ServerConfig};
 use futures_util::{FutureExt, StreamExt};
 use support::{Router, within};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,7 @@ async fn client(r: &Router, name: &str) -> Client {
 }
 
 async fn start(
-    r: &Router,
+    link: RouterLink,
 ) -> (
     Arc<MapperStats>,
     CancellationToken,
@@ -46,7 +47,6 @@ async fn start(
 ) {
     let file: File = toml::from_str(CONFIG).unwrap();
     let engine = Engine::new(file.mapping).unwrap();
-    let link = RouterLink::connect(&r.url, "mapper", None).await.unwrap();
     let mapper = Mapper::start(link, engine).await.unwrap();
     let stats = Arc::new(MapperStats::default());
     let stop = CancellationToken::new();
@@ -55,16 +55,59 @@ async fn start(
     (stats, stop, task)
 }
 
+/// A router in this process, and its handle for in-process links.
+async fn router() -> (Router, RouterHandle) {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let handle = server.handle();
+    (Router::run(server), handle)
+}
+
 #[tokio::test]
 async fn a_fader_drives_the_mixer_and_the_mixer_moves_the_fader_back() {
-    let r = Router::start().await;
-    let midi = client(&r, "midi").await;
-    let app = client(&r, "app").await;
+    let (r, _) = router().await;
+    let link = RouterLink::connect(&r.url, "mapper", None).await.unwrap();
+    fader_and_mixer(&r, link).await;
+}
+
+#[tokio::test]
+async fn the_same_mapper_runs_inside_the_router_through_the_typed_door() {
+    let (r, handle) = router().await;
+    let link = RouterLink::local(&handle, None).unwrap();
+    fader_and_mixer(&r, link).await;
+}
+
+#[tokio::test]
+async fn an_in_process_link_is_refused_without_a_valid_token() {
+    // Tokens required, none valid: the door refuses as a HELLO would be refused.
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: AuthConfig {
+            require_tokens: true,
+            ..AuthConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let handle = server.handle();
+    let e = RouterLink::local(&handle, Some("cpsk_wrong")).unwrap_err();
+    assert!(e.to_string().starts_with("the router refused"), "{e}");
+    assert!(RouterLink::local(&handle, None).is_err());
+}
+
+async fn fader_and_mixer(r: &Router, link: RouterLink) {
+    let midi = client(r, "midi").await;
+    let app = client(r, "app").await;
     // State before the mapper starts is left as it is.
     midi.set_confirmed("/midi/nano/ch/1/cc/1", 127)
         .await
         .unwrap();
-    let (stats, stop, task) = start(&r).await;
+    let (stats, stop, task) = start(link).await;
     assert!(
         app.get("/mixer/nano/1/volume").await.is_err(),
         "nothing moved at start"

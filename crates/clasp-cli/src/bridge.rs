@@ -24,6 +24,8 @@ use clasp_mapping::{Engine, MappingSpec, describe};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use clasp_router::server::{Server, write_counter, write_gauge};
+
 use crate::server::{LogFormat, init_logging};
 
 /// Options of `clasp bridge`.
@@ -95,7 +97,7 @@ async fn bridge(
 ) -> anyhow::Result<()> {
     let rules = engine.len();
     let link = RouterLink::connect(&url, "clasp bridge", token.as_deref()).await?;
-    let client = link.client().clone();
+    let watch = link.clone();
     let mapper = Mapper::start(link, engine).await?;
     println!("clasp bridge: {rules} mapping(s) running against {url}");
     let stats = Arc::new(MapperStats::default());
@@ -115,7 +117,7 @@ async fn bridge(
                     _ = tick.tick() => {}
                 }
                 let (updates, writes, errors) = stats.snapshot();
-                let link = if client.is_connected() {
+                let link = if watch.is_connected() {
                     "connected"
                 } else {
                     "reconnecting"
@@ -137,4 +139,75 @@ async fn bridge(
     let (updates, writes, errors) = stats.snapshot();
     println!("clasp bridge: stopped ({updates} updates in, {writes} writes out, {errors} errors)");
     Ok(())
+}
+
+/// Mappings from `clasp server` / `clasp relay`'s config file, run inside the router through
+/// its typed door (the same mapper as `clasp bridge`, on an in-process link).
+#[derive(Debug)]
+pub(crate) struct InProcess {
+    engine: Engine,
+    token: Option<String>,
+}
+
+impl InProcess {
+    /// Checks `specs` (from `path`); `None` when there are none.
+    pub(crate) fn new(
+        specs: Vec<MappingSpec>,
+        token: Option<String>,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Option<InProcess>> {
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let engine = Engine::new(specs)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), describe(&e)))?;
+        Ok(Some(InProcess { engine, token }))
+    }
+
+    /// Starts the mappings on `server` (until `stop`), and adds their counters to `/metrics`.
+    pub(crate) async fn start(
+        self,
+        server: Server,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Server> {
+        let rules = self.engine.len();
+        let link = RouterLink::local(&server.handle(), self.token.as_deref())
+            .context("the in-process mappings cannot join the router (set bridge_token)")?;
+        let mapper = Mapper::start(link, self.engine).await?;
+        let stats = Arc::new(MapperStats::default());
+        let run = mapper.run(stats.clone(), stop);
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "the in-process mappings stopped");
+            }
+        });
+        tracing::info!(rules, "mappings running in-process");
+        Ok(server.with_metrics(move |o| {
+            let (updates, writes, errors) = stats.snapshot();
+            write_gauge(
+                o,
+                "clasp_mapping_rules",
+                "Mappings running in-process.",
+                rules as u64,
+            );
+            write_counter(
+                o,
+                "clasp_mapping_updates_total",
+                "Updates the in-process mappings received.",
+                updates,
+            );
+            write_counter(
+                o,
+                "clasp_mapping_writes_total",
+                "Writes the in-process mappings made.",
+                writes,
+            );
+            write_counter(
+                o,
+                "clasp_mapping_errors_total",
+                "Writes of the in-process mappings that failed.",
+                errors,
+            );
+        }))
+    }
 }

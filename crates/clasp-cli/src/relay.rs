@@ -19,7 +19,8 @@ use clasp_router::server::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{ServerArgs, build_config, init_logging, shutdown_signal};
+use crate::bridge::InProcess;
+use crate::server::{ServerArgs, build_config, init_logging, load_mappings, shutdown_signal};
 
 /// With tokens on, registering and unregistering at the rendezvous API needs a token that may
 /// write this address (`write:/**`, or `write:/clasp/rendezvous/**` for registration only);
@@ -123,14 +124,19 @@ pub(crate) struct RelayArgs {
 pub(crate) fn run(args: RelayArgs) -> anyhow::Result<()> {
     init_logging(args.server.log_format);
     let config = build_config(&args.server)?;
+    let mappings = load_mappings(&args.server)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(relay(args, config))
+    rt.block_on(relay(args, config, mappings))
 }
 
-async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
+async fn relay(
+    args: RelayArgs,
+    config: ServerConfig,
+    mappings: Option<InProcess>,
+) -> anyhow::Result<()> {
     let host = config.listen.ip();
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let router_id = router_id(config.data_dir.as_deref())?;
@@ -178,6 +184,9 @@ async fn relay(args: RelayArgs, config: ServerConfig) -> anyhow::Result<()> {
                 rdv_metrics.len() as u64,
             );
         });
+    if let Some(m) = mappings {
+        server = m.start(server, stop.clone()).await?;
+    }
     let mut rendezvous_task = None;
     if args.rendezvous_port != 0 {
         let addr = SocketAddr::new(host, args.rendezvous_port);

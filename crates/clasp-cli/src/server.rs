@@ -11,6 +11,9 @@ use clasp_router::core::auth::JwtConfig;
 use clasp_router::server::{QuicListen, Server, ServerConfig, TlsConfig};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::InProcess;
 
 /// Options of `clasp server`. Each has an environment variable, and all but `--config` can also
 /// be set in the TOML file given with `--config`; flags win over the file.
@@ -191,12 +194,26 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     /// Seconds a new connection has to send HELLO.
     handshake_timeout_secs: Option<u64>,
+    /// Mappings run inside the router (see docs/bridges.md).
+    #[serde(default)]
+    mapping: Vec<clasp_mapping::MappingSpec>,
+    /// The token the in-process mappings join the router with (needed when tokens are).
+    bridge_token: Option<String>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// The config file's `[[mapping]]` tables, checked, to run inside the router.
+pub(crate) fn load_mappings(args: &ServerArgs) -> anyhow::Result<Option<InProcess>> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let file = load_file(path)?;
+    InProcess::new(file.mapping, file.bridge_token, path)
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -453,6 +470,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = build_config(&args)?;
+    let mappings = load_mappings(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -467,6 +485,11 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
             eprintln!("TLS certificate fingerprint (SHA-256): {}", t.fingerprint());
         }
         let server = Server::bind(config).await?;
+        let stop = CancellationToken::new();
+        let server = match mappings {
+            Some(m) => m.start(server, stop.clone()).await?,
+            None => server,
+        };
         let addr = server.local_addr()?;
         if let Some(tcp) = server.tcp_local_addr() {
             tracing::info!(addr = %tcp, "ready: tcp://{tcp}");
@@ -476,6 +499,7 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%addr, state = %data, "ready: {scheme}://{addr}/");
         server.run(shutdown_signal()).await?;
+        stop.cancel();
         anyhow::Ok(())
     })
 }

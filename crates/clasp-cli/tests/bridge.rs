@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+#[path = "../../clasp-router/tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -100,5 +102,53 @@ fn a_bad_mapping_is_refused_with_its_number_and_reason() {
     assert!(
         err.contains("mapping 2: `to` uses `{m}`, which `from` does not capture"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn clasp_server_runs_the_mappings_of_its_config_file_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let server = start(&["--memory", "--config", path.to_str().unwrap()]);
+    let c = Client::builder(&server.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    let mut mixer = c.subscribe("/mixer/**").await.unwrap();
+    c.set_confirmed("/midi/nano/ch/1/cc/7", 127).await.unwrap();
+    let u = tokio::time::timeout(WAIT, mixer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&*u.address, &u.value),
+        ("/mixer/nano/7/volume", &Value::Float(1.0))
+    );
+    // Feedback, in-process too.
+    let mut fader = c.subscribe("/midi/**").await.unwrap();
+    c.ping().await.unwrap();
+    c.set_confirmed("/mixer/nano/7/volume", 0.0).await.unwrap();
+    loop {
+        let u = tokio::time::timeout(WAIT, fader.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if u.value == Value::Int(0) {
+            assert_eq!(&*u.address, "/midi/nano/ch/1/cc/7");
+            break;
+        }
+    }
+    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
+    let metrics = support::http_get(host, "/metrics").await;
+    assert_eq!(support::metric(&metrics, "clasp_mapping_rules"), Some(1.0));
+    assert_eq!(
+        support::metric(&metrics, "clasp_mapping_writes_total"),
+        Some(2.0)
+    );
+    assert_eq!(
+        support::metric(&metrics, "clasp_mapping_errors_total"),
+        Some(0.0)
     );
 }

@@ -1,0 +1,250 @@
+//! The in-process link: an adapter session of the router's typed door. What the router
+//! delivers lands in the session's bounded `Inbox`; a task (and `pump`, called inline) hands
+//! it to the subscriptions' channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use clasp_client::{SignalType, Update, Value};
+use clasp_mapping::WriteKind;
+use clasp_proto::{Message, ParamValue, Publish, PublishPayload, Qos, Set, Subscribe};
+use clasp_router::core::ConnId;
+use clasp_router::core::adapter::Delivery;
+use clasp_router::server::RouterHandle;
+use clasp_router::server::inbox::Inbox;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::BridgeError;
+
+/// Updates buffered per subscription (past it, updates are dropped and counted).
+const SUB_BUFFER: usize = 4096;
+
+#[derive(Clone)]
+pub(super) struct Local {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    handle: RouterHandle,
+    conn: ConnId,
+    inbox: Inbox,
+    subs: Mutex<HashMap<u32, mpsc::Sender<Update>>>,
+    next_id: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("conn", &self.shared.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.handle.close(self.conn);
+    }
+}
+
+/// Unsubscribes when the subscription is dropped.
+#[derive(Debug)]
+pub(super) struct Unsubscribe {
+    link: Local,
+    id: u32,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let s = &self.link.shared;
+        if s.subs.lock().remove(&self.id).is_some() && !s.closed.load(Ordering::Relaxed) {
+            let _ = s.handle.submit(
+                s.conn,
+                Message::Unsubscribe(clasp_proto::Unsubscribe { id: self.id }),
+                Qos::Fire,
+            );
+        }
+    }
+}
+
+impl Local {
+    pub(super) fn open(handle: &RouterHandle, token: Option<&str>) -> Result<Local, BridgeError> {
+        let inbox = handle.inbox();
+        let conn = handle
+            .open_adapter(&inbox, token)
+            .map_err(|r| BridgeError::Refused(r.to_string()))?;
+        let link = Local {
+            shared: Arc::new(Shared {
+                handle: handle.clone(),
+                conn,
+                inbox: inbox.clone(),
+                subs: Mutex::new(HashMap::new()),
+                next_id: AtomicU32::new(1),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        // The task holds the shared state weakly: the session ends with the last link.
+        let weak = Arc::downgrade(&link.shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = inbox.ready() => {}
+                    _ = inbox.closed() => {}
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                let link = Local { shared };
+                link.pump();
+                if link.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(link)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn subscribe(
+        &self,
+        pattern: &str,
+    ) -> Result<(mpsc::Receiver<Update>, Unsubscribe), BridgeError> {
+        if self.is_closed() {
+            return Err(BridgeError::Closed);
+        }
+        let s = &self.shared;
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SUB_BUFFER);
+        s.subs.lock().insert(id, tx);
+        let sub = Message::Subscribe(Subscribe {
+            id,
+            pattern: pattern.into(),
+            ..Subscribe::default()
+        });
+        let unsub = Unsubscribe {
+            link: self.clone(),
+            id,
+        };
+        s.handle
+            .submit(s.conn, sub, Qos::Confirm)
+            .map_err(|r| BridgeError::Refused(r.to_string()))?;
+        // Its current state was delivered as the submit returned: hand it over now.
+        self.pump();
+        Ok((rx, unsub))
+    }
+
+    pub(super) fn write(
+        &self,
+        address: &str,
+        value: Value,
+        kind: WriteKind,
+    ) -> Result<(), BridgeError> {
+        let s = &self.shared;
+        let msg = match kind {
+            WriteKind::Set => Message::Set(Set {
+                address: address.into(),
+                value,
+                ..Set::default()
+            }),
+            WriteKind::Event => Message::Publish(Publish {
+                address: address.into(),
+                signal: SignalType::Event,
+                payload: PublishPayload::Value(value),
+                ..Publish::default()
+            }),
+        };
+        s.handle
+            .submit(s.conn, msg, Qos::Fire)
+            .map(drop)
+            .map_err(|r| BridgeError::Refused(r.to_string()))
+    }
+
+    /// Hands everything delivered so far to the subscriptions.
+    pub(super) fn pump(&self) {
+        let s = &self.shared;
+        let mut got = Vec::new();
+        let close = s.inbox.drain(&mut got);
+        let mut subs = s.subs.lock();
+        for d in got {
+            match d {
+                Delivery::Update(u) => {
+                    let Some(update) = update_of(&u.message) else {
+                        continue;
+                    };
+                    for id in u.subs() {
+                        if let Some(tx) = subs.get(&id) {
+                            let _ = tx.try_send(update.clone());
+                        }
+                    }
+                }
+                Delivery::Snapshot { sub, params } => {
+                    if let Some(tx) = subs.get(&sub) {
+                        for r in params {
+                            let _ = tx.try_send(param_update(r.param));
+                        }
+                    }
+                }
+                Delivery::Reply(m) => {
+                    if let Message::Error(e) = &*m {
+                        tracing::warn!(code = %e.code, message = %e.message, "the router refused a bridge write");
+                    }
+                }
+            }
+        }
+        if let Some(reason) = close {
+            if !s.closed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(?reason, "the router closed the bridge's session");
+            }
+            // The streams end.
+            subs.clear();
+        }
+    }
+}
+
+fn param_update(p: ParamValue) -> Update {
+    Update {
+        address: p.address,
+        value: p.value,
+        kind: SignalType::Param,
+        revision: Some(p.revision),
+        writer: p.writer,
+        timestamp: p.timestamp,
+        gesture_id: None,
+        phase: None,
+    }
+}
+
+fn update_of(m: &Message) -> Option<Update> {
+    Some(match m {
+        Message::Set(s) => Update {
+            address: s.address.clone(),
+            value: s.value.clone(),
+            kind: SignalType::Param,
+            revision: s.revision,
+            writer: None,
+            timestamp: None,
+            gesture_id: None,
+            phase: None,
+        },
+        Message::Publish(p) => Update {
+            address: p.address.clone(),
+            value: match &p.payload {
+                PublishPayload::Value(v) => v.clone(),
+                PublishPayload::Samples(s) => {
+                    Value::Array(s.iter().copied().map(Value::Float).collect())
+                }
+                PublishPayload::None => Value::Null,
+            },
+            kind: p.signal,
+            revision: None,
+            writer: None,
+            timestamp: p.timestamp,
+            gesture_id: p.id,
+            phase: (p.signal == SignalType::Gesture).then_some(p.phase),
+        },
+        _ => return None,
+    })
+}
