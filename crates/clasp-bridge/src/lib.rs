@@ -11,5 +11,6 @@
 
 mod link;
 pub mod mapper;
+pub mod midi;
 
 pub use link::{BridgeError, LinkSubscription, RouterLink, Update};
