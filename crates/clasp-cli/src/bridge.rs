@@ -1,9 +1,15 @@
-//! `clasp bridge --config FILE`: runs the mappings of a configuration file against a router
-//! (the bridges themselves join as they are built: `[[bridge]]` tables).
+//! `clasp bridge`: bridges and mappings against a router, from the command line
+//! (`clasp bridge midi --port … --name …`) or from a file (`--config FILE` with `[[bridge]]`
+//! and `[[mapping]]` tables); and the same tables inside `clasp server` / `clasp relay`.
 //!
 //! ```toml
 //! router = "ws://127.0.0.1:7330"   # or --router; default ws://127.0.0.1:7330
 //! token = "cpsk_..."               # or --token / CLASP_TOKEN
+//!
+//! [[bridge]]
+//! kind = "midi"
+//! name = "nano"
+//! port = "/dev/snd/midiC1D0"
 //!
 //! [[mapping]]
 //! from = "/midi/{dev}/ch/1/cc/{n}"
@@ -17,66 +23,119 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use clasp_bridge::RouterLink;
+use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::mapper::{Mapper, MapperStats};
+use clasp_bridge::midi::MidiConfig;
 use clasp_mapping::{Engine, MappingSpec, describe};
+use clasp_router::server::Server;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-
-use clasp_router::server::{Server, write_counter, write_gauge};
 
 use crate::server::{LogFormat, init_logging};
 
 /// Options of `clasp bridge`.
 #[derive(Debug, Args)]
 pub(crate) struct BridgeArgs {
-    /// The configuration file: `[[mapping]]` tables (see docs/bridges.md).
-    #[arg(long, short)]
-    config: PathBuf,
+    /// A file of `[[bridge]]` and `[[mapping]]` tables (see docs/bridges.md).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     /// The router's URL (ws://, wss://, tcp://, quic://); default: the file's `router`, else
     /// ws://127.0.0.1:7330.
-    #[arg(long)]
+    #[arg(long, global = true)]
     router: Option<String>,
     /// The token to join the router with; default: the file's `token`.
-    #[arg(long, env = "CLASP_TOKEN")]
+    #[arg(long, env = "CLASP_TOKEN", global = true)]
     token: Option<String>,
     /// Seconds between status lines (0: none).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, global = true)]
     status_every: u64,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    kind: Option<BridgeKind>,
+}
+
+/// One bridge given on the command line.
+#[derive(Debug, Subcommand)]
+enum BridgeKind {
+    /// A MIDI device as a raw byte stream (a raw MIDI device such as /dev/snd/midiC1D0, a
+    /// serial port set to raw mode, a pty), under /midi/NAME, both ways.
+    Midi {
+        /// The device to read and write.
+        #[arg(long)]
+        port: PathBuf,
+        /// Its segment in addresses: /midi/NAME/...
+        #[arg(long)]
+        name: String,
+        /// The address prefix.
+        #[arg(long, default_value = "/midi")]
+        namespace: String,
+        /// Only read from the device; send nothing back to it.
+        #[arg(long)]
+        input_only: bool,
+    },
 }
 
 /// The configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BridgeFile {
     router: Option<String>,
     token: Option<String>,
+    #[serde(default)]
+    bridge: Vec<BridgeSpec>,
     #[serde(default)]
     mapping: Vec<MappingSpec>,
 }
 
 pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let file: BridgeFile = toml::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid bridge configuration",
-            args.config.display()
-        )
-    })?;
-    if file.mapping.is_empty() {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| {
+                format!("{} is not a valid bridge configuration", path.display())
+            })?
+        }
+        None => BridgeFile::default(),
+    };
+    let mut specs = file.bridge;
+    if let Some(BridgeKind::Midi {
+        port,
+        name,
+        namespace,
+        input_only,
+    }) = args.kind
+    {
+        specs.push(BridgeSpec::Midi(MidiConfig {
+            name,
+            port,
+            namespace,
+            input_only,
+        }));
+    }
+    let origin = args.config.as_ref().map_or_else(
+        || "the command line".to_owned(),
+        |p| p.display().to_string(),
+    );
+    for s in &specs {
+        s.check()
+            .with_context(|| format!("{origin}: bridge `{}`", s.label()))?;
+    }
+    let engine = if file.mapping.is_empty() {
+        None
+    } else {
+        Some(Engine::new(file.mapping).map_err(|e| anyhow::anyhow!("{origin}: {}", describe(&e)))?)
+    };
+    if specs.is_empty() && engine.is_none() {
         bail!(
-            "{} has no [[mapping]] table: nothing to run",
-            args.config.display()
+            "nothing to run: name a bridge (clasp bridge midi --port … --name …) or give --config with [[bridge]] or [[mapping]] tables"
         );
     }
-    let engine = Engine::new(file.mapping)
-        .map_err(|e| anyhow::anyhow!("{}: {}", args.config.display(), describe(&e)))?;
     let url = args
         .router
         .or(file.router)
@@ -86,28 +145,49 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(bridge(url, token, engine, args.status_every))
+    rt.block_on(bridge(url, token, specs, engine, args.status_every))
 }
 
 async fn bridge(
     url: String,
     token: Option<String>,
-    engine: Engine,
+    specs: Vec<BridgeSpec>,
+    engine: Option<Engine>,
     status_every: u64,
 ) -> anyhow::Result<()> {
-    let rules = engine.len();
-    let link = RouterLink::connect(&url, "clasp bridge", token.as_deref()).await?;
-    let watch = link.clone();
-    let mapper = Mapper::start(link, engine).await?;
-    println!("clasp bridge: {rules} mapping(s) running against {url}");
-    let stats = Arc::new(MapperStats::default());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(mapper.run(stats.clone(), stop.clone()));
+    let mut hosted: Vec<(Hosted, RouterLink)> = Vec::new();
+    for spec in specs {
+        let label = spec.label();
+        let link =
+            RouterLink::connect(&url, &format!("clasp bridge {label}"), token.as_deref()).await?;
+        let h = host::start(spec, link.clone(), stop.clone())
+            .await
+            .with_context(|| format!("bridge `{label}`"))?;
+        println!("clasp bridge: {label} running against {url}");
+        hosted.push((h, link));
+    }
+    let mut mapper_task = None;
+    if let Some(engine) = engine {
+        let rules = engine.len();
+        let link = RouterLink::connect(&url, "clasp bridge mappings", token.as_deref()).await?;
+        let mapper = Mapper::start(link.clone(), engine).await?;
+        let stats = Arc::new(MapperStats::default());
+        mapper_task = Some(tokio::spawn(mapper.run(stats.clone(), stop.clone())));
+        println!("clasp bridge: {rules} mapping(s) running against {url}");
+        hosted.push((
+            Hosted {
+                label: format!("mappings ({rules})"),
+                counters: stats,
+            },
+            link,
+        ));
+    }
     let status = {
-        let (stats, stop) = (stats.clone(), stop.clone());
-        async move {
+        let (hosted, stop) = (hosted.clone(), stop.clone());
+        tokio::spawn(async move {
             if status_every == 0 {
-                return stop.cancelled().await;
+                return;
             }
             let mut tick = tokio::time::interval(Duration::from_secs(status_every));
             tick.tick().await;
@@ -116,98 +196,112 @@ async fn bridge(
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let (updates, writes, errors) = stats.snapshot();
-                let link = if watch.is_connected() {
-                    "connected"
-                } else {
-                    "reconnecting"
-                };
-                println!(
-                    "mappings: {rules} rules, router {link}, {updates} updates in, {writes} writes out, {errors} errors"
-                );
+                for (h, link) in &hosted {
+                    let state = if link.is_connected() {
+                        "connected"
+                    } else {
+                        "reconnecting"
+                    };
+                    println!("{}: router {state}, {}", h.label, h.counters.status());
+                }
             }
-        }
+        })
     };
-    let status = tokio::spawn(status);
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
-        _ = stop.cancelled() => {}
-    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
     stop.cancel();
     let _ = status.await;
-    task.await.context("the mapper task failed")??;
-    let (updates, writes, errors) = stats.snapshot();
-    println!("clasp bridge: stopped ({updates} updates in, {writes} writes out, {errors} errors)");
+    if let Some(t) = mapper_task {
+        t.await.context("the mapper task failed")??;
+    }
+    for (h, _) in &hosted {
+        println!(
+            "clasp bridge: {} stopped ({})",
+            h.label,
+            h.counters.status()
+        );
+    }
     Ok(())
 }
 
-/// Mappings from `clasp server` / `clasp relay`'s config file, run inside the router through
-/// its typed door (the same mapper as `clasp bridge`, on an in-process link).
+/// Bridges and mappings from `clasp server` / `clasp relay`'s config file, run inside the
+/// router through its typed door (the same code as `clasp bridge`, on in-process links).
 #[derive(Debug)]
 pub(crate) struct InProcess {
-    engine: Engine,
+    engine: Option<Engine>,
+    specs: Vec<BridgeSpec>,
     token: Option<String>,
 }
 
 impl InProcess {
-    /// Checks `specs` (from `path`); `None` when there are none.
+    /// Checks the tables of `path`; `None` when there are none.
     pub(crate) fn new(
-        specs: Vec<MappingSpec>,
+        mappings: Vec<MappingSpec>,
+        specs: Vec<BridgeSpec>,
         token: Option<String>,
         path: &std::path::Path,
     ) -> anyhow::Result<Option<InProcess>> {
-        if specs.is_empty() {
+        for s in &specs {
+            s.check()
+                .with_context(|| format!("{}: bridge `{}`", path.display(), s.label()))?;
+        }
+        let engine = if mappings.is_empty() {
+            None
+        } else {
+            Some(
+                Engine::new(mappings)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), describe(&e)))?,
+            )
+        };
+        if engine.is_none() && specs.is_empty() {
             return Ok(None);
         }
-        let engine = Engine::new(specs)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), describe(&e)))?;
-        Ok(Some(InProcess { engine, token }))
+        Ok(Some(InProcess {
+            engine,
+            specs,
+            token,
+        }))
     }
 
-    /// Starts the mappings on `server` (until `stop`), and adds their counters to `/metrics`.
+    /// Starts them on `server` (until `stop`), and adds their counters to `/metrics`.
     pub(crate) async fn start(
         self,
         server: Server,
         stop: CancellationToken,
     ) -> anyhow::Result<Server> {
-        let rules = self.engine.len();
-        let link = RouterLink::local(&server.handle(), self.token.as_deref())
-            .context("the in-process mappings cannot join the router (set bridge_token)")?;
-        let mapper = Mapper::start(link, self.engine).await?;
-        let stats = Arc::new(MapperStats::default());
-        let run = mapper.run(stats.clone(), stop);
-        tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "the in-process mappings stopped");
-            }
-        });
-        tracing::info!(rules, "mappings running in-process");
-        Ok(server.with_metrics(move |o| {
-            let (updates, writes, errors) = stats.snapshot();
-            write_gauge(
-                o,
-                "clasp_mapping_rules",
-                "Mappings running in-process.",
-                rules as u64,
-            );
-            write_counter(
-                o,
-                "clasp_mapping_updates_total",
-                "Updates the in-process mappings received.",
-                updates,
-            );
-            write_counter(
-                o,
-                "clasp_mapping_writes_total",
-                "Writes the in-process mappings made.",
-                writes,
-            );
-            write_counter(
-                o,
-                "clasp_mapping_errors_total",
-                "Writes of the in-process mappings that failed.",
-                errors,
-            );
-        }))
+        let handle = server.handle();
+        let join =
+            |what: &str| format!("the in-process {what} cannot join the router (set bridge_token)");
+        let mut hosted = Vec::new();
+        for spec in self.specs {
+            let label = spec.label();
+            let link = RouterLink::local(&handle, self.token.as_deref())
+                .with_context(|| join(&format!("bridge `{label}`")))?;
+            let h = host::start(spec, link, stop.clone())
+                .await
+                .with_context(|| format!("bridge `{label}`"))?;
+            tracing::info!(bridge = %label, "bridge running in-process");
+            hosted.push(h);
+        }
+        if let Some(engine) = self.engine {
+            let rules = engine.len();
+            let link = RouterLink::local(&handle, self.token.as_deref())
+                .with_context(|| join("mappings"))?;
+            let mapper = Mapper::start(link, engine).await?;
+            let stats = Arc::new(MapperStats::default());
+            let run = mapper.run(stats.clone(), stop);
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, "the in-process mappings stopped");
+                }
+            });
+            tracing::info!(rules, "mappings running in-process");
+            hosted.push(Hosted {
+                label: "mappings".into(),
+                counters: stats,
+            });
+        }
+        Ok(server.with_metrics(move |o| host::write_metrics(o, &hosted)))
     }
 }

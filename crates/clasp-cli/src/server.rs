@@ -197,7 +197,11 @@ struct FileConfig {
     /// Mappings run inside the router (see docs/bridges.md).
     #[serde(default)]
     mapping: Vec<clasp_mapping::MappingSpec>,
-    /// The token the in-process mappings join the router with (needed when tokens are).
+    /// Bridges run inside the router (see docs/bridges.md).
+    #[serde(default)]
+    bridge: Vec<clasp_bridge::host::BridgeSpec>,
+    /// The token the in-process bridges and mappings join the router with (needed when
+    /// tokens are).
     bridge_token: Option<String>,
 }
 
@@ -213,7 +217,7 @@ pub(crate) fn load_mappings(args: &ServerArgs) -> anyhow::Result<Option<InProces
         return Ok(None);
     };
     let file = load_file(path)?;
-    InProcess::new(file.mapping, file.bridge_token, path)
+    InProcess::new(file.mapping, file.bridge, file.bridge_token, path)
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {

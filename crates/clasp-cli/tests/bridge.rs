@@ -82,7 +82,10 @@ async fn mappings_run_from_a_config_file_and_stop_on_sigint() {
         .success();
     assert!(ok);
     let last = rx.recv_timeout(WAIT).unwrap();
-    assert!(last.starts_with("clasp bridge: stopped ("), "{last}");
+    assert!(
+        last.starts_with("clasp bridge: mappings (1) stopped ("),
+        "{last}"
+    );
     assert!(child.wait().unwrap().success());
 }
 
@@ -142,13 +145,73 @@ async fn clasp_server_runs_the_mappings_of_its_config_file_in_process() {
     }
     let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
     let metrics = support::http_get(host, "/metrics").await;
-    assert_eq!(support::metric(&metrics, "clasp_mapping_rules"), Some(1.0));
-    assert_eq!(
-        support::metric(&metrics, "clasp_mapping_writes_total"),
-        Some(2.0)
+    let m = |name: &str| {
+        support::metric(
+            &metrics,
+            &format!("clasp_bridge_{name}{{bridge=\"mappings\"}}"),
+        )
+    };
+    assert_eq!(m("messages_out_total"), Some(2.0), "{metrics}");
+    assert_eq!(m("errors_total"), Some(0.0));
+}
+
+/// A pseudo-terminal in raw mode standing in for a MIDI device: (its far end, the device path).
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd, std::path::PathBuf) {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    let p = nix::pty::openpty(None, None).unwrap();
+    let mut t = tcgetattr(&p.slave).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(&p.slave, SetArg::TCSANOW, &t).unwrap();
+    let path = nix::unistd::ttyname(&p.slave).unwrap();
+    (std::fs::File::from(p.master), p.slave, path)
+}
+
+#[tokio::test]
+async fn a_midi_fader_drives_a_mixer_inside_the_router_and_gets_feedback() {
+    use std::io::{Read, Write};
+    let (mut far, _slave, dev) = pty();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let config = format!(
+        "[[bridge]]\nkind = \"midi\"\nname = \"nano\"\nport = \"{}\"\n{CONFIG}",
+        dev.display()
     );
+    std::fs::write(&path, config).unwrap();
+    let server = start(&["--memory", "--config", path.to_str().unwrap()]);
+    let c = Client::builder(&server.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    let mut mixer = c.subscribe("/mixer/**").await.unwrap();
+    c.ping().await.unwrap();
+    // The fader sends CC 7 = 127 on channel 1: the mixer follows, scaled.
+    far.write_all(&[0xB0, 0x07, 0x7F]).unwrap();
+    let u = tokio::time::timeout(WAIT, mixer.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        support::metric(&metrics, "clasp_mapping_errors_total"),
-        Some(0.0)
+        (&*u.address, &u.value),
+        ("/mixer/nano/7/volume", &Value::Float(1.0))
     );
+    // The mixer moves elsewhere: the fader gets the CC back, and only that.
+    c.set_confirmed("/mixer/nano/7/volume", 0.5).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut b = [0u8; 3];
+        far.read_exact(&mut b).unwrap();
+        b
+    });
+    let got = tokio::time::timeout(WAIT, got).await.unwrap().unwrap();
+    assert_eq!(got, [0xB0, 0x07, 0x40]);
+    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
+    let metrics = support::http_get(host, "/metrics").await;
+    let m = |name: &str| {
+        support::metric(
+            &metrics,
+            &format!("clasp_bridge_{name}{{bridge=\"midi nano\"}}"),
+        )
+    };
+    assert_eq!(m("messages_in_total"), Some(1.0), "{metrics}");
+    assert_eq!(m("messages_out_total"), Some(1.0));
 }

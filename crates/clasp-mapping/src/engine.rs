@@ -1,19 +1,18 @@
 //! The engine: the rules, what each address last held, and the writes it made that have not
 //! come back yet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use clasp_proto::{SignalType, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::MappingError;
+use crate::echo::Echoes;
 use crate::spec::{MappingSpec, Rule, Way};
 use crate::transform::StepState;
 
 /// How far one update may travel through chained rules (A → B → C …) before the engine stops.
 const MAX_DEPTH: usize = 8;
-/// Own writes remembered per address until their echo comes back.
-const MAX_PENDING: usize = 64;
 /// Addresses whose stateful steps (smooth, deadband, rate limit) are tracked; past it those
 /// steps start afresh for new addresses.
 const MAX_STATES: usize = 100_000;
@@ -50,7 +49,7 @@ pub struct Write {
 pub struct Engine {
     rules: Vec<Rule>,
     known: HashMap<String, Value>,
-    pending: HashMap<String, VecDeque<Value>>,
+    echoes: Echoes,
     state: HashMap<(usize, bool, String), Vec<StepState>>,
 }
 
@@ -65,7 +64,7 @@ impl Engine {
         Ok(Engine {
             rules,
             known: HashMap::new(),
-            pending: HashMap::new(),
+            echoes: Echoes::new(),
             state: HashMap::new(),
         })
     }
@@ -106,7 +105,7 @@ impl Engine {
     /// anything else. Returns the writes to make, in order.
     pub fn on_update(&mut self, address: &str, value: &Value, kind: SignalType) -> Vec<Write> {
         let param = kind == SignalType::Param;
-        if param && self.is_own_echo(address, value) {
+        if param && self.echoes.is_echo(address, value) {
             return Vec::new();
         }
         if param {
@@ -115,22 +114,6 @@ impl Engine {
         let mut out = Vec::new();
         self.process(address, value, param, None, 0, &mut out);
         out
-    }
-
-    /// Whether (`address`, `value`) is the router's echo of a write of ours (consumed if so).
-    fn is_own_echo(&mut self, address: &str, value: &Value) -> bool {
-        let Some(q) = self.pending.get_mut(address) else {
-            return false;
-        };
-        let Some(i) = q.iter().position(|v| v == value) else {
-            return false;
-        };
-        // Echoes come back in order: anything queued before it was overwritten meanwhile.
-        q.drain(..=i);
-        if q.is_empty() {
-            self.pending.remove(address);
-        }
-        true
     }
 
     fn remember(&mut self, address: &str, value: &Value) {
@@ -191,11 +174,7 @@ impl Engine {
                         continue;
                     }
                     self.remember(&target, &v);
-                    let q = self.pending.entry(target.clone()).or_default();
-                    if q.len() == MAX_PENDING {
-                        q.pop_front();
-                    }
-                    q.push_back(v.clone());
+                    self.echoes.sent(&target, &v);
                 }
                 made.push(Write {
                     address: target,

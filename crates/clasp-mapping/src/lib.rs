@@ -27,6 +27,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod curve;
+pub mod echo;
 mod engine;
 pub mod expr;
 pub mod pattern;

@@ -40,6 +40,12 @@ pub enum BridgeError {
     /// A mapping cannot be loaded.
     #[error("{0}")]
     Mapping(String),
+    /// A bridge's configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// A device or port cannot be opened.
+    #[error("{0}")]
+    Device(String),
     /// A request to the router failed.
     #[error(transparent)]
     Client(#[from] clasp_client::Error),

@@ -1,0 +1,185 @@
+//! Running bridges by configuration: the `[[bridge]]` tables (`kind = "midi"`, …), each
+//! started on a router link and reporting its counters for status lines and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{BridgeError, RouterLink};
+use crate::mapper::MapperStats;
+use crate::midi::{MidiBridge, MidiConfig, MidiStats};
+
+/// One `[[bridge]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BridgeSpec {
+    /// A MIDI device as a raw byte stream (see [`crate::midi`]).
+    Midi(MidiConfig),
+}
+
+impl BridgeSpec {
+    /// A short name for logs and status lines, e.g. `midi nano`.
+    pub fn label(&self) -> String {
+        match self {
+            BridgeSpec::Midi(c) => format!("midi {}", c.name),
+        }
+    }
+
+    /// Checks what can be checked before anything is opened.
+    pub fn check(&self) -> Result<(), BridgeError> {
+        match self {
+            BridgeSpec::Midi(c) => c.prefix().map(drop),
+        }
+    }
+}
+
+/// What a running bridge reports.
+pub trait Counters: Send + Sync + std::fmt::Debug {
+    /// One status line (without the bridge's label).
+    fn status(&self) -> String;
+    /// Counters for `/metrics`: (name suffix, help, value); names become
+    /// `clasp_bridge_<suffix>{bridge="<label>"}`.
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
+}
+
+impl Counters for MidiStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} messages in, {} out, {} writes, {} bytes skipped, {} unmapped, {} errors, {} reopens",
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.writes),
+            g(&self.skipped),
+            g(&self.unmapped),
+            g(&self.errors),
+            g(&self.reopened)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                g(&self.messages_in),
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                g(&self.messages_out),
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                g(&self.errors),
+            ),
+            (
+                "skipped_total",
+                "Input the bridge could not read (counted and skipped).",
+                g(&self.skipped),
+            ),
+            (
+                "reconnects_total",
+                "Times the bridge reopened its device or reconnected.",
+                g(&self.reopened),
+            ),
+        ]
+    }
+}
+
+impl Counters for MapperStats {
+    fn status(&self) -> String {
+        let (updates, writes, errors) = self.snapshot();
+        format!("{updates} updates in, {writes} writes out, {errors} errors")
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let (updates, writes, errors) = self.snapshot();
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                updates,
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                writes,
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                errors,
+            ),
+        ]
+    }
+}
+
+/// A bridge started by [`start`].
+#[derive(Debug, Clone)]
+pub struct Hosted {
+    /// Its label.
+    pub label: String,
+    /// Its counters.
+    pub counters: Arc<dyn Counters>,
+}
+
+/// Starts the bridge `spec` on `link` (its device opened, its subscriptions in place) and
+/// runs it on a task until `stop`; errors at start are returned, later ones logged.
+pub async fn start(
+    spec: BridgeSpec,
+    link: RouterLink,
+    stop: CancellationToken,
+) -> Result<Hosted, BridgeError> {
+    let label = spec.label();
+    match spec {
+        BridgeSpec::Midi(cfg) => {
+            let bridge = MidiBridge::start(link, cfg).await?;
+            let stats = Arc::new(MidiStats::default());
+            let run = bridge.run(stats.clone(), stop);
+            let l = label.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
+                }
+            });
+            Ok(Hosted {
+                label,
+                counters: stats,
+            })
+        }
+    }
+}
+
+/// Writes every hosted bridge's counters in the Prometheus text format.
+pub fn write_metrics(out: &mut String, hosted: &[Hosted]) {
+    use std::fmt::Write as _;
+    let mut seen = std::collections::BTreeMap::<&'static str, &'static str>::new();
+    let mut lines = Vec::new();
+    for h in hosted {
+        for (name, help, v) in h.counters.metrics() {
+            seen.insert(name, help);
+            let label = h.label.replace(['\\', '"'], "_");
+            lines.push((
+                name,
+                format!("clasp_bridge_{name}{{bridge=\"{label}\"}} {v}"),
+            ));
+        }
+    }
+    for (name, help) in seen {
+        let _ = writeln!(
+            out,
+            "# HELP clasp_bridge_{name} {help}\n# TYPE clasp_bridge_{name} counter"
+        );
+        for (n, line) in &lines {
+            if *n == name {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+}

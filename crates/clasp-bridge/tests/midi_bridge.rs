@@ -1,0 +1,169 @@
+//! The MIDI bridge with a pseudo-terminal as the device (raw mode, as `stty raw` would set a
+//! serial port): bytes written on the terminal's other side come out as params and events at
+//! the router, and changes made by others go back as bytes, never the device's own echo.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../../clasp-client/tests/support/mod.rs"]
+mod support;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use clasp_bridge::RouterLink;
+use clasp_bridge::midi::{MidiBridge, MidiConfig, MidiStats};
+use clasp_client::{Client, ReconnectPolicy, SignalType, Value};
+use futures_util::StreamExt;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use support::{Router, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
+
+/// The pty's controlling side, as the device's far end: what we write the bridge reads.
+struct FarEnd {
+    rx: pipe::Receiver,
+    tx: pipe::Sender,
+    /// Kept open so the device side stays a live terminal.
+    _slave: OwnedFd,
+}
+
+fn pty() -> (FarEnd, std::path::PathBuf) {
+    let p = nix::pty::openpty(None, None).unwrap();
+    let mut t = tcgetattr(&p.slave).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(&p.slave, SetArg::TCSANOW, &t).unwrap();
+    let path = nix::unistd::ttyname(&p.slave).unwrap();
+    fcntl(&p.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    let writer = p.master.try_clone().unwrap();
+    let far = FarEnd {
+        rx: pipe::Receiver::from_owned_fd_unchecked(p.master).unwrap(),
+        tx: pipe::Sender::from_owned_fd_unchecked(writer).unwrap(),
+        _slave: p.slave,
+    };
+    (far, path)
+}
+
+impl FarEnd {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.tx.write_all(bytes).await.unwrap();
+    }
+
+    /// Exactly `n` bytes.
+    async fn recv(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        within("bytes from the bridge", self.rx.read_exact(&mut buf))
+            .await
+            .unwrap();
+        buf
+    }
+}
+
+async fn client(r: &Router) -> Client {
+    Client::builder(&r.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_device_on_a_pty_both_ways() {
+    let r = Router::start().await;
+    let c = client(&r).await;
+    let (mut far, path) = pty();
+    let cfg = MidiConfig {
+        name: "nano".into(),
+        port: path,
+        namespace: "/midi".into(),
+        input_only: false,
+    };
+    let link = RouterLink::connect(&r.url, "midi", None).await.unwrap();
+    let bridge = MidiBridge::start(link, cfg).await.unwrap();
+    let stats = Arc::new(MidiStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(bridge.run(stats.clone(), stop.clone()));
+
+    let mut sub = c.subscribe("/midi/nano/**").await.unwrap();
+    c.ping().await.unwrap();
+    // CC 7 = 100, then 101 by running status with a clock byte in the middle, then a note.
+    far.send(&[0xB0, 0x07, 0x64, 0x07, 0xF8, 0x65, 0x90, 0x3C, 0x40])
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let u = within("updates from the device", sub.next()).await.unwrap();
+        got.push((u.address.to_string(), u.value, u.kind));
+    }
+    assert_eq!(
+        got,
+        [
+            (
+                "/midi/nano/ch/1/cc/7".into(),
+                Value::Int(100),
+                SignalType::Param
+            ),
+            ("/midi/nano/clock".into(), Value::Null, SignalType::Event),
+            (
+                "/midi/nano/ch/1/cc/7".into(),
+                Value::Int(101),
+                SignalType::Param
+            ),
+            (
+                "/midi/nano/ch/1/note/60".into(),
+                Value::Int(64),
+                SignalType::Param
+            ),
+        ]
+    );
+
+    // Someone else moves the fader (a normalised float): the device gets a CC. Nothing of its
+    // own input came back before it (the echoes came in first and were recognised).
+    c.set_confirmed("/midi/nano/ch/1/cc/7", 0.5).await.unwrap();
+    assert_eq!(far.recv(3).await, [0xB0, 0x07, 0x40]);
+    // A 14-bit value, an NRPN, and a transport event.
+    c.set_confirmed("/midi/nano/ch/2/cc14/1", 16383)
+        .await
+        .unwrap();
+    assert_eq!(far.recv(6).await, [0xB1, 0x01, 0x7F, 0xB1, 0x21, 0x7F]);
+    c.emit("/midi/nano/transport", "start").await.unwrap();
+    assert_eq!(far.recv(1).await, [0xFA]);
+    // Not in the layout: counted, nothing sent (the next byte is the next real message).
+    c.set_confirmed("/midi/nano/lights", 1).await.unwrap();
+    c.set_confirmed("/midi/nano/ch/1/program", 5).await.unwrap();
+    assert_eq!(far.recv(2).await, [0xC0, 0x05]);
+
+    let s = &stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(s.messages_in.load(Relaxed), 4);
+    assert_eq!(s.messages_out.load(Relaxed), 5);
+    assert_eq!(s.unmapped.load(Relaxed), 1);
+    assert_eq!(s.errors.load(Relaxed), 0);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_device_is_a_clear_error() {
+    let r = Router::start().await;
+    let link = RouterLink::connect(&r.url, "midi", None).await.unwrap();
+    let cfg = MidiConfig {
+        name: "nano".into(),
+        port: "/nonexistent/midi".into(),
+        namespace: "/midi".into(),
+        input_only: false,
+    };
+    let e = MidiBridge::start(link.clone(), cfg.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot open MIDI device /nonexistent/midi: "),
+        "{e}"
+    );
+    let bad = MidiConfig {
+        name: "a/b".into(),
+        ..cfg
+    };
+    let e = MidiBridge::start(link, bad).await.unwrap_err();
+    assert!(e.to_string().contains("MIDI device name `a/b`"), "{e}");
+}
