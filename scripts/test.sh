@@ -81,6 +81,9 @@ cargo build -p clasp-cli --locked
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp
 
+say "bridges against real apps: python-osc as an OSC control surface through clasp bridge osc"
+./scripts/bridge-interop.sh target/debug/clasp
+
 say "reverse proxy: deploy/nginx/clasp.conf in front of clasp relay (wss:// and /api/v1)"
 if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
     ./scripts/proxy-check.sh target/debug/clasp

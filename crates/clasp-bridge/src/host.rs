@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
+use crate::osc::bridge::OscStats;
+use crate::osc::{OscBridge, OscBridgeConfig};
 
 /// One `[[bridge]]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +20,8 @@ use crate::midi::{MidiBridge, MidiConfig, MidiStats};
 pub enum BridgeSpec {
     /// A MIDI device as a raw byte stream (see [`crate::midi`]).
     Midi(MidiConfig),
+    /// OSC apps over UDP (see [`crate::osc`]).
+    Osc(OscBridgeConfig),
 }
 
 impl BridgeSpec {
@@ -25,6 +29,7 @@ impl BridgeSpec {
     pub fn label(&self) -> String {
         match self {
             BridgeSpec::Midi(c) => format!("midi {}", c.name),
+            BridgeSpec::Osc(c) => format!("osc {}", c.listen),
         }
     }
 
@@ -32,6 +37,7 @@ impl BridgeSpec {
     pub fn check(&self) -> Result<(), BridgeError> {
         match self {
             BridgeSpec::Midi(c) => c.prefix().map(drop),
+            BridgeSpec::Osc(c) => c.prefix().map(drop),
         }
     }
 }
@@ -92,6 +98,45 @@ impl Counters for MidiStats {
     }
 }
 
+impl Counters for OscStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} messages in, {} out, {} skipped, {} errors",
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.skipped),
+            g(&self.errors)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                g(&self.messages_in),
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                g(&self.messages_out),
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                g(&self.errors),
+            ),
+            (
+                "skipped_total",
+                "Input the bridge could not read (counted and skipped).",
+                g(&self.skipped),
+            ),
+        ]
+    }
+}
+
 impl Counters for MapperStats {
     fn status(&self) -> String {
         let (updates, writes, errors) = self.snapshot();
@@ -141,6 +186,21 @@ pub async fn start(
         BridgeSpec::Midi(cfg) => {
             let bridge = MidiBridge::start(link, cfg).await?;
             let stats = Arc::new(MidiStats::default());
+            let run = bridge.run(stats.clone(), stop);
+            let l = label.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
+                }
+            });
+            Ok(Hosted {
+                label,
+                counters: stats,
+            })
+        }
+        BridgeSpec::Osc(cfg) => {
+            let bridge = OscBridge::start(link, cfg).await?;
+            let stats = Arc::new(OscStats::default());
             let run = bridge.run(stats.clone(), stop);
             let l = label.clone();
             tokio::spawn(async move {

@@ -13,5 +13,6 @@ pub mod host;
 mod link;
 pub mod mapper;
 pub mod midi;
+pub mod osc;
 
 pub use link::{BridgeError, LinkSubscription, RouterLink, Update};

@@ -28,6 +28,7 @@ use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
+use clasp_bridge::osc::OscBridgeConfig;
 use clasp_mapping::{Engine, MappingSpec, describe};
 use clasp_router::server::Server;
 use serde::Deserialize;
@@ -77,6 +78,22 @@ enum BridgeKind {
         #[arg(long)]
         input_only: bool,
     },
+    /// OSC apps over UDP under /osc, both ways: what arrives on --listen is written, changes
+    /// made by others go to every --target.
+    Osc {
+        /// The UDP address to receive on.
+        #[arg(long, default_value = "0.0.0.0:9000")]
+        listen: std::net::SocketAddr,
+        /// Where changes are sent (repeat for several apps).
+        #[arg(long)]
+        target: Vec<std::net::SocketAddr>,
+        /// The address prefix.
+        #[arg(long, default_value = "/osc")]
+        namespace: String,
+        /// Send floats as 64-bit doubles.
+        #[arg(long)]
+        float64: bool,
+    },
 }
 
 /// The configuration file.
@@ -104,19 +121,30 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         None => BridgeFile::default(),
     };
     let mut specs = file.bridge;
-    if let Some(BridgeKind::Midi {
-        port,
-        name,
-        namespace,
-        input_only,
-    }) = args.kind
-    {
-        specs.push(BridgeSpec::Midi(MidiConfig {
+    match args.kind {
+        Some(BridgeKind::Midi {
+            port,
+            name,
+            namespace,
+            input_only,
+        }) => specs.push(BridgeSpec::Midi(MidiConfig {
             name,
             port,
             namespace,
             input_only,
-        }));
+        })),
+        Some(BridgeKind::Osc {
+            listen,
+            target,
+            namespace,
+            float64,
+        }) => specs.push(BridgeSpec::Osc(OscBridgeConfig {
+            listen,
+            targets: target,
+            namespace,
+            float64,
+        })),
+        None => {}
     }
     let origin = args.config.as_ref().map_or_else(
         || "the command line".to_owned(),

@@ -585,6 +585,16 @@ impl Client {
         self.send_bundle(messages, Some(server_time_us)).await
     }
 
+    /// Sends a bundle for the router to execute at `server_time_us` without waiting for it
+    /// (nothing is answered; a refusal comes as a [`crate::ConnectionEvent::RouterError`]).
+    pub async fn schedule_bundle(&self, messages: Vec<Message>, server_time_us: u64) -> Result<()> {
+        let msg = Message::Bundle(Bundle {
+            timestamp: Some(server_time_us),
+            messages,
+        });
+        self.send(encode_qos(&msg, Qos::Fire)?).await
+    }
+
     async fn send_bundle(
         &self,
         messages: Vec<Message>,

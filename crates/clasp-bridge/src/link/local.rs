@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use clasp_client::{SignalType, Update, Value};
-use clasp_mapping::WriteKind;
-use clasp_proto::{Message, ParamValue, Publish, PublishPayload, Qos, Set, Subscribe};
+use clasp_proto::{Message, ParamValue, PublishPayload, Qos, Subscribe};
 use clasp_router::core::ConnId;
 use clasp_router::core::adapter::Delivery;
 use clasp_router::server::RouterHandle;
@@ -136,26 +135,19 @@ impl Local {
         Ok((rx, unsub))
     }
 
-    pub(super) fn write(
-        &self,
-        address: &str,
-        value: Value,
-        kind: WriteKind,
-    ) -> Result<(), BridgeError> {
+    pub(super) fn write(&self, w: &clasp_mapping::Write) -> Result<(), BridgeError> {
+        self.submit(super::message(w))
+    }
+
+    pub(super) fn bundle(&self, messages: Vec<Message>, at: u64) -> Result<(), BridgeError> {
+        self.submit(Message::Bundle(clasp_proto::Bundle {
+            timestamp: Some(at),
+            messages,
+        }))
+    }
+
+    fn submit(&self, msg: Message) -> Result<(), BridgeError> {
         let s = &self.shared;
-        let msg = match kind {
-            WriteKind::Set => Message::Set(Set {
-                address: address.into(),
-                value,
-                ..Set::default()
-            }),
-            WriteKind::Event => Message::Publish(Publish {
-                address: address.into(),
-                signal: SignalType::Event,
-                payload: PublishPayload::Value(value),
-                ..Publish::default()
-            }),
-        };
         s.handle
             .submit(s.conn, msg, Qos::Fire)
             .map(drop)

@@ -10,7 +10,7 @@ mod local;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use clasp_client::{Client, ReconnectPolicy, SubscribeOptions, Value};
+use clasp_client::{Client, Message, ReconnectPolicy, SubscribeOptions, Value};
 use clasp_mapping::{Write, WriteKind};
 use clasp_router::server::RouterHandle;
 use futures_util::Stream;
@@ -154,7 +154,26 @@ impl RouterLink {
                 WriteKind::Set => c.set(&w.address, value).await?,
                 WriteKind::Event => c.emit(&w.address, value).await?,
             },
-            Inner::Local(l) => l.write(&w.address, value, w.kind)?,
+            Inner::Local(l) => {
+                drop(value);
+                l.write(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the SETs and events of `writes` together (one bundle, applied atomically) at
+    /// wall-clock time `at` (µs since the Unix epoch), without waiting for it.
+    pub async fn write_at(&self, writes: &[Write], at: u64) -> Result<(), BridgeError> {
+        let messages: Vec<Message> = writes.iter().map(message).collect();
+        match &self.inner {
+            Inner::Remote(c) => {
+                // The router's clock, by the client's estimate of the difference.
+                let offset = c.clock().offset_us;
+                let at = at.saturating_add_signed(offset);
+                c.schedule_bundle(messages, at).await?;
+            }
+            Inner::Local(l) => l.bundle(messages, at)?,
         }
         Ok(())
     }
@@ -169,5 +188,22 @@ impl RouterLink {
             Inner::Local(l) => l.pump(),
         }
         Ok(())
+    }
+}
+
+/// The message for a write.
+pub(crate) fn message(w: &Write) -> Message {
+    match w.kind {
+        WriteKind::Set => Message::Set(clasp_proto::Set {
+            address: w.address.as_str().into(),
+            value: w.value.clone(),
+            ..clasp_proto::Set::default()
+        }),
+        WriteKind::Event => Message::Publish(clasp_proto::Publish {
+            address: w.address.as_str().into(),
+            signal: clasp_proto::SignalType::Event,
+            payload: clasp_proto::PublishPayload::Value(w.value.clone()),
+            ..clasp_proto::Publish::default()
+        }),
     }
 }

@@ -1,0 +1,328 @@
+//! The OSC bridge: listens on a UDP port and writes what arrives under its namespace
+//! (`/osc/1/fader1` for the OSC address `/1/fader1`); sends changes under the namespace made by
+//! anyone else to its targets. Bundles keep their time tags (a future one is scheduled by the
+//! router); an incoming address pattern (`/mixer/*/mute`) sets every known param it matches.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clasp_mapping::echo::Echoes;
+use clasp_mapping::{Write, WriteKind};
+use clasp_osc::map::{
+    ArgOptions, args_to_value, check_shape, clasp_to_osc, normalize_namespace, to_args,
+};
+use clasp_osc::time::{Due, plan};
+use clasp_proto::{SignalType, Value};
+use futures_util::{FutureExt, StreamExt};
+use rosc::{OscMessage, OscPacket};
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{BridgeError, LinkSubscription, RouterLink, Update};
+
+/// Deepest bundle nesting accepted (the decoder recurses per level).
+const MAX_BUNDLE_DEPTH: usize = 8;
+/// Deepest array-argument nesting accepted.
+const MAX_ARRAY_DEPTH: usize = 8;
+/// Furthest ahead a bundle may be scheduled.
+const MAX_AHEAD: Duration = Duration::from_secs(3600);
+/// Params remembered for address-pattern expansion.
+const MAX_KNOWN: usize = 100_000;
+
+/// One OSC bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OscBridgeConfig {
+    /// The UDP address to receive on, e.g. `0.0.0.0:9000`.
+    pub listen: SocketAddr,
+    /// Where changes are sent (the apps' OSC input ports).
+    #[serde(default)]
+    pub targets: Vec<SocketAddr>,
+    /// The prefix (default `/osc`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Send floats as 64-bit doubles (`d`) instead of `f` (most apps want `f`).
+    #[serde(default)]
+    pub float64: bool,
+}
+
+fn default_namespace() -> String {
+    "/osc".into()
+}
+
+impl OscBridgeConfig {
+    /// The namespace, checked (`""` for the root).
+    pub fn prefix(&self) -> Result<String, BridgeError> {
+        normalize_namespace(&self.namespace).ok_or_else(|| {
+            BridgeError::Config(format!(
+                "OSC namespace `{}` must be an address such as /osc",
+                self.namespace
+            ))
+        })
+    }
+}
+
+/// Counters of a running OSC bridge.
+#[derive(Debug, Default)]
+pub struct OscStats {
+    /// OSC messages received (bundle contents counted one by one).
+    pub messages_in: AtomicU64,
+    /// OSC messages sent (one per target).
+    pub messages_out: AtomicU64,
+    /// Datagrams that were not OSC, nested too deep, or scheduled too far ahead.
+    pub skipped: AtomicU64,
+    /// Router writes refused or not sent.
+    pub errors: AtomicU64,
+}
+
+/// An OSC bridge bound and subscribed, ready to [`OscBridge::run`].
+#[derive(Debug)]
+pub struct OscBridge {
+    link: RouterLink,
+    cfg: OscBridgeConfig,
+    prefix: String,
+    socket: UdpSocket,
+    sub: LinkSubscription,
+    known: BTreeSet<String>,
+}
+
+fn wall_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl OscBridge {
+    /// Binds the UDP port and subscribes to the namespace; the params already there are
+    /// remembered (for address patterns), not sent.
+    pub async fn start(link: RouterLink, cfg: OscBridgeConfig) -> Result<OscBridge, BridgeError> {
+        let prefix = cfg.prefix()?;
+        let socket = UdpSocket::bind(cfg.listen).await.map_err(|e| {
+            BridgeError::Device(format!(
+                "cannot listen for OSC on udp://{}: {e}",
+                cfg.listen
+            ))
+        })?;
+        let pattern = if prefix.is_empty() {
+            "/**".to_owned()
+        } else {
+            format!("{prefix}/**")
+        };
+        let mut sub = link.subscribe(&pattern).await?;
+        link.sync().await?;
+        let mut known = BTreeSet::new();
+        while let Some(Some(u)) = sub.next().now_or_never() {
+            if u.kind == SignalType::Param && known.len() < MAX_KNOWN {
+                known.insert(u.address.to_string());
+            }
+        }
+        tracing::info!(listen = %socket.local_addr().map_or(cfg.listen, |a| a), %prefix, targets = cfg.targets.len(), "OSC bridge running");
+        Ok(OscBridge {
+            link,
+            cfg,
+            prefix,
+            socket,
+            sub,
+            known,
+        })
+    }
+
+    /// The UDP address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(
+        self,
+        stats: Arc<OscStats>,
+        stop: CancellationToken,
+    ) -> Result<(), BridgeError> {
+        let OscBridge {
+            link,
+            cfg,
+            prefix,
+            socket,
+            mut sub,
+            mut known,
+        } = self;
+        let opts = ArgOptions {
+            float64: cfg.float64,
+        };
+        let mut echoes = Echoes::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = socket.recv_from(&mut buf) => {
+                    let Ok((n, _from)) = r else { continue };
+                    let writes = inbound(&buf[..n], &prefix, &known, &stats);
+                    for w in writes.iter().map(|(w, _)| w) {
+                        if w.kind == WriteKind::Set {
+                            echoes.sent(&w.address, &w.value);
+                        }
+                    }
+                    // Writes due now one by one; each scheduled time's writes as one bundle.
+                    let mut i = 0;
+                    while i < writes.len() {
+                        let at = writes[i].1;
+                        let end = writes[i..].iter().position(|(_, t)| *t != at).map_or(writes.len(), |n| i + n);
+                        let group: Vec<Write> = writes[i..end].iter().map(|(w, _)| w.clone()).collect();
+                        i = end;
+                        let r = match at {
+                            None => {
+                                let mut r = Ok(());
+                                for w in &group {
+                                    r = r.and(link.write(w).await);
+                                }
+                                r
+                            }
+                            Some(at) => link.write_at(&group, at).await,
+                        };
+                        if let Err(e) = r {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, "OSC write to the router failed");
+                        }
+                    }
+                }
+                u = sub.next() => {
+                    let Some(u) = u else { return Err(BridgeError::Closed) };
+                    if u.kind == SignalType::Param {
+                        if known.len() < MAX_KNOWN {
+                            known.insert(u.address.to_string());
+                        }
+                        if echoes.is_echo(&u.address, &u.value) {
+                            continue;
+                        }
+                    }
+                    outbound(&socket, &cfg.targets, &prefix, &u, opts, &stats).await;
+                }
+            }
+        }
+    }
+}
+
+/// The router writes for one datagram, each with the wall time it is due (`None`: now).
+fn inbound(
+    buf: &[u8],
+    prefix: &str,
+    known: &BTreeSet<String>,
+    stats: &OscStats,
+) -> Vec<(Write, Option<u64>)> {
+    let skip = || {
+        stats.skipped.fetch_add(1, Ordering::Relaxed);
+        Vec::new()
+    };
+    if check_shape(buf, MAX_BUNDLE_DEPTH, MAX_ARRAY_DEPTH).is_err() {
+        return skip();
+    }
+    let Ok((_, packet)) = rosc::decoder::decode_udp(buf) else {
+        return skip();
+    };
+    let mut out = Vec::new();
+    let now = wall_micros();
+    collect(packet, None, now, prefix, known, stats, &mut out);
+    out
+}
+
+fn collect(
+    packet: OscPacket,
+    parent: Option<u64>,
+    now: u64,
+    prefix: &str,
+    known: &BTreeSet<String>,
+    stats: &OscStats,
+    out: &mut Vec<(Write, Option<u64>)>,
+) {
+    match packet {
+        OscPacket::Message(m) => {
+            stats.messages_in.fetch_add(1, Ordering::Relaxed);
+            for w in message(m, prefix, known) {
+                out.push((w, parent));
+            }
+        }
+        OscPacket::Bundle(b) => match plan(b.timetag, parent, now, MAX_AHEAD) {
+            Due::TooFar => {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            due => {
+                for p in b.content {
+                    collect(p, due.parent(), now, prefix, known, stats, out);
+                }
+            }
+        },
+    }
+}
+
+/// The SETs for one OSC message: one at its address, or one per known param an address
+/// pattern matches.
+fn message(m: OscMessage, prefix: &str, known: &BTreeSet<String>) -> Vec<Write> {
+    let value = args_to_value(&m.args);
+    let set = |address: String| Write {
+        address,
+        value: value.clone(),
+        kind: WriteKind::Set,
+        rule: 0,
+        feedback: false,
+    };
+    if !m.addr.contains(['*', '?', '[', '{']) {
+        if !m.addr.starts_with('/') || m.addr.len() < 2 {
+            return Vec::new();
+        }
+        return vec![set(format!("{prefix}{}", m.addr))];
+    }
+    let Ok(matcher) = rosc::address::Matcher::new(&m.addr) else {
+        return Vec::new();
+    };
+    known
+        .iter()
+        .filter_map(|a| {
+            let osc = clasp_to_osc(prefix, a)?;
+            let addr = rosc::address::OscAddress::new(osc.to_owned()).ok()?;
+            matcher.match_address(&addr).then(|| set(a.clone()))
+        })
+        .collect()
+}
+
+/// Sends a change to every target.
+async fn outbound(
+    socket: &UdpSocket,
+    targets: &[SocketAddr],
+    prefix: &str,
+    u: &Update,
+    opts: ArgOptions,
+    stats: &OscStats,
+) {
+    let Some(addr) = clasp_to_osc(prefix, &u.address) else {
+        return;
+    };
+    let msg = OscPacket::Message(OscMessage {
+        addr: addr.to_owned(),
+        args: match &u.value {
+            Value::Null if u.kind != SignalType::Param => Vec::new(),
+            v => to_args(v, opts),
+        },
+    });
+    let Ok(bytes) = rosc::encoder::encode(&msg) else {
+        return;
+    };
+    for t in targets {
+        if socket.send_to(&bytes, t).await.is_ok() {
+            stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts and runs the bridge for `cfg` (see [`OscBridge`]).
+pub async fn run(
+    link: RouterLink,
+    cfg: OscBridgeConfig,
+    stats: Arc<OscStats>,
+    stop: CancellationToken,
+) -> Result<(), BridgeError> {
+    OscBridge::start(link, cfg).await?.run(stats, stop).await
+}

@@ -1,0 +1,6 @@
+//! OSC: apps and devices speaking OSC over UDP (TouchOSC, Resolume, QLab, TouchDesigner,
+//! SuperCollider…) joined to the router under `/osc`, both ways (see [`bridge`]).
+
+pub mod bridge;
+
+pub use bridge::{OscBridge, OscBridgeConfig, run};
