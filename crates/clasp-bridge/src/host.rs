@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::{HttpBridge, HttpBridgeConfig, HttpStats};
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
@@ -22,6 +23,8 @@ pub enum BridgeSpec {
     Midi(MidiConfig),
     /// OSC apps over UDP (see [`crate::osc`]).
     Osc(OscBridgeConfig),
+    /// A REST and Server-Sent Events API (see [`crate::http`]).
+    Http(HttpBridgeConfig),
 }
 
 impl BridgeSpec {
@@ -30,6 +33,7 @@ impl BridgeSpec {
         match self {
             BridgeSpec::Midi(c) => format!("midi {}", c.name),
             BridgeSpec::Osc(c) => format!("osc {}", c.listen),
+            BridgeSpec::Http(c) => format!("http {}", c.listen),
         }
     }
 
@@ -38,6 +42,7 @@ impl BridgeSpec {
         match self {
             BridgeSpec::Midi(c) => c.prefix().map(drop),
             BridgeSpec::Osc(c) => c.prefix().map(drop),
+            BridgeSpec::Http(_) => Ok(()),
         }
     }
 }
@@ -137,6 +142,39 @@ impl Counters for OscStats {
     }
 }
 
+impl Counters for HttpStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} requests, {} refused or failed, {} events streamed",
+            g(&self.requests),
+            g(&self.errors),
+            g(&self.streamed)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                g(&self.requests),
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                g(&self.streamed),
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                g(&self.errors),
+            ),
+        ]
+    }
+}
+
 impl Counters for MapperStats {
     fn status(&self) -> String {
         let (updates, writes, errors) = self.snapshot();
@@ -186,6 +224,21 @@ pub async fn start(
         BridgeSpec::Midi(cfg) => {
             let bridge = MidiBridge::start(link, cfg).await?;
             let stats = Arc::new(MidiStats::default());
+            let run = bridge.run(stats.clone(), stop);
+            let l = label.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
+                }
+            });
+            Ok(Hosted {
+                label,
+                counters: stats,
+            })
+        }
+        BridgeSpec::Http(cfg) => {
+            let bridge = HttpBridge::start(link, cfg).await?;
+            let stats = Arc::new(HttpStats::default());
             let run = bridge.run(stats.clone(), stop);
             let l = label.clone();
             tokio::spawn(async move {

@@ -10,6 +10,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod host;
+pub mod http;
 mod link;
 pub mod mapper;
 pub mod midi;

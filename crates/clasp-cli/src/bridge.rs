@@ -26,6 +26,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
+use clasp_bridge::http::HttpBridgeConfig;
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::osc::OscBridgeConfig;
@@ -94,6 +95,14 @@ enum BridgeKind {
         #[arg(long)]
         float64: bool,
     },
+    /// A REST and Server-Sent Events API to the router (GET/PUT /params/ADDRESS, POST
+    /// /events/ADDRESS, GET /params?pattern=, GET /stream?pattern=, GET /openapi.json); each
+    /// request acts with its bearer token's scopes.
+    Http {
+        /// The TCP address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// The configuration file.
@@ -144,6 +153,9 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             namespace,
             float64,
         })),
+        Some(BridgeKind::Http { listen }) => {
+            specs.push(BridgeSpec::Http(HttpBridgeConfig { listen }));
+        }
         None => {}
     }
     let origin = args.config.as_ref().map_or_else(

@@ -264,6 +264,41 @@ impl<H: Clone> Router<H> {
         }
     }
 
+    /// Reads through the door, answered in place: the params `pattern` matches that adapter
+    /// session `conn` may read, sorted by address. An address with no wildcard that holds no
+    /// param is [`Refusal::NoParam`]; one the session may not read is [`Refusal::Scope`]
+    /// (params outside the read scope are left out of a pattern's answer). Counted as a GET.
+    pub fn read(
+        &mut self,
+        conn: ConnId,
+        pattern: &str,
+        now: Now,
+    ) -> Result<Vec<ParamValue>, Refusal> {
+        if self.session(conn).is_none() {
+            return Err(Refusal::NoSession);
+        }
+        self.last_now = now;
+        self.metrics.count_in(clasp_proto::message::code::GET);
+        let compiled = clasp_proto::pattern::Pattern::compile(pattern)?;
+        if !pattern.contains('*') {
+            if !self.permits(conn, Action::Read, pattern) {
+                return Err(Refusal::Scope(Operation::Read));
+            }
+            return match self.store.get(pattern) {
+                Some(p) => Ok(vec![param_value(pattern, p)]),
+                None => Err(Refusal::NoParam(pattern.to_owned())),
+            };
+        }
+        let mut out: Vec<ParamValue> = self
+            .store
+            .iter()
+            .filter(|(a, _)| compiled.matches(a) && self.permits(conn, Action::Read, a))
+            .map(|(a, p)| param_value(a, p))
+            .collect();
+        out.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(out)
+    }
+
     /// The params `filter` lets through, with their attachments, for an adapter's new
     /// subscription.
     pub(super) fn retained(&self, filter: impl Fn(&str) -> bool) -> Vec<Retained> {

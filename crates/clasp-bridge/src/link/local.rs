@@ -103,6 +103,10 @@ impl Local {
         Ok(link)
     }
 
+    pub(super) fn handle(&self) -> &RouterHandle {
+        &self.shared.handle
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }
@@ -129,7 +133,7 @@ impl Local {
         };
         s.handle
             .submit(s.conn, sub, Qos::Confirm)
-            .map_err(|r| BridgeError::Refused(r.to_string()))?;
+            .map_err(refused)?;
         // Its current state was delivered as the submit returned: hand it over now.
         self.pump();
         Ok((rx, unsub))
@@ -151,7 +155,26 @@ impl Local {
         s.handle
             .submit(s.conn, msg, Qos::Fire)
             .map(drop)
-            .map_err(|r| BridgeError::Refused(r.to_string()))
+            .map_err(refused)
+    }
+
+    pub(super) fn read(&self, pattern: &str) -> Result<Vec<ParamValue>, BridgeError> {
+        let s = &self.shared;
+        s.handle.read(s.conn, pattern).map_err(refused)
+    }
+
+    pub(super) fn set_confirmed(&self, address: &str, value: Value) -> Result<u64, BridgeError> {
+        let s = &self.shared;
+        let msg = Message::Set(clasp_proto::Set {
+            address: address.into(),
+            value,
+            ..clasp_proto::Set::default()
+        });
+        let a = s
+            .handle
+            .submit(s.conn, msg, Qos::Confirm)
+            .map_err(refused)?;
+        Ok(a.revision.unwrap_or_default())
     }
 
     /// Hands everything delivered so far to the subscriptions.
@@ -239,4 +262,14 @@ fn update_of(m: &Message) -> Option<Update> {
         },
         _ => return None,
     })
+}
+
+/// A refusal of the router as a bridge error.
+fn refused(r: clasp_router::core::Refusal) -> BridgeError {
+    use clasp_router::core::Refusal;
+    match r {
+        Refusal::NoParam(a) => BridgeError::NotFound(a),
+        r @ Refusal::Scope(_) => BridgeError::Forbidden(r.to_string()),
+        r => BridgeError::Refused(r.to_string()),
+    }
 }

@@ -8,6 +8,7 @@
 mod local;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use clasp_client::{Client, Message, ReconnectPolicy, SubscribeOptions, Value};
@@ -46,9 +47,25 @@ pub enum BridgeError {
     /// A device or port cannot be opened.
     #[error("{0}")]
     Device(String),
+    /// Nothing is stored at the address.
+    #[error("nothing is stored at {0}")]
+    NotFound(String),
+    /// The session's scopes do not allow it.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
     /// A request to the router failed.
     #[error(transparent)]
-    Client(#[from] clasp_client::Error),
+    Client(clasp_client::Error),
+}
+
+impl From<clasp_client::Error> for BridgeError {
+    fn from(e: clasp_client::Error) -> Self {
+        match e {
+            clasp_client::Error::NotFound(a) => BridgeError::NotFound(a),
+            e @ clasp_client::Error::Forbidden { .. } => BridgeError::Forbidden(e.to_string()),
+            e => BridgeError::Client(e),
+        }
+    }
 }
 
 /// The router as a bridge sees it.
@@ -59,7 +76,8 @@ pub struct RouterLink {
 
 #[derive(Debug, Clone)]
 enum Inner {
-    Remote(Client),
+    /// The client, and the URL and name it was opened with (for [`RouterLink::open_as`]).
+    Remote(Client, Option<(Arc<str>, Arc<str>)>),
     Local(local::Local),
 }
 
@@ -105,14 +123,26 @@ impl RouterLink {
             source,
         })?;
         Ok(RouterLink {
-            inner: Inner::Remote(client),
+            inner: Inner::Remote(client, Some((url.into(), name.into()))),
         })
     }
 
     /// A link over an existing client.
     pub fn from_client(client: Client) -> Self {
         RouterLink {
-            inner: Inner::Remote(client),
+            inner: Inner::Remote(client, None),
+        }
+    }
+
+    /// Another session on the same router, opened with `token` (or none): for a bridge that
+    /// acts for its own clients, with their tokens' scopes (the HTTP bridge).
+    pub async fn open_as(&self, token: Option<&str>) -> Result<RouterLink, BridgeError> {
+        match &self.inner {
+            Inner::Remote(_, Some((url, name))) => RouterLink::connect(url, name, token).await,
+            Inner::Remote(_, None) => Err(BridgeError::Config(
+                "this link was made from a client and cannot open other sessions".into(),
+            )),
+            Inner::Local(l) => RouterLink::local(l.handle(), token),
         }
     }
 
@@ -127,7 +157,7 @@ impl RouterLink {
     /// Whether the router is reachable right now (a remote link may be reconnecting).
     pub fn is_connected(&self) -> bool {
         match &self.inner {
-            Inner::Remote(c) => c.is_connected(),
+            Inner::Remote(c, _) => c.is_connected(),
             Inner::Local(l) => !l.is_closed(),
         }
     }
@@ -135,7 +165,7 @@ impl RouterLink {
     /// Subscribes to every signal under `pattern`; the current params under it come first.
     pub async fn subscribe(&self, pattern: &str) -> Result<LinkSubscription, BridgeError> {
         let inner = match &self.inner {
-            Inner::Remote(c) => {
+            Inner::Remote(c, _) => {
                 SubInner::Remote(c.subscribe_with(pattern, SubscribeOptions::new()).await?)
             }
             Inner::Local(l) => {
@@ -150,7 +180,7 @@ impl RouterLink {
     pub async fn write(&self, w: &Write) -> Result<(), BridgeError> {
         let value: Value = w.value.clone();
         match &self.inner {
-            Inner::Remote(c) => match w.kind {
+            Inner::Remote(c, _) => match w.kind {
                 WriteKind::Set => c.set(&w.address, value).await?,
                 WriteKind::Event => c.emit(&w.address, value).await?,
             },
@@ -162,12 +192,30 @@ impl RouterLink {
         Ok(())
     }
 
+    /// The params `pattern` matches (an address with no wildcard: that param, or
+    /// [`BridgeError::NotFound`]), sorted by address, as this link's session may read them.
+    pub async fn read(&self, pattern: &str) -> Result<Vec<clasp_proto::ParamValue>, BridgeError> {
+        match &self.inner {
+            Inner::Remote(c, _) if !pattern.contains('*') => Ok(vec![c.get_param(pattern).await?]),
+            Inner::Remote(c, _) => Ok(c.snapshot(pattern).await?),
+            Inner::Local(l) => l.read(pattern),
+        }
+    }
+
+    /// A SET of `value` at `address`, answered by the router: the param's new revision.
+    pub async fn set_confirmed(&self, address: &str, value: Value) -> Result<u64, BridgeError> {
+        match &self.inner {
+            Inner::Remote(c, _) => Ok(c.set_confirmed(address, value).await?),
+            Inner::Local(l) => l.set_confirmed(address, value),
+        }
+    }
+
     /// Makes the SETs and events of `writes` together (one bundle, applied atomically) at
     /// wall-clock time `at` (µs since the Unix epoch), without waiting for it.
     pub async fn write_at(&self, writes: &[Write], at: u64) -> Result<(), BridgeError> {
         let messages: Vec<Message> = writes.iter().map(message).collect();
         match &self.inner {
-            Inner::Remote(c) => {
+            Inner::Remote(c, _) => {
                 // The router's clock, by the client's estimate of the difference.
                 let offset = c.clock().offset_us;
                 let at = at.saturating_add_signed(offset);
@@ -182,7 +230,7 @@ impl RouterLink {
     /// subscriptions (remote: a PING round trip; local: the queue handed over).
     pub async fn sync(&self) -> Result<(), BridgeError> {
         match &self.inner {
-            Inner::Remote(c) => {
+            Inner::Remote(c, _) => {
                 c.ping().await?;
             }
             Inner::Local(l) => l.pump(),

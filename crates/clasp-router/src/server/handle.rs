@@ -76,6 +76,17 @@ impl RouterHandle {
             .with_core(|core, now| core.submit(conn, msg, qos, now))
     }
 
+    /// Reads the params `pattern` matches that adapter session `conn` may read (see
+    /// [`crate::core::Router::read`]).
+    pub fn read(
+        &self,
+        conn: ConnId,
+        pattern: &str,
+    ) -> Result<Vec<clasp_proto::ParamValue>, Refusal> {
+        self.shared
+            .with_core(|core, now| core.read(conn, pattern, now))
+    }
+
     /// Like [`RouterHandle::submit`], with `attached` carried to the adapter sessions the
     /// update reaches and kept with the param a SET writes (see
     /// [`crate::core::adapter::Attachment`]).
