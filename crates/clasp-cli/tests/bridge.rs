@@ -215,3 +215,95 @@ async fn a_midi_fader_drives_a_mixer_inside_the_router_and_gets_feedback() {
     assert_eq!(m("messages_in_total"), Some(1.0), "{metrics}");
     assert_eq!(m("messages_out_total"), Some(1.0));
 }
+
+/// The show the bridges exist for: a MIDI fader drives a VJ app's OSC mixer through a scaling
+/// mapping, and the app's own moves come back to the fader; everything inside `clasp server`,
+/// and no loop.
+#[tokio::test]
+async fn midi_cc_to_osc_app_and_back_with_no_loop() {
+    use std::io::{Read, Write};
+    let (mut far, _slave, dev) = pty();
+    let app = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let osc_in = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("show.toml");
+    let config = format!(
+        r#"
+[[bridge]]
+kind = "midi"
+name = "nano"
+port = "{dev}"
+
+[[bridge]]
+kind = "osc"
+listen = "{osc_in}"
+targets = ["{app}"]
+
+[[mapping]]
+from = "/midi/nano/ch/1/cc/{{n}}"
+to = "/osc/mixer/{{n}}/volume"
+transform = [{{ type = "scale", from_min = 0, from_max = 127, to_min = 0.0, to_max = 1.0 }}]
+both_ways = true
+"#,
+        dev = dev.display(),
+        app = app.local_addr().unwrap(),
+    );
+    std::fs::write(&path, config).unwrap();
+    let server = start(&["--memory", "--config", path.to_str().unwrap()]);
+    // Fader up: the app's mixer gets 1.0.
+    far.write_all(&[0xB0, 0x07, 0x7F]).unwrap();
+    let m = recv_osc(&app).await;
+    assert_eq!(
+        (m.addr.as_str(), m.args.as_slice()),
+        ("/mixer/7/volume", &[rosc::OscType::Float(1.0)][..])
+    );
+    // The app moves its mixer to 0.25: the fader gets CC 7 = 32.
+    let msg = rosc::OscPacket::Message(rosc::OscMessage {
+        addr: "/mixer/7/volume".into(),
+        args: vec![rosc::OscType::Float(0.25)],
+    });
+    app.send_to(&rosc::encoder::encode(&msg).unwrap(), osc_in)
+        .await
+        .unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut b = [0u8; 3];
+        far.read_exact(&mut b).unwrap();
+        (b, far)
+    });
+    let (got, mut far) = tokio::time::timeout(WAIT, got).await.unwrap().unwrap();
+    assert_eq!(got, [0xB0, 0x07, 0x20]);
+    // No loop: a second fader move goes through, and it is the next thing the app hears (an
+    // echo of the app's own move, or of the fader's feedback, would have come first).
+    far.write_all(&[0xB0, 0x07, 0x00]).unwrap();
+    let m = recv_osc(&app).await;
+    assert_eq!(m.args, [rosc::OscType::Float(0.0)]);
+    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
+    let metrics = support::http_get(host, "/metrics").await;
+    let m = |bridge: &str, name: &str| {
+        support::metric(
+            &metrics,
+            &format!("clasp_bridge_{name}{{bridge=\"{bridge}\"}}"),
+        )
+    };
+    assert_eq!(m("midi nano", "messages_in_total"), Some(2.0), "{metrics}");
+    assert_eq!(m("midi nano", "messages_out_total"), Some(1.0));
+    assert_eq!(m(&format!("osc {osc_in}"), "messages_in_total"), Some(1.0));
+    assert_eq!(m(&format!("osc {osc_in}"), "messages_out_total"), Some(2.0));
+    assert_eq!(m("mappings", "messages_out_total"), Some(3.0));
+}
+
+/// The next OSC message on `app`.
+async fn recv_osc(app: &tokio::net::UdpSocket) -> rosc::OscMessage {
+    let mut buf = [0u8; 1024];
+    let (n, _) = tokio::time::timeout(WAIT, app.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    match rosc::decoder::decode_udp(&buf[..n]).unwrap().1 {
+        rosc::OscPacket::Message(m) => m,
+        other => panic!("{other:?}"),
+    }
+}
