@@ -30,6 +30,7 @@
 //! then go to stderr); `--label` and `--round` tag those lines for `report`.
 
 mod attack;
+mod bridges;
 mod commit;
 mod conn;
 mod echo;
@@ -171,6 +172,9 @@ enum Cmd {
     MqttReport(MqttReportOpts),
     /// Compares routers from JSON lines: medians per workload and metric, ratios, and targets.
     Report(ReportOpts),
+    /// Bridge latency (OSC → router → OSC, MIDI → router → OSC) against the direct path, and
+    /// sustained OSC through the bridges of a `clasp server` it starts (--clasp).
+    Bridges(bridges::BridgeOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
     /// gives the floor of single-hop latency. Prints `ready` when listening.
     EchoServer(EchoOpts),
@@ -200,6 +204,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::MqttReport(o) => return mqtt::report(o),
+        Cmd::Bridges(o) => {
+            let out = Out {
+                json: cli.json,
+                label: cli.label.clone(),
+                round: cli.round,
+                url: "bridges".into(),
+            };
+            bridges::run(o, &out)?;
+            return bridges::sustained(o, &out);
+        }
         Cmd::Mqtt(o) => {
             let _ = rlimit::increase_nofile_limit(u64::MAX);
             let out = Out {
@@ -246,7 +260,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,
-            Cmd::Report(_) | Cmd::EchoServer(_) | Cmd::Mqtt(_) | Cmd::MqttReport(_) => Ok(()),
+            Cmd::Report(_)
+            | Cmd::EchoServer(_)
+            | Cmd::Mqtt(_)
+            | Cmd::MqttReport(_)
+            | Cmd::Bridges(_) => Ok(()),
         }
     })
 }

@@ -220,52 +220,40 @@ pub async fn start(
     stop: CancellationToken,
 ) -> Result<Hosted, BridgeError> {
     let label = spec.label();
-    match spec {
+    Ok(match spec {
         BridgeSpec::Midi(cfg) => {
-            let bridge = MidiBridge::start(link, cfg).await?;
             let stats = Arc::new(MidiStats::default());
-            let run = bridge.run(stats.clone(), stop);
-            let l = label.clone();
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
-                }
-            });
-            Ok(Hosted {
-                label,
-                counters: stats,
-            })
-        }
-        BridgeSpec::Http(cfg) => {
-            let bridge = HttpBridge::start(link, cfg).await?;
-            let stats = Arc::new(HttpStats::default());
-            let run = bridge.run(stats.clone(), stop);
-            let l = label.clone();
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
-                }
-            });
-            Ok(Hosted {
-                label,
-                counters: stats,
-            })
+            let run = MidiBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
         }
         BridgeSpec::Osc(cfg) => {
-            let bridge = OscBridge::start(link, cfg).await?;
             let stats = Arc::new(OscStats::default());
-            let run = bridge.run(stats.clone(), stop);
-            let l = label.clone();
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::error!(bridge = %l, error = %e, "bridge stopped");
-                }
-            });
-            Ok(Hosted {
-                label,
-                counters: stats,
-            })
+            let run = OscBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
         }
+        BridgeSpec::Http(cfg) => {
+            let stats = Arc::new(HttpStats::default());
+            let run = HttpBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+    })
+}
+
+/// Runs a started bridge on a task (its later errors logged) and reports it.
+fn spawn<S: Counters + 'static>(
+    label: String,
+    stats: Arc<S>,
+    run: impl std::future::Future<Output = Result<(), BridgeError>> + Send + 'static,
+) -> Hosted {
+    let l = label.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run.await {
+            tracing::error!(bridge = %l, error = %e, "bridge stopped");
+        }
+    });
+    Hosted {
+        label,
+        counters: stats,
     }
 }
 
