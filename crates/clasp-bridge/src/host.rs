@@ -145,16 +145,22 @@ impl Counters for OscStats {
 impl Counters for HttpStats {
     fn status(&self) -> String {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let w = &self.webhooks;
         format!(
-            "{} requests, {} refused or failed, {} events streamed",
+            "{} requests, {} refused or failed, {} events streamed; webhooks {} sent, {} failed, {} retried, {} dropped",
             g(&self.requests),
             g(&self.errors),
-            g(&self.streamed)
+            g(&self.streamed),
+            g(&w.sent),
+            g(&w.failed),
+            g(&w.retried),
+            g(&w.dropped)
         )
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let w = &self.webhooks;
         vec![
             (
                 "messages_in_total",
@@ -164,12 +170,22 @@ impl Counters for HttpStats {
             (
                 "messages_out_total",
                 "Messages the bridge wrote to its device or peer.",
-                g(&self.streamed),
+                g(&self.streamed) + g(&w.sent),
             ),
             (
                 "errors_total",
                 "Router writes of the bridge that failed.",
-                g(&self.errors),
+                g(&self.errors) + g(&w.failed),
+            ),
+            (
+                "skipped_total",
+                "Input the bridge could not read (counted and skipped).",
+                g(&w.dropped),
+            ),
+            (
+                "reconnects_total",
+                "Times the bridge reopened its device or reconnected.",
+                g(&w.retried),
             ),
         ]
     }

@@ -43,6 +43,7 @@ async fn bridge(link: RouterLink) -> (String, Arc<HttpStats>, CancellationToken)
         link,
         HttpBridgeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            webhooks: Vec::new(),
         },
     )
     .await
@@ -248,4 +249,98 @@ async fn bearer_tokens_carry_their_scopes() {
     let (code, body) = curl(&["-H", &auth(&reader), &format!("{base}/params?pattern=/**")]).await;
     assert_eq!((code, &body["count"]), (200, &json!(1)), "{body}");
     stop.cancel();
+}
+
+/// A webhook receiver: answers 500 to the first `fail_first` requests, 200 afterwards, and
+/// hands over every body it was sent.
+async fn receiver(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Json>) {
+    use axum::routing::post;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::Json<Json>| {
+            let (tx, calls) = (tx.clone(), calls.clone());
+            async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let _ = tx.send(body.0);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn webhooks_post_changes_in_order_and_retry_failures() {
+    let r = Router::start().await;
+    let c = Client::builder(&r.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    // State before the bridge starts is not sent.
+    c.set_confirmed("/cue/old", 1).await.unwrap();
+    let (url, mut got) = receiver(2).await;
+    let link = RouterLink::connect(&r.url, "http", None).await.unwrap();
+    let b = HttpBridge::start(
+        link,
+        HttpBridgeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            webhooks: vec![clasp_bridge::http::WebhookConfig {
+                pattern: "/cue/**".into(),
+                url,
+                headers: Default::default(),
+                retries: 3,
+                queue: 100,
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    let stats = Arc::new(HttpStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(b.run(stats.clone(), stop.clone()));
+    // start() subscribed the webhook: everything from now on is sent.
+    c.set_confirmed("/cue/1", 10).await.unwrap();
+    c.emit("/cue/go", "now").await.unwrap();
+    c.set_confirmed("/elsewhere", 0).await.unwrap();
+    c.set_confirmed("/cue/2", 20).await.unwrap();
+    let mut bodies = Vec::new();
+    while bodies.len() < 3 {
+        bodies.push(within("a webhook", got.recv()).await.unwrap());
+    }
+    // The first attempt failed twice (500) and was retried; order kept; nothing else sent.
+    assert_eq!(
+        bodies,
+        [
+            json!({"address": "/cue/1", "value": 10, "kind": "param", "revision": 1}),
+            json!({"address": "/cue/go", "value": "now", "kind": "event", "revision": null}),
+            json!({"address": "/cue/2", "value": 20, "kind": "param", "revision": 1}),
+        ]
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = &stats.webhooks;
+    // The receiver has the last body before its answer reaches the bridge and is counted.
+    within("the last answer counted", async {
+        while w.sent.load(Relaxed) < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        (
+            w.sent.load(Relaxed),
+            w.retried.load(Relaxed),
+            w.failed.load(Relaxed)
+        ),
+        (3, 2, 0)
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

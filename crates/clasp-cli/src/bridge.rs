@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
-use clasp_bridge::http::HttpBridgeConfig;
+use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::osc::OscBridgeConfig;
@@ -102,7 +102,24 @@ enum BridgeKind {
         /// The TCP address to serve on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// POST the changes under PATTERN to URL as they happen (repeatable): PATTERN=URL.
+        #[arg(long, value_parser = parse_webhook)]
+        webhook: Vec<WebhookConfig>,
     },
+}
+
+/// `PATTERN=URL` of `--webhook`.
+fn parse_webhook(s: &str) -> Result<WebhookConfig, String> {
+    let (pattern, url) = s.split_once('=').ok_or_else(|| {
+        format!("`{s}`: expected PATTERN=URL, e.g. /cue/**=http://127.0.0.1:9000/hook")
+    })?;
+    Ok(WebhookConfig {
+        pattern: pattern.to_owned(),
+        url: url.to_owned(),
+        headers: Default::default(),
+        retries: 3,
+        queue: 1000,
+    })
 }
 
 /// The configuration file.
@@ -153,8 +170,11 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             namespace,
             float64,
         })),
-        Some(BridgeKind::Http { listen }) => {
-            specs.push(BridgeSpec::Http(HttpBridgeConfig { listen }));
+        Some(BridgeKind::Http { listen, webhook }) => {
+            specs.push(BridgeSpec::Http(HttpBridgeConfig {
+                listen,
+                webhooks: webhook,
+            }));
         }
         None => {}
     }

@@ -3,5 +3,7 @@
 
 pub mod api;
 pub mod server;
+pub mod webhook;
 
 pub use server::{HttpBridge, HttpBridgeConfig, HttpStats};
+pub use webhook::{WebhookConfig, WebhookStats};

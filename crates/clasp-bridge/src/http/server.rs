@@ -27,6 +27,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::webhook::{WebhookConfig, WebhookStats};
 use crate::link::{BridgeError, RouterLink, Update};
 
 /// Router sessions kept for distinct tokens; past it the oldest is closed.
@@ -42,6 +43,9 @@ const MAX_DEPTH: usize = 32;
 pub struct HttpBridgeConfig {
     /// The TCP address to serve on, e.g. `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Changes POSTed to URLs as they happen.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// Counters of a running HTTP bridge.
@@ -53,6 +57,8 @@ pub struct HttpStats {
     pub errors: AtomicU64,
     /// Events sent on `/stream`.
     pub streamed: AtomicU64,
+    /// The webhooks' counters.
+    pub webhooks: Arc<WebhookStats>,
 }
 
 #[derive(Clone)]
@@ -73,11 +79,12 @@ struct Sessions {
 pub struct HttpBridge {
     listener: tokio::net::TcpListener,
     base: RouterLink,
+    webhooks: Vec<super::webhook::Subscribed>,
 }
 
 impl HttpBridge {
-    /// Binds the port. `base` is the bridge's own link: requests open their sessions next to
-    /// it ([`RouterLink::open_as`]).
+    /// Binds the port and subscribes the webhooks. `base` is the bridge's own link: requests
+    /// open their sessions next to it ([`RouterLink::open_as`]); webhooks use it.
     pub async fn start(base: RouterLink, cfg: HttpBridgeConfig) -> Result<HttpBridge, BridgeError> {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -85,7 +92,12 @@ impl HttpBridge {
                 BridgeError::Device(format!("cannot listen for HTTP on {}: {e}", cfg.listen))
             })?;
         tracing::info!(listen = %listener.local_addr().map_or(cfg.listen, |a| a), "HTTP bridge running");
-        Ok(HttpBridge { listener, base })
+        let webhooks = super::webhook::subscribe(&base, cfg.webhooks).await?;
+        Ok(HttpBridge {
+            listener,
+            base,
+            webhooks,
+        })
     }
 
     /// The address actually bound.
@@ -99,6 +111,7 @@ impl HttpBridge {
         stats: Arc<HttpStats>,
         stop: CancellationToken,
     ) -> Result<(), BridgeError> {
+        super::webhook::spawn(self.webhooks, stats.webhooks.clone(), stop.clone())?;
         let state = AppState {
             base: self.base,
             sessions: Arc::new(Mutex::new(Sessions::default())),
@@ -171,12 +184,15 @@ impl AppState {
                 }
             }
         };
-        let mut s = self.sessions.lock().await;
-        if let Some(l) = s.links.get(&token)
-            && l.is_connected()
         {
-            return Ok(l.clone());
+            let s = self.sessions.lock().await;
+            if let Some(l) = s.links.get(&token)
+                && l.is_connected()
+            {
+                return Ok(l.clone());
+            }
         }
+        // Opened without holding the lock: a slow router answer holds up no other request.
         let link = self.base.open_as(token.as_deref()).await.map_err(|e| {
             let why = match &token {
                 None => {
@@ -186,6 +202,13 @@ impl AppState {
             };
             ApiError(StatusCode::UNAUTHORIZED, why)
         })?;
+        let mut s = self.sessions.lock().await;
+        if let Some(l) = s.links.get(&token)
+            && l.is_connected()
+        {
+            // Another request opened one meanwhile: use it (this one closes when dropped).
+            return Ok(l.clone());
+        }
         if s.links.len() >= MAX_SESSIONS
             && let Some(old) = s.order.pop_front()
         {
@@ -348,13 +371,7 @@ async fn stream(
     let stats = st.stats.clone();
     let events = sub.map(move |u: Update| {
         stats.streamed.fetch_add(1, Ordering::Relaxed);
-        let kind = match u.kind {
-            SignalType::Param => "param",
-            SignalType::Event => "event",
-            SignalType::Stream => "stream",
-            SignalType::Gesture => "gesture",
-            _ => "timeline",
-        };
+        let kind = kind_name(u.kind);
         let data = json!({
             "address": &*u.address,
             "value": to_json(&u.value),
@@ -364,4 +381,15 @@ async fn stream(
         Ok(Event::default().event("update").data(data.to_string()))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The name of a signal type in JSON answers.
+pub(crate) fn kind_name(kind: SignalType) -> &'static str {
+    match kind {
+        SignalType::Param => "param",
+        SignalType::Event => "event",
+        SignalType::Stream => "stream",
+        SignalType::Gesture => "gesture",
+        _ => "timeline",
+    }
 }

@@ -178,16 +178,12 @@ impl RouterLink {
 
     /// Makes `w`: a SET (not waiting for the router's answer) or an event.
     pub async fn write(&self, w: &Write) -> Result<(), BridgeError> {
-        let value: Value = w.value.clone();
         match &self.inner {
             Inner::Remote(c, _) => match w.kind {
-                WriteKind::Set => c.set(&w.address, value).await?,
-                WriteKind::Event => c.emit(&w.address, value).await?,
+                WriteKind::Set => c.set(&w.address, w.value.clone()).await?,
+                WriteKind::Event => c.emit(&w.address, w.value.clone()).await?,
             },
-            Inner::Local(l) => {
-                drop(value);
-                l.write(w)?;
-            }
+            Inner::Local(l) => l.write(w)?,
         }
         Ok(())
     }
