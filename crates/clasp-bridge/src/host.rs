@@ -13,6 +13,7 @@ use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
 use crate::osc::bridge::OscStats;
 use crate::osc::{OscBridge, OscBridgeConfig};
+use crate::ws::{WsBridge, WsBridgeConfig, WsMode, WsStats};
 
 /// One `[[bridge]]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,9 @@ pub enum BridgeSpec {
     Osc(OscBridgeConfig),
     /// A REST and Server-Sent Events API (see [`crate::http`]).
     Http(HttpBridgeConfig),
+    /// WebSocket JSON peers, as a server or a client (see [`crate::ws`]).
+    #[serde(rename = "websocket")]
+    Ws(WsBridgeConfig),
 }
 
 impl BridgeSpec {
@@ -34,6 +38,11 @@ impl BridgeSpec {
             BridgeSpec::Midi(c) => format!("midi {}", c.name),
             BridgeSpec::Osc(c) => format!("osc {}", c.listen),
             BridgeSpec::Http(c) => format!("http {}", c.listen),
+            BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
+                (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
+                (_, Some(u)) => format!("websocket {u}"),
+                _ => "websocket".into(),
+            },
         }
     }
 
@@ -43,6 +52,7 @@ impl BridgeSpec {
             BridgeSpec::Midi(c) => c.prefix().map(drop),
             BridgeSpec::Osc(c) => c.prefix().map(drop),
             BridgeSpec::Http(_) => Ok(()),
+            BridgeSpec::Ws(c) => c.check().map(drop),
         }
     }
 }
@@ -191,6 +201,51 @@ impl Counters for HttpStats {
     }
 }
 
+impl Counters for WsStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} frames in, {} out, {} skipped, {} errors, {} reconnects",
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.skipped),
+            g(&self.errors),
+            g(&self.reconnects)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                g(&self.messages_in),
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                g(&self.messages_out),
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                g(&self.errors),
+            ),
+            (
+                "skipped_total",
+                "Input the bridge could not read (counted and skipped).",
+                g(&self.skipped),
+            ),
+            (
+                "reconnects_total",
+                "Times the bridge reopened its device or reconnected.",
+                g(&self.reconnects),
+            ),
+        ]
+    }
+}
+
 impl Counters for MapperStats {
     fn status(&self) -> String {
         let (updates, writes, errors) = self.snapshot();
@@ -245,6 +300,11 @@ pub async fn start(
         BridgeSpec::Osc(cfg) => {
             let stats = Arc::new(OscStats::default());
             let run = OscBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Ws(cfg) => {
+            let stats = Arc::new(WsStats::default());
+            let run = WsBridge::start(link, cfg).await?.run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Http(cfg) => {

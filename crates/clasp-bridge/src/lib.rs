@@ -15,5 +15,6 @@ mod link;
 pub mod mapper;
 pub mod midi;
 pub mod osc;
+pub mod ws;
 
 pub use link::{BridgeError, LinkSubscription, RouterLink, Update};

@@ -30,6 +30,7 @@ use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::osc::OscBridgeConfig;
+use clasp_bridge::ws::{WsBridgeConfig, WsMode};
 use clasp_mapping::{Engine, MappingSpec, describe};
 use clasp_router::server::Server;
 use serde::Deserialize;
@@ -94,6 +95,19 @@ enum BridgeKind {
         /// Send floats as 64-bit doubles.
         #[arg(long)]
         float64: bool,
+    },
+    /// WebSocket JSON peers ({"address": ..., "value": ...}) under /ws, both ways: a server
+    /// peers connect to (--listen), or a client of theirs (--connect URL).
+    Websocket {
+        /// Accept peers on this address.
+        #[arg(long, conflicts_with = "connect")]
+        listen: Option<std::net::SocketAddr>,
+        /// Connect to this ws:// or wss:// URL (and reconnect).
+        #[arg(long)]
+        connect: Option<String>,
+        /// The address prefix.
+        #[arg(long, default_value = "/ws")]
+        namespace: String,
     },
     /// A REST and Server-Sent Events API to the router (GET/PUT /params/ADDRESS, POST
     /// /events/ADDRESS, GET /params?pattern=, GET /stream?pattern=, GET /openapi.json); each
@@ -176,6 +190,20 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 webhooks: webhook,
             }));
         }
+        Some(BridgeKind::Websocket {
+            listen,
+            connect,
+            namespace,
+        }) => specs.push(BridgeSpec::Ws(WsBridgeConfig {
+            mode: if connect.is_some() {
+                WsMode::Client
+            } else {
+                WsMode::Server
+            },
+            listen,
+            url: connect,
+            namespace,
+        })),
         None => {}
     }
     let origin = args.config.as_ref().map_or_else(
