@@ -11,6 +11,7 @@ use crate::http::{HttpBridge, HttpBridgeConfig, HttpStats};
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
+use crate::mqtt::{MqttBridge, MqttBridgeConfig, MqttStats};
 use crate::osc::bridge::OscStats;
 use crate::osc::{OscBridge, OscBridgeConfig};
 use crate::ws::{WsBridge, WsBridgeConfig, WsMode, WsStats};
@@ -26,6 +27,8 @@ pub enum BridgeSpec {
     Osc(OscBridgeConfig),
     /// A REST and Server-Sent Events API (see [`crate::http`]).
     Http(HttpBridgeConfig),
+    /// An external MQTT broker (see [`crate::mqtt`]).
+    Mqtt(MqttBridgeConfig),
     /// WebSocket JSON peers, as a server or a client (see [`crate::ws`]).
     #[serde(rename = "websocket")]
     Ws(WsBridgeConfig),
@@ -38,6 +41,7 @@ impl BridgeSpec {
             BridgeSpec::Midi(c) => format!("midi {}", c.name),
             BridgeSpec::Osc(c) => format!("osc {}", c.listen),
             BridgeSpec::Http(c) => format!("http {}", c.listen),
+            BridgeSpec::Mqtt(c) => format!("mqtt {}", c.broker),
             BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
                 (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
                 (_, Some(u)) => format!("websocket {u}"),
@@ -52,6 +56,7 @@ impl BridgeSpec {
             BridgeSpec::Midi(c) => c.prefix().map(drop),
             BridgeSpec::Osc(c) => c.prefix().map(drop),
             BridgeSpec::Http(_) => Ok(()),
+            BridgeSpec::Mqtt(c) => c.check().map(drop),
             BridgeSpec::Ws(c) => c.check().map(drop),
         }
     }
@@ -201,6 +206,51 @@ impl Counters for HttpStats {
     }
 }
 
+impl Counters for MqttStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} publishes in, {} out, {} skipped, {} errors, {} reconnects",
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.skipped),
+            g(&self.errors),
+            g(&self.reconnects)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "messages_in_total",
+                "Messages the bridge read from its device or peer.",
+                g(&self.messages_in),
+            ),
+            (
+                "messages_out_total",
+                "Messages the bridge wrote to its device or peer.",
+                g(&self.messages_out),
+            ),
+            (
+                "errors_total",
+                "Router writes of the bridge that failed.",
+                g(&self.errors),
+            ),
+            (
+                "skipped_total",
+                "Input the bridge could not read (counted and skipped).",
+                g(&self.skipped),
+            ),
+            (
+                "reconnects_total",
+                "Times the bridge reopened its device or reconnected.",
+                g(&self.reconnects),
+            ),
+        ]
+    }
+}
+
 impl Counters for WsStats {
     fn status(&self) -> String {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -300,6 +350,11 @@ pub async fn start(
         BridgeSpec::Osc(cfg) => {
             let stats = Arc::new(OscStats::default());
             let run = OscBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Mqtt(cfg) => {
+            let stats = Arc::new(MqttStats::default());
+            let run = MqttBridge::start(link, cfg).await?.run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Ws(cfg) => {

@@ -14,6 +14,7 @@ pub mod http;
 mod link;
 pub mod mapper;
 pub mod midi;
+pub mod mqtt;
 pub mod osc;
 pub mod ws;
 

@@ -29,6 +29,7 @@ use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
+use clasp_bridge::mqtt::MqttBridgeConfig;
 use clasp_bridge::osc::OscBridgeConfig;
 use clasp_bridge::ws::{WsBridgeConfig, WsMode};
 use clasp_mapping::{Engine, MappingSpec, describe};
@@ -107,6 +108,25 @@ enum BridgeKind {
         connect: Option<String>,
         /// The address prefix.
         #[arg(long, default_value = "/ws")]
+        namespace: String,
+    },
+    /// An external MQTT broker (3.1.1) under /mqtt, both ways: its topics are mirrored
+    /// (retained messages as params, others as events), changes made by others published.
+    Mqtt {
+        /// The broker, HOST:PORT.
+        #[arg(long)]
+        broker: String,
+        /// Topic filters to mirror (repeatable; default `#`).
+        #[arg(long)]
+        subscribe: Vec<String>,
+        /// User name for the broker.
+        #[arg(long)]
+        username: Option<String>,
+        /// Password for the broker (or CLASP_MQTT_PASSWORD).
+        #[arg(long, env = "CLASP_MQTT_PASSWORD")]
+        password: Option<String>,
+        /// The address prefix.
+        #[arg(long, default_value = "/mqtt")]
         namespace: String,
     },
     /// A REST and Server-Sent Events API to the router (GET/PUT /params/ADDRESS, POST
@@ -190,6 +210,26 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 webhooks: webhook,
             }));
         }
+        Some(BridgeKind::Mqtt {
+            broker,
+            subscribe,
+            username,
+            password,
+            namespace,
+        }) => specs.push(BridgeSpec::Mqtt(MqttBridgeConfig {
+            broker,
+            client_id: None,
+            username,
+            password,
+            subscribe: if subscribe.is_empty() {
+                vec!["#".into()]
+            } else {
+                subscribe
+            },
+            events: Vec::new(),
+            qos: 1,
+            namespace,
+        })),
         Some(BridgeKind::Websocket {
             listen,
             connect,
