@@ -96,6 +96,9 @@ enum BridgeKind {
         /// Send floats as 64-bit doubles.
         #[arg(long)]
         float64: bool,
+        /// Serve OSCQuery (HTTP, WebSocket LISTEN) on this TCP address.
+        #[arg(long)]
+        oscquery: Option<std::net::SocketAddr>,
     },
     /// WebSocket JSON peers ({"address": ..., "value": ...}) under /ws, both ways: a server
     /// peers connect to (--listen), or a client of theirs (--connect URL).
@@ -198,11 +201,13 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             target,
             namespace,
             float64,
+            oscquery,
         }) => specs.push(BridgeSpec::Osc(OscBridgeConfig {
             listen,
             targets: target,
             namespace,
             float64,
+            oscquery,
         })),
         Some(BridgeKind::Http { listen, webhook }) => {
             specs.push(BridgeSpec::Http(HttpBridgeConfig {

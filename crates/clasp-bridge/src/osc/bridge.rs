@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::query::Tree;
 use crate::link::{BridgeError, LinkSubscription, RouterLink, Update};
 
 /// Deepest bundle nesting accepted (the decoder recurses per level).
@@ -48,6 +49,9 @@ pub struct OscBridgeConfig {
     /// Send floats as 64-bit doubles (`d`) instead of `f` (most apps want `f`).
     #[serde(default)]
     pub float64: bool,
+    /// Serve OSCQuery (HTTP and WebSocket LISTEN) on this TCP address.
+    #[serde(default)]
+    pub oscquery: Option<SocketAddr>,
 }
 
 fn default_namespace() -> String {
@@ -88,6 +92,8 @@ pub struct OscBridge {
     socket: UdpSocket,
     sub: LinkSubscription,
     known: BTreeSet<String>,
+    tree: Tree,
+    query: Option<tokio::net::TcpListener>,
 }
 
 fn wall_micros() -> u64 {
@@ -115,11 +121,21 @@ impl OscBridge {
         let mut sub = link.subscribe(&pattern).await?;
         link.sync().await?;
         let mut known = BTreeSet::new();
+        let tree = Tree::default();
         while let Some(Some(u)) = sub.next().now_or_never() {
             if u.kind == SignalType::Param && known.len() < MAX_KNOWN {
                 known.insert(u.address.to_string());
+                if let Some(path) = clasp_to_osc(&prefix, &u.address) {
+                    tree.set(path, &u.value);
+                }
             }
         }
+        let query = match cfg.oscquery {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                BridgeError::Device(format!("cannot serve OSCQuery on {addr}: {e}"))
+            })?),
+            None => None,
+        };
         tracing::info!(listen = %socket.local_addr().map_or(cfg.listen, |a| a), %prefix, targets = cfg.targets.len(), "OSC bridge running");
         Ok(OscBridge {
             link,
@@ -128,12 +144,19 @@ impl OscBridge {
             socket,
             sub,
             known,
+            tree,
+            query,
         })
     }
 
     /// The UDP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The OSCQuery address actually bound, if it serves OSCQuery.
+    pub fn oscquery_addr(&self) -> Option<SocketAddr> {
+        self.query.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Runs until `stop`.
@@ -149,7 +172,28 @@ impl OscBridge {
             socket,
             mut sub,
             mut known,
+            tree,
+            query,
         } = self;
+        // OSC packets from OSCQuery WebSocket clients join the UDP input.
+        let (input_tx, mut input_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+        if let Some(l) = query {
+            let state = super::query::QueryState {
+                tree: tree.clone(),
+                name: "clasp bridge osc".into(),
+                osc: socket
+                    .local_addr()
+                    .map_err(|e| BridgeError::Device(e.to_string()))?,
+                input: input_tx,
+            };
+            let app = super::query::router(state);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            });
+        }
         let opts = ArgOptions {
             float64: cfg.float64,
         };
@@ -158,42 +202,24 @@ impl OscBridge {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                packet = input_rx.recv(), if !input_rx.is_closed() => {
+                    let Some(packet) = packet else { continue };
+                    let writes = inbound(&packet, &prefix, &known, &stats);
+                    apply(&link, writes, &mut echoes, &stats).await;
+                }
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, _from)) = r else { continue };
                     let writes = inbound(&buf[..n], &prefix, &known, &stats);
-                    for w in writes.iter().map(|(w, _)| w) {
-                        if w.kind == WriteKind::Set {
-                            echoes.sent(&w.address, &w.value);
-                        }
-                    }
-                    // Writes due now one by one; each scheduled time's writes as one bundle.
-                    let mut i = 0;
-                    while i < writes.len() {
-                        let at = writes[i].1;
-                        let end = writes[i..].iter().position(|(_, t)| *t != at).map_or(writes.len(), |n| i + n);
-                        let group: Vec<Write> = writes[i..end].iter().map(|(w, _)| w.clone()).collect();
-                        i = end;
-                        let r = match at {
-                            None => {
-                                let mut r = Ok(());
-                                for w in &group {
-                                    r = r.and(link.write(w).await);
-                                }
-                                r
-                            }
-                            Some(at) => link.write_at(&group, at).await,
-                        };
-                        if let Err(e) = r {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(error = %e, "OSC write to the router failed");
-                        }
-                    }
+                    apply(&link, writes, &mut echoes, &stats).await;
                 }
                 u = sub.next() => {
                     let Some(u) = u else { return Err(BridgeError::Closed) };
                     if u.kind == SignalType::Param {
                         if known.len() < MAX_KNOWN {
                             known.insert(u.address.to_string());
+                        }
+                        if let Some(path) = clasp_to_osc(&prefix, &u.address) {
+                            tree.set(path, &u.value);
                         }
                         if echoes.is_echo(&u.address, &u.value) {
                             continue;
@@ -202,6 +228,45 @@ impl OscBridge {
                     outbound(&socket, &cfg.targets, &prefix, &u, opts, &stats).await;
                 }
             }
+        }
+    }
+}
+
+/// Makes the writes of one datagram: those due now one by one, each scheduled time's as one
+/// bundle.
+async fn apply(
+    link: &RouterLink,
+    writes: Vec<(Write, Option<u64>)>,
+    echoes: &mut Echoes,
+    stats: &OscStats,
+) {
+    for w in writes.iter().map(|(w, _)| w) {
+        if w.kind == WriteKind::Set {
+            echoes.sent(&w.address, &w.value);
+        }
+    }
+    let mut i = 0;
+    while i < writes.len() {
+        let at = writes[i].1;
+        let end = writes[i..]
+            .iter()
+            .position(|(_, t)| *t != at)
+            .map_or(writes.len(), |n| i + n);
+        let group: Vec<Write> = writes[i..end].iter().map(|(w, _)| w.clone()).collect();
+        i = end;
+        let r = match at {
+            None => {
+                let mut r = Ok(());
+                for w in &group {
+                    r = r.and(link.write(w).await);
+                }
+                r
+            }
+            Some(at) => link.write_at(&group, at).await,
+        };
+        if let Err(e) = r {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "OSC write to the router failed");
         }
     }
 }

@@ -2,5 +2,6 @@
 //! SuperCollider…) joined to the router under `/osc`, both ways (see [`bridge`]).
 
 pub mod bridge;
+pub mod query;
 
 pub use bridge::{OscBridge, OscBridgeConfig, run};
