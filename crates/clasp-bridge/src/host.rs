@@ -14,6 +14,7 @@ use crate::midi::{MidiBridge, MidiConfig, MidiStats};
 use crate::mqtt::{MqttBridge, MqttBridgeConfig, MqttStats};
 use crate::osc::bridge::OscStats;
 use crate::osc::{OscBridge, OscBridgeConfig};
+use crate::stats::BridgeStats;
 use crate::ws::{WsBridge, WsBridgeConfig, WsMode, WsStats};
 
 /// One `[[bridge]]` table.
@@ -71,6 +72,68 @@ pub trait Counters: Send + Sync + std::fmt::Debug {
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
 
+impl Counters for BridgeStats {
+    fn status(&self) -> String {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} messages in, {} out, {} skipped, {} errors, {} reconnects",
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.skipped),
+            g(&self.errors),
+            g(&self.reconnects)
+        )
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        metrics(
+            g(&self.messages_in),
+            g(&self.messages_out),
+            g(&self.errors),
+            g(&self.skipped),
+            g(&self.reconnects),
+        )
+    }
+}
+
+/// The five counters every bridge reports in `/metrics`.
+fn metrics(
+    messages_in: u64,
+    messages_out: u64,
+    errors: u64,
+    skipped: u64,
+    reconnects: u64,
+) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        (
+            "messages_in_total",
+            "Messages the bridge read from its device or peer.",
+            messages_in,
+        ),
+        (
+            "messages_out_total",
+            "Messages the bridge wrote to its device or peer.",
+            messages_out,
+        ),
+        (
+            "errors_total",
+            "Router writes of the bridge that failed.",
+            errors,
+        ),
+        (
+            "skipped_total",
+            "Input the bridge could not read (counted and skipped).",
+            skipped,
+        ),
+        (
+            "reconnects_total",
+            "Times the bridge reopened its device or reconnected.",
+            reconnects,
+        ),
+    ]
+}
+
 impl Counters for MidiStats {
     fn status(&self) -> String {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -88,72 +151,13 @@ impl Counters for MidiStats {
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                g(&self.messages_in),
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                g(&self.messages_out),
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                g(&self.errors),
-            ),
-            (
-                "skipped_total",
-                "Input the bridge could not read (counted and skipped).",
-                g(&self.skipped),
-            ),
-            (
-                "reconnects_total",
-                "Times the bridge reopened its device or reconnected.",
-                g(&self.reopened),
-            ),
-        ]
-    }
-}
-
-impl Counters for OscStats {
-    fn status(&self) -> String {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "{} messages in, {} out, {} skipped, {} errors",
+        metrics(
             g(&self.messages_in),
             g(&self.messages_out),
-            g(&self.skipped),
-            g(&self.errors)
+            g(&self.errors),
+            g(&self.skipped) + g(&self.unmapped),
+            g(&self.reopened),
         )
-    }
-
-    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                g(&self.messages_in),
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                g(&self.messages_out),
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                g(&self.errors),
-            ),
-            (
-                "skipped_total",
-                "Input the bridge could not read (counted and skipped).",
-                g(&self.skipped),
-            ),
-        ]
     }
 }
 
@@ -176,123 +180,13 @@ impl Counters for HttpStats {
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let w = &self.webhooks;
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                g(&self.requests),
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                g(&self.streamed) + g(&w.sent),
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                g(&self.errors) + g(&w.failed),
-            ),
-            (
-                "skipped_total",
-                "Input the bridge could not read (counted and skipped).",
-                g(&w.dropped),
-            ),
-            (
-                "reconnects_total",
-                "Times the bridge reopened its device or reconnected.",
-                g(&w.retried),
-            ),
-        ]
-    }
-}
-
-impl Counters for MqttStats {
-    fn status(&self) -> String {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "{} publishes in, {} out, {} skipped, {} errors, {} reconnects",
-            g(&self.messages_in),
-            g(&self.messages_out),
-            g(&self.skipped),
-            g(&self.errors),
-            g(&self.reconnects)
+        metrics(
+            g(&self.requests),
+            g(&self.streamed) + g(&w.sent),
+            g(&self.errors) + g(&w.failed),
+            g(&w.dropped),
+            g(&w.retried),
         )
-    }
-
-    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                g(&self.messages_in),
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                g(&self.messages_out),
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                g(&self.errors),
-            ),
-            (
-                "skipped_total",
-                "Input the bridge could not read (counted and skipped).",
-                g(&self.skipped),
-            ),
-            (
-                "reconnects_total",
-                "Times the bridge reopened its device or reconnected.",
-                g(&self.reconnects),
-            ),
-        ]
-    }
-}
-
-impl Counters for WsStats {
-    fn status(&self) -> String {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "{} frames in, {} out, {} skipped, {} errors, {} reconnects",
-            g(&self.messages_in),
-            g(&self.messages_out),
-            g(&self.skipped),
-            g(&self.errors),
-            g(&self.reconnects)
-        )
-    }
-
-    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                g(&self.messages_in),
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                g(&self.messages_out),
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                g(&self.errors),
-            ),
-            (
-                "skipped_total",
-                "Input the bridge could not read (counted and skipped).",
-                g(&self.skipped),
-            ),
-            (
-                "reconnects_total",
-                "Times the bridge reopened its device or reconnected.",
-                g(&self.reconnects),
-            ),
-        ]
     }
 }
 
@@ -304,23 +198,7 @@ impl Counters for MapperStats {
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let (updates, writes, errors) = self.snapshot();
-        vec![
-            (
-                "messages_in_total",
-                "Messages the bridge read from its device or peer.",
-                updates,
-            ),
-            (
-                "messages_out_total",
-                "Messages the bridge wrote to its device or peer.",
-                writes,
-            ),
-            (
-                "errors_total",
-                "Router writes of the bridge that failed.",
-                errors,
-            ),
-        ]
+        metrics(updates, writes, errors, 0, 0)
     }
 }
 

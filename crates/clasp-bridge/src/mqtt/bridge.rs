@@ -7,7 +7,7 @@
 //! back-off and subscribes again on every connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clasp_mapping::echo::Echoes;
@@ -92,19 +92,7 @@ impl MqttBridgeConfig {
 }
 
 /// Counters of a running MQTT client bridge.
-#[derive(Debug, Default)]
-pub struct MqttStats {
-    /// Publishes received from the broker.
-    pub messages_in: AtomicU64,
-    /// Publishes sent to the broker.
-    pub messages_out: AtomicU64,
-    /// Publishes not usable (topics with no address) or not queued (client busy).
-    pub skipped: AtomicU64,
-    /// Router writes refused or not sent.
-    pub errors: AtomicU64,
-    /// Connections to the broker made again.
-    pub reconnects: AtomicU64,
-}
+pub type MqttStats = crate::stats::BridgeStats;
 
 /// An MQTT client bridge subscribed to its namespace, ready to [`MqttBridge::run`].
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clasp_mapping::echo::Echoes;
@@ -71,17 +71,7 @@ impl OscBridgeConfig {
 }
 
 /// Counters of a running OSC bridge.
-#[derive(Debug, Default)]
-pub struct OscStats {
-    /// OSC messages received (bundle contents counted one by one).
-    pub messages_in: AtomicU64,
-    /// OSC messages sent (one per target).
-    pub messages_out: AtomicU64,
-    /// Datagrams that were not OSC, nested too deep, or scheduled too far ahead.
-    pub skipped: AtomicU64,
-    /// Router writes refused or not sent.
-    pub errors: AtomicU64,
-}
+pub type OscStats = crate::stats::BridgeStats;
 
 /// An OSC bridge bound and subscribed, ready to [`OscBridge::run`].
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clasp_mapping::Write;
@@ -96,19 +96,7 @@ impl WsBridgeConfig {
 }
 
 /// Counters of a running WebSocket bridge.
-#[derive(Debug, Default)]
-pub struct WsStats {
-    /// Frames received from peers.
-    pub messages_in: AtomicU64,
-    /// Frames sent to peers.
-    pub messages_out: AtomicU64,
-    /// Frames not usable (bad addresses, too deep) or dropped for a slow peer.
-    pub skipped: AtomicU64,
-    /// Router writes refused or not sent.
-    pub errors: AtomicU64,
-    /// Client mode: connections made again.
-    pub reconnects: AtomicU64,
-}
+pub type WsStats = crate::stats::BridgeStats;
 
 /// Peers' outgoing queues.
 type Peers = Arc<Mutex<Vec<(u64, mpsc::Sender<String>)>>>;
