@@ -81,7 +81,7 @@ cargo build -p clasp-cli --locked
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp
 
-say "bridges against real apps: python-osc as an OSC control surface through clasp bridge osc"
+say "bridges against real apps: python-osc (OSC) and python-socketio (Socket.IO) through clasp bridge"
 ./scripts/bridge-interop.sh target/debug/clasp
 
 say "reverse proxy: deploy/nginx/clasp.conf in front of clasp relay (wss:// and /api/v1)"

@@ -14,6 +14,7 @@ use crate::midi::{MidiBridge, MidiConfig, MidiStats};
 use crate::mqtt::{MqttBridge, MqttBridgeConfig, MqttStats};
 use crate::osc::bridge::OscStats;
 use crate::osc::{OscBridge, OscBridgeConfig};
+use crate::socketio::{SocketIoBridge, SocketIoConfig};
 use crate::stats::BridgeStats;
 use crate::ws::{WsBridge, WsBridgeConfig, WsMode, WsStats};
 
@@ -30,6 +31,8 @@ pub enum BridgeSpec {
     Http(HttpBridgeConfig),
     /// An external MQTT broker (see [`crate::mqtt`]).
     Mqtt(MqttBridgeConfig),
+    /// A Socket.IO server, as its client (see [`crate::socketio`]).
+    Socketio(SocketIoConfig),
     /// WebSocket JSON peers, as a server or a client (see [`crate::ws`]).
     #[serde(rename = "websocket")]
     Ws(WsBridgeConfig),
@@ -43,6 +46,7 @@ impl BridgeSpec {
             BridgeSpec::Osc(c) => format!("osc {}", c.listen),
             BridgeSpec::Http(c) => format!("http {}", c.listen),
             BridgeSpec::Mqtt(c) => format!("mqtt {}", c.broker),
+            BridgeSpec::Socketio(c) => format!("socketio {}", c.url),
             BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
                 (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
                 (_, Some(u)) => format!("websocket {u}"),
@@ -58,6 +62,7 @@ impl BridgeSpec {
             BridgeSpec::Osc(c) => c.prefix().map(drop),
             BridgeSpec::Http(_) => Ok(()),
             BridgeSpec::Mqtt(c) => c.check().map(drop),
+            BridgeSpec::Socketio(c) => c.check().map(drop),
             BridgeSpec::Ws(c) => c.check().map(drop),
         }
     }
@@ -233,6 +238,13 @@ pub async fn start(
         BridgeSpec::Mqtt(cfg) => {
             let stats = Arc::new(MqttStats::default());
             let run = MqttBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Socketio(cfg) => {
+            let stats = Arc::new(BridgeStats::default());
+            let run = SocketIoBridge::start(link, cfg)
+                .await?
+                .run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Ws(cfg) => {

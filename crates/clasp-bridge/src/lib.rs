@@ -16,6 +16,7 @@ pub mod mapper;
 pub mod midi;
 pub mod mqtt;
 pub mod osc;
+pub mod socketio;
 pub mod stats;
 pub mod ws;
 

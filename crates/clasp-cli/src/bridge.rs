@@ -31,6 +31,7 @@ use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::mqtt::MqttBridgeConfig;
 use clasp_bridge::osc::OscBridgeConfig;
+use clasp_bridge::socketio::SocketIoConfig;
 use clasp_bridge::ws::{WsBridgeConfig, WsMode};
 use clasp_mapping::{Engine, MappingSpec, describe};
 use clasp_router::server::Server;
@@ -130,6 +131,16 @@ enum BridgeKind {
         password: Option<String>,
         /// The address prefix.
         #[arg(long, default_value = "/mqtt")]
+        namespace: String,
+    },
+    /// A Socket.IO server, as its client: its events under /socketio, changes made by others
+    /// emitted as events named by their address.
+    Socketio {
+        /// The server, http://HOST:PORT (path /socket.io unless given).
+        #[arg(long)]
+        url: String,
+        /// The address prefix.
+        #[arg(long, default_value = "/socketio")]
         namespace: String,
     },
     /// A REST and Server-Sent Events API to the router (GET/PUT /params/ADDRESS, POST
@@ -235,6 +246,13 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             qos: 1,
             namespace,
         })),
+        Some(BridgeKind::Socketio { url, namespace }) => {
+            specs.push(BridgeSpec::Socketio(SocketIoConfig {
+                url,
+                namespace,
+                events: Vec::new(),
+            }));
+        }
         Some(BridgeKind::Websocket {
             listen,
             connect,
