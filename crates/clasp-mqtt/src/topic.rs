@@ -237,20 +237,26 @@ impl Topics {
             }
         }
         let body = if multi { &levels[..last] } else { &levels[..] };
-        let mut pattern = self.namespace.clone();
-        for level in body {
-            pattern.push('/');
-            if *level == "+" {
-                pattern.push('*');
-            } else {
-                push_level(&mut pattern, level, glob || multi);
+        // Glob characters are escaped only in a pattern that is a glob (one with a `*`): a
+        // CLASP pattern without one is matched literally, backslashes included.
+        let build = |escape: bool| {
+            let mut pattern = self.namespace.clone();
+            for level in body {
+                pattern.push('/');
+                if *level == "+" {
+                    pattern.push('*');
+                } else {
+                    push_level(&mut pattern, level, escape);
+                }
             }
-        }
+            pattern
+        };
         let mut patterns = Vec::with_capacity(2);
         if multi && !body.is_empty() {
             // `a/#` also matches `a` (the parent level); a bare `#` has no parent topic.
-            patterns.push(compile(&pattern)?);
+            patterns.push(compile(&build(glob))?);
         }
+        let mut pattern = build(glob || multi);
         if multi {
             pattern.push_str("/**");
         }
@@ -419,6 +425,21 @@ mod tests {
         assert_eq!(pats(&m, "$share/g/a/#"), ["/mqtt/a", "/mqtt/a/**"]);
         assert_eq!(m.filter("a/b").unwrap().share, None);
         assert_eq!(m.filter("$shared/a").unwrap().share, None);
+    }
+
+    #[test]
+    fn glob_characters_are_escaped_only_in_glob_patterns() {
+        // `?/#` matches the topic `?` itself: its parent pattern is a literal address (no
+        // `*`), where a backslash would be taken literally (found by the property test).
+        let t = Topics::new("").unwrap();
+        let f = t.filter("?/#").unwrap();
+        assert_eq!(pats(&t, "?/#"), ["/?", "/\\?/**"]);
+        assert!(f.matches(&t.address("?").unwrap()));
+        assert!(f.matches(&t.address("?/x").unwrap()));
+        assert!(!f.matches(&t.address("a").unwrap()));
+        let f = t.filter("[a]/+/#").unwrap();
+        assert!(f.matches(&t.address("[a]/b").unwrap()));
+        assert!(!f.matches(&t.address("a/b").unwrap()));
     }
 
     #[test]
