@@ -135,6 +135,13 @@ async fn a_device_on_a_pty_both_ways() {
     let s = &stats;
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(s.messages_in.load(Relaxed), 4);
+    // Counted just after the write completes: the far end may have the bytes first.
+    within("the last write counted", async {
+        while s.messages_out.load(Relaxed) < 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert_eq!(s.messages_out.load(Relaxed), 5);
     assert_eq!(s.unmapped.load(Relaxed), 1);
     assert_eq!(s.errors.load(Relaxed), 0);

@@ -143,16 +143,14 @@ async fn clasp_server_runs_the_mappings_of_its_config_file_in_process() {
             break;
         }
     }
-    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
-    let metrics = support::http_get(host, "/metrics").await;
-    let m = |name: &str| {
-        support::metric(
-            &metrics,
-            &format!("clasp_bridge_{name}{{bridge=\"mappings\"}}"),
-        )
-    };
-    assert_eq!(m("messages_out_total"), Some(2.0), "{metrics}");
-    assert_eq!(m("errors_total"), Some(0.0));
+    counters_reach(
+        &server.url,
+        &[
+            ("mappings", "messages_out_total", 2.0),
+            ("mappings", "errors_total", 0.0),
+        ],
+    )
+    .await;
 }
 
 /// A pseudo-terminal in raw mode standing in for a MIDI device: (its far end, the device path).
@@ -204,16 +202,14 @@ async fn a_midi_fader_drives_a_mixer_inside_the_router_and_gets_feedback() {
     });
     let got = tokio::time::timeout(WAIT, got).await.unwrap().unwrap();
     assert_eq!(got, [0xB0, 0x07, 0x40]);
-    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
-    let metrics = support::http_get(host, "/metrics").await;
-    let m = |name: &str| {
-        support::metric(
-            &metrics,
-            &format!("clasp_bridge_{name}{{bridge=\"midi nano\"}}"),
-        )
-    };
-    assert_eq!(m("messages_in_total"), Some(1.0), "{metrics}");
-    assert_eq!(m("messages_out_total"), Some(1.0));
+    counters_reach(
+        &server.url,
+        &[
+            ("midi nano", "messages_in_total", 1.0),
+            ("midi nano", "messages_out_total", 1.0),
+        ],
+    )
+    .await;
 }
 
 /// The show the bridges exist for: a MIDI fader drives a VJ app's OSC mixer through a scaling
@@ -280,19 +276,46 @@ both_ways = true
     far.write_all(&[0xB0, 0x07, 0x00]).unwrap();
     let m = recv_osc(&app).await;
     assert_eq!(m.args, [rosc::OscType::Float(0.0)]);
-    let host = server.url.trim_start_matches("ws://").trim_end_matches('/');
-    let metrics = support::http_get(host, "/metrics").await;
-    let m = |bridge: &str, name: &str| {
-        support::metric(
-            &metrics,
-            &format!("clasp_bridge_{name}{{bridge=\"{bridge}\"}}"),
-        )
-    };
-    assert_eq!(m("midi nano", "messages_in_total"), Some(2.0), "{metrics}");
-    assert_eq!(m("midi nano", "messages_out_total"), Some(1.0));
-    assert_eq!(m(&format!("osc {osc_in}"), "messages_in_total"), Some(1.0));
-    assert_eq!(m(&format!("osc {osc_in}"), "messages_out_total"), Some(2.0));
-    assert_eq!(m("mappings", "messages_out_total"), Some(3.0));
+    let osc = format!("osc {osc_in}");
+    counters_reach(
+        &server.url,
+        &[
+            ("midi nano", "messages_in_total", 2.0),
+            ("midi nano", "messages_out_total", 1.0),
+            (osc.as_str(), "messages_in_total", 1.0),
+            (osc.as_str(), "messages_out_total", 2.0),
+            ("mappings", "messages_out_total", 3.0),
+        ],
+    )
+    .await;
+}
+
+/// Waits until the bridges' counters in `/metrics` are exactly `want` (a counter is bumped
+/// just after its write completes, so the far side may see the write first); a loop would
+/// overshoot and never settle there.
+async fn counters_reach(url: &str, want: &[(&str, &str, f64)]) {
+    let host = url.trim_start_matches("ws://").trim_end_matches('/');
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = support::http_get(host, "/metrics").await;
+        let got: Vec<Option<f64>> = want
+            .iter()
+            .map(|(bridge, name, _)| {
+                support::metric(
+                    &metrics,
+                    &format!("clasp_bridge_{name}{{bridge=\"{bridge}\"}}"),
+                )
+            })
+            .collect();
+        if got.iter().zip(want).all(|(g, (_, _, w))| *g == Some(*w)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counters {got:?}, wanted {want:?}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The next OSC message on `app`.
