@@ -3,7 +3,7 @@
 //! This crate holds what every bridge shares: how a bridge reaches the router
 //! ([`RouterLink`]: a router client over any CLASP URL with a token, or an adapter session
 //! inside the router's own process) and the host that runs
-//! the mapping engine ([`clasp_mapping`]) against a router ([`mapper::run`]): it subscribes to
+//! the mapping engine ([`clasp_mapping`]) against a router ([`mapper::Mapper`]): it subscribes to
 //! the mappings' sources (and targets, for mappings both ways), feeds what changes to the
 //! engine and makes the writes it asks for.
 #![forbid(unsafe_code)]

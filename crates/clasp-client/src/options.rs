@@ -82,3 +82,55 @@ pub struct Update {
     /// Gesture phase (gestures only).
     pub phase: Option<GesturePhase>,
 }
+
+impl Update {
+    /// A SET as an update.
+    pub fn from_set(s: clasp_proto::Set) -> Update {
+        Update {
+            address: s.address,
+            value: s.value,
+            kind: SignalType::Param,
+            revision: s.revision,
+            writer: None,
+            timestamp: None,
+            gesture_id: None,
+            phase: None,
+        }
+    }
+
+    /// A param of a SNAPSHOT as an update.
+    pub fn from_param(p: clasp_proto::ParamValue) -> Update {
+        Update {
+            address: p.address,
+            value: p.value,
+            kind: SignalType::Param,
+            revision: Some(p.revision),
+            writer: p.writer,
+            timestamp: p.timestamp,
+            gesture_id: None,
+            phase: None,
+        }
+    }
+
+    /// A PUBLISH as an update (samples as an array of floats, no payload as null).
+    pub fn from_publish(p: clasp_proto::Publish) -> Update {
+        let value = match p.payload {
+            clasp_proto::PublishPayload::Value(v) => v,
+            clasp_proto::PublishPayload::Samples(s) => {
+                Value::Array(s.into_iter().map(Value::Float).collect())
+            }
+            clasp_proto::PublishPayload::None => Value::Null,
+        };
+        let gesture = p.signal == SignalType::Gesture;
+        Update {
+            address: p.address,
+            value,
+            kind: p.signal,
+            revision: None,
+            writer: None,
+            timestamp: p.timestamp,
+            gesture_id: p.id,
+            phase: gesture.then_some(p.phase),
+        }
+    }
+}

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use clasp_client::{SignalType, Update, Value};
-use clasp_proto::{Message, ParamValue, PublishPayload, Qos, Subscribe};
+use clasp_client::{Update, Value};
+use clasp_proto::{Message, ParamValue, Qos, Subscribe};
 use clasp_router::core::ConnId;
 use clasp_router::core::adapter::Delivery;
 use clasp_router::server::RouterHandle;
@@ -198,7 +198,7 @@ impl Local {
                 Delivery::Snapshot { sub, params } => {
                     if let Some(tx) = subs.get(&sub) {
                         for r in params {
-                            let _ = tx.try_send(param_update(r.param));
+                            let _ = tx.try_send(Update::from_param(r.param));
                         }
                     }
                 }
@@ -219,49 +219,12 @@ impl Local {
     }
 }
 
-fn param_update(p: ParamValue) -> Update {
-    Update {
-        address: p.address,
-        value: p.value,
-        kind: SignalType::Param,
-        revision: Some(p.revision),
-        writer: p.writer,
-        timestamp: p.timestamp,
-        gesture_id: None,
-        phase: None,
-    }
-}
-
 fn update_of(m: &Message) -> Option<Update> {
-    Some(match m {
-        Message::Set(s) => Update {
-            address: s.address.clone(),
-            value: s.value.clone(),
-            kind: SignalType::Param,
-            revision: s.revision,
-            writer: None,
-            timestamp: None,
-            gesture_id: None,
-            phase: None,
-        },
-        Message::Publish(p) => Update {
-            address: p.address.clone(),
-            value: match &p.payload {
-                PublishPayload::Value(v) => v.clone(),
-                PublishPayload::Samples(s) => {
-                    Value::Array(s.iter().copied().map(Value::Float).collect())
-                }
-                PublishPayload::None => Value::Null,
-            },
-            kind: p.signal,
-            revision: None,
-            writer: None,
-            timestamp: p.timestamp,
-            gesture_id: p.id,
-            phase: (p.signal == SignalType::Gesture).then_some(p.phase),
-        },
-        _ => return None,
-    })
+    match m {
+        Message::Set(s) => Some(Update::from_set(s.clone())),
+        Message::Publish(p) => Some(Update::from_publish(p.clone())),
+        _ => None,
+    }
 }
 
 /// A refusal of the router as a bridge error.

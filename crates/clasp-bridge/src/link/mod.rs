@@ -38,9 +38,6 @@ pub enum BridgeError {
     /// The in-process session was closed by the router.
     #[error("the router closed the session")]
     Closed,
-    /// A mapping cannot be loaded.
-    #[error("{0}")]
-    Mapping(String),
     /// A bridge's configuration is unusable.
     #[error("{0}")]
     Config(String),
@@ -77,7 +74,7 @@ pub struct RouterLink {
 #[derive(Debug, Clone)]
 enum Inner {
     /// The client, and the URL and name it was opened with (for [`RouterLink::open_as`]).
-    Remote(Client, Option<(Arc<str>, Arc<str>)>),
+    Remote(Client, Arc<str>, Arc<str>),
     Local(local::Local),
 }
 
@@ -123,25 +120,15 @@ impl RouterLink {
             source,
         })?;
         Ok(RouterLink {
-            inner: Inner::Remote(client, Some((url.into(), name.into()))),
+            inner: Inner::Remote(client, url.into(), name.into()),
         })
-    }
-
-    /// A link over an existing client.
-    pub fn from_client(client: Client) -> Self {
-        RouterLink {
-            inner: Inner::Remote(client, None),
-        }
     }
 
     /// Another session on the same router, opened with `token` (or none): for a bridge that
     /// acts for its own clients, with their tokens' scopes (the HTTP bridge).
     pub async fn open_as(&self, token: Option<&str>) -> Result<RouterLink, BridgeError> {
         match &self.inner {
-            Inner::Remote(_, Some((url, name))) => RouterLink::connect(url, name, token).await,
-            Inner::Remote(_, None) => Err(BridgeError::Config(
-                "this link was made from a client and cannot open other sessions".into(),
-            )),
+            Inner::Remote(_, url, name) => RouterLink::connect(url, name, token).await,
             Inner::Local(l) => RouterLink::local(l.handle(), token),
         }
     }
@@ -157,7 +144,7 @@ impl RouterLink {
     /// Whether the router is reachable right now (a remote link may be reconnecting).
     pub fn is_connected(&self) -> bool {
         match &self.inner {
-            Inner::Remote(c, _) => c.is_connected(),
+            Inner::Remote(c, ..) => c.is_connected(),
             Inner::Local(l) => !l.is_closed(),
         }
     }
@@ -165,7 +152,7 @@ impl RouterLink {
     /// Subscribes to every signal under `pattern`; the current params under it come first.
     pub async fn subscribe(&self, pattern: &str) -> Result<LinkSubscription, BridgeError> {
         let inner = match &self.inner {
-            Inner::Remote(c, _) => {
+            Inner::Remote(c, ..) => {
                 SubInner::Remote(c.subscribe_with(pattern, SubscribeOptions::new()).await?)
             }
             Inner::Local(l) => {
@@ -179,7 +166,7 @@ impl RouterLink {
     /// Makes `w`: a SET (not waiting for the router's answer) or an event.
     pub async fn write(&self, w: &Write) -> Result<(), BridgeError> {
         match &self.inner {
-            Inner::Remote(c, _) => match w.kind {
+            Inner::Remote(c, ..) => match w.kind {
                 WriteKind::Set => c.set(&w.address, w.value.clone()).await?,
                 WriteKind::Event => c.emit(&w.address, w.value.clone()).await?,
             },
@@ -192,8 +179,8 @@ impl RouterLink {
     /// [`BridgeError::NotFound`]), sorted by address, as this link's session may read them.
     pub async fn read(&self, pattern: &str) -> Result<Vec<clasp_proto::ParamValue>, BridgeError> {
         match &self.inner {
-            Inner::Remote(c, _) if !pattern.contains('*') => Ok(vec![c.get_param(pattern).await?]),
-            Inner::Remote(c, _) => Ok(c.snapshot(pattern).await?),
+            Inner::Remote(c, ..) if !pattern.contains('*') => Ok(vec![c.get_param(pattern).await?]),
+            Inner::Remote(c, ..) => Ok(c.snapshot(pattern).await?),
             Inner::Local(l) => l.read(pattern),
         }
     }
@@ -201,7 +188,7 @@ impl RouterLink {
     /// A SET of `value` at `address`, answered by the router: the param's new revision.
     pub async fn set_confirmed(&self, address: &str, value: Value) -> Result<u64, BridgeError> {
         match &self.inner {
-            Inner::Remote(c, _) => Ok(c.set_confirmed(address, value).await?),
+            Inner::Remote(c, ..) => Ok(c.set_confirmed(address, value).await?),
             Inner::Local(l) => l.set_confirmed(address, value),
         }
     }
@@ -211,7 +198,7 @@ impl RouterLink {
     pub async fn write_at(&self, writes: &[Write], at: u64) -> Result<(), BridgeError> {
         let messages: Vec<Message> = writes.iter().map(message).collect();
         match &self.inner {
-            Inner::Remote(c, _) => {
+            Inner::Remote(c, ..) => {
                 // The router's clock, by the client's estimate of the difference.
                 let offset = c.clock().offset_us;
                 let at = at.saturating_add_signed(offset);
@@ -226,7 +213,7 @@ impl RouterLink {
     /// subscriptions (remote: a PING round trip; local: the queue handed over).
     pub async fn sync(&self) -> Result<(), BridgeError> {
         match &self.inner {
-            Inner::Remote(c, _) => {
+            Inner::Remote(c, ..) => {
                 c.ping().await?;
             }
             Inner::Local(l) => l.pump(),

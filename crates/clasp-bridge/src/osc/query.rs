@@ -42,11 +42,6 @@ impl Tree {
         self.values.write().insert(path.to_owned(), value.clone());
         let _ = self.changes.send((path.to_owned(), value.clone()));
     }
-
-    /// Forgets a param.
-    pub fn remove(&self, path: &str) {
-        self.values.write().remove(path);
-    }
 }
 
 /// The OSC type-tag string of a value (`i`, `h`, `f`, `s`, `T`/`F`, `b`, `N`; arrays in order;

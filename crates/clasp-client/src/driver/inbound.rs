@@ -3,9 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use clasp_proto::{
-    ErrorCode, Message, ParamValue, PublishPayload, SignalType, Str, Unsubscribe, Value, encode,
-};
+use clasp_proto::{ErrorCode, Message, ParamValue, SignalType, Str, Unsubscribe, Value, encode};
 use tokio::sync::mpsc;
 
 use super::state::{DriverState, Now};
@@ -20,53 +18,16 @@ impl DriverState {
         match msg {
             Message::Set(s) => {
                 self.cache(&s.address, &s.value);
-                self.dispatch(Update {
-                    address: s.address,
-                    value: s.value,
-                    kind: SignalType::Param,
-                    revision: s.revision,
-                    writer: None,
-                    timestamp: None,
-                    gesture_id: None,
-                    phase: None,
-                });
+                self.dispatch(Update::from_set(s));
             }
             Message::Snapshot(snap) => {
                 for p in snap.params {
                     self.cache(&p.address, &p.value);
                     self.answer_get(&p);
-                    self.dispatch(Update {
-                        address: p.address,
-                        value: p.value,
-                        kind: SignalType::Param,
-                        revision: Some(p.revision),
-                        writer: p.writer,
-                        timestamp: p.timestamp,
-                        gesture_id: None,
-                        phase: None,
-                    });
+                    self.dispatch(Update::from_param(p));
                 }
             }
-            Message::Publish(p) => {
-                let value = match p.payload {
-                    PublishPayload::Value(v) => v,
-                    PublishPayload::Samples(s) => {
-                        Value::Array(s.into_iter().map(Value::Float).collect())
-                    }
-                    PublishPayload::None => Value::Null,
-                };
-                let gesture = p.signal == SignalType::Gesture;
-                self.dispatch(Update {
-                    address: p.address,
-                    value,
-                    kind: p.signal,
-                    revision: None,
-                    writer: None,
-                    timestamp: p.timestamp,
-                    gesture_id: p.id,
-                    phase: gesture.then_some(p.phase),
-                });
-            }
+            Message::Publish(p) => self.dispatch(Update::from_publish(p)),
             Message::Ack(a) => {
                 let at = self
                     .pending
