@@ -3,7 +3,6 @@
 //! anyone else to its targets. Bundles keep their time tags (a future one is scheduled by the
 //! router); an incoming address pattern (`/mixer/*/mute`) sets every known param it matches.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,8 +30,6 @@ const MAX_BUNDLE_DEPTH: usize = 8;
 const MAX_ARRAY_DEPTH: usize = 8;
 /// Furthest ahead a bundle may be scheduled.
 const MAX_AHEAD: Duration = Duration::from_secs(3600);
-/// Params remembered for address-pattern expansion.
-const MAX_KNOWN: usize = 100_000;
 
 /// One OSC bridge.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +78,6 @@ pub struct OscBridge {
     prefix: String,
     socket: UdpSocket,
     sub: LinkSubscription,
-    known: BTreeSet<String>,
     tree: Tree,
     query: Option<tokio::net::TcpListener>,
 }
@@ -110,14 +106,12 @@ impl OscBridge {
         };
         let mut sub = link.subscribe(&pattern).await?;
         link.sync().await?;
-        let mut known = BTreeSet::new();
         let tree = Tree::default();
         while let Some(Some(u)) = sub.next().now_or_never() {
-            if u.kind == SignalType::Param && known.len() < MAX_KNOWN {
-                known.insert(u.address.to_string());
-                if let Some(path) = clasp_to_osc(&prefix, &u.address) {
-                    tree.set(path, &u.value);
-                }
+            if u.kind == SignalType::Param
+                && let Some(path) = clasp_to_osc(&prefix, &u.address)
+            {
+                tree.set(path, &u.value);
             }
         }
         let query = match cfg.oscquery {
@@ -133,7 +127,6 @@ impl OscBridge {
             prefix,
             socket,
             sub,
-            known,
             tree,
             query,
         })
@@ -161,7 +154,6 @@ impl OscBridge {
             prefix,
             socket,
             mut sub,
-            mut known,
             tree,
             query,
         } = self;
@@ -194,20 +186,17 @@ impl OscBridge {
                 _ = stop.cancelled() => return Ok(()),
                 packet = input_rx.recv(), if !input_rx.is_closed() => {
                     let Some(packet) = packet else { continue };
-                    let writes = inbound(&packet, &prefix, &known, &stats);
+                    let writes = inbound(&packet, &prefix, &tree, &stats);
                     apply(&link, writes, &mut echoes, &stats).await;
                 }
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, _from)) = r else { continue };
-                    let writes = inbound(&buf[..n], &prefix, &known, &stats);
+                    let writes = inbound(&buf[..n], &prefix, &tree, &stats);
                     apply(&link, writes, &mut echoes, &stats).await;
                 }
                 u = sub.next() => {
                     let Some(u) = u else { return Err(BridgeError::Closed) };
                     if u.kind == SignalType::Param {
-                        if known.len() < MAX_KNOWN {
-                            known.insert(u.address.to_string());
-                        }
                         if let Some(path) = clasp_to_osc(&prefix, &u.address) {
                             tree.set(path, &u.value);
                         }
@@ -262,12 +251,7 @@ async fn apply(
 }
 
 /// The router writes for one datagram, each with the wall time it is due (`None`: now).
-fn inbound(
-    buf: &[u8],
-    prefix: &str,
-    known: &BTreeSet<String>,
-    stats: &OscStats,
-) -> Vec<(Write, Option<u64>)> {
+fn inbound(buf: &[u8], prefix: &str, tree: &Tree, stats: &OscStats) -> Vec<(Write, Option<u64>)> {
     let skip = || {
         stats.skipped.fetch_add(1, Ordering::Relaxed);
         Vec::new()
@@ -280,7 +264,7 @@ fn inbound(
     };
     let mut out = Vec::new();
     let now = wall_micros();
-    collect(packet, None, now, prefix, known, stats, &mut out);
+    collect(packet, None, now, prefix, tree, stats, &mut out);
     out
 }
 
@@ -289,14 +273,14 @@ fn collect(
     parent: Option<u64>,
     now: u64,
     prefix: &str,
-    known: &BTreeSet<String>,
+    tree: &Tree,
     stats: &OscStats,
     out: &mut Vec<(Write, Option<u64>)>,
 ) {
     match packet {
         OscPacket::Message(m) => {
             stats.messages_in.fetch_add(1, Ordering::Relaxed);
-            for w in message(m, prefix, known) {
+            for w in message(m, prefix, tree) {
                 out.push((w, parent));
             }
         }
@@ -306,7 +290,7 @@ fn collect(
             }
             due => {
                 for p in b.content {
-                    collect(p, due.parent(), now, prefix, known, stats, out);
+                    collect(p, due.parent(), now, prefix, tree, stats, out);
                 }
             }
         },
@@ -315,7 +299,7 @@ fn collect(
 
 /// The SETs for one OSC message: one at its address, or one per known param an address
 /// pattern matches.
-fn message(m: OscMessage, prefix: &str, known: &BTreeSet<String>) -> Vec<Write> {
+fn message(m: OscMessage, prefix: &str, tree: &Tree) -> Vec<Write> {
     let value = args_to_value(&m.args);
     let set = |address: String| Write {
         address,
@@ -333,14 +317,12 @@ fn message(m: OscMessage, prefix: &str, known: &BTreeSet<String>) -> Vec<Write> 
     let Ok(matcher) = rosc::address::Matcher::new(&m.addr) else {
         return Vec::new();
     };
-    known
-        .iter()
-        .filter_map(|a| {
-            let osc = clasp_to_osc(prefix, a)?;
-            let addr = rosc::address::OscAddress::new(osc.to_owned()).ok()?;
-            matcher.match_address(&addr).then(|| set(a.clone()))
-        })
-        .collect()
+    tree.paths(|path| {
+        rosc::address::OscAddress::new(path.to_owned()).is_ok_and(|a| matcher.match_address(&a))
+    })
+    .into_iter()
+    .map(|path| set(format!("{prefix}{path}")))
+    .collect()
 }
 
 /// Sends a change to every target.

@@ -36,11 +36,29 @@ impl Default for Tree {
     }
 }
 
+/// Params kept at most; past it new addresses are not added (their changes still stream).
+const MAX_PARAMS: usize = 100_000;
+
 impl Tree {
     /// Records the value of the param at OSC address `path` (and tells listeners).
     pub fn set(&self, path: &str, value: &Value) {
-        self.values.write().insert(path.to_owned(), value.clone());
+        {
+            let mut values = self.values.write();
+            if values.len() < MAX_PARAMS || values.contains_key(path) {
+                values.insert(path.to_owned(), value.clone());
+            }
+        }
         let _ = self.changes.send((path.to_owned(), value.clone()));
+    }
+
+    /// The OSC addresses of the params `keep` accepts.
+    pub fn paths(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.values
+            .read()
+            .keys()
+            .filter(|p| keep(p))
+            .cloned()
+            .collect()
     }
 }
 
