@@ -97,9 +97,23 @@ enum BridgeKind {
         /// Send floats as 64-bit doubles.
         #[arg(long)]
         float64: bool,
-        /// Serve OSCQuery (HTTP, WebSocket LISTEN) on this TCP address.
+        /// Serve OSCQuery (HTTP, WebSocket LISTEN) on this TCP address; advertised over mDNS
+        /// unless it is loopback or --no-advertise is given.
         #[arg(long)]
         oscquery: Option<std::net::SocketAddr>,
+        /// The name OSCQuery clients and mDNS browsers show.
+        #[arg(long, default_value = "CLASP OSC bridge")]
+        name: String,
+        /// Do not advertise OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS.
+        #[arg(long)]
+        no_advertise: bool,
+        /// Mirror this app's OSCQuery tree (http://host:port) into params, and send it the
+        /// changes made in the router.
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
+        /// How often to read a mirrored app again when it has no WebSocket LISTEN, in ms.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        mirror_poll_ms: u64,
     },
     /// WebSocket JSON peers ({"address": ..., "value": ...}) under /ws, both ways: a server
     /// peers connect to (--listen), or a client of theirs (--connect URL).
@@ -213,12 +227,20 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             namespace,
             float64,
             oscquery,
+            name,
+            no_advertise,
+            mirror,
+            mirror_poll_ms,
         }) => specs.push(BridgeSpec::Osc(OscBridgeConfig {
-            listen,
             targets: target,
             namespace,
             float64,
             oscquery,
+            name,
+            advertise: !no_advertise,
+            mirror,
+            mirror_poll_ms,
+            ..OscBridgeConfig::new(listen)
         })),
         Some(BridgeKind::Http { listen, webhook }) => {
             specs.push(BridgeSpec::Http(HttpBridgeConfig {

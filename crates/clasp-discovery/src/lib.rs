@@ -77,6 +77,7 @@ pub mod broadcast;
 pub mod device;
 pub mod lan;
 pub mod mdns;
+pub mod services;
 
 pub use broadcast::{
     BroadcastResponder, ResponderTask, ScanOptions, broadcast_scan, directed_broadcasts,
@@ -85,6 +86,7 @@ pub use broadcast::{
 pub use device::{Device, RouterInfo, Source, features_from_letters, features_to_letters};
 pub use lan::{discover_lan, discover_lan_on};
 pub use mdns::{AdvertiseOptions, Advertiser, MdnsBrowser, MdnsEvent, browse};
+pub use services::{Service, Services};
 
 /// mDNS service type of CLASP routers.
 pub const MDNS_SERVICE_TYPE: &str = "_clasp._tcp.local.";

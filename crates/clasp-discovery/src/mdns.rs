@@ -134,7 +134,7 @@ impl Drop for Advertiser {
 }
 
 /// The instance label for `name`: dots (label separators) become `-`, cut to 63 bytes.
-fn instance_label(name: &str) -> String {
+pub(crate) fn instance_label(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .map(|c| if c == '.' || c.is_control() { '-' } else { c })

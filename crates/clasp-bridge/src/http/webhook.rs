@@ -57,13 +57,13 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
 }
 
-/// An HTTP client with the usual public roots (ring as the crypto provider).
-fn client() -> Result<reqwest::Client, BridgeError> {
+/// An HTTP client for `what` with the usual public roots (ring as the crypto provider).
+pub(crate) fn client(what: &str) -> Result<reqwest::Client, BridgeError> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| BridgeError::Config(format!("webhook TLS: {e}")))?
+    .map_err(|e| BridgeError::Config(format!("{what} TLS: {e}")))?
     .with_root_certificates(rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     })
@@ -73,7 +73,7 @@ fn client() -> Result<reqwest::Client, BridgeError> {
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| BridgeError::Config(format!("webhook client: {e}")))
+        .map_err(|e| BridgeError::Config(format!("{what} HTTP client: {e}")))
 }
 
 /// A webhook subscribed, ready to run.
@@ -114,7 +114,7 @@ pub fn spawn(
     if hooks.is_empty() {
         return Ok(());
     }
-    let http = client()?;
+    let http = client("webhook")?;
     for Subscribed { hook, url, mut sub } in hooks {
         let queue = Arc::new(parking_lot::Mutex::new(VecDeque::<Update>::new()));
         let ready = Arc::new(Notify::new());

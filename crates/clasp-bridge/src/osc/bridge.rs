@@ -21,7 +21,9 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::query::Tree;
+use super::query::mirror::{Mirror, MirrorTarget};
+use super::query::types::coerce;
+use super::query::{Describe, Tree};
 use crate::link::{BridgeError, LinkSubscription, RouterLink, Update};
 
 /// Deepest bundle nesting accepted (the decoder recurses per level).
@@ -49,13 +51,59 @@ pub struct OscBridgeConfig {
     /// Serve OSCQuery (HTTP and WebSocket LISTEN) on this TCP address.
     #[serde(default)]
     pub oscquery: Option<SocketAddr>,
+    /// The name OSCQuery and mDNS show (default `CLASP OSC bridge`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Advertise the OSCQuery server and the OSC port over mDNS (`_oscjson._tcp`,
+    /// `_osc._udp`) when OSCQuery is served on an address other apps can reach (default on;
+    /// never for loopback).
+    #[serde(default = "yes")]
+    pub advertise: bool,
+    /// OSCQuery attributes (ranges, descriptions, units) of params by pattern.
+    #[serde(default)]
+    pub describe: Vec<Describe>,
+    /// Mirror this app's OSCQuery tree (`http://host:port`) into params under the namespace,
+    /// and send it changes made in the router.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// How often a mirrored app without WebSocket `LISTEN` is read again, in ms (default 1000).
+    #[serde(default = "default_poll")]
+    pub mirror_poll_ms: u64,
 }
 
 fn default_namespace() -> String {
     "/osc".into()
 }
 
+fn default_name() -> String {
+    "CLASP OSC bridge".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_poll() -> u64 {
+    1000
+}
+
 impl OscBridgeConfig {
+    /// A bridge listening on `listen` with every other setting at its default.
+    pub fn new(listen: SocketAddr) -> OscBridgeConfig {
+        OscBridgeConfig {
+            listen,
+            targets: Vec::new(),
+            namespace: default_namespace(),
+            float64: false,
+            oscquery: None,
+            name: default_name(),
+            advertise: true,
+            describe: Vec::new(),
+            mirror: None,
+            mirror_poll_ms: default_poll(),
+        }
+    }
+
     /// The namespace, checked (`""` for the root).
     pub fn prefix(&self) -> Result<String, BridgeError> {
         normalize_namespace(&self.namespace).ok_or_else(|| {
@@ -80,6 +128,20 @@ pub struct OscBridge {
     sub: LinkSubscription,
     tree: Tree,
     query: Option<tokio::net::TcpListener>,
+    mirror: Option<reqwest::Url>,
+}
+
+/// The base URL of a mirrored OSCQuery server, checked.
+fn mirror_url(url: &str) -> Result<reqwest::Url, BridgeError> {
+    let bad = |why: &str| BridgeError::Config(format!("OSCQuery mirror `{url}`: {why}"));
+    let u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if u.scheme() != "http" {
+        return Err(bad("give an http://host:port URL"));
+    }
+    if u.host_str().is_none() {
+        return Err(bad("no host"));
+    }
+    Ok(u)
 }
 
 fn wall_micros() -> u64 {
@@ -104,9 +166,14 @@ impl OscBridge {
         } else {
             format!("{prefix}/**")
         };
+        let tree = Tree::with_rules(&cfg.describe)
+            .map_err(|e| BridgeError::Config(format!("OSC bridge: {e}")))?;
+        let mirror = match &cfg.mirror {
+            Some(url) => Some(mirror_url(url)?),
+            None => None,
+        };
         let mut sub = link.subscribe(&pattern).await?;
         link.sync().await?;
-        let tree = Tree::default();
         while let Some(Some(u)) = sub.next().now_or_never() {
             if u.kind == SignalType::Param
                 && let Some(path) = clasp_to_osc(&prefix, &u.address)
@@ -129,6 +196,7 @@ impl OscBridge {
             sub,
             tree,
             query,
+            mirror,
         })
     }
 
@@ -156,55 +224,95 @@ impl OscBridge {
             mut sub,
             tree,
             query,
+            mirror,
         } = self;
-        // OSC packets from OSCQuery WebSocket clients join the UDP input.
-        let (input_tx, mut input_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+        let osc_addr = socket
+            .local_addr()
+            .map_err(|e| BridgeError::Device(e.to_string()))?;
+        // OSC packets from OSCQuery WebSocket clients and a mirrored app join the UDP input.
+        let (input_tx, mut input_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Source)>(256);
+        // Kept until the bridge stops: dropping it sends the mDNS goodbyes.
+        let mut _advertised = None;
         if let Some(l) = query {
-            let state = super::query::QueryState {
+            let query_addr = l
+                .local_addr()
+                .map_err(|e| BridgeError::Device(e.to_string()))?;
+            let state = super::query::serve::QueryState {
                 tree: tree.clone(),
-                name: "clasp bridge osc".into(),
-                osc: socket
-                    .local_addr()
-                    .map_err(|e| BridgeError::Device(e.to_string()))?,
-                input: input_tx,
+                name: cfg.name.clone(),
+                osc: osc_addr,
+                input: input_tx.clone(),
             };
-            let app = super::query::router(state);
+            let app = super::query::serve::router(state);
             let stop = stop.clone();
             tokio::spawn(async move {
+                // LISTEN streams small frames: no Nagle delay.
+                let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let _ = axum::serve(l, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await;
             });
+            if cfg.advertise {
+                _advertised = super::query::advertise::publish(&cfg.name, query_addr, osc_addr)?;
+            }
         }
+        let mirror_target = MirrorTarget::default();
+        if let Some(url) = mirror {
+            let m = Mirror {
+                url,
+                tree: tree.clone(),
+                input: input_tx.clone(),
+                target: mirror_target.clone(),
+                poll: Duration::from_millis(cfg.mirror_poll_ms.max(50)),
+                stats: stats.clone(),
+                http: crate::http::webhook::client("OSCQuery mirror")?,
+            };
+            tokio::spawn(m.run(stop.clone()));
+        }
+        drop(input_tx);
         let opts = ArgOptions {
             float64: cfg.float64,
         };
         let mut echoes = Echoes::new();
+        let mut sources = Sources::default();
         let mut buf = vec![0u8; 65_536];
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                packet = input_rx.recv(), if !input_rx.is_closed() => {
-                    let Some(packet) = packet else { continue };
+                input = input_rx.recv(), if !input_rx.is_closed() => {
+                    let Some((packet, from)) = input else { continue };
                     let writes = inbound(&packet, &prefix, &tree, &stats);
+                    sources.note(&writes, from);
                     apply(&link, writes, &mut echoes, &stats).await;
                 }
                 r = socket.recv_from(&mut buf) => {
-                    let Ok((n, _from)) = r else { continue };
+                    let Ok((n, from)) = r else { continue };
                     let writes = inbound(&buf[..n], &prefix, &tree, &stats);
+                    sources.note(&writes, Source::Udp(from));
                     apply(&link, writes, &mut echoes, &stats).await;
                 }
                 u = sub.next() => {
                     let Some(u) = u else { return Err(BridgeError::Closed) };
+                    let mut from = None;
                     if u.kind == SignalType::Param {
                         if let Some(path) = clasp_to_osc(&prefix, &u.address) {
                             tree.set(path, &u.value);
                         }
                         if echoes.is_echo(&u.address, &u.value) {
-                            continue;
+                            // Our own write coming back: the other apps still hear it.
+                            from = Some(sources.of(&u.address));
                         }
                     }
-                    outbound(&socket, &cfg.targets, &prefix, &u, opts, &stats).await;
+                    let mut targets = Targets { fixed: &cfg.targets, mirror: *mirror_target.read(), skip: None };
+                    match from {
+                        None => {}
+                        Some(Source::Udp(a)) => targets.skip = Some(a),
+                        Some(Source::Mirror) => targets.mirror = None,
+                        Some(Source::WebSocket) => {}
+                    }
+                    outbound(&socket, targets, &prefix, &tree, &u, opts, &stats).await;
                 }
             }
         }
@@ -325,11 +433,55 @@ fn message(m: OscMessage, prefix: &str, tree: &Tree) -> Vec<Write> {
     .collect()
 }
 
-/// Sends a change to every target.
+/// Where input came from: a change it made goes back to every other app, not to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An OSC app over UDP.
+    Udp(SocketAddr),
+    /// An OSCQuery WebSocket client.
+    WebSocket,
+    /// The mirrored OSCQuery app.
+    Mirror,
+}
+
+/// The source of the latest input per router address.
+#[derive(Debug, Default)]
+struct Sources(std::collections::HashMap<String, Source>);
+
+/// Addresses remembered at most (then forgotten all at once).
+const MAX_SOURCES: usize = 100_000;
+
+impl Sources {
+    fn note(&mut self, writes: &[(Write, Option<u64>)], from: Source) {
+        for (w, _) in writes {
+            if self.0.len() >= MAX_SOURCES && !self.0.contains_key(&w.address) {
+                self.0.clear();
+            }
+            self.0.insert(w.address.clone(), from);
+        }
+    }
+
+    /// Where the input that set `address` came from (an OSCQuery client if forgotten).
+    fn of(&self, address: &str) -> Source {
+        self.0.get(address).copied().unwrap_or(Source::WebSocket)
+    }
+}
+
+/// Where changes go: the configured targets but `skip`, and a mirrored app.
+#[derive(Clone, Copy)]
+struct Targets<'a> {
+    fixed: &'a [SocketAddr],
+    mirror: Option<SocketAddr>,
+    skip: Option<SocketAddr>,
+}
+
+/// Sends a change to every target: with the argument types a mirrored app declared for the
+/// path, and to the mirrored app only where it accepts writes (ACCESS 2 or 3).
 async fn outbound(
     socket: &UdpSocket,
-    targets: &[SocketAddr],
+    targets: Targets<'_>,
     prefix: &str,
+    tree: &Tree,
     u: &Update,
     opts: ArgOptions,
     stats: &OscStats,
@@ -337,17 +489,29 @@ async fn outbound(
     let Some(addr) = clasp_to_osc(prefix, &u.address) else {
         return;
     };
+    let mut args = match &u.value {
+        Value::Null if u.kind != SignalType::Param => Vec::new(),
+        v => to_args(v, opts),
+    };
+    let attrs = tree.attrs(addr);
+    let writable = attrs
+        .as_ref()
+        .and_then(|a| a.get("ACCESS"))
+        .and_then(serde_json::Value::as_u64)
+        .is_none_or(|a| a >= 2);
+    if let Some(types) = attrs.as_ref().and_then(|a| a.get("TYPE")?.as_str()) {
+        args = coerce(args, types);
+    }
     let msg = OscPacket::Message(OscMessage {
         addr: addr.to_owned(),
-        args: match &u.value {
-            Value::Null if u.kind != SignalType::Param => Vec::new(),
-            v => to_args(v, opts),
-        },
+        args,
     });
     let Ok(bytes) = rosc::encoder::encode(&msg) else {
         return;
     };
-    for t in targets {
+    let mirror = targets.mirror.filter(|_| writable);
+    let fixed = targets.fixed.iter().filter(|t| Some(**t) != targets.skip);
+    for t in fixed.chain(mirror.as_ref()) {
         if socket.send_to(&bytes, t).await.is_ok() {
             stats.messages_out.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,12 +1,11 @@
-//! OSCQuery (Vidvox's proposal, third revision) for the OSC bridge: an HTTP server whose
-//! paths are the OSC addresses of the params under the bridge's namespace (`GET /mixer/1`
-//! returns that node and its subtree; `?VALUE`, `?TYPE`, `?ACCESS`, `?HOST_INFO`…), and on the
-//! same port WebSocket `LISTEN`/`IGNORE` with value changes streamed as binary OSC packets, and
-//! OSC packets from the client applied like the bridge's UDP input.
+//! The OSCQuery server of the OSC bridge: an HTTP server whose paths are the OSC addresses of
+//! the params under the bridge's namespace (`GET /mixer/1` returns that node and its subtree;
+//! `?VALUE`, `?TYPE`, `?RANGE`, `?HOST_INFO`…), and on the same port WebSocket
+//! `LISTEN`/`IGNORE` with value changes streamed as binary OSC packets, `PATH_ADDED` sent
+//! when a param appears, and OSC packets from the client applied like the bridge's UDP input.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -14,81 +13,32 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use clasp_proto::Value;
-use clasp_proto::json::to_json;
-use parking_lot::RwLock;
 use rosc::{OscMessage, OscPacket};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{broadcast, mpsc};
 
-/// The params the bridge knows, by OSC address, and their changes.
-#[derive(Debug, Clone)]
-pub struct Tree {
-    values: Arc<RwLock<BTreeMap<String, Value>>>,
-    changes: broadcast::Sender<(String, Value)>,
-}
+use super::tree::{Tree, TreeChange};
+use super::types::{type_tags, values};
+use crate::osc::bridge::Source;
 
-impl Default for Tree {
-    fn default() -> Self {
-        Tree {
-            values: Arc::default(),
-            changes: broadcast::channel(1024).0,
-        }
-    }
-}
+/// Attributes this server answers for a method (others are 400).
+const ATTRIBUTES: [&str; 13] = [
+    "VALUE",
+    "TYPE",
+    "ACCESS",
+    "FULL_PATH",
+    "CONTENTS",
+    "RANGE",
+    "DESCRIPTION",
+    "UNIT",
+    "TAGS",
+    "CLIPMODE",
+    "EXTENDED_TYPE",
+    "CRITICAL",
+    "OVERLOADS",
+];
 
-/// Params kept at most; past it new addresses are not added (their changes still stream).
-const MAX_PARAMS: usize = 100_000;
-
-impl Tree {
-    /// Records the value of the param at OSC address `path` (and tells listeners).
-    pub fn set(&self, path: &str, value: &Value) {
-        {
-            let mut values = self.values.write();
-            if values.len() < MAX_PARAMS || values.contains_key(path) {
-                values.insert(path.to_owned(), value.clone());
-            }
-        }
-        let _ = self.changes.send((path.to_owned(), value.clone()));
-    }
-
-    /// The OSC addresses of the params `keep` accepts.
-    pub fn paths(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        self.values
-            .read()
-            .keys()
-            .filter(|p| keep(p))
-            .cloned()
-            .collect()
-    }
-}
-
-/// The OSC type-tag string of a value (`i`, `h`, `f`, `s`, `T`/`F`, `b`, `N`; arrays in order;
-/// maps as their JSON text: `s`).
-fn type_tags(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push('N'),
-        Value::Bool(true) => out.push('T'),
-        Value::Bool(false) => out.push('F'),
-        Value::Int(i) if i32::try_from(*i).is_ok() => out.push('i'),
-        Value::Int(_) => out.push('h'),
-        Value::Float(_) => out.push('f'),
-        Value::String(_) | Value::Map(_) => out.push('s'),
-        Value::Bytes(_) => out.push('b'),
-        Value::Array(items) => items.iter().for_each(|i| type_tags(i, out)),
-    }
-}
-
-/// The VALUE array: one JSON item per type tag (blobs and nil as null).
-fn values(v: &Value, out: &mut Vec<Json>) {
-    match v {
-        Value::Null | Value::Bytes(_) => out.push(Json::Null),
-        Value::Map(_) => out.push(Json::String(to_json(v).to_string())),
-        Value::Array(items) => items.iter().for_each(|i| values(i, out)),
-        other => out.push(to_json(other)),
-    }
-}
-
-fn method_attrs(node: &mut Map<String, Json>, v: &Value) {
+fn method_attrs(node: &mut Map<String, Json>, v: &Value, attrs: Option<Map<String, Json>>) {
     let mut tags = String::new();
     type_tags(v, &mut tags);
     let mut vals = Vec::new();
@@ -96,28 +46,41 @@ fn method_attrs(node: &mut Map<String, Json>, v: &Value) {
     node.insert("TYPE".into(), tags.into());
     node.insert("VALUE".into(), vals.into());
     node.insert("ACCESS".into(), 3.into());
+    // Declared or mirrored attributes (RANGE, DESCRIPTION, a mirrored app's TYPE…) win.
+    for (k, a) in attrs.into_iter().flatten() {
+        if !matches!(k.as_str(), "FULL_PATH" | "CONTENTS" | "VALUE") {
+            node.insert(k, a);
+        }
+    }
 }
 
 /// A node of the tree being answered.
 #[derive(Default)]
 struct Node<'a> {
+    path: Option<&'a str>,
     value: Option<&'a Value>,
     children: BTreeMap<&'a str, Node<'a>>,
 }
 
+/// The attributes of a path.
+type AttrsOf<'f> = &'f dyn Fn(&str) -> Option<Map<String, Json>>;
+
 impl Node<'_> {
-    fn to_json(&self, full_path: &str) -> Json {
+    fn to_json(&self, full_path: &str, attrs: AttrsOf<'_>) -> Json {
         let mut obj = Map::new();
         obj.insert("FULL_PATH".into(), full_path.into());
         if let Some(v) = self.value {
-            method_attrs(&mut obj, v);
+            method_attrs(&mut obj, v, self.path.and_then(attrs));
         }
         if !self.children.is_empty() {
             let base = full_path.trim_end_matches('/');
             let contents: Map<String, Json> = self
                 .children
                 .iter()
-                .map(|(name, child)| ((*name).to_owned(), child.to_json(&format!("{base}/{name}"))))
+                .map(|(name, child)| {
+                    let path = format!("{base}/{name}");
+                    ((*name).to_owned(), child.to_json(&path, attrs))
+                })
                 .collect();
             obj.insert("CONTENTS".into(), Json::Object(contents));
         }
@@ -126,13 +89,14 @@ impl Node<'_> {
 }
 
 /// The node at `path` with its subtree, or `None` if nothing is at or below it.
-fn node(all: &BTreeMap<String, Value>, path: &str) -> Option<Json> {
+fn node(all: &BTreeMap<String, Value>, attrs: AttrsOf<'_>, path: &str) -> Option<Json> {
     let prefix = if path == "/" {
         "/".to_owned()
     } else {
         format!("{path}/")
     };
     let mut root = Node {
+        path: Some(path),
         value: all.get(path),
         ..Node::default()
     };
@@ -147,8 +111,9 @@ fn node(all: &BTreeMap<String, Value>, path: &str) -> Option<Json> {
             at = at.children.entry(part).or_default();
         }
         at.value = Some(v);
+        at.path = Some(addr);
     }
-    found.then(|| root.to_json(path))
+    found.then(|| root.to_json(path, attrs))
 }
 
 /// What the HTTP side needs.
@@ -158,7 +123,7 @@ pub(crate) struct QueryState {
     pub(crate) name: String,
     pub(crate) osc: SocketAddr,
     /// OSC packets from WebSocket clients, applied like UDP input.
-    pub(crate) input: mpsc::Sender<Vec<u8>>,
+    pub(crate) input: mpsc::Sender<(Vec<u8>, Source)>,
 }
 
 pub(crate) fn router(state: QueryState) -> Router {
@@ -188,34 +153,30 @@ async fn answer(
             "OSC_PORT": st.osc.port(),
             "OSC_TRANSPORT": "UDP",
             "EXTENSIONS": {
-                "ACCESS": true, "VALUE": true, "TYPE": true, "LISTEN": true,
-                "RANGE": false, "DESCRIPTION": false, "PATH_CHANGED": false, "CLIPMODE": false
+                "ACCESS": true, "VALUE": true, "TYPE": true, "LISTEN": true, "RANGE": true,
+                "DESCRIPTION": true, "UNIT": true, "PATH_CHANGED": true, "CLIPMODE": false
             }
         }))
         .into_response();
     }
-    let all = st.tree.values.read();
-    let Some(Json::Object(n)) = node(&all, path) else {
+    let Some(Json::Object(n)) = st.tree.with_values(|all, attrs| node(all, attrs, path)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match attr {
         None | Some("") => axum::Json(Json::Object(n)).into_response(),
-        Some(a @ ("VALUE" | "TYPE" | "ACCESS" | "FULL_PATH" | "CONTENTS")) => match n.get(a) {
+        Some(a) if ATTRIBUTES.contains(&a) => match n.get(a) {
             Some(v) => axum::Json(json!({ a: v })).into_response(),
-            // A container has no value: known, but not applicable.
+            // Known, but this node has none (a container has no value).
             None => StatusCode::NO_CONTENT.into_response(),
         },
-        Some(
-            "RANGE" | "DESCRIPTION" | "TAGS" | "UNIT" | "CLIPMODE" | "EXTENDED_TYPE" | "CRITICAL",
-        ) => StatusCode::NO_CONTENT.into_response(),
         Some(_) => StatusCode::BAD_REQUEST.into_response(),
     }
 }
 
 /// One WebSocket client: LISTEN/IGNORE commands, changes of listened paths as OSC packets,
-/// OSC packets from it applied.
+/// new paths as `PATH_ADDED`, OSC packets from it applied.
 async fn listen(mut socket: WebSocket, st: QueryState) {
-    let mut changes = st.tree.changes.subscribe();
+    let mut changes = st.tree.changes();
     let mut listened: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
@@ -236,7 +197,7 @@ async fn listen(mut socket: WebSocket, st: QueryState) {
                     }
                 }
                 Some(Ok(WsMessage::Binary(b))) => {
-                    if st.input.send(b.to_vec()).await.is_err() {
+                    if st.input.send((b.to_vec(), Source::WebSocket)).await.is_err() {
                         return;
                     }
                 }
@@ -244,7 +205,13 @@ async fn listen(mut socket: WebSocket, st: QueryState) {
                 Some(Err(_)) | None => return,
             },
             c = changes.recv() => match c {
-                Ok((path, value)) if listened.contains(&path) => {
+                Ok(TreeChange::Added(path)) => {
+                    let cmd = json!({"COMMAND": "PATH_ADDED", "DATA": path}).to_string();
+                    if socket.send(WsMessage::Text(cmd.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(TreeChange::Value(path, value)) if listened.contains(&path) => {
                     let msg = OscPacket::Message(OscMessage {
                         addr: path,
                         args: clasp_osc::map::to_args(&value, Default::default()),
