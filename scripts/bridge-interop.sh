@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Bridges against real apps from other languages: python-osc as an OSC control surface
-# talking to `clasp bridge osc` (tests/bridges/osc_app.py), and python-socketio (aiohttp) as a
-# web app's Socket.IO server that `clasp bridge socketio` joins (tests/bridges/socketio_app.py).
-# Installs the Python packages into a venv under target/ only when they are missing.
+# talking to `clasp bridge osc` (tests/bridges/osc_app.py), python-socketio (aiohttp) as a
+# web app's Socket.IO server that `clasp bridge socketio` joins (tests/bridges/socketio_app.py),
+# and node `oscquery` 1.1.1 as an OSCQuery app mirrored by the bridge and as the mDNS browser
+# that finds the bridge (tests/bridges/oscquery/, in a network namespace of its own with a veth
+# pair, so multicast and the 0.0.0.0 binds stay inside).
+# Installs the Python packages into a venv under target/ and the npm package only when missing.
 #
 #   ./scripts/bridge-interop.sh [path/to/clasp]
 set -euo pipefail
@@ -28,9 +31,28 @@ if ! have python-osc "$pyosc" || ! have python-socketio "$pysio" || ! have aioht
         "python-osc==$pyosc" "python-socketio==$pysio" "aiohttp==$aiohttp"
 fi
 
+if [[ ! -d tests/bridges/oscquery/node_modules/oscquery ]] && command -v npm >/dev/null; then
+    echo "installing oscquery@1.1.1 (npm) into tests/bridges/oscquery"
+    (cd tests/bridges/oscquery && npm ci --silent --no-audit --no-fund)
+fi
+
 status=0
 echo "-- OSC: python-osc through clasp bridge osc"
 timeout 120 "$venv/bin/python" tests/bridges/osc_app.py "$clasp" || status=1
 echo "-- Socket.IO: a python-socketio server joined by clasp bridge socketio"
 timeout 120 "$venv/bin/python" tests/bridges/socketio_app.py "$clasp" || status=1
+echo "-- OSCQuery: node oscquery mirrored by clasp bridge osc, and finding it over mDNS"
+if ! command -v node >/dev/null || [[ ! -d tests/bridges/oscquery/node_modules/oscquery ]]; then
+    echo "node or the npm package oscquery is missing" >&2
+    status=1
+elif ! unshare -rn true 2>/dev/null || ! command -v ip >/dev/null; then
+    echo "!! SKIPPED: cannot create a network namespace here (unshare -rn refused or no iproute2)"
+else
+    clasp_abs=$(realpath "$clasp")
+    (cd tests/bridges/oscquery && timeout 120 unshare -rn sh -c '
+        ip link set lo up &&
+        ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up &&
+        ip addr add 10.9.0.1/24 dev v0 && ip addr add 10.9.0.2/24 dev v1 &&
+        exec node oscquery_app.mjs "$0"' "$clasp_abs") || status=1
+fi
 exit $status

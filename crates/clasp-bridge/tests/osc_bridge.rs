@@ -122,3 +122,43 @@ async fn an_osc_app_both_ways() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_change_from_one_app_reaches_the_other_apps() {
+    let r = Router::start().await;
+    let surface = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let visuals = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = OscBridgeConfig {
+        targets: vec![surface.local_addr().unwrap(), visuals.local_addr().unwrap()],
+        ..OscBridgeConfig::new("127.0.0.1:0".parse().unwrap())
+    };
+    let link = RouterLink::connect(&r.url, "osc", None).await.unwrap();
+    let bridge = OscBridge::start(link, cfg).await.unwrap();
+    let port = bridge.local_addr().unwrap();
+    let stats = Arc::new(OscStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(bridge.run(stats.clone(), stop.clone()));
+    // The surface moves a fader (sending from the port it listens on): the visuals hear it,
+    // the surface does not get its own move back.
+    send(&surface, port, msg("/fader/1", vec![OscType::Float(0.5)])).await;
+    let heard = recv(&visuals).await;
+    assert_eq!(
+        (heard.addr.as_str(), heard.args),
+        ("/fader/1", vec![OscType::Float(0.5)])
+    );
+    send(&visuals, port, msg("/scene", vec![OscType::Int(2)])).await;
+    let heard = recv(&surface).await;
+    assert_eq!(
+        heard.addr, "/scene",
+        "the surface heard its own fader first"
+    );
+    let mut buf = [0u8; 256];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), visuals.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "the visuals got their own scene back"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

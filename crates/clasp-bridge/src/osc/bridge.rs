@@ -308,6 +308,7 @@ impl OscBridge {
                     let mut targets = Targets { fixed: &cfg.targets, mirror: *mirror_target.read(), skip: None };
                     match from {
                         None => {}
+                        // The sender itself, when it sends from the port it listens on.
                         Some(Source::Udp(a)) => targets.skip = Some(a),
                         Some(Source::Mirror) => targets.mirror = None,
                         Some(Source::WebSocket) => {}
