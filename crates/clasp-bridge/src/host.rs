@@ -123,7 +123,7 @@ fn metrics(
         ),
         (
             "errors_total",
-            "Router writes of the bridge that failed.",
+            "Router writes of the bridge that failed, and its failed connection attempts (a broker or app refusing it, TLS failures).",
             errors,
         ),
         (

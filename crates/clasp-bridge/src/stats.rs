@@ -12,7 +12,7 @@ pub struct BridgeStats {
     pub messages_out: AtomicU64,
     /// Input that could not be used (malformed, not mappable) or output dropped (a queue full).
     pub skipped: AtomicU64,
-    /// Router writes refused or not sent.
+    /// Router writes refused or not sent, and failed connection attempts (client modes).
     pub errors: AtomicU64,
     /// Connections made again (client modes).
     pub reconnects: AtomicU64,

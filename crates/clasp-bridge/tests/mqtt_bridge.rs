@@ -1,7 +1,8 @@
 //! The MQTT client bridge against Debian's mosquitto (started by the test on a free port of
-//! 127.0.0.1), with a rumqttc client as the broker's other party: both ways, retained messages
-//! as params, no echo loop, and reconnecting after the broker restarts. Skipped (with a
-//! message) when mosquitto is not installed.
+//! 127.0.0.1), with a rumqttc client as the broker's other party: both ways as MQTT 3.1.1 and
+//! as MQTT 5, retained messages as params, no echo loop, reconnecting after the broker
+//! restarts; and over TLS with a private CA and a client certificate (a client without one is
+//! refused). Skipped (with a message) when mosquitto is not installed.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../../clasp-client/tests/support/mod.rs"]
@@ -36,13 +37,17 @@ impl Drop for Broker {
 }
 
 async fn broker_on(port: u16) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
+    broker_with(port, "", tempfile::tempdir().unwrap()).await
+}
+
+/// mosquitto on `port` (plain), with `extra` configuration lines, its files in `dir`.
+async fn broker_with(port: u16, extra: &str, dir: tempfile::TempDir) -> Broker {
     let conf = dir.path().join("mosquitto.conf");
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {user}\n"
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nuser {user}\nlistener {port} 127.0.0.1\n{extra}"
         ),
     )
     .unwrap();
@@ -100,17 +105,38 @@ async fn party(
     (client, rx)
 }
 
-#[tokio::test]
-async fn a_broker_mirrored_both_ways() {
-    if !std::path::Path::new(MOSQUITTO).exists() {
-        println!("SKIPPED: {MOSQUITTO} is not installed (apt-get install mosquitto)");
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn no_mosquitto() -> bool {
+    let missing = !std::path::Path::new(MOSQUITTO).exists();
+    if missing {
+        println!("SKIPPED: {MOSQUITTO} is not installed (apt-get install mosquitto)");
+    }
+    missing
+}
+
+#[tokio::test]
+async fn a_broker_mirrored_both_ways_as_mqtt_3_1_1() {
+    if !no_mosquitto() {
+        mirrored_both_ways("3.1.1").await;
+    }
+}
+
+#[tokio::test]
+async fn a_broker_mirrored_both_ways_as_mqtt_5() {
+    if !no_mosquitto() {
+        mirrored_both_ways("5").await;
+    }
+}
+
+async fn mirrored_both_ways(version: &str) {
+    let port = free_port();
     let broker = broker_on(port).await;
     let r = Router::start().await;
     let c = Client::builder(&r.url)
@@ -121,16 +147,11 @@ async fn a_broker_mirrored_both_ways() {
     let mut sub = c.subscribe("/mqtt/**").await.unwrap();
     c.ping().await.unwrap();
     let link = RouterLink::connect(&r.url, "mqtt", None).await.unwrap();
-    let cfg = MqttBridgeConfig {
-        broker: format!("127.0.0.1:{port}"),
-        client_id: Some("clasp-bridge-test".into()),
-        username: None,
-        password: None,
-        subscribe: vec!["sensors/#".into(), "lights/#".into()],
-        events: vec!["sensors/door".into()],
-        qos: 1,
-        namespace: "/mqtt".into(),
-    };
+    let mut cfg = MqttBridgeConfig::new(&format!("127.0.0.1:{port}"));
+    cfg.version = version.into();
+    cfg.client_id = Some("clasp-bridge-test".into());
+    cfg.subscribe = vec!["sensors/#".into(), "lights/#".into()];
+    cfg.events = vec!["sensors/door".into()];
     let bridge = MqttBridge::start(link, cfg).await.unwrap();
     let stats = Arc::new(MqttStats::default());
     let stop = CancellationToken::new();
@@ -231,4 +252,179 @@ async fn party_named(
         }
     });
     (client, rx)
+}
+
+/// A CA, and a certificate it signed for `names` (PEM certificate, PEM key).
+struct Pki {
+    ca_pem: String,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "clasp test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: cert.pem(),
+            ca: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+#[tokio::test]
+async fn a_broker_over_tls_with_a_client_certificate() {
+    if no_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let ca = file("ca.pem", &pki.ca_pem);
+    let (server_cert, server_key) = pki.issue(&["localhost", "127.0.0.1"]);
+    let (client_cert, client_key) = pki.issue(&["clasp-bridge"]);
+    let server_cert = file("server.pem", &server_cert);
+    let server_key = file("server.key", &server_key);
+    let client_cert = file("client.pem", &client_cert);
+    let client_key = file("client.key", &client_key);
+    let (plain, tls) = (free_port(), free_port());
+    let _broker = broker_with(
+        plain,
+        &format!(
+            "listener {tls} 127.0.0.1\ncafile {ca}\ncertfile {server_cert}\nkeyfile {server_key}\nrequire_certificate true\n"
+        ),
+        dir,
+    )
+    .await;
+    let r = Router::start().await;
+    let c = Client::builder(&r.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = c.subscribe("/mqtt/**").await.unwrap();
+    c.ping().await.unwrap();
+
+    // Without a client certificate the broker refuses the TLS session: nothing flows.
+    let mut refused = MqttBridgeConfig::new(&format!("mqtts://localhost:{tls}"));
+    refused.ca_file = Some(ca.clone());
+    refused.namespace = "/refused".into();
+    let link = RouterLink::connect(&r.url, "mqtt-refused", None)
+        .await
+        .unwrap();
+    let refused_stats = Arc::new(MqttStats::default());
+    let stop = CancellationToken::new();
+    let refused_task = tokio::spawn(
+        MqttBridge::start(link, refused)
+            .await
+            .unwrap()
+            .run(refused_stats.clone(), stop.clone()),
+    );
+    // With one, over mqtts:// as MQTT 5: both ways.
+    let mut cfg = MqttBridgeConfig::new(&format!("mqtts://localhost:{tls}"));
+    cfg.version = "5".into();
+    cfg.ca_file = Some(ca);
+    cfg.cert_file = Some(client_cert);
+    cfg.key_file = Some(client_key);
+    cfg.subscribe = vec!["sensors/#".into(), "lights/#".into()];
+    let link = RouterLink::connect(&r.url, "mqtt", None).await.unwrap();
+    let stats = Arc::new(MqttStats::default());
+    let task = tokio::spawn(
+        MqttBridge::start(link, cfg)
+            .await
+            .unwrap()
+            .run(stats.clone(), stop.clone()),
+    );
+    let (party, mut heard) = party(plain, "lights/#").await;
+    party
+        .publish("sensors/temp", QoS::AtLeastOnce, true, "19")
+        .await
+        .unwrap();
+    let u = within("the sensor over TLS", sub.next()).await.unwrap();
+    assert_eq!(
+        (&*u.address, &u.value),
+        ("/mqtt/sensors/temp", &Value::Int(19))
+    );
+    c.set_confirmed("/mqtt/lights/2", true).await.unwrap();
+    let (topic, payload, _) = within("the light over TLS", heard.recv()).await.unwrap();
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("lights/2", &b"true"[..])
+    );
+    // The refused bridge says so in its counters (and its log), and got nothing.
+    within("the refusal counted", async {
+        while refused_stats.errors.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(refused_stats.messages_in.load(Relaxed), 0);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    refused_task.await.unwrap().unwrap();
+}
+
+#[test]
+fn broker_addresses_and_settings_are_checked() {
+    let check = |broker: &str| MqttBridgeConfig::new(broker).check().map(|(e, _)| e);
+    let e = check("mqtts://broker.example").unwrap();
+    assert_eq!(
+        (e.host.as_str(), e.port, e.tls.is_some()),
+        ("broker.example", 8883, true)
+    );
+    let e = check("mqtt://[::1]").unwrap();
+    assert_eq!(
+        (e.host.as_str(), e.port, e.tls.is_none()),
+        ("::1", 1883, true)
+    );
+    let e = check("10.0.0.5:1884").unwrap();
+    assert_eq!((e.host.as_str(), e.port), ("10.0.0.5", 1884));
+    for (broker, why) in [
+        ("broker.example", "expected HOST:PORT"),
+        ("http://x:1", "unknown scheme"),
+        ("mqtt://x:99999", "bad port"),
+        ("mqtt://:1883", "no host"),
+    ] {
+        let err = check(broker).unwrap_err().to_string();
+        assert!(err.contains(why), "{broker}: {err}");
+    }
+    let mut cfg = MqttBridgeConfig::new("mqtt://x");
+    cfg.ca_file = Some("/nonexistent.pem".into());
+    assert!(
+        cfg.check()
+            .unwrap_err()
+            .to_string()
+            .contains("need an mqtts://")
+    );
+    cfg.broker = "mqtts://x".into();
+    assert!(
+        cfg.check()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read the CA file")
+    );
+    let mut cfg = MqttBridgeConfig::new("mqtt://x");
+    cfg.version = "4.0".into();
+    assert!(
+        cfg.check()
+            .unwrap_err()
+            .to_string()
+            .contains("MQTT version")
+    );
 }

@@ -131,9 +131,21 @@ enum BridgeKind {
     /// An external MQTT broker (3.1.1) under /mqtt, both ways: its topics are mirrored
     /// (retained messages as params, others as events), changes made by others published.
     Mqtt {
-        /// The broker, HOST:PORT.
+        /// The broker: HOST:PORT, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS).
         #[arg(long)]
         broker: String,
+        /// MQTT version: 3.1.1 or 5 (5 subscribes with "no local").
+        #[arg(long = "mqtt-version", default_value = "3.1.1", value_name = "VERSION")]
+        version: String,
+        /// For mqtts://: trust the CA certificates in this PEM file instead of the public roots.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<String>,
+        /// For mqtts://: a client certificate chain (PEM), with --key-file.
+        #[arg(long, value_name = "PEM", requires = "key_file")]
+        cert_file: Option<String>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "PEM", requires = "cert_file")]
+        key_file: Option<String>,
         /// Topic filters to mirror (repeatable; default `#`).
         #[arg(long)]
         subscribe: Vec<String>,
@@ -250,24 +262,28 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
         Some(BridgeKind::Mqtt {
             broker,
+            version,
+            ca_file,
+            cert_file,
+            key_file,
             subscribe,
             username,
             password,
             namespace,
-        }) => specs.push(BridgeSpec::Mqtt(MqttBridgeConfig {
-            broker,
-            client_id: None,
-            username,
-            password,
-            subscribe: if subscribe.is_empty() {
-                vec!["#".into()]
-            } else {
-                subscribe
-            },
-            events: Vec::new(),
-            qos: 1,
-            namespace,
-        })),
+        }) => {
+            let mut cfg = MqttBridgeConfig::new(&broker);
+            cfg.version = version;
+            cfg.ca_file = ca_file;
+            cfg.cert_file = cert_file;
+            cfg.key_file = key_file;
+            cfg.username = username;
+            cfg.password = password;
+            cfg.namespace = namespace;
+            if !subscribe.is_empty() {
+                cfg.subscribe = subscribe;
+            }
+            specs.push(BridgeSpec::Mqtt(cfg));
+        }
         Some(BridgeKind::Socketio { url, namespace }) => {
             specs.push(BridgeSpec::Socketio(SocketIoConfig {
                 url,

@@ -1,10 +1,11 @@
-//! The MQTT client bridge (MQTT 3.1.1, plain TCP): subscribes to topics on a broker and writes
+//! The MQTT client bridge (MQTT 3.1.1 or 5, over TCP or TLS): subscribes to topics on a broker and writes
 //! what arrives under its namespace, as params (state, the usual meaning of a topic's latest
 //! message; MQTT 3.1.1 does not tell a subscriber whether a live message was retained), or as
 //! events for the topics matching `events`; payloads as JSON, numbers, text or bytes. Changes
 //! under the namespace made by anyone else are published to their topics (params retained). Its own
-//! publishes coming back from the broker are recognised and dropped; it reconnects with
-//! back-off and subscribes again on every connection.
+//! publishes are not taken back (MQTT 5 subscribes with "no local"; with 3.1.1 they are
+//! recognised and dropped); it reconnects with back-off and subscribes again on every
+//! connection.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,18 +17,32 @@ use clasp_mqtt::Topics;
 use clasp_mqtt::payload::{to_payload, to_value};
 use clasp_proto::{SignalType, Value};
 use futures_util::{FutureExt, StreamExt};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{Conn, Endpoint, Incoming, Login, Version, tls_config};
 use crate::link::{BridgeError, LinkSubscription, RouterLink};
 
 /// One MQTT client bridge.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttBridgeConfig {
-    /// The broker, `HOST:PORT`.
+    /// The broker: `HOST:PORT`, `mqtt://HOST[:PORT]` (1883) or `mqtts://HOST[:PORT]` (TLS,
+    /// 8883).
     pub broker: String,
+    /// `"3.1.1"` (the default, what every broker speaks) or `"5"`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// PEM file of the CA certificates to trust for `mqtts` instead of the public roots (a
+    /// broker with a private CA or a self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<String>,
     /// The client id (default `clasp-bridge-<random>`).
     #[serde(default)]
     pub client_id: Option<String>,
@@ -51,6 +66,10 @@ pub struct MqttBridgeConfig {
     pub namespace: String,
 }
 
+fn default_version() -> String {
+    "3.1.1".into()
+}
+
 fn default_topics() -> Vec<String> {
     vec!["#".into()]
 }
@@ -64,14 +83,82 @@ fn default_namespace() -> String {
 }
 
 impl MqttBridgeConfig {
-    /// Checks the settings; the broker's host and port, and the topic mapping.
-    pub fn check(&self) -> Result<(String, u16, Topics), BridgeError> {
+    /// A bridge of `broker` with every other setting at its default.
+    pub fn new(broker: &str) -> MqttBridgeConfig {
+        MqttBridgeConfig {
+            broker: broker.into(),
+            version: default_version(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            client_id: None,
+            username: None,
+            password: None,
+            subscribe: default_topics(),
+            events: Vec::new(),
+            qos: default_qos(),
+            namespace: default_namespace(),
+        }
+    }
+
+    /// Checks the settings: where and how to connect, and the topic mapping.
+    pub fn check(&self) -> Result<(Endpoint, Topics), BridgeError> {
         let bad = |why: String| BridgeError::Config(why);
-        let (host, port) = self
-            .broker
+        let (tls, rest) = match self.broker.split_once("://") {
+            Some(("mqtts" | "ssl" | "tls", rest)) => (true, rest),
+            Some(("mqtt" | "tcp", rest)) => (false, rest),
+            Some((scheme, _)) => {
+                return Err(bad(format!(
+                    "MQTT broker `{}`: unknown scheme `{scheme}` (use mqtt:// or mqtts://)",
+                    self.broker
+                )));
+            }
+            None => (false, self.broker.as_str()),
+        };
+        let rest = rest.trim_end_matches('/');
+        let with_port = rest
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?)))
-            .ok_or_else(|| bad(format!("MQTT broker `{}`: expected HOST:PORT", self.broker)))?;
+            .filter(|(h, _)| !h.contains(':') || h.ends_with(']'));
+        let (host, port) = match with_port {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| bad(format!("MQTT broker `{}`: bad port `{p}`", self.broker)))?,
+            ),
+            None if self.broker.contains("://") => (rest, if tls { 8883 } else { 1883 }),
+            None => {
+                return Err(bad(format!(
+                    "MQTT broker `{}`: expected HOST:PORT or mqtt[s]://HOST[:PORT]",
+                    self.broker
+                )));
+            }
+        };
+        let host = host.trim_matches(['[', ']']).to_owned();
+        if host.is_empty() {
+            return Err(bad(format!("MQTT broker `{}`: no host", self.broker)));
+        }
+        let version = match self.version.as_str() {
+            "3.1.1" | "3" | "4" => Version::V311,
+            "5" | "5.0" => Version::V5,
+            v => {
+                return Err(bad(format!("MQTT version `{v}`: use \"3.1.1\" or \"5\"")));
+            }
+        };
+        if !tls && (self.ca_file.is_some() || self.cert_file.is_some()) {
+            return Err(bad(format!(
+                "MQTT broker `{}`: ca_file/cert_file need an mqtts:// broker",
+                self.broker
+            )));
+        }
+        let tls = if tls {
+            Some(tls_config(
+                self.ca_file.as_deref(),
+                self.cert_file.as_deref(),
+                self.key_file.as_deref(),
+            )?)
+        } else {
+            None
+        };
         if self.qos > 1 {
             return Err(bad(format!("MQTT qos {}: use 0 or 1", self.qos)));
         }
@@ -87,7 +174,15 @@ impl MqttBridgeConfig {
                     self.namespace
                 ))
             })?;
-        Ok((host, port, topics))
+        Ok((
+            Endpoint {
+                host,
+                port,
+                tls,
+                version,
+            },
+            topics,
+        ))
     }
 }
 
@@ -99,8 +194,7 @@ pub type MqttStats = crate::stats::BridgeStats;
 pub struct MqttBridge {
     link: RouterLink,
     cfg: MqttBridgeConfig,
-    host: String,
-    port: u16,
+    endpoint: Endpoint,
     topics: Topics,
     sub: LinkSubscription,
 }
@@ -108,7 +202,7 @@ pub struct MqttBridge {
 impl MqttBridge {
     /// Checks the settings and subscribes to the namespace (the state found now is not sent).
     pub async fn start(link: RouterLink, cfg: MqttBridgeConfig) -> Result<MqttBridge, BridgeError> {
-        let (host, port, topics) = cfg.check()?;
+        let (endpoint, topics) = cfg.check()?;
         let mut sub = link
             .subscribe(&format!("{}/**", topics.namespace()))
             .await?;
@@ -117,8 +211,7 @@ impl MqttBridge {
         Ok(MqttBridge {
             link,
             cfg,
-            host,
-            port,
+            endpoint,
             topics,
             sub,
         })
@@ -133,8 +226,7 @@ impl MqttBridge {
         let MqttBridge {
             link,
             cfg,
-            host,
-            port,
+            endpoint,
             topics,
             mut sub,
         } = self;
@@ -142,18 +234,13 @@ impl MqttBridge {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("clasp-bridge-{:08x}", fastrand::u32(..)));
-        let mut opts = MqttOptions::new(id, host, port);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_clean_session(true);
-        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-            opts.set_credentials(u.clone(), p.clone());
-        }
-        let qos = if cfg.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
+        let login = Login {
+            id,
+            username: cfg.username.as_deref(),
+            password: cfg.password.as_deref(),
         };
-        let (client, mut events) = AsyncClient::new(opts, 1024);
+        let mut conn = Conn::new(&endpoint, login);
+        let no_local = conn.no_local();
         // Publishes of ours the broker sends back (MQTT 3.1.1 has no "no local").
         let mut sent_out = Echoes::new();
         // Router writes of ours the router sends back.
@@ -163,35 +250,34 @@ impl MqttBridge {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = client.try_disconnect();
+                    conn.disconnect();
                     return Ok(());
                 }
-                ev = events.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                ev = conn.poll() => match ev {
+                    Ok(Incoming::Connected) => {
                         backoff = Duration::from_millis(250);
                         if connected_once {
                             stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         connected_once = true;
                         for t in &cfg.subscribe {
-                            let _ = client.try_subscribe(t.clone(), qos);
+                            conn.subscribe(t, cfg.qos);
                         }
-                        tracing::info!(broker = %cfg.broker, "MQTT bridge connected");
+                        tracing::info!(broker = %cfg.broker, version = %cfg.version, "MQTT bridge connected");
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Ok(Incoming::Publish { topic, payload }) => {
                         stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                        let payload = Value::Bytes(p.payload.clone());
-                        if sent_out.is_echo(&p.topic, &payload) {
+                        if !no_local && sent_out.is_echo(&topic, &Value::Bytes(payload.clone())) {
                             continue;
                         }
-                        let Ok(address) = topics.address(&p.topic) else {
+                        let Ok(address) = topics.address(&topic) else {
                             stats.skipped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         };
                         let w = Write {
                             address,
-                            value: to_value(&p.payload),
-                            kind: if cfg.events.iter().any(|f| rumqttc::matches(&p.topic, f)) {
+                            value: to_value(&payload),
+                            kind: if cfg.events.iter().any(|f| rumqttc::matches(&topic, f)) {
                                 WriteKind::Event
                             } else {
                                 WriteKind::Set
@@ -207,9 +293,10 @@ impl MqttBridge {
                             tracing::debug!(address = %w.address, error = %e, "MQTT write to the router failed");
                         }
                     }
-                    Ok(_) => {}
+                    Ok(Incoming::Other) => {}
                     Err(e) => {
-                        tracing::warn!(broker = %cfg.broker, error = %e, "MQTT broker unreachable; retrying");
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(broker = %cfg.broker, error = %e, "MQTT connection failed; retrying");
                         tokio::select! {
                             _ = stop.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(backoff) => {}
@@ -225,14 +312,13 @@ impl MqttBridge {
                     }
                     let Some(topic) = topics.topic(&u.address) else { continue };
                     let payload = to_payload(&u.value);
-                    sent_out.sent(&topic, &Value::Bytes(payload.clone()));
-                    match client.try_publish(topic.into_owned(), qos, param, payload.to_vec()) {
-                        Ok(()) => {
-                            stats.messages_out.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if !no_local {
+                        sent_out.sent(&topic, &Value::Bytes(payload.clone()));
+                    }
+                    if conn.publish(topic.into_owned(), cfg.qos, param, payload.to_vec()) {
+                        stats.messages_out.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -98,6 +98,7 @@ impl Mirror {
                 Err(MirrorError::Stopped) => return,
                 Err(e) => e,
             };
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
             if first {
                 tracing::warn!(url = %self.url, error = %e, "OSCQuery mirror: will keep trying");
             } else {
