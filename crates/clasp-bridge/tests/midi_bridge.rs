@@ -167,6 +167,21 @@ async fn a_missing_device_is_a_clear_error() {
             .starts_with("cannot open MIDI device /nonexistent/midi: "),
         "{e}"
     );
+    // An ALSA sequencer port: without the `alsa` feature, a clear error saying what to do;
+    // with it and no sequencer on this host (or no such port), one saying that.
+    let seq = MidiConfig {
+        port: "alsa:nothing-like-this".into(),
+        ..cfg.clone()
+    };
+    let e = MidiBridge::start(link.clone(), seq)
+        .await
+        .unwrap_err()
+        .to_string();
+    if cfg!(feature = "alsa") {
+        assert!(e.contains("ALSA sequencer"), "{e}");
+    } else {
+        assert!(e.contains("build clasp with `--features alsa`"), "{e}");
+    }
     let bad = MidiConfig {
         name: "a/b".into(),
         ..cfg

@@ -1,5 +1,6 @@
 //! The MIDI bridge: a device as a raw MIDI byte stream (an ALSA raw MIDI device such as
-//! `/dev/snd/midiC1D0`, a serial port set to raw mode, a pseudo-terminal) joined to the router
+//! `/dev/snd/midiC1D0`, a serial port set to raw mode, a pseudo-terminal), or a port of the
+//! ALSA sequencer (`alsa:NAME`, with the `alsa` feature), joined to the router
 //! under `/midi/{name}`, both ways: what the device sends becomes params and events, and
 //! changes under its prefix made by anyone else go back to it (motorised faders, LEDs).
 
@@ -27,7 +28,8 @@ use crate::link::{BridgeError, LinkSubscription, RouterLink};
 pub struct MidiConfig {
     /// The device's segment in addresses: `/midi/{name}/…`.
     pub name: String,
-    /// The byte stream to read and write.
+    /// The byte stream to read and write, or `alsa:NAME` for the ALSA sequencer ports whose
+    /// name contains NAME (with the `alsa` feature).
     pub port: PathBuf,
     /// The prefix (default `/midi`).
     #[serde(default = "default_namespace")]
@@ -85,26 +87,88 @@ pub struct MidiStats {
     pub reopened: AtomicU64,
 }
 
-/// The device, non-blocking, driven by the runtime's poller: one descriptor for reading and a
-/// duplicate for writing (tokio's pipe ends do plain non-blocking `read`/`write` on any
-/// pollable descriptor: raw MIDI devices, ttys and ptys are).
-struct Device {
-    rx: pipe::Receiver,
-    tx: pipe::Sender,
+/// The device: a byte stream, non-blocking, driven by the runtime's poller (one descriptor for
+/// reading and a duplicate for writing: tokio's pipe ends do plain non-blocking `read`/`write`
+/// on any pollable descriptor, and raw MIDI devices, ttys and ptys are), or an ALSA sequencer
+/// port.
+enum Device {
+    Raw {
+        rx: pipe::Receiver,
+        tx: pipe::Sender,
+    },
+    #[cfg(feature = "alsa")]
+    Seq(super::seq::SeqPort),
+}
+
+/// The ALSA sequencer port name in `alsa:NAME`.
+fn seq_name(port: &std::path::Path) -> Option<&str> {
+    port.to_str()?.strip_prefix("alsa:")
 }
 
 impl Device {
-    fn open(path: &std::path::Path) -> std::io::Result<Device> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
-        let writer = file.try_clone()?;
-        Ok(Device {
-            rx: pipe::Receiver::from_file_unchecked(file)?,
-            tx: pipe::Sender::from_file_unchecked(writer)?,
-        })
+    fn open(port: &std::path::Path) -> Result<Device, String> {
+        if let Some(name) = seq_name(port) {
+            #[cfg(feature = "alsa")]
+            return super::seq::SeqPort::open(name).map(Device::Seq);
+            #[cfg(not(feature = "alsa"))]
+            return Err(format!(
+                "`alsa:{name}`: this build has no ALSA sequencer support (build clasp with \
+                 `--features alsa`), or give the raw device, e.g. /dev/snd/midiC1D0"
+            ));
+        }
+        let open = || -> std::io::Result<Device> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(port)?;
+            let writer = file.try_clone()?;
+            Ok(Device::Raw {
+                rx: pipe::Receiver::from_file_unchecked(file)?,
+                tx: pipe::Sender::from_file_unchecked(writer)?,
+            })
+        };
+        open().map_err(|e| e.to_string())
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Device::Raw { rx, .. } => rx.read(buf).await,
+            #[cfg(feature = "alsa")]
+            Device::Seq(p) => Ok(p.read(buf).await),
+        }
+    }
+
+    /// Writes messages (a sequencer port takes them one by one).
+    async fn write(&mut self, msgs: &[MidiMsg]) -> std::io::Result<()> {
+        match self {
+            Device::Raw { tx, .. } => {
+                let mut bytes = Vec::new();
+                for m in msgs {
+                    m.encode(&mut bytes);
+                }
+                tx.write_all(&bytes).await
+            }
+            #[cfg(feature = "alsa")]
+            Device::Seq(p) => {
+                let mut bytes = Vec::new();
+                for m in msgs {
+                    bytes.clear();
+                    m.encode(&mut bytes);
+                    p.send(&bytes)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Input dropped before it was read (a sequencer port's queue overflowing).
+    fn dropped(&self) -> u64 {
+        match self {
+            Device::Raw { .. } => 0,
+            #[cfg(feature = "alsa")]
+            Device::Seq(p) => p.dropped.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -180,15 +244,23 @@ impl MidiBridge {
         };
         let mut buf = vec![0u8; 4096];
         let mut backoff = Duration::from_millis(250);
+        let mut dropped_seen = 0;
         loop {
             let wake = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                r = device.rx.read(&mut buf) => Wake::Read(r),
+                r = device.read(&mut buf) => Wake::Read(r),
                 u = next(&mut sub) => Wake::Update(u),
             };
             match wake {
                 Wake::Read(Ok(n)) if n > 0 => {
                     backoff = Duration::from_millis(250);
+                    let dropped = device.dropped();
+                    if dropped > dropped_seen {
+                        stats
+                            .skipped
+                            .fetch_add(dropped - dropped_seen, Ordering::Relaxed);
+                        dropped_seen = dropped;
+                    }
                     state.inbound(&buf[..n]).await;
                 }
                 Wake::Read(r) => {
@@ -202,6 +274,7 @@ impl MidiBridge {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         if let Ok(d) = Device::open(&cfg.port) {
                             stats.reopened.fetch_add(1, Ordering::Relaxed);
+                            dropped_seen = 0;
                             break d;
                         }
                     };
@@ -311,11 +384,7 @@ impl State<'_> {
             tracing::debug!(address = %u.address, "not part of the MIDI layout; not sent");
             return Ok(());
         }
-        let mut bytes = Vec::new();
-        for m in &msgs {
-            m.encode(&mut bytes);
-        }
-        device.tx.write_all(&bytes).await?;
+        device.write(&msgs).await?;
         self.stats
             .messages_out
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);

@@ -1,10 +1,13 @@
 //! MIDI: a MIDI 1.0 byte-stream parser ([`parse`]), the messages and their bytes
-//! ([`message`]), and the address layout both ways ([`layout`]).
+//! ([`message`]), the address layout both ways ([`layout`]), the bridge ([`bridge`]) and, with
+//! the `alsa` feature, ALSA sequencer ports (`seq`).
 
 pub mod bridge;
 pub mod layout;
 pub mod message;
 pub mod parse;
+#[cfg(feature = "alsa")]
+pub mod seq;
 
 pub use bridge::{MidiBridge, MidiConfig, MidiStats, run};
 pub use layout::{Decoder, Inbound, encode};
