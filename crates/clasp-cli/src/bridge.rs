@@ -107,10 +107,17 @@ enum BridgeKind {
         /// Do not advertise OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS.
         #[arg(long)]
         no_advertise: bool,
-        /// Mirror this app's OSCQuery tree (http://host:port) into params, and send it the
-        /// changes made in the router.
-        #[arg(long, value_name = "URL")]
+        /// Mirror this app's OSCQuery tree into params, and send it the changes made in the
+        /// router: http://HOST:PORT, or mdns:NAME for the app advertised under a name
+        /// containing NAME.
+        #[arg(long, value_name = "URL|mdns:NAME")]
         mirror: Option<String>,
+        /// List the OSCQuery apps advertised on the LAN (mDNS `_oscjson._tcp`) and exit.
+        #[arg(long)]
+        browse: bool,
+        /// How long --browse listens, in seconds.
+        #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+        browse_secs: u64,
         /// How often to read a mirrored app again when it has no WebSocket LISTEN, in ms.
         #[arg(long, default_value_t = 1000, value_name = "MS")]
         mirror_poll_ms: u64,
@@ -220,6 +227,14 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
         None => BridgeFile::default(),
     };
+    if let Some(BridgeKind::Osc {
+        browse: true,
+        browse_secs,
+        ..
+    }) = &args.kind
+    {
+        return browse_oscquery(Duration::from_secs(*browse_secs));
+    }
     let mut specs = file.bridge;
     match args.kind {
         Some(BridgeKind::Midi {
@@ -243,6 +258,7 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             no_advertise,
             mirror,
             mirror_poll_ms,
+            ..
         }) => specs.push(BridgeSpec::Osc(OscBridgeConfig {
             targets: target,
             namespace,
@@ -335,6 +351,39 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(bridge(url, token, specs, engine, args.status_every))
+}
+
+/// `clasp bridge osc --browse`: the OSCQuery apps on the LAN, one per line.
+fn browse_oscquery(wait: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let found = rt
+        .block_on(clasp_bridge::osc::query::mirror::browse(wait))
+        .map_err(|e| anyhow::anyhow!("cannot browse mDNS: {e}"))?;
+    if found.is_empty() {
+        println!(
+            "no OSCQuery app found in {} s (mDNS _oscjson._tcp)",
+            wait.as_secs()
+        );
+    }
+    for (instance, url, info) in found {
+        let detail = match info {
+            Some(i) => format!(
+                "name {:?}, OSC {} {}:{}",
+                i["NAME"].as_str().unwrap_or("?"),
+                i["OSC_TRANSPORT"].as_str().unwrap_or("UDP"),
+                i["OSC_IP"].as_str().unwrap_or("(same host)"),
+                i["OSC_PORT"]
+                    .as_u64()
+                    .map_or_else(|| "(same port)".to_owned(), |p| p.to_string())
+            ),
+            None => "HOST_INFO not readable".into(),
+        };
+        println!("{instance}\t{url}\t{detail}");
+    }
+    Ok(())
 }
 
 async fn bridge(

@@ -86,7 +86,7 @@ pub use broadcast::{
 pub use device::{Device, RouterInfo, Source, features_from_letters, features_to_letters};
 pub use lan::{discover_lan, discover_lan_on};
 pub use mdns::{AdvertiseOptions, Advertiser, MdnsBrowser, MdnsEvent, browse};
-pub use services::{Service, Services};
+pub use services::{FoundService, Service, Services, browse_services};
 
 /// mDNS service type of CLASP routers.
 pub const MDNS_SERVICE_TYPE: &str = "_clasp._tcp.local.";

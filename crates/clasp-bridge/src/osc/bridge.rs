@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::query::mirror::{Mirror, MirrorTarget};
+use super::query::mirror::{Mirror, MirrorSource, MirrorTarget};
 use super::query::types::coerce;
 use super::query::{Describe, Tree};
 use crate::link::{BridgeError, LinkSubscription, RouterLink, Update};
@@ -62,8 +62,9 @@ pub struct OscBridgeConfig {
     /// OSCQuery attributes (ranges, descriptions, units) of params by pattern.
     #[serde(default)]
     pub describe: Vec<Describe>,
-    /// Mirror this app's OSCQuery tree (`http://host:port`) into params under the namespace,
-    /// and send it changes made in the router.
+    /// Mirror this app's OSCQuery tree into params under the namespace, and send it changes
+    /// made in the router: `http://host:port`, or `mdns:NAME` for the app advertising
+    /// `_oscjson._tcp` under a name containing NAME.
     #[serde(default)]
     pub mirror: Option<String>,
     /// How often a mirrored app without WebSocket `LISTEN` is read again, in ms (default 1000).
@@ -128,20 +129,7 @@ pub struct OscBridge {
     sub: LinkSubscription,
     tree: Tree,
     query: Option<tokio::net::TcpListener>,
-    mirror: Option<reqwest::Url>,
-}
-
-/// The base URL of a mirrored OSCQuery server, checked.
-fn mirror_url(url: &str) -> Result<reqwest::Url, BridgeError> {
-    let bad = |why: &str| BridgeError::Config(format!("OSCQuery mirror `{url}`: {why}"));
-    let u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if u.scheme() != "http" {
-        return Err(bad("give an http://host:port URL"));
-    }
-    if u.host_str().is_none() {
-        return Err(bad("no host"));
-    }
-    Ok(u)
+    mirror: Option<MirrorSource>,
 }
 
 fn wall_micros() -> u64 {
@@ -169,7 +157,7 @@ impl OscBridge {
         let tree = Tree::with_rules(&cfg.describe)
             .map_err(|e| BridgeError::Config(format!("OSC bridge: {e}")))?;
         let mirror = match &cfg.mirror {
-            Some(url) => Some(mirror_url(url)?),
+            Some(m) => Some(MirrorSource::parse(m).map_err(BridgeError::Config)?),
             None => None,
         };
         let mut sub = link.subscribe(&pattern).await?;
@@ -259,8 +247,15 @@ impl OscBridge {
             }
         }
         let mirror_target = MirrorTarget::default();
-        if let Some(url) = mirror {
+        if let Some(source) = mirror {
+            let url = match &source {
+                MirrorSource::Url(u) => u.clone(),
+                // Found at each connection.
+                MirrorSource::Mdns(_) => reqwest::Url::parse("http://0.0.0.0/")
+                    .map_err(|e| BridgeError::Config(e.to_string()))?,
+            };
             let m = Mirror {
+                source,
                 url,
                 tree: tree.clone(),
                 input: input_tx.clone(),

@@ -3,7 +3,9 @@
 //! DESCRIPTION… kept for its own OSCQuery tree), follows changes with WebSocket `LISTEN` when
 //! the app offers it (re-reading a subtree on `PATH_ADDED`/`PATH_CHANGED`) or by polling when
 //! it does not, and sends changes made in the router to the app's OSC port with the types the
-//! app declared. Reconnects with back-off when the app goes away.
+//! app declared. Reconnects with back-off when the app goes away. The app is given by URL, or
+//! by (part of) its mDNS instance name, looked up again on every connection (its address and
+//! port may change between runs, as VRChat's do).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -57,6 +59,9 @@ pub enum MirrorError {
     /// The WebSocket closed or failed.
     #[error("OSCQuery WebSocket {0}")]
     WebSocket(String),
+    /// The app could not be found over mDNS.
+    #[error("mDNS: {0}")]
+    Mdns(String),
     /// The bridge stopped taking input.
     #[error("the bridge stopped")]
     Stopped,
@@ -65,10 +70,73 @@ pub enum MirrorError {
 /// Where the mirrored app receives OSC, once known (`None`: not known, or not over UDP).
 pub type MirrorTarget = Arc<RwLock<Option<SocketAddr>>>;
 
+/// Which OSCQuery app to mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorSource {
+    /// Its base URL, `http://host:port`.
+    Url(reqwest::Url),
+    /// The first `_oscjson._tcp` instance whose name contains this.
+    Mdns(String),
+}
+
+impl MirrorSource {
+    /// `http://host:port` or `mdns:NAME`.
+    pub fn parse(s: &str) -> Result<MirrorSource, String> {
+        let bad = |why: &str| format!("OSCQuery mirror `{s}`: {why}");
+        if let Some(name) = s.strip_prefix("mdns:") {
+            if name.is_empty() {
+                return Err(bad("give a name after mdns:"));
+            }
+            return Ok(MirrorSource::Mdns(name.to_owned()));
+        }
+        let u = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        if u.scheme() != "http" {
+            return Err(bad("give http://host:port or mdns:NAME"));
+        }
+        if u.host_str().is_none() {
+            return Err(bad("no host"));
+        }
+        Ok(MirrorSource::Url(u))
+    }
+}
+
+/// How long a lookup by mDNS name waits for the app.
+const MDNS_WAIT: Duration = Duration::from_secs(5);
+
+/// The OSCQuery apps advertised over mDNS within `wait`, with their HOST_INFO when it could be
+/// read: `(instance, url, host info)`.
+pub async fn browse(wait: Duration) -> Result<Vec<(String, String, Option<Json>)>, String> {
+    let found = clasp_discovery::browse_services(super::advertise::OSCJSON_SERVICE, wait, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = crate::http::webhook::client("OSCQuery browse").map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for f in found {
+        let Some(url) = service_url(&f) else { continue };
+        let mut ask = url.clone();
+        ask.set_path("/");
+        ask.set_query(Some("HOST_INFO"));
+        let info = async {
+            let r = http.get(ask).timeout(HTTP_TIMEOUT).send().await.ok()?;
+            r.json::<Json>().await.ok()
+        }
+        .await;
+        out.push((f.instance, url.to_string(), info));
+    }
+    Ok(out)
+}
+
+/// `http://address:port` of a found service (IPv4 first).
+fn service_url(f: &clasp_discovery::FoundService) -> Option<reqwest::Url> {
+    let addr = f.addresses.first()?;
+    reqwest::Url::parse(&format!("http://{}", SocketAddr::new(*addr, f.port))).ok()
+}
+
 /// One mirrored OSCQuery server.
 #[derive(Debug)]
 pub(crate) struct Mirror {
-    /// The server's base URL, `http://host:port`.
+    pub(crate) source: MirrorSource,
+    /// The server's base URL, `http://host:port` (for `Mdns`, the last one found).
     pub(crate) url: reqwest::Url,
     pub(crate) tree: Tree,
     /// OSC packets for the bridge to write (like its UDP input).
@@ -85,7 +153,7 @@ type Seen = HashMap<String, Json>;
 
 impl Mirror {
     /// Mirrors until `stop`, reconnecting with back-off.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
         let mut first = true;
         loop {
@@ -100,9 +168,9 @@ impl Mirror {
             };
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             if first {
-                tracing::warn!(url = %self.url, error = %e, "OSCQuery mirror: will keep trying");
+                tracing::warn!(source = ?self.source, error = %e, "OSCQuery mirror: will keep trying");
             } else {
-                tracing::info!(url = %self.url, error = %e, "OSCQuery mirror lost; reconnecting");
+                tracing::info!(source = ?self.source, error = %e, "OSCQuery mirror lost; reconnecting");
             }
             first = false;
             if started.elapsed() > MAX_BACKOFF {
@@ -118,7 +186,28 @@ impl Mirror {
     }
 
     /// One connection: reads everything, then follows changes until something fails.
-    async fn session(&self) -> Result<std::convert::Infallible, MirrorError> {
+    async fn session(&mut self) -> Result<std::convert::Infallible, MirrorError> {
+        if let MirrorSource::Mdns(name) = &self.source {
+            let found = clasp_discovery::browse_services(
+                super::advertise::OSCJSON_SERVICE,
+                MDNS_WAIT,
+                Some(name),
+            )
+            .await
+            .map_err(|e| MirrorError::Mdns(e.to_string()))?;
+            let service = found
+                .iter()
+                .find(|f| f.instance.contains(name.as_str()))
+                .ok_or_else(|| {
+                    let seen: Vec<&str> = found.iter().map(|f| f.instance.as_str()).collect();
+                    MirrorError::Mdns(format!(
+                        "no OSCQuery app named like `{name}` (found: {seen:?})"
+                    ))
+                })?;
+            self.url = service_url(service).ok_or_else(|| {
+                MirrorError::Mdns(format!("`{}` has no address", service.instance))
+            })?;
+        }
         let info = self.get("/", Some("HOST_INFO")).await?;
         let target = self.osc_target(&info).await;
         *self.target.write() = target;

@@ -147,17 +147,20 @@ async fn answer(
         .as_deref()
         .map(|q| q.split('&').next().unwrap_or_default());
     if attr == Some("HOST_INFO") {
-        return axum::Json(json!({
+        let mut info = json!({
             "NAME": st.name,
-            "OSC_IP": st.osc.ip().to_string(),
             "OSC_PORT": st.osc.port(),
             "OSC_TRANSPORT": "UDP",
             "EXTENSIONS": {
                 "ACCESS": true, "VALUE": true, "TYPE": true, "LISTEN": true, "RANGE": true,
                 "DESCRIPTION": true, "UNIT": true, "PATH_CHANGED": true, "CLIPMODE": false
             }
-        }))
-        .into_response();
+        });
+        // Bound to every address: leave OSC_IP out, so clients use the host they reached.
+        if !st.osc.ip().is_unspecified() {
+            info["OSC_IP"] = st.osc.ip().to_string().into();
+        }
+        return axum::Json(info).into_response();
     }
     let Some(Json::Object(n)) = st.tree.with_values(|all, attrs| node(all, attrs, path)) else {
         return StatusCode::NOT_FOUND.into_response();
