@@ -428,3 +428,77 @@ fn broker_addresses_and_settings_are_checked() {
             .contains("MQTT version")
     );
 }
+
+#[tokio::test]
+async fn broker_credentials_are_used_and_a_refusal_is_counted() {
+    if no_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["stage", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = free_port();
+    let _broker = broker_with(
+        port,
+        &format!(
+            "allow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+        dir,
+    )
+    .await;
+    let r = Router::start().await;
+    let c = Client::builder(&r.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = c.subscribe("/**").await.unwrap();
+    c.ping().await.unwrap();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut stats = Vec::new();
+    for (ns, password) in [("/good", "s3cret"), ("/bad", "wrong")] {
+        let mut cfg = MqttBridgeConfig::new(&format!("mqtt://127.0.0.1:{port}"));
+        cfg.namespace = ns.into();
+        cfg.username = Some("stage".into());
+        cfg.password = Some(password.into());
+        cfg.version = "5".into();
+        let link = RouterLink::connect(&r.url, "mqtt", None).await.unwrap();
+        let s = Arc::new(MqttStats::default());
+        let bridge = MqttBridge::start(link, cfg).await.unwrap();
+        tasks.push(tokio::spawn(bridge.run(s.clone(), stop.clone())));
+        stats.push(s);
+    }
+    // A party with the right password publishes a retained value: only the good bridge has it.
+    let mut o = MqttOptions::new("party", "127.0.0.1", port);
+    o.set_credentials("stage", "s3cret");
+    let (party, mut events) = AsyncClient::new(o, 16);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    party
+        .publish("sensors/t", QoS::AtLeastOnce, true, "5")
+        .await
+        .unwrap();
+    let u = within("the value through the good bridge", sub.next())
+        .await
+        .unwrap();
+    assert_eq!((&*u.address, &u.value), ("/good/sensors/t", &Value::Int(5)));
+    within("the refusal counted", async {
+        while stats[1].errors.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(stats[1].messages_in.load(Relaxed), 0);
+    assert_eq!(stats[0].errors.load(Relaxed), 0);
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}

@@ -19,6 +19,8 @@ import dgram from "node:dgram";
 import { OSCQueryServer, OSCQueryDiscovery, OSCTypeSimple, OSCQAccess } from "oscquery";
 
 const clasp = process.argv[2];
+let step = "starting";
+setTimeout(() => fail(`the run took over 100 s (at: ${step})`), 100000).unref();
 const BRIDGE_OSC = 9100;
 const BRIDGE_QUERY = 9101;
 const APP_HTTP = 9200;
@@ -134,6 +136,7 @@ start(
   "clasp bridge osc",
 );
 
+step = "mirroring the app";
 // 1. The app's tree is mirrored: values written under /osc with the app's types.
 const get = async (address) => {
   const r = await run("get", address, "--url", url, "--json");
@@ -165,6 +168,7 @@ await sleep(500);
 if (received.some((m) => m.addr === "/synth/name")) fail("a read-only method was sent to the app");
 console.log("PASS a router change reaches the app's OSC port as ,f 1000; read-only stays read-only");
 
+step = "node's discovery of the bridge";
 // 2. node's discovery finds the bridge over mDNS and reads its tree.
 const discovery = new OSCQueryDiscovery();
 const found = new Promise((resolve) => {
@@ -193,6 +197,7 @@ console.log(`PASS node's OSCQueryDiscovery found the bridge at ${svc.address}:${
 
 discovery.stop();
 
+step = "browsing and mirroring by mDNS name";
 // 3. Browsing and mirroring by mDNS name.
 const listed = await run("bridge", "osc", "--browse", "--browse-secs", "3");
 const line = listed.out.split("\n").find((l) => l.startsWith("CLASP Interop\t"));
@@ -214,8 +219,10 @@ const byName = start(
 await until("/byname/synth/voices = 4", async () => valueOf(await get("/byname/synth/voices")) === 4, 15000, byName.log);
 console.log("PASS --mirror mdns:Interop finds the app by its mDNS name and mirrors it (LISTEN)");
 
-await app.stop();
-osc.close();
-for (const c of children) c.kill("SIGTERM");
+step = "cleanup";
 console.log("OSCQuery interop OK");
+// Cleanup is bounded: ciao's goodbyes must not hold the run.
+for (const c of children) c.kill("SIGTERM");
+osc.close();
+await Promise.race([app.stop(), sleep(3000)]);
 process.exit(0);
