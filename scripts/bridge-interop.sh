@@ -49,10 +49,16 @@ elif ! unshare -rn true 2>/dev/null || ! command -v ip >/dev/null; then
     echo "!! SKIPPED: cannot create a network namespace here (unshare -rn refused or no iproute2)"
 else
     clasp_abs=$(realpath "$clasp")
+    # Both ends of the veth pair live in the one namespace: a packet sent out of v0 arrives on
+    # v1 and the other way round. mdns-sd listens and answers on both; node's mDNS library
+    # joins the group on one interface and sends on the default one, which the kernel picks
+    # among two equal routes — pinned to v0 by the multicast route, or its answers can arrive
+    # on the interface it did not join.
     (cd tests/bridges/oscquery && timeout 120 unshare -rn sh -c '
         ip link set lo up &&
         ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up &&
         ip addr add 10.9.0.1/24 dev v0 && ip addr add 10.9.0.2/24 dev v1 &&
+        ip route add 224.0.0.0/4 dev v0 &&
         exec node oscquery_app.mjs "$0"' "$clasp_abs") || status=1
 fi
 exit $status
