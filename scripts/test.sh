@@ -50,18 +50,24 @@ fi
 
 # Debian packages the tests use: coturn (a real TURN server for the P2P relay test), iproute2
 # (the loopback-only namespace below, and the veth pair of the LAN discovery test) and
-# mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener), and nginx with
-# openssl (the reverse-proxy guide's nginx configuration, checked in front of a real relay).
+# mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener), nginx with
+# openssl (the reverse-proxy guide's nginx configuration, checked in front of a real relay), and
+# tshark (Wireshark's dissectors read what the lighting bridges send).
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""
     [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo_=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark's package asks whether non-root users may capture: no.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" |
+        $sudo_ debconf-set-selections 2>/dev/null || true
     $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
         { $sudo_ apt-get update -qq >/dev/null 2>&1 && $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; } ||
         echo "!! could not install ${need[*]}: the tests that need them will say SKIPPED" >&2

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{HttpBridge, HttpBridgeConfig, HttpStats};
+use crate::lighting::artnet_bridge::{ArtNetBridge, ArtNetConfig};
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
@@ -36,6 +37,8 @@ pub enum BridgeSpec {
     /// WebSocket JSON peers, as a server or a client (see [`crate::ws`]).
     #[serde(rename = "websocket")]
     Ws(WsBridgeConfig),
+    /// Art-Net universes (see [`crate::lighting::artnet_bridge`]).
+    Artnet(ArtNetConfig),
 }
 
 impl BridgeSpec {
@@ -47,6 +50,7 @@ impl BridgeSpec {
             BridgeSpec::Http(c) => format!("http {}", c.listen),
             BridgeSpec::Mqtt(c) => format!("mqtt {}", c.broker),
             BridgeSpec::Socketio(c) => format!("socketio {}", c.url),
+            BridgeSpec::Artnet(c) => format!("artnet {}", c.bind),
             BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
                 (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
                 (_, Some(u)) => format!("websocket {u}"),
@@ -64,6 +68,7 @@ impl BridgeSpec {
             BridgeSpec::Mqtt(c) => c.check().map(drop),
             BridgeSpec::Socketio(c) => c.check().map(drop),
             BridgeSpec::Ws(c) => c.check().map(drop),
+            BridgeSpec::Artnet(c) => c.check().map(drop),
         }
     }
 }
@@ -233,6 +238,13 @@ pub async fn start(
         BridgeSpec::Osc(cfg) => {
             let stats = Arc::new(OscStats::default());
             let run = OscBridge::start(link, cfg).await?.run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Artnet(cfg) => {
+            let stats = Arc::new(BridgeStats::default());
+            let run = ArtNetBridge::start(link, cfg)
+                .await?
+                .run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Mqtt(cfg) => {

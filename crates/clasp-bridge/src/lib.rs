@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod http;
+pub mod lighting;
 mod link;
 pub mod mapper;
 pub mod midi;

@@ -27,6 +27,8 @@ use clap::{Args, Subcommand};
 use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
+use clasp_bridge::lighting::artnet_bridge::{ArtNetConfig, Direction, InputWrites};
+use clasp_bridge::lighting::merge::MergeMode;
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::mqtt::MqttBridgeConfig;
@@ -166,6 +168,49 @@ enum BridgeKind {
         #[arg(long, default_value = "/mqtt")]
         namespace: String,
     },
+    /// Art-Net universes under /artnet/{universe}/{channel} (channels 1-512) and
+    /// /artnet/{universe} (the frame), both ways: ArtDmx in (merged, HTP or LTP) and out (paced,
+    /// keep-alive, optional ArtSync); ArtPoll answered. --discover polls for nodes and exits.
+    Artnet {
+        /// The UDP address to bind.
+        #[arg(long, default_value = "0.0.0.0:6454")]
+        bind: std::net::SocketAddr,
+        /// A node ArtDmx is unicast to (repeatable).
+        #[arg(long)]
+        target: Vec<std::net::SocketAddr>,
+        /// A directed broadcast address ArtDmx (and ArtSync, ArtPoll) also go to, e.g.
+        /// 2.255.255.255:6454.
+        #[arg(long, value_name = "ADDR")]
+        broadcast: Option<std::net::SocketAddr>,
+        /// A Port-Address (0-32767) to handle (repeatable).
+        #[arg(long = "universe", value_name = "N")]
+        universes: Vec<u16>,
+        /// The address prefix.
+        #[arg(long, default_value = "/artnet")]
+        namespace: String,
+        /// How two sources of one universe merge: htp or ltp.
+        #[arg(long, default_value = "htp")]
+        merge: String,
+        /// Frames per second at most, per universe.
+        #[arg(long, default_value_t = 44.0, value_name = "HZ")]
+        refresh_hz: f64,
+        /// Send ArtSync after each round of frames.
+        #[arg(long)]
+        sync: bool,
+        /// Only network to router.
+        #[arg(long, conflicts_with = "output_only")]
+        input_only: bool,
+        /// Only router to network.
+        #[arg(long)]
+        output_only: bool,
+        /// Write only whole frames for input (not the changed channels): for big rigs.
+        #[arg(long)]
+        frames_only: bool,
+        /// Send ArtPoll (to --broadcast, else 255.255.255.255:6454), list the nodes that
+        /// answer within 3 s, and exit.
+        #[arg(long)]
+        discover: bool,
+    },
     /// A Socket.IO server, as its client: its events under /socketio, changes made by others
     /// emitted as events named by their address.
     Socketio {
@@ -235,6 +280,15 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
     {
         return browse_oscquery(Duration::from_secs(*browse_secs));
     }
+    if let Some(BridgeKind::Artnet {
+        discover: true,
+        bind,
+        broadcast,
+        ..
+    }) = &args.kind
+    {
+        return discover_artnet(*bind, *broadcast);
+    }
     let mut specs = file.bridge;
     match args.kind {
         Some(BridgeKind::Midi {
@@ -300,6 +354,42 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             }
             specs.push(BridgeSpec::Mqtt(cfg));
         }
+        Some(BridgeKind::Artnet {
+            bind,
+            target,
+            broadcast,
+            universes,
+            namespace,
+            merge,
+            refresh_hz,
+            sync,
+            input_only,
+            output_only,
+            frames_only,
+            ..
+        }) => {
+            let mut cfg = ArtNetConfig::new(universes);
+            cfg.bind = bind;
+            cfg.targets = target;
+            cfg.broadcast = broadcast;
+            cfg.namespace = namespace;
+            cfg.merge = match merge.as_str() {
+                "htp" => MergeMode::Htp,
+                "ltp" => MergeMode::Ltp,
+                other => bail!("--merge {other}: use htp or ltp"),
+            };
+            cfg.refresh_hz = refresh_hz;
+            cfg.sync = sync;
+            cfg.direction = match (input_only, output_only) {
+                (true, _) => Direction::Input,
+                (_, true) => Direction::Output,
+                _ => Direction::Both,
+            };
+            if frames_only {
+                cfg.input = InputWrites::Frames;
+            }
+            specs.push(BridgeSpec::Artnet(cfg));
+        }
         Some(BridgeKind::Socketio { url, namespace }) => {
             specs.push(BridgeSpec::Socketio(SocketIoConfig {
                 url,
@@ -351,6 +441,41 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(bridge(url, token, specs, engine, args.status_every))
+}
+
+/// `clasp bridge artnet --discover`: the nodes answering an ArtPoll, one line per port group.
+fn discover_artnet(
+    bind: std::net::SocketAddr,
+    broadcast: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let to = broadcast.unwrap_or_else(|| {
+        std::net::SocketAddr::from(([255, 255, 255, 255], clasp_bridge::lighting::artnet::PORT))
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let found = rt.block_on(clasp_bridge::lighting::artnet_bridge::discover(
+        bind,
+        to,
+        Duration::from_secs(3),
+    ))?;
+    if found.is_empty() {
+        println!("no Art-Net node answered in 3 s (ArtPoll to {to})");
+    }
+    for f in found {
+        let r = &f.reply;
+        println!(
+            "{}\t{:?}\t{:?}\toutputs {:?}\tinputs {:?}\tbind {}",
+            f.from,
+            r.short_name,
+            r.long_name,
+            r.outputs(),
+            r.inputs(),
+            r.bind_index
+        );
+    }
+    Ok(())
 }
 
 /// `clasp bridge osc --browse`: the OSCQuery apps on the LAN, one per line.
