@@ -5,4 +5,5 @@ pub mod artnet;
 pub mod artnet_bridge;
 pub mod merge;
 pub mod pace;
+pub mod sacn;
 pub mod universe;
