@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{HttpBridge, HttpBridgeConfig, HttpStats};
 use crate::lighting::artnet_bridge::{ArtNetBridge, ArtNetConfig};
+use crate::lighting::sacn_bridge::{SacnBridge, SacnConfig};
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
 use crate::midi::{MidiBridge, MidiConfig, MidiStats};
@@ -39,6 +40,8 @@ pub enum BridgeSpec {
     Ws(WsBridgeConfig),
     /// Art-Net universes (see [`crate::lighting::artnet_bridge`]).
     Artnet(ArtNetConfig),
+    /// sACN (E1.31) universes (see [`crate::lighting::sacn_bridge`]).
+    Sacn(SacnConfig),
 }
 
 impl BridgeSpec {
@@ -51,6 +54,7 @@ impl BridgeSpec {
             BridgeSpec::Mqtt(c) => format!("mqtt {}", c.broker),
             BridgeSpec::Socketio(c) => format!("socketio {}", c.url),
             BridgeSpec::Artnet(c) => format!("artnet {}", c.bind),
+            BridgeSpec::Sacn(c) => format!("sacn {}", c.bind),
             BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
                 (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
                 (_, Some(u)) => format!("websocket {u}"),
@@ -69,6 +73,7 @@ impl BridgeSpec {
             BridgeSpec::Socketio(c) => c.check().map(drop),
             BridgeSpec::Ws(c) => c.check().map(drop),
             BridgeSpec::Artnet(c) => c.check().map(drop),
+            BridgeSpec::Sacn(c) => c.check().map(drop),
         }
     }
 }
@@ -245,6 +250,11 @@ pub async fn start(
             let run = ArtNetBridge::start(link, cfg)
                 .await?
                 .run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Sacn(cfg) => {
+            let stats = Arc::new(BridgeStats::default());
+            let run = SacnBridge::start(link, cfg).await?.run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Mqtt(cfg) => {

@@ -29,6 +29,7 @@ use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::lighting::artnet_bridge::{ArtNetConfig, Direction, InputWrites};
 use clasp_bridge::lighting::merge::MergeMode;
+use clasp_bridge::lighting::sacn_bridge::SacnConfig;
 use clasp_bridge::mapper::{Mapper, MapperStats};
 use clasp_bridge::midi::MidiConfig;
 use clasp_bridge::mqtt::MqttBridgeConfig;
@@ -211,6 +212,47 @@ enum BridgeKind {
         #[arg(long)]
         discover: bool,
     },
+    /// sACN (E1.31) universes under /sacn/{universe}/{channel} and /sacn/{universe}, both
+    /// ways: multicast 239.255.hi.lo (and/or unicast --target), priority merge in, paced out
+    /// with CID, name and priority, universe discovery, stream-terminated on exit.
+    Sacn {
+        /// The UDP address to bind.
+        #[arg(long, default_value = "0.0.0.0:5568")]
+        bind: std::net::SocketAddr,
+        /// A receiver data is unicast to (repeatable).
+        #[arg(long)]
+        target: Vec<std::net::SocketAddr>,
+        /// Do not send to or join the multicast groups (unicast only).
+        #[arg(long)]
+        no_multicast: bool,
+        /// The interface (its IPv4 address) for multicast.
+        #[arg(long, value_name = "IPV4")]
+        interface: Option<std::net::Ipv4Addr>,
+        /// A universe (1-63999) to handle (repeatable).
+        #[arg(long = "universe", value_name = "N")]
+        universes: Vec<u16>,
+        /// The address prefix.
+        #[arg(long, default_value = "/sacn")]
+        namespace: String,
+        /// The priority sent (0-200).
+        #[arg(long, default_value_t = 100)]
+        priority: u8,
+        /// The source name sent.
+        #[arg(long, default_value = "CLASP")]
+        source_name: String,
+        /// Frames per second at most, per universe.
+        #[arg(long, default_value_t = 44.0, value_name = "HZ")]
+        refresh_hz: f64,
+        /// Only network to router.
+        #[arg(long, conflicts_with = "output_only")]
+        input_only: bool,
+        /// Only router to network.
+        #[arg(long)]
+        output_only: bool,
+        /// Write only whole frames for input.
+        #[arg(long)]
+        frames_only: bool,
+    },
     /// A Socket.IO server, as its client: its events under /socketio, changes made by others
     /// emitted as events named by their address.
     Socketio {
@@ -389,6 +431,39 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 cfg.input = InputWrites::Frames;
             }
             specs.push(BridgeSpec::Artnet(cfg));
+        }
+        Some(BridgeKind::Sacn {
+            bind,
+            target,
+            no_multicast,
+            interface,
+            universes,
+            namespace,
+            priority,
+            source_name,
+            refresh_hz,
+            input_only,
+            output_only,
+            frames_only,
+        }) => {
+            let mut cfg = SacnConfig::new(universes);
+            cfg.bind = bind;
+            cfg.targets = target;
+            cfg.multicast = !no_multicast;
+            cfg.interface = interface;
+            cfg.namespace = namespace;
+            cfg.priority = priority;
+            cfg.source_name = source_name;
+            cfg.refresh_hz = refresh_hz;
+            cfg.direction = match (input_only, output_only) {
+                (true, _) => Direction::Input,
+                (_, true) => Direction::Output,
+                _ => Direction::Both,
+            };
+            if frames_only {
+                cfg.input = InputWrites::Frames;
+            }
+            specs.push(BridgeSpec::Sacn(cfg));
         }
         Some(BridgeKind::Socketio { url, namespace }) => {
             specs.push(BridgeSpec::Socketio(SocketIoConfig {

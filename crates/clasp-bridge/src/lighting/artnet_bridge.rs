@@ -7,62 +7,26 @@
 //! the targets and/or to a directed broadcast, optionally followed by ArtSync. ArtPoll is
 //! answered (one ArtPollReply per universe); [`discover`] polls for nodes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clasp_mapping::echo::Echoes;
-use clasp_mapping::{Write, WriteKind};
-use clasp_proto::{SignalType, Value};
+use clasp_proto::SignalType;
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::artnet::{self, Packet, PollReply};
-use super::merge::{MergeMode, Merged, Merger, SourceId};
+pub use super::common::{Direction, InputWrites};
+use super::common::{Inputs, Sink, apply_update, next, sleep_until};
+use super::merge::{MergeMode, Merger, SourceId};
 use super::pace::{Pacer, Sequence};
-use super::universe::{self, SLOTS, Target};
 use crate::link::{BridgeError, LinkSubscription, RouterLink};
 use crate::stats::BridgeStats;
-
-/// What the bridge writes for input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputWrites {
-    /// The frame and the changed channels.
-    #[default]
-    Both,
-    /// Only the frame (`/artnet/{u}`): for big rigs.
-    Frames,
-    /// Only the changed channels.
-    Channels,
-}
-
-/// Which way DMX flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Network to router and router to network.
-    #[default]
-    Both,
-    /// Network to router only.
-    Input,
-    /// Router to network only.
-    Output,
-}
-
-impl Direction {
-    fn input(self) -> bool {
-        self != Direction::Output
-    }
-
-    fn output(self) -> bool {
-        self != Direction::Input
-    }
-}
 
 /// One Art-Net bridge.
 #[derive(Debug, Clone, Deserialize)]
@@ -256,9 +220,7 @@ impl ArtNetBridge {
         } = self;
         let socket = Arc::new(socket);
         let handled: BTreeSet<u16> = cfg.universes.iter().copied().collect();
-        let mut mergers: HashMap<u16, Merger> = HashMap::new();
-        let mut written: HashMap<u16, [u8; SLOTS]> = HashMap::new();
-        let mut dirty: BTreeSet<u16> = BTreeSet::new();
+        let mut inputs = Inputs::default();
         let mut echoes = Echoes::new();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.refresh_hz));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,18 +238,15 @@ impl ArtNetBridge {
                             if !cfg.direction.input() || !handled.contains(&port_address) {
                                 continue;
                             }
-                            let m = mergers.entry(port_address).or_insert_with(|| Merger::artnet(cfg.merge));
-                            match m.input(source_id(from, physical), data, 0, Instant::now()) {
-                                Merged::Taken => { dirty.insert(port_address); }
-                                Merged::Refused => { stats.skipped.fetch_add(1, Ordering::Relaxed); }
-                            }
+                            let merge = cfg.merge;
+                            inputs.input(port_address, source_id(from, physical), data, 0, || Merger::artnet(merge), &stats);
                         }
                         Ok(Packet::Poll { .. }) => {
                             stats.messages_in.fetch_add(1, Ordering::Relaxed);
                             // Within 3 s, after a random delay of up to 1 s (the standard's rule,
                             // so a hundred nodes do not answer at once).
                             let delay = Duration::from_millis(fastrand::u64(..1000));
-                            let replies = poll_replies(&cfg, &mergers, from);
+                            let replies = poll_replies(&cfg, &inputs, from);
                             let (socket, stats) = (socket.clone(), stats.clone());
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
@@ -296,7 +255,7 @@ impl ArtNetBridge {
                         }
                         Ok(Packet::Address { .. }) => {
                             stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                            let replies = poll_replies(&cfg, &mergers, from);
+                            let replies = poll_replies(&cfg, &inputs, from);
                             send_replies(&socket, &replies, from, &stats).await;
                         }
                         Ok(Packet::PollReply(_) | Packet::Sync | Packet::Other(_)) => {}
@@ -307,28 +266,9 @@ impl ArtNetBridge {
                     }
                 }
                 _ = tick.tick() => {
-                    let now = Instant::now();
-                    for (u, m) in &mut mergers {
-                        if m.expire(now) {
-                            dirty.insert(*u);
-                        }
-                    }
-                    for u in std::mem::take(&mut dirty) {
-                        let Some(frame) = mergers.get(&u).and_then(Merger::output) else { continue };
-                        let before = written.insert(u, frame);
-                        let writes = input_writes(&prefix, u, before.as_ref(), &frame, cfg.input);
-                        if cfg.direction.output() {
-                            // The router's state of the universe, without sending it.
-                            pacer.absorb(u, &frame, now);
-                        }
-                        for w in &writes {
-                            echoes.sent(&w.address, &w.value);
-                            if let Err(e) = link.write(w).await {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(address = %w.address, error = %e, "Art-Net write to the router failed");
-                            }
-                        }
-                    }
+                    let pacer = cfg.direction.output().then_some(&mut pacer);
+                    let sink = Sink { link: &link, prefix: &prefix, what: cfg.input, echoes: &mut echoes, pacer, stats: &stats };
+                    inputs.flush(Instant::now(), sink).await;
                 }
                 u = next(&mut sub) => {
                     let Some(u) = u else { return Err(BridgeError::Closed) };
@@ -355,20 +295,6 @@ impl ArtNetBridge {
     }
 }
 
-async fn next(sub: &mut Option<LinkSubscription>) -> Option<crate::link::Update> {
-    match sub {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A source of ArtDmx: its IP, port and physical port.
 fn source_id(from: SocketAddr, physical: u8) -> SourceId {
     let mut id = [0u8; 16];
@@ -381,80 +307,8 @@ fn source_id(from: SocketAddr, physical: u8) -> SourceId {
     id
 }
 
-/// A router change under the namespace, into the output frames (universes the bridge handles).
-fn apply_update(
-    pacer: &mut Pacer,
-    prefix: &str,
-    universes: &[u16],
-    address: &str,
-    value: &Value,
-    now: Instant,
-) {
-    let Some(target) = universe::parse(prefix, address) else {
-        return;
-    };
-    let u = match target {
-        Target::Channel { universe, .. } | Target::Frame { universe } => universe,
-    };
-    if !universes.contains(&u) {
-        return;
-    }
-    pacer.add(u, now);
-    match target {
-        Target::Channel { channel, .. } => {
-            if let Some(level) = universe::level(value) {
-                pacer.set(u, channel, level);
-            }
-        }
-        Target::Frame { .. } => {
-            if let Some(frame) = universe::frame(value) {
-                pacer.set_frame(u, &frame);
-            }
-        }
-    }
-}
-
-/// The router writes for a universe's new input frame.
-fn input_writes(
-    prefix: &str,
-    u: u16,
-    before: Option<&[u8; SLOTS]>,
-    frame: &[u8; SLOTS],
-    what: InputWrites,
-) -> Vec<Write> {
-    let set = |address: String, value: Value| Write {
-        address,
-        value,
-        kind: WriteKind::Set,
-        rule: 0,
-        feedback: false,
-    };
-    let mut writes = Vec::new();
-    if what != InputWrites::Channels && before != Some(frame) {
-        writes.push(set(
-            universe::frame_address(prefix, u),
-            Value::Bytes(frame.to_vec().into()),
-        ));
-    }
-    if what != InputWrites::Frames {
-        for (i, level) in frame.iter().enumerate() {
-            if before.is_none_or(|b| b[i] != *level) {
-                writes.push(set(
-                    universe::channel_address(prefix, u, i as u16 + 1),
-                    Value::Int(i64::from(*level)),
-                ));
-            }
-        }
-    }
-    writes
-}
-
 /// ArtPollReplies for a poller at `to`: one per universe (Art-Net 4's one port per reply).
-fn poll_replies(
-    cfg: &ArtNetConfig,
-    mergers: &HashMap<u16, Merger>,
-    to: SocketAddr,
-) -> Vec<PollReply> {
+fn poll_replies(cfg: &ArtNetConfig, inputs: &Inputs, to: SocketAddr) -> Vec<PollReply> {
     let ip = local_ipv4(cfg.bind, to);
     cfg.universes
         .iter()
@@ -474,7 +328,7 @@ fn poll_replies(
                 port_type |= 0x40;
             }
             let mut good = 0x80;
-            if mergers.get(u).is_some_and(|m| m.sources() > 1) {
+            if inputs.sources(*u) > 1 {
                 good |= 0x08;
             }
             if cfg.merge == MergeMode::Ltp {

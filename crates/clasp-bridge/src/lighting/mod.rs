@@ -3,7 +3,9 @@
 
 pub mod artnet;
 pub mod artnet_bridge;
+pub mod common;
 pub mod merge;
 pub mod pace;
 pub mod sacn;
+pub mod sacn_bridge;
 pub mod universe;

@@ -17,6 +17,16 @@ pub enum Sequence {
     Sacn,
 }
 
+impl Sequence {
+    /// The number after `n`.
+    fn after(self, n: u8) -> u8 {
+        match self {
+            Sequence::ArtNet if n == 255 => 1,
+            _ => n.wrapping_add(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Out {
     frame: [u8; SLOTS],
@@ -161,10 +171,7 @@ impl Pacer {
             let Some(o) = self.out.get_mut(&u) else {
                 continue;
             };
-            o.seq = match seq {
-                Sequence::ArtNet if o.seq == 255 => 1,
-                _ => o.seq.wrapping_add(1),
-            };
+            o.seq = seq.after(o.seq);
             o.sent = now;
             o.fresh = false;
             o.dirty = false;
@@ -175,6 +182,11 @@ impl Pacer {
             });
         }
         due
+    }
+
+    /// The sequence number the next frame of `universe` would carry.
+    pub fn next_sequence(&self, universe: u16) -> u8 {
+        self.seq.after(self.out.get(&universe).map_or(0, |o| o.seq))
     }
 
     /// When the next frame is due (`None`: no universe).
