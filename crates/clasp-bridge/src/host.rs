@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{HttpBridge, HttpBridgeConfig, HttpStats};
 use crate::lighting::artnet_bridge::{ArtNetBridge, ArtNetConfig};
+use crate::lighting::dmx_bridge::{DmxBridge, DmxConfig};
 use crate::lighting::sacn_bridge::{SacnBridge, SacnConfig};
 use crate::link::{BridgeError, RouterLink};
 use crate::mapper::MapperStats;
@@ -42,6 +43,8 @@ pub enum BridgeSpec {
     Artnet(ArtNetConfig),
     /// sACN (E1.31) universes (see [`crate::lighting::sacn_bridge`]).
     Sacn(SacnConfig),
+    /// A DMX USB widget (see [`crate::lighting::dmx_bridge`]).
+    Dmx(DmxConfig),
 }
 
 impl BridgeSpec {
@@ -55,6 +58,7 @@ impl BridgeSpec {
             BridgeSpec::Socketio(c) => format!("socketio {}", c.url),
             BridgeSpec::Artnet(c) => format!("artnet {}", c.bind),
             BridgeSpec::Sacn(c) => format!("sacn {}", c.bind),
+            BridgeSpec::Dmx(c) => format!("dmx {}", c.device.display()),
             BridgeSpec::Ws(c) => match (&c.listen, &c.url) {
                 (Some(l), _) if c.mode == WsMode::Server => format!("websocket {l}"),
                 (_, Some(u)) => format!("websocket {u}"),
@@ -74,6 +78,7 @@ impl BridgeSpec {
             BridgeSpec::Ws(c) => c.check().map(drop),
             BridgeSpec::Artnet(c) => c.check().map(drop),
             BridgeSpec::Sacn(c) => c.check().map(drop),
+            BridgeSpec::Dmx(c) => c.check().map(drop),
         }
     }
 }
@@ -250,6 +255,11 @@ pub async fn start(
             let run = ArtNetBridge::start(link, cfg)
                 .await?
                 .run(stats.clone(), stop);
+            spawn(label, stats, run)
+        }
+        BridgeSpec::Dmx(cfg) => {
+            let stats = Arc::new(BridgeStats::default());
+            let run = DmxBridge::start(link, cfg).await?.run(stats.clone(), stop);
             spawn(label, stats, run)
         }
         BridgeSpec::Sacn(cfg) => {

@@ -19,6 +19,7 @@ pub mod mqtt;
 pub mod osc;
 pub mod socketio;
 pub mod stats;
+mod stream;
 pub mod ws;
 
 pub use link::{BridgeError, LinkSubscription, RouterLink, Update};

@@ -3,61 +3,19 @@
 //! the router, and changes made by others go back as bytes, never the device's own echo.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod pty_support;
 #[path = "../../clasp-client/tests/support/mod.rs"]
 mod support;
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use clasp_bridge::RouterLink;
 use clasp_bridge::midi::{MidiBridge, MidiConfig, MidiStats};
 use clasp_client::{Client, ReconnectPolicy, SignalType, Value};
 use futures_util::StreamExt;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use pty_support::pty;
 use support::{Router, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
-
-/// The pty's controlling side, as the device's far end: what we write the bridge reads.
-struct FarEnd {
-    rx: pipe::Receiver,
-    tx: pipe::Sender,
-    /// Kept open so the device side stays a live terminal.
-    _slave: OwnedFd,
-}
-
-fn pty() -> (FarEnd, std::path::PathBuf) {
-    let p = nix::pty::openpty(None, None).unwrap();
-    let mut t = tcgetattr(&p.slave).unwrap();
-    cfmakeraw(&mut t);
-    tcsetattr(&p.slave, SetArg::TCSANOW, &t).unwrap();
-    let path = nix::unistd::ttyname(&p.slave).unwrap();
-    fcntl(&p.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
-    let writer = p.master.try_clone().unwrap();
-    let far = FarEnd {
-        rx: pipe::Receiver::from_owned_fd_unchecked(p.master).unwrap(),
-        tx: pipe::Sender::from_owned_fd_unchecked(writer).unwrap(),
-        _slave: p.slave,
-    };
-    (far, path)
-}
-
-impl FarEnd {
-    async fn send(&mut self, bytes: &[u8]) {
-        self.tx.write_all(bytes).await.unwrap();
-    }
-
-    /// Exactly `n` bytes.
-    async fn recv(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; n];
-        within("bytes from the bridge", self.rx.read_exact(&mut buf))
-            .await
-            .unwrap();
-        buf
-    }
-}
 
 async fn client(r: &Router) -> Client {
     Client::builder(&r.url)

@@ -28,6 +28,7 @@ use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::lighting::artnet_bridge::{ArtNetConfig, Direction, InputWrites};
+use clasp_bridge::lighting::dmx_bridge::DmxConfig;
 use clasp_bridge::lighting::merge::MergeMode;
 use clasp_bridge::lighting::sacn_bridge::SacnConfig;
 use clasp_bridge::mapper::{Mapper, MapperStats};
@@ -253,6 +254,29 @@ enum BridgeKind {
         #[arg(long)]
         frames_only: bool,
     },
+    /// A DMX USB widget (ENTTEC DMX USB Pro framing) on a serial device: one universe under
+    /// /dmx/{universe}/{channel}, sent (default) or received; frames paced at --refresh-hz and
+    /// sent again every second when nothing changes.
+    Dmx {
+        /// The serial device, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        device: std::path::PathBuf,
+        /// The widget: enttec-pro.
+        #[arg(long, default_value = "enttec-pro")]
+        interface: String,
+        /// The universe number in addresses.
+        #[arg(long, default_value_t = 1)]
+        universe: u16,
+        /// The address prefix.
+        #[arg(long, default_value = "/dmx")]
+        namespace: String,
+        /// Frames per second at most (1-44).
+        #[arg(long, default_value_t = 40.0, value_name = "HZ")]
+        refresh_hz: f64,
+        /// Receive DMX from the widget instead of sending.
+        #[arg(long)]
+        input: bool,
+    },
     /// A Socket.IO server, as its client: its events under /socketio, changes made by others
     /// emitted as events named by their address.
     Socketio {
@@ -464,6 +488,28 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 cfg.input = InputWrites::Frames;
             }
             specs.push(BridgeSpec::Sacn(cfg));
+        }
+        Some(BridgeKind::Dmx {
+            device,
+            interface,
+            universe,
+            namespace,
+            refresh_hz,
+            input,
+        }) => {
+            if interface != "enttec-pro" {
+                bail!(
+                    "--interface {interface}: only enttec-pro is supported (Open DMX is not yet)"
+                );
+            }
+            let mut cfg = DmxConfig::new(device);
+            cfg.universe = universe;
+            cfg.namespace = namespace;
+            cfg.refresh_hz = refresh_hz;
+            if input {
+                cfg.direction = Direction::Input;
+            }
+            specs.push(BridgeSpec::Dmx(cfg));
         }
         Some(BridgeKind::Socketio { url, namespace }) => {
             specs.push(BridgeSpec::Socketio(SocketIoConfig {

@@ -139,6 +139,13 @@ impl Pacer {
         true
     }
 
+    /// Sends `universe` again at the next chance, changed or not.
+    pub fn touch(&mut self, universe: u16) {
+        if let Some(o) = self.out.get_mut(&universe) {
+            o.dirty = true;
+        }
+    }
+
     /// The current frame of a universe.
     pub fn frame(&self, universe: u16) -> Option<&[u8; SLOTS]> {
         self.out.get(&universe).map(|o| &o.frame)

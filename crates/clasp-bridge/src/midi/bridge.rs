@@ -4,8 +4,6 @@
 //! under `/midi/{name}`, both ways: what the device sends becomes params and events, and
 //! changes under its prefix made by anyone else go back to it (motorised faders, LEDs).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Decoder, Inbound, MidiMsg, Parser, encode};
 use crate::link::{BridgeError, LinkSubscription, RouterLink};
+use crate::stream::ByteStream;
 
 /// One MIDI device.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,19 +115,9 @@ impl Device {
                  `--features alsa`), or give the raw device, e.g. /dev/snd/midiC1D0"
             ));
         }
-        let open = || -> std::io::Result<Device> {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(port)?;
-            let writer = file.try_clone()?;
-            Ok(Device::Raw {
-                rx: pipe::Receiver::from_file_unchecked(file)?,
-                tx: pipe::Sender::from_file_unchecked(writer)?,
-            })
-        };
-        open().map_err(|e| e.to_string())
+        ByteStream::open(port)
+            .map(|s| Device::Raw { rx: s.rx, tx: s.tx })
+            .map_err(|e| e.to_string())
     }
 
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
