@@ -4,10 +4,13 @@
 //! * an ArtDmx that decodes re-encodes to a packet that decodes to the same universe,
 //!   sequence and slots (padded to an even count);
 //! * an sACN data packet that decodes re-encodes (same header) byte for byte, and an ArtPoll
-//!   Reply re-encodes to one that decodes to the same reply.
+//!   Reply re-encodes to one that decodes to the same reply;
+//! * the ENTTEC stream parser finds the same messages and skips the same bytes wherever the
+//!   stream is split (the first byte picks where), and every message re-encodes to bytes it
+//!   parses back.
 #![no_main]
 
-use clasp_bridge::lighting::{artnet, sacn};
+use clasp_bridge::lighting::{artnet, enttec, sacn};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -68,5 +71,27 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(back.slots, d.slots);
         assert_eq!((back.universe, back.sequence), (d.universe, d.sequence));
+    }
+    if let Some((&cut, stream)) = data.split_first() {
+        let whole = {
+            let mut p = enttec::Parser::new();
+            let mut out = Vec::new();
+            p.feed(stream, &mut out);
+            (out, p.skipped())
+        };
+        let at = usize::from(cut).min(stream.len());
+        let mut p = enttec::Parser::new();
+        let mut split = Vec::new();
+        p.feed(&stream[..at], &mut split);
+        p.feed(&stream[at..], &mut split);
+        assert_eq!((&split, p.skipped()), (&whole.0, whole.1));
+        for m in &whole.0 {
+            assert!(m.data.len() <= enttec::MAX_DATA);
+            let mut bytes = Vec::new();
+            enttec::encode(m.label, &m.data, &mut bytes);
+            let mut again = Vec::new();
+            enttec::Parser::new().feed(&bytes, &mut again);
+            assert_eq!(again.as_slice(), std::slice::from_ref(m));
+        }
     }
 });
