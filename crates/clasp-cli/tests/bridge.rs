@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clasp_client::{Client, ReconnectPolicy, Value};
-use common::start;
+use common::{pty, start};
 use futures_util::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -151,17 +151,6 @@ async fn clasp_server_runs_the_mappings_of_its_config_file_in_process() {
         ],
     )
     .await;
-}
-
-/// A pseudo-terminal in raw mode standing in for a MIDI device: (its far end, the device path).
-fn pty() -> (std::fs::File, std::os::fd::OwnedFd, std::path::PathBuf) {
-    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
-    let p = nix::pty::openpty(None, None).unwrap();
-    let mut t = tcgetattr(&p.slave).unwrap();
-    cfmakeraw(&mut t);
-    tcsetattr(&p.slave, SetArg::TCSANOW, &t).unwrap();
-    let path = nix::unistd::ttyname(&p.slave).unwrap();
-    (std::fs::File::from(p.master), p.slave, path)
 }
 
 #[tokio::test]

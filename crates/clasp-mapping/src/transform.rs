@@ -154,6 +154,12 @@ pub enum Transform {
         /// Which half.
         part: Half,
     },
+    /// One byte of a 16-bit value (0..65535): a fixture's coarse (x >> 8) or fine (x & 255)
+    /// DMX channel.
+    Split16 {
+        /// Which byte.
+        part: Byte,
+    },
 }
 
 fn one() -> f64 {
@@ -195,6 +201,16 @@ pub enum Half {
     Msb,
     /// The low 7 bits.
     Lsb,
+}
+
+/// Which byte of a 16-bit value [`Transform::Split16`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Byte {
+    /// The high byte.
+    Coarse,
+    /// The low byte.
+    Fine,
 }
 
 /// A value written in a config file.
@@ -294,6 +310,7 @@ impl Transform {
             Transform::ToFloat => "to_float",
             Transform::MapType { .. } => "map_type",
             Transform::Split14 { .. } => "split14",
+            Transform::Split16 { .. } => "split16",
         }
     }
 
@@ -391,7 +408,8 @@ impl Transform {
             | Transform::ToInt
             | Transform::ToFloat
             | Transform::MapType { .. }
-            | Transform::Split14 { .. } => {}
+            | Transform::Split14 { .. }
+            | Transform::Split16 { .. } => {}
         }
         Ok(Step {
             transform: self,
@@ -482,6 +500,16 @@ impl Transform {
             },
             Transform::Split14 { part: Half::Lsb } => {
                 return Err("the low 7 bits lose the high ones".into());
+            }
+            Transform::Split16 { part: Byte::Coarse } => Transform::Scale {
+                from_min: 0.0,
+                from_max: 1.0,
+                to_min: 0.0,
+                to_max: 256.0,
+                clamp: false,
+            },
+            Transform::Split16 { part: Byte::Fine } => {
+                return Err("the fine byte loses the coarse one".into());
             }
             Transform::Identity
             | Transform::Quantize { .. }
@@ -630,6 +658,13 @@ impl Step {
                 return Some(Value::Int(match part {
                     Half::Msb => n >> 7,
                     Half::Lsb => n & 127,
+                }));
+            }
+            Transform::Split16 { part } => {
+                let n = x.round().clamp(0.0, 65535.0) as i64;
+                return Some(Value::Int(match part {
+                    Byte::Coarse => n >> 8,
+                    Byte::Fine => n & 255,
                 }));
             }
             Transform::Identity

@@ -110,6 +110,30 @@ fn fourteen_bit_halves() {
 }
 
 #[test]
+fn sixteen_bit_bytes_for_dmx_fine_channels() {
+    let coarse: Transform = toml::from_str("type = \"split16\"\npart = \"coarse\"").unwrap();
+    let fine: Transform = toml::from_str("type = \"split16\"\npart = \"fine\"").unwrap();
+    assert_eq!(
+        run(coarse.clone(), Value::Int(0x1234)),
+        Some(Value::Int(0x12))
+    );
+    assert_eq!(
+        run(fine.clone(), Value::Int(0x1234)),
+        Some(Value::Int(0x34))
+    );
+    assert_eq!(
+        run(coarse.clone(), Value::Float(70000.0)),
+        Some(Value::Int(255))
+    );
+    assert_eq!(run(fine.clone(), Value::Float(-3.0)), Some(Value::Int(0)));
+    assert_eq!(
+        run(coarse.inverse().unwrap(), Value::Int(2)),
+        Some(Value::Float(512.0))
+    );
+    assert!(fine.inverse().is_err());
+}
+
+#[test]
 fn stateful_steps() {
     let smooth = Transform::Smooth { factor: 0.5 }.prepare().unwrap();
     let mut st = StepState::default();

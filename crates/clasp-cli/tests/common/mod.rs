@@ -90,3 +90,14 @@ pub fn signal(p: &Proc, sig: &str) {
         .success();
     assert!(ok);
 }
+
+/// A pseudo-terminal in raw mode standing in for a MIDI device: (its far end, the device path).
+pub fn pty() -> (std::fs::File, std::os::fd::OwnedFd, std::path::PathBuf) {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    let p = nix::pty::openpty(None, None).unwrap();
+    let mut t = tcgetattr(&p.slave).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(&p.slave, SetArg::TCSANOW, &t).unwrap();
+    let path = nix::unistd::ttyname(&p.slave).unwrap();
+    (std::fs::File::from(p.master), p.slave, path)
+}
