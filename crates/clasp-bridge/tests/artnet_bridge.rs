@@ -273,3 +273,29 @@ async fn artpoll_is_answered_with_replies_wireshark_reads() {
     b.stop.cancel();
     b.task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn discover_lists_the_nodes_that_answer() {
+    let r = Router::start().await;
+    let mut cfg = ArtNetConfig::new(vec![0x0102]);
+    cfg.bind = loopback();
+    cfg.direction = clasp_bridge::lighting::artnet_bridge::Direction::Input;
+    cfg.name = "Node A".into();
+    let b = bridge(&r, cfg).await;
+    let found = clasp_bridge::lighting::artnet_bridge::discover(
+        loopback(),
+        b.port,
+        Duration::from_millis(1500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(f.from, b.port);
+    assert_eq!(
+        (f.reply.short_name.as_str(), f.reply.outputs(), f.reply.bind_index),
+        ("Node A", vec![0x0102], 1)
+    );
+    b.stop.cancel();
+    b.task.await.unwrap().unwrap();
+}
