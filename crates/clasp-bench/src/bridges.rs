@@ -64,7 +64,7 @@ struct Sustained {
     achieved_per_sec: f64,
 }
 
-struct Router(Child);
+pub(crate) struct Router(pub(crate) Child);
 
 impl Drop for Router {
     fn drop(&mut self) {
@@ -73,11 +73,11 @@ impl Drop for Router {
     }
 }
 
-fn free_udp() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_udp() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn free_tcp() -> anyhow::Result<u16> {
+pub(crate) fn free_tcp() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -117,7 +117,7 @@ fn wait_for(app: &UdpSocket, addr: &str, want: i32, buf: &mut [u8]) -> bool {
     }
 }
 
-fn latency_of(mut lat: Vec<Duration>) -> (f64, f64, f64) {
+pub(crate) fn latency_of(mut lat: Vec<Duration>) -> (f64, f64, f64) {
     lat.sort_unstable();
     (
         r1(percentile_us(&lat, 0.50)),
@@ -127,7 +127,7 @@ fn latency_of(mut lat: Vec<Duration>) -> (f64, f64, f64) {
 }
 
 /// `clasp server` on `port` with the bridges of `config`, once it is ready.
-fn start_router(
+pub(crate) fn start_router(
     clasp: &std::path::Path,
     port: u16,
     config: &std::path::Path,

@@ -36,6 +36,7 @@ mod conn;
 mod echo;
 mod fanout;
 mod latency;
+mod lighting;
 mod load;
 mod memory;
 mod mqtt;
@@ -175,6 +176,9 @@ enum Cmd {
     /// Bridge latency (OSC → router → OSC, MIDI → router → OSC) against the direct path, and
     /// sustained OSC through the bridges of a `clasp server` it starts (--clasp).
     Bridges(bridges::BridgeOpts),
+    /// Lighting through a `clasp server` it starts (--clasp): 64 Art-Net universes at 44 Hz in
+    /// and out with dropped frames and the router's CPU use, and SET-to-wire latency.
+    Lighting(lighting::LightingOpts),
     /// A zero-work server (WELCOME, PONG, forwards everything else to every other client) that
     /// gives the floor of single-hop latency. Prints `ready` when listening.
     EchoServer(EchoOpts),
@@ -213,6 +217,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             bridges::run(o, &out)?;
             return bridges::sustained(o, &out);
+        }
+        Cmd::Lighting(o) => {
+            let out = Out {
+                json: cli.json,
+                label: cli.label.clone(),
+                round: cli.round,
+                url: "lighting".into(),
+            };
+            return lighting::run(o, &out);
         }
         Cmd::Mqtt(o) => {
             let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -264,7 +277,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             | Cmd::EchoServer(_)
             | Cmd::Mqtt(_)
             | Cmd::MqttReport(_)
-            | Cmd::Bridges(_) => Ok(()),
+            | Cmd::Bridges(_)
+            | Cmd::Lighting(_) => Ok(()),
         }
     })
 }

@@ -293,7 +293,11 @@ async fn discover_lists_the_nodes_that_answer() {
     let f = &found[0];
     assert_eq!(f.from, b.port);
     assert_eq!(
-        (f.reply.short_name.as_str(), f.reply.outputs(), f.reply.bind_index),
+        (
+            f.reply.short_name.as_str(),
+            f.reply.outputs(),
+            f.reply.bind_index
+        ),
         ("Node A", vec![0x0102], 1)
     );
     b.stop.cancel();

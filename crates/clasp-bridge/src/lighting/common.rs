@@ -64,9 +64,11 @@ pub(crate) async fn next(sub: &mut Option<LinkSubscription>) -> Option<crate::li
     }
 }
 
-/// Sleeps until `at` (for ever without one).
+/// Sleeps until `at` (for ever without one). A time already past returns at once, without a
+/// round through the runtime's timer (whose resolution is a millisecond).
 pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
+        Some(at) if at <= Instant::now() => {}
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
