@@ -28,7 +28,7 @@ use clasp_bridge::RouterLink;
 use clasp_bridge::host::{self, BridgeSpec, Hosted};
 use clasp_bridge::http::{HttpBridgeConfig, WebhookConfig};
 use clasp_bridge::lighting::artnet_bridge::{ArtNetConfig, Direction, InputWrites};
-use clasp_bridge::lighting::dmx_bridge::DmxConfig;
+use clasp_bridge::lighting::dmx_bridge::{DmxConfig, Interface};
 use clasp_bridge::lighting::merge::MergeMode;
 use clasp_bridge::lighting::sacn_bridge::SacnConfig;
 use clasp_bridge::mapper::{Mapper, MapperStats};
@@ -254,14 +254,15 @@ enum BridgeKind {
         #[arg(long)]
         frames_only: bool,
     },
-    /// A DMX USB widget (ENTTEC DMX USB Pro framing) on a serial device: one universe under
+    /// A DMX USB widget (ENTTEC DMX USB Pro framing, or an Open DMX USB) on a serial device: one universe under
     /// /dmx/{universe}/{channel}, sent (default) or received; frames paced at --refresh-hz and
     /// sent again every second when nothing changes.
     Dmx {
         /// The serial device, e.g. /dev/ttyUSB0.
         #[arg(long)]
         device: std::path::PathBuf,
-        /// The widget: enttec-pro.
+        /// The widget: enttec-pro (DMX USB Pro framing) or enttec-open (Open DMX USB and other
+        /// bare FTDI dongles: break and 250 kbaud made here; output only).
         #[arg(long, default_value = "enttec-pro")]
         interface: String,
         /// The universe number in addresses.
@@ -497,12 +498,15 @@ pub(crate) fn run(args: BridgeArgs) -> anyhow::Result<()> {
             refresh_hz,
             input,
         }) => {
-            if interface != "enttec-pro" {
-                bail!(
-                    "--interface {interface}: only enttec-pro is supported (Open DMX is not yet)"
-                );
-            }
+            let interface = match interface.as_str() {
+                "enttec-pro" => Interface::EnttecPro,
+                "enttec-open" => Interface::EnttecOpen,
+                _ => bail!(
+                    "--interface {interface}: use enttec-pro (DMX USB Pro framing) or enttec-open (Open DMX USB, output only)"
+                ),
+            };
             let mut cfg = DmxConfig::new(device);
+            cfg.interface = interface;
             cfg.universe = universe;
             cfg.namespace = namespace;
             cfg.refresh_hz = refresh_hz;

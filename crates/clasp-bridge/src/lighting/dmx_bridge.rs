@@ -35,6 +35,9 @@ pub enum Interface {
     /// ENTTEC DMX USB Pro framing (0x7E … 0xE7).
     #[default]
     EnttecPro,
+    /// ENTTEC Open DMX USB (and other bare FTDI dongles): the host makes the signal (break,
+    /// mark after break, 250 kbaud 8N2), output only ([`super::open_dmx`]).
+    EnttecOpen,
 }
 
 /// One DMX-over-USB bridge.
@@ -117,6 +120,12 @@ impl DmxConfig {
                 self.refresh_hz
             )));
         }
+        if self.interface == Interface::EnttecOpen && self.direction != Direction::Output {
+            return Err(BridgeError::Config(
+                "an Open DMX USB dongle only sends: use direction = \"output\" (or an ENTTEC DMX USB Pro to receive)"
+                    .into(),
+            ));
+        }
         if self.direction == Direction::Both {
             return Err(BridgeError::Config(
                 "a DMX USB widget sends or receives, not both: direction = \"output\" or \"input\""
@@ -133,7 +142,7 @@ pub struct DmxBridge {
     link: RouterLink,
     cfg: DmxConfig,
     prefix: String,
-    device: ByteStream,
+    device: Device,
     sub: Option<LinkSubscription>,
     pacer: Pacer,
     widget: Widget,
@@ -141,6 +150,35 @@ pub struct DmxBridge {
 
 /// What the widget said of itself (its label-3 reply), once it has.
 pub type Widget = Arc<parking_lot::Mutex<Option<enttec::Params>>>;
+
+/// The open widget.
+enum Device {
+    Pro(ByteStream),
+    Open(serialport::TTYPort),
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Pro(_) => "EnttecPro",
+            Device::Open(_) => "EnttecOpen",
+        })
+    }
+}
+
+fn open_device(cfg: &DmxConfig) -> Result<Device, BridgeError> {
+    match cfg.interface {
+        Interface::EnttecPro => open(cfg).map(Device::Pro),
+        Interface::EnttecOpen => super::open_dmx::open(&cfg.device)
+            .map(Device::Open)
+            .map_err(|e| {
+                BridgeError::Device(format!(
+                    "cannot open the Open DMX line {}: {e}",
+                    cfg.device.display()
+                ))
+            }),
+    }
+}
 
 fn open(cfg: &DmxConfig) -> Result<ByteStream, BridgeError> {
     ByteStream::open(&cfg.device).map_err(|e| {
@@ -167,7 +205,7 @@ impl DmxBridge {
     /// out at once.
     pub async fn start(link: RouterLink, cfg: DmxConfig) -> Result<DmxBridge, BridgeError> {
         let prefix = cfg.check()?;
-        let device = open(&cfg)?;
+        let device = open_device(&cfg)?;
         let mut pacer = Pacer::new(
             Duration::from_secs_f64(1.0 / cfg.refresh_hz),
             Duration::from_millis(cfg.keepalive_ms.max(100)),
@@ -192,7 +230,7 @@ impl DmxBridge {
         } else {
             None
         };
-        tracing::info!(device = %cfg.device.display(), %prefix, universe = cfg.universe, "DMX bridge running");
+        tracing::info!(device = %cfg.device.display(), interface = ?cfg.interface, %prefix, universe = cfg.universe, "DMX bridge running");
         Ok(DmxBridge {
             link,
             cfg,
@@ -219,81 +257,104 @@ impl DmxBridge {
             link,
             cfg,
             prefix,
-            mut device,
-            mut sub,
-            mut pacer,
+            device,
+            sub,
+            pacer,
             widget,
         } = self;
-        let mut parser = Parser::new();
-        let mut msgs: Vec<Message> = Vec::new();
-        let mut inputs = Inputs::default();
-        let mut echoes = Echoes::new();
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.refresh_hz));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = vec![0u8; 2048];
-        let mut out = Vec::with_capacity(520);
-        let mut backoff = Duration::from_millis(250);
-        let mut skipped_seen = 0;
-        if let Err(e) = device.tx.write_all(&hello(&cfg)).await {
-            tracing::warn!(device = %cfg.device.display(), error = %e, "cannot write to the DMX widget");
+        match device {
+            Device::Pro(device) => {
+                run_pro(link, cfg, prefix, device, sub, pacer, widget, stats, stop).await
+            }
+            Device::Open(port) => {
+                super::open_dmx::run(link, cfg, prefix, port, sub, pacer, stats, stop).await
+            }
         }
-        loop {
-            let due = pacer.next_due();
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                r = device.rx.read(&mut buf) => match r {
-                    Ok(n) if n > 0 => {
-                        backoff = Duration::from_millis(250);
-                        parser.feed(&buf[..n], &mut msgs);
-                        let skipped = parser.skipped();
-                        stats.skipped.fetch_add(skipped - skipped_seen, Ordering::Relaxed);
-                        skipped_seen = skipped;
-                        for m in msgs.drain(..) {
-                            stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                            on_message(&cfg, &m, &mut inputs, &widget, &stats);
+    }
+}
+
+/// The ENTTEC DMX USB Pro: label-6 frames out, label-5 frames in, label-3 parameters.
+#[allow(clippy::too_many_arguments)]
+async fn run_pro(
+    link: RouterLink,
+    cfg: DmxConfig,
+    prefix: String,
+    mut device: ByteStream,
+    mut sub: Option<LinkSubscription>,
+    mut pacer: Pacer,
+    widget: Widget,
+    stats: Arc<BridgeStats>,
+    stop: CancellationToken,
+) -> Result<(), BridgeError> {
+    let mut parser = Parser::new();
+    let mut msgs: Vec<Message> = Vec::new();
+    let mut inputs = Inputs::default();
+    let mut echoes = Echoes::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.refresh_hz));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::with_capacity(520);
+    let mut backoff = Duration::from_millis(250);
+    let mut skipped_seen = 0;
+    if let Err(e) = device.tx.write_all(&hello(&cfg)).await {
+        tracing::warn!(device = %cfg.device.display(), error = %e, "cannot write to the DMX widget");
+    }
+    loop {
+        let due = pacer.next_due();
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = device.rx.read(&mut buf) => match r {
+                Ok(n) if n > 0 => {
+                    backoff = Duration::from_millis(250);
+                    parser.feed(&buf[..n], &mut msgs);
+                    let skipped = parser.skipped();
+                    stats.skipped.fetch_add(skipped - skipped_seen, Ordering::Relaxed);
+                    skipped_seen = skipped;
+                    for m in msgs.drain(..) {
+                        stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                        on_message(&cfg, &m, &mut inputs, &widget, &stats);
+                    }
+                }
+                r => {
+                    let why = r.map_or_else(|e| e.to_string(), |_| "end of stream".into());
+                    tracing::warn!(device = %cfg.device.display(), %why, "DMX widget lost; reopening");
+                    device = loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(backoff) => {}
                         }
-                    }
-                    r => {
-                        let why = r.map_or_else(|e| e.to_string(), |_| "end of stream".into());
-                        tracing::warn!(device = %cfg.device.display(), %why, "DMX widget lost; reopening");
-                        device = loop {
-                            tokio::select! {
-                                _ = stop.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep(backoff) => {}
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            if let Ok(mut d) = open(&cfg) {
-                                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                                let _ = d.tx.write_all(&hello(&cfg)).await;
-                                break d;
-                            }
-                        };
-                        parser = Parser::new();
-                        skipped_seen = 0;
-                        // The widget may have restarted and know nothing: send the frame again.
-                        pacer.touch(cfg.universe);
-                    }
-                },
-                _ = tick.tick(), if cfg.direction.input() => {
-                    let sink = Sink { link: &link, prefix: &prefix, what: cfg.input, echoes: &mut echoes, pacer: None, stats: &stats };
-                    inputs.flush(Instant::now(), sink).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        if let Ok(mut d) = open(&cfg) {
+                            stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                            let _ = d.tx.write_all(&hello(&cfg)).await;
+                            break d;
+                        }
+                    };
+                    parser = Parser::new();
+                    skipped_seen = 0;
+                    // The widget may have restarted and know nothing: send the frame again.
+                    pacer.touch(cfg.universe);
                 }
-                u = next(&mut sub) => {
-                    let Some(u) = u else { return Err(BridgeError::Closed) };
-                    if u.kind == SignalType::Param && !echoes.is_echo(&u.address, &u.value) {
-                        apply_update(&mut pacer, &prefix, &[cfg.universe], &u.address, &u.value, Instant::now());
-                    }
+            },
+            _ = tick.tick(), if cfg.direction.input() => {
+                let sink = Sink { link: &link, prefix: &prefix, what: cfg.input, echoes: &mut echoes, pacer: None, stats: &stats };
+                inputs.flush(Instant::now(), sink).await;
+            }
+            u = next(&mut sub) => {
+                let Some(u) = u else { return Err(BridgeError::Closed) };
+                if u.kind == SignalType::Param && !echoes.is_echo(&u.address, &u.value) {
+                    apply_update(&mut pacer, &prefix, &[cfg.universe], &u.address, &u.value, Instant::now());
                 }
-                _ = sleep_until(due) => {
-                    for f in pacer.poll(Instant::now()) {
-                        out.clear();
-                        enttec::encode_dmx(&f.frame, &mut out);
-                        match device.tx.write_all(&out).await {
-                            Ok(()) => { stats.messages_out.fetch_add(1, Ordering::Relaxed); }
-                            Err(e) => {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(device = %cfg.device.display(), error = %e, "cannot write to the DMX widget");
-                            }
+            }
+            _ = sleep_until(due) => {
+                for f in pacer.poll(Instant::now()) {
+                    out.clear();
+                    enttec::encode_dmx(&f.frame, &mut out);
+                    match device.tx.write_all(&out).await {
+                        Ok(()) => { stats.messages_out.fetch_add(1, Ordering::Relaxed); }
+                        Err(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(device = %cfg.device.display(), error = %e, "cannot write to the DMX widget");
                         }
                     }
                 }

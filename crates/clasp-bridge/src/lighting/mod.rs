@@ -9,6 +9,7 @@ pub mod common;
 pub mod dmx_bridge;
 pub mod enttec;
 pub mod merge;
+pub mod open_dmx;
 pub mod pace;
 pub mod sacn;
 pub mod sacn_bridge;
