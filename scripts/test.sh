@@ -92,6 +92,29 @@ else
     echo "!! the P2P tests ran above on this host's interfaces only"
 fi
 
+# sACN multicast on a real link: a veth pair inside a fresh network namespace (v0 10.9.0.1,
+# v1 10.9.0.2, multicast routed out of v0, v1 taking packets from its own namespace's address).
+say "sACN multicast inside a network namespace (unshare -rn, veth pair)"
+mc_bin=$(cargo test --locked -p clasp-bridge --test sacn_multicast --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+if [[ -z "$mc_bin" ]]; then
+    echo "could not find the sacn_multicast test binary" >&2
+    exit 1
+fi
+if unshare -rn true 2>/dev/null && command -v ip >/dev/null 2>&1; then
+    timeout 120 unshare -rn sh -c '
+        ip link set lo up &&
+        ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up &&
+        ip addr add 10.9.0.1/24 dev v0 && ip addr add 10.9.0.2/24 dev v1 &&
+        ip route add 224.0.0.0/4 dev v0 &&
+        echo 1 >/proc/sys/net/ipv4/conf/v1/accept_local &&
+        echo 0 >/proc/sys/net/ipv4/conf/v1/rp_filter &&
+        echo 0 >/proc/sys/net/ipv4/conf/all/rp_filter &&
+        exec "$0" --ignored' "$mc_bin"
+else
+    echo "!! SKIPPED: cannot create a network namespace here (unshare -rn refused or no iproute2)"
+fi
+
 say "interop: official Python and JS clients against our router"
 cargo build -p clasp-cli --locked
 ./scripts/interop.sh target/debug/clasp

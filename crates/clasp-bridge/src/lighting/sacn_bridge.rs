@@ -5,8 +5,8 @@
 //! one after 2.5 s) and written at most once per refresh period, like the Art-Net bridge.
 //! Changes made in the router by anyone else go out paced (only changed universes, a keep-alive
 //! every second) to the universe's multicast group and/or unicast targets, with the bridge's
-//! CID, name and priority; universe discovery every 10 s; three stream-terminated packets per
-//! universe when the bridge stops. Synchronization packets are not acted on: data is applied
+//! CID, name and priority; universe discovery every 10 s (and at once when a universe starts);
+//! three stream-terminated packets per universe when the bridge stops. Synchronization packets are not acted on: data is applied
 //! when it arrives, as E1.31 allows a receiver that does not synchronize.
 
 use std::collections::{BTreeSet, HashMap};
@@ -206,8 +206,25 @@ pub struct SacnBridge {
     pacer: Pacer,
 }
 
+/// The bridge's socket. With multicast, the port is shared (`SO_REUSEADDR`) so that other
+/// sACN receivers on the same host (a visualiser, a second bridge) get the groups too, and the
+/// socket receives only the groups it joined itself (`IP_MULTICAST_ALL` off), not every group
+/// some other program on the host joined.
 fn bind_udp(cfg: &SacnConfig) -> std::io::Result<UdpSocket> {
-    let s = std::net::UdpSocket::bind(cfg.bind)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(cfg.bind),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if cfg.multicast {
+        sock.set_reuse_address(true)?;
+        if cfg.bind.is_ipv4() {
+            sock.set_multicast_all_v4(false)?;
+        }
+    }
+    sock.bind(&cfg.bind.into())?;
+    let s: std::net::UdpSocket = sock.into();
     s.set_nonblocking(true)?;
     if cfg.multicast {
         s.set_multicast_loop_v4(true)?;
@@ -355,7 +372,7 @@ impl SacnBridge {
                     }
                     apply_update(&mut pacer, &prefix, &cfg.universes, &u.address, &u.value, Instant::now());
                 }
-                _ = discovery.tick(), if cfg.direction.output() => {
+                _ = discovery.tick(), if cfg.direction.output() && !sent.is_empty() => {
                     let list: Vec<u16> = sent.iter().copied().collect();
                     out.clear();
                     sacn::encode_discovery(&cid, &cfg.source_name, 0, 0, &list, &mut out);
@@ -364,7 +381,10 @@ impl SacnBridge {
                 }
                 _ = sleep_until(due) => {
                     for f in pacer.poll(Instant::now()) {
-                        sent.insert(f.universe);
+                        if sent.insert(f.universe) {
+                            // A universe more: receivers learn it now, not in up to 10 s.
+                            discovery.reset_immediately();
+                        }
                         out.clear();
                         sacn::encode_data(&header(f.universe, f.sequence, 0), &f.frame, &mut out);
                         send(&socket, destinations(&cfg, f.universe), &out, &stats).await;
