@@ -33,15 +33,19 @@ pub const BREAK: Duration = Duration::from_micros(176);
 /// The mark after break.
 pub const MARK_AFTER_BREAK: Duration = Duration::from_micros(16);
 
-/// Opens `path` as a DMX line: 250 kbaud 8N2, exclusive, writes time out after a second.
+/// Opens `path` as a DMX line: 250 kbaud 8N2, exclusive, writes time out after a second, RTS
+/// low (boards that gate the RS-485 driver with RTS need it so; a line without modem control,
+/// such as a pty, ignores it).
 pub fn open(path: &Path) -> serialport::Result<TTYPort> {
-    serialport::new(path.to_string_lossy(), BAUD)
+    let mut port = serialport::new(path.to_string_lossy(), BAUD)
         .data_bits(DataBits::Eight)
         .stop_bits(StopBits::Two)
         .parity(Parity::None)
         .flow_control(FlowControl::None)
         .timeout(Duration::from_secs(1))
-        .open_native()
+        .open_native()?;
+    let _ = port.write_request_to_send(false);
+    Ok(port)
 }
 
 /// One frame on the line: break, mark after break, start code 0 and the slots, drained.
