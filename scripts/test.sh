@@ -52,7 +52,8 @@ fi
 # (the loopback-only namespace below, and the veth pair of the LAN discovery test) and
 # mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener), nginx with
 # openssl (the reverse-proxy guide's nginx configuration, checked in front of a real relay), and
-# tshark (Wireshark's dissectors read what the lighting bridges send).
+# tshark (Wireshark's dissectors read what the lighting bridges send), nats-server (JetStream,
+# for the cluster tests).
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -60,6 +61,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""

@@ -1,0 +1,188 @@
+//! The cluster's params in a JetStream key-value bucket (`clasp_NAME`, one value kept per
+//! key): writes with or without an expected revision, reads, and a watch that replays the
+//! current state and then follows every change made by any router.
+//!
+//! The CLASP revision of a param is the KV revision of its last write. KV revisions grow
+//! strictly across the whole bucket (one stream sequence shared by all keys), so a param's
+//! revisions grow with gaps; a compare-and-set is a publish with JetStream's
+//! "expected last subject sequence", decided by the NATS server for every router at once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use thiserror::Error;
+
+use crate::naming::{self, NamingError};
+use crate::record::{Record, RecordError};
+
+/// Why a bucket operation failed.
+#[derive(Debug, Error)]
+pub enum KvError {
+    /// The address has no key.
+    #[error(transparent)]
+    Naming(#[from] NamingError),
+    /// A stored entry is damaged, or a record cannot be encoded.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The expected revision is not the param's current one (another write came first).
+    #[error("revision conflict: expected {expected}")]
+    Conflict {
+        /// What the write expected.
+        expected: u64,
+    },
+    /// NATS or JetStream refused or did not answer.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+fn nats(e: impl std::fmt::Display) -> KvError {
+    KvError::Nats(e.to_string())
+}
+
+/// A param change seen in the bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The param's address.
+    pub address: String,
+    /// Its KV revision.
+    pub revision: u64,
+    /// The new record; `None` when the param was deleted.
+    pub record: Option<Record>,
+    /// Whether the watch has caught up with the bucket's state as it was when it started
+    /// (every change before this one was part of the replay).
+    pub caught_up: bool,
+}
+
+/// The params of one cluster.
+#[derive(Clone)]
+pub struct ParamBucket {
+    store: kv::Store,
+}
+
+impl std::fmt::Debug for ParamBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamBucket").finish_non_exhaustive()
+    }
+}
+
+impl ParamBucket {
+    /// Opens the bucket of cluster `name`, creating it if this is the first router: file
+    /// storage, one value per key, values up to `max_value` bytes, `replicas` copies in a NATS
+    /// cluster (1 on a single server).
+    ///
+    /// The bucket's stream is created here with the layout JetStream KV defines (stream
+    /// `KV_<bucket>` on `$KV.<bucket>.>`, rollups allowed, deletes denied, direct gets, discard
+    /// new) rather than with async-nats's `create_key_value`: that call first reads the
+    /// account's information and fails on nats-server 2.9, whose answer lacks fields newer
+    /// servers send.
+    pub async fn open(
+        js: &jetstream::Context,
+        name: &str,
+        max_value: usize,
+        replicas: usize,
+    ) -> Result<ParamBucket, KvError> {
+        use jetstream::stream::{Config, DiscardPolicy, StorageType};
+        naming::check_cluster_name(name)?;
+        let bucket = naming::bucket(name);
+        if let Ok(store) = js.get_key_value(&bucket).await {
+            return Ok(ParamBucket { store });
+        }
+        let config = Config {
+            name: format!("KV_{bucket}"),
+            description: Some(format!("CLASP params of cluster {name}")),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_message_size: i32::try_from(max_value).unwrap_or(i32::MAX),
+            storage: StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            num_replicas: replicas.max(1),
+            discard: DiscardPolicy::New,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| KvError::Nats(format!("cannot create the bucket {bucket}: {e}")))?;
+        js.get_key_value(&bucket)
+            .await
+            .map(|store| ParamBucket { store })
+            .map_err(nats)
+    }
+
+    /// Writes `record` at `address`: unconditionally, or only if the param's revision is
+    /// `expected` (0: only if it does not exist). Returns the new revision.
+    pub async fn write(
+        &self,
+        address: &str,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<u64, KvError> {
+        let key = naming::key(address)?;
+        let value = Bytes::from(record.encode()?);
+        match expected {
+            None => self.store.put(&key, value).await.map_err(nats),
+            Some(expected) => self.store.update(&key, value, expected).await.map_err(|e| {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    KvError::Conflict { expected }
+                } else {
+                    nats(e)
+                }
+            }),
+        }
+    }
+
+    /// Deletes the param at `address` (only if its revision is `expected`, when given).
+    pub async fn delete(&self, address: &str, expected: Option<u64>) -> Result<(), KvError> {
+        let key = naming::key(address)?;
+        self.store
+            .delete_expect_revision(&key, expected)
+            .await
+            .map_err(|e| match (expected, e.kind()) {
+                (Some(expected), kv::UpdateErrorKind::WrongLastRevision) => {
+                    KvError::Conflict { expected }
+                }
+                _ => nats(e),
+            })
+    }
+
+    /// The param at `address` and its revision, if it exists.
+    pub async fn get(&self, address: &str) -> Result<Option<(Record, u64)>, KvError> {
+        let key = naming::key(address)?;
+        match self.store.entry(&key).await.map_err(nats)? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((Record::decode(&e.value)?, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every param as it is now, then every change, by any router, in revision order.
+    /// Entries that are not ours (a key of another layout, a damaged record) come out as
+    /// errors and the watch goes on.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl Stream<Item = Result<Change, KvError>> + use<>, KvError> {
+        let w = self.store.watch_with_history(">").await.map_err(nats)?;
+        Ok(w.map(|e| {
+            let e = e.map_err(nats)?;
+            let address = naming::address_of_key(&e.key)?;
+            let record = match e.operation {
+                kv::Operation::Put => Some(Record::decode(&e.value)?),
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Ok(Change {
+                address,
+                revision: e.revision,
+                record,
+                caught_up: e.seen_current,
+            })
+        }))
+    }
+
+    /// How long a write waits for JetStream's acknowledgement before it fails.
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+}
