@@ -2,6 +2,7 @@
 //! `emit`, `query`, `ping`, `snapshot`), and manage its tokens (`token`).
 
 mod bridge;
+mod cluster;
 mod discover;
 mod relay;
 mod server;

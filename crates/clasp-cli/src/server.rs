@@ -128,6 +128,8 @@ pub(crate) struct ServerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
     pub(crate) log_format: LogFormat,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -203,6 +205,8 @@ struct FileConfig {
     /// The token the in-process bridges and mappings join the router with (needed when
     /// tokens are).
     bridge_token: Option<String>,
+    /// The cluster to join (see docs/cluster.md).
+    cluster: Option<crate::cluster::ClusterFile>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -234,7 +238,10 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         Some(p) => load_file(p)?,
         None => FileConfig::default(),
     };
-    let mut c = ServerConfig::default();
+    let mut c = ServerConfig {
+        cluster: crate::cluster::config(&args.cluster, file.cluster)?,
+        ..ServerConfig::default()
+    };
     let bind = args.bind.or(file.bind).unwrap_or(c.listen.ip());
     let port = args.port.or(file.port).unwrap_or(c.listen.port());
     c.listen = SocketAddr::new(bind, port);

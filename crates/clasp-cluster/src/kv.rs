@@ -32,9 +32,15 @@ pub enum KvError {
         /// What the write expected.
         expected: u64,
     },
-    /// NATS or JetStream refused or did not answer.
+    /// NATS or JetStream refused.
     #[error("NATS: {0}")]
     Nats(String),
+    /// The write was sent but JetStream did not confirm it in time: it may still be applied
+    /// once NATS is reachable again.
+    #[error(
+        "the cluster did not confirm the write in time; it may still be applied once NATS is reachable again"
+    )]
+    Unconfirmed,
 }
 
 fn nats(e: impl std::fmt::Display) -> KvError {
@@ -59,6 +65,8 @@ pub struct Change {
 #[derive(Clone)]
 pub struct ParamBucket {
     store: kv::Store,
+    js: jetstream::Context,
+    bucket: String,
 }
 
 impl std::fmt::Debug for ParamBucket {
@@ -87,7 +95,11 @@ impl ParamBucket {
         naming::check_cluster_name(name)?;
         let bucket = naming::bucket(name);
         if let Ok(store) = js.get_key_value(&bucket).await {
-            return Ok(ParamBucket { store });
+            return Ok(ParamBucket {
+                store,
+                js: js.clone(),
+                bucket,
+            });
         }
         let config = Config {
             name: format!("KV_{bucket}"),
@@ -107,10 +119,57 @@ impl ParamBucket {
         js.get_or_create_stream(config)
             .await
             .map_err(|e| KvError::Nats(format!("cannot create the bucket {bucket}: {e}")))?;
-        js.get_key_value(&bucket)
+        let store = js.get_key_value(&bucket).await.map_err(nats)?;
+        Ok(ParamBucket {
+            store,
+            js: js.clone(),
+            bucket,
+        })
+    }
+
+    /// Sends a write without waiting for JetStream's answer, which the returned future gives
+    /// (the new revision, or why not). Writes sent one after another on one connection are
+    /// decided in that order, so a router can keep many in flight and still apply a client's
+    /// SETs in the order it sent them.
+    pub async fn send_write(
+        &self,
+        address: &str,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<impl std::future::Future<Output = Result<u64, KvError>> + use<>, KvError> {
+        let key = naming::key(address)?;
+        let value = Bytes::from(record.encode()?);
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(rev) = expected {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                async_nats::HeaderValue::from(rev),
+            );
+        }
+        let ack = self
+            .js
+            .publish_with_headers(format!("$KV.{}.{key}", self.bucket), headers, value)
             .await
-            .map(|store| ParamBucket { store })
-            .map_err(nats)
+            .map_err(nats)?;
+        Ok(async move {
+            match ack.await {
+                Ok(a) => Ok(a.sequence),
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    Err(KvError::Conflict {
+                        expected: expected.unwrap_or(0),
+                    })
+                }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
+                    Err(KvError::Unconfirmed)
+                }
+                Err(e) => Err(nats(e)),
+            }
+        })
+    }
+
+    /// How many params the bucket holds (deleted ones may still be counted until purged).
+    pub async fn count(&self) -> Result<u64, KvError> {
+        Ok(self.store.status().await.map_err(nats)?.values())
     }
 
     /// Writes `record` at `address`: unconditionally, or only if the param's revision is

@@ -245,7 +245,7 @@ impl<H: Clone> Router<H> {
                 Message::Set(s) => {
                     let req = SetReq::owned(&s);
                     match self.on_set(conn, qos, &req, now) {
-                        Ok(revision) => accepted.revision = Some(revision),
+                        Ok(revision) => accepted.revision = revision,
                         Err(r) => self.refuse(conn, r, Some(s.address.clone())),
                     }
                 }

@@ -99,7 +99,7 @@ impl<H: Clone> Router<H> {
         for m in bundle.messages {
             match m {
                 Message::Set(s) => match self.on_set(conn, Qos::Fire, &SetReq::owned(&s), now) {
-                    Ok(revision) => last_revision = Some(revision),
+                    Ok(revision) => last_revision = revision.or(last_revision),
                     // Unreachable after check_bundle; reported rather than hidden.
                     Err(r) => self.refuse(conn, r, Some(s.address.clone())),
                 },

@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod index;
 pub mod metrics;
@@ -60,6 +61,7 @@ use clasp_proto::{
 };
 
 use auth::{Action, Auth, AuthError, Grant};
+pub use cluster::{ClusterOutcome, ClusterWrite, RemoteChange};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};
@@ -142,6 +144,8 @@ pub struct Router<H> {
     queries: std::collections::VecDeque<signals::QueryJob>,
     /// ACKs of QoS Commit writes waiting for the disk (see [`durable`]).
     commits: durable::Commits,
+    /// Cluster mode (see [`cluster`]).
+    cluster: cluster::Cluster,
     /// Connections with a QUERY in progress, and the frames they sent since.
     busy: FxHashMap<ConnId, signals::Deferred>,
     /// The last P2P announce of each session that sent one, replayed to later subscribers.
@@ -197,6 +201,7 @@ impl<H: Clone> Router<H> {
             queries: std::collections::VecDeque::new(),
             busy: FxHashMap::default(),
             commits: durable::Commits::default(),
+            cluster: cluster::Cluster::default(),
             p2p_announces: FxHashMap::default(),
             gestures: HashMap::new(),
             timers: BinaryHeap::new(),

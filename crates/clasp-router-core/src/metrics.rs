@@ -38,6 +38,11 @@ pub struct Metrics {
     pub rate_limited: u64,
     /// Refusals by kind (see [`RefusalKind`]), for `clasp_refusals_total{kind}`.
     pub refusals: [u64; RefusalKind::ALL.len()],
+    /// Cluster mode: changes from the cluster applied to this router's replica.
+    pub cluster_applied: u64,
+    /// Cluster mode: changes from the cluster applied but not sent to subscribers (a value
+    /// that cannot be framed).
+    pub cluster_undeliverable: u64,
 }
 
 /// Why the router refused something: every refusal is counted by its kind.
@@ -75,11 +80,13 @@ pub enum RefusalKind {
     Params,
     /// A connection that did not complete HELLO within the handshake deadline.
     HandshakeTimeout,
+    /// A write the cluster (NATS JetStream) could not take.
+    Cluster,
 }
 
 impl RefusalKind {
     /// Every kind, in the order of [`Metrics::refusals`].
-    pub const ALL: [RefusalKind; 16] = [
+    pub const ALL: [RefusalKind; 17] = [
         RefusalKind::AuthMissing,
         RefusalKind::AuthUnknown,
         RefusalKind::AuthExpired,
@@ -96,6 +103,7 @@ impl RefusalKind {
         RefusalKind::Scheduled,
         RefusalKind::Params,
         RefusalKind::HandshakeTimeout,
+        RefusalKind::Cluster,
     ];
 
     /// The `kind` label in `/metrics`.
@@ -117,6 +125,7 @@ impl RefusalKind {
             RefusalKind::Scheduled => "scheduled_budget",
             RefusalKind::Params => "param_budget",
             RefusalKind::HandshakeTimeout => "handshake_timeout",
+            RefusalKind::Cluster => "cluster",
         }
     }
 }
@@ -138,6 +147,8 @@ impl Default for Metrics {
             sessions_revoked: 0,
             rate_limited: 0,
             refusals: [0; RefusalKind::ALL.len()],
+            cluster_applied: 0,
+            cluster_undeliverable: 0,
         }
     }
 }

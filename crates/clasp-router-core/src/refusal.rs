@@ -244,6 +244,12 @@ pub enum Refusal {
     /// A reply that could not be encoded (a bug, reported rather than hidden).
     #[error("reply could not be encoded: {0}")]
     Reply(EncodeError),
+    /// The cluster could not take a write (NATS unreachable, JetStream refused or silent).
+    #[error("the cluster could not take the write, nothing was changed: {0}")]
+    ClusterUnavailable(String),
+    /// Something a clustered router does not do yet.
+    #[error("{0} is not available on a clustered router yet")]
+    ClusterUnsupported(&'static str),
 }
 
 fn announce_text(
@@ -300,6 +306,9 @@ impl Refusal {
             | Refusal::BundleScope { .. } => ErrorCode::BundleRejected,
             Refusal::BundleFailed { cause, .. } => cause.code(),
             Refusal::NotDurable { .. } | Refusal::Reply(_) => ErrorCode::Internal,
+            Refusal::ClusterUnavailable(_) | Refusal::ClusterUnsupported(_) => {
+                ErrorCode::ServiceUnavailable
+            }
         }
     }
 
@@ -323,6 +332,7 @@ impl Refusal {
                 RefusalKind::Params
             }
             Refusal::BundleFailed { cause, .. } => return cause.kind(),
+            Refusal::ClusterUnavailable(_) => RefusalKind::Cluster,
             _ => return None,
         })
     }

@@ -312,6 +312,75 @@ impl ParamStore {
         Ok(written)
     }
 
+    /// Sets the param at `address` as an outside authority decided it (a clustered router's
+    /// shared bucket): `value` at `revision`, written by `writer` at `timestamp` (µs). Nothing
+    /// happens unless `revision` is newer than the one held (the same change can arrive twice:
+    /// as the answer to this router's write and from the bucket's watch). The budgets are not
+    /// applied: the authority already took the write, and a replica that left it out would
+    /// silently differ. Returns the stored key when the change was applied.
+    pub fn apply_at(
+        &mut self,
+        address: &str,
+        value: &Value,
+        revision: u64,
+        writer: &Arc<str>,
+        timestamp: u64,
+    ) -> Option<Arc<str>> {
+        if self
+            .params
+            .get(address)
+            .is_some_and(|p| p.revision >= revision)
+        {
+            return None;
+        }
+        let growth = self.growth(address, value);
+        self.bytes = self.bytes.saturating_add_signed(growth);
+        let key = match self.params.get_key_value(address) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(address),
+        };
+        let param = self.params.entry(key.clone()).or_insert_with(|| Param {
+            value: Value::Null,
+            revision: 0,
+            writer: writer.clone(),
+            timestamp,
+            lock: None,
+            expires_at: None,
+            attached: None,
+        });
+        // `growth` counted the old attachment as freed.
+        param.attached = None;
+        param.value = value.clone();
+        param.revision = revision;
+        param.writer = writer.clone();
+        param.timestamp = timestamp;
+        self.dirty.insert(key.clone(), ());
+        self.epoch += 1;
+        Some(key)
+    }
+
+    /// Removes the param at `address` as an outside authority decided it, unless what is held
+    /// is newer than `revision`; whether it was removed.
+    pub fn remove_at(&mut self, address: &str, revision: u64) -> bool {
+        if self
+            .params
+            .get(address)
+            .is_none_or(|p| p.revision >= revision)
+        {
+            return false;
+        }
+        let Some((key, p)) = self.params.remove_entry(address) else {
+            return false;
+        };
+        self.bytes = self.bytes.saturating_sub(cost(&key, &p));
+        if let Some(at) = p.expires_at {
+            self.expiries.remove(&(at, key.clone()));
+        }
+        self.dirty.insert(key, ());
+        self.epoch += 1;
+        true
+    }
+
     /// Releases every lock held by `session`; returns the addresses released.
     pub fn release_locks(&mut self, session: &str, addresses: &[Arc<str>]) -> Vec<Arc<str>> {
         let mut released = Vec::new();

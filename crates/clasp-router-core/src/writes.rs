@@ -5,15 +5,18 @@ use clasp_proto::codec::binary::{SNAPSHOT_HEADER_LEN, snapshot_entry_len};
 use super::*;
 
 impl<H: Clone> Router<H> {
-    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision, or the
-    /// refusal for the caller to report.
+    /// Validates and applies a SET, broadcasts it and ACKs it; returns the new revision (`None`
+    /// on a clustered router, where it comes later), or the refusal for the caller to report.
     pub(super) fn on_set(
         &mut self,
         conn: ConnId,
         qos: Qos,
         req: &SetReq<'_>,
         now: Now,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Option<u64>, Refusal> {
+        if self.cluster.on {
+            return self.cluster_set(conn, qos, req, now);
+        }
         let writer = self.writer_id(conn).ok_or(Refusal::NoSession)?;
         let set = &req.set;
         if !self.permits(conn, Action::Write, set.address) {
@@ -58,7 +61,7 @@ impl<H: Clone> Router<H> {
             };
             self.ack_write(conn, qos, ack, now);
         }
-        Ok(written.revision)
+        Ok(Some(written.revision))
     }
 
     /// Checks a SET, encodes its broadcast and applies it. Returns the broadcast frame and what
@@ -88,9 +91,25 @@ impl<H: Clone> Router<H> {
             ..*set
         };
         let frame = encode_set(&broadcast, FrameOptions::default())?;
-        // The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
-        // late joiner could never receive it.
-        let snapshot_len = snapshot_entry_len(set.address, set.value, Some(writer), true)
+        self.check_snapshot_fit(set.address, set.value, writer)?;
+        let written = self.store.write(set.address, writer, &write, now.wall)?;
+        if let Some(a) = &self.attaching {
+            self.store.attach(&written.key, a.clone());
+        }
+        Ok((frame, written))
+    }
+}
+
+impl<H: Clone> Router<H> {
+    /// The param must also fit in a SNAPSHOT (which adds the writer and a timestamp), or a
+    /// late joiner could never receive it.
+    pub(super) fn check_snapshot_fit(
+        &self,
+        address: &str,
+        value: &clasp_proto::Value,
+        writer: &Arc<str>,
+    ) -> Result<(), Refusal> {
+        let snapshot_len = snapshot_entry_len(address, value, Some(writer), true)
             .map_or(usize::MAX, |n| n + SNAPSHOT_HEADER_LEN);
         if snapshot_len > self.config.max_payload {
             return Err(Refusal::TooLargeToStore {
@@ -98,11 +117,7 @@ impl<H: Clone> Router<H> {
                 max: self.config.max_payload,
             });
         }
-        let written = self.store.write(set.address, writer, &write, now.wall)?;
-        if let Some(a) = &self.attaching {
-            self.store.attach(&written.key, a.clone());
-        }
-        Ok((frame, written))
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod auth_files;
 mod cause;
+mod cluster;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
@@ -34,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{Event, Now, Output, Router, RouterConfig, Transmit};
+pub use cluster::ClusterConfig;
 pub use handle::RouterHandle;
 use inbox::Inbox;
 use outbox::Outbox;
@@ -95,6 +97,8 @@ pub struct ServerConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Also serve CLASP over QUIC (UDP) with this address and certificate.
     pub quic: Option<QuicListen>,
+    /// Share params with other routers through NATS JetStream (see [`ClusterConfig`]).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Where tokens and keys come from. The router requires tokens when JWT verification is
@@ -134,6 +138,7 @@ impl Default for ServerConfig {
             lower_writer_priority: true,
             tcp_listen: None,
             quic: None,
+            cluster: None,
         }
     }
 }
@@ -161,6 +166,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster could not be joined.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Writes more Prometheus text for `/metrics` (see [`Server::with_metrics`]).
@@ -188,6 +196,10 @@ pub(crate) struct Shared {
     pub(crate) writers: tokio::runtime::Handle,
     /// Whether the writer pool has threads of its own.
     separate_writers: bool,
+    /// Where the core's writes go on a clustered router.
+    cluster_tx: Option<tokio::sync::mpsc::UnboundedSender<crate::core::ClusterWrite>>,
+    /// The cluster link's state, on a clustered router.
+    pub(crate) cluster: Option<Arc<cluster::Status>>,
 }
 
 impl Shared {
@@ -209,6 +221,15 @@ impl Shared {
         while let Some(event) = core.poll_event() {
             match event {
                 Event::CommitsWaiting => self.persist_wake.write_now(),
+            }
+        }
+        if let Some(tx) = &self.cluster_tx {
+            while let Some(w) = core.poll_cluster_write() {
+                if let Err(lost) = tx.send(w) {
+                    let now = self.now();
+                    let why = "the cluster link has stopped".to_string();
+                    core.cluster_written(lost.0.id, crate::core::ClusterOutcome::Failed(why), now);
+                }
             }
         }
         let next = core.poll_timeout().unwrap_or(u64::MAX);
@@ -289,6 +310,8 @@ pub struct Server {
     tcp: Option<TcpListener>,
     /// The QUIC endpoint, if configured.
     quic: Option<quinn::Endpoint>,
+    /// The cluster link, on a clustered router.
+    cluster: Option<cluster::Link>,
 }
 
 impl std::fmt::Debug for Server {
@@ -315,7 +338,20 @@ impl Server {
         );
         // With a database, a QoS Commit write is acknowledged once it is on disk.
         core.set_durable_acks(config.data_dir.is_some());
-        persist::restore(&mut core, loaded);
+        // A clustered router takes its state from the cluster (the local database keeps a
+        // copy); otherwise from the database.
+        let mut cluster_link = None;
+        let mut cluster_tx = None;
+        let mut cluster_status = None;
+        if let Some(c) = &config.cluster {
+            let (link, tx, status) =
+                cluster::connect(c, &mut core, config.router.max_payload).await?;
+            cluster_link = Some(link);
+            cluster_tx = Some(tx);
+            cluster_status = Some(status);
+        } else {
+            persist::restore(&mut core, loaded);
+        }
         let (bytes, max) = (core.params().bytes(), core.params().max_bytes());
         if bytes > max {
             tracing::warn!(
@@ -362,8 +398,11 @@ impl Server {
             refused_per_ip: Arc::new(AtomicU64::new(0)),
             writers: writers.handle(),
             separate_writers: writers.separate(),
+            cluster_tx,
+            cluster: cluster_status,
         });
         Ok(Server {
+            cluster: cluster_link,
             shared,
             listener,
             store,
@@ -439,6 +478,7 @@ impl Server {
             metrics: metric_sources,
             tcp,
             quic,
+            cluster,
         } = self;
         let addr = listener.local_addr()?;
         let scheme = if shared.config.tls.is_some() {
@@ -454,6 +494,9 @@ impl Server {
         let persister = persist::spawn(shared.clone(), store);
         let timer = tokio::spawn(timer_loop(shared.clone()));
         let token_watch = tokio::spawn(auth_files::watch(shared.clone()));
+        let cluster_tasks = cluster
+            .map(|l| cluster::spawn(l, shared.clone()))
+            .unwrap_or_default();
 
         let mut app = HttpRouter::new()
             .route("/healthz", get(status::healthz))
@@ -541,6 +584,9 @@ impl Server {
         }
         timer.abort();
         token_watch.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
         persist::stop(persister).await;
         drop(writers);
         tracing::info!("stopped");

@@ -11,22 +11,43 @@ use super::{Shared, ws};
 
 pub(super) async fn healthz(State(state): State<ws::AppState>) -> impl IntoResponse {
     let s = &state.shared;
-    let (sessions, params, subs) = {
+    let (sessions, params, subs, pending) = {
         let core = s.core.lock();
         (
             core.session_count(),
             core.params().len(),
             core.subscription_count(),
+            core.cluster_writes_pending(),
         )
     };
+    // A clustered router whose NATS link is down cannot take writes: a load balancer should
+    // send clients elsewhere (HTTP 503, status "cluster_down").
+    let (status, cluster) = match (&s.cluster, &s.config.cluster) {
+        (Some(c), Some(cfg)) => {
+            let up = c.connected.load(Ordering::Relaxed);
+            (
+                if up { "ok" } else { "cluster_down" },
+                format!(
+                    ",\"cluster\":{{\"name\":{},\"connected\":{up},\"writes_pending\":{pending}}}",
+                    json_str(&cfg.name)
+                ),
+            )
+        }
+        _ => ("ok", String::new()),
+    };
     let body = format!(
-        "{{\"status\":\"ok\",\"name\":{},\"sessions\":{sessions},\"params\":{params},\"subscriptions\":{subs},\"store\":{},\"persist_errors\":{},\"uptime_s\":{}}}\n",
+        "{{\"status\":\"{status}\",\"name\":{},\"sessions\":{sessions},\"params\":{params},\"subscriptions\":{subs},\"store\":{},\"persist_errors\":{},\"uptime_s\":{}{cluster}}}\n",
         json_str(&s.config.router.name),
         json_str(&s.store_desc),
         s.persist.errors.load(Ordering::Relaxed),
         s.start.elapsed().as_secs()
     );
-    ([(header::CONTENT_TYPE, "application/json")], body)
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 pub(super) async fn metrics(State(state): State<ws::AppState>) -> impl IntoResponse {
@@ -233,6 +254,50 @@ fn render_metrics(s: &Shared) -> String {
         "Connections refused because their IP address had too many open (HTTP 429).",
         s.refused_per_ip.load(Ordering::Relaxed),
     );
+    if let Some(c) = &s.cluster {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            "clasp_cluster_writes_total",
+            "Param writes the cluster (JetStream) took from this router.",
+            load(&c.writes),
+        );
+        counter(
+            "clasp_cluster_conflicts_total",
+            "Param writes the cluster refused for a revision conflict (ERROR 409).",
+            load(&c.conflicts),
+        );
+        counter(
+            "clasp_cluster_write_failures_total",
+            "Param writes that failed because the cluster was unreachable or refused them (the writer got an ERROR; nothing changed).",
+            load(&c.write_failures),
+        );
+        counter(
+            "clasp_cluster_bad_entries_total",
+            "Bucket entries that could not be read (not written by a CLASP router, or damaged) and were skipped.",
+            load(&c.bad_entries),
+        );
+        counter(
+            "clasp_cluster_rewatches_total",
+            "Times the watch of the cluster's params ended and was started again.",
+            load(&c.rewatches),
+        );
+        counter(
+            "clasp_cluster_applied_total",
+            "Param changes from the cluster applied to this router's replica.",
+            m.cluster_applied,
+        );
+        counter(
+            "clasp_cluster_undeliverable_total",
+            "Param changes from the cluster applied but not sent to subscribers (could not be framed).",
+            m.cluster_undeliverable,
+        );
+        write_gauge(
+            &mut o,
+            "clasp_cluster_connected",
+            "1 while the router's NATS connection is up.",
+            u64::from(c.connected.load(Ordering::Relaxed)),
+        );
+    }
     o
 }
 

@@ -1,0 +1,166 @@
+//! Three routers as one cluster on a real `nats-server` (Debian's 2.9, JetStream on, started
+//! here on 127.0.0.1): a param set through one router reaches subscribers of the others once,
+//! with the cluster's revision; compare-and-set writes racing from three routers leave one
+//! winner and revisions that only grow; a router started later gets the whole state; a router
+//! that cannot reach NATS at start says so and does not start.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../../clasp-cluster/tests/nats_support/mod.rs"]
+mod nats_support;
+mod support;
+
+use std::time::Duration;
+
+use clasp_client::{Client, Error, ReconnectPolicy, Value};
+use clasp_router::server::{ClusterConfig, Server, ServerConfig};
+use futures_util::StreamExt;
+use nats_support::Nats;
+use support::{Router, within};
+
+async fn router(n: &Nats, name: &str) -> Router {
+    let url = n.url();
+    let name = name.to_owned();
+    Router::start_with(move |c| c.cluster = Some(ClusterConfig::new(vec![url], name))).await
+}
+
+async fn client(r: &Router) -> Client {
+    Client::builder(&r.url)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_set_on_one_router_reaches_the_others_once() {
+    let Some(n) = Nats::start() else { return };
+    let (a, b, c) = (
+        router(&n, "show").await,
+        router(&n, "show").await,
+        router(&n, "show").await,
+    );
+    let (ca, cb, cc) = (client(&a).await, client(&b).await, client(&c).await);
+    let mut sb = cb.subscribe("/mix/**").await.unwrap();
+    let mut sc = cc.subscribe("/mix/**").await.unwrap();
+    let rev = ca.set_confirmed("/mix/fader/1", 0.75).await.unwrap();
+    for s in [&mut sb, &mut sc] {
+        let u = within("the SET on another router", s.next()).await.unwrap();
+        assert_eq!(
+            (&*u.address, &u.value, u.revision),
+            ("/mix/fader/1", &Value::Float(0.75), Some(rev))
+        );
+    }
+    // Read back through every router, and written once: no second delivery comes.
+    for cl in [&ca, &cb, &cc] {
+        assert_eq!(cl.get("/mix/fader/1").await.unwrap(), Value::Float(0.75));
+    }
+    let rev2 = cb.set_confirmed("/mix/fader/1", 0.5).await.unwrap();
+    assert!(rev2 > rev);
+    let u = within("the second SET", sc.next()).await.unwrap();
+    assert_eq!((u.value, u.revision), (Value::Float(0.5), Some(rev2)));
+    let u = within("B's own SET", sb.next()).await.unwrap();
+    assert_eq!(u.revision, Some(rev2));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sc.next())
+            .await
+            .is_err(),
+        "a change was delivered twice"
+    );
+    // Another cluster on the same NATS is another space.
+    let other = router(&n, "other").await;
+    let co = client(&other).await;
+    assert!(matches!(
+        co.get("/mix/fader/1").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn compare_and_set_across_routers_has_one_winner() {
+    let Some(n) = Nats::start() else { return };
+    let routers = [
+        router(&n, "cas").await,
+        router(&n, "cas").await,
+        router(&n, "cas").await,
+    ];
+    let mut clients = Vec::new();
+    for r in &routers {
+        clients.push(client(r).await);
+    }
+    let mut rev = clients[0].set_confirmed("/cue", 0).await.unwrap();
+    for round in 1..=10i64 {
+        // Every router's client tries to move /cue from the same revision.
+        let tries = futures_util::future::join_all(
+            clients
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.set_if_revision("/cue", round * 10 + i as i64, rev)),
+        )
+        .await;
+        let won: Vec<u64> = tries
+            .iter()
+            .filter_map(|t| t.as_ref().ok().copied())
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {tries:?}");
+        assert!(
+            tries
+                .iter()
+                .filter(|t| t.is_err())
+                .all(|t| matches!(t, Err(Error::RevisionConflict { .. })))
+        );
+        assert!(won[0] > rev, "revisions only grow");
+        rev = won[0];
+        // Every router then holds the winner's value at that revision.
+        for c in &clients {
+            within("the winner everywhere", async {
+                loop {
+                    let p = c.get_param("/cue").await.unwrap();
+                    if p.revision == rev {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+        }
+    }
+    // Creating with an expected revision: only one of two routers creates /new.
+    let (x, y) = futures_util::future::join(
+        clients[1].set_if_revision("/new", 1, 5),
+        clients[2].set_if_revision("/new", 2, 5),
+    )
+    .await;
+    assert!(x.is_ok() != y.is_ok(), "{x:?} {y:?}");
+}
+
+#[tokio::test]
+async fn a_late_router_gets_the_state_and_nats_down_is_a_clear_error() {
+    let Some(n) = Nats::start() else { return };
+    let a = router(&n, "late").await;
+    let ca = client(&a).await;
+    for i in 0..50 {
+        ca.set(&format!("/scene/{i}"), i).await.unwrap();
+    }
+    let last = ca.set_confirmed("/scene/last", "done").await.unwrap();
+    // Started after the writes: its first snapshot holds them all.
+    let late = router(&n, "late").await;
+    let cl = client(&late).await;
+    let snap = cl.snapshot("/scene/**").await.unwrap();
+    assert_eq!(snap.len(), 51);
+    let p = cl.get_param("/scene/last").await.unwrap();
+    assert_eq!((p.value, p.revision), (Value::String("done".into()), last));
+
+    // No NATS there: the router does not start, and says why.
+    let dead = format!("nats://127.0.0.1:{}", n.monitor + 1);
+    let mut cfg = ClusterConfig::new(vec![dead.clone()], "late");
+    cfg.connect_timeout = Duration::from_secs(1);
+    let e = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cluster: Some(cfg),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(&dead), "{e}");
+}

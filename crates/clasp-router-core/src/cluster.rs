@@ -1,0 +1,298 @@
+//! Cluster mode: params decided by an outside authority shared by several routers (the
+//! `clasp-cluster` crate's JetStream key-value bucket), the router's own store a replica of it.
+//!
+//! A SET is checked here as always (scopes, address, size, capacity, locks as known), then
+//! handed to the shell as a [`ClusterWrite`] ([`Router::poll_cluster_write`]) instead of being
+//! applied. The shell's answer, [`Router::cluster_written`], applies it with the authority's
+//! revision, fans it out and ACKs it, or refuses it (a revision conflict decided by the
+//! authority for every router at once, or the authority unreachable). Changes made through
+//! other routers arrive with [`Router::apply_remote`] and are applied and fanned out when they
+//! are newer than what is held, so each change reaches a subscriber once whichever way it
+//! comes first. Revisions are the authority's: a param's revisions grow, with gaps.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+/// A SET for the authority to decide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterWrite {
+    /// Given back with the outcome.
+    pub id: u64,
+    /// The param.
+    pub address: Arc<str>,
+    /// The new value.
+    pub value: clasp_proto::Value,
+    /// The writing session.
+    pub writer: Arc<str>,
+    /// Wall-clock µs of the write.
+    pub timestamp: u64,
+    /// The revision the writer expects the param to be at (0: it must not exist).
+    pub expected: Option<u64>,
+}
+
+/// What the authority decided about a [`ClusterWrite`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterOutcome {
+    /// Written at this revision.
+    Written(u64),
+    /// The expected revision was not the current one.
+    Conflict,
+    /// Not written: the authority could not be reached or refused it, for this reason.
+    Failed(String),
+}
+
+/// A change made through another router (or this one), as the authority reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteChange {
+    /// The param.
+    pub address: String,
+    /// Its revision.
+    pub revision: u64,
+    /// The new value; `None`: the param was removed.
+    pub value: Option<clasp_proto::Value>,
+    /// The writing session.
+    pub writer: String,
+    /// Wall-clock µs of the write.
+    pub timestamp: u64,
+}
+
+struct Pending {
+    conn: ConnId,
+    qos: Qos,
+    ack_address: Str,
+    expected: Option<u64>,
+    write: ClusterWrite,
+}
+
+/// Cluster-mode state.
+#[derive(Default)]
+pub(super) struct Cluster {
+    pub(super) on: bool,
+    next: u64,
+    out: VecDeque<ClusterWrite>,
+    pending: FxHashMap<u64, Pending>,
+}
+
+impl<H: Clone> Router<H> {
+    /// Puts the router in cluster mode (see the [module docs](self)); SETs then wait for
+    /// [`Router::cluster_written`]. Durable ACKs are off: the authority's acknowledgement is
+    /// what a QoS Commit write waits for.
+    pub fn set_clustered(&mut self, on: bool) {
+        self.cluster.on = on;
+        if on {
+            self.commits.durable = false;
+        }
+    }
+
+    /// Whether the router is in cluster mode.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.on
+    }
+
+    /// The next write for the authority, in the order the SETs came.
+    pub fn poll_cluster_write(&mut self) -> Option<ClusterWrite> {
+        self.cluster.out.pop_front()
+    }
+
+    /// Writes waiting for the authority's answer.
+    pub fn cluster_writes_pending(&self) -> usize {
+        self.cluster.pending.len()
+    }
+
+    /// A SET in cluster mode: checked, then queued for the authority. `Ok(None)`: the
+    /// revision is not known yet.
+    pub(super) fn cluster_set(
+        &mut self,
+        conn: ConnId,
+        qos: Qos,
+        req: &SetReq<'_>,
+        now: Now,
+    ) -> Result<Option<u64>, Refusal> {
+        let set = &req.set;
+        if set.lock || set.unlock {
+            return Err(Refusal::ClusterUnsupported("locking a param"));
+        }
+        let writer = self.writer_id(conn).ok_or(Refusal::NoSession)?;
+        if !self.permits(conn, Action::Write, set.address) {
+            return Err(Refusal::Scope(Operation::Write));
+        }
+        check_address(set.address)?;
+        // Capacity, budget and locks as this replica knows them; the revision is the
+        // authority's to check.
+        let write = Write {
+            value: set.value,
+            expected: None,
+            lock: false,
+            unlock: false,
+            ttl: None,
+        };
+        self.store.check(set.address, &writer, &write)?;
+        self.check_snapshot_fit(set.address, set.value, &writer)?;
+        let id = self.cluster.next;
+        self.cluster.next += 1;
+        // As on one router, an expected revision does not stop a write that creates the
+        // param; here that write must still create it (0: "must not exist"), so two routers
+        // creating one param at once cannot both win.
+        let expected = set.revision.map(|r| {
+            if self.store.get(set.address).is_some() {
+                r
+            } else {
+                0
+            }
+        });
+        let w = ClusterWrite {
+            id,
+            address: Arc::from(set.address),
+            value: set.value.clone(),
+            writer,
+            timestamp: now.wall,
+            expected,
+        };
+        self.cluster.out.push_back(w.clone());
+        self.cluster.pending.insert(
+            id,
+            Pending {
+                conn,
+                qos,
+                ack_address: req.address_str(),
+                expected: set.revision,
+                write: w,
+            },
+        );
+        Ok(None)
+    }
+
+    /// The authority's answer to write `id`: applied, fanned out and ACKed, or refused.
+    pub fn cluster_written(&mut self, id: u64, outcome: ClusterOutcome, now: Now) {
+        self.last_now = now;
+        let Some(p) = self.cluster.pending.remove(&id) else {
+            return;
+        };
+        // The writer may have left meanwhile: its write still stands.
+        let present = self.session(p.conn).is_some();
+        match outcome {
+            ClusterOutcome::Written(revision) => {
+                let w = &p.write;
+                self.apply_authoritative(
+                    &w.address,
+                    &w.value,
+                    revision,
+                    &w.writer,
+                    w.timestamp,
+                    if present {
+                        Sender::Included(p.conn)
+                    } else {
+                        Sender::Router
+                    },
+                    now,
+                );
+                if present && p.qos.wants_ack() {
+                    let ack = Ack {
+                        address: Some(p.ack_address),
+                        revision: Some(revision),
+                        locked: None,
+                        holder: None,
+                        correlation_id: None,
+                    };
+                    self.ack_write(p.conn, p.qos, ack, now);
+                }
+            }
+            ClusterOutcome::Conflict if present => {
+                let actual = self.store.get(&p.write.address).map_or(0, |x| x.revision);
+                let r = Refusal::Store(WriteError::RevisionConflict {
+                    expected: p.expected.unwrap_or(0),
+                    actual,
+                });
+                self.refuse(p.conn, r, Some(p.ack_address));
+            }
+            ClusterOutcome::Failed(why) if present => {
+                self.refuse(
+                    p.conn,
+                    Refusal::ClusterUnavailable(why),
+                    Some(p.ack_address),
+                );
+            }
+            ClusterOutcome::Conflict | ClusterOutcome::Failed(_) => {}
+        }
+        self.flush();
+    }
+
+    /// A change the authority reports (made through any router): applied and fanned out if
+    /// newer than what is held.
+    pub fn apply_remote(&mut self, change: RemoteChange, now: Now) {
+        self.last_now = now;
+        match &change.value {
+            Some(value) => {
+                let writer: Arc<str> = Arc::from(change.writer.as_str());
+                self.apply_authoritative(
+                    &change.address,
+                    value,
+                    change.revision,
+                    &writer,
+                    change.timestamp,
+                    Sender::Router,
+                    now,
+                );
+            }
+            None => {
+                self.store.remove_at(&change.address, change.revision);
+            }
+        }
+        self.flush();
+    }
+
+    /// Applies a decided write and fans it out, unless something newer is held already.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_authoritative(
+        &mut self,
+        address: &str,
+        value: &clasp_proto::Value,
+        revision: u64,
+        writer: &Arc<str>,
+        timestamp: u64,
+        sender: Sender,
+        now: Now,
+    ) {
+        let Some(key) = self
+            .store
+            .apply_at(address, value, revision, writer, timestamp)
+        else {
+            return;
+        };
+        let broadcast = SetRef {
+            address,
+            value,
+            revision: Some(revision),
+            lock: false,
+            unlock: false,
+            ttl: None,
+        };
+        if matches!(sender, Sender::Router) {
+            self.metrics.cluster_applied += 1;
+        }
+        let Ok(frame) = encode_set(&broadcast, FrameOptions::default()) else {
+            self.metrics.cluster_undeliverable += 1;
+            return;
+        };
+        let numeric = value.as_f64();
+        self.fan_out_typed(
+            &key,
+            SignalType::Param,
+            sender,
+            numeric,
+            now,
+            || Outgoing::Param(frame.clone()),
+            || {
+                Some(Message::Set(clasp_proto::Set {
+                    address: Str::from(&*key),
+                    value: value.clone(),
+                    revision: Some(revision),
+                    lock: false,
+                    unlock: false,
+                    ttl: None,
+                }))
+            },
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! The router's link to its cluster (`--cluster nats://…`): one NATS connection, the cluster's
+//! param bucket (`clasp-cluster`), a watch that applies every change to the core's replica,
+//! and a writer that hands the core's SETs to JetStream in order, many in flight, and gives
+//! each outcome back (see `clasp_router_core::cluster`).
+//!
+//! At start the bucket's state is replayed into the core before the router accepts anyone,
+//! so a client of any router sees the whole cluster's state from its first SNAPSHOT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clasp_cluster::kv::{Change, KvError, ParamBucket};
+use clasp_cluster::record::Record;
+use futures_util::StreamExt;
+use futures_util::stream::{BoxStream, FuturesOrdered};
+use tokio::sync::mpsc;
+
+use super::{Core, ServerError, Shared};
+use crate::core::{ClusterOutcome, ClusterWrite, Now, RemoteChange};
+
+/// How long a write waits for JetStream's confirmation.
+const WRITE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How a router joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`; several for a NATS cluster).
+    pub servers: Vec<String>,
+    /// The cluster's name: routers with the same NATS and name share one space.
+    pub name: String,
+    /// A NATS credentials file (JWT and NKey seed), if the NATS server wants one.
+    pub creds: Option<PathBuf>,
+    /// Copies of the param bucket in a NATS cluster (1 on a single NATS server).
+    pub replicas: usize,
+    /// How long the router waits for NATS at start before giving up.
+    pub connect_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster named `name` on `servers`, with one replica and a 10 s connect timeout.
+    pub fn new(servers: Vec<String>, name: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            servers,
+            name: name.into(),
+            creds: None,
+            replicas: 1,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the cluster link reports in `/healthz` and `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    /// The NATS connection is up.
+    pub(crate) connected: AtomicBool,
+    /// Writes JetStream took.
+    pub(crate) writes: AtomicU64,
+    /// Writes refused for a revision conflict.
+    pub(crate) conflicts: AtomicU64,
+    /// Writes that failed (NATS unreachable, JetStream refused or silent): the writer got an
+    /// ERROR and nothing changed.
+    pub(crate) write_failures: AtomicU64,
+    /// Bucket entries that could not be read (not ours, or damaged), skipped.
+    pub(crate) bad_entries: AtomicU64,
+    /// Times the watch of the bucket ended and was started again.
+    pub(crate) rewatches: AtomicU64,
+}
+
+/// A connected cluster link, not yet running.
+pub(crate) struct Link {
+    client: async_nats::Client,
+    bucket: ParamBucket,
+    watch: BoxStream<'static, Result<Change, KvError>>,
+    writes: mpsc::UnboundedReceiver<ClusterWrite>,
+    status: Arc<Status>,
+}
+
+fn wall_now() -> Now {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Now { mono: 0, wall }
+}
+
+fn cluster_err(what: impl std::fmt::Display) -> ServerError {
+    ServerError::Cluster(what.to_string())
+}
+
+fn remote(c: Change) -> RemoteChange {
+    match c.record {
+        Some(r) => RemoteChange {
+            address: c.address,
+            revision: c.revision,
+            value: Some(r.value),
+            writer: r.writer,
+            timestamp: r.timestamp,
+        },
+        None => RemoteChange {
+            address: c.address,
+            revision: c.revision,
+            value: None,
+            writer: String::new(),
+            timestamp: 0,
+        },
+    }
+}
+
+/// Connects to NATS, opens the bucket and replays it into `core` (put in cluster mode). The
+/// sender is where the core's writes go (see `Shared::with_core`).
+pub(crate) async fn connect(
+    cfg: &ClusterConfig,
+    core: &mut Core,
+    max_value: usize,
+) -> Result<(Link, mpsc::UnboundedSender<ClusterWrite>, Arc<Status>), ServerError> {
+    clasp_cluster::naming::check_cluster_name(&cfg.name).map_err(cluster_err)?;
+    let status = Arc::new(Status::default());
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("clasp-router/{}", cfg.name))
+        .connection_timeout(cfg.connect_timeout)
+        .event_callback({
+            let status = status.clone();
+            move |e| {
+                let status = status.clone();
+                async move {
+                    match e {
+                        async_nats::Event::Connected => {
+                            status.connected.store(true, Ordering::Relaxed);
+                            tracing::info!("cluster: NATS connection up");
+                        }
+                        async_nats::Event::Disconnected => {
+                            status.connected.store(false, Ordering::Relaxed);
+                            tracing::warn!("cluster: NATS connection lost; reconnecting");
+                        }
+                        other => tracing::debug!(event = %other, "cluster: NATS event"),
+                    }
+                }
+            }
+        });
+    if let Some(creds) = &cfg.creds {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .map_err(|e| cluster_err(format!("cluster credentials {}: {e}", creds.display())))?;
+    }
+    let urls = cfg.servers.join(",");
+    let client = tokio::time::timeout(cfg.connect_timeout, opts.connect(urls.as_str()))
+        .await
+        .map_err(|_| {
+            cluster_err(format!(
+                "cannot reach the cluster's NATS at {urls} within {:?}",
+                cfg.connect_timeout
+            ))
+        })?
+        .map_err(|e| {
+            cluster_err(format!(
+                "cannot connect to the cluster's NATS at {urls}: {e}"
+            ))
+        })?;
+    status.connected.store(true, Ordering::Relaxed);
+    let mut js = async_nats::jetstream::new(client.clone());
+    // A write's confirmation is awaited for less than a client's usual request timeout (5 s),
+    // so the writer hears from the router rather than timing out on its own.
+    js.set_timeout(WRITE_CONFIRM_TIMEOUT);
+    let bucket = ParamBucket::open(&js, &cfg.name, max_value, cfg.replicas)
+        .await
+        .map_err(|e| {
+            cluster_err(format!(
+                "cluster {}: {e} (is JetStream enabled on the NATS server?)",
+                cfg.name
+            ))
+        })?;
+    core.set_clustered(true);
+    let watch = replay(&bucket, core, &status).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tracing::info!(cluster = %cfg.name, nats = %urls, params = core.params().len(), "joined the cluster");
+    Ok((
+        Link {
+            client,
+            bucket,
+            watch,
+            writes: rx,
+            status: status.clone(),
+        },
+        tx,
+        status,
+    ))
+}
+
+/// Starts a watch of the bucket and applies its replay to `core` until it has caught up;
+/// returns the watch, which goes on with live changes.
+async fn replay(
+    bucket: &ParamBucket,
+    core: &mut Core,
+    status: &Status,
+) -> Result<BoxStream<'static, Result<Change, KvError>>, ServerError> {
+    let empty = bucket.count().await.map_err(cluster_err)? == 0;
+    let mut watch = bucket.watch().await.map_err(cluster_err)?.boxed();
+    if empty {
+        return Ok(watch);
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
+            Ok(Some(Ok(c))) => {
+                let done = c.caught_up;
+                core.apply_remote(remote(c), wall_now());
+                if done {
+                    return Ok(watch);
+                }
+            }
+            Ok(Some(Err(e))) => {
+                status.bad_entries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
+            }
+            Ok(None) => return Err(cluster_err("the bucket's watch ended during the replay")),
+            Err(_) => return Err(cluster_err("the bucket's replay stalled for 30 s")),
+        }
+    }
+}
+
+/// Runs the link: the watch and the writer, until the server stops (the tasks are aborted).
+pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Link {
+        client,
+        bucket,
+        watch,
+        writes,
+        status,
+    } = link;
+    let watcher = tokio::spawn(watch_loop(
+        bucket.clone(),
+        watch,
+        shared.clone(),
+        status.clone(),
+    ));
+    let writer = tokio::spawn(write_loop(bucket, writes, shared, status, client));
+    vec![watcher, writer]
+}
+
+async fn watch_loop(
+    bucket: ParamBucket,
+    mut watch: BoxStream<'static, Result<Change, KvError>>,
+    shared: Arc<Shared>,
+    status: Arc<Status>,
+) {
+    loop {
+        // Whatever is ready is applied under one lock of the core.
+        let mut batch = Vec::new();
+        match watch.next().await {
+            Some(first) => batch.push(first),
+            None => {
+                // The watch ended (its consumer was lost): start again from the current
+                // state; what is held already is not applied twice (revisions).
+                status.rewatches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("cluster: the bucket's watch ended; starting it again");
+                loop {
+                    match bucket.watch().await {
+                        Ok(w) => {
+                            watch = w.boxed();
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster: cannot watch the bucket yet");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        while batch.len() < 256 {
+            match futures_util::FutureExt::now_or_never(watch.next()) {
+                Some(Some(c)) => batch.push(c),
+                _ => break,
+            }
+        }
+        let changes: Vec<RemoteChange> = batch
+            .into_iter()
+            .filter_map(|c| match c {
+                Ok(c) => Some(remote(c)),
+                Err(e) => {
+                    status.bad_entries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
+                    None
+                }
+            })
+            .collect();
+        shared.with_core(|core, now| {
+            for c in changes {
+                core.apply_remote(c, now);
+            }
+        });
+    }
+}
+
+async fn write_loop(
+    bucket: ParamBucket,
+    mut writes: mpsc::UnboundedReceiver<ClusterWrite>,
+    shared: Arc<Shared>,
+    status: Arc<Status>,
+    client: async_nats::Client,
+) {
+    type Outcome =
+        std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, KvError>)> + Send>>;
+    let mut in_flight: FuturesOrdered<Outcome> = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            w = writes.recv() => {
+                let Some(w) = w else { return };
+                let record = Record {
+                    value: w.value,
+                    writer: w.writer.to_string(),
+                    timestamp: w.timestamp,
+                    lock: None,
+                };
+                let id = w.id;
+                // While NATS is unreachable nothing is sent: a write queued in the client
+                // would go out after the writer was told it failed.
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    in_flight.push_back(Box::pin(async move {
+                        (id, Err(KvError::Nats("the cluster's NATS connection is down".into())))
+                    }));
+                    continue;
+                }
+                match bucket.send_write(&w.address, &record, w.expected).await {
+                    Ok(ack) => in_flight.push_back(Box::pin(async move { (id, ack.await) })),
+                    Err(e) => in_flight.push_back(Box::pin(async move { (id, Err(e)) })),
+                }
+            }
+            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let outcome = match result {
+                    Ok(rev) => {
+                        status.writes.fetch_add(1, Ordering::Relaxed);
+                        ClusterOutcome::Written(rev)
+                    }
+                    Err(KvError::Conflict { .. }) => {
+                        status.conflicts.fetch_add(1, Ordering::Relaxed);
+                        ClusterOutcome::Conflict
+                    }
+                    Err(e) => {
+                        status.write_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "cluster: a write failed");
+                        ClusterOutcome::Failed(e.to_string())
+                    }
+                };
+                shared.with_core(|core, now| core.cluster_written(id, outcome, now));
+            }
+        }
+    }
+}
