@@ -164,3 +164,101 @@ async fn a_late_router_gets_the_state_and_nats_down_is_a_clear_error() {
     .to_string();
     assert!(e.contains(&dead), "{e}");
 }
+
+/// A figure of a router's `/metrics`.
+async fn metric(r: &Router, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// The NATS subjects the connections of `nats` subscribe to (its monitoring's `/connz`).
+fn nats_subscriptions(n: &Nats) -> Vec<String> {
+    let body = n.monitoring("/connz?subs=1").unwrap();
+    let json = &body[body.find('{').unwrap()..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut subs = Vec::new();
+    for c in v["connections"].as_array().unwrap() {
+        if let Some(list) = c["subscriptions_list"].as_array() {
+            subs.extend(list.iter().filter_map(|s| s.as_str().map(str::to_owned)));
+        }
+    }
+    subs.sort();
+    subs
+}
+
+#[tokio::test]
+async fn signals_cross_routers_once_and_only_where_wanted() {
+    let Some(n) = Nats::start() else { return };
+    let (a, b, c) = (
+        router(&n, "sig").await,
+        router(&n, "sig").await,
+        router(&n, "sig").await,
+    );
+    let (ca, cb, ca2) = (client(&a).await, client(&b).await, client(&a).await);
+    let _cc = client(&c).await;
+    let mut events = ca.subscribe("/fx/**").await.unwrap();
+    // Two sessions on A whose patterns overlap: NATS matches the message with both filters.
+    let mut x1 = ca.subscribe("/x/*/c").await.unwrap();
+    let mut x2 = ca2.subscribe("/x/b/*").await.unwrap();
+    // A's interest is on NATS (one subscription per filter), C has none.
+    let want = |f: &str| format!("clasp.sig.sig.{f}");
+    within("A's interest on NATS", async {
+        loop {
+            let subs = nats_subscriptions(&n);
+            if [want("fx.>"), want("x.*.c"), want("x.b.*")]
+                .iter()
+                .all(|w| subs.contains(w))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    cb.emit("/fx/strobe", 1).await.unwrap();
+    cb.stream("/fx/level", 0.25).await.unwrap();
+    cb.emit("/x/b/c", "both").await.unwrap();
+    let e = within("the event from B", events.next()).await.unwrap();
+    assert_eq!((&*e.address, e.value), ("/fx/strobe", Value::Int(1)));
+    let s = within("the stream from B", events.next()).await.unwrap();
+    assert_eq!((&*s.address, s.value), ("/fx/level", Value::Float(0.25)));
+    for x in [&mut x1, &mut x2] {
+        let u = within("the overlapping event", x.next()).await.unwrap();
+        assert_eq!(u.value, Value::String("both".into()));
+    }
+    for s in [&mut events, &mut x1, &mut x2] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), s.next())
+                .await
+                .is_err(),
+            "delivered twice"
+        );
+    }
+    assert_eq!(metric(&a, "clasp_cluster_signal_duplicates_total").await, 1);
+    assert_eq!(metric(&a, "clasp_cluster_signals_received_total").await, 3);
+    // C's sessions want nothing: none of it reached C.
+    assert_eq!(metric(&c, "clasp_cluster_signals_received_total").await, 0);
+    assert_eq!(metric(&c, "clasp_cluster_subscriptions").await, 0);
+
+    // When the last subscriber of a pattern leaves, its NATS subscription goes too.
+    drop(events);
+    ca.close().await;
+    within("A's fx interest gone from NATS", async {
+        while nats_subscriptions(&n).contains(&want("fx.>")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(nats_subscriptions(&n).contains(&want("x.b.*")));
+}

@@ -9,6 +9,13 @@
 //! other routers arrive with [`Router::apply_remote`] and are applied and fanned out when they
 //! are newer than what is held, so each change reaches a subscriber once whichever way it
 //! comes first. Revisions are the authority's: a param's revisions grow, with gaps.
+//!
+//! Signals (events, streams, gestures, timelines) published by this router's sessions are
+//! handed to the shell as they are fanned out here ([`Router::poll_cluster_publish`]), for the
+//! other routers; what they publish comes back through [`Router::publish_remote`] and is
+//! fanned out here only, never handed on again. The shell learns which patterns this router's
+//! sessions subscribe to ([`Router::poll_interest`], counted per pattern), so it asks the
+//! cluster only for traffic someone here wants.
 
 use std::collections::VecDeque;
 
@@ -65,6 +72,16 @@ struct Pending {
     write: ClusterWrite,
 }
 
+/// A change in what this router's sessions subscribe to, for the shell's cluster
+/// subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterestChange {
+    /// The first subscription with this pattern.
+    Add(Arc<str>),
+    /// The last subscription with this pattern ended.
+    Remove(Arc<str>),
+}
+
 /// Cluster-mode state.
 #[derive(Default)]
 pub(super) struct Cluster {
@@ -72,6 +89,11 @@ pub(super) struct Cluster {
     next: u64,
     out: VecDeque<ClusterWrite>,
     pending: FxHashMap<u64, Pending>,
+    /// Signals published here, for the other routers: (address, frame).
+    publishes: VecDeque<(Arc<str>, Bytes)>,
+    /// Subscriptions per pattern.
+    interest: FxHashMap<Arc<str>, usize>,
+    interest_out: VecDeque<InterestChange>,
 }
 
 impl<H: Clone> Router<H> {
@@ -79,15 +101,107 @@ impl<H: Clone> Router<H> {
     /// [`Router::cluster_written`]. Durable ACKs are off: the authority's acknowledgement is
     /// what a QoS Commit write waits for.
     pub fn set_clustered(&mut self, on: bool) {
-        self.cluster.on = on;
-        if on {
+        if on && !self.cluster.on {
             self.commits.durable = false;
+            let held: Vec<Arc<str>> = self.cluster.interest.keys().cloned().collect();
+            self.cluster
+                .interest_out
+                .extend(held.into_iter().map(InterestChange::Add));
         }
+        self.cluster.on = on;
     }
 
     /// Whether the router is in cluster mode.
     pub fn is_clustered(&self) -> bool {
         self.cluster.on
+    }
+
+    /// The next signal published by a session of this router, for the other routers:
+    /// its address and frame.
+    pub fn poll_cluster_publish(&mut self) -> Option<(Arc<str>, Bytes)> {
+        self.cluster.publishes.pop_front()
+    }
+
+    /// The next change in the patterns this router's sessions subscribe to (only in cluster
+    /// mode; the patterns held when it was turned on come first).
+    pub fn poll_interest(&mut self) -> Option<InterestChange> {
+        self.cluster.interest_out.pop_front()
+    }
+
+    /// A signal published through another router (its PUBLISH frame): fanned out to this
+    /// router's subscribers. A frame that is not a PUBLISH, or that does not decode, is
+    /// ignored and `false` returned.
+    pub fn publish_remote(&mut self, frame: &Bytes, now: Now) -> bool {
+        self.last_now = now;
+        let Ok(decoded) = decode_frame_view(frame) else {
+            return false;
+        };
+        let MessageView::Publish(p) = decoded.message else {
+            return false;
+        };
+        if p.address.starts_with("/clasp/p2p/") {
+            return false;
+        }
+        let req = PubReq::from_view(&p, frame.slice(..decoded.len), frame);
+        let address: Arc<str> = Arc::from(req.address);
+        let stream = req.signal == SignalType::Stream;
+        self.fan_out_typed(
+            &address,
+            req.signal,
+            Sender::Router,
+            req.numeric,
+            now,
+            || {
+                if stream {
+                    Outgoing::Stream(req.frame.clone())
+                } else {
+                    Outgoing::Event(req.frame.clone())
+                }
+            },
+            || None,
+        );
+        self.flush();
+        true
+    }
+
+    /// Hands a signal published here to the other routers (cluster mode).
+    pub(super) fn cluster_publish(&mut self, address: &Arc<str>, frame: &Bytes) {
+        if self.cluster.on {
+            self.cluster
+                .publishes
+                .push_back((address.clone(), frame.clone()));
+        }
+    }
+
+    /// Adds a subscription to the index, counting its pattern's interest.
+    pub(super) fn index_insert(&mut self, key: SubKey, pattern: Pattern) {
+        self.index_remove(key);
+        let p: Arc<str> = Arc::from(pattern.as_str());
+        self.index.insert(key, pattern);
+        let n = self.cluster.interest.entry(p.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 && self.cluster.on {
+            self.cluster.interest_out.push_back(InterestChange::Add(p));
+        }
+    }
+
+    /// Removes a subscription from the index, counting its pattern's interest.
+    pub(super) fn index_remove(&mut self, key: SubKey) {
+        let Some(p) = self.index.get(key).map(|p| Arc::<str>::from(p.as_str())) else {
+            return;
+        };
+        self.index.remove(key);
+        if let Some(n) = self.cluster.interest.get_mut(&p) {
+            *n -= 1;
+            if *n == 0 {
+                self.cluster.interest.remove(&p);
+                if self.cluster.on {
+                    self.cluster
+                        .interest_out
+                        .push_back(InterestChange::Remove(p));
+                }
+            }
+        }
     }
 
     /// The next write for the authority, in the order the SETs came.

@@ -56,13 +56,15 @@ impl<H: Clone> Router<H> {
             if let Some(sub) = sess.subs.remove(id) {
                 sess.held.release_sub(&sub);
             }
-            self.index.remove((conn, *id));
         }
         let (keep, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut sess.locks)
             .into_iter()
             .partition(|a| scopes.allows(Action::Write, a));
         sess.locks = keep;
         let id = sess.id.clone();
+        for (sub, _) in &dropped {
+            self.index_remove((conn, *sub));
+        }
         self.store.release_locks(&id, &lost);
         for (_, pattern) in dropped {
             self.refuse(conn, Refusal::ScopeNarrowed, Some(pattern));

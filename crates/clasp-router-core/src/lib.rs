@@ -61,7 +61,7 @@ use clasp_proto::{
 };
 
 use auth::{Action, Auth, AuthError, Grant};
-pub use cluster::{ClusterOutcome, ClusterWrite, RemoteChange};
+pub use cluster::{ClusterOutcome, ClusterWrite, InterestChange, RemoteChange};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};
@@ -319,7 +319,7 @@ impl<H: Clone> Router<H> {
         };
         self.sessions.remove(&session.id);
         for id in session.subs.keys() {
-            self.index.remove((conn, *id));
+            self.index_remove((conn, *id));
         }
         self.store.release_locks(&session.id, &session.locks);
         self.gestures.retain(|(c, _, _), _| *c != conn);
@@ -454,7 +454,7 @@ impl<H: Clone> Router<H> {
                     && let Some(sub) = sess.subs.remove(&u.id)
                 {
                     sess.held.release_sub(&sub);
-                    self.index.remove((conn, u.id));
+                    self.index_remove((conn, u.id));
                 }
             }
             Message::Set(s) => {

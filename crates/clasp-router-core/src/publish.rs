@@ -100,6 +100,7 @@ impl<H: Clone> Router<H> {
 
     pub(super) fn forward_publish(&mut self, conn: ConnId, p: &PubReq<'_>, now: Now) {
         let address: Arc<str> = Arc::from(p.address);
+        self.cluster_publish(&address, &p.frame);
         let stream = p.signal == SignalType::Stream;
         self.fan_out_typed(
             &address,
@@ -128,6 +129,7 @@ impl<H: Clone> Router<H> {
         now: Now,
     ) {
         let address: Arc<str> = Arc::from(address);
+        self.cluster_publish(&address, &frame);
         let stream = signal == SignalType::Stream;
         self.fan_out(
             &address,

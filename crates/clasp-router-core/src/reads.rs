@@ -63,7 +63,7 @@ impl<H: Clone> Router<H> {
             },
         );
         let wants_params = s.types.accepts(SignalType::Param);
-        self.index.insert((conn, s.id), pattern.clone());
+        self.index_insert((conn, s.id), pattern.clone());
         if pattern.matches(P2P_ANNOUNCE) && !self.p2p_announces.is_empty() {
             // Peers that announced before this subscription (the reference never replays, so
             // its clients only learn of peers that arrive after them).

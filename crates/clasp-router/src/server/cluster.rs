@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, FuturesOrdered};
 use tokio::sync::mpsc;
 
+use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
 use crate::core::{ClusterOutcome, ClusterWrite, Now, RemoteChange};
 
@@ -67,6 +68,8 @@ pub(crate) struct Status {
     pub(crate) bad_entries: AtomicU64,
     /// Times the watch of the bucket ended and was started again.
     pub(crate) rewatches: AtomicU64,
+    /// The signal side's counters.
+    pub(crate) signals: Arc<SignalStats>,
 }
 
 /// A connected cluster link, not yet running.
@@ -75,7 +78,15 @@ pub(crate) struct Link {
     bucket: ParamBucket,
     watch: BoxStream<'static, Result<Change, KvError>>,
     writes: mpsc::UnboundedReceiver<ClusterWrite>,
+    outbound: mpsc::UnboundedReceiver<Outbound>,
+    subjects: clasp_cluster::Subjects,
     status: Arc<Status>,
+}
+
+/// Where the core's output for the cluster goes (see `Shared::with_core`).
+pub(crate) struct Senders {
+    pub(crate) writes: mpsc::UnboundedSender<ClusterWrite>,
+    pub(crate) outbound: mpsc::UnboundedSender<Outbound>,
 }
 
 fn wall_now() -> Now {
@@ -108,17 +119,18 @@ fn remote(c: Change) -> RemoteChange {
     }
 }
 
-/// Connects to NATS, opens the bucket and replays it into `core` (put in cluster mode). The
-/// sender is where the core's writes go (see `Shared::with_core`).
+/// Connects to NATS, opens the bucket and replays it into `core` (put in cluster mode).
 pub(crate) async fn connect(
     cfg: &ClusterConfig,
     core: &mut Core,
     max_value: usize,
-) -> Result<(Link, mpsc::UnboundedSender<ClusterWrite>, Arc<Status>), ServerError> {
-    clasp_cluster::naming::check_cluster_name(&cfg.name).map_err(cluster_err)?;
+) -> Result<(Link, Senders, Arc<Status>), ServerError> {
+    let subjects = clasp_cluster::Subjects::new(&cfg.name).map_err(cluster_err)?;
     let status = Arc::new(Status::default());
+    // no_echo: what this router publishes never comes back to it.
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("clasp-router/{}", cfg.name))
+        .no_echo()
         .connection_timeout(cfg.connect_timeout)
         .event_callback({
             let status = status.clone();
@@ -174,17 +186,23 @@ pub(crate) async fn connect(
         })?;
     core.set_clustered(true);
     let watch = replay(&bucket, core, &status).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (writes_tx, writes) = mpsc::unbounded_channel();
+    let (outbound_tx, outbound) = mpsc::unbounded_channel();
     tracing::info!(cluster = %cfg.name, nats = %urls, params = core.params().len(), "joined the cluster");
     Ok((
         Link {
             client,
             bucket,
             watch,
-            writes: rx,
+            writes,
+            outbound,
+            subjects,
             status: status.clone(),
         },
-        tx,
+        Senders {
+            writes: writes_tx,
+            outbound: outbound_tx,
+        },
         status,
     ))
 }
@@ -227,6 +245,8 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         bucket,
         watch,
         writes,
+        outbound,
+        subjects,
         status,
     } = link;
     let watcher = tokio::spawn(watch_loop(
@@ -235,8 +255,17 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         shared.clone(),
         status.clone(),
     ));
+    let origin = uuid::Uuid::new_v4().to_string();
+    let signals = tokio::spawn(cluster_signals::run(
+        client.clone(),
+        subjects,
+        origin,
+        outbound,
+        shared.clone(),
+        status.signals.clone(),
+    ));
     let writer = tokio::spawn(write_loop(bucket, writes, shared, status, client));
-    vec![watcher, writer]
+    vec![watcher, signals, writer]
 }
 
 async fn watch_loop(

@@ -4,6 +4,7 @@
 mod auth_files;
 mod cause;
 mod cluster;
+mod cluster_signals;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
@@ -196,8 +197,8 @@ pub(crate) struct Shared {
     pub(crate) writers: tokio::runtime::Handle,
     /// Whether the writer pool has threads of its own.
     separate_writers: bool,
-    /// Where the core's writes go on a clustered router.
-    cluster_tx: Option<tokio::sync::mpsc::UnboundedSender<crate::core::ClusterWrite>>,
+    /// Where the core's output for the cluster goes, on a clustered router.
+    cluster_tx: Option<cluster::Senders>,
     /// The cluster link's state, on a clustered router.
     pub(crate) cluster: Option<Arc<cluster::Status>>,
 }
@@ -224,8 +225,18 @@ impl Shared {
             }
         }
         if let Some(tx) = &self.cluster_tx {
+            while let Some((address, frame)) = core.poll_cluster_publish() {
+                let _ = tx
+                    .outbound
+                    .send(cluster_signals::Outbound::Publish(address, frame));
+            }
+            while let Some(change) = core.poll_interest() {
+                let _ = tx
+                    .outbound
+                    .send(cluster_signals::Outbound::Interest(change));
+            }
             while let Some(w) = core.poll_cluster_write() {
-                if let Err(lost) = tx.send(w) {
+                if let Err(lost) = tx.writes.send(w) {
                     let now = self.now();
                     let why = "the cluster link has stopped".to_string();
                     core.cluster_written(lost.0.id, crate::core::ClusterOutcome::Failed(why), now);

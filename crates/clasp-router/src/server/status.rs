@@ -291,6 +291,33 @@ fn render_metrics(s: &Shared) -> String {
             "Param changes from the cluster applied but not sent to subscribers (could not be framed).",
             m.cluster_undeliverable,
         );
+        let sig = &c.signals;
+        counter(
+            "clasp_cluster_signals_sent_total",
+            "Events, streams and gestures published here and sent to the other routers.",
+            load(&sig.sent),
+        );
+        counter(
+            "clasp_cluster_signals_received_total",
+            "Events, streams and gestures from the other routers fanned out here.",
+            load(&sig.received),
+        );
+        counter(
+            "clasp_cluster_signals_unsendable_total",
+            "Signals not sent to the other routers (an address too long for a NATS subject, or NATS refused).",
+            load(&sig.unsendable),
+        );
+        counter(
+            "clasp_cluster_signal_duplicates_total",
+            "Signals delivered a second time through another matching NATS subscription, dropped.",
+            load(&sig.duplicates),
+        );
+        write_gauge(
+            &mut o,
+            "clasp_cluster_subscriptions",
+            "NATS subscriptions this router holds for its sessions' interest.",
+            load(&sig.filters),
+        );
         write_gauge(
             &mut o,
             "clasp_cluster_connected",
