@@ -245,7 +245,7 @@ pub enum Refusal {
     #[error("reply could not be encoded: {0}")]
     Reply(EncodeError),
     /// The cluster could not take a write (NATS unreachable, JetStream refused or silent).
-    #[error("the cluster could not take the write, nothing was changed: {0}")]
+    #[error("the cluster could not take the write: {0}")]
     ClusterUnavailable(String),
     /// Something a clustered router does not do yet.
     #[error("{0} is not available on a clustered router yet")]

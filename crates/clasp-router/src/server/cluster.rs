@@ -371,7 +371,10 @@ async fn write_loop(
                     Err(e) => {
                         status.write_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "cluster: a write failed");
-                        ClusterOutcome::Failed(e.to_string())
+                        ClusterOutcome::Failed(match e {
+                            KvError::Unconfirmed => e.to_string(),
+                            e => format!("{e}; nothing was changed"),
+                        })
                     }
                 };
                 shared.with_core(|core, now| core.cluster_written(id, outcome, now));
