@@ -262,3 +262,71 @@ async fn signals_cross_routers_once_and_only_where_wanted() {
     .await;
     assert!(nats_subscriptions(&n).contains(&want("x.b.*")));
 }
+
+/// The next P2P event `pick` accepts.
+async fn p2p_event<T>(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<clasp_client::p2p::P2pEvent>,
+    what: &str,
+    mut pick: impl FnMut(&clasp_client::p2p::P2pEvent) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            let e = events.recv().await.expect("P2P events ended");
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn p2p_between_clients_of_different_routers() {
+    use clasp_client::p2p::{P2p, P2pConfig, P2pEvent, Route};
+    let Some(n) = Nats::start() else { return };
+    let (ra, rb) = (router(&n, "p2p").await, router(&n, "p2p").await);
+    let ca = client(&ra).await;
+    let (pa, mut ea) = P2p::attach(&ca, P2pConfig::default()).await.unwrap();
+    // B's router heard A's announce on NATS and replays it to B when B subscribes.
+    let cb = client(&rb).await;
+    let (pb, mut eb) = P2p::attach(&cb, P2pConfig::default()).await.unwrap();
+    let (ida, idb) = (pa.session_id(), pb.session_id());
+    p2p_event(&mut eb, "A announced to B", |e| {
+        matches!(e, P2pEvent::PeerAnnounced { session, .. } if *session == ida).then_some(())
+    })
+    .await;
+    // And A hears of B, who came later, live.
+    p2p_event(&mut ea, "B announced to A", |e| {
+        matches!(e, P2pEvent::PeerAnnounced { session, .. } if *session == idb).then_some(())
+    })
+    .await;
+    // The offer, answer and candidates cross the two routers through NATS.
+    pa.connect_to_peer(&idb).await.unwrap();
+    for (events, peer) in [(&mut ea, &idb), (&mut eb, &ida)] {
+        p2p_event(events, "Connected", |e| {
+            matches!(e, P2pEvent::Connected { peer: p } if p == peer).then_some(())
+        })
+        .await;
+    }
+    let route = pa.send_p2p(&idb, b"across".to_vec(), true).await.unwrap();
+    assert_eq!(route, Route::Direct);
+    let got = p2p_event(&mut eb, "data from A", |e| match e {
+        P2pEvent::Data { peer, data, .. } if *peer == ida => Some(data.to_vec()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, b"across");
+    // A leaves its router: B's router hears it through NATS and B drops the peer.
+    drop(pa);
+    ca.close().await;
+    p2p_event(&mut eb, "A gone", |e| {
+        matches!(e, P2pEvent::Disconnected { peer, .. } if *peer == ida).then_some(())
+    })
+    .await;
+    within("A forgotten by B (the leave crossed routers)", async {
+        while pb.known_peers().contains_key(&ida) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

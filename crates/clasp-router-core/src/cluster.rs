@@ -82,6 +82,29 @@ pub enum InterestChange {
     Remove(Arc<str>),
 }
 
+/// P2P signalling for the other routers (protocol.md §11 across a cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum P2pOut {
+    /// A session here announced itself (its id and the announce frame): the other routers
+    /// tell their subscribers and route signals for it here.
+    Announce(Arc<str>, Bytes),
+    /// A signal (the PUBLISH frame) for a session on another router.
+    Signal(Arc<str>, Bytes),
+    /// An announced session here has ended.
+    Leave(Arc<str>),
+}
+
+/// P2P signalling from another router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum P2pIn {
+    /// A session there announced itself.
+    Announce(Arc<str>, Bytes),
+    /// A signal for a session here.
+    Signal(Arc<str>, Bytes),
+    /// An announced session there has ended.
+    Leave(Arc<str>),
+}
+
 /// Cluster-mode state.
 #[derive(Default)]
 pub(super) struct Cluster {
@@ -94,6 +117,23 @@ pub(super) struct Cluster {
     /// Subscriptions per pattern.
     interest: FxHashMap<Arc<str>, usize>,
     interest_out: VecDeque<InterestChange>,
+    p2p_out: VecDeque<P2pOut>,
+    /// Announces of sessions on other routers, by session id.
+    remote_peers: FxHashMap<Arc<str>, Bytes>,
+}
+
+impl Cluster {
+    pub(super) fn has_remote_peers(&self) -> bool {
+        !self.remote_peers.is_empty()
+    }
+
+    pub(super) fn remote_announces(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.remote_peers.values().cloned()
+    }
+
+    pub(super) fn knows_remote_peer(&self, session: &str) -> bool {
+        self.on && self.remote_peers.contains_key(session)
+    }
 }
 
 impl<H: Clone> Router<H> {
@@ -120,6 +160,62 @@ impl<H: Clone> Router<H> {
     /// its address and frame.
     pub fn poll_cluster_publish(&mut self) -> Option<(Arc<str>, Bytes)> {
         self.cluster.publishes.pop_front()
+    }
+
+    /// The next P2P message for the other routers.
+    pub fn poll_cluster_p2p(&mut self) -> Option<P2pOut> {
+        self.cluster.p2p_out.pop_front()
+    }
+
+    /// P2P signalling from another router: an announce (told to this router's subscribers of
+    /// the announce address, and replayed to later ones), a signal for a session here
+    /// (delivered to it; dropped if it has gone), or a leave.
+    pub fn p2p_remote(&mut self, msg: P2pIn, now: Now) {
+        self.last_now = now;
+        match msg {
+            P2pIn::Announce(session, frame) => {
+                if self.sessions.contains_key(&session) {
+                    return;
+                }
+                self.cluster.remote_peers.insert(session, frame.clone());
+                let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
+                self.fan_out(
+                    &address,
+                    SignalType::Event,
+                    Sender::Router,
+                    None,
+                    now,
+                    || Outgoing::Event(frame.clone()),
+                );
+            }
+            P2pIn::Signal(target, frame) => {
+                if let Some(&to) = self.sessions.get(&target) {
+                    self.send(to, Outgoing::Event(frame), crate::metrics::OUT_PUBLISH);
+                }
+            }
+            P2pIn::Leave(session) => {
+                if self.cluster.remote_peers.remove(&session).is_some() {
+                    self.p2p_leave(&session, now);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// The announces of this router's P2P sessions (session id, frame), for a router that
+    /// joined the cluster after they were made.
+    pub fn local_p2p_announces(&self) -> Vec<(Arc<str>, Bytes)> {
+        self.p2p_announces
+            .iter()
+            .filter_map(|(c, f)| Some((self.session(*c)?.id.clone(), f.clone())))
+            .collect()
+    }
+
+    /// Queues P2P signalling for the other routers (cluster mode).
+    pub(super) fn cluster_p2p(&mut self, out: P2pOut) {
+        if self.cluster.on {
+            self.cluster.p2p_out.push_back(out);
+        }
     }
 
     /// The next change in the patterns this router's sessions subscribe to (only in cluster

@@ -61,7 +61,7 @@ use clasp_proto::{
 };
 
 use auth::{Action, Auth, AuthError, Grant};
-pub use cluster::{ClusterOutcome, ClusterWrite, InterestChange, RemoteChange};
+pub use cluster::{ClusterOutcome, ClusterWrite, InterestChange, P2pIn, P2pOut, RemoteChange};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};
@@ -330,6 +330,7 @@ impl<H: Clone> Router<H> {
         self.drop_commits(conn);
         if self.p2p_announces.remove(&conn).is_some() {
             self.p2p_leave(&session.id, _now);
+            self.cluster_p2p(cluster::P2pOut::Leave(session.id.clone()));
         }
     }
 

@@ -55,6 +55,9 @@ impl<H: Clone> Router<H> {
         }
         if p.address == P2P_ANNOUNCE {
             self.p2p_announces.insert(conn, p.frame.clone());
+            if let Some(id) = self.writer_id(conn) {
+                self.cluster_p2p(cluster::P2pOut::Announce(id, p.frame.clone()));
+            }
             let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
             // Announces reach every subscriber of the address, whatever its type filter.
             self.fan_out(
@@ -149,6 +152,12 @@ impl<H: Clone> Router<H> {
 
     pub(super) fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
         let Some(&to) = self.sessions.get(target) else {
+            // A peer on another router of the cluster.
+            if self.cluster.knows_remote_peer(target) {
+                let out = cluster::P2pOut::Signal(Arc::from(target), p.frame.clone());
+                self.cluster_p2p(out);
+                return;
+            }
             let r = Refusal::TargetNotFound(target.to_owned());
             self.refuse(conn, r, Some(p.address_str()));
             return;

@@ -64,14 +64,18 @@ impl<H: Clone> Router<H> {
         );
         let wants_params = s.types.accepts(SignalType::Param);
         self.index_insert((conn, s.id), pattern.clone());
-        if pattern.matches(P2P_ANNOUNCE) && !self.p2p_announces.is_empty() {
+        if pattern.matches(P2P_ANNOUNCE)
+            && (!self.p2p_announces.is_empty() || self.cluster.has_remote_peers())
+        {
             // Peers that announced before this subscription (the reference never replays, so
-            // its clients only learn of peers that arrive after them).
+            // its clients only learn of peers that arrive after them), here and, in a
+            // cluster, on the other routers.
             let frames: Vec<Bytes> = self
                 .p2p_announces
                 .iter()
                 .filter(|(c, _)| **c != conn)
                 .map(|(_, f)| f.clone())
+                .chain(self.cluster.remote_announces())
                 .collect();
             for f in frames {
                 self.send(conn, Outgoing::Event(f), crate::metrics::OUT_PUBLISH);

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
-use crate::core::{ClusterOutcome, ClusterWrite, Now, RemoteChange};
+use crate::core::{ClusterOutcome, ClusterWrite, Now, P2pOut, RemoteChange};
 
 /// How long a write waits for JetStream's confirmation.
 const WRITE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -79,6 +79,7 @@ pub(crate) struct Link {
     watch: BoxStream<'static, Result<Change, KvError>>,
     writes: mpsc::UnboundedReceiver<ClusterWrite>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
+    p2p: mpsc::UnboundedReceiver<P2pOut>,
     subjects: clasp_cluster::Subjects,
     status: Arc<Status>,
 }
@@ -87,6 +88,7 @@ pub(crate) struct Link {
 pub(crate) struct Senders {
     pub(crate) writes: mpsc::UnboundedSender<ClusterWrite>,
     pub(crate) outbound: mpsc::UnboundedSender<Outbound>,
+    pub(crate) p2p: mpsc::UnboundedSender<P2pOut>,
 }
 
 fn wall_now() -> Now {
@@ -188,6 +190,7 @@ pub(crate) async fn connect(
     let watch = replay(&bucket, core, &status).await?;
     let (writes_tx, writes) = mpsc::unbounded_channel();
     let (outbound_tx, outbound) = mpsc::unbounded_channel();
+    let (p2p_tx, p2p) = mpsc::unbounded_channel();
     tracing::info!(cluster = %cfg.name, nats = %urls, params = core.params().len(), "joined the cluster");
     Ok((
         Link {
@@ -196,12 +199,14 @@ pub(crate) async fn connect(
             watch,
             writes,
             outbound,
+            p2p,
             subjects,
             status: status.clone(),
         },
         Senders {
             writes: writes_tx,
             outbound: outbound_tx,
+            p2p: p2p_tx,
         },
         status,
     ))
@@ -246,6 +251,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         watch,
         writes,
         outbound,
+        p2p,
         subjects,
         status,
     } = link;
@@ -256,6 +262,12 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         status.clone(),
     ));
     let origin = uuid::Uuid::new_v4().to_string();
+    let p2p = tokio::spawn(super::cluster_p2p::run(
+        client.clone(),
+        subjects.clone(),
+        p2p,
+        shared.clone(),
+    ));
     let signals = tokio::spawn(cluster_signals::run(
         client.clone(),
         subjects,
@@ -265,7 +277,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         status.signals.clone(),
     ));
     let writer = tokio::spawn(write_loop(bucket, writes, shared, status, client));
-    vec![watcher, signals, writer]
+    vec![watcher, signals, p2p, writer]
 }
 
 async fn watch_loop(

@@ -4,6 +4,7 @@
 mod auth_files;
 mod cause;
 mod cluster;
+mod cluster_p2p;
 mod cluster_signals;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -229,6 +230,9 @@ impl Shared {
                 let _ = tx
                     .outbound
                     .send(cluster_signals::Outbound::Publish(address, frame));
+            }
+            while let Some(m) = core.poll_cluster_p2p() {
+                let _ = tx.p2p.send(m);
             }
             while let Some(change) = core.poll_interest() {
                 let _ = tx
