@@ -330,3 +330,58 @@ async fn p2p_between_clients_of_different_routers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn locks_hold_across_routers() {
+    let Some(n) = Nats::start() else { return };
+    let (ra, rb) = (router(&n, "locks").await, router(&n, "locks").await);
+    let (a, b) = (client(&ra).await, client(&rb).await);
+    // Two sessions on two routers race for one lock: one gets it.
+    let (x, y) =
+        futures_util::future::join(a.lock("/desk/master", 1), b.lock("/desk/master", 2)).await;
+    assert!(x.is_ok() != y.is_ok(), "{x:?} {y:?}");
+    let (holder, other) = if x.is_ok() { (&a, &b) } else { (&b, &a) };
+    // Both routers know the lock (a write in the moment before the lock reaches a router is
+    // not stopped: docs/cluster.md).
+    for r in [&ra, &rb] {
+        within("the lock known", async {
+            while metric(r, "clasp_cluster_locks").await < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    assert!(matches!(
+        other.set_confirmed("/desk/master", 3).await,
+        Err(Error::LockHeld { .. })
+    ));
+    // The holder writes on; after unlocking, the other may write.
+    holder.set_confirmed("/desk/master", 4).await.unwrap();
+    holder.unlock("/desk/master", 5).await.unwrap();
+    within("the lock released everywhere", async {
+        while other.set_confirmed("/desk/master", 6).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A lock held by a session that leaves is released.
+    a.lock("/desk/fader", 1).await.unwrap();
+    within("the second lock known on B", async {
+        while metric(&rb, "clasp_cluster_locks").await < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(matches!(
+        b.set_confirmed("/desk/fader", 2).await,
+        Err(Error::LockHeld { .. })
+    ));
+    a.close().await;
+    within("the leaver's lock released", async {
+        while b.set_confirmed("/desk/fader", 3).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(b.get("/desk/fader").await.unwrap(), Value::Int(3));
+}

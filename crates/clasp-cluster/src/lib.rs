@@ -9,6 +9,7 @@
 
 pub mod interest;
 pub mod kv;
+pub mod locks;
 pub mod naming;
 pub mod record;
 

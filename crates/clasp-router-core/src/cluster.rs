@@ -21,6 +21,10 @@ use std::collections::VecDeque;
 
 use super::*;
 
+/// How long this router counts a lock its own session just took, until the lock bucket's
+/// watch reports it with its lease.
+const LOCAL_LOCK_HOLD_US: u64 = 10_000_000;
+
 /// A SET for the authority to decide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterWrite {
@@ -36,6 +40,10 @@ pub struct ClusterWrite {
     pub timestamp: u64,
     /// The revision the writer expects the param to be at (0: it must not exist).
     pub expected: Option<u64>,
+    /// Take the param's lock for the writer first.
+    pub lock: bool,
+    /// Release the writer's lock once written.
+    pub unlock: bool,
 }
 
 /// What the authority decided about a [`ClusterWrite`].
@@ -45,6 +53,8 @@ pub enum ClusterOutcome {
     Written(u64),
     /// The expected revision was not the current one.
     Conflict,
+    /// Another session (named) holds the param's lock.
+    LockHeld(String),
     /// Not written: the authority could not be reached or refused it, for this reason.
     Failed(String),
 }
@@ -120,6 +130,10 @@ pub(super) struct Cluster {
     p2p_out: VecDeque<P2pOut>,
     /// Announces of sessions on other routers, by session id.
     remote_peers: FxHashMap<Arc<str>, Bytes>,
+    /// Locks as the cluster's lock bucket says: address → (holder, lease end, monotonic µs).
+    locks: FxHashMap<Arc<str>, (Arc<str>, u64)>,
+    /// Locks of this router's sessions to release: (address, session).
+    releases: VecDeque<(Arc<str>, Arc<str>)>,
 }
 
 impl Cluster {
@@ -209,6 +223,47 @@ impl<H: Clone> Router<H> {
             .iter()
             .filter_map(|(c, f)| Some((self.session(*c)?.id.clone(), f.clone())))
             .collect()
+    }
+
+    /// A lock as the cluster's lock bucket reports it: held by `holder` until `until`
+    /// (monotonic µs, the lease counted from now), or released (`None`).
+    pub fn apply_remote_lock(&mut self, address: &str, holder: Option<&str>, until: u64) {
+        match holder {
+            Some(h) => {
+                self.cluster
+                    .locks
+                    .insert(Arc::from(address), (Arc::from(h), until));
+            }
+            None => {
+                self.cluster.locks.remove(address);
+            }
+        }
+    }
+
+    /// Locks this router knows of in the cluster (its sessions' and the other routers'),
+    /// lapsed ones included until the bucket reports them gone.
+    pub fn cluster_lock_count(&self) -> usize {
+        self.cluster.locks.len()
+    }
+
+    /// The next lock of this router's sessions to release in the cluster: (address, session).
+    pub fn poll_lock_release(&mut self) -> Option<(Arc<str>, Arc<str>)> {
+        self.cluster.releases.pop_front()
+    }
+
+    /// Releases the cluster locks `session` held on `addresses` (it left, or lost the scope).
+    pub(super) fn cluster_release_locks(&mut self, session: &Arc<str>, addresses: &[Arc<str>]) {
+        if !self.cluster.on {
+            return;
+        }
+        for a in addresses {
+            if self.cluster.locks.get(a).is_some_and(|(h, _)| h == session) {
+                self.cluster.locks.remove(a);
+            }
+            self.cluster
+                .releases
+                .push_back((a.clone(), session.clone()));
+        }
     }
 
     /// Queues P2P signalling for the other routers (cluster mode).
@@ -320,9 +375,6 @@ impl<H: Clone> Router<H> {
         now: Now,
     ) -> Result<Option<u64>, Refusal> {
         let set = &req.set;
-        if set.lock || set.unlock {
-            return Err(Refusal::ClusterUnsupported("locking a param"));
-        }
         let writer = self.writer_id(conn).ok_or(Refusal::NoSession)?;
         if !self.permits(conn, Action::Write, set.address) {
             return Err(Refusal::Scope(Operation::Write));
@@ -339,6 +391,16 @@ impl<H: Clone> Router<H> {
         };
         self.store.check(set.address, &writer, &write)?;
         self.check_snapshot_fit(set.address, set.value, &writer)?;
+        // Locks as the lock bucket says (a lock taken on another router a moment ago may not
+        // be known yet: the lock bucket's compare-and-set still stops a second holder).
+        if let Some((holder, until)) = self.cluster.locks.get(set.address)
+            && *until > now.mono
+            && **holder != *writer
+        {
+            return Err(Refusal::Store(WriteError::LockHeld {
+                holder: holder.clone(),
+            }));
+        }
         let id = self.cluster.next;
         self.cluster.next += 1;
         // As on one router, an expected revision does not stop a write that creates the
@@ -358,6 +420,8 @@ impl<H: Clone> Router<H> {
             writer,
             timestamp: now.wall,
             expected,
+            lock: set.lock,
+            unlock: set.unlock,
         };
         self.cluster.out.push_back(w.clone());
         self.cluster.pending.insert(
@@ -397,12 +461,33 @@ impl<H: Clone> Router<H> {
                     },
                     now,
                 );
+                let (lock, unlock) = (w.lock, w.unlock);
+                let (address, writer) = (w.address.clone(), w.writer.clone());
+                if lock {
+                    if present && let Some(sess) = self.session_mut(p.conn) {
+                        sess.locks.push(address.clone());
+                    }
+                    let until = now.mono + LOCAL_LOCK_HOLD_US;
+                    let e = self
+                        .cluster
+                        .locks
+                        .entry(address.clone())
+                        .or_insert((writer.clone(), until));
+                    e.0 = writer.clone();
+                    e.1 = e.1.max(until);
+                } else if unlock {
+                    if let Some(sess) = self.session_mut(p.conn) {
+                        sess.locks.retain(|a| *a != address);
+                    }
+                    self.cluster.locks.remove(&address);
+                    self.cluster.releases.push_back((address, writer.clone()));
+                }
                 if present && p.qos.wants_ack() {
                     let ack = Ack {
                         address: Some(p.ack_address),
                         revision: Some(revision),
-                        locked: None,
-                        holder: None,
+                        locked: (lock || unlock).then_some(lock),
+                        holder: lock.then(|| Str::from(&*writer)),
                         correlation_id: None,
                     };
                     self.ack_write(p.conn, p.qos, ack, now);
@@ -416,6 +501,12 @@ impl<H: Clone> Router<H> {
                 });
                 self.refuse(p.conn, r, Some(p.ack_address));
             }
+            ClusterOutcome::LockHeld(holder) if present => {
+                let r = Refusal::Store(WriteError::LockHeld {
+                    holder: Arc::from(holder.as_str()),
+                });
+                self.refuse(p.conn, r, Some(p.ack_address));
+            }
             ClusterOutcome::Failed(why) if present => {
                 self.refuse(
                     p.conn,
@@ -423,7 +514,7 @@ impl<H: Clone> Router<H> {
                     Some(p.ack_address),
                 );
             }
-            ClusterOutcome::Conflict | ClusterOutcome::Failed(_) => {}
+            ClusterOutcome::Conflict | ClusterOutcome::LockHeld(_) | ClusterOutcome::Failed(_) => {}
         }
         self.flush();
     }

@@ -66,6 +66,7 @@ impl<H: Clone> Router<H> {
             self.index_remove((conn, *sub));
         }
         self.store.release_locks(&id, &lost);
+        self.cluster_release_locks(&id, &lost);
         for (_, pattern) in dropped {
             self.refuse(conn, Refusal::ScopeNarrowed, Some(pattern));
         }

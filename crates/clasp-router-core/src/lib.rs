@@ -322,6 +322,7 @@ impl<H: Clone> Router<H> {
             self.index_remove((conn, *id));
         }
         self.store.release_locks(&session.id, &session.locks);
+        self.cluster_release_locks(&session.id, &session.locks);
         self.gestures.retain(|(c, _, _), _| *c != conn);
         self.bundles.retain(|_, b| b.conn != conn);
         self.signals.remove_owner(conn);

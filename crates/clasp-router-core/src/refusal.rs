@@ -247,9 +247,6 @@ pub enum Refusal {
     /// The cluster could not take a write (NATS unreachable, JetStream refused or silent).
     #[error("the cluster could not take the write: {0}")]
     ClusterUnavailable(String),
-    /// Something a clustered router does not do yet.
-    #[error("{0} is not available on a clustered router yet")]
-    ClusterUnsupported(&'static str),
 }
 
 fn announce_text(
@@ -306,9 +303,7 @@ impl Refusal {
             | Refusal::BundleScope { .. } => ErrorCode::BundleRejected,
             Refusal::BundleFailed { cause, .. } => cause.code(),
             Refusal::NotDurable { .. } | Refusal::Reply(_) => ErrorCode::Internal,
-            Refusal::ClusterUnavailable(_) | Refusal::ClusterUnsupported(_) => {
-                ErrorCode::ServiceUnavailable
-            }
+            Refusal::ClusterUnavailable(_) => ErrorCode::ServiceUnavailable,
         }
     }
 

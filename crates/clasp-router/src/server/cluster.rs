@@ -12,11 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clasp_cluster::kv::{Change, KvError, ParamBucket};
+use clasp_cluster::locks::LockError;
 use clasp_cluster::record::Record;
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, FuturesOrdered};
 use tokio::sync::mpsc;
 
+use super::cluster_locks::{self, LockWatch, Locks};
 use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
 use crate::core::{ClusterOutcome, ClusterWrite, Now, P2pOut, RemoteChange};
@@ -80,6 +82,9 @@ pub(crate) struct Link {
     writes: mpsc::UnboundedReceiver<ClusterWrite>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     p2p: mpsc::UnboundedReceiver<P2pOut>,
+    locks: Arc<Locks>,
+    lock_watch: LockWatch,
+    releases: mpsc::UnboundedReceiver<(Arc<str>, Arc<str>)>,
     subjects: clasp_cluster::Subjects,
     status: Arc<Status>,
 }
@@ -89,6 +94,7 @@ pub(crate) struct Senders {
     pub(crate) writes: mpsc::UnboundedSender<ClusterWrite>,
     pub(crate) outbound: mpsc::UnboundedSender<Outbound>,
     pub(crate) p2p: mpsc::UnboundedSender<P2pOut>,
+    pub(crate) releases: mpsc::UnboundedSender<(Arc<str>, Arc<str>)>,
 }
 
 fn wall_now() -> Now {
@@ -188,9 +194,12 @@ pub(crate) async fn connect(
         })?;
     core.set_clustered(true);
     let watch = replay(&bucket, core, &status).await?;
+    let router_id = uuid::Uuid::new_v4().to_string();
+    let (locks, lock_watch) = Locks::open(&js, &cfg.name, cfg.replicas, router_id, core).await?;
     let (writes_tx, writes) = mpsc::unbounded_channel();
     let (outbound_tx, outbound) = mpsc::unbounded_channel();
     let (p2p_tx, p2p) = mpsc::unbounded_channel();
+    let (releases_tx, releases) = mpsc::unbounded_channel();
     tracing::info!(cluster = %cfg.name, nats = %urls, params = core.params().len(), "joined the cluster");
     Ok((
         Link {
@@ -200,6 +209,9 @@ pub(crate) async fn connect(
             writes,
             outbound,
             p2p,
+            locks: Arc::new(locks),
+            lock_watch,
+            releases,
             subjects,
             status: status.clone(),
         },
@@ -207,6 +219,7 @@ pub(crate) async fn connect(
             writes: writes_tx,
             outbound: outbound_tx,
             p2p: p2p_tx,
+            releases: releases_tx,
         },
         status,
     ))
@@ -252,9 +265,18 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         writes,
         outbound,
         p2p,
+        locks,
+        lock_watch,
+        releases,
         subjects,
         status,
     } = link;
+    let lock_task = tokio::spawn(cluster_locks::run(
+        locks.clone(),
+        releases,
+        lock_watch,
+        shared.clone(),
+    ));
     let watcher = tokio::spawn(watch_loop(
         bucket.clone(),
         watch,
@@ -276,8 +298,8 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         shared.clone(),
         status.signals.clone(),
     ));
-    let writer = tokio::spawn(write_loop(bucket, writes, shared, status, client));
-    vec![watcher, signals, p2p, writer]
+    let writer = tokio::spawn(write_loop(bucket, locks, writes, shared, status, client));
+    vec![watcher, signals, p2p, lock_task, writer]
 }
 
 async fn watch_loop(
@@ -336,8 +358,30 @@ async fn watch_loop(
     }
 }
 
+fn outcome_of(result: Result<u64, KvError>, status: &Status) -> ClusterOutcome {
+    match result {
+        Ok(rev) => {
+            status.writes.fetch_add(1, Ordering::Relaxed);
+            ClusterOutcome::Written(rev)
+        }
+        Err(KvError::Conflict { .. }) => {
+            status.conflicts.fetch_add(1, Ordering::Relaxed);
+            ClusterOutcome::Conflict
+        }
+        Err(e) => {
+            status.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cluster: a write failed");
+            ClusterOutcome::Failed(match e {
+                KvError::Unconfirmed => e.to_string(),
+                e => format!("{e}; nothing was changed"),
+            })
+        }
+    }
+}
+
 async fn write_loop(
     bucket: ParamBucket,
+    locks: Arc<Locks>,
     mut writes: mpsc::UnboundedReceiver<ClusterWrite>,
     shared: Arc<Shared>,
     status: Arc<Status>,
@@ -346,16 +390,13 @@ async fn write_loop(
     type Outcome =
         std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, KvError>)> + Send>>;
     let mut in_flight: FuturesOrdered<Outcome> = FuturesOrdered::new();
+    let report = |id: u64, outcome: ClusterOutcome| {
+        shared.with_core(|core, now| core.cluster_written(id, outcome, now));
+    };
     loop {
         tokio::select! {
             w = writes.recv() => {
                 let Some(w) = w else { return };
-                let record = Record {
-                    value: w.value,
-                    writer: w.writer.to_string(),
-                    timestamp: w.timestamp,
-                    lock: None,
-                };
                 let id = w.id;
                 // While NATS is unreachable nothing is sent: a write queued in the client
                 // would go out after the writer was told it failed.
@@ -365,31 +406,37 @@ async fn write_loop(
                     }));
                     continue;
                 }
+                if w.lock {
+                    // The lock is taken first, one round trip: the writes before it finish
+                    // first, so the order of writes holds.
+                    while let Some((id, r)) = in_flight.next().await {
+                        report(id, outcome_of(r, &status));
+                    }
+                    match locks.take(&w.address, &w.writer).await {
+                        Ok(()) => {}
+                        Err(LockError::Held(holder)) => {
+                            report(id, ClusterOutcome::LockHeld(holder));
+                            continue;
+                        }
+                        Err(LockError::Kv(e)) => {
+                            report(id, outcome_of(Err(e), &status));
+                            continue;
+                        }
+                    }
+                }
+                let record = Record {
+                    value: w.value,
+                    writer: w.writer.to_string(),
+                    timestamp: w.timestamp,
+                    lock: None,
+                };
                 match bucket.send_write(&w.address, &record, w.expected).await {
                     Ok(ack) => in_flight.push_back(Box::pin(async move { (id, ack.await) })),
                     Err(e) => in_flight.push_back(Box::pin(async move { (id, Err(e)) })),
                 }
             }
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let outcome = match result {
-                    Ok(rev) => {
-                        status.writes.fetch_add(1, Ordering::Relaxed);
-                        ClusterOutcome::Written(rev)
-                    }
-                    Err(KvError::Conflict { .. }) => {
-                        status.conflicts.fetch_add(1, Ordering::Relaxed);
-                        ClusterOutcome::Conflict
-                    }
-                    Err(e) => {
-                        status.write_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "cluster: a write failed");
-                        ClusterOutcome::Failed(match e {
-                            KvError::Unconfirmed => e.to_string(),
-                            e => format!("{e}; nothing was changed"),
-                        })
-                    }
-                };
-                shared.with_core(|core, now| core.cluster_written(id, outcome, now));
+                report(id, outcome_of(result, &status));
             }
         }
     }

@@ -4,6 +4,7 @@
 mod auth_files;
 mod cause;
 mod cluster;
+mod cluster_locks;
 mod cluster_p2p;
 mod cluster_signals;
 #[doc(hidden)]
@@ -230,6 +231,9 @@ impl Shared {
                 let _ = tx
                     .outbound
                     .send(cluster_signals::Outbound::Publish(address, frame));
+            }
+            while let Some(r) = core.poll_lock_release() {
+                let _ = tx.releases.send(r);
             }
             while let Some(m) = core.poll_cluster_p2p() {
                 let _ = tx.p2p.send(m);

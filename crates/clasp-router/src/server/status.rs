@@ -88,6 +88,7 @@ fn render_metrics(s: &Shared) -> String {
     );
     let (signals, signal_bytes) = core.signal_usage();
     let param_bytes = core.params().bytes();
+    let cluster_locks = core.cluster_lock_count();
     drop(core);
     let mut o = String::with_capacity(4096);
     let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
@@ -317,6 +318,12 @@ fn render_metrics(s: &Shared) -> String {
             "clasp_cluster_subscriptions",
             "NATS subscriptions this router holds for its sessions' interest.",
             load(&sig.filters),
+        );
+        write_gauge(
+            &mut o,
+            "clasp_cluster_locks",
+            "Param locks this router knows of in the cluster.",
+            cluster_locks as u64,
         );
         write_gauge(
             &mut o,
