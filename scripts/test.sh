@@ -121,6 +121,9 @@ say "interop: official Python and JS clients against our router"
 cargo build -p clasp-cli --locked
 ./scripts/interop.sh target/debug/clasp
 
+say "cluster interop: the official Python and JS clients on different routers of one NATS cluster"
+./scripts/cluster-interop.sh target/debug/clasp
+
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp
 
