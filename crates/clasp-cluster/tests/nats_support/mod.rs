@@ -97,8 +97,18 @@ impl Nats {
 
     /// Kills the server (`kill -9`) and starts it again on the same port and store.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (`kill -9`).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and store, once ready.
+    pub fn start_again(&mut self) {
         self.child = spawn(&binary().unwrap(), self.port, self.monitor, &self.dir);
         self.wait_ready();
     }
