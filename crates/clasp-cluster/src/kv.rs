@@ -61,6 +61,41 @@ pub struct Change {
     pub caught_up: bool,
 }
 
+/// An entry of the bucket that could not be read, and its revision when known.
+#[derive(Debug, Error)]
+#[error("bucket entry {revision:?}: {error}")]
+pub struct BadEntry {
+    /// The entry's revision, if the watch got that far.
+    pub revision: Option<u64>,
+    /// Why it could not be read.
+    pub error: KvError,
+}
+
+/// What a watch of the bucket yields.
+pub type WatchItem = Result<Change, BadEntry>;
+
+fn change_of(e: Result<kv::Entry, kv::WatcherError>) -> WatchItem {
+    let e = e.map_err(|err| BadEntry {
+        revision: None,
+        error: nats(err),
+    })?;
+    let bad = |error: KvError| BadEntry {
+        revision: Some(e.revision),
+        error,
+    };
+    let address = naming::address_of_key(&e.key).map_err(|x| bad(x.into()))?;
+    let record = match e.operation {
+        kv::Operation::Put => Some(Record::decode(&e.value).map_err(|x| bad(x.into()))?),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    Ok(Change {
+        address,
+        revision: e.revision,
+        record,
+        caught_up: e.seen_current,
+    })
+}
+
 /// The params of one cluster.
 #[derive(Clone)]
 pub struct ParamBucket {
@@ -167,6 +202,32 @@ impl ParamBucket {
         })
     }
 
+    /// The bucket's latest revision (0 when nothing was ever written).
+    pub async fn last_revision(&self) -> Result<u64, KvError> {
+        Ok(self
+            .store
+            .status()
+            .await
+            .map_err(nats)?
+            .info
+            .state
+            .last_sequence)
+    }
+
+    /// Every change from revision `from` on (the latest of each param written since then),
+    /// then live changes: to resume a watch that stopped.
+    pub async fn watch_from(
+        &self,
+        from: u64,
+    ) -> Result<impl Stream<Item = WatchItem> + use<>, KvError> {
+        let w = self
+            .store
+            .watch_all_from_revision(from.max(1))
+            .await
+            .map_err(nats)?;
+        Ok(w.map(change_of))
+    }
+
     /// How many params the bucket holds (deleted ones may still be counted until purged).
     pub async fn count(&self) -> Result<u64, KvError> {
         Ok(self.store.status().await.map_err(nats)?.values())
@@ -221,25 +282,10 @@ impl ParamBucket {
 
     /// Every param as it is now, then every change, by any router, in revision order.
     /// Entries that are not ours (a key of another layout, a damaged record) come out as
-    /// errors and the watch goes on.
-    pub async fn watch(
-        &self,
-    ) -> Result<impl Stream<Item = Result<Change, KvError>> + use<>, KvError> {
+    /// [`BadEntry`] errors and the watch goes on.
+    pub async fn watch(&self) -> Result<impl Stream<Item = WatchItem> + use<>, KvError> {
         let w = self.store.watch_with_history(">").await.map_err(nats)?;
-        Ok(w.map(|e| {
-            let e = e.map_err(nats)?;
-            let address = naming::address_of_key(&e.key)?;
-            let record = match e.operation {
-                kv::Operation::Put => Some(Record::decode(&e.value)?),
-                kv::Operation::Delete | kv::Operation::Purge => None,
-            };
-            Ok(Change {
-                address,
-                revision: e.revision,
-                record,
-                caught_up: e.seen_current,
-            })
-        }))
+        Ok(w.map(change_of))
     }
 
     /// How long a write waits for JetStream's acknowledgement before it fails.

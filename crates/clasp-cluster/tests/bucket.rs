@@ -81,7 +81,7 @@ async fn revisions_and_compare_and_set() {
 
 async fn next<S>(w: &mut S) -> Change
 where
-    S: futures_util::Stream<Item = Result<Change, KvError>> + Unpin,
+    S: futures_util::Stream<Item = clasp_cluster::kv::WatchItem> + Unpin,
 {
     tokio::time::timeout(Duration::from_secs(10), w.next())
         .await

@@ -120,3 +120,59 @@ impl Drop for Nats {
         let _ = self.child.wait();
     }
 }
+
+/// Three (or more) `nats-server` nodes routed into one NATS cluster with JetStream, each on
+/// 127.0.0.1 with its own client, route and monitoring ports.
+pub struct NatsCluster {
+    pub nodes: Vec<Nats>,
+}
+
+impl NatsCluster {
+    /// Starts `n` routed nodes and waits until each says JetStream is ready; `None` without
+    /// `nats-server`.
+    pub fn start(n: usize) -> Option<NatsCluster> {
+        let bin = binary()?;
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_urls = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (port, monitor) = (free_port(), free_port());
+            let child = Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &monitor.to_string(), "-js", "-sd"])
+                .arg(dir.path())
+                .args(["-n", &format!("n{i}"), "--cluster_name", "clasp-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &route_urls])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            nodes.push(Nats {
+                child,
+                port,
+                monitor,
+                dir,
+            });
+        }
+        let t = Instant::now();
+        while !nodes.iter().all(Nats::healthy) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the NATS cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(NatsCluster { nodes })
+    }
+
+    /// Every node's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Nats::url).collect()
+    }
+}

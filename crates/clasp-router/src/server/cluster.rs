@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clasp_cluster::kv::{Change, KvError, ParamBucket};
+use clasp_cluster::kv::{Change, KvError, ParamBucket, WatchItem};
 use clasp_cluster::locks::LockError;
 use clasp_cluster::record::Record;
 use futures_util::StreamExt;
@@ -68,8 +68,11 @@ pub(crate) struct Status {
     pub(crate) write_failures: AtomicU64,
     /// Bucket entries that could not be read (not ours, or damaged), skipped.
     pub(crate) bad_entries: AtomicU64,
-    /// Times the watch of the bucket ended and was started again.
+    /// Times the watch of the bucket ended, stalled or skipped, and was resumed.
     pub(crate) rewatches: AtomicU64,
+    /// Live changes that came after a gap in revisions (the watch was then resumed from the
+    /// gap to pick up anything it skipped).
+    pub(crate) gaps: AtomicU64,
     /// The signal side's counters.
     pub(crate) signals: Arc<SignalStats>,
 }
@@ -78,7 +81,9 @@ pub(crate) struct Status {
 pub(crate) struct Link {
     client: async_nats::Client,
     bucket: ParamBucket,
-    watch: BoxStream<'static, Result<Change, KvError>>,
+    watch: BoxStream<'static, WatchItem>,
+    /// The last revision the replay applied.
+    last_revision: u64,
     writes: mpsc::UnboundedReceiver<ClusterWrite>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     p2p: mpsc::UnboundedReceiver<P2pOut>,
@@ -139,6 +144,13 @@ pub(crate) async fn connect(
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("clasp-router/{}", cfg.name))
         .no_echo()
+        // Another NATS node is tried at once, then at growing intervals up to 2 s: a router
+        // whose node died is back on another one in well under a second.
+        .reconnect_delay_callback(|attempts| {
+            let step = attempts.min(5) as u32;
+            std::time::Duration::from_millis(if attempts <= 1 { 0 } else { 62 << step })
+                .min(std::time::Duration::from_secs(2))
+        })
         .connection_timeout(cfg.connect_timeout)
         .event_callback({
             let status = status.clone();
@@ -166,7 +178,14 @@ pub(crate) async fn connect(
             .map_err(|e| cluster_err(format!("cluster credentials {}: {e}", creds.display())))?;
     }
     let urls = cfg.servers.join(",");
-    let client = tokio::time::timeout(cfg.connect_timeout, opts.connect(urls.as_str()))
+    let mut addrs = Vec::with_capacity(cfg.servers.len());
+    for s in &cfg.servers {
+        let a: async_nats::ServerAddr = s
+            .parse()
+            .map_err(|e| cluster_err(format!("cluster NATS URL {s}: {e}")))?;
+        addrs.push(a);
+    }
+    let client = tokio::time::timeout(cfg.connect_timeout, opts.connect(addrs))
         .await
         .map_err(|_| {
             cluster_err(format!(
@@ -193,7 +212,7 @@ pub(crate) async fn connect(
             ))
         })?;
     core.set_clustered(true);
-    let watch = replay(&bucket, core, &status).await?;
+    let (watch, last_revision) = replay(&bucket, core, &status).await?;
     let router_id = uuid::Uuid::new_v4().to_string();
     let (locks, lock_watch) = Locks::open(&js, &cfg.name, cfg.replicas, router_id, core).await?;
     let (writes_tx, writes) = mpsc::unbounded_channel();
@@ -206,6 +225,7 @@ pub(crate) async fn connect(
             client,
             bucket,
             watch,
+            last_revision,
             writes,
             outbound,
             p2p,
@@ -226,27 +246,30 @@ pub(crate) async fn connect(
 }
 
 /// Starts a watch of the bucket and applies its replay to `core` until it has caught up;
-/// returns the watch, which goes on with live changes.
+/// returns the watch, which goes on with live changes, and the last revision applied.
 async fn replay(
     bucket: &ParamBucket,
     core: &mut Core,
     status: &Status,
-) -> Result<BoxStream<'static, Result<Change, KvError>>, ServerError> {
+) -> Result<(BoxStream<'static, WatchItem>, u64), ServerError> {
     let empty = bucket.count().await.map_err(cluster_err)? == 0;
     let mut watch = bucket.watch().await.map_err(cluster_err)?.boxed();
+    let mut last = 0;
     if empty {
-        return Ok(watch);
+        return Ok((watch, last));
     }
     loop {
         match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
             Ok(Some(Ok(c))) => {
                 let done = c.caught_up;
+                last = last.max(c.revision);
                 core.apply_remote(remote(c), wall_now());
                 if done {
-                    return Ok(watch);
+                    return Ok((watch, last));
                 }
             }
             Ok(Some(Err(e))) => {
+                last = last.max(e.revision.unwrap_or(0));
                 status.bad_entries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
             }
@@ -262,6 +285,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         client,
         bucket,
         watch,
+        last_revision,
         writes,
         outbound,
         p2p,
@@ -280,6 +304,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
     let watcher = tokio::spawn(watch_loop(
         bucket.clone(),
         watch,
+        last_revision,
         shared.clone(),
         status.clone(),
     ));
@@ -302,54 +327,105 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
     vec![watcher, signals, p2p, lock_task, writer]
 }
 
+/// How often the watch is checked against the bucket's latest revision.
+const WATCH_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts the watch again from the revision after `last` (after it ended, or stalled: a
+/// consumer lost with a NATS node does not always say so).
+async fn resume(
+    bucket: &ParamBucket,
+    last: u64,
+    watch: &mut BoxStream<'static, WatchItem>,
+    status: &Status,
+) {
+    status.rewatches.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(from = last + 1, "cluster: resuming the bucket's watch");
+    loop {
+        match bucket.watch_from(last + 1).await {
+            Ok(w) => {
+                *watch = w.boxed();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot watch the bucket yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 async fn watch_loop(
     bucket: ParamBucket,
-    mut watch: BoxStream<'static, Result<Change, KvError>>,
+    mut watch: BoxStream<'static, WatchItem>,
+    mut last: u64,
     shared: Arc<Shared>,
     status: Arc<Status>,
 ) {
+    let mut check = tokio::time::interval(WATCH_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last revision seen when the bucket was first found ahead of the watch.
+    let mut behind_at: Option<u64> = None;
+    // A live change came with a revision more than one past the last: the messages between
+    // were either replaced before they were delivered, or missed (a consumer recreated after
+    // a NATS node died can skip some). The watch is resumed from there at the next check.
+    let mut gap_from: Option<u64> = None;
     loop {
-        // Whatever is ready is applied under one lock of the core.
-        let mut batch = Vec::new();
-        match watch.next().await {
-            Some(first) => batch.push(first),
-            None => {
-                // The watch ended (its consumer was lost): start again from the current
-                // state; what is held already is not applied twice (revisions).
-                status.rewatches.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("cluster: the bucket's watch ended; starting it again");
-                loop {
-                    match bucket.watch().await {
-                        Ok(w) => {
-                            watch = w.boxed();
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cluster: cannot watch the bucket yet");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+        let first = tokio::select! {
+            c = watch.next() => c,
+            _ = check.tick() => {
+                if let Some(from) = gap_from.take() {
+                    status.gaps.fetch_add(1, Ordering::Relaxed);
+                    resume(&bucket, from, &mut watch, &status).await;
+                    continue;
+                }
+                match bucket.last_revision().await {
+                    Ok(top) if top > last => {
+                        // Behind and not moving since the last check: stalled.
+                        if behind_at == Some(last) {
+                            resume(&bucket, last, &mut watch, &status).await;
+                            behind_at = None;
+                        } else {
+                            behind_at = Some(last);
                         }
                     }
+                    Ok(_) => behind_at = None,
+                    // NATS unreachable: its reconnection comes first.
+                    Err(_) => {}
                 }
                 continue;
             }
-        }
+        };
+        // Whatever is ready is applied under one lock of the core.
+        let Some(first) = first else {
+            // The watch ended (its consumer was lost): resume after what was applied; what is
+            // held already is not applied twice (revisions).
+            resume(&bucket, last, &mut watch, &status).await;
+            continue;
+        };
+        let mut batch = vec![first];
         while batch.len() < 256 {
             match futures_util::FutureExt::now_or_never(watch.next()) {
                 Some(Some(c)) => batch.push(c),
                 _ => break,
             }
         }
-        let changes: Vec<RemoteChange> = batch
-            .into_iter()
-            .filter_map(|c| match c {
-                Ok(c) => Some(remote(c)),
+        let mut changes = Vec::with_capacity(batch.len());
+        for c in batch {
+            match c {
+                Ok(c) => {
+                    if c.caught_up && last > 0 && c.revision > last + 1 {
+                        gap_from.get_or_insert(last);
+                    }
+                    last = last.max(c.revision);
+                    changes.push(remote(c));
+                }
                 Err(e) => {
+                    last = last.max(e.revision.unwrap_or(0));
                     status.bad_entries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
-                    None
                 }
-            })
-            .collect();
+            }
+        }
         shared.with_core(|core, now| {
             for c in changes {
                 core.apply_remote(c, now);

@@ -279,8 +279,13 @@ fn render_metrics(s: &Shared) -> String {
         );
         counter(
             "clasp_cluster_rewatches_total",
-            "Times the watch of the cluster's params ended and was started again.",
+            "Times the watch of the cluster's params ended, stalled or skipped, and was resumed.",
             load(&c.rewatches),
+        );
+        counter(
+            "clasp_cluster_watch_gaps_total",
+            "Gaps in the revisions of the params' watch, after which it was resumed from the gap.",
+            load(&c.gaps),
         );
         counter(
             "clasp_cluster_applied_total",
