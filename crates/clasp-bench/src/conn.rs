@@ -286,6 +286,28 @@ impl Fleet {
         n: usize,
         concurrency: usize,
         subscribe: Option<&str>,
+        handler: F,
+    ) -> (Fleet, Result<(), OpenFailure>)
+    where
+        F: FnMut(usize) -> H,
+        H: FnMut(&Bytes, Instant) + Send + 'static,
+    {
+        Fleet::open_spread(
+            std::slice::from_ref(target),
+            n,
+            concurrency,
+            subscribe,
+            handler,
+        )
+        .await
+    }
+
+    /// [`Fleet::open`] with client `i` on `targets[i % targets.len()]` (routers of a cluster).
+    pub(crate) async fn open_spread<H, F>(
+        targets: &[Target],
+        n: usize,
+        concurrency: usize,
+        subscribe: Option<&str>,
         mut handler: F,
     ) -> (Fleet, Result<(), OpenFailure>)
     where
@@ -298,7 +320,7 @@ impl Fleet {
         let mut tasks = JoinSet::new();
         let pattern: Option<Arc<str>> = subscribe.map(Arc::from);
         for i in 0..n {
-            let target = target.clone();
+            let target = targets[i % targets.len().max(1)].clone();
             let gate = gate.clone();
             let ready = ready_tx.clone();
             let pattern = pattern.clone();

@@ -45,6 +45,10 @@ pub(crate) struct FanoutOpts {
     /// Connections set up at once.
     #[arg(long, default_value_t = 50)]
     pub(crate) concurrency: usize,
+    /// Spread the subscribers over these routers (of a cluster) in turn instead of --url;
+    /// the publisher stays on --url.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sub_urls: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -241,7 +245,16 @@ async fn one(target: &Target, n: usize, o: &FanoutOpts, out: &Out) -> anyhow::Re
     let slots: Arc<[Slot]> = (0..n).map(|_| Slot::default()).collect();
     let completion = Arc::new(Completion::new(n));
     let setup = Instant::now();
-    let (fleet, opened) = Fleet::open(target, n, o.concurrency, Some(ADDR), |i| {
+    let targets = if o.sub_urls.is_empty() {
+        vec![target.clone()]
+    } else {
+        o.sub_urls
+            .iter()
+            .map(|u| Target::parse(u))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("--sub-urls")?
+    };
+    let (fleet, opened) = Fleet::open_spread(&targets, n, o.concurrency, Some(ADDR), |i| {
         let slots = slots.clone();
         let completion = completion.clone();
         move |frame: &Bytes, at: Instant| {

@@ -44,6 +44,10 @@ pub(crate) struct LatencyOpts {
     /// measures the machine's noise floor under that load, with a router doing no load work.
     #[arg(long)]
     pub(crate) load_url: Option<String>,
+    /// Connect the subscriber to this router instead (another router of a cluster: the
+    /// cross-router hop).
+    #[arg(long)]
+    pub(crate) sub_url: Option<String>,
     /// Also write every timed sample to this file, one latency in microseconds per line, in
     /// the order sent (to see how the slow samples are spread over time).
     #[arg(long)]
@@ -121,7 +125,11 @@ pub(crate) fn percentile_us(v: &[Duration], p: f64) -> f64 {
 /// Runs the workload and prints its result.
 pub(crate) async fn run(target: &Target, o: &LatencyOpts, out: &Out) -> anyhow::Result<()> {
     let size = usize::from(o.size);
-    let sub = connect(target, "bench-sub", Some(ADDR))
+    let sub_target = match &o.sub_url {
+        Some(u) => Target::parse(u).context("--sub-url")?,
+        None => target.clone(),
+    };
+    let sub = connect(&sub_target, "bench-sub", Some(ADDR))
         .await
         .context("subscriber setup")?;
     let publisher = connect(target, "bench-pub", None)

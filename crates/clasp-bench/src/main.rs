@@ -299,6 +299,7 @@ async fn all(
             load_subscribers: 0,
             load_rate: 0,
             load_url: None,
+            sub_url: None,
             raw: None,
         },
         out,
@@ -312,6 +313,7 @@ async fn all(
             min_deliveries: 1_000_000,
             wait: WaitArgs::default(),
             concurrency: 50,
+            sub_urls: Vec::new(),
         },
         out,
     )
@@ -322,6 +324,7 @@ async fn all(
             messages: 100_000,
             size: 8,
             wait: WaitArgs::default(),
+            sub_url: None,
         },
         out,
     )

@@ -35,6 +35,9 @@ pub(crate) struct ThroughputOpts {
     /// How long to wait for deliveries.
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
+    /// Connect the subscriber to this router instead (another router of a cluster).
+    #[arg(long)]
+    pub(crate) sub_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,7 +126,11 @@ pub(crate) async fn run(target: &Target, o: &ThroughputOpts, out: &Out) -> anyho
     let slots: Arc<[Slot]> = Arc::from([Slot::default()]);
     let completion = Arc::new(Completion::new(1));
     let tracker = Arc::new(Mutex::new(Finals::new(m)));
-    let (fleet, opened) = Fleet::open(target, 1, 1, Some(PATTERN), |_| {
+    let sub_target = match &o.sub_url {
+        Some(u) => Target::parse(u).context("--sub-url")?,
+        None => target.clone(),
+    };
+    let (fleet, opened) = Fleet::open(&sub_target, 1, 1, Some(PATTERN), |_| {
         let slots = slots.clone();
         let completion = completion.clone();
         let tracker = tracker.clone();

@@ -23,6 +23,9 @@ use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
 use crate::core::{ClusterOutcome, ClusterWrite, Now, P2pOut, RemoteChange};
 
+/// Writes sent to JetStream and not yet confirmed, at most.
+const MAX_IN_FLIGHT: usize = 1024;
+
 /// How long a write waits for JetStream's confirmation.
 const WRITE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -471,7 +474,10 @@ async fn write_loop(
     };
     loop {
         tokio::select! {
-            w = writes.recv() => {
+            // At most MAX_IN_FLIGHT writes wait for JetStream: below async-nats's own cap on
+            // unacknowledged publishes, so sending never waits for an acknowledgement this
+            // loop is not polling.
+            w = writes.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(w) = w else { return };
                 let id = w.id;
                 // While NATS is unreachable nothing is sent: a write queued in the client
