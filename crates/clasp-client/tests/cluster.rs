@@ -385,3 +385,27 @@ async fn locks_hold_across_routers() {
     .await;
     assert_eq!(b.get("/desk/fader").await.unwrap(), Value::Int(3));
 }
+
+#[tokio::test]
+async fn a_burst_of_unconfirmed_writes_ends_with_the_last_values_everywhere() {
+    let Some(n) = Nats::start() else { return };
+    let (ra, rb) = (router(&n, "burst").await, router(&n, "burst").await);
+    let (a, b) = (client(&ra).await, client(&rb).await);
+    // 12,000 unconfirmed SETs over 10 params as fast as the client sends them. (The release
+    // benchmark, which sends faster than this debug build can, is what showed the writer
+    // waiting on itself when more than async-nats's 5,000 writes were unconfirmed.)
+    for i in 0..12_000i64 {
+        a.set(&format!("/burst/{}", i % 10), i).await.unwrap();
+    }
+    let rev = a.set_confirmed("/burst/done", true).await.unwrap();
+    assert!(rev > 0);
+    for k in 0..10i64 {
+        let want = Value::Int(11_990 + k);
+        within("the last value on the other router", async {
+            while b.get(&format!("/burst/{k}")).await.ok() != Some(want.clone()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}
