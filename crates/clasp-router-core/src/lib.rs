@@ -22,6 +22,7 @@ pub mod state;
 pub mod transmit;
 
 mod bundles;
+mod cluster_links;
 mod durable;
 mod fanout;
 mod handshake;

@@ -11,20 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clasp_cluster::kv::{Change, KvError, ParamBucket, WatchItem};
-use clasp_cluster::locks::LockError;
-use clasp_cluster::record::Record;
-use futures_util::StreamExt;
-use futures_util::stream::{BoxStream, FuturesOrdered};
+use clasp_cluster::kv::{Change, ParamBucket, WatchItem};
+use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use super::cluster_locks::{self, LockWatch, Locks};
 use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
-use crate::core::{ClusterOutcome, ClusterWrite, Now, P2pOut, RemoteChange};
-
-/// Writes sent to JetStream and not yet confirmed, at most.
-const MAX_IN_FLIGHT: usize = 1024;
+use super::{cluster_watch, cluster_writes};
+use crate::core::{ClusterWrite, Now, P2pOut, RemoteChange};
 
 /// How long a write waits for JetStream's confirmation.
 const WRITE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,18 +100,18 @@ pub(crate) struct Senders {
     pub(crate) releases: mpsc::UnboundedSender<(Arc<str>, Arc<str>)>,
 }
 
-fn wall_now() -> Now {
+pub(crate) fn wall_now() -> Now {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     Now { mono: 0, wall }
 }
 
-fn cluster_err(what: impl std::fmt::Display) -> ServerError {
+pub(crate) fn cluster_err(what: impl std::fmt::Display) -> ServerError {
     ServerError::Cluster(what.to_string())
 }
 
-fn remote(c: Change) -> RemoteChange {
+pub(crate) fn remote(c: Change) -> RemoteChange {
     match c.record {
         Some(r) => RemoteChange {
             address: c.address,
@@ -215,7 +210,7 @@ pub(crate) async fn connect(
             ))
         })?;
     core.set_clustered(true);
-    let (watch, last_revision) = replay(&bucket, core, &status).await?;
+    let (watch, last_revision) = cluster_watch::replay(&bucket, core, &status).await?;
     let router_id = uuid::Uuid::new_v4().to_string();
     let (locks, lock_watch) = Locks::open(&js, &cfg.name, cfg.replicas, router_id, core).await?;
     let (writes_tx, writes) = mpsc::unbounded_channel();
@@ -248,40 +243,6 @@ pub(crate) async fn connect(
     ))
 }
 
-/// Starts a watch of the bucket and applies its replay to `core` until it has caught up;
-/// returns the watch, which goes on with live changes, and the last revision applied.
-async fn replay(
-    bucket: &ParamBucket,
-    core: &mut Core,
-    status: &Status,
-) -> Result<(BoxStream<'static, WatchItem>, u64), ServerError> {
-    let empty = bucket.count().await.map_err(cluster_err)? == 0;
-    let mut watch = bucket.watch().await.map_err(cluster_err)?.boxed();
-    let mut last = 0;
-    if empty {
-        return Ok((watch, last));
-    }
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
-            Ok(Some(Ok(c))) => {
-                let done = c.caught_up;
-                last = last.max(c.revision);
-                core.apply_remote(remote(c), wall_now());
-                if done {
-                    return Ok((watch, last));
-                }
-            }
-            Ok(Some(Err(e))) => {
-                last = last.max(e.revision.unwrap_or(0));
-                status.bad_entries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
-            }
-            Ok(None) => return Err(cluster_err("the bucket's watch ended during the replay")),
-            Err(_) => return Err(cluster_err("the bucket's replay stalled for 30 s")),
-        }
-    }
-}
-
 /// Runs the link: the watch and the writer, until the server stops (the tasks are aborted).
 pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     let Link {
@@ -304,7 +265,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         lock_watch,
         shared.clone(),
     ));
-    let watcher = tokio::spawn(watch_loop(
+    let watcher = tokio::spawn(cluster_watch::watch_loop(
         bucket.clone(),
         watch,
         last_revision,
@@ -326,200 +287,8 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         shared.clone(),
         status.signals.clone(),
     ));
-    let writer = tokio::spawn(write_loop(bucket, locks, writes, shared, status, client));
+    let writer = tokio::spawn(cluster_writes::write_loop(
+        bucket, locks, writes, shared, status, client,
+    ));
     vec![watcher, signals, p2p, lock_task, writer]
-}
-
-/// How often the watch is checked against the bucket's latest revision.
-const WATCH_CHECK: Duration = Duration::from_secs(1);
-
-/// Starts the watch again from the revision after `last` (after it ended, or stalled: a
-/// consumer lost with a NATS node does not always say so).
-async fn resume(
-    bucket: &ParamBucket,
-    last: u64,
-    watch: &mut BoxStream<'static, WatchItem>,
-    status: &Status,
-) {
-    status.rewatches.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(from = last + 1, "cluster: resuming the bucket's watch");
-    loop {
-        match bucket.watch_from(last + 1).await {
-            Ok(w) => {
-                *watch = w.boxed();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: cannot watch the bucket yet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-async fn watch_loop(
-    bucket: ParamBucket,
-    mut watch: BoxStream<'static, WatchItem>,
-    mut last: u64,
-    shared: Arc<Shared>,
-    status: Arc<Status>,
-) {
-    let mut check = tokio::time::interval(WATCH_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The last revision seen when the bucket was first found ahead of the watch.
-    let mut behind_at: Option<u64> = None;
-    // A live change came with a revision more than one past the last: the messages between
-    // were either replaced before they were delivered, or missed (a consumer recreated after
-    // a NATS node died can skip some). The watch is resumed from there at the next check.
-    let mut gap_from: Option<u64> = None;
-    loop {
-        let first = tokio::select! {
-            c = watch.next() => c,
-            _ = check.tick() => {
-                if let Some(from) = gap_from.take() {
-                    status.gaps.fetch_add(1, Ordering::Relaxed);
-                    resume(&bucket, from, &mut watch, &status).await;
-                    continue;
-                }
-                match bucket.last_revision().await {
-                    Ok(top) if top > last => {
-                        // Behind and not moving since the last check: stalled.
-                        if behind_at == Some(last) {
-                            resume(&bucket, last, &mut watch, &status).await;
-                            behind_at = None;
-                        } else {
-                            behind_at = Some(last);
-                        }
-                    }
-                    Ok(_) => behind_at = None,
-                    // NATS unreachable: its reconnection comes first.
-                    Err(_) => {}
-                }
-                continue;
-            }
-        };
-        // Whatever is ready is applied under one lock of the core.
-        let Some(first) = first else {
-            // The watch ended (its consumer was lost): resume after what was applied; what is
-            // held already is not applied twice (revisions).
-            resume(&bucket, last, &mut watch, &status).await;
-            continue;
-        };
-        let mut batch = vec![first];
-        while batch.len() < 256 {
-            match futures_util::FutureExt::now_or_never(watch.next()) {
-                Some(Some(c)) => batch.push(c),
-                _ => break,
-            }
-        }
-        let mut changes = Vec::with_capacity(batch.len());
-        for c in batch {
-            match c {
-                Ok(c) => {
-                    if c.caught_up && last > 0 && c.revision > last + 1 {
-                        gap_from.get_or_insert(last);
-                    }
-                    last = last.max(c.revision);
-                    changes.push(remote(c));
-                }
-                Err(e) => {
-                    last = last.max(e.revision.unwrap_or(0));
-                    status.bad_entries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "cluster: a bucket entry was skipped");
-                }
-            }
-        }
-        shared.with_core(|core, now| {
-            for c in changes {
-                core.apply_remote(c, now);
-            }
-        });
-    }
-}
-
-fn outcome_of(result: Result<u64, KvError>, status: &Status) -> ClusterOutcome {
-    match result {
-        Ok(rev) => {
-            status.writes.fetch_add(1, Ordering::Relaxed);
-            ClusterOutcome::Written(rev)
-        }
-        Err(KvError::Conflict { .. }) => {
-            status.conflicts.fetch_add(1, Ordering::Relaxed);
-            ClusterOutcome::Conflict
-        }
-        Err(e) => {
-            status.write_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "cluster: a write failed");
-            ClusterOutcome::Failed(match e {
-                KvError::Unconfirmed => e.to_string(),
-                e => format!("{e}; nothing was changed"),
-            })
-        }
-    }
-}
-
-async fn write_loop(
-    bucket: ParamBucket,
-    locks: Arc<Locks>,
-    mut writes: mpsc::UnboundedReceiver<ClusterWrite>,
-    shared: Arc<Shared>,
-    status: Arc<Status>,
-    client: async_nats::Client,
-) {
-    type Outcome =
-        std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, KvError>)> + Send>>;
-    let mut in_flight: FuturesOrdered<Outcome> = FuturesOrdered::new();
-    let report = |id: u64, outcome: ClusterOutcome| {
-        shared.with_core(|core, now| core.cluster_written(id, outcome, now));
-    };
-    loop {
-        tokio::select! {
-            // At most MAX_IN_FLIGHT writes wait for JetStream: below async-nats's own cap on
-            // unacknowledged publishes, so sending never waits for an acknowledgement this
-            // loop is not polling.
-            w = writes.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(w) = w else { return };
-                let id = w.id;
-                // While NATS is unreachable nothing is sent: a write queued in the client
-                // would go out after the writer was told it failed.
-                if client.connection_state() != async_nats::connection::State::Connected {
-                    in_flight.push_back(Box::pin(async move {
-                        (id, Err(KvError::Nats("the cluster's NATS connection is down".into())))
-                    }));
-                    continue;
-                }
-                if w.lock {
-                    // The lock is taken first, one round trip: the writes before it finish
-                    // first, so the order of writes holds.
-                    while let Some((id, r)) = in_flight.next().await {
-                        report(id, outcome_of(r, &status));
-                    }
-                    match locks.take(&w.address, &w.writer).await {
-                        Ok(()) => {}
-                        Err(LockError::Held(holder)) => {
-                            report(id, ClusterOutcome::LockHeld(holder));
-                            continue;
-                        }
-                        Err(LockError::Kv(e)) => {
-                            report(id, outcome_of(Err(e), &status));
-                            continue;
-                        }
-                    }
-                }
-                let record = Record {
-                    value: w.value,
-                    writer: w.writer.to_string(),
-                    timestamp: w.timestamp,
-                    lock: None,
-                };
-                match bucket.send_write(&w.address, &record, w.expected).await {
-                    Ok(ack) => in_flight.push_back(Box::pin(async move { (id, ack.await) })),
-                    Err(e) => in_flight.push_back(Box::pin(async move { (id, Err(e)) })),
-                }
-            }
-            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                report(id, outcome_of(result, &status));
-            }
-        }
-    }
 }

@@ -7,6 +7,8 @@ mod cluster;
 mod cluster_locks;
 mod cluster_p2p;
 mod cluster_signals;
+mod cluster_watch;
+mod cluster_writes;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
