@@ -201,18 +201,37 @@ pub(crate) async fn connect(
     // A write's confirmation is awaited for less than a client's usual request timeout (5 s),
     // so the writer hears from the router rather than timing out on its own.
     js.set_timeout(WRITE_CONFIRM_TIMEOUT);
-    let bucket = ParamBucket::open(&js, &cfg.name, max_value, cfg.replicas)
-        .await
-        .map_err(|e| {
-            cluster_err(format!(
-                "cluster {}: {e} (is JetStream enabled on the NATS server?)",
-                cfg.name
-            ))
-        })?;
+    // A NATS cluster that has just started may not take JetStream requests yet (no meta
+    // leader): the buckets are opened again until the connect timeout runs out.
+    let deadline = std::time::Instant::now() + cfg.connect_timeout;
+    let bucket = loop {
+        match ParamBucket::open(&js, &cfg.name, max_value, cfg.replicas).await {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "cluster: JetStream not ready yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                return Err(cluster_err(format!(
+                    "cluster {}: {e} (is JetStream enabled on the NATS server?)",
+                    cfg.name
+                )));
+            }
+        }
+    };
     core.set_clustered(true);
     let (watch, last_revision) = cluster_watch::replay(&bucket, core, &status).await?;
     let router_id = uuid::Uuid::new_v4().to_string();
-    let (locks, lock_watch) = Locks::open(&js, &cfg.name, cfg.replicas, router_id, core).await?;
+    let (locks, lock_watch) = loop {
+        match Locks::open(&js, &cfg.name, cfg.replicas, router_id.clone(), core).await {
+            Ok(l) => break l,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "cluster: JetStream not ready yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let (writes_tx, writes) = mpsc::unbounded_channel();
     let (outbound_tx, outbound) = mpsc::unbounded_channel();
     let (p2p_tx, p2p) = mpsc::unbounded_channel();
