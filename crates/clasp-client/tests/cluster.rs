@@ -165,22 +165,6 @@ async fn a_late_router_gets_the_state_and_nats_down_is_a_clear_error() {
     assert!(e.contains(&dead), "{e}");
 }
 
-/// A figure of a router's `/metrics`.
-async fn metric(r: &Router, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 /// The NATS subjects the connections of `nats` subscribe to (its monitoring's `/connz`).
 fn nats_subscriptions(n: &Nats) -> Vec<String> {
     let body = n.monitoring("/connz?subs=1").unwrap();
@@ -245,11 +229,11 @@ async fn signals_cross_routers_once_and_only_where_wanted() {
             "delivered twice"
         );
     }
-    assert_eq!(metric(&a, "clasp_cluster_signal_duplicates_total").await, 1);
-    assert_eq!(metric(&a, "clasp_cluster_signals_received_total").await, 3);
+    assert_eq!(a.metric("clasp_cluster_signal_duplicates_total").await, 1);
+    assert_eq!(a.metric("clasp_cluster_signals_received_total").await, 3);
     // C's sessions want nothing: none of it reached C.
-    assert_eq!(metric(&c, "clasp_cluster_signals_received_total").await, 0);
-    assert_eq!(metric(&c, "clasp_cluster_subscriptions").await, 0);
+    assert_eq!(c.metric("clasp_cluster_signals_received_total").await, 0);
+    assert_eq!(c.metric("clasp_cluster_subscriptions").await, 0);
 
     // When the last subscriber of a pattern leaves, its NATS subscription goes too.
     drop(events);
@@ -345,7 +329,7 @@ async fn locks_hold_across_routers() {
     // not stopped: docs/cluster.md).
     for r in [&ra, &rb] {
         within("the lock known", async {
-            while metric(r, "clasp_cluster_locks").await < 1 {
+            while r.metric("clasp_cluster_locks").await < 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -367,7 +351,7 @@ async fn locks_hold_across_routers() {
     // A lock held by a session that leaves is released.
     a.lock("/desk/fader", 1).await.unwrap();
     within("the second lock known on B", async {
-        while metric(&rb, "clasp_cluster_locks").await < 1 {
+        while rb.metric("clasp_cluster_locks").await < 1 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

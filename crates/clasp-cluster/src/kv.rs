@@ -113,48 +113,26 @@ impl std::fmt::Debug for ParamBucket {
 impl ParamBucket {
     /// Opens the bucket of cluster `name`, creating it if this is the first router: file
     /// storage, one value per key, values up to `max_value` bytes, `replicas` copies in a NATS
-    /// cluster (1 on a single server).
-    ///
-    /// The bucket's stream is created here with the layout JetStream KV defines (stream
-    /// `KV_<bucket>` on `$KV.<bucket>.>`, rollups allowed, deletes denied, direct gets, discard
-    /// new) rather than with async-nats's `create_key_value`: that call first reads the
-    /// account's information and fails on nats-server 2.9, whose answer lacks fields newer
-    /// servers send.
+    /// cluster (1 on a single server). See [`open_store`] for the stream it makes.
     pub async fn open(
         js: &jetstream::Context,
         name: &str,
         max_value: usize,
         replicas: usize,
     ) -> Result<ParamBucket, KvError> {
-        use jetstream::stream::{Config, DiscardPolicy, StorageType};
         naming::check_cluster_name(name)?;
         let bucket = naming::bucket(name);
-        if let Ok(store) = js.get_key_value(&bucket).await {
-            return Ok(ParamBucket {
-                store,
-                js: js.clone(),
-                bucket,
-            });
-        }
-        let config = Config {
-            name: format!("KV_{bucket}"),
-            description: Some(format!("CLASP params of cluster {name}")),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_message_size: i32::try_from(max_value).unwrap_or(i32::MAX),
-            storage: StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            num_replicas: replicas.max(1),
-            discard: DiscardPolicy::New,
-            ..Default::default()
-        };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| KvError::Nats(format!("cannot create the bucket {bucket}: {e}")))?;
-        let store = js.get_key_value(&bucket).await.map_err(nats)?;
+        let store = open_store(
+            js,
+            StoreSpec {
+                bucket: &bucket,
+                description: format!("CLASP params of cluster {name}"),
+                max_value,
+                max_age: Duration::ZERO,
+                replicas,
+            },
+        )
+        .await?;
         Ok(ParamBucket {
             store,
             js: js.clone(),
@@ -287,7 +265,56 @@ impl ParamBucket {
         let w = self.store.watch_with_history(">").await.map_err(nats)?;
         Ok(w.map(change_of))
     }
+}
 
-    /// How long a write waits for JetStream's acknowledgement before it fails.
-    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shape of a key-value bucket of this crate.
+pub(crate) struct StoreSpec<'a> {
+    /// The bucket's name.
+    pub(crate) bucket: &'a str,
+    /// What it holds, for operators listing streams.
+    pub(crate) description: String,
+    /// Largest value, in bytes.
+    pub(crate) max_value: usize,
+    /// How long entries live (zero: for ever).
+    pub(crate) max_age: Duration,
+    /// Copies in a NATS cluster.
+    pub(crate) replicas: usize,
+}
+
+/// Opens a key-value bucket, creating it if it does not exist yet.
+///
+/// The bucket's stream is created here with the layout JetStream KV defines (stream
+/// `KV_<bucket>` on `$KV.<bucket>.>`, one value per key, rollups allowed, deletes denied,
+/// direct gets, discard new, file storage) rather than with async-nats's `create_key_value`:
+/// that call first reads the account's information and fails on nats-server 2.9, whose
+/// answer lacks fields newer servers send.
+pub(crate) async fn open_store(
+    js: &jetstream::Context,
+    spec: StoreSpec<'_>,
+) -> Result<kv::Store, KvError> {
+    use jetstream::stream::{Config, DiscardPolicy, StorageType};
+    let bucket = spec.bucket;
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let config = Config {
+        name: format!("KV_{bucket}"),
+        description: Some(spec.description),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: i32::try_from(spec.max_value).unwrap_or(i32::MAX),
+        max_age: spec.max_age,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: spec.replicas.max(1),
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| KvError::Nats(format!("cannot create the bucket {bucket}: {e}")))?;
+    js.get_key_value(bucket).await.map_err(nats)
 }

@@ -88,31 +88,19 @@ impl LockBucket {
         lease: Duration,
         replicas: usize,
     ) -> Result<LockBucket, KvError> {
-        use jetstream::stream::{Config, DiscardPolicy, StorageType};
         naming::check_cluster_name(name)?;
         let bucket = format!("{}_locks", naming::bucket(name));
-        if let Ok(store) = js.get_key_value(&bucket).await {
-            return Ok(LockBucket { store });
-        }
-        // The KV layout, as for the params (see `ParamBucket::open`), with a max age.
-        let config = Config {
-            name: format!("KV_{bucket}"),
-            description: Some(format!("CLASP param locks of cluster {name}")),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: lease,
-            storage: StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: replicas.max(1),
-            discard: DiscardPolicy::New,
-            ..Default::default()
-        };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| KvError::Nats(format!("cannot create the bucket {bucket}: {e}")))?;
-        let store = js.get_key_value(&bucket).await.map_err(nats)?;
+        let store = crate::kv::open_store(
+            js,
+            crate::kv::StoreSpec {
+                bucket: &bucket,
+                description: format!("CLASP param locks of cluster {name}"),
+                max_value: 64 * 1024,
+                max_age: lease,
+                replicas,
+            },
+        )
+        .await?;
         Ok(LockBucket { store })
     }
 

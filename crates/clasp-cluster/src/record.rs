@@ -1,15 +1,16 @@
-//! What a param's JetStream key holds: its value and who wrote it when, and the lock on it if
-//! one is held. The revision is not stored: it is the KV revision of the entry.
+//! What a param's JetStream key holds: its value, who wrote it when, and, for a SET that came
+//! in a bundle, which bundle (so routers can apply the bundle's SETs together). The revision
+//! is not stored: it is the KV revision of the entry.
 //!
 //! Layout (version 1), all integers big-endian:
 //!
 //! | Bytes | Field |
 //! |---|---|
 //! | 2 | `C1`: magic and version |
-//! | 1 | flags: bit 0, a lock follows the timestamp |
+//! | 1 | flags: bit 0, a bundle marker follows the timestamp |
 //! | 2 + n | writer, UTF-8 |
 //! | 8 | wall-clock time of the write, µs since the Unix epoch |
-//! | (2 + n) + (2 + m) + 8 | lock: holder session, holder's router, lease end (ms since the epoch) |
+//! | 8 + 4 + 2 + k × (4 + m) | bundle marker: bundle id, its number of SETs, then its k signals, each a PUBLISH frame with its length |
 //! | rest | the value, in the binary codec's value encoding (protocol.md §2.3) |
 //!
 //! Decoding checks every length against what is left and refuses trailing bytes after the
@@ -20,7 +21,9 @@ use clasp_proto::codec::binary::{decode_value, encode_value};
 use thiserror::Error;
 
 const MAGIC: [u8; 2] = *b"C1";
-const FLAG_LOCK: u8 = 1;
+const FLAG_BUNDLE: u8 = 1;
+/// Signals a bundle marker holds, at most.
+pub const MAX_BUNDLE_SIGNALS: usize = 4096;
 
 /// A param as the cluster stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,19 +34,20 @@ pub struct Record {
     pub writer: String,
     /// When, in µs since the Unix epoch.
     pub timestamp: u64,
-    /// The lock on the param, if any.
-    pub lock: Option<Lock>,
+    /// The bundle the write came in, if any.
+    pub bundle: Option<BundleMark>,
 }
 
-/// A lock held on a param by a session of some router, until its lease ends unless renewed.
+/// Which bundle a write belongs to: every SET of a bundle carries the same marker, so a router
+/// that sees one can wait for the rest and apply them together, with the bundle's signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lock {
-    /// The holding session.
-    pub holder: String,
-    /// The router the holder is connected to.
-    pub router: String,
-    /// The lease's end, in ms since the Unix epoch.
-    pub until_ms: u64,
+pub struct BundleMark {
+    /// The bundle's id, unique across the cluster.
+    pub id: u64,
+    /// How many SETs the bundle holds.
+    pub sets: u32,
+    /// The bundle's signals: PUBLISH frames in the binary codec.
+    pub signals: Vec<bytes::Bytes>,
 }
 
 /// Why a stored entry cannot be read or a record written.
@@ -52,6 +56,9 @@ pub enum RecordError {
     /// Not a record of this layout (or a later version).
     #[error("not a CLASP param record (magic {0:02X?})")]
     Magic([u8; 2]),
+    /// Flags this version does not know.
+    #[error("param record: unknown flags {0:#04x}")]
+    Flags(u8),
     /// Shorter than its lengths say.
     #[error("param record truncated at byte {0}")]
     Truncated(usize),
@@ -67,6 +74,9 @@ pub enum RecordError {
     /// The value cannot be encoded.
     #[error("param record value: {0}")]
     Encode(#[from] clasp_proto::EncodeError),
+    /// More signals in a bundle marker than [`MAX_BUNDLE_SIGNALS`].
+    #[error("param record: {0} bundle signals, more than {MAX_BUNDLE_SIGNALS}")]
+    TooManySignals(usize),
     /// Bytes after the value.
     #[error("param record: {0} bytes after the value")]
     Trailing(usize),
@@ -84,13 +94,25 @@ impl Record {
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
         let mut out = Vec::with_capacity(32 + self.writer.len());
         out.extend_from_slice(&MAGIC);
-        out.push(if self.lock.is_some() { FLAG_LOCK } else { 0 });
+        out.push(if self.bundle.is_some() {
+            FLAG_BUNDLE
+        } else {
+            0
+        });
         put_str(&self.writer, "writer", &mut out)?;
         out.extend_from_slice(&self.timestamp.to_be_bytes());
-        if let Some(l) = &self.lock {
-            put_str(&l.holder, "lock holder", &mut out)?;
-            put_str(&l.router, "lock router", &mut out)?;
-            out.extend_from_slice(&l.until_ms.to_be_bytes());
+        if let Some(b) = &self.bundle {
+            if b.signals.len() > MAX_BUNDLE_SIGNALS {
+                return Err(RecordError::TooManySignals(b.signals.len()));
+            }
+            out.extend_from_slice(&b.id.to_be_bytes());
+            out.extend_from_slice(&b.sets.to_be_bytes());
+            out.extend_from_slice(&(b.signals.len() as u16).to_be_bytes());
+            for f in &b.signals {
+                let n = u32::try_from(f.len()).map_err(|_| RecordError::TooLong("signal"))?;
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(f);
+            }
         }
         encode_value(&self.value, &mut out)?;
         Ok(out)
@@ -107,14 +129,26 @@ impl Record {
             return Err(RecordError::Magic(magic));
         }
         let flags = r.take(1)?[0];
+        if flags & !FLAG_BUNDLE != 0 {
+            return Err(RecordError::Flags(flags));
+        }
         let writer = r.str("writer")?;
         let timestamp = r.u64()?;
-        let lock = if flags & FLAG_LOCK != 0 {
-            Some(Lock {
-                holder: r.str("lock holder")?,
-                router: r.str("lock router")?,
-                until_ms: r.u64()?,
-            })
+        let bundle = if flags & FLAG_BUNDLE != 0 {
+            let id = r.u64()?;
+            let sets = r.u32()?;
+            let k = r.take(2)?;
+            let k = usize::from(u16::from_be_bytes([k[0], k[1]]));
+            if k > MAX_BUNDLE_SIGNALS {
+                return Err(RecordError::TooManySignals(k));
+            }
+            // Each signal takes at least its length: no allocation beyond what is there.
+            let mut signals = Vec::with_capacity(k.min((buf.len() - r.pos) / 4));
+            for _ in 0..k {
+                let n = r.u32()? as usize;
+                signals.push(bytes::Bytes::copy_from_slice(r.take(n)?));
+            }
+            Some(BundleMark { id, sets, signals })
         } else {
             None
         };
@@ -127,7 +161,7 @@ impl Record {
             value,
             writer,
             timestamp,
-            lock,
+            bundle,
         })
     }
 }
@@ -147,6 +181,11 @@ impl<'a> Reader<'a> {
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64(&mut self) -> Result<u64, RecordError> {
@@ -169,18 +208,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_with_and_without_a_lock() {
+    fn round_trip_with_and_without_a_bundle() {
         let mut r = Record {
             value: Value::Float(0.5),
             writer: "s-1".into(),
             timestamp: 1_700_000_000_000_000,
-            lock: None,
+            bundle: None,
         };
         assert_eq!(Record::decode(&r.encode().unwrap()).unwrap(), r);
-        r.lock = Some(Lock {
-            holder: "s-1".into(),
-            router: "r-a".into(),
-            until_ms: 42,
+        r.bundle = Some(BundleMark {
+            id: 7,
+            sets: 3,
+            signals: vec![bytes::Bytes::from_static(b"abc"), bytes::Bytes::new()],
         });
         let b = r.encode().unwrap();
         assert_eq!(Record::decode(&b).unwrap(), r);

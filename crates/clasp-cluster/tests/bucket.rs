@@ -20,7 +20,7 @@ fn rec(v: i64, writer: &str) -> Record {
         value: Value::Int(v),
         writer: writer.into(),
         timestamp: 1,
-        lock: None,
+        bundle: None,
     }
 }
 

@@ -95,6 +95,10 @@ impl<H: Clone> Router<H> {
             self.refuse(conn, r, Some(address));
             return;
         }
+        if self.cluster.on {
+            self.cluster_bundle(conn, qos, bundle, now);
+            return;
+        }
         let mut last_revision = None;
         for m in bundle.messages {
             match m {

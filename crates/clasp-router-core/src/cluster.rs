@@ -44,6 +44,20 @@ pub struct ClusterWrite {
     pub lock: bool,
     /// Release the writer's lock once written.
     pub unlock: bool,
+    /// The bundle the SET came in, if any: stored with the write for the other routers.
+    pub bundle: Option<Arc<BundleMark>>,
+}
+
+/// Which bundle a write belongs to, stored with each of its SETs so every router can apply
+/// the bundle's SETs together, with its signals (see `cluster_bundles.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleMark {
+    /// The bundle's id, unique across the cluster (its upper 32 bits name the router).
+    pub id: u64,
+    /// How many SETs the bundle holds.
+    pub sets: u32,
+    /// The bundle's signals: PUBLISH frames, fanned out with the SETs.
+    pub signals: Vec<Bytes>,
 }
 
 /// What the authority decided about a [`ClusterWrite`].
@@ -72,14 +86,26 @@ pub struct RemoteChange {
     pub writer: String,
     /// Wall-clock µs of the write.
     pub timestamp: u64,
+    /// The bundle it was written in, if any (only for changes seen live, not in the replay
+    /// of the state before serving).
+    pub bundle: Option<Arc<BundleMark>>,
 }
 
-struct Pending {
-    conn: ConnId,
-    qos: Qos,
-    ack_address: Str,
-    expected: Option<u64>,
-    write: ClusterWrite,
+pub(super) struct Pending {
+    pub(super) conn: ConnId,
+    pub(super) qos: Qos,
+    pub(super) ack_address: Str,
+    pub(super) expected: Option<u64>,
+    pub(super) write: ClusterWrite,
+}
+
+/// Signals published here, for the other routers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalOut {
+    /// One signal: its address and PUBLISH frame.
+    One(Arc<str>, Bytes),
+    /// The signals of a bundle without SETs, to be delivered together.
+    Bundle(Vec<(Arc<str>, Bytes)>),
 }
 
 /// A change in what this router's sessions subscribe to, for the shell's cluster
@@ -120,10 +146,12 @@ pub enum P2pIn {
 pub(super) struct Cluster {
     pub(super) on: bool,
     next: u64,
-    out: VecDeque<ClusterWrite>,
-    pending: FxHashMap<u64, Pending>,
-    /// Signals published here, for the other routers: (address, frame).
-    pub(super) publishes: VecDeque<(Arc<str>, Bytes)>,
+    pub(super) out: VecDeque<ClusterWrite>,
+    pub(super) pending: FxHashMap<u64, Pending>,
+    /// Signals published here, for the other routers.
+    pub(super) publishes: VecDeque<SignalOut>,
+    /// Bundles: this router's in flight, the other routers' being gathered.
+    pub(super) bundles: crate::cluster_bundles::Bundles,
     /// Subscriptions per pattern.
     pub(super) interest: FxHashMap<Arc<str>, usize>,
     pub(super) interest_out: VecDeque<InterestChange>,
@@ -157,10 +185,17 @@ impl<H: Clone> Router<H> {
     pub fn set_clustered(&mut self, on: bool) {
         if on && !self.cluster.on {
             self.commits.durable = false;
-            let held: Vec<Arc<str>> = self.cluster.interest.keys().cloned().collect();
+            // Interest is counted only in cluster mode: count what is held now.
+            let mut interest: FxHashMap<Arc<str>, usize> = FxHashMap::default();
+            for p in self.index.patterns() {
+                *interest.entry(Arc::from(p.as_str())).or_insert(0) += 1;
+            }
             self.cluster
                 .interest_out
-                .extend(held.into_iter().map(InterestChange::Add));
+                .extend(interest.keys().cloned().map(InterestChange::Add));
+            self.cluster.interest = interest;
+        } else if !on {
+            self.cluster.interest.clear();
         }
         self.cluster.on = on;
     }
@@ -237,6 +272,7 @@ impl<H: Clone> Router<H> {
             expected,
             lock: set.lock,
             unlock: set.unlock,
+            bundle: self.cluster.bundles.marking.clone(),
         };
         self.cluster.out.push_back(w.clone());
         self.cluster.pending.insert(
@@ -260,84 +296,102 @@ impl<H: Clone> Router<H> {
         };
         // The writer may have left meanwhile: its write still stands.
         let present = self.session(p.conn).is_some();
+        if p.write.bundle.is_some() {
+            self.bundle_member_decided(p, outcome, now);
+            self.flush();
+            return;
+        }
         match outcome {
             ClusterOutcome::Written(revision) => {
+                self.apply_written(&p, revision, present, now);
                 let w = &p.write;
-                self.apply_authoritative(
-                    &w.address,
-                    &w.value,
-                    revision,
-                    &w.writer,
-                    w.timestamp,
-                    if present {
-                        Sender::Included(p.conn)
-                    } else {
-                        Sender::Router
-                    },
-                    now,
-                );
-                let (lock, unlock) = (w.lock, w.unlock);
-                let (address, writer) = (w.address.clone(), w.writer.clone());
-                if lock {
-                    if present && let Some(sess) = self.session_mut(p.conn) {
-                        sess.locks.push(address.clone());
-                    }
-                    let until = now.mono + LOCAL_LOCK_HOLD_US;
-                    let e = self
-                        .cluster
-                        .locks
-                        .entry(address.clone())
-                        .or_insert((writer.clone(), until));
-                    e.0 = writer.clone();
-                    e.1 = e.1.max(until);
-                } else if unlock {
-                    if let Some(sess) = self.session_mut(p.conn) {
-                        sess.locks.retain(|a| *a != address);
-                    }
-                    self.cluster.locks.remove(&address);
-                    self.cluster.releases.push_back((address, writer.clone()));
-                }
                 if present && p.qos.wants_ack() {
                     let ack = Ack {
                         address: Some(p.ack_address),
                         revision: Some(revision),
-                        locked: (lock || unlock).then_some(lock),
-                        holder: lock.then(|| Str::from(&*writer)),
+                        locked: (w.lock || w.unlock).then_some(w.lock),
+                        holder: w.lock.then(|| Str::from(&*w.writer)),
                         correlation_id: None,
                     };
                     self.ack_write(p.conn, p.qos, ack, now);
                 }
             }
-            ClusterOutcome::Conflict if present => {
-                let actual = self.store.get(&p.write.address).map_or(0, |x| x.revision);
-                let r = Refusal::Store(WriteError::RevisionConflict {
-                    expected: p.expected.unwrap_or(0),
-                    actual,
-                });
+            refused if present => {
+                let r = self.outcome_refusal(&p, refused);
                 self.refuse(p.conn, r, Some(p.ack_address));
-            }
-            ClusterOutcome::LockHeld(holder) if present => {
-                let r = Refusal::Store(WriteError::LockHeld {
-                    holder: Arc::from(holder.as_str()),
-                });
-                self.refuse(p.conn, r, Some(p.ack_address));
-            }
-            ClusterOutcome::Failed(why) if present => {
-                self.refuse(
-                    p.conn,
-                    Refusal::ClusterUnavailable(why),
-                    Some(p.ack_address),
-                );
             }
             ClusterOutcome::Conflict | ClusterOutcome::LockHeld(_) | ClusterOutcome::Failed(_) => {}
         }
         self.flush();
     }
 
+    /// Why a write the authority did not make is refused.
+    pub(super) fn outcome_refusal(&self, p: &Pending, outcome: ClusterOutcome) -> Refusal {
+        match outcome {
+            ClusterOutcome::Written(_) | ClusterOutcome::Conflict => {
+                let actual = self.store.get(&p.write.address).map_or(0, |x| x.revision);
+                Refusal::Store(WriteError::RevisionConflict {
+                    expected: p.expected.unwrap_or(0),
+                    actual,
+                })
+            }
+            ClusterOutcome::LockHeld(holder) => Refusal::Store(WriteError::LockHeld {
+                holder: Arc::from(holder.as_str()),
+            }),
+            ClusterOutcome::Failed(why) => Refusal::ClusterUnavailable(why),
+        }
+    }
+
+    /// Applies a write the authority made at `revision`, and the lock it took or released.
+    pub(super) fn apply_written(&mut self, p: &Pending, revision: u64, present: bool, now: Now) {
+        let w = &p.write;
+        self.apply_authoritative(
+            &w.address,
+            &w.value,
+            revision,
+            &w.writer,
+            w.timestamp,
+            if present {
+                Sender::Included(p.conn)
+            } else {
+                Sender::Router
+            },
+            now,
+        );
+        let (address, writer) = (w.address.clone(), w.writer.clone());
+        if w.lock {
+            if present && let Some(sess) = self.session_mut(p.conn) {
+                sess.locks.push(address.clone());
+            }
+            let until = now.mono + LOCAL_LOCK_HOLD_US;
+            let e = self
+                .cluster
+                .locks
+                .entry(address)
+                .or_insert((writer.clone(), until));
+            e.0 = writer;
+            e.1 = e.1.max(until);
+        } else if w.unlock {
+            if let Some(sess) = self.session_mut(p.conn) {
+                sess.locks.retain(|a| *a != address);
+            }
+            self.cluster.locks.remove(&address);
+            self.cluster.releases.push_back((address, writer));
+        }
+    }
+
     /// A change the authority reports (made through any router): applied and fanned out if
     /// newer than what is held.
     pub fn apply_remote(&mut self, change: RemoteChange, now: Now) {
         self.last_now = now;
+        if let Some(change) = self.gather_remote(change, now) {
+            self.apply_remote_change(&change, now);
+        }
+        self.flush();
+    }
+
+    /// Applies one change from the authority (no flush).
+    pub(super) fn apply_remote_change(&mut self, change: &RemoteChange, now: Now) {
         match &change.value {
             Some(value) => {
                 let writer: Arc<str> = Arc::from(change.writer.as_str());
@@ -355,12 +409,11 @@ impl<H: Clone> Router<H> {
                 self.store.remove_at(&change.address, change.revision);
             }
         }
-        self.flush();
     }
 
     /// Applies a decided write and fans it out, unless something newer is held already.
     #[allow(clippy::too_many_arguments)]
-    fn apply_authoritative(
+    pub(super) fn apply_authoritative(
         &mut self,
         address: &str,
         value: &clasp_proto::Value,

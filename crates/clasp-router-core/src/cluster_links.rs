@@ -3,13 +3,13 @@
 //! patterns its sessions subscribe to (so the shell asks NATS for that traffic only), P2P
 //! signalling across routers and the cluster's locks (see [`crate::cluster`]).
 
-use super::cluster::{InterestChange, P2pIn, P2pOut};
+use super::cluster::{InterestChange, P2pIn, P2pOut, SignalOut};
 use super::*;
 
 impl<H: Clone> Router<H> {
-    /// The next signal published by a session of this router, for the other routers:
-    /// its address and frame.
-    pub fn poll_cluster_publish(&mut self) -> Option<(Arc<str>, Bytes)> {
+    /// The next signal (or bundle of signals) published by a session of this router, for the
+    /// other routers.
+    pub fn poll_cluster_publish(&mut self) -> Option<SignalOut> {
         self.cluster.publishes.pop_front()
     }
 
@@ -121,6 +121,13 @@ impl<H: Clone> Router<H> {
     /// ignored and `false` returned.
     pub fn publish_remote(&mut self, frame: &Bytes, now: Now) -> bool {
         self.last_now = now;
+        let done = self.fan_out_remote(frame, now);
+        self.flush();
+        done
+    }
+
+    /// Fans out a signal from another router (no flush); `false` if it is not a PUBLISH.
+    pub(super) fn fan_out_remote(&mut self, frame: &Bytes, now: Now) -> bool {
         let Ok(decoded) = decode_frame_view(frame) else {
             return false;
         };
@@ -148,33 +155,43 @@ impl<H: Clone> Router<H> {
             },
             || None,
         );
-        self.flush();
         true
     }
 
     /// Hands a signal published here to the other routers (cluster mode).
     pub(super) fn cluster_publish(&mut self, address: &Arc<str>, frame: &Bytes) {
-        if self.cluster.on {
-            self.cluster
+        if !self.cluster.on {
+            return;
+        }
+        match &mut self.cluster.bundles.collecting {
+            Some(c) => c.push((address.clone(), frame.clone())),
+            None => self
+                .cluster
                 .publishes
-                .push_back((address.clone(), frame.clone()));
+                .push_back(SignalOut::One(address.clone(), frame.clone())),
         }
     }
 
-    /// Adds a subscription to the index, counting its pattern's interest.
+    /// Adds a subscription to the index, counting its pattern's interest in cluster mode.
     pub(super) fn index_insert(&mut self, key: SubKey, pattern: Pattern) {
         self.index_remove(key);
-        let p: Arc<str> = Arc::from(pattern.as_str());
-        self.index.insert(key, pattern);
-        let n = self.cluster.interest.entry(p.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 && self.cluster.on {
-            self.cluster.interest_out.push_back(InterestChange::Add(p));
+        if self.cluster.on {
+            let p: Arc<str> = Arc::from(pattern.as_str());
+            let n = self.cluster.interest.entry(p.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.cluster.interest_out.push_back(InterestChange::Add(p));
+            }
         }
+        self.index.insert(key, pattern);
     }
 
-    /// Removes a subscription from the index, counting its pattern's interest.
+    /// Removes a subscription from the index, counting its pattern's interest in cluster mode.
     pub(super) fn index_remove(&mut self, key: SubKey) {
+        if !self.cluster.on {
+            self.index.remove(key);
+            return;
+        }
         let Some(p) = self.index.get(key).map(|p| Arc::<str>::from(p.as_str())) else {
             return;
         };
@@ -183,11 +200,9 @@ impl<H: Clone> Router<H> {
             *n -= 1;
             if *n == 0 {
                 self.cluster.interest.remove(&p);
-                if self.cluster.on {
-                    self.cluster
-                        .interest_out
-                        .push_back(InterestChange::Remove(p));
-                }
+                self.cluster
+                    .interest_out
+                    .push_back(InterestChange::Remove(p));
             }
         }
     }

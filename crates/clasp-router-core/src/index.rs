@@ -289,6 +289,11 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         true
     }
 
+    /// Every subscription's pattern, in unspecified order.
+    pub fn patterns(&self) -> impl Iterator<Item = &Pattern> {
+        self.entries.values()
+    }
+
     /// The pattern stored for `key`.
     pub fn get(&self, key: K) -> Option<&Pattern> {
         self.entries.get(&key)

@@ -22,6 +22,7 @@ pub mod state;
 pub mod transmit;
 
 mod bundles;
+mod cluster_bundles;
 mod cluster_links;
 mod durable;
 mod fanout;
@@ -62,7 +63,10 @@ use clasp_proto::{
 };
 
 use auth::{Action, Auth, AuthError, Grant};
-pub use cluster::{ClusterOutcome, ClusterWrite, InterestChange, P2pIn, P2pOut, RemoteChange};
+pub use cluster::{
+    BundleMark, ClusterOutcome, ClusterWrite, InterestChange, P2pIn, P2pOut, RemoteChange,
+    SignalOut,
+};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};

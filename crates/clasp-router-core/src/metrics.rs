@@ -43,6 +43,12 @@ pub struct Metrics {
     /// Cluster mode: changes from the cluster applied but not sent to subscribers (a value
     /// that cannot be framed).
     pub cluster_undeliverable: u64,
+    /// Cluster mode: bundles from other routers applied together (every SET arrived).
+    pub cluster_bundles: u64,
+    /// Cluster mode: bundles applied without some of their SETs — from another router, when
+    /// the rest did not arrive in time (overwritten before this router read them, or their
+    /// writer failed), or written here when the cluster refused one SET after others stood.
+    pub cluster_bundles_partial: u64,
 }
 
 /// Why the router refused something: every refusal is counted by its kind.
@@ -149,6 +155,8 @@ impl Default for Metrics {
             refusals: [0; RefusalKind::ALL.len()],
             cluster_applied: 0,
             cluster_undeliverable: 0,
+            cluster_bundles: 0,
+            cluster_bundles_partial: 0,
         }
     }
 }

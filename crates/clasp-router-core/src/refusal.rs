@@ -209,6 +209,21 @@ pub enum Refusal {
         /// Why it would be refused.
         cause: Box<Refusal>,
     },
+    /// Cluster mode: a bundle SET the cluster refused after others of the bundle were
+    /// written (there is no multi-param transaction to undo them).
+    #[error(
+        "BUNDLE partly applied: {written} of {total} SETs were written before the cluster refused SET {address}: {cause}"
+    )]
+    BundlePartial {
+        /// The refused SET's address.
+        address: String,
+        /// Why it was refused.
+        cause: Box<Refusal>,
+        /// SETs of the bundle that were written.
+        written: usize,
+        /// SETs in the bundle.
+        total: usize,
+    },
     /// An ANNOUNCE that would pass a bound on announced signals.
     #[error("{}", announce_text(*.bound, *.count, *.bytes, *.max_count, *.max_bytes))]
     Announce {
@@ -301,7 +316,9 @@ impl Refusal {
             Refusal::ScheduledTooFar { .. }
             | Refusal::BundleMember(_)
             | Refusal::BundleScope { .. } => ErrorCode::BundleRejected,
-            Refusal::BundleFailed { cause, .. } => cause.code(),
+            Refusal::BundleFailed { cause, .. } | Refusal::BundlePartial { cause, .. } => {
+                cause.code()
+            }
             Refusal::NotDurable { .. } | Refusal::Reply(_) => ErrorCode::Internal,
             Refusal::ClusterUnavailable(_) => ErrorCode::ServiceUnavailable,
         }
@@ -326,7 +343,9 @@ impl Refusal {
             Refusal::Store(WriteError::AtCapacity { .. } | WriteError::OverBudget { .. }) => {
                 RefusalKind::Params
             }
-            Refusal::BundleFailed { cause, .. } => return cause.kind(),
+            Refusal::BundleFailed { cause, .. } | Refusal::BundlePartial { cause, .. } => {
+                return cause.kind();
+            }
             Refusal::ClusterUnavailable(_) => RefusalKind::Cluster,
             _ => return None,
         })

@@ -42,6 +42,7 @@ impl<H: Clone> Router<H> {
                     }
                 }
                 Timer::Grant(conn) => self.revalidate_one(conn, now),
+                Timer::ClusterBundle(id) => self.gather_timeout(id, now),
                 Timer::Query => self.query_step(now),
                 Timer::Sweep => {
                     self.sweep(now);
@@ -123,6 +124,8 @@ pub(super) enum Timer {
     Bundle(u64),
     /// A session's token expires.
     Grant(ConnId),
+    /// The time to gather another router's bundle ran out.
+    ClusterBundle(u64),
     /// The next slice of the QUERYs in progress.
     Query,
     Sweep,

@@ -81,14 +81,30 @@ impl Router {
         }
     }
 
-    /// The `sessions` figure of `/healthz`.
-    pub async fn sessions(&self) -> u64 {
+    /// The body of an HTTP GET of `path` on the router's port.
+    pub async fn http_get(&self, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    /// A figure of the router's `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        self.http_get("/metrics")
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .parse()
+            .unwrap()
+    }
+
+    /// The `sessions` figure of `/healthz`.
+    pub async fn sessions(&self) -> u64 {
+        let body = self.http_get("/healthz").await;
         let i = body.find("\"sessions\":").unwrap() + 11;
         body[i..]
             .split(|c: char| !c.is_ascii_digit())

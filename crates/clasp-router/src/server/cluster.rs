@@ -19,7 +19,7 @@ use super::cluster_locks::{self, LockWatch, Locks};
 use super::cluster_signals::{self, Outbound, SignalStats};
 use super::{Core, ServerError, Shared};
 use super::{cluster_watch, cluster_writes};
-use crate::core::{ClusterWrite, Now, P2pOut, RemoteChange};
+use crate::core::{BundleMark, ClusterWrite, Now, P2pOut, RemoteChange};
 
 /// How long a write waits for JetStream's confirmation.
 const WRITE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -111,7 +111,9 @@ pub(crate) fn cluster_err(what: impl std::fmt::Display) -> ServerError {
     ServerError::Cluster(what.to_string())
 }
 
-pub(crate) fn remote(c: Change) -> RemoteChange {
+/// A change of the bucket for the core; `live`: seen after the replay, so a bundle's SETs are
+/// gathered (in the replay each param's latest value is all there is).
+pub(crate) fn remote(c: Change, live: bool) -> RemoteChange {
     match c.record {
         Some(r) => RemoteChange {
             address: c.address,
@@ -119,6 +121,13 @@ pub(crate) fn remote(c: Change) -> RemoteChange {
             value: Some(r.value),
             writer: r.writer,
             timestamp: r.timestamp,
+            bundle: r.bundle.filter(|_| live).map(|b| {
+                Arc::new(BundleMark {
+                    id: b.id,
+                    sets: b.sets,
+                    signals: b.signals,
+                })
+            }),
         },
         None => RemoteChange {
             address: c.address,
@@ -126,6 +135,7 @@ pub(crate) fn remote(c: Change) -> RemoteChange {
             value: None,
             writer: String::new(),
             timestamp: 0,
+            bundle: None,
         },
     }
 }

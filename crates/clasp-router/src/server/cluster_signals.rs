@@ -8,6 +8,11 @@
 //! own messages from coming back to it. Two filters can both match one subject (`a.*.c` and
 //! `a.b.*`), and NATS then delivers the message once per filter: the numbering lets this side
 //! take each message once.
+//!
+//! A bundle of signals (no SETs) goes out as one message holding all its PUBLISH frames (each
+//! after its length, u32 big-endian), marked with a `Clasp-Bundle` header, on the subject of
+//! each of its signals with one number: a router with interest in any of them gets the whole
+//! bundle once and fans it out in one go.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,20 +25,22 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::Shared;
-use crate::core::InterestChange;
+use crate::core::{InterestChange, SignalOut};
 
 /// Header naming the publishing router.
 const ORIGIN: &str = "Clasp-Origin";
 /// Header numbering the router's messages.
 const SEQ: &str = "Clasp-Seq";
+/// Header marking a message that holds a bundle's signals.
+const BUNDLE: &str = "Clasp-Bundle";
 /// How many recent message numbers per router are remembered to drop duplicates.
 const WINDOW: u64 = 4096;
 
 /// What the core hands to the cluster besides writes.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A signal published here: its address and frame.
-    Publish(Arc<str>, Bytes),
+    /// A signal, or a bundle of signals, published here.
+    Publish(SignalOut),
     /// A change in what this router's sessions subscribe to.
     Interest(InterestChange),
 }
@@ -103,19 +110,39 @@ pub(crate) async fn run(
         tokio::select! {
             o = outbound.recv() => match o {
                 None => break,
-                Some(Outbound::Publish(address, frame)) => {
-                    let Ok(subject) = subjects.signal(&address) else {
-                        stats.unsendable.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                Some(Outbound::Publish(signal)) => {
+                    let (subjects_of, payload, bundle) = match signal {
+                        SignalOut::One(address, frame) => (vec![address], frame, false),
+                        SignalOut::Bundle(members) => {
+                            let mut addresses: Vec<Arc<str>> = Vec::new();
+                            for (a, _) in &members {
+                                if !addresses.contains(a) {
+                                    addresses.push(a.clone());
+                                }
+                            }
+                            (addresses, bundle_payload(&members), true)
+                        }
                     };
                     seq += 1;
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(ORIGIN, origin_value.clone());
                     headers.insert(SEQ, async_nats::HeaderValue::from(seq));
-                    match client.publish_with_headers(subject, headers, frame).await {
-                        Ok(()) => stats.sent.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => stats.unsendable.fetch_add(1, Ordering::Relaxed),
-                    };
+                    if bundle {
+                        headers.insert(BUNDLE, "1");
+                    }
+                    for address in subjects_of {
+                        let Ok(subject) = subjects.signal(&address) else {
+                            stats.unsendable.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        match client
+                            .publish_with_headers(subject, headers.clone(), payload.clone())
+                            .await
+                        {
+                            Ok(()) => stats.sent.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => stats.unsendable.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
                 }
                 Some(Outbound::Interest(InterestChange::Add(p))) => {
                     let Some(filter) = filter_of(&subjects, &p) else { continue };
@@ -159,7 +186,7 @@ pub(crate) async fn run(
                 while batch.len() < 256 && let Ok(m) = in_rx.try_recv() {
                     batch.push(m);
                 }
-                let mut frames = Vec::with_capacity(batch.len());
+                let mut items = Vec::with_capacity(batch.len());
                 for m in batch {
                     let id = m.headers.as_ref().and_then(|h| {
                         let o = Bytes::copy_from_slice(h.get(ORIGIN)?.as_str().as_bytes());
@@ -170,12 +197,24 @@ pub(crate) async fn run(
                         stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    frames.push(m.payload);
+                    let bundle = m.headers.as_ref().is_some_and(|h| h.get(BUNDLE).is_some());
+                    if !bundle {
+                        items.push(Item::One(m.payload));
+                    } else if let Some(frames) = bundle_frames(&m.payload) {
+                        items.push(Item::Bundle(frames));
+                    } else {
+                        stats.unsendable.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                let n = frames.len() as u64;
+                let n = items.len() as u64;
                 shared.with_core(|core, now| {
-                    for f in &frames {
-                        core.publish_remote(f, now);
+                    for i in &items {
+                        match i {
+                            Item::One(frame) => {
+                                core.publish_remote(frame, now);
+                            }
+                            Item::Bundle(frames) => core.publish_remote_bundle(frames, now),
+                        }
                     }
                 });
                 stats.received.fetch_add(n, Ordering::Relaxed);
@@ -185,6 +224,36 @@ pub(crate) async fn run(
     for (_, (_, task)) in filters {
         task.abort();
     }
+}
+
+/// A message from another router: one signal, or a bundle's.
+enum Item {
+    One(Bytes),
+    Bundle(Vec<Bytes>),
+}
+
+/// A bundle's signals as one message: each frame after its length.
+fn bundle_payload(members: &[(Arc<str>, Bytes)]) -> Bytes {
+    let mut out = Vec::with_capacity(members.iter().map(|(_, f)| 4 + f.len()).sum());
+    for (_, f) in members {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    Bytes::from(out)
+}
+
+/// The frames of a bundle message; `None` if it is cut short.
+fn bundle_frames(payload: &Bytes) -> Option<Vec<Bytes>> {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at < payload.len() {
+        let n = payload.get(at..at + 4)?;
+        let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+        let end = at.checked_add(4 + n).filter(|e| *e <= payload.len())?;
+        frames.push(payload.slice(at + 4..end));
+        at = end;
+    }
+    Some(frames)
 }
 
 /// The NATS filter of a CLASP pattern, with the cluster's prefix.
@@ -197,6 +266,24 @@ fn filter_of(subjects: &Subjects, pattern: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_messages_round_trip_and_cut_ones_are_refused() {
+        let a: Arc<str> = Arc::from("/a");
+        let members = vec![
+            (a.clone(), Bytes::from_static(b"one")),
+            (a, Bytes::from_static(b"")),
+        ];
+        let p = bundle_payload(&members);
+        let frames = bundle_frames(&p).unwrap();
+        assert_eq!(frames, vec![Bytes::from_static(b"one"), Bytes::new()]);
+        for cut in 1..p.len() {
+            let cut = p.slice(..cut);
+            if let Some(f) = bundle_frames(&cut) {
+                assert!(f.len() < 2, "a cut message never yields both frames");
+            }
+        }
+    }
 
     #[test]
     fn duplicates_are_dropped_within_the_window() {

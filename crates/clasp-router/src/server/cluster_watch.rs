@@ -31,7 +31,7 @@ pub(crate) async fn replay(
             Ok(Some(Ok(c))) => {
                 let done = c.caught_up;
                 last = last.max(c.revision);
-                core.apply_remote(remote(c), wall_now());
+                core.apply_remote(remote(c, false), wall_now());
                 if done {
                     return Ok((watch, last));
                 }
@@ -137,7 +137,7 @@ pub(crate) async fn watch_loop(
                         gap_from.get_or_insert(last);
                     }
                     last = last.max(c.revision);
-                    changes.push(remote(c));
+                    changes.push(remote(c, true));
                 }
                 Err(e) => {
                     last = last.max(e.revision.unwrap_or(0));

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use clasp_cluster::kv::{KvError, ParamBucket};
 use clasp_cluster::locks::LockError;
-use clasp_cluster::record::Record;
+use clasp_cluster::record::{BundleMark, Record};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
@@ -92,7 +92,11 @@ pub(crate) async fn write_loop(
                     value: w.value,
                     writer: w.writer.to_string(),
                     timestamp: w.timestamp,
-                    lock: None,
+                    bundle: w.bundle.as_deref().map(|b| BundleMark {
+                        id: b.id,
+                        sets: b.sets,
+                        signals: b.signals.clone(),
+                    }),
                 };
                 match bucket.send_write(&w.address, &record, w.expected).await {
                     Ok(ack) => in_flight.push_back(Box::pin(async move { (id, ack.await) })),

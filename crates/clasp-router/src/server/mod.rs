@@ -229,10 +229,8 @@ impl Shared {
             }
         }
         if let Some(tx) = &self.cluster_tx {
-            while let Some((address, frame)) = core.poll_cluster_publish() {
-                let _ = tx
-                    .outbound
-                    .send(cluster_signals::Outbound::Publish(address, frame));
+            while let Some(signal) = core.poll_cluster_publish() {
+                let _ = tx.outbound.send(cluster_signals::Outbound::Publish(signal));
             }
             while let Some(r) = core.poll_lock_release() {
                 let _ = tx.releases.send(r);

@@ -256,88 +256,115 @@ fn render_metrics(s: &Shared) -> String {
         s.refused_per_ip.load(Ordering::Relaxed),
     );
     if let Some(c) = &s.cluster {
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        counter(
+        cluster_metrics(&mut o, c, &m, cluster_locks);
+    }
+    o
+}
+
+/// The `clasp_cluster_*` figures of a clustered router.
+fn cluster_metrics(
+    o: &mut String,
+    c: &super::cluster::Status,
+    m: &crate::core::Metrics,
+    cluster_locks: usize,
+) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let sig = &c.signals;
+    let counters: [(&str, &str, u64); 14] = [
+        (
             "clasp_cluster_writes_total",
             "Param writes the cluster (JetStream) took from this router.",
             load(&c.writes),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_conflicts_total",
             "Param writes the cluster refused for a revision conflict (ERROR 409).",
             load(&c.conflicts),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_write_failures_total",
             "Param writes that failed because the cluster was unreachable or refused them (the writer got an ERROR; nothing changed).",
             load(&c.write_failures),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_bad_entries_total",
             "Bucket entries that could not be read (not written by a CLASP router, or damaged) and were skipped.",
             load(&c.bad_entries),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_rewatches_total",
             "Times the watch of the cluster's params ended, stalled or skipped, and was resumed.",
             load(&c.rewatches),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_watch_gaps_total",
             "Gaps in the revisions of the params' watch, after which it was resumed from the gap.",
             load(&c.gaps),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_applied_total",
             "Param changes from the cluster applied to this router's replica.",
             m.cluster_applied,
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_undeliverable_total",
             "Param changes from the cluster applied but not sent to subscribers (could not be framed).",
             m.cluster_undeliverable,
-        );
-        let sig = &c.signals;
-        counter(
+        ),
+        (
+            "clasp_cluster_bundles_total",
+            "Bundles of other routers applied here whole (every SET arrived).",
+            m.cluster_bundles,
+        ),
+        (
+            "clasp_cluster_bundles_partial_total",
+            "Bundles applied without some of their SETs: another router's whose other SETs did not arrive in time, or this router's when the cluster refused a SET after others were written.",
+            m.cluster_bundles_partial,
+        ),
+        (
             "clasp_cluster_signals_sent_total",
-            "Events, streams and gestures published here and sent to the other routers.",
+            "Events, streams and gestures (or bundles of them) published here and sent to the other routers.",
             load(&sig.sent),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_signals_received_total",
-            "Events, streams and gestures from the other routers fanned out here.",
+            "Events, streams and gestures (or bundles of them) from the other routers fanned out here.",
             load(&sig.received),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_signals_unsendable_total",
-            "Signals not sent to the other routers (an address too long for a NATS subject, or NATS refused).",
+            "Signals not sent to the other routers (an address too long for a NATS subject, or NATS refused), or received damaged.",
             load(&sig.unsendable),
-        );
-        counter(
+        ),
+        (
             "clasp_cluster_signal_duplicates_total",
             "Signals delivered a second time through another matching NATS subscription, dropped.",
             load(&sig.duplicates),
-        );
-        write_gauge(
-            &mut o,
+        ),
+    ];
+    for (name, help, v) in counters {
+        write_counter(o, name, help, v);
+    }
+    let gauges: [(&str, &str, u64); 3] = [
+        (
             "clasp_cluster_subscriptions",
             "NATS subscriptions this router holds for its sessions' interest.",
             load(&sig.filters),
-        );
-        write_gauge(
-            &mut o,
+        ),
+        (
             "clasp_cluster_locks",
             "Param locks this router knows of in the cluster.",
             cluster_locks as u64,
-        );
-        write_gauge(
-            &mut o,
+        ),
+        (
             "clasp_cluster_connected",
             "1 while the router's NATS connection is up.",
             u64::from(c.connected.load(Ordering::Relaxed)),
-        );
+        ),
+    ];
+    for (name, help, v) in gauges {
+        write_gauge(o, name, help, v);
     }
-    o
 }
 
 fn json_str(s: &str) -> String {

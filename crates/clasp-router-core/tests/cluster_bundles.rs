@@ -1,0 +1,253 @@
+//! Bundles in cluster mode, driven by hand: the writing router applies a bundle only once the
+//! authority has answered every SET of it, and another router applies a bundle's SETs (and
+//! the signals their marks carry) together once all have arrived, or what came after the
+//! gathering time.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clasp_proto::*;
+use clasp_router_core::{BundleMark, ClusterOutcome, ClusterWrite, RemoteChange, SignalOut};
+
+#[path = "support/harness.rs"]
+mod harness;
+use harness::*;
+
+fn clustered() -> Harness {
+    let mut h = Harness::new();
+    h.core(|r, _| r.set_clustered(true));
+    h
+}
+
+fn bundle(messages: Vec<Message>) -> Message {
+    Message::Bundle(Bundle {
+        timestamp: None,
+        messages,
+    })
+}
+
+fn writes(h: &mut Harness) -> Vec<ClusterWrite> {
+    h.core(|r, _| std::iter::from_fn(|| r.poll_cluster_write()).collect())
+}
+
+fn answer(h: &mut Harness, id: u64, outcome: ClusterOutcome) {
+    h.core(|r, now| r.cluster_written(id, outcome, now));
+}
+
+/// Addresses of the SETs and PUBLISHes among `msgs`, in order.
+fn addresses(msgs: &[Message]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Set(s) => Some(format!("set {}", s.address)),
+            Message::Publish(p) => Some(format!("pub {}", p.address)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_writing_router_applies_a_bundle_once_every_set_is_written() {
+    let mut h = clustered();
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/s/**");
+    h.send_qos(
+        &w,
+        bundle(vec![
+            set("/s/a", Value::Int(1)),
+            set("/s/b", Value::Int(2)),
+            event("/s/go", Value::Null),
+        ]),
+        Some(Qos::Confirm),
+    );
+    let ws = writes(&mut h);
+    assert_eq!(ws.len(), 2);
+    let mark = ws[0].bundle.clone().expect("a bundle mark");
+    assert_eq!(ws[1].bundle, Some(mark.clone()));
+    assert_eq!((mark.sets, mark.signals.len()), (2, 1));
+    // The signal travels in the marks, not on its own.
+    assert!(h.core(|r, _| r.poll_cluster_publish()).is_none());
+    answer(&mut h, ws[0].id, ClusterOutcome::Written(10));
+    assert!(reader.msgs().is_empty(), "half a bundle was delivered");
+    assert!(w.msgs().is_empty(), "ACKed before the bundle was written");
+    answer(&mut h, ws[1].id, ClusterOutcome::Written(11));
+    assert_eq!(
+        addresses(&reader.msgs()),
+        ["set /s/a", "set /s/b", "pub /s/go"]
+    );
+    let got = w.msgs();
+    assert!(
+        matches!(&got[..], [Message::Ack(a)] if a.revision == Some(11)),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_set_the_cluster_refuses_after_others_stood_is_reported_and_counted() {
+    let mut h = clustered();
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/s/**");
+    h.send_qos(
+        &w,
+        bundle(vec![
+            set("/s/a", Value::Int(1)),
+            set("/s/b", Value::Int(2)),
+            event("/s/go", Value::Null),
+        ]),
+        Some(Qos::Confirm),
+    );
+    let ws = writes(&mut h);
+    answer(&mut h, ws[0].id, ClusterOutcome::Written(10));
+    answer(&mut h, ws[1].id, ClusterOutcome::Conflict);
+    // What was written is delivered with the signals, as the other routers deliver it.
+    assert_eq!(addresses(&reader.msgs()), ["set /s/a", "pub /s/go"]);
+    let got = w.msgs();
+    let Message::Error(e) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert!(
+        e.message.contains("partly applied: 1 of 2"),
+        "{}",
+        e.message
+    );
+    assert_eq!(h.metrics().cluster_bundles_partial, 1);
+
+    // Refused by every SET: nothing applied, nothing delivered.
+    h.send_qos(
+        &w,
+        bundle(vec![
+            set("/s/c", Value::Int(3)),
+            event("/s/go", Value::Null),
+        ]),
+        Some(Qos::Confirm),
+    );
+    let ws = writes(&mut h);
+    answer(
+        &mut h,
+        ws[0].id,
+        ClusterOutcome::Failed("NATS is down".into()),
+    );
+    assert!(reader.msgs().is_empty());
+    let got = w.msgs();
+    assert!(
+        matches!(&got[0], Message::Error(e) if e.message.contains("nothing was applied")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_bundle_refused_here_sends_nothing_to_the_cluster() {
+    let mut h = clustered();
+    let w = h.client();
+    // Another router's session holds /s/b's lock.
+    h.core(|r, now| r.apply_remote_lock("/s/b", Some("elsewhere"), now.mono + 5_000_000));
+    h.send_qos(
+        &w,
+        bundle(vec![set("/s/a", Value::Int(1)), set("/s/b", Value::Int(2))]),
+        Some(Qos::Confirm),
+    );
+    assert!(writes(&mut h).is_empty());
+    assert_eq!(h.cluster_writes_pending(), 0);
+    let got = w.msgs();
+    assert!(
+        matches!(&got[0], Message::Error(e) if e.message.contains("/s/b")),
+        "{got:?}"
+    );
+}
+
+fn change(address: &str, revision: u64, mark: &Arc<BundleMark>) -> RemoteChange {
+    RemoteChange {
+        address: address.into(),
+        revision,
+        value: Some(Value::Int(revision as i64)),
+        writer: "s-elsewhere".into(),
+        timestamp: 1,
+        bundle: Some(mark.clone()),
+    }
+}
+
+fn go_frame() -> bytes::Bytes {
+    encode(&event("/s/go", Value::Null)).unwrap()
+}
+
+#[test]
+fn another_routers_bundle_is_applied_when_all_its_sets_arrived() {
+    let mut h = clustered();
+    let reader = h.client();
+    h.sub(&reader, 1, "/s/**");
+    let mark = Arc::new(BundleMark {
+        id: 7,
+        sets: 2,
+        signals: vec![go_frame()],
+    });
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    assert!(reader.msgs().is_empty(), "half a bundle was delivered");
+    // A change outside the bundle is not held back.
+    let mut other = change("/s/x", 6, &mark);
+    other.bundle = None;
+    h.core(|r, now| r.apply_remote(other, now));
+    assert_eq!(addresses(&reader.msgs()), ["set /s/x"]);
+    // The same SET again (a resumed watch) does not complete it.
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    assert!(reader.msgs().is_empty());
+    h.core(|r, now| r.apply_remote(change("/s/b", 7, &mark), now));
+    assert_eq!(
+        addresses(&reader.msgs()),
+        ["set /s/a", "set /s/b", "pub /s/go"]
+    );
+    assert_eq!(h.metrics().cluster_bundles, 1);
+    // Gone once applied: the gathering timer finds nothing.
+    h.advance(Duration::from_secs(2));
+    assert!(reader.msgs().is_empty());
+    assert_eq!(h.metrics().cluster_bundles_partial, 0);
+}
+
+#[test]
+fn a_bundle_whose_sets_do_not_all_arrive_is_applied_after_the_gathering_time() {
+    let mut h = clustered();
+    let reader = h.client();
+    h.sub(&reader, 1, "/s/**");
+    let mark = Arc::new(BundleMark {
+        id: 9,
+        sets: 3,
+        signals: vec![go_frame()],
+    });
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    h.core(|r, now| r.apply_remote(change("/s/b", 6, &mark), now));
+    h.advance(Duration::from_millis(900));
+    assert!(reader.msgs().is_empty());
+    h.advance(Duration::from_millis(200));
+    assert_eq!(
+        addresses(&reader.msgs()),
+        ["set /s/a", "set /s/b", "pub /s/go"]
+    );
+    assert_eq!(h.metrics().cluster_bundles_partial, 1);
+}
+
+#[test]
+fn a_bundle_of_signals_goes_to_the_cluster_as_one() {
+    let mut h = clustered();
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/s/**");
+    h.send_qos(
+        &w,
+        bundle(vec![
+            event("/s/one", Value::Int(1)),
+            event("/s/two", Value::Int(2)),
+        ]),
+        Some(Qos::Confirm),
+    );
+    assert_eq!(addresses(&reader.msgs()), ["pub /s/one", "pub /s/two"]);
+    let Some(SignalOut::Bundle(members)) = h.core(|r, _| r.poll_cluster_publish()) else {
+        panic!("not one bundle")
+    };
+    assert_eq!(members.len(), 2);
+    assert!(h.core(|r, _| r.poll_cluster_publish()).is_none());
+    // And another router fans them out together.
+    let mut b = clustered();
+    let rb = b.client();
+    b.sub(&rb, 1, "/s/**");
+    let frames: Vec<_> = members.into_iter().map(|(_, f)| f).collect();
+    b.core(|r, now| r.publish_remote_bundle(&frames, now));
+    assert_eq!(addresses(&rb.msgs()), ["pub /s/one", "pub /s/two"]);
+}
