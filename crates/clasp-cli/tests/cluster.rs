@@ -2,7 +2,9 @@
 //! 127.0.0.1): a router killed with `kill -9` in the middle of a stream of confirmed writes,
 //! and the NATS server killed and restarted in the middle of one. Every write a client saw
 //! acknowledged must be readable through the surviving router afterwards; the counts of what
-//! was acknowledged, refused and found are printed. Also the flags' errors.
+//! was acknowledged, refused and found are printed. A router killed is seen gone by the others
+//! (its P2P sessions told as left, the router list in `/healthz` without it). Also the flags'
+//! errors.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -42,11 +44,54 @@ async fn missing(url: &str, acked: &BTreeSet<i64>) -> Vec<i64> {
     acked.difference(&have).copied().collect()
 }
 
+/// The body of `/healthz` of the router at `url` (`ws://127.0.0.1:PORT/`).
+async fn healthz(url: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    serde_json::from_str(&body[body.find('{').unwrap()..]).unwrap()
+}
+
 #[tokio::test]
 async fn kill_9_of_a_router_loses_nothing_acknowledged() {
     let Some(n) = Nats::start() else { return };
     let mut a = router(&n, "k9");
     let b = router(&n, "k9");
+    // A P2P peer on A, known on B.
+    let watcher = client(&b.url).await;
+    let mut leaves = watcher.subscribe("/clasp/p2p/leave").await.unwrap();
+    let peer = client(&a.url).await;
+    let peer_id = peer.session_id().unwrap();
+    peer.emit(
+        "/clasp/p2p/announce",
+        Value::Map(vec![(
+            "session_id".into(),
+            Value::String(peer_id.as_str().into()),
+        )]),
+    )
+    .await
+    .unwrap();
+    let a_id = healthz(&a.url).await["cluster"]["router_id"].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = healthz(&b.url).await;
+        let routers = h["cluster"]["routers"].as_array().unwrap().clone();
+        if routers
+            .iter()
+            .any(|r| r["id"] == a_id && r["sessions"] == 1)
+            && h["cluster"]["remote_p2p_peers"] == 1
+        {
+            assert_eq!(h["cluster"]["sessions"], 2, "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B does not see A's peer: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Four writers on A, each with a confirmed write in flight at any time.
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
     let mut tasks = Vec::new();
@@ -89,6 +134,23 @@ async fn kill_9_of_a_router_loses_nothing_acknowledged() {
         lost.len()
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    // B takes A for gone after its heartbeats stop, and says its peer left.
+    let left = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let u = futures_util::StreamExt::next(&mut leaves).await.unwrap();
+            if let Value::Map(m) = &u.value
+                && m.iter()
+                    .any(|(k, v)| k == "session_id" && *v == Value::String(peer_id.as_str().into()))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "B never told that A's peer left");
+    let h = healthz(&b.url).await;
+    assert_eq!(h["cluster"]["routers"], serde_json::json!([]), "{h}");
+    assert_eq!(h["cluster"]["remote_p2p_peers"], 0, "{h}");
 }
 
 #[tokio::test]

@@ -133,12 +133,15 @@ pub enum P2pOut {
 /// P2P signalling from another router.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum P2pIn {
-    /// A session there announced itself.
-    Announce(Arc<str>, Bytes),
+    /// A session of router `router` announced itself (session, router, announce frame).
+    Announce(Arc<str>, Arc<str>, Bytes),
     /// A signal for a session here.
     Signal(Arc<str>, Bytes),
     /// An announced session there has ended.
     Leave(Arc<str>),
+    /// A router has gone silent (died, or lost NATS): its sessions have left as far as this
+    /// router can tell.
+    RouterGone(Arc<str>),
 }
 
 /// Cluster-mode state.
@@ -156,8 +159,8 @@ pub(super) struct Cluster {
     pub(super) interest: FxHashMap<Arc<str>, usize>,
     pub(super) interest_out: VecDeque<InterestChange>,
     pub(super) p2p_out: VecDeque<P2pOut>,
-    /// Announces of sessions on other routers, by session id.
-    pub(super) remote_peers: FxHashMap<Arc<str>, Bytes>,
+    /// Announces of sessions on other routers, by session id: (their router, the frame).
+    pub(super) remote_peers: FxHashMap<Arc<str>, (Arc<str>, Bytes)>,
     /// Locks as the cluster's lock bucket says: address → (holder, lease end, monotonic µs).
     pub(super) locks: FxHashMap<Arc<str>, (Arc<str>, u64)>,
     /// Locks of this router's sessions to release: (address, session).
@@ -170,7 +173,7 @@ impl Cluster {
     }
 
     pub(super) fn remote_announces(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.remote_peers.values().cloned()
+        self.remote_peers.values().map(|(_, f)| f.clone())
     }
 
     pub(super) fn knows_remote_peer(&self, session: &str) -> bool {

@@ -20,15 +20,18 @@ impl<H: Clone> Router<H> {
 
     /// P2P signalling from another router: an announce (told to this router's subscribers of
     /// the announce address, and replayed to later ones), a signal for a session here
-    /// (delivered to it; dropped if it has gone), or a leave.
+    /// (delivered to it; dropped if it has gone), a leave, or a router gone silent (each of its
+    /// sessions leaves).
     pub fn p2p_remote(&mut self, msg: P2pIn, now: Now) {
         self.last_now = now;
         match msg {
-            P2pIn::Announce(session, frame) => {
+            P2pIn::Announce(session, router, frame) => {
                 if self.sessions.contains_key(&session) {
                     return;
                 }
-                self.cluster.remote_peers.insert(session, frame.clone());
+                self.cluster
+                    .remote_peers
+                    .insert(session, (router, frame.clone()));
                 let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
                 self.fan_out(
                     &address,
@@ -49,8 +52,26 @@ impl<H: Clone> Router<H> {
                     self.p2p_leave(&session, now);
                 }
             }
+            P2pIn::RouterGone(router) => {
+                let gone: Vec<Arc<str>> = self
+                    .cluster
+                    .remote_peers
+                    .iter()
+                    .filter(|(_, (r, _))| *r == router)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                for session in gone {
+                    self.cluster.remote_peers.remove(&session);
+                    self.p2p_leave(&session, now);
+                }
+            }
         }
         self.flush();
+    }
+
+    /// Sessions of other routers known from their announces.
+    pub fn remote_peer_count(&self) -> usize {
+        self.cluster.remote_peers.len()
     }
 
     /// The announces of this router's P2P sessions (session id, frame), for a router that

@@ -73,6 +73,12 @@ pub(crate) struct Status {
     pub(crate) gaps: AtomicU64,
     /// The signal side's counters.
     pub(crate) signals: Arc<SignalStats>,
+    /// This router's id in the cluster (new at every start).
+    pub(crate) router_id: String,
+    /// The other routers, from their heartbeats.
+    pub(crate) routers: super::cluster_routers::Routers,
+    /// Routers taken for gone after falling silent.
+    pub(crate) routers_lost: AtomicU64,
 }
 
 /// A connected cluster link, not yet running.
@@ -147,7 +153,10 @@ pub(crate) async fn connect(
     max_value: usize,
 ) -> Result<(Link, Senders, Arc<Status>), ServerError> {
     let subjects = clasp_cluster::Subjects::new(&cfg.name).map_err(cluster_err)?;
-    let status = Arc::new(Status::default());
+    let status = Arc::new(Status {
+        router_id: uuid::Uuid::new_v4().to_string(),
+        ..Status::default()
+    });
     // no_echo: what this router publishes never comes back to it.
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("clasp-router/{}", cfg.name))
@@ -231,7 +240,7 @@ pub(crate) async fn connect(
     };
     core.set_clustered(true);
     let (watch, last_revision) = cluster_watch::replay(&bucket, core, &status).await?;
-    let router_id = uuid::Uuid::new_v4().to_string();
+    let router_id = status.router_id.clone();
     let (locks, lock_watch) = loop {
         match Locks::open(&js, &cfg.name, cfg.replicas, router_id.clone(), core).await {
             Ok(l) => break l,
@@ -301,12 +310,25 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         shared.clone(),
         status.clone(),
     ));
-    let origin = uuid::Uuid::new_v4().to_string();
+    let origin = status.router_id.clone();
     let p2p = tokio::spawn(super::cluster_p2p::run(
         client.clone(),
         subjects.clone(),
+        origin.clone(),
         p2p,
         shared.clone(),
+    ));
+    let heartbeat = super::cluster_routers::Heartbeat {
+        id: origin.clone(),
+        name: shared.config.router.name.clone(),
+        sessions: 0,
+    };
+    let routers = tokio::spawn(super::cluster_routers::run(
+        client.clone(),
+        subjects.clone(),
+        heartbeat,
+        shared.clone(),
+        status.clone(),
     ));
     let signals = tokio::spawn(cluster_signals::run(
         client.clone(),
@@ -319,5 +341,5 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
     let writer = tokio::spawn(cluster_writes::write_loop(
         bucket, locks, writes, shared, status, client,
     ));
-    vec![watcher, signals, p2p, lock_task, writer]
+    vec![watcher, signals, p2p, routers, lock_task, writer]
 }

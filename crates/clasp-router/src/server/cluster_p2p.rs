@@ -2,7 +2,9 @@
 //! core NATS subjects:
 //!
 //! * `clasp.NAME.p2p.announce`: a session's announce (the PUBLISH frame, its session id in the
-//!   `Clasp-Session` header), told to every router's subscribers of the announce address;
+//!   `Clasp-Session` header and its router's in `Clasp-Router`), told to every router's
+//!   subscribers of the announce address (and forgotten when that router falls silent, see
+//!   `cluster_routers.rs`);
 //! * `clasp.NAME.p2p.to.<session>`: signals for that session, subscribed to by its router only
 //!   while the session is announced;
 //! * `clasp.NAME.p2p.leave`: an announced session has ended (its id as the payload);
@@ -21,6 +23,7 @@ use super::Shared;
 use crate::core::{P2pIn, P2pOut};
 
 const SESSION: &str = "Clasp-Session";
+const ROUTER: &str = "Clasp-Router";
 
 enum Incoming {
     Announce(async_nats::Message),
@@ -53,6 +56,7 @@ fn forward(
 pub(crate) async fn run(
     client: async_nats::Client,
     subjects: Subjects,
+    router: String,
     mut outbound: mpsc::UnboundedReceiver<P2pOut>,
     shared: Arc<Shared>,
 ) {
@@ -85,7 +89,7 @@ pub(crate) async fn run(
                         let s = session.clone();
                         listening.insert(session.clone(), forward(sub, in_tx.clone(), move |m| Incoming::To(s.clone(), m)));
                     }
-                    announce(&client, &subjects, &session, frame).await;
+                    announce(&client, &subjects, &router, &session, frame).await;
                 }
                 Some(P2pOut::Signal(target, frame)) => {
                     if let Some(subject) = to_subject(&subjects, &target) {
@@ -104,8 +108,9 @@ pub(crate) async fn run(
             Some(m) = in_rx.recv() => {
                 let msg = match m {
                     Incoming::Announce(m) => {
-                        let Some(session) = m.headers.as_ref().and_then(|h| h.get(SESSION)) else { continue };
-                        P2pIn::Announce(Arc::from(session.as_str()), m.payload)
+                        let Some(h) = m.headers.as_ref() else { continue };
+                        let (Some(session), Some(from)) = (h.get(SESSION), h.get(ROUTER)) else { continue };
+                        P2pIn::Announce(Arc::from(session.as_str()), Arc::from(from.as_str()), m.payload)
                     }
                     Incoming::Leave(m) => match std::str::from_utf8(&m.payload) {
                         Ok(s) => P2pIn::Leave(Arc::from(s)),
@@ -115,7 +120,7 @@ pub(crate) async fn run(
                     Incoming::Hello => {
                         let mine = shared.core.lock().local_p2p_announces();
                         for (session, frame) in mine {
-                            announce(&client, &subjects, &session, frame).await;
+                            announce(&client, &subjects, &router, &session, frame).await;
                         }
                         continue;
                     }
@@ -129,9 +134,16 @@ pub(crate) async fn run(
     }
 }
 
-async fn announce(client: &async_nats::Client, subjects: &Subjects, session: &str, frame: Bytes) {
+async fn announce(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    router: &str,
+    session: &str,
+    frame: Bytes,
+) {
     let mut h = async_nats::HeaderMap::new();
     h.insert(SESSION, async_nats::HeaderValue::from_lossy(session));
+    h.insert(ROUTER, async_nats::HeaderValue::from_lossy(router));
     let _ = client
         .publish_with_headers(subjects.control("p2p.announce"), h, frame)
         .await;

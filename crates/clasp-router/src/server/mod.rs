@@ -6,6 +6,7 @@ mod cause;
 mod cluster;
 mod cluster_locks;
 mod cluster_p2p;
+mod cluster_routers;
 mod cluster_signals;
 mod cluster_watch;
 mod cluster_writes;

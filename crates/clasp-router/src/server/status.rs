@@ -11,13 +11,14 @@ use super::{Shared, ws};
 
 pub(super) async fn healthz(State(state): State<ws::AppState>) -> impl IntoResponse {
     let s = &state.shared;
-    let (sessions, params, subs, pending) = {
+    let (sessions, params, subs, pending, peers) = {
         let core = s.core.lock();
         (
             core.session_count(),
             core.params().len(),
             core.subscription_count(),
             core.cluster_writes_pending(),
+            core.remote_peer_count(),
         )
     };
     // A clustered router whose NATS link is down cannot take writes: a load balancer should
@@ -25,11 +26,28 @@ pub(super) async fn healthz(State(state): State<ws::AppState>) -> impl IntoRespo
     let (status, cluster) = match (&s.cluster, &s.config.cluster) {
         (Some(c), Some(cfg)) => {
             let up = c.connected.load(Ordering::Relaxed);
+            let routers = c.routers.list();
+            let all_sessions =
+                sessions as u64 + routers.iter().map(|r| r.beat.sessions).sum::<u64>();
+            let list: Vec<String> = routers
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"id\":{},\"name\":{},\"sessions\":{},\"seen_ms_ago\":{}}}",
+                        json_str(&r.beat.id),
+                        json_str(&r.beat.name),
+                        r.beat.sessions,
+                        r.seen.elapsed().as_millis()
+                    )
+                })
+                .collect();
             (
                 if up { "ok" } else { "cluster_down" },
                 format!(
-                    ",\"cluster\":{{\"name\":{},\"connected\":{up},\"writes_pending\":{pending}}}",
-                    json_str(&cfg.name)
+                    ",\"cluster\":{{\"name\":{},\"router_id\":{},\"connected\":{up},\"writes_pending\":{pending},\"sessions\":{all_sessions},\"remote_p2p_peers\":{peers},\"routers\":[{}]}}",
+                    json_str(&cfg.name),
+                    json_str(&c.router_id),
+                    list.join(",")
                 ),
             )
         }
@@ -270,7 +288,12 @@ fn cluster_metrics(
 ) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let sig = &c.signals;
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 15] = [
+        (
+            "clasp_cluster_routers_lost_total",
+            "Routers taken for gone after 6.5 s without a heartbeat (their P2P sessions were told as left).",
+            load(&c.routers_lost),
+        ),
         (
             "clasp_cluster_writes_total",
             "Param writes the cluster (JetStream) took from this router.",
@@ -345,7 +368,12 @@ fn cluster_metrics(
     for (name, help, v) in counters {
         write_counter(o, name, help, v);
     }
-    let gauges: [(&str, &str, u64); 3] = [
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "clasp_cluster_routers",
+            "Other routers of the cluster heard from within the last 6.5 s.",
+            c.routers.list().len() as u64,
+        ),
         (
             "clasp_cluster_subscriptions",
             "NATS subscriptions this router holds for its sessions' interest.",
