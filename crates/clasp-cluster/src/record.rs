@@ -7,9 +7,10 @@
 //! | Bytes | Field |
 //! |---|---|
 //! | 2 | `C1`: magic and version |
-//! | 1 | flags: bit 0, a bundle marker follows the timestamp |
+//! | 1 | flags: bit 0, a bundle marker follows; bit 1, an expiry follows the timestamp |
 //! | 2 + n | writer, UTF-8 |
 //! | 8 | wall-clock time of the write, µs since the Unix epoch |
+//! | 8 | expiry (bit 1): when the param expires, µs since the Unix epoch |
 //! | 8 + 4 + 2 + k × (4 + m) | bundle marker: bundle id, its number of SETs, then its k signals, each a PUBLISH frame with its length |
 //! | rest | the value, in the binary codec's value encoding (protocol.md §2.3) |
 //!
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 const MAGIC: [u8; 2] = *b"C1";
 const FLAG_BUNDLE: u8 = 1;
+const FLAG_EXPIRY: u8 = 2;
 /// Signals a bundle marker holds, at most.
 pub const MAX_BUNDLE_SIGNALS: usize = 4096;
 
@@ -34,6 +36,8 @@ pub struct Record {
     pub writer: String,
     /// When, in µs since the Unix epoch.
     pub timestamp: u64,
+    /// When the param expires (wall-clock µs since the Unix epoch), if it has a TTL.
+    pub expires_at: Option<u64>,
     /// The bundle the write came in, if any.
     pub bundle: Option<BundleMark>,
 }
@@ -129,11 +133,16 @@ impl Record {
             return Err(RecordError::Magic(magic));
         }
         let flags = r.take(1)?[0];
-        if flags & !FLAG_BUNDLE != 0 {
+        if flags & !(FLAG_BUNDLE | FLAG_EXPIRY) != 0 {
             return Err(RecordError::Flags(flags));
         }
         let writer = r.str("writer")?;
         let timestamp = r.u64()?;
+        let expires_at = if flags & FLAG_EXPIRY != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let bundle = if flags & FLAG_BUNDLE != 0 {
             let id = r.u64()?;
             let sets = r.u32()?;
@@ -161,6 +170,7 @@ impl Record {
             value,
             writer,
             timestamp,
+            expires_at,
             bundle,
         })
     }
@@ -213,9 +223,11 @@ mod tests {
             value: Value::Float(0.5),
             writer: "s-1".into(),
             timestamp: 1_700_000_000_000_000,
+            expires_at: None,
             bundle: None,
         };
         assert_eq!(Record::decode(&r.encode().unwrap()).unwrap(), r);
+        r.expires_at = Some(1_700_000_002_000_000);
         r.bundle = Some(BundleMark {
             id: 7,
             sets: 3,

@@ -20,6 +20,7 @@ fn rec(v: i64, writer: &str) -> Record {
         value: Value::Int(v),
         writer: writer.into(),
         timestamp: 1,
+        expires_at: None,
         bundle: None,
     }
 }

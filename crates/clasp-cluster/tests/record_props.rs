@@ -33,14 +33,20 @@ fn record() -> impl Strategy<Value = Record> {
             sets,
             signals: signals.into_iter().map(Bytes::from).collect(),
         });
-    (value(), ".{0,20}", any::<u64>(), proptest::option::of(mark)).prop_map(
-        |(value, writer, timestamp, bundle)| Record {
+    (
+        value(),
+        ".{0,20}",
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(mark),
+    )
+        .prop_map(|(value, writer, timestamp, expires_at, bundle)| Record {
             value,
             writer,
             timestamp,
+            expires_at,
             bundle,
-        },
-    )
+        })
 }
 
 /// The invariant the fuzz target checks too.

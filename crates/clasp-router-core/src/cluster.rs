@@ -44,6 +44,9 @@ pub struct ClusterWrite {
     pub lock: bool,
     /// Release the writer's lock once written.
     pub unlock: bool,
+    /// When the param expires (wall-clock µs), if the SET (or the router's default) gives
+    /// it a TTL.
+    pub expires_at: Option<u64>,
     /// The bundle the SET came in, if any: stored with the write for the other routers.
     pub bundle: Option<Arc<BundleMark>>,
 }
@@ -86,6 +89,8 @@ pub struct RemoteChange {
     pub writer: String,
     /// Wall-clock µs of the write.
     pub timestamp: u64,
+    /// When the param expires (wall-clock µs), if it has a TTL.
+    pub expires_at: Option<u64>,
     /// The bundle it was written in, if any (only for changes seen live, not in the replay
     /// of the state before serving).
     pub bundle: Option<Arc<BundleMark>>,
@@ -165,6 +170,8 @@ pub(super) struct Cluster {
     pub(super) locks: FxHashMap<Arc<str>, (Arc<str>, u64)>,
     /// Locks of this router's sessions to release: (address, session).
     pub(super) releases: VecDeque<(Arc<str>, Arc<str>)>,
+    /// Params that expired here, to delete from the authority: (address, revision).
+    pub(super) expired: VecDeque<(Arc<str>, u64)>,
 }
 
 impl Cluster {
@@ -203,6 +210,12 @@ impl<H: Clone> Router<H> {
         self.cluster.on = on;
     }
 
+    /// The next param that expired on this router, to delete from the authority if it still
+    /// has that revision: (address, revision).
+    pub fn poll_cluster_expired(&mut self) -> Option<(Arc<str>, u64)> {
+        self.cluster.expired.pop_front()
+    }
+
     /// Whether the router is in cluster mode.
     pub fn is_clustered(&self) -> bool {
         self.cluster.on
@@ -235,6 +248,14 @@ impl<H: Clone> Router<H> {
         check_address(set.address)?;
         // Capacity, budget and locks as this replica knows them; the revision is the
         // authority's to check.
+        let ttl = set.ttl.or(self
+            .config
+            .param_ttl
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
+        let expires_at = match ttl {
+            Some(0) | None => None,
+            Some(secs) => Some(now.wall.saturating_add(u64::from(secs) * 1_000_000)),
+        };
         let write = Write {
             value: set.value,
             expected: None,
@@ -275,6 +296,7 @@ impl<H: Clone> Router<H> {
             expected,
             lock: set.lock,
             unlock: set.unlock,
+            expires_at,
             bundle: self.cluster.bundles.marking.clone(),
         };
         self.cluster.out.push_back(w.clone());
@@ -354,6 +376,7 @@ impl<H: Clone> Router<H> {
             revision,
             &w.writer,
             w.timestamp,
+            w.expires_at,
             if present {
                 Sender::Included(p.conn)
             } else {
@@ -395,7 +418,16 @@ impl<H: Clone> Router<H> {
 
     /// Applies one change from the authority (no flush).
     pub(super) fn apply_remote_change(&mut self, change: &RemoteChange, now: Now) {
+        let expired = change.expires_at.is_some_and(|at| at <= now.wall);
         match &change.value {
+            // Expired already (this router joined, or read it, late): gone here too, and
+            // deleted from the authority if no router has yet.
+            Some(_) if expired => {
+                self.store.remove_at(&change.address, change.revision);
+                self.cluster
+                    .expired
+                    .push_back((Arc::from(change.address.as_str()), change.revision));
+            }
             Some(value) => {
                 let writer: Arc<str> = Arc::from(change.writer.as_str());
                 self.apply_authoritative(
@@ -404,6 +436,7 @@ impl<H: Clone> Router<H> {
                     change.revision,
                     &writer,
                     change.timestamp,
+                    change.expires_at,
                     Sender::Router,
                     now,
                 );
@@ -423,12 +456,13 @@ impl<H: Clone> Router<H> {
         revision: u64,
         writer: &Arc<str>,
         timestamp: u64,
+        expires_at: Option<u64>,
         sender: Sender,
         now: Now,
     ) {
         let Some(key) = self
             .store
-            .apply_at(address, value, revision, writer, timestamp)
+            .apply_at(address, value, revision, writer, timestamp, expires_at)
         else {
             return;
         };

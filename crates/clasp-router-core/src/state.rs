@@ -313,7 +313,8 @@ impl ParamStore {
     }
 
     /// Sets the param at `address` as an outside authority decided it (a clustered router's
-    /// shared bucket): `value` at `revision`, written by `writer` at `timestamp` (µs). Nothing
+    /// shared bucket): `value` at `revision`, written by `writer` at `timestamp` (µs), expiring
+    /// at `expires_at` (wall-clock µs; `None`: never). Nothing
     /// happens unless `revision` is newer than the one held (the same change can arrive twice:
     /// as the answer to this router's write and from the bucket's watch). The budgets are not
     /// applied: the authority already took the write, and a replica that left it out would
@@ -325,6 +326,7 @@ impl ParamStore {
         revision: u64,
         writer: &Arc<str>,
         timestamp: u64,
+        expires_at: Option<u64>,
     ) -> Option<Arc<str>> {
         if self
             .params
@@ -354,6 +356,15 @@ impl ParamStore {
         param.revision = revision;
         param.writer = writer.clone();
         param.timestamp = timestamp;
+        if param.expires_at != expires_at {
+            if let Some(old) = param.expires_at.take() {
+                self.expiries.remove(&(old, key.clone()));
+            }
+            param.expires_at = expires_at;
+            if let Some(at) = expires_at {
+                self.expiries.insert((at, key.clone()));
+            }
+        }
         self.dirty.insert(key.clone(), ());
         self.epoch += 1;
         Some(key)
@@ -395,20 +406,23 @@ impl ParamStore {
         released
     }
 
-    /// Removes params whose expiry is at or before `now`; returns their addresses.
-    pub fn expire(&mut self, now: u64) -> Vec<Arc<str>> {
+    /// Removes params whose expiry is at or before `now`; returns their addresses and the
+    /// revisions they had.
+    pub fn expire(&mut self, now: u64) -> Vec<(Arc<str>, u64)> {
         let mut gone = Vec::new();
         while let Some((at, addr)) = self.expiries.first().cloned() {
             if at > now {
                 break;
             }
             self.expiries.pop_first();
+            let mut revision = 0;
             if let Some(p) = self.params.remove(&addr) {
                 self.bytes = self.bytes.saturating_sub(cost(&addr, &p));
+                revision = p.revision;
             }
             self.dirty.insert(addr.clone(), ());
             self.epoch += 1;
-            gone.push(addr);
+            gone.push((addr, revision));
         }
         gone
     }
@@ -564,7 +578,7 @@ mod tests {
         assert_eq!(s.next_expiry(), Some(3_000_000));
         let _ = s.take_dirty();
         assert!(s.expire(2_999_999).is_empty());
-        assert_eq!(s.expire(3_000_000), vec![Arc::<str>::from("/t")]);
+        assert_eq!(s.expire(3_000_000), vec![(Arc::<str>::from("/t"), 1)]);
         assert!(s.get("/t").is_none());
         let (present, removed) = s.take_dirty();
         assert!(present.is_empty());

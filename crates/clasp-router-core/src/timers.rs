@@ -53,6 +53,11 @@ impl<H: Clone> Router<H> {
         }
         let expired = self.store.expire(now.wall);
         self.metrics.params_expired += expired.len() as u64;
+        if self.cluster.on {
+            // The authority still holds them: the first router to see one expire deletes it
+            // there (a compare-and-set on its revision, so a newer write is kept).
+            self.cluster.expired.extend(expired);
+        }
         self.flush();
     }
 

@@ -79,6 +79,8 @@ pub(crate) struct Status {
     pub(crate) routers: super::cluster_routers::Routers,
     /// Routers taken for gone after falling silent.
     pub(crate) routers_lost: AtomicU64,
+    /// Expired params this router deleted from the bucket.
+    pub(crate) expired: AtomicU64,
 }
 
 /// A connected cluster link, not yet running.
@@ -94,6 +96,7 @@ pub(crate) struct Link {
     locks: Arc<Locks>,
     lock_watch: LockWatch,
     releases: mpsc::UnboundedReceiver<(Arc<str>, Arc<str>)>,
+    expired: mpsc::UnboundedReceiver<(Arc<str>, u64)>,
     subjects: clasp_cluster::Subjects,
     status: Arc<Status>,
 }
@@ -104,6 +107,7 @@ pub(crate) struct Senders {
     pub(crate) outbound: mpsc::UnboundedSender<Outbound>,
     pub(crate) p2p: mpsc::UnboundedSender<P2pOut>,
     pub(crate) releases: mpsc::UnboundedSender<(Arc<str>, Arc<str>)>,
+    pub(crate) expired: mpsc::UnboundedSender<(Arc<str>, u64)>,
 }
 
 pub(crate) fn wall_now() -> Now {
@@ -127,6 +131,7 @@ pub(crate) fn remote(c: Change, live: bool) -> RemoteChange {
             value: Some(r.value),
             writer: r.writer,
             timestamp: r.timestamp,
+            expires_at: r.expires_at,
             bundle: r.bundle.filter(|_| live).map(|b| {
                 Arc::new(BundleMark {
                     id: b.id,
@@ -141,6 +146,7 @@ pub(crate) fn remote(c: Change, live: bool) -> RemoteChange {
             value: None,
             writer: String::new(),
             timestamp: 0,
+            expires_at: None,
             bundle: None,
         },
     }
@@ -255,6 +261,7 @@ pub(crate) async fn connect(
     let (outbound_tx, outbound) = mpsc::unbounded_channel();
     let (p2p_tx, p2p) = mpsc::unbounded_channel();
     let (releases_tx, releases) = mpsc::unbounded_channel();
+    let (expired_tx, expired) = mpsc::unbounded_channel();
     tracing::info!(cluster = %cfg.name, nats = %urls, params = core.params().len(), "joined the cluster");
     Ok((
         Link {
@@ -268,6 +275,7 @@ pub(crate) async fn connect(
             locks: Arc::new(locks),
             lock_watch,
             releases,
+            expired,
             subjects,
             status: status.clone(),
         },
@@ -276,6 +284,7 @@ pub(crate) async fn connect(
             outbound: outbound_tx,
             p2p: p2p_tx,
             releases: releases_tx,
+            expired: expired_tx,
         },
         status,
     ))
@@ -294,6 +303,7 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         locks,
         lock_watch,
         releases,
+        expired,
         subjects,
         status,
     } = link;
@@ -338,8 +348,13 @@ pub(crate) fn spawn(link: Link, shared: Arc<Shared>) -> Vec<tokio::task::JoinHan
         shared.clone(),
         status.signals.clone(),
     ));
+    let expiry = tokio::spawn(cluster_writes::expire_loop(
+        bucket.clone(),
+        expired,
+        status.clone(),
+    ));
     let writer = tokio::spawn(cluster_writes::write_loop(
         bucket, locks, writes, shared, status, client,
     ));
-    vec![watcher, signals, p2p, routers, lock_task, writer]
+    vec![watcher, signals, p2p, routers, lock_task, expiry, writer]
 }

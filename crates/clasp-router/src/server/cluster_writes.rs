@@ -1,5 +1,6 @@
 //! The core's param writes, handed to JetStream in order with many in flight, each outcome
-//! given back to the core (see `cluster.rs`); a SET that takes a lock takes it first.
+//! given back to the core (see `cluster.rs`); a SET that takes a lock takes it first. And the
+//! params that expired here, deleted from the bucket.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -92,6 +93,7 @@ pub(crate) async fn write_loop(
                     value: w.value,
                     writer: w.writer.to_string(),
                     timestamp: w.timestamp,
+                    expires_at: w.expires_at,
                     bundle: w.bundle.as_deref().map(|b| BundleMark {
                         id: b.id,
                         sets: b.sets,
@@ -105,6 +107,30 @@ pub(crate) async fn write_loop(
             }
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 report(id, outcome_of(result, &status));
+            }
+        }
+    }
+}
+
+/// Deletes from the bucket the params that expired on this router, each only if it still has
+/// the revision that expired (a compare-and-set: a newer write stays). Every router holding
+/// the param tries; the first wins and the others' attempts find it changed.
+pub(crate) async fn expire_loop(
+    bucket: ParamBucket,
+    mut expired: mpsc::UnboundedReceiver<(Arc<str>, u64)>,
+    status: Arc<Status>,
+) {
+    while let Some((address, revision)) = expired.recv().await {
+        if revision == 0 {
+            continue;
+        }
+        match bucket.delete(&address, Some(revision)).await {
+            Ok(()) => {
+                status.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(KvError::Conflict { .. }) => {}
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cluster: cannot delete an expired param")
             }
         }
     }

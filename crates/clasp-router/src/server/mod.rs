@@ -236,6 +236,9 @@ impl Shared {
             while let Some(r) = core.poll_lock_release() {
                 let _ = tx.releases.send(r);
             }
+            while let Some(e) = core.poll_cluster_expired() {
+                let _ = tx.expired.send(e);
+            }
             while let Some(m) = core.poll_cluster_p2p() {
                 let _ = tx.p2p.send(m);
             }

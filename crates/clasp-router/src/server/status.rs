@@ -288,7 +288,12 @@ fn cluster_metrics(
 ) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let sig = &c.signals;
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
+        (
+            "clasp_cluster_expired_total",
+            "Params whose TTL ran out that this router deleted from the cluster's bucket.",
+            load(&c.expired),
+        ),
         (
             "clasp_cluster_routers_lost_total",
             "Routers taken for gone after 6.5 s without a heartbeat (their P2P sessions were told as left).",

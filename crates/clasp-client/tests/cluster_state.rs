@@ -1,7 +1,9 @@
-//! Bundles across a cluster of routers on a real `nats-server` (Debian's 2.9, started here on
-//! 127.0.0.1): a subscriber on another router gets each bundle's SETs and signals together,
-//! with no other router's writes between them, while a third router writes into the same
-//! addresses as fast as it can; a bundle of signals alone arrives whole too.
+//! The shared state of a cluster of routers on a real `nats-server` (Debian's 2.9, started here
+//! on 127.0.0.1), beyond single SETs: bundles reach a subscriber on another router whole, with
+//! no other router's writes between their members, while a third router writes into the same
+//! addresses as fast as it can (a bundle of signals alone arrives whole too); a param written
+//! with a TTL through one router is gone from every router, and from the bucket, when it
+//! expires, and a router that joins later does not bring it back.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../../clasp-cluster/tests/nats_support/mod.rs"]
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clasp_client::{Client, Message, ReconnectPolicy, Value};
+use clasp_client::{Client, Error, Message, ReconnectPolicy, SetOptions, Value};
 use clasp_proto::{Publish, PublishPayload, Set, SignalType};
 use clasp_router::server::ClusterConfig;
 use futures_util::StreamExt;
@@ -21,7 +23,7 @@ use support::{Router, within};
 
 async fn router(n: &Nats) -> Router {
     let url = n.url();
-    Router::start_with(move |c| c.cluster = Some(ClusterConfig::new(vec![url], "bundles"))).await
+    Router::start_with(move |c| c.cluster = Some(ClusterConfig::new(vec![url], "state"))).await
 }
 
 async fn client(r: &Router) -> Client {
@@ -154,4 +156,56 @@ async fn bundles_reach_other_routers_whole() {
     for cl in [&ca, &cb] {
         assert_eq!(cl.get("/scene/c").await.unwrap(), Value::Int(BUNDLES));
     }
+}
+
+#[tokio::test]
+async fn a_ttl_expires_on_every_router_and_in_the_bucket() {
+    let Some(n) = Nats::start() else { return };
+    let (a, b) = (router(&n).await, router(&n).await);
+    let (ca, cb) = (client(&a).await, client(&b).await);
+    let ttl = SetOptions {
+        ttl: Some(1),
+        ..SetOptions::default()
+    };
+    ca.set_with("/tmp/blink", 1, ttl.clone()).await.unwrap();
+    ca.set_confirmed("/tmp/stays", 2).await.unwrap();
+    // Written again with a TTL, then without one: the last write decides, so it stays.
+    ca.set_with("/tmp/kept", 3, ttl).await.unwrap();
+    ca.set_confirmed("/tmp/kept", 4).await.unwrap();
+    within("the TTL param on B", async {
+        while cb.get("/tmp/blink").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for cl in [&ca, &cb] {
+        assert!(matches!(
+            cl.get("/tmp/blink").await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(cl.get("/tmp/stays").await.unwrap(), Value::Int(2));
+        assert_eq!(cl.get("/tmp/kept").await.unwrap(), Value::Int(4));
+    }
+    // Deleted from the bucket by one of the routers (a compare-and-set: once).
+    within("the expired param deleted from the bucket", async {
+        loop {
+            let deleted = a.metric("clasp_cluster_expired_total").await
+                + b.metric("clasp_cluster_expired_total").await;
+            if deleted == 1 {
+                return;
+            }
+            assert_eq!(deleted, 0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A router that joins now does not bring it back.
+    let c = router(&n).await;
+    let cc = client(&c).await;
+    assert!(matches!(
+        cc.get("/tmp/blink").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(cc.get("/tmp/stays").await.unwrap(), Value::Int(2));
 }

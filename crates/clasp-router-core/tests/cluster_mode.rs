@@ -1,7 +1,8 @@
-//! Bundles in cluster mode, driven by hand: the writing router applies a bundle only once the
+//! Cluster mode driven by hand. Bundles: the writing router applies a bundle only once the
 //! authority has answered every SET of it, and another router applies a bundle's SETs (and
 //! the signals their marks carry) together once all have arrived, or what came after the
-//! gathering time.
+//! gathering time. TTLs: a param's expiry travels with its writes, it expires on every router,
+//! and the authority is asked to delete it (at the revision that expired).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -162,6 +163,7 @@ fn change(address: &str, revision: u64, mark: &Arc<BundleMark>) -> RemoteChange 
         value: Some(Value::Int(revision as i64)),
         writer: "s-elsewhere".into(),
         timestamp: 1,
+        expires_at: None,
         bundle: Some(mark.clone()),
     }
 }
@@ -250,4 +252,67 @@ fn a_bundle_of_signals_goes_to_the_cluster_as_one() {
     let frames: Vec<_> = members.into_iter().map(|(_, f)| f).collect();
     b.core(|r, now| r.publish_remote_bundle(&frames, now));
     assert_eq!(addresses(&rb.msgs()), ["pub /s/one", "pub /s/two"]);
+}
+
+#[test]
+fn a_ttl_travels_with_the_write_and_expiry_asks_the_authority_to_delete() {
+    let mut h = clustered();
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/t/**");
+    h.send(
+        &w,
+        Message::Set(Set {
+            address: "/t/a".into(),
+            value: Value::Int(1),
+            ttl: Some(2),
+            ..Default::default()
+        }),
+    );
+    let ws = writes(&mut h);
+    assert_eq!(ws[0].expires_at, Some(h.now.wall + 2_000_000));
+    answer(&mut h, ws[0].id, ClusterOutcome::Written(4));
+    assert_eq!(addresses(&reader.msgs()), ["set /t/a"]);
+    // Another router's write with an expiry, and one that has expired already.
+    let at = h.now.wall + 1_000_000;
+    h.core(|r, now| {
+        r.apply_remote(
+            RemoteChange {
+                address: "/t/b".into(),
+                revision: 5,
+                value: Some(Value::Int(2)),
+                writer: "s-elsewhere".into(),
+                timestamp: 1,
+                expires_at: Some(at),
+                bundle: None,
+            },
+            now,
+        );
+        r.apply_remote(
+            RemoteChange {
+                address: "/t/old".into(),
+                revision: 3,
+                value: Some(Value::Int(0)),
+                writer: "s-elsewhere".into(),
+                timestamp: 1,
+                expires_at: Some(now.wall - 1),
+                bundle: None,
+            },
+            now,
+        )
+    });
+    assert!(h.params().get("/t/old").is_none());
+    let expired = |h: &mut Harness| -> Vec<(String, u64)> {
+        h.core(|r, _| {
+            std::iter::from_fn(|| r.poll_cluster_expired())
+                .map(|(a, rev)| (a.to_string(), rev))
+                .collect()
+        })
+    };
+    assert_eq!(expired(&mut h), [("/t/old".to_string(), 3)]);
+    h.advance(Duration::from_millis(1000));
+    assert!(h.params().get("/t/b").is_none());
+    assert_eq!(expired(&mut h), [("/t/b".to_string(), 5)]);
+    h.advance(Duration::from_millis(1000));
+    assert_eq!(expired(&mut h), [("/t/a".to_string(), 4)]);
+    assert!(h.params().is_empty());
 }
