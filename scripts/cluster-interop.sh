@@ -20,6 +20,8 @@ fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    # Routers are started in command substitutions (subshells): their pids are in a file.
+    [[ -f "$work/pids" ]] && while read -r p; do pids+=("$p"); done <"$work/pids"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -39,7 +41,7 @@ router() {
     local log="$work/$1.log"
     "$clasp" server --bind 127.0.0.1 --port 0 --memory --cluster "nats://127.0.0.1:$port" \
         --cluster-name interop >"$log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
     for _ in $(seq 150); do
         url=$(grep -o 'ready: ws://[0-9.:]*/' "$log" | head -1 | sed 's/ready: //') || true
         [[ -n "$url" ]] && { echo "$url"; return 0; }

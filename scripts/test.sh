@@ -53,7 +53,8 @@ fi
 # mosquitto-clients (mosquitto_pub and mosquitto_sub against the MQTT listener), nginx with
 # openssl (the reverse-proxy guide's nginx configuration, checked in front of a real relay), and
 # tshark (Wireshark's dissectors read what the lighting bridges send), nats-server (JetStream,
-# for the cluster tests).
+# for the cluster tests), haproxy (the cluster guide's load balancer configuration, checked in
+# front of real routers; Debian's default haproxy.cfg listens on nothing).
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -62,6 +63,7 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""
@@ -123,6 +125,9 @@ cargo build -p clasp-cli --locked
 
 say "cluster interop: the official Python and JS clients on different routers of one NATS cluster"
 ./scripts/cluster-interop.sh target/debug/clasp
+
+say "cluster behind load balancers: deploy/haproxy/clasp.cfg and deploy/nginx/cluster.conf in front of two routers"
+./scripts/cluster-lb-check.sh target/debug/clasp
 
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp

@@ -86,15 +86,7 @@ async fn a_nats_node_dies_and_the_routers_go_on() {
                 Ok(Value::Int(v)) if v == *i => break,
                 other => {
                     if t.elapsed() > Duration::from_secs(60) {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut s = tokio::net::TcpStream::connect(rb.addr).await.unwrap();
-                        s.write_all(
-                            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        )
-                        .await
-                        .unwrap();
-                        let mut body = String::new();
-                        s.read_to_string(&mut body).await.unwrap();
+                        let body = rb.http_get("/metrics").await;
                         let m: Vec<&str> = body
                             .lines()
                             .filter(|l| l.starts_with("clasp_cluster"))

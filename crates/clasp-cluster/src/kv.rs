@@ -180,14 +180,10 @@ impl ParamBucket {
         })
     }
 
-    /// The bucket's latest revision (0 when nothing was ever written).
+    /// The bucket's latest revision (0 when nothing was ever written), asked of JetStream now.
     pub async fn last_revision(&self) -> Result<u64, KvError> {
-        Ok(self
-            .store
-            .status()
-            .await
-            .map_err(nats)?
-            .info
+        Ok(fresh_info(&self.js, &self.bucket)
+            .await?
             .state
             .last_sequence)
     }
@@ -206,9 +202,10 @@ impl ParamBucket {
         Ok(w.map(change_of))
     }
 
-    /// How many params the bucket holds (deleted ones may still be counted until purged).
+    /// How many params the bucket holds (deleted ones may still be counted until purged),
+    /// asked of JetStream now.
     pub async fn count(&self) -> Result<u64, KvError> {
-        Ok(self.store.status().await.map_err(nats)?.values())
+        Ok(fresh_info(&self.js, &self.bucket).await?.state.messages)
     }
 
     /// Writes `record` at `address`: unconditionally, or only if the param's revision is
@@ -265,6 +262,21 @@ impl ParamBucket {
         let w = self.store.watch_with_history(">").await.map_err(nats)?;
         Ok(w.map(change_of))
     }
+}
+
+/// The bucket's stream information as JetStream has it now. (async-nats's `Store::status`
+/// answers with the information read when the bucket was opened, which never moves: a watch
+/// checked against it would never be found behind.)
+pub(crate) async fn fresh_info(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::stream::Info, KvError> {
+    js.get_stream_no_info(format!("KV_{bucket}"))
+        .await
+        .map_err(nats)?
+        .get_info()
+        .await
+        .map_err(nats)
 }
 
 /// The shape of a key-value bucket of this crate.

@@ -68,6 +68,8 @@ pub struct LockChange {
 #[derive(Clone)]
 pub struct LockBucket {
     store: kv::Store,
+    js: jetstream::Context,
+    bucket: String,
 }
 
 impl std::fmt::Debug for LockBucket {
@@ -101,7 +103,11 @@ impl LockBucket {
             },
         )
         .await?;
-        Ok(LockBucket { store })
+        Ok(LockBucket {
+            store,
+            js: js.clone(),
+            bucket,
+        })
     }
 
     /// Takes the lock on `address` for `holder` (again, if that session holds it already);
@@ -173,9 +179,13 @@ impl LockBucket {
         }
     }
 
-    /// How many locks the bucket holds (released ones may be counted until they age out).
+    /// How many locks the bucket holds (released ones may be counted until they age out),
+    /// asked of JetStream now.
     pub async fn count(&self) -> Result<u64, KvError> {
-        Ok(self.store.status().await.map_err(nats)?.values())
+        Ok(crate::kv::fresh_info(&self.js, &self.bucket)
+            .await?
+            .state
+            .messages)
     }
 
     /// Every lock as it is now, then every change.
