@@ -78,10 +78,8 @@ async fn a_client_behind_haproxy_rides_out_the_death_of_its_router() {
     let Some(n) = Nats::start() else { return };
     let ports = [free_port(), free_port()];
     let cluster = ["--memory", "--cluster", &n.url(), "--cluster-name", "lb"];
-    let mut routers: Vec<Option<Proc>> = ports
-        .iter()
-        .map(|p| Some(start_on(*p, &cluster)))
-        .collect();
+    let mut routers: Vec<Option<Proc>> =
+        ports.iter().map(|p| Some(start_on(*p, &cluster))).collect();
     let dir = std::env::temp_dir().join(format!("clasp-lb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let lb = free_port();
@@ -95,10 +93,17 @@ async fn a_client_behind_haproxy_rides_out_the_death_of_its_router() {
     // HAProxy takes a moment to start listening.
     let deadline = Instant::now() + Duration::from_secs(10);
     let client = loop {
-        match Client::builder(&url).reconnect(policy.clone()).connect().await {
+        match Client::builder(&url)
+            .reconnect(policy.clone())
+            .connect()
+            .await
+        {
             Ok(c) => break c,
             Err(e) => {
-                assert!(Instant::now() < deadline, "no connection through HAProxy: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no connection through HAProxy: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

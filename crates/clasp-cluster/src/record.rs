@@ -2,11 +2,11 @@
 //! in a bundle, which bundle (so routers can apply the bundle's SETs together). The revision
 //! is not stored: it is the KV revision of the entry.
 //!
-//! Layout (version 1), all integers big-endian:
+//! Layout (version 2), all integers big-endian:
 //!
 //! | Bytes | Field |
 //! |---|---|
-//! | 2 | `C1`: magic and version |
+//! | 2 | `C2`: magic and version (version 1, which had a lock where the bundle marker is, is refused) |
 //! | 1 | flags: bit 0, a bundle marker follows; bit 1, an expiry follows the timestamp |
 //! | 2 + n | writer, UTF-8 |
 //! | 8 | wall-clock time of the write, µs since the Unix epoch |
@@ -21,7 +21,7 @@ use clasp_proto::Value;
 use clasp_proto::codec::binary::{decode_value, encode_value};
 use thiserror::Error;
 
-const MAGIC: [u8; 2] = *b"C1";
+const MAGIC: [u8; 2] = *b"C2";
 const FLAG_BUNDLE: u8 = 1;
 const FLAG_EXPIRY: u8 = 2;
 /// Signals a bundle marker holds, at most.
@@ -98,13 +98,19 @@ impl Record {
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
         let mut out = Vec::with_capacity(32 + self.writer.len());
         out.extend_from_slice(&MAGIC);
-        out.push(if self.bundle.is_some() {
-            FLAG_BUNDLE
-        } else {
-            0
-        });
+        let mut flags = 0;
+        if self.bundle.is_some() {
+            flags |= FLAG_BUNDLE;
+        }
+        if self.expires_at.is_some() {
+            flags |= FLAG_EXPIRY;
+        }
+        out.push(flags);
         put_str(&self.writer, "writer", &mut out)?;
         out.extend_from_slice(&self.timestamp.to_be_bytes());
+        if let Some(at) = self.expires_at {
+            out.extend_from_slice(&at.to_be_bytes());
+        }
         if let Some(b) = &self.bundle {
             if b.signals.len() > MAX_BUNDLE_SIGNALS {
                 return Err(RecordError::TooManySignals(b.signals.len()));

@@ -73,7 +73,7 @@ proptest! {
     #[test]
     fn noise_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
         decodes_canonically(&b);
-        let mut with_magic = b"C1".to_vec();
+        let mut with_magic = b"C2".to_vec();
         with_magic.extend_from_slice(&b);
         decodes_canonically(&with_magic);
     }

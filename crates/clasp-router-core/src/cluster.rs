@@ -423,6 +423,9 @@ impl<H: Clone> Router<H> {
             // Expired already (this router joined, or read it, late): gone here too, and
             // deleted from the authority if no router has yet.
             Some(_) if expired => {
+                self.cluster
+                    .bundles
+                    .note_removed(&change.address, change.revision);
                 self.store.remove_at(&change.address, change.revision);
                 self.cluster
                     .expired
@@ -442,6 +445,9 @@ impl<H: Clone> Router<H> {
                 );
             }
             None => {
+                self.cluster
+                    .bundles
+                    .note_removed(&change.address, change.revision);
                 self.store.remove_at(&change.address, change.revision);
             }
         }

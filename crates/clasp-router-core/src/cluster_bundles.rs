@@ -7,24 +7,41 @@
 //!   locks as this replica knows them; nothing is sent if one SET fails). Its SETs go to the
 //!   authority one after another, each carrying the same [`BundleMark`] (an id unique across
 //!   the cluster, the number of SETs, and the bundle's signals as PUBLISH frames). Nothing is
-//!   applied here until every SET has its answer; then the written ones are applied and fanned
-//!   out together with the signals, in one flush, and the bundle is ACKed. If the authority
-//!   refused one SET after others were written (a revision that changed on another router
-//!   in between, the cluster unreachable), the written ones stand and the writer is told how
-//!   many (`BUNDLE partly applied`); that is counted.
+//!   applied here until every SET has its answer (what the bucket's watch brings of them
+//!   meanwhile is held too); then the written ones are applied and fanned out together with the
+//!   signals, in one flush, and the bundle is ACKed. If the authority refused some SETs while
+//!   others were written (a revision that changed on another router in between, the cluster
+//!   unreachable), the written ones stand and the writer is told how many
+//!   (`BUNDLE partly applied`); that is counted.
 //! - **Other routers.** A change carrying a mark is held until all the bundle's SETs have
 //!   arrived, then they are applied and fanned out together with the signals the mark
 //!   carries. A bundle whose SETs do not all arrive within [`GATHER_US`] (one was
 //!   overwritten before this router read it, or its writer refused or died mid-way) is
-//!   applied as far as it came, and counted.
+//!   applied as far as it came, and counted. A SET of a bundle applied already (a resumed
+//!   watch brings it again) is applied alone, without the signals.
+//! - A param removed (deleted, expired) while an older write of it is held is not brought back
+//!   when the held write is applied.
 //! - **Bundles of signals only** go to the other routers as one message (see
 //!   [`SignalOut::Bundle`]), fanned out there in one go ([`Router::publish_remote_bundle`]).
+//!
+//! The signals travel with every SET of the bundle, so they are bounded ([`MAX_MARK_SIGNALS`],
+//! [`MAX_MARK_BYTES`]); a larger bundle is refused before anything is written.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 
 use super::cluster::{BundleMark, ClusterOutcome, Pending, RemoteChange, SignalOut};
 use super::*;
 
 /// How long another router's bundle is gathered before what arrived of it is applied.
 pub(crate) const GATHER_US: u64 = 1_000_000;
+/// Signals a bundle with SETs may carry in a cluster (the record's own limit).
+pub const MAX_MARK_SIGNALS: usize = 4096;
+/// Bytes of signals (frames and their lengths) a bundle with SETs may carry in a cluster.
+pub const MAX_MARK_BYTES: usize = 128 * 1024;
+/// Other routers' bundles remembered once applied.
+const FINISHED_KEPT: usize = 4096;
 
 /// Bundles in cluster mode: this router's waiting for the authority, the other routers' being
 /// gathered.
@@ -40,6 +57,11 @@ pub(super) struct Bundles {
     pub(super) collecting: Option<Vec<(Arc<str>, Bytes)>>,
     own: FxHashMap<u64, Own>,
     gathering: FxHashMap<u64, Gathering>,
+    /// Other routers' bundles applied lately (ids, oldest first).
+    finished: VecDeque<u64>,
+    finished_set: FxHashSet<u64>,
+    /// While bundles are held: the latest revision at which each param was removed.
+    removed: FxHashMap<Arc<str>, u64>,
 }
 
 /// A bundle of this router waiting for the authority's answers.
@@ -51,6 +73,8 @@ struct Own {
     written: Vec<(Pending, u64)>,
     refused: Option<(Str, Refusal)>,
     publishes: Vec<Publish>,
+    /// Its SETs as the bucket's watch brought them before the answers.
+    echoes: Vec<RemoteChange>,
 }
 
 /// Another router's bundle being gathered.
@@ -72,6 +96,40 @@ impl Bundles {
 
     fn is_own(&self, id: u64) -> bool {
         self.base != 0 && id >> 32 == self.base >> 32
+    }
+
+    fn holding(&self) -> bool {
+        !self.own.is_empty() || !self.gathering.is_empty()
+    }
+
+    /// A param was removed at `revision`: remembered while writes are held.
+    pub(super) fn note_removed(&mut self, address: &str, revision: u64) {
+        if self.holding() {
+            let r = self.removed.entry(Arc::from(address)).or_insert(0);
+            *r = (*r).max(revision);
+        }
+    }
+
+    /// Whether a held write at `revision` is older than a removal of its param.
+    fn removed_since(&self, address: &str, revision: u64) -> bool {
+        self.removed.get(address).is_some_and(|r| *r > revision)
+    }
+
+    fn finish(&mut self, id: u64) {
+        if self.finished_set.insert(id) {
+            self.finished.push_back(id);
+            if self.finished.len() > FINISHED_KEPT
+                && let Some(old) = self.finished.pop_front()
+            {
+                self.finished_set.remove(&old);
+            }
+        }
+    }
+
+    fn forget_removals_when_idle(&mut self) {
+        if !self.holding() {
+            self.removed.clear();
+        }
     }
 }
 
@@ -106,10 +164,19 @@ impl<H: Clone> Router<H> {
             }
             return;
         }
-        let signals = publishes
+        let signals: Vec<Bytes> = publishes
             .iter()
             .filter_map(|p| encode(&Message::Publish(p.clone())).ok())
             .collect();
+        let bytes: usize = signals.iter().map(|f| 4 + f.len()).sum();
+        if signals.len() > MAX_MARK_SIGNALS || bytes > MAX_MARK_BYTES {
+            let r = Refusal::ClusterBundleTooLarge {
+                signals: signals.len(),
+                bytes,
+            };
+            self.refuse(conn, r, None);
+            return;
+        }
         let id = self.cluster.bundles.new_id();
         let total = sets.len();
         self.cluster.bundles.marking = Some(Arc::new(BundleMark {
@@ -148,6 +215,7 @@ impl<H: Clone> Router<H> {
                 written: Vec::new(),
                 refused: None,
                 publishes,
+                echoes: Vec::new(),
             },
         );
     }
@@ -182,9 +250,19 @@ impl<H: Clone> Router<H> {
         let present = self.session(own.conn).is_some();
         let mut last_revision = None;
         for (p, rev) in &own.written {
-            self.apply_written(p, *rev, present, now);
+            if !self.cluster.bundles.removed_since(&p.write.address, *rev) {
+                self.apply_written(p, *rev, present, now);
+            }
             last_revision = Some(*rev);
         }
+        // What the watch brought of them: applied if newer (a write whose answer was lost on
+        // the way still stands).
+        for c in &own.echoes {
+            if !self.cluster.bundles.removed_since(&c.address, c.revision) {
+                self.apply_remote_change(c, now);
+            }
+        }
+        self.cluster.bundles.forget_removals_when_idle();
         if !own.written.is_empty() && present {
             // The other routers have the signals from the SETs' marks.
             self.cluster.bundles.collecting = Some(Vec::new());
@@ -192,6 +270,9 @@ impl<H: Clone> Router<H> {
                 self.publish_owned(own.conn, s, now);
             }
             self.cluster.bundles.collecting = None;
+        }
+        if own.refused.is_some() && !own.written.is_empty() {
+            self.metrics.cluster_bundles_partial += 1;
         }
         match own.refused {
             Some((address, cause)) if present => {
@@ -201,7 +282,6 @@ impl<H: Clone> Router<H> {
                         cause: Box::new(cause),
                     }
                 } else {
-                    self.metrics.cluster_bundles_partial += 1;
                     Refusal::BundlePartial {
                         address: address.to_string(),
                         cause: Box::new(cause),
@@ -229,11 +309,21 @@ impl<H: Clone> Router<H> {
         let Some(mark) = change.bundle.clone() else {
             return Some(change);
         };
-        // This router's own bundles were applied when the authority answered.
-        if self.cluster.bundles.is_own(mark.id) {
+        let b = &mut self.cluster.bundles;
+        if b.is_own(mark.id) {
+            // This router's own bundle: applied with the rest when the answers are in.
+            return match b.own.get_mut(&mark.id) {
+                Some(own) => {
+                    own.echoes.push(change);
+                    None
+                }
+                None => Some(change),
+            };
+        }
+        if b.finished_set.contains(&mark.id) {
+            // Applied already: this SET alone (the signals went with the bundle).
             return Some(change);
         }
-        let b = &mut self.cluster.bundles;
         let g = b.gathering.entry(mark.id).or_insert_with(|| {
             self.timers.push(Reverse((
                 now.mono + GATHER_US,
@@ -260,10 +350,14 @@ impl<H: Clone> Router<H> {
         let Some(mut g) = self.cluster.bundles.gathering.remove(&id) else {
             return false;
         };
+        self.cluster.bundles.finish(id);
         g.changes.sort_by_key(|c| c.revision);
         for c in &g.changes {
-            self.apply_remote_change(c, now);
+            if !self.cluster.bundles.removed_since(&c.address, c.revision) {
+                self.apply_remote_change(c, now);
+            }
         }
+        self.cluster.bundles.forget_removals_when_idle();
         for f in &g.mark.signals {
             self.fan_out_remote(f, now);
         }

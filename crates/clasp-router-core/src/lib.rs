@@ -67,6 +67,7 @@ pub use cluster::{
     BundleMark, ClusterOutcome, ClusterWrite, InterestChange, P2pIn, P2pOut, RemoteChange,
     SignalOut,
 };
+pub use cluster_bundles::{MAX_MARK_BYTES, MAX_MARK_SIGNALS};
 pub use config::{RateLimit, RouterConfig};
 use index::SubscriptionIndex;
 pub use metrics::{Metrics, RefusalKind};

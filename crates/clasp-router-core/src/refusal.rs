@@ -212,7 +212,7 @@ pub enum Refusal {
     /// Cluster mode: a bundle SET the cluster refused after others of the bundle were
     /// written (there is no multi-param transaction to undo them).
     #[error(
-        "BUNDLE partly applied: {written} of {total} SETs were written before the cluster refused SET {address}: {cause}"
+        "BUNDLE partly applied: {written} of {total} SETs were written; the cluster refused SET {address}: {cause}"
     )]
     BundlePartial {
         /// The refused SET's address.
@@ -223,6 +223,19 @@ pub enum Refusal {
         written: usize,
         /// SETs in the bundle.
         total: usize,
+    },
+    /// Cluster mode: a bundle whose signals are too many or too large to travel with each of
+    /// its SETs.
+    #[error(
+        "BUNDLE too large for the cluster: {signals} signals in {bytes} bytes would travel with each of its SETs (at most {} signals, {} bytes); send the signals in a bundle of their own",
+        crate::cluster_bundles::MAX_MARK_SIGNALS,
+        crate::cluster_bundles::MAX_MARK_BYTES
+    )]
+    ClusterBundleTooLarge {
+        /// Signals in the bundle.
+        signals: usize,
+        /// Their bytes.
+        bytes: usize,
     },
     /// An ANNOUNCE that would pass a bound on announced signals.
     #[error("{}", announce_text(*.bound, *.count, *.bytes, *.max_count, *.max_bytes))]
@@ -289,6 +302,7 @@ impl Refusal {
             Refusal::Full { .. } => ErrorCode::Overloaded,
             Refusal::FrameTooLarge { .. }
             | Refusal::TooLargeToStore { .. }
+            | Refusal::ClusterBundleTooLarge { .. }
             | Refusal::Encode(_) => ErrorCode::TooLarge,
             Refusal::Decode(e) if e.context == "frame" => ErrorCode::InvalidFrame,
             Refusal::Decode(_)
@@ -346,7 +360,9 @@ impl Refusal {
             Refusal::BundleFailed { cause, .. } | Refusal::BundlePartial { cause, .. } => {
                 return cause.kind();
             }
-            Refusal::ClusterUnavailable(_) => RefusalKind::Cluster,
+            Refusal::ClusterUnavailable(_) | Refusal::ClusterBundleTooLarge { .. } => {
+                RefusalKind::Cluster
+            }
             _ => return None,
         })
     }

@@ -56,6 +56,9 @@ impl<H: Clone> Router<H> {
         if self.cluster.on {
             // The authority still holds them: the first router to see one expire deletes it
             // there (a compare-and-set on its revision, so a newer write is kept).
+            for (address, revision) in &expired {
+                self.cluster.bundles.note_removed(address, *revision);
+            }
             self.cluster.expired.extend(expired);
         }
         self.flush();

@@ -316,3 +316,106 @@ fn a_ttl_travels_with_the_write_and_expiry_asks_the_authority_to_delete() {
     assert_eq!(expired(&mut h), [("/t/a".to_string(), 4)]);
     assert!(h.params().is_empty());
 }
+
+#[test]
+fn the_watch_bringing_an_own_bundle_first_does_not_split_it() {
+    let mut h = clustered();
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/s/**");
+    h.send(
+        &w,
+        bundle(vec![
+            set("/s/a", Value::Int(1)),
+            set("/s/b", Value::Int(2)),
+            event("/s/go", Value::Null),
+        ]),
+    );
+    let ws = writes(&mut h);
+    let mark = ws[0].bundle.clone().unwrap();
+    // The bucket's watch brings the first SET before the authority's answers.
+    let echo = RemoteChange {
+        address: "/s/a".into(),
+        revision: 10,
+        value: Some(Value::Int(1)),
+        writer: ws[0].writer.to_string(),
+        timestamp: 1,
+        expires_at: None,
+        bundle: Some(mark),
+    };
+    h.core(|r, now| r.apply_remote(echo, now));
+    answer(&mut h, ws[0].id, ClusterOutcome::Written(10));
+    assert!(reader.msgs().is_empty(), "half a bundle was delivered");
+    answer(&mut h, ws[1].id, ClusterOutcome::Written(11));
+    assert_eq!(
+        addresses(&reader.msgs()),
+        ["set /s/a", "set /s/b", "pub /s/go"]
+    );
+}
+
+#[test]
+fn a_late_set_of_an_applied_bundle_comes_alone_and_the_signals_once() {
+    let mut h = clustered();
+    let reader = h.client();
+    h.sub(&reader, 1, "/s/**");
+    let mark = Arc::new(BundleMark {
+        id: 7,
+        sets: 2,
+        signals: vec![go_frame()],
+    });
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    h.core(|r, now| r.apply_remote(change("/s/b", 6, &mark), now));
+    assert_eq!(reader.msgs().len(), 3);
+    // A resumed watch brings the bundle's SETs again, and a newer one of the same bundle id.
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    h.core(|r, now| r.apply_remote(change("/s/b", 8, &mark), now));
+    assert_eq!(addresses(&reader.msgs()), ["set /s/b"]);
+    h.advance(Duration::from_secs(2));
+    assert!(reader.msgs().is_empty());
+    assert_eq!(h.metrics().cluster_bundles, 1);
+}
+
+#[test]
+fn a_param_removed_while_an_older_write_is_held_stays_removed() {
+    let mut h = clustered();
+    let reader = h.client();
+    h.sub(&reader, 1, "/s/**");
+    let mark = Arc::new(BundleMark {
+        id: 9,
+        sets: 2,
+        signals: vec![],
+    });
+    h.core(|r, now| r.apply_remote(change("/s/a", 5, &mark), now));
+    // /s/a is deleted (revision 6) while its write of revision 5 is held.
+    h.core(|r, now| {
+        r.apply_remote(
+            RemoteChange {
+                address: "/s/a".into(),
+                revision: 6,
+                value: None,
+                writer: String::new(),
+                timestamp: 0,
+                expires_at: None,
+                bundle: None,
+            },
+            now,
+        )
+    });
+    h.core(|r, now| r.apply_remote(change("/s/b", 7, &mark), now));
+    assert!(h.params().get("/s/a").is_none(), "brought back");
+    assert_eq!(addresses(&reader.msgs()), ["set /s/b"]);
+}
+
+#[test]
+fn a_bundle_with_too_many_signals_for_the_cluster_is_refused_whole() {
+    let mut h = clustered();
+    let w = h.client();
+    let mut messages = vec![set("/s/a", Value::Int(1))];
+    messages.extend((0..clasp_router_core::MAX_MARK_SIGNALS + 1).map(|_| event("/e", Value::Null)));
+    h.send(&w, bundle(messages));
+    assert!(writes(&mut h).is_empty());
+    let got = w.msgs();
+    assert!(
+        matches!(&got[0], Message::Error(e) if e.message.contains("too large for the cluster")),
+        "{got:?}"
+    );
+}

@@ -229,8 +229,10 @@ pub(crate) async fn connect(
     // A NATS cluster that has just started may not take JetStream requests yet (no meta
     // leader): the buckets are opened again until the connect timeout runs out.
     let deadline = std::time::Instant::now() + cfg.connect_timeout;
+    // A record holds a value, its writer and times, and a bundle's signals.
+    let record_max = max_value + crate::core::MAX_MARK_BYTES + 8 * 1024;
     let bucket = loop {
-        match ParamBucket::open(&js, &cfg.name, max_value, cfg.replicas).await {
+        match ParamBucket::open(&js, &cfg.name, record_max, cfg.replicas).await {
             Ok(b) => break b,
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "cluster: JetStream not ready yet; trying again");

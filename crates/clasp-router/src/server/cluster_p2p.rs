@@ -109,8 +109,10 @@ pub(crate) async fn run(
                 let msg = match m {
                     Incoming::Announce(m) => {
                         let Some(h) = m.headers.as_ref() else { continue };
-                        let (Some(session), Some(from)) = (h.get(SESSION), h.get(ROUTER)) else { continue };
-                        P2pIn::Announce(Arc::from(session.as_str()), Arc::from(from.as_str()), m.payload)
+                        let Some(session) = h.get(SESSION) else { continue };
+                        // A router without heartbeats (an older version) names no router.
+                        let from = h.get(ROUTER).map_or("", |r| r.as_str());
+                        P2pIn::Announce(Arc::from(session.as_str()), Arc::from(from), m.payload)
                     }
                     Incoming::Leave(m) => match std::str::from_utf8(&m.payload) {
                         Ok(s) => P2pIn::Leave(Arc::from(s)),

@@ -123,6 +123,10 @@ pub(crate) async fn run(
                     let router: Arc<str> = Arc::from(id.as_str());
                     shared.with_core(|core, now| core.p2p_remote(P2pIn::RouterGone(router), now));
                     lost.push(id);
+                    // Ids are new at every start: keep the recent ones only.
+                    if lost.len() > 64 {
+                        lost.remove(0);
+                    }
                 }
             }
             m = sub.next() => {

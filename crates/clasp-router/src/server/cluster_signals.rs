@@ -10,9 +10,10 @@
 //! take each message once.
 //!
 //! A bundle of signals (no SETs) goes out as one message holding all its PUBLISH frames (each
-//! after its length, u32 big-endian), marked with a `Clasp-Bundle` header, on the subject of
-//! each of its signals with one number: a router with interest in any of them gets the whole
-//! bundle once and fans it out in one go.
+//! after its length, u32 big-endian) on `clasp.NAME.bundle`, which every router follows: each
+//! gets the whole bundle once and fans out to its own subscribers what they want, in one go.
+//! (Bundles of signals are rare; sending one on every member's subject instead would multiply
+//! it by its addresses.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +32,6 @@ use crate::core::{InterestChange, SignalOut};
 const ORIGIN: &str = "Clasp-Origin";
 /// Header numbering the router's messages.
 const SEQ: &str = "Clasp-Seq";
-/// Header marking a message that holds a bundle's signals.
-const BUNDLE: &str = "Clasp-Bundle";
 /// How many recent message numbers per router are remembered to drop duplicates.
 const WINDOW: u64 = 4096;
 
@@ -105,44 +104,46 @@ pub(crate) async fn run(
     let mut filters: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut seq: u64 = 0;
     let mut seen = Seen::default();
+    let mut bundle_task = None;
     let origin_value = async_nats::HeaderValue::from_lossy(&origin);
+    // Bundles of signals: every router follows them.
+    let bundles = subjects.control("bundle");
+    match client.subscribe(bundles.clone()).await {
+        Ok(mut sub) => {
+            let tx = in_tx.clone();
+            bundle_task = Some(tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        Err(e) => tracing::warn!(error = %e, "cluster: cannot follow bundles of signals"),
+    }
     loop {
         tokio::select! {
             o = outbound.recv() => match o {
                 None => break,
                 Some(Outbound::Publish(signal)) => {
-                    let (subjects_of, payload, bundle) = match signal {
-                        SignalOut::One(address, frame) => (vec![address], frame, false),
-                        SignalOut::Bundle(members) => {
-                            let mut addresses: Vec<Arc<str>> = Vec::new();
-                            for (a, _) in &members {
-                                if !addresses.contains(a) {
-                                    addresses.push(a.clone());
-                                }
+                    let (subject, payload) = match signal {
+                        SignalOut::One(address, frame) => match subjects.signal(&address) {
+                            Ok(s) => (s, frame),
+                            Err(_) => {
+                                stats.unsendable.fetch_add(1, Ordering::Relaxed);
+                                continue;
                             }
-                            (addresses, bundle_payload(&members), true)
-                        }
+                        },
+                        SignalOut::Bundle(members) => (bundles.clone(), bundle_payload(&members)),
                     };
                     seq += 1;
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(ORIGIN, origin_value.clone());
                     headers.insert(SEQ, async_nats::HeaderValue::from(seq));
-                    if bundle {
-                        headers.insert(BUNDLE, "1");
-                    }
-                    for address in subjects_of {
-                        let Ok(subject) = subjects.signal(&address) else {
-                            stats.unsendable.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        match client
-                            .publish_with_headers(subject, headers.clone(), payload.clone())
-                            .await
-                        {
-                            Ok(()) => stats.sent.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => stats.unsendable.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
+                    match client.publish_with_headers(subject, headers, payload).await {
+                        Ok(()) => stats.sent.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => stats.unsendable.fetch_add(1, Ordering::Relaxed),
+                    };
                 }
                 Some(Outbound::Interest(InterestChange::Add(p))) => {
                     let Some(filter) = filter_of(&subjects, &p) else { continue };
@@ -197,8 +198,7 @@ pub(crate) async fn run(
                         stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let bundle = m.headers.as_ref().is_some_and(|h| h.get(BUNDLE).is_some());
-                    if !bundle {
+                    if *m.subject != *bundles {
                         items.push(Item::One(m.payload));
                     } else if let Some(frames) = bundle_frames(&m.payload) {
                         items.push(Item::Bundle(frames));
@@ -223,6 +223,9 @@ pub(crate) async fn run(
     }
     for (_, (_, task)) in filters {
         task.abort();
+    }
+    if let Some(t) = bundle_task {
+        t.abort();
     }
 }
 

@@ -27,8 +27,9 @@ pub(super) async fn healthz(State(state): State<ws::AppState>) -> impl IntoRespo
         (Some(c), Some(cfg)) => {
             let up = c.connected.load(Ordering::Relaxed);
             let routers = c.routers.list();
-            let all_sessions =
-                sessions as u64 + routers.iter().map(|r| r.beat.sessions).sum::<u64>();
+            let all_sessions = routers
+                .iter()
+                .fold(sessions as u64, |n, r| n.saturating_add(r.beat.sessions));
             let list: Vec<String> = routers
                 .iter()
                 .map(|r| {
