@@ -105,7 +105,9 @@ fn decode_token(token: &str) -> Option<String> {
     while i < t.len() {
         if t[i] == b'=' {
             let b = hex(*t.get(i + 1)?)? << 4 | hex(*t.get(i + 2)?)?;
-            if plain(b) {
+            // Only what the encoder escapes: never a plain byte, never the separator `/`
+            // (a segment cannot hold one), so every address has one key.
+            if plain(b) || b == b'/' {
                 return None;
             }
             bytes.push(b);

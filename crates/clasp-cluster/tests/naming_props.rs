@@ -49,6 +49,15 @@ proptest! {
     }
 
     #[test]
+    fn every_name_that_decodes_is_the_name_of_its_address(n in "[A-Za-z0-9=./_-]{0,12}|(=[0-9A-Fa-f/.]{1,2}){1,4}") {
+        // One key per address: a key written any other way (an escaped plain byte, an
+        // escaped `/`) is not ours.
+        if let Ok(a) = decode_tokens(&n) {
+            prop_assert_eq!(encode_tokens(&a).unwrap(), n);
+        }
+    }
+
+    #[test]
     fn different_addresses_different_names(a in address(), b in address()) {
         prop_assume!(a != b);
         prop_assert_ne!(encode_tokens(&a).unwrap(), encode_tokens(&b).unwrap());
