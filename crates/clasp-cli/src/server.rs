@@ -128,6 +128,9 @@ pub(crate) struct ServerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CLASP_LOG_FORMAT")]
     pub(crate) log_format: LogFormat,
+    /// Do not serve the web console at /console.
+    #[arg(long, env = "CLASP_NO_CONSOLE")]
+    no_console: bool,
     #[command(flatten)]
     cluster: crate::cluster::ClusterArgs,
 }
@@ -207,6 +210,8 @@ struct FileConfig {
     bridge_token: Option<String>,
     /// The cluster to join (see docs/cluster.md).
     cluster: Option<crate::cluster::ClusterFile>,
+    /// Serve the web console at /console (default true).
+    console: Option<bool>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -240,6 +245,7 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     };
     let mut c = ServerConfig {
         cluster: crate::cluster::config(&args.cluster, file.cluster)?,
+        console: !args.no_console && file.console.unwrap_or(true),
         ..ServerConfig::default()
     };
     let bind = args.bind.or(file.bind).unwrap_or(c.listen.ip());

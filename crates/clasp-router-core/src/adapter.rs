@@ -149,6 +149,18 @@ impl<H: Clone> Router<H> {
         token: Option<&str>,
         now: Now,
     ) -> Result<ConnId, Refusal> {
+        self.open_adapter_named(handle, token, "adapter", now)
+    }
+
+    /// Like [`Router::open_adapter`], the session named `name` in session lists (what a
+    /// client's HELLO name is for a wire session).
+    pub fn open_adapter_named(
+        &mut self,
+        handle: H,
+        token: Option<&str>,
+        name: &str,
+        now: Now,
+    ) -> Result<ConnId, Refusal> {
         let conn = self.open(handle, now);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.adapter = true;
@@ -158,7 +170,12 @@ impl<H: Clone> Router<H> {
             refusal: None,
         });
         self.last_now = now;
-        self.on_hello(conn, token, now);
+        let hello = HelloInfo {
+            token,
+            name,
+            features: Features::default(),
+        };
+        self.on_hello(conn, hello, now);
         let refusal = self.capture.take().and_then(|c| c.refusal);
         match refusal {
             None => {

@@ -88,7 +88,8 @@ impl<H: Clone> Router<H> {
         self.flush();
     }
 
-    pub(super) fn on_hello(&mut self, conn: ConnId, token: Option<&str>, now: Now) {
+    pub(super) fn on_hello(&mut self, conn: ConnId, hello: HelloInfo<'_>, now: Now) {
+        let token = hello.token;
         let grant = if self.auth.required() {
             match self.auth.authenticate(token, now.wall) {
                 Ok(g) => Some(g),
@@ -119,6 +120,9 @@ impl<H: Clone> Router<H> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(Session {
                 id: id.clone(),
+                name: Arc::from(session::clip_name(hello.name)),
+                features: hello.features,
+                since: now.wall,
                 subs: FxHashMap::default(),
                 locks: Vec::new(),
                 scheduled: 0,

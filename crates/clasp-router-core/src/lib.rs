@@ -41,7 +41,8 @@ mod writes;
 use fanout::Sender;
 use output::clip;
 use request::{PubReq, SetReq, claimed_sender};
-use session::{Bucket, Held, Session, Sub, gesture_cost, sub_cost};
+pub use session::SessionInfo;
+use session::{Bucket, Held, HelloInfo, Session, Sub, gesture_cost, sub_cost};
 use timers::Timer;
 use writes::{check_address, param_value};
 
@@ -412,7 +413,12 @@ impl<H: Clone> Router<H> {
             match decoded.message {
                 MessageView::Other(m) if matches!(*m, Message::Hello(_)) => {
                     if let Message::Hello(h) = *m {
-                        self.on_hello(conn, h.token.as_deref(), now);
+                        let hello = HelloInfo {
+                            token: h.token.as_deref(),
+                            name: &h.name,
+                            features: h.features,
+                        };
+                        self.on_hello(conn, hello, now);
                     }
                 }
                 other => {

@@ -237,6 +237,9 @@ pub enum Refusal {
         /// Their bytes.
         bytes: usize,
     },
+    /// An operator ended the session (from the console).
+    #[error("session closed by an operator ({0})")]
+    Kicked(String),
     /// An ANNOUNCE that would pass a bound on announced signals.
     #[error("{}", announce_text(*.bound, *.count, *.bytes, *.max_count, *.max_bytes))]
     Announce {
@@ -299,6 +302,7 @@ impl Refusal {
     pub fn code(&self) -> ErrorCode {
         match self {
             Refusal::Auth(e) | Refusal::SessionEnds(e) => e.code(),
+            Refusal::Kicked(_) => ErrorCode::Forbidden,
             Refusal::Full { .. } => ErrorCode::Overloaded,
             Refusal::FrameTooLarge { .. }
             | Refusal::TooLargeToStore { .. }

@@ -54,6 +54,12 @@ impl<H: Clone> Router<H> {
 
 pub(super) struct Session {
     pub(super) id: Arc<str>,
+    /// The name its HELLO gave (clipped), or the adapter's.
+    pub(super) name: Arc<str>,
+    /// The features its HELLO named.
+    pub(super) features: Features,
+    /// When it was admitted (wall µs).
+    pub(super) since: u64,
     /// Subscriptions by the client's id (at most `max_subscriptions`, so colliding ids chosen by a
     /// client can only slow that client's own deliveries).
     pub(super) subs: FxHashMap<u32, Sub>,
@@ -173,4 +179,118 @@ pub(super) struct Filter {
     pub(super) last_value: Option<f64>,
     pub(super) pending: Option<(Outgoing, Option<f64>)>,
     pub(super) armed: bool,
+}
+
+/// What a HELLO brings to the handshake.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HelloInfo<'a> {
+    pub(super) token: Option<&'a str>,
+    pub(super) name: &'a str,
+    pub(super) features: Features,
+}
+
+/// Longest session name kept (a HELLO's name is the client's to choose).
+const MAX_SESSION_NAME: usize = 128;
+
+/// A HELLO's name, cut to [`MAX_SESSION_NAME`] bytes at a character boundary.
+pub(super) fn clip_name(name: &str) -> &str {
+    let mut cut = name.len().min(MAX_SESSION_NAME);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &name[..cut]
+}
+
+/// A session as an operator sees it (see [`Router::sessions_info`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its id.
+    pub id: Arc<str>,
+    /// The name its HELLO gave.
+    pub name: Arc<str>,
+    /// The features its HELLO named.
+    pub features: Features,
+    /// The subject of its token, if it has one and it says.
+    pub subject: Option<String>,
+    /// An in-process adapter session (not a wire client).
+    pub adapter: bool,
+    /// Subscriptions it holds.
+    pub subscriptions: usize,
+    /// Params it has locked.
+    pub locks: usize,
+    /// Whether it announced itself for P2P.
+    pub p2p: bool,
+    /// When it was admitted (wall µs).
+    pub since: u64,
+}
+
+impl<H: Clone> Router<H> {
+    /// Every session, for an operator's view (the console).
+    pub fn sessions_info(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .conns
+            .iter()
+            .filter_map(|(conn, c)| {
+                let s = c.session.as_ref()?;
+                Some(SessionInfo {
+                    conn: *conn,
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    features: s.features,
+                    subject: s.grant.as_ref().and_then(|g| g.subject.clone()),
+                    adapter: c.adapter,
+                    subscriptions: s.subs.len(),
+                    locks: s.locks.len(),
+                    p2p: self.p2p_announces.contains_key(conn),
+                    since: s.since,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Whether session `conn` may do `action` on `address` (everything in open mode).
+    pub fn session_allows(&self, conn: ConnId, action: Action, address: &str) -> bool {
+        self.session(conn).is_some_and(|s| s.may(action, address))
+    }
+
+    /// The patterns session `conn` may read (`/**` in open mode), for a viewer that wants all
+    /// it may see.
+    pub fn session_read_patterns(&self, conn: ConnId) -> Vec<String> {
+        match self.session(conn).map(|s| s.grant.as_ref()) {
+            None => Vec::new(),
+            Some(None) => vec!["/**".to_owned()],
+            Some(Some(g)) => {
+                if Pattern::compile("/**").is_ok_and(|p| g.scopes.allows_pattern(Action::Read, &p))
+                {
+                    return vec!["/**".to_owned()];
+                }
+                g.scopes
+                    .iter()
+                    .map(|s| s.pattern().as_str().to_owned())
+                    .collect()
+            }
+        }
+    }
+
+    /// The transport handle of a connection.
+    pub fn handle_of(&self, conn: ConnId) -> Option<&H> {
+        self.conns.get(&conn).map(|c| &c.handle)
+    }
+
+    /// Ends session `id` at an operator's request: it gets ERROR 403 saying so, then its
+    /// connection is closed. `false` if there is no such session.
+    pub fn kick(&mut self, id: &str, by: &str, now: Now) -> bool {
+        let Some(&conn) = self.sessions.get(id) else {
+            return false;
+        };
+        self.last_now = now;
+        self.refuse(conn, Refusal::Kicked(by.to_owned()), None);
+        self.reject(conn, CloseReason::Shutdown);
+        self.flush();
+        true
+    }
 }

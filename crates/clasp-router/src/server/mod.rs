@@ -10,6 +10,7 @@ mod cluster_routers;
 mod cluster_signals;
 mod cluster_watch;
 mod cluster_writes;
+mod console;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
@@ -105,6 +106,9 @@ pub struct ServerConfig {
     pub quic: Option<QuicListen>,
     /// Share params with other routers through NATS JetStream (see [`ClusterConfig`]).
     pub cluster: Option<ClusterConfig>,
+    /// Serve the web console at `/console` (default on; it costs nothing while nobody has it
+    /// open).
+    pub console: bool,
 }
 
 /// Where tokens and keys come from. The router requires tokens when JWT verification is
@@ -145,6 +149,7 @@ impl Default for ServerConfig {
             tcp_listen: None,
             quic: None,
             cluster: None,
+            console: true,
         }
     }
 }
@@ -523,13 +528,15 @@ impl Server {
 
         let mut app = HttpRouter::new()
             .route("/healthz", get(status::healthz))
-            .route("/metrics", get(status::metrics))
-            .fallback(ws::upgrade)
-            .with_state(ws::AppState {
-                shared: shared.clone(),
-                tracker: tracker.clone(),
-                metrics: Arc::new(metric_sources),
-            });
+            .route("/metrics", get(status::metrics));
+        if shared.config.console {
+            app = app.merge(console::routes());
+        }
+        let mut app = app.fallback(ws::upgrade).with_state(ws::AppState {
+            shared: shared.clone(),
+            tracker: tracker.clone(),
+            metrics: Arc::new(metric_sources),
+        });
         if let Some(extra) = http {
             app = app.merge(extra);
         }

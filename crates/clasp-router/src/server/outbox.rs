@@ -137,6 +137,8 @@ pub trait InlineWrite: Send + Sync {
 
 struct Inner {
     inline: std::sync::OnceLock<std::sync::Weak<dyn InlineWrite>>,
+    /// Where the connection comes from and over what, for session lists.
+    peer: std::sync::OnceLock<(&'static str, String)>,
     state: Mutex<State>,
     notify: Notify,
     closed: Notify,
@@ -193,11 +195,28 @@ pub struct Drained {
 }
 
 impl Outbox {
+    /// Records the connection's transport (`ws`, `wss`, `tcp`, `quic`…) and peer address.
+    pub fn set_peer(&self, transport: &'static str, peer: String) {
+        let _ = self.inner.peer.set((transport, peer));
+    }
+
+    /// The transport and peer address, if recorded.
+    pub fn peer(&self) -> Option<(&'static str, &str)> {
+        self.inner.peer.get().map(|(t, p)| (*t, p.as_str()))
+    }
+
+    /// Frames and bytes queued now.
+    pub fn depth(&self) -> (usize, usize) {
+        let s = self.inner.state.lock();
+        (s.queue.len(), s.bytes)
+    }
+
     /// An empty outbox.
     pub fn new(limits: OutboxLimits, counters: Arc<OutboxCounters>) -> Self {
         Outbox {
             inner: Arc::new(Inner {
                 inline: std::sync::OnceLock::new(),
+                peer: std::sync::OnceLock::new(),
                 state: Mutex::new(State::default()),
                 notify: Notify::new(),
                 closed: Notify::new(),

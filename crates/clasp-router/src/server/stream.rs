@@ -69,6 +69,7 @@ pub(crate) async fn serve<R, W, F>(
     F: Framing,
 {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
+    outbox.set_peer(transport, peer.to_string());
     let conn = shared.with_core(|core, now| core.open(super::Link::Wire(outbox.clone()), now));
     tracing::debug!(%peer, ?conn, transport, "connection opened");
     let write_task = shared.writers.spawn(write_loop::<W, F>(

@@ -95,6 +95,12 @@ async fn serve(
     accepted: std::time::Instant,
 ) {
     let outbox = Outbox::new(shared.config.outbox, shared.counters.clone());
+    let scheme = if shared.config.tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    outbox.set_peer(scheme, peer.to_string());
     let conn = shared.with_core(|core, now| core.open(super::Link::Wire(outbox.clone()), now));
     tracing::debug!(%peer, ?conn, "connection opened");
     let shared_socket = Arc::new(Socket {
