@@ -76,6 +76,17 @@ if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
         { $sudo_ apt-get update -qq >/dev/null 2>&1 && $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; } ||
         echo "!! could not install ${need[*]}: the tests that need them will say SKIPPED" >&2
 fi
+# Debian's chromium for the browser tests (without its recommends: no sandbox helper or extra
+# fonts are needed headless, and it saves about 30 MB).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (apt-get, no recommends)"
+    sudo_=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo_=sudo
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+        { $sudo_ apt-get update -qq >/dev/null 2>&1 &&
+          DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } ||
+        echo "!! could not install chromium: the browser tests will say SKIPPED" >&2
+fi
 
 say "cargo test"
 cargo test --locked
@@ -128,6 +139,9 @@ say "cluster interop: the official Python and JS clients on different routers of
 
 say "cluster behind load balancers: deploy/haproxy/clasp.cfg and deploy/nginx/cluster.conf in front of two routers"
 ./scripts/cluster-lb-check.sh target/debug/clasp
+
+say "web console in a real browser: Debian's chromium driven by puppeteer-core"
+./scripts/console-check.sh target/debug/clasp
 
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp

@@ -1,6 +1,6 @@
 //! One viewer's live feed: an in-process session opened with the viewer's token, subscribed to
 //! everything that token may read, its deliveries folded into batches (the latest value of
-//! each param, counts and last values of signals) sent at most every 100 ms, and the session
+//! each param, counts and last values of signals) sent at most every 50 ms, and the session
 //! list and the router's counters every second. A viewer that reads slower than the router
 //! writes does not hold the router up: its session's queue is bounded like any adapter's, and
 //! what did not fit is counted in the feed.
@@ -23,8 +23,8 @@ use crate::server::{Link, Shared};
 
 /// Largest message the page may send.
 pub(crate) const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
-/// How often changes are sent at most.
-const BATCH: Duration = Duration::from_millis(100);
+/// How often changes are sent at most (an update shows in the page within about this).
+const BATCH: Duration = Duration::from_millis(50);
 /// How often the session list and the counters are sent.
 const SLOW: Duration = Duration::from_secs(1);
 /// How long the page has to say hello.

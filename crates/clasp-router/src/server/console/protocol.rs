@@ -1,9 +1,9 @@
 //! The console feed's messages: JSON objects tagged by `op`, one per WebSocket text message.
 //!
 //! From the page: `hello` (first, with the viewer's token), `set`, `monitor` (the signal
-//! monitor's pattern and pause), `kick`. From the router: `welcome`, `params` (every 100 ms at
+//! monitor's pattern and pause), `kick`. From the router: `welcome`, `params` (every 50 ms at
 //! most: the params that changed, the latest of each, and the ones removed; the first one has
-//! every param the viewer may read), `signals` (per 100 ms: each address's count and last value
+//! every param the viewer may read), `signals` (per 50 ms: each address's count and last value
 //! of the events, streams and gestures the monitor's pattern matches), `sessions` and `metrics`
 //! (every second), `result` (the answer to a `set` or `kick`), `error` (then the feed closes).
 
