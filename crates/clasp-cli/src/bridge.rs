@@ -764,8 +764,9 @@ impl InProcess {
         let mut hosted = Vec::new();
         for spec in self.specs {
             let label = spec.label();
-            let link = RouterLink::local(&handle, self.token.as_deref())
-                .with_context(|| join(&format!("bridge `{label}`")))?;
+            let link =
+                RouterLink::local_named(&handle, self.token.as_deref(), &format!("bridge:{label}"))
+                    .with_context(|| join(&format!("bridge `{label}`")))?;
             let h = host::start(spec, link, stop.clone())
                 .await
                 .with_context(|| format!("bridge `{label}`"))?;
@@ -774,7 +775,7 @@ impl InProcess {
         }
         if let Some(engine) = self.engine {
             let rules = engine.len();
-            let link = RouterLink::local(&handle, self.token.as_deref())
+            let link = RouterLink::local_named(&handle, self.token.as_deref(), "mappings")
                 .with_context(|| join("mappings"))?;
             let mapper = Mapper::start(link, engine).await?;
             let stats = Arc::new(MapperStats::default());

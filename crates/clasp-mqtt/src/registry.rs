@@ -90,7 +90,9 @@ impl Shared {
         peer: Option<SocketAddr>,
     ) -> Result<(Inbox, ConnId), Refuse> {
         let inbox = self.handle.inbox();
-        match self.handle.open_adapter(&inbox, token) {
+        inbox.set_peer("mqtt", peer.map(|p| p.to_string()));
+        let name = format!("mqtt:{client_id}");
+        match self.handle.open_adapter_named(&inbox, token, &name) {
             Ok(conn) => Ok((inbox, conn)),
             Err(r) => {
                 tracing::info!(?peer, client_id, code = r.code().code(), reason = %r, "MQTT client refused by the router");

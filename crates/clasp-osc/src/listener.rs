@@ -331,9 +331,11 @@ impl Runner {
         };
         inc(&self.ctx.stats.peers_opened);
         let inbox = self.handle.inbox();
+        inbox.set_peer("osc", Some(addr.to_string()));
+        let name = format!("osc:{addr}");
         match self
             .handle
-            .open_adapter(&inbox, self.ctx.cfg.token.as_deref())
+            .open_adapter_named(&inbox, self.ctx.cfg.token.as_deref(), &name)
         {
             Ok(conn) => {
                 peer.conn = Some(conn);

@@ -9,7 +9,7 @@ const SPARK = 60; // values kept per numeric signal
 
 const st = {
   ws: null, token: sessionStorage.getItem('clasp-console-token'), admin: false,
-  params: new Map(), rows: new Map(), rebuild: true, dirty: new Set(),
+  params: new Map(), rows: new Map(), rebuild: true, dirty: new Set(), flashed: new Map(),
   filter: '', filterFn: () => true,
   signals: new Map(), signalRows: new Map(), signalRebuild: false, paused: false,
   sessions: [], metrics: [], nextId: 1, waiting: new Map(), frame: 0,
@@ -155,6 +155,7 @@ function renderParams() {
     const all = [...st.params.keys()].filter(st.filterFn).sort();
     const list = all.slice(0, MAX_ROWS);
     st.rows.clear();
+    st.flashed.clear();
     const frag = document.createDocumentFragment();
     for (const a of list) {
       const tr = paramRow(st.params.get(a));
@@ -166,15 +167,24 @@ function renderParams() {
     $('#param-more').textContent = all.length > MAX_ROWS ? `${all.length - MAX_ROWS} more not shown: narrow the filter` : '';
     return;
   }
+  const now = performance.now();
   for (const a of st.dirty) {
     const tr = st.rows.get(a);
     if (tr) {
       fillRow(tr, st.params.get(a));
-      tr.classList.add('flash');
-      setTimeout(() => tr.classList.remove('flash'), 300);
+      if (!st.flashed.has(tr)) tr.classList.add('flash');
+      st.flashed.set(tr, now + 300);
     }
   }
   st.dirty.clear();
+  unflash(now);
+}
+
+// Rows changed in the last 300 ms are highlighted; one pass clears the old ones.
+function unflash(now) {
+  for (const [tr, until] of st.flashed) {
+    if (until <= now) { tr.classList.remove('flash'); st.flashed.delete(tr); }
+  }
 }
 
 function edit(td) {
@@ -292,7 +302,7 @@ function renderSessions() {
   for (const s of st.sessions) {
     const tr = document.createElement('tr');
     const cells = [s.id, s.name, s.transport, s.peer ?? '', s.subject ?? '', s.subscriptions,
-      s.queued_bytes ? `${s.queued} (${s.queued_bytes} B)` : s.queued, age(s.since)];
+      s.p2p ? 'announced' : '', s.queued_bytes ? `${s.queued} (${s.queued_bytes} B)` : s.queued, age(s.since)];
     for (const c of cells) {
       const td = document.createElement('td');
       td.textContent = c;
@@ -423,6 +433,7 @@ addEventListener('DOMContentLoaded', () => {
   // Ages move on even when nothing changes.
   setInterval(() => {
     if (!visible('state')) return;
+    unflash(performance.now());
     for (const [a, tr] of st.rows) tr.children[4].textContent = age(st.params.get(a)?.t ?? Date.now());
   }, 1000);
   connect();

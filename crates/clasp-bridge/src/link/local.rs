@@ -69,10 +69,15 @@ impl Drop for Unsubscribe {
 }
 
 impl Local {
-    pub(super) fn open(handle: &RouterHandle, token: Option<&str>) -> Result<Local, BridgeError> {
+    pub(super) fn open(
+        handle: &RouterHandle,
+        token: Option<&str>,
+        name: &str,
+    ) -> Result<Local, BridgeError> {
         let inbox = handle.inbox();
+        inbox.set_peer("bridge", None);
         let conn = handle
-            .open_adapter(&inbox, token)
+            .open_adapter_named(&inbox, token, name)
             .map_err(|r| BridgeError::Refused(r.to_string()))?;
         let link = Local {
             shared: Arc::new(Shared {

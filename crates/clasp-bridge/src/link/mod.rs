@@ -129,15 +129,25 @@ impl RouterLink {
     pub async fn open_as(&self, token: Option<&str>) -> Result<RouterLink, BridgeError> {
         match &self.inner {
             Inner::Remote(_, url, name) => RouterLink::connect(url, name, token).await,
-            Inner::Local(l) => RouterLink::local(l.handle(), token),
+            Inner::Local(l) => RouterLink::local_named(l.handle(), token, "bridge client"),
         }
     }
 
     /// An in-process link: an adapter session of the router behind `handle`, opened with
     /// `token` (checked as a HELLO's would be). Needs a tokio runtime.
     pub fn local(handle: &RouterHandle, token: Option<&str>) -> Result<Self, BridgeError> {
+        Self::local_named(handle, token, "adapter")
+    }
+
+    /// Like [`RouterLink::local`], the session named `name` in the router's session lists
+    /// (its web console): `bridge:osc`, `mappings`.
+    pub fn local_named(
+        handle: &RouterHandle,
+        token: Option<&str>,
+        name: &str,
+    ) -> Result<Self, BridgeError> {
         Ok(RouterLink {
-            inner: Inner::Local(local::Local::open(handle, token)?),
+            inner: Inner::Local(local::Local::open(handle, token, name)?),
         })
     }
 

@@ -64,9 +64,20 @@ impl RouterHandle {
     /// [`crate::core::adapter`]). `token` is checked as a HELLO's would be; the refusal says
     /// why a session cannot open (a bad token, the router full).
     pub fn open_adapter(&self, inbox: &Inbox, token: Option<&str>) -> Result<ConnId, Refusal> {
+        self.open_adapter_named(inbox, token, "adapter")
+    }
+
+    /// Like [`RouterHandle::open_adapter`], the session named `name` in session lists (the
+    /// console's): an MQTT client id, an OSC peer. [`Inbox::set_peer`] adds what it speaks.
+    pub fn open_adapter_named(
+        &self,
+        inbox: &Inbox,
+        token: Option<&str>,
+        name: &str,
+    ) -> Result<ConnId, Refusal> {
         let link = Link::Adapter(inbox.clone());
         self.shared
-            .with_core(|core, now| core.open_adapter(link, token, now))
+            .with_core(|core, now| core.open_adapter_named(link, token, name, now))
     }
 
     /// Submits `msg` from adapter session `conn` as if it came with `qos`, and answers in

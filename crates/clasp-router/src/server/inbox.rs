@@ -29,6 +29,8 @@ pub struct Inbox {
 
 struct Inner {
     state: Mutex<State>,
+    /// What the adapter speaks and who its client is, for session lists.
+    peer: std::sync::OnceLock<(&'static str, Option<String>)>,
     limits: OutboxLimits,
     counters: Arc<OutboxCounters>,
     /// Signalled when deliveries arrive.
@@ -77,12 +79,24 @@ impl Inbox {
         Inbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
+                peer: std::sync::OnceLock::new(),
                 limits,
                 counters,
                 notify: Notify::new(),
                 closed: Notify::new(),
             }),
         }
+    }
+
+    /// Records what the adapter speaks (`mqtt`, `osc`, …) and its client's address, for
+    /// session lists.
+    pub fn set_peer(&self, transport: &'static str, peer: Option<String>) {
+        let _ = self.inner.peer.set((transport, peer));
+    }
+
+    /// What [`Inbox::set_peer`] recorded.
+    pub fn peer(&self) -> Option<(&'static str, Option<&str>)> {
+        self.inner.peer.get().map(|(t, p)| (*t, p.as_deref()))
     }
 
     /// Queues `deliveries` in order (leaving the vector empty) and wakes the adapter.

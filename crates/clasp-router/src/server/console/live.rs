@@ -411,7 +411,11 @@ fn snapshot(shared: &Arc<Shared>) -> (ToPage, ToPage) {
                         None => ("wire".to_owned(), None, n, b),
                     }
                 }
-                _ => ("adapter".to_owned(), None, 0, 0),
+                Some(Link::Adapter(i)) => match i.peer() {
+                    Some((t, p)) => (t.to_owned(), p.map(str::to_owned), 0, 0),
+                    None => ("adapter".to_owned(), None, 0, 0),
+                },
+                None => ("adapter".to_owned(), None, 0, 0),
             };
             SessionRow {
                 id: s.id.to_string(),
