@@ -143,6 +143,10 @@ say "cluster behind load balancers: deploy/haproxy/clasp.cfg and deploy/nginx/cl
 say "web console in a real browser: Debian's chromium driven by puppeteer-core"
 ./scripts/console-check.sh target/debug/clasp
 
+say "browser P2P: js/clasp-p2p in chromium, page ↔ page and page ↔ native, on this host and with loopback only"
+cargo build -p clasp-client --example p2p-echo --locked
+./scripts/browser-p2p-check.sh target/debug/clasp target/debug/examples/p2p-echo
+
 say "MQTT conformance: the same client scenarios against Debian's mosquitto and our MQTT listener"
 ./scripts/mqtt-conformance.sh target/debug/clasp
 
