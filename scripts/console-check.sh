@@ -27,7 +27,18 @@ trap cleanup EXIT
 tokens="$work/tokens.json"
 admin=$("$clasp" token create --file "$tokens" --scopes 'admin:/**' --subject console-admin)
 viewer=$("$clasp" token create --file "$tokens" --scopes 'read:/**,write:/show/**' --subject console-viewer)
-"$clasp" server --bind 127.0.0.1 --port 0 --memory --token-file "$tokens" >"$work/router.log" 2>&1 &
+# An OSC bridge inside the router, for the console's bridge list.
+osc_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/router.toml" <<TOML
+bridge_token = "$admin"
+
+[[bridge]]
+kind = "osc"
+listen = "127.0.0.1:$osc_port"
+targets = []
+TOML
+"$clasp" server --bind 127.0.0.1 --port 0 --memory --token-file "$tokens" --config "$work/router.toml" \
+    >"$work/router.log" 2>&1 &
 pid=$!
 for _ in $(seq 150); do
     url=$(grep -o 'ready: ws://[0-9.:]*/' "$work/router.log" | head -1 | sed 's/ready: ws/http/; s|/$||') || true

@@ -147,6 +147,8 @@ try {
   peer.close();
   await until('the peer gone', async () => !(await listed()), 5000);
   check('a session is listed while connected, and not after it leaves', true);
+  const bridge = await page.evaluate(() => [...document.querySelectorAll('#bridges td')].map((td) => td.textContent));
+  check('the bridge running in the router is listed with its counters', bridge[0]?.startsWith('osc') && /messages_in/.test(bridge[1] ?? ''), bridge.join(' | '));
   await tab(page, 'state');
 
   // Out of scope: the viewer may write /show/** only.

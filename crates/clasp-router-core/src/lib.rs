@@ -157,6 +157,9 @@ pub struct Router<H> {
     busy: FxHashMap<ConnId, signals::Deferred>,
     /// The last P2P announce of each session that sent one, replayed to later subscribers.
     p2p_announces: FxHashMap<ConnId, Bytes>,
+    /// Direct P2P links whose peers told each other they are connected (session ids, in
+    /// order), and since when (wall µs): for operators.
+    p2p_links: FxHashMap<(Arc<str>, Arc<str>), u64>,
     gestures: HashMap<GestureKey, Gesture>,
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     bundles: HashMap<u64, ScheduledBundle>,
@@ -210,6 +213,7 @@ impl<H: Clone> Router<H> {
             commits: durable::Commits::default(),
             cluster: cluster::Cluster::default(),
             p2p_announces: FxHashMap::default(),
+            p2p_links: FxHashMap::default(),
             gestures: HashMap::new(),
             timers: BinaryHeap::new(),
             bundles: HashMap::new(),
@@ -336,6 +340,8 @@ impl<H: Clone> Router<H> {
         self.queries.retain(|q| q.conn() != conn);
         self.busy.remove(&conn);
         self.drop_commits(conn);
+        self.p2p_links
+            .retain(|(a, b), _| *a != session.id && *b != session.id);
         if self.p2p_announces.remove(&conn).is_some() {
             self.p2p_leave(&session.id, _now);
             self.cluster_p2p(cluster::P2pOut::Leave(session.id.clone()));

@@ -151,6 +151,7 @@ impl<H: Clone> Router<H> {
     }
 
     pub(super) fn p2p_signal(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
+        self.note_p2p_link(conn, target, p);
         let Some(&to) = self.sessions.get(target) else {
             // A peer on another router of the cluster.
             if self.cluster.knows_remote_peer(target) {
@@ -167,6 +168,51 @@ impl<H: Clone> Router<H> {
             Outgoing::Event(p.frame.clone()),
             crate::metrics::OUT_PUBLISH,
         );
+    }
+
+    /// Keeps the list of direct P2P links from the peers' `connected` and `disconnected`
+    /// signals (protocol.md §11), for operators; nothing else in a signal is looked at.
+    fn note_p2p_link(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
+        let Some(from) = self.writer_id(conn) else {
+            return;
+        };
+        let kind = match clasp_proto::decode_frame(&p.frame).map(|d| d.message) {
+            Ok(Message::Publish(m)) => match m.payload {
+                PublishPayload::Value(v) => v
+                    .get("type")
+                    .and_then(clasp_proto::Value::as_str)
+                    .map(str::to_owned),
+                _ => None,
+            },
+            _ => None,
+        };
+        let target: Arc<str> = Arc::from(target);
+        let key = if from <= target {
+            (from, target)
+        } else {
+            (target, from)
+        };
+        match kind.as_deref() {
+            Some("connected") if self.p2p_links.len() < 65_536 => {
+                let now = self.last_now.wall;
+                self.p2p_links.entry(key).or_insert(now);
+            }
+            Some("disconnected") => {
+                self.p2p_links.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Direct P2P links the peers reported (session ids, and since when in wall µs).
+    pub fn p2p_links(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
+        let mut v: Vec<_> = self
+            .p2p_links
+            .iter()
+            .map(|((a, b), t)| (a.clone(), b.clone(), *t))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Gesture move coalescing: start, end and cancel go out at once; moves go out at most once

@@ -12,7 +12,7 @@ const st = {
   params: new Map(), rows: new Map(), rebuild: true, dirty: new Set(), flashed: new Map(),
   filter: '', filterFn: () => true,
   signals: new Map(), signalRows: new Map(), signalRebuild: false, paused: false,
-  sessions: [], metrics: [], nextId: 1, waiting: new Map(), frame: 0,
+  sessions: [], links: [], bridges: [], metrics: [], nextId: 1, waiting: new Map(), frame: 0,
 };
 // Figures the browser tests read.
 window.__console = { batches: 0, params: 0, lags: [], welcome: null, errors: [] };
@@ -58,7 +58,8 @@ function onMessage(m) {
       break;
     case 'params': onParams(m); break;
     case 'signals': onSignals(m); break;
-    case 'sessions': st.sessions = m.items; if (visible('sessions')) renderSessions(); break;
+    case 'sessions': st.sessions = m.items; st.links = m.links; if (visible('sessions')) renderSessions(); break;
+    case 'bridges': st.bridges = m.items; break;
     case 'metrics': onMetrics(m); break;
     case 'result': onResult(m); break;
     case 'error': onError(m.error); break;
@@ -320,6 +321,24 @@ function renderSessions() {
     frag.appendChild(tr);
   }
   $('#sessions tbody').replaceChildren(frag);
+  rows('#links', st.links.map(([a, b, t]) => [a, b, age(t)]));
+  rows('#bridges', st.bridges.map((b) => [b.name, Object.entries(b.counters).map(([k, v]) => `${k} ${v}`).join(' · ')]));
+}
+
+// Fills a simple table, and says when it is empty.
+function rows(table, data) {
+  const frag = document.createDocumentFragment();
+  for (const cells of data) {
+    const tr = document.createElement('tr');
+    for (const c of cells) {
+      const td = document.createElement('td');
+      td.textContent = c;
+      tr.appendChild(td);
+    }
+    frag.appendChild(tr);
+  }
+  $(`${table} tbody`).replaceChildren(frag);
+  $(`${table}-none`).hidden = data.length > 0;
 }
 
 // ---- metrics -----------------------------------------------------------------------------

@@ -255,7 +255,32 @@ async fn signals_sessions_metrics_and_kicks() {
         quiet.is_err(),
         "a signal outside the monitor's pattern: {quiet:?}"
     );
+    // Two sessions tell each other they are connected directly (protocol.md §11).
+    let d = env.connect(&env.admin).await;
+    c.send(Message::Publish(Publish {
+        address: format!("/clasp/p2p/signal/{}", d.session).into(),
+        signal: SignalType::Event,
+        payload: PublishPayload::Value(Value::Map(vec![
+            ("type".into(), Value::String("connected".into())),
+            ("from".into(), Value::String(c.session.as_str().into())),
+        ])),
+        ..Default::default()
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let s = next(&mut ws, "sessions").await;
+    let links = s["links"].as_array().unwrap();
+    let pair = {
+        let mut p = [c.session.clone(), d.session.clone()];
+        p.sort();
+        p
+    };
+    assert!(
+        links
+            .iter()
+            .any(|l| l[0] == pair[0].as_str() && l[1] == pair[1].as_str()),
+        "{s}"
+    );
     let rows = s["items"].as_array().unwrap();
     let me = rows.iter().find(|r| r["id"] == c.session).unwrap();
     assert_eq!(

@@ -14,12 +14,12 @@ use axum::extract::ws::{Message as WsMessage, WebSocket};
 use clasp_proto::pattern::Pattern;
 use clasp_proto::{Message, PublishPayload, Qos, Set, SignalType, Subscribe};
 
-use super::protocol::{FromPage, ParamRow, SessionRow, SignalRow, ToPage};
+use super::protocol::{BridgeRow, FromPage, ParamRow, SessionRow, SignalRow, ToPage};
 use crate::core::adapter::Delivery;
 use crate::core::auth::Action;
 use crate::core::{ConnId, SessionInfo};
 use crate::server::inbox::Inbox;
-use crate::server::{Link, Shared};
+use crate::server::{Link, MetricsSource, Shared};
 
 /// Largest message the page may send.
 pub(crate) const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
@@ -155,7 +155,11 @@ impl Pending {
 }
 
 /// Serves one viewer until it leaves.
-pub(crate) async fn serve(shared: Arc<Shared>, mut socket: WebSocket) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    sources: Arc<Vec<MetricsSource>>,
+    mut socket: WebSocket,
+) {
     let token = match tokio::time::timeout(HELLO_WITHIN, next_op(&mut socket)).await {
         Ok(Some(Ok(FromPage::Hello { token }))) => token,
         Ok(Some(Ok(_))) | Ok(Some(Err(_))) => {
@@ -187,11 +191,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut socket: WebSocket) {
             return;
         }
     };
-    run(&shared, &mut socket, conn, &inbox).await;
+    run(&shared, &sources, &mut socket, conn, &inbox).await;
     shared.with_core(|core, now| core.close(conn, now));
 }
 
-async fn run(shared: &Arc<Shared>, socket: &mut WebSocket, conn: ConnId, inbox: &Inbox) {
+async fn run(
+    shared: &Arc<Shared>,
+    sources: &[MetricsSource],
+    socket: &mut WebSocket,
+    conn: ConnId,
+    inbox: &Inbox,
+) {
     let (session, admin, patterns, auth) = shared.with_core(|core, _| {
         (
             core.session_id(conn).unwrap_or_default().to_owned(),
@@ -290,6 +300,9 @@ async fn run(shared: &Arc<Shared>, socket: &mut WebSocket, conn: ConnId, inbox: 
             _ = slow.tick() => {
                 let (sessions, metrics) = snapshot(shared);
                 if !send(socket, &sessions).await || !send(socket, &metrics).await {
+                    return;
+                }
+                if let Some(bridges) = bridges(sources) && !send(socket, &bridges).await {
                     return;
                 }
             }
@@ -432,6 +445,11 @@ fn snapshot(shared: &Arc<Shared>) -> (ToPage, ToPage) {
             }
         })
         .collect();
+    let links = core
+        .p2p_links()
+        .into_iter()
+        .map(|(a, b, t)| (a.to_string(), b.to_string(), ms(t)))
+        .collect();
     let m = core.metrics();
     let mut counters = serde_json::Map::new();
     let mut put = |k: &str, v: u64| {
@@ -459,10 +477,50 @@ fn snapshot(shared: &Arc<Shared>) -> (ToPage, ToPage) {
     put("congested", c.congested.load(Ordering::Relaxed));
     drop(core);
     (
-        ToPage::Sessions { items },
+        ToPage::Sessions { items, links },
         ToPage::Metrics {
             now: ms(now),
             counters,
         },
     )
+}
+
+/// The in-process bridges' counters, read from their `/metrics` lines
+/// (`clasp_bridge_NAME{bridge="LABEL"} VALUE`); `None` when there are none.
+fn bridges(sources: &[MetricsSource]) -> Option<ToPage> {
+    if sources.is_empty() {
+        return None;
+    }
+    let mut text = String::new();
+    for s in sources {
+        s(&mut text);
+    }
+    let mut by: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("clasp_bridge_") else {
+            continue;
+        };
+        let Some((name, rest)) = rest.split_once("{bridge=\"") else {
+            continue;
+        };
+        let Some((label, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        by.entry(label.to_owned())
+            .or_default()
+            .insert(name.to_owned(), serde_json::json!(v));
+    }
+    if by.is_empty() {
+        return None;
+    }
+    Some(ToPage::Bridges {
+        items: by
+            .into_iter()
+            .map(|(name, counters)| BridgeRow { name, counters })
+            .collect(),
+    })
 }

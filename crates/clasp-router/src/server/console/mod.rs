@@ -68,6 +68,7 @@ async fn style() -> Response {
 async fn feed(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let shared = state.shared.clone();
     let tracker = state.tracker.clone();
+    let sources = state.metrics.clone();
     ws.max_message_size(live::MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| tracker.track_future(live::serve(shared, socket)))
+        .on_upgrade(move |socket| tracker.track_future(live::serve(shared, sources, socket)))
 }

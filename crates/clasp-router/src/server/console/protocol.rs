@@ -83,6 +83,15 @@ pub(crate) struct SessionRow {
     pub(crate) since: u64,
 }
 
+/// A bridge running inside the router.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub(crate) struct BridgeRow {
+    /// Its label (`osc`, `artnet:…`).
+    pub(crate) name: String,
+    /// Its counters (messages in and out, errors, …).
+    pub(crate) counters: serde_json::Map<String, Json>,
+}
+
 /// What the router sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -115,6 +124,12 @@ pub(crate) enum ToPage {
     },
     Sessions {
         items: Vec<SessionRow>,
+        /// Direct P2P links the peers reported: `[session, session, since ms]`.
+        links: Vec<(String, String, u64)>,
+    },
+    /// The bridges and mappings running inside the router, with their counters.
+    Bridges {
+        items: Vec<BridgeRow>,
     },
     Metrics {
         now: u64,
