@@ -59,7 +59,8 @@ export class P2P extends EventTarget {
   /**
    * Attaches to `client` (connected: its `session` is known) and announces it.
    * Config: `iceServers` (RTCIceServer list; none by default: nothing leaves the local
-   * networks), `routing` (default `prefer-p2p`), `connectTimeout` (ms, default 30000).
+   * networks), `relayOnly` (only TURN-relayed candidates: peers never learn each other's
+   * addresses), `routing` (default `prefer-p2p`), `connectTimeout` (ms, default 30000).
    */
   static async attach(client, config = {}) {
     const p2p = new P2P(client, config);
@@ -72,7 +73,7 @@ export class P2P extends EventTarget {
   constructor(client, config) {
     super();
     this.#client = client;
-    this.#config = { iceServers: [], routing: Routing.PreferP2P, connectTimeout: 30000, ...config };
+    this.#config = { iceServers: [], relayOnly: false, routing: Routing.PreferP2P, connectTimeout: 30000, ...config };
   }
 
   /** This client's session id. */
@@ -131,7 +132,10 @@ export class P2P extends EventTarget {
   }
 
   #setup(p, offering) {
-    const pc = new RTCPeerConnection({ iceServers: this.#config.iceServers });
+    const pc = new RTCPeerConnection({
+      iceServers: this.#config.iceServers,
+      iceTransportPolicy: this.#config.relayOnly ? 'relay' : 'all',
+    });
     p.pc = pc;
     p.offering = offering;
     pc.onicecandidate = (e) => {

@@ -7,7 +7,7 @@
 // (the page sends its offer before gathering, so the connection forms from trickled candidates
 // alone), data crosses both ways on both channels with route 'direct'; a third page, not
 // connected, reaches a peer through the router ('router' route, a relay signal) in prefer-p2p
-// mode and is refused in p2p-only mode. With P2P_ECHO (the `p2p-echo` example of clasp-client,
+// mode, also after a connection attempt failed, and is refused in p2p-only mode. With P2P_ECHO (the `p2p-echo` example of clasp-client,
 // the native `clasp_client::p2p`): a page offers to a native peer, and a native peer offers to a
 // page; each time data goes both ways on both channels, directly.
 // Chromium gets host candidates on loopback and no mDNS names (flags below), so this also runs
@@ -50,10 +50,10 @@ RTCPeerConnection.prototype.setLocalDescription = async function (d) {
   if (this.localDescription?.type === 'offer') window.offers.push(this.localDescription.sdp);
 };
 window.offers = [];
-window.start = async (url, routing) => {
+window.start = async (url, routing, extra = {}) => {
   const client = new Clasp(url, { name: 'browser-p2p', reconnect: false });
   await client.connect();
-  const p2p = await P2P.attach(client, { routing });
+  const p2p = await P2P.attach(client, { routing, ...extra });
   for (const t of ['peer-announced', 'connected', 'data', 'disconnected', 'connection-failed', 'error']) {
     p2p.addEventListener(t, (e) => {
       const d = { ...e.detail };
@@ -100,13 +100,13 @@ const browser = await puppeteer.launch({
 });
 await browser.defaultBrowserContext().overridePermissions(origin, ['camera', 'microphone']);
 
-async function open(routing) {
+async function open(routing, extra = {}) {
   const p = await browser.newPage();
   p.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
   p.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   await p.goto(origin, { waitUntil: 'load' });
   await p.waitForFunction(() => window.ready === true);
-  const session = await p.evaluate((u, r) => window.start(u, r), wsUrl, routing);
+  const session = await p.evaluate((u, r, x) => window.start(u, r, x), wsUrl, routing, extra);
   return { page: p, session };
 }
 
@@ -196,6 +196,14 @@ try {
   const route = await c.page.evaluate((peer) => window.p2p.send(peer, 'via-router'), b.session);
   const got = await waitFor(b, 'relayed', (e) => e.type === 'data' && e.data === 'via-router');
   check('without a connection, data goes through the router', route === 'router' && got.route === 'router' && got.peer === c.session, JSON.stringify(got));
+  // A connection that cannot form (relay-only, and no TURN server): it fails after its timeout,
+  // and data goes through the router.
+  const e = await open('prefer-p2p', { relayOnly: true, connectTimeout: 2000 });
+  await e.page.evaluate((peer) => window.p2p.connect(peer), b.session);
+  const failed = await waitFor(e, 'the connection failing', (x) => x.type === 'connection-failed' && x.peer === b.session);
+  const after = await e.page.evaluate((peer) => window.p2p.send(peer, 'after-failure'), b.session);
+  const relayed = await waitFor(b, 'relayed after failure', (x) => x.type === 'data' && x.data === 'after-failure');
+  check('when the direct connection fails, data goes through the router', after === 'router' && relayed.route === 'router', failed.reason);
   const d = await open('p2p-only');
   const refused = await d.page.evaluate((peer) => { try { window.p2p.send(peer, 'x'); return null; } catch (e) { return String(e); } }, b.session);
   check('p2p-only without a connection is an error', refused !== null, refused ?? 'sent');
