@@ -29,10 +29,12 @@ pub(crate) const UNRELIABLE: &str = "clasp";
 /// Label of the ordered, reliable channel.
 pub(crate) const RELIABLE: &str = "clasp-reliable";
 /// A channel's buffered bytes below which a blocked sender is woken.
-const LOW_WATER: usize = 2 * 1024;
+const LOW_WATER: usize = 8 * 1024;
 /// A channel's buffered bytes above which senders wait: the SCTP stack slows down with long
 /// queues of small messages, so they are kept short.
-const HIGH_WATER: usize = 4 * 1024;
+const HIGH_WATER: usize = 16 * 1024;
+/// Sends closer together than this to the last flush are flushed together by the link task.
+const COALESCE: Duration = Duration::from_micros(50);
 /// Largest message accepted on a channel (a CLASP frame's limit).
 pub(crate) const MAX_MESSAGE: usize = 65_535;
 
@@ -78,6 +80,10 @@ struct Core {
     open: bool,
     ended: bool,
     next_timeout: Instant,
+    /// A send left its packets for the link task to flush (see [`Link::send`]).
+    flush_due: bool,
+    /// When sends were last flushed to the network.
+    last_flush: Instant,
 }
 
 /// A handle on one peer connection. Dropping it stops the connection.
@@ -153,6 +159,15 @@ impl Core {
 
     fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
         m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands what the channels queued to the network now (str0m sends queued SCTP data when
+    /// it handles time).
+    fn flush(&mut self, now: Instant) {
+        self.flush_due = false;
+        self.last_flush = now;
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.drive();
     }
 
     /// Runs the `Rtc` until it only waits for time: sends what it wants sent, reports what
@@ -408,6 +423,8 @@ impl Link {
                 open: false,
                 ended: false,
                 next_timeout: now,
+                flush_due: false,
+                last_flush: now,
             },
             lines,
         ))
@@ -480,11 +497,21 @@ impl Link {
         let written = ch
             .write(true, data)
             .map_err(|e| LinkError::Rtc(e.to_string()))?;
+        // A send after a pause goes out at once. Sends in a burst (within COALESCE of the last
+        // flush) are left for the link task to flush together, so the SCTP stack puts several
+        // messages in one packet (chunk bundling) instead of one datagram each.
+        let now = Instant::now();
+        if core.flush_due {
+            return Ok(written);
+        }
+        if now.duration_since(core.last_flush) < COALESCE {
+            core.flush_due = true;
+            drop(core);
+            self.wake.notify_one();
+            return Ok(written);
+        }
         let before = core.next_timeout;
-        // str0m hands queued SCTP data to the network when it handles time: let it do so now
-        // rather than at its next timer.
-        let _ = core.rtc.handle_input(Input::Timeout(Instant::now()));
-        core.drive();
+        core.flush(now);
         let sooner = core.next_timeout < before;
         drop(core);
         if sooner {
@@ -526,7 +553,13 @@ async fn run(core: Arc<Mutex<Core>>, wake: Arc<Notify>) {
         let received = tokio::select! {
             r = recv_any(&sockets, &mut buf) => Some(r),
             () = tokio::time::sleep_until(deadline.into()) => None,
-            () = wake.notified() => continue,
+            () = wake.notified() => {
+                let mut c = Core::lock(&core);
+                if c.flush_due {
+                    c.flush(Instant::now());
+                }
+                continue;
+            }
         };
         let mut c = Core::lock(&core);
         let now = Instant::now();
