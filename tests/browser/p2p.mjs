@@ -9,7 +9,8 @@
 // connected, reaches a peer through the router ('router' route, a relay signal) in prefer-p2p
 // mode, also after a connection attempt failed, and is refused in p2p-only mode. With P2P_ECHO (the `p2p-echo` example of clasp-client,
 // the native `clasp_client::p2p`): a page offers to a native peer, and a native peer offers to a
-// page; each time data goes both ways on both channels, directly.
+// page, the native SDPs without candidates (its candidates trickled, before its offer when it
+// offers); each time data goes both ways on both channels, directly.
 // Chromium gets host candidates on loopback and no mDNS names (flags below), so this also runs
 // inside a network namespace with only `lo`.
 import { spawn } from 'node:child_process';
@@ -43,11 +44,17 @@ const page = `<!doctype html><meta charset="utf-8"><title>p2p</title>
 import { Clasp } from '@clasp-to/core';
 import { P2P } from '/clasp-p2p.js';
 window.log = [];
-// The SDPs this page sends: to check that its offers carry no candidates.
+// The SDPs this page sends and receives: to check that offers carry no candidates.
 const setLocal = RTCPeerConnection.prototype.setLocalDescription;
 RTCPeerConnection.prototype.setLocalDescription = async function (d) {
   await setLocal.call(this, d);
   if (this.localDescription?.type === 'offer') window.offers.push(this.localDescription.sdp);
+};
+window.remote = [];
+const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+RTCPeerConnection.prototype.setRemoteDescription = async function (d) {
+  window.remote.push(d);
+  return setRemote.call(this, d);
 };
 window.offers = [];
 window.start = async (url, routing, extra = {}) => {
@@ -150,25 +157,27 @@ async function exchange(pg, peer, label) {
 
 async function native(a, b) {
   // A page offers to a native peer that waits.
-  const waiter = startEcho();
+  const waiter = startEcho('--trickle-first');
   try {
     const id = (await waiter.line('native session', (l) => l.startsWith('session '))).split(' ')[1];
     await waitFor(a, 'native announced', (e) => e.type === 'peer-announced' && e.peer === id);
     await a.page.evaluate((peer) => window.p2p.connect(peer), id);
     await waitFor(a, 'page connected to native', (e) => e.type === 'connected' && e.peer === id);
     await waiter.line('native connected', (l) => l === `connected ${a.session}`);
-    check('a page offers and a native peer answers: connected on both sides', true);
+    const answers = await a.page.evaluate(() => window.remote.filter((d) => d.type === 'answer').map((d) => d.sdp));
+    check('a page offers and a native peer answers: connected on both sides, from SDPs without candidates', answers.length > 0 && !answers.at(-1).includes('a=candidate'));
     await exchange(a, id, 'page-to-native');
   } finally {
     waiter.child.kill();
   }
   // A native peer offers to every page it hears of.
-  const offerer = startEcho('--offer');
+  const offerer = startEcho('--offer', '--trickle-first');
   try {
     const id = (await offerer.line('native session', (l) => l.startsWith('session '))).split(' ')[1];
     await waitFor(b, 'native offered to B', (e) => e.type === 'connected' && e.peer === id);
     await offerer.line('native connected to B', (l) => l === `connected ${b.session}`);
-    check('a native peer offers and a page answers: connected on both sides', true);
+    const offers = await b.page.evaluate(() => window.remote.filter((d) => d.type === 'offer').map((d) => d.sdp));
+    check('a native peer offers (candidate-less, its candidates signalled first) and a page answers: connected on both sides', offers.length > 0 && !offers.at(-1).includes('a=candidate'));
     await exchange(b, id, 'native-offered');
   } finally {
     offerer.child.kill();

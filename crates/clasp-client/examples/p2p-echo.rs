@@ -7,6 +7,9 @@
 //! cargo run -p clasp-client --example p2p-echo -- ws://127.0.0.1:7330 --offer  # offers to every announced peer
 //! ```
 //!
+//! `--trickle-first`: its SDPs carry no candidates and, offering, it signals its candidates
+//! before the offer (the other side must keep early candidates and connect from trickled ones).
+//!
 //! Output lines: `session ID`, `announced PEER`, `connected PEER`, `data PEER ROUTE RELIABLE TEXT`,
 //! `disconnected PEER REASON`, `failed PEER REASON`.
 
@@ -19,9 +22,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = args
         .next()
         .unwrap_or_else(|| "ws://127.0.0.1:7330".to_string());
-    let offer = args.any(|a| a == "--offer");
+    let rest: Vec<String> = args.collect();
+    let offer = rest.iter().any(|a| a == "--offer");
+    let config = P2pConfig {
+        trickle_first: rest.iter().any(|a| a == "--trickle-first"),
+        ..P2pConfig::default()
+    };
     let client = Client::builder(url).name("p2p-echo").connect().await?;
-    let (p2p, mut events) = P2p::attach(&client, P2pConfig::default()).await?;
+    let (p2p, mut events) = P2p::attach(&client, config).await?;
     println!("session {}", p2p.session_id());
     loop {
         tokio::select! {

@@ -381,8 +381,13 @@ impl Manager {
             },
         );
         let trickled = candidate_signals(&answer, &candidates);
-        self.signal(from, correlation, Signal::Answer { sdp: answer })
-            .await;
+        // The test hook sends the answer without candidates too: they follow as signals.
+        let sdp = if self.cfg.trickle_first {
+            without_candidates(&answer)
+        } else {
+            answer
+        };
+        self.signal(from, correlation, Signal::Answer { sdp }).await;
         self.trickle(from, correlation, trickled).await;
     }
 

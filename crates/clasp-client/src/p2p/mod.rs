@@ -181,8 +181,9 @@ pub struct P2pConfig {
     /// Offer relayed candidates only (the WebRTC "relay" ICE transport policy): the peer never
     /// learns our addresses, at the cost of a detour through the TURN server.
     pub relay_only: bool,
-    /// Test hook: SDPs go out without candidates, and an offerer signals its candidates
-    /// before its offer, so the answerer must keep candidates that arrive early.
+    /// Test hook: SDPs (offers and answers) go out without candidates, which follow as
+    /// signals; an offerer signals its candidates before its offer, so the answerer must keep
+    /// candidates that arrive early.
     #[doc(hidden)]
     pub trickle_first: bool,
 }
