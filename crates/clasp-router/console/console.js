@@ -63,6 +63,7 @@ function onMessage(m) {
     case 'metrics': onMetrics(m); break;
     case 'result': onResult(m); break;
     case 'error': onError(m.error); break;
+    case 'pong': st.rtt = performance.now() - m.t; break;
   }
 }
 
@@ -345,16 +346,19 @@ function rows(table, data) {
 
 const CHARTS = [
   ['Messages in /s', (a, b, dt) => (b.messages_in - a.messages_in) / dt],
-  ['Messages out /s', (a, b, dt) => (b.messages_out - a.messages_out) / dt],
+  ['Messages out /s (deliveries)', (a, b, dt) => (b.messages_out - a.messages_out) / dt],
   ['Errors sent /s', (a, b, dt) => (b.errors_sent - a.errors_sent) / dt],
   ['Dropped or coalesced /s', (a, b, dt) => ((b.params_coalesced + b.streams_dropped) - (a.params_coalesced + a.streams_dropped)) / dt],
   ['Slow consumers cut', (a, b) => b.slow_disconnects],
+  ['Console ↔ router round trip, ms', (a, b) => b.rtt_ms],
   ['Sessions', (a, b) => b.sessions],
   ['Params', (a, b) => b.params],
   ['Subscriptions', (a, b) => b.subscriptions],
 ];
 
 function onMetrics(m) {
+  m.counters.rtt_ms = st.rtt ?? 0;
+  send({ op: 'ping', t: performance.now() });
   st.metrics.push(m);
   if (st.metrics.length > HISTORY + 1) st.metrics.shift();
   if (visible('metrics')) renderMetrics();

@@ -295,6 +295,8 @@ async fn signals_sessions_metrics_and_kicks() {
         rows.iter()
             .any(|r| r["name"] == "console" && r["transport"] == "adapter")
     );
+    op(&mut ws, json!({"op": "ping", "t": 12.5})).await;
+    assert_eq!(next(&mut ws, "pong").await["t"], 12.5);
     let m = next(&mut ws, "metrics").await;
     assert!(m["counters"]["messages_in"].as_u64().unwrap() >= 6, "{m}");
     // Kick: the session gets ERROR 301 saying so and is closed.

@@ -335,6 +335,7 @@ fn handle(
 ) -> Option<ToPage> {
     match op {
         FromPage::Hello { .. } => None,
+        FromPage::Ping { t } => Some(ToPage::Pong { t }),
         FromPage::Monitor { pattern, paused } => {
             monitor.paused = paused;
             monitor.pattern = match pattern.trim() {

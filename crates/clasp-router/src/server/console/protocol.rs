@@ -1,11 +1,12 @@
 //! The console feed's messages: JSON objects tagged by `op`, one per WebSocket text message.
 //!
 //! From the page: `hello` (first, with the viewer's token), `set`, `monitor` (the signal
-//! monitor's pattern and pause), `kick`. From the router: `welcome`, `params` (every 50 ms at
+//! monitor's pattern and pause), `kick`, `ping`. From the router: `welcome`, `params` (every 50 ms at
 //! most: the params that changed, the latest of each, and the ones removed; the first one has
 //! every param the viewer may read), `signals` (per 50 ms: each address's count and last value
 //! of the events, streams and gestures the monitor's pattern matches), `sessions` and `metrics`
-//! (every second), `result` (the answer to a `set` or `kick`), `error` (then the feed closes).
+//! (every second), `result` (the answer to a `set` or `kick`), `pong`, `error` (then the feed
+//! closes).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -33,6 +34,8 @@ pub(crate) enum FromPage {
     },
     /// Ends a session (admins only).
     Kick { id: u64, session: String },
+    /// Asks for a `pong` carrying `t` back: the page's round trip to the router.
+    Ping { t: f64 },
 }
 
 /// A param as the page shows it.
@@ -148,5 +151,9 @@ pub(crate) enum ToPage {
     },
     Error {
         error: String,
+    },
+    /// The answer to a `ping`.
+    Pong {
+        t: f64,
     },
 }
