@@ -8,14 +8,16 @@
 #
 #   ./scripts/browser-p2p-check.sh [path/to/clasp] [path/to/p2p-echo]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
 inside=false
 if [[ ${1:-} == --inside ]]; then
     inside=true
     shift
 fi
-clasp=${1:-target/debug/clasp}
-echo_bin=${2:-target/debug/examples/p2p-echo}
+# Paths given are taken from where the script was started.
+clasp=$(realpath -m "${1:-$root/target/debug/clasp}")
+echo_bin=$(realpath -m "${2:-$root/target/debug/examples/p2p-echo}")
+cd "$root"
 if ! $inside; then
     [[ -x $clasp ]] || cargo build -p clasp-cli --locked
     [[ -x $echo_bin ]] || cargo build -p clasp-client --example p2p-echo --locked
@@ -29,7 +31,7 @@ fi
 
 # Runs a router on a free port, then the browser scenario against it.
 run() {
-    local work log url pid
+    local log url
     work=$(mktemp -d)
     log="$work/router.log"
     "$clasp" server --bind 127.0.0.1 --port 0 --memory >"$log" 2>&1 &
@@ -44,13 +46,22 @@ run() {
         cat "$log" >&2
         status=1
     else
-        timeout 240 node tests/browser/p2p.mjs "$url" "$(realpath "$echo_bin")" || status=1
+        timeout 240 node tests/browser/p2p.mjs "$url" "$echo_bin" || status=1
     fi
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    rm -rf "$work"
+    cleanup
     return $status
 }
+work=
+pid=
+cleanup() {
+    if [[ -n $pid ]]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    if [[ -n $work ]]; then rm -rf "$work"; fi
+    pid= work=
+}
+trap cleanup EXIT
 
 if $inside; then
     run
@@ -62,7 +73,7 @@ run
 if unshare -rn true 2>/dev/null && command -v ip >/dev/null 2>&1; then
     echo "== inside a network namespace with only loopback (unshare -rn)"
     unshare -rn sh -c 'ip link set lo up && ip -o link | grep -v " lo:" | grep -q . && exit 3; exec "$0" --inside "$1" "$2"' \
-        "$0" "$clasp" "$echo_bin"
+        "$root/scripts/browser-p2p-check.sh" "$clasp" "$echo_bin"
 else
     echo "!! cannot create a network namespace here (unshare -rn refused or no iproute2): ran on this host only"
 fi

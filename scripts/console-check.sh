@@ -5,8 +5,10 @@
 #
 #   ./scripts/console-check.sh [path/to/clasp]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-clasp=${1:-target/debug/clasp}
+root=$(cd "$(dirname "$0")/.." && pwd)
+# A path given is taken from where the script was started.
+clasp=$(realpath -m "${1:-$root/target/debug/clasp}")
+cd "$root"
 if [[ ! -x $clasp ]]; then
     [[ $# -eq 0 ]] || { echo "no clasp binary at $clasp" >&2; exit 1; }
     cargo build -p clasp-cli --locked

@@ -89,7 +89,10 @@ export class P2P extends EventTarget {
     const me = this.session;
     if (!me) throw new Error('the client has no session yet: connect it first');
     const sub = (pattern, f) => {
-      const u = this.#client.subscribe(pattern, (value, address) => { try { f(value, address); } catch (e) { this.#fail(null, String(e)); } });
+      const u = this.#client.subscribe(pattern, (value, address) => {
+        // Handlers may be async: a failure is reported, never left unhandled.
+        Promise.resolve().then(() => f(value, address)).catch((e) => this.#fail(null, String(e)));
+      });
       if (typeof u === 'function') this.#unsubs.push(u);
     };
     sub(signalAddress(me), (v) => this.#onSignal(v));
@@ -119,15 +122,25 @@ export class P2P extends EventTarget {
 
   /** Opens a direct connection to `peer` (we offer); resolves when the offer is sent. */
   async connect(peer) {
-    if (this.#peers.has(peer)) return;
+    const held = this.#peers.get(peer);
+    // A connection in progress or open stays; a placeholder (candidates that came without an
+    // offer) gives way.
+    if (held?.pc) return;
     const p = new Peer(peer, `${this.session}-${peer}-${uuid()}`);
     this.#peers.set(peer, p);
     this.#setup(p, true);
     p.channels.unreliable = p.pc.createDataChannel(UNRELIABLE, { ordered: false, maxRetransmits: 0 });
     p.channels.reliable = p.pc.createDataChannel(RELIABLE, { ordered: true });
     for (const ch of [p.channels.unreliable, p.channels.reliable]) this.#wire(p, ch);
-    const offer = await p.pc.createOffer();
-    await p.pc.setLocalDescription(offer);
+    try {
+      const offer = await p.pc.createOffer();
+      await p.pc.setLocalDescription(offer);
+    } catch (e) {
+      // Replaced meanwhile (the peer's offer won a glare): nothing to report.
+      if (this.#peers.get(peer) !== p) return;
+      throw e;
+    }
+    if (this.#peers.get(peer) !== p) return;
     this.#signal(peer, p.correlation, { type: 'offer', sdp: p.pc.localDescription.sdp });
   }
 
@@ -196,7 +209,8 @@ export class P2P extends EventTarget {
         } else if (p) {
           this.#drop(p);
         }
-        const kept = p?.pendingCandidates ?? [];
+        // Candidates that came early for this very offer are kept; others were for another.
+        const kept = (p?.pendingCandidates ?? []).filter((c) => !v.correlation_id || !c.correlation || c.correlation === v.correlation_id);
         p = new Peer(from, v.correlation_id || `${from}-${this.session}-${uuid()}`);
         p.pendingCandidates = kept;
         this.#peers.set(from, p);
@@ -219,12 +233,15 @@ export class P2P extends EventTarget {
         let init;
         try { init = typeof v.candidate === 'string' && v.candidate.trim().startsWith('{') ? JSON.parse(v.candidate) : { candidate: String(v.candidate), sdpMid: '0', sdpMLineIndex: 0 }; } catch { return; }
         if (!p) {
-          // Before the offer: kept for the connection it will open.
+          // Before the offer: kept (a while) for the connection it will open.
           p = new Peer(from, v.correlation_id);
           this.#peers.set(from, p);
+          p.timer = setTimeout(() => { if (this.#peers.get(from) === p && !p.pc) this.#peers.delete(from); }, this.#config.connectTimeout);
         }
+        // A candidate of another attempt (a dropped glare offer, an old connection) is ignored.
+        if (p.pc && v.correlation_id && p.correlation && v.correlation_id !== p.correlation) return;
         if (p.remoteSet && p.pc) await p.pc.addIceCandidate(init).catch((e) => this.#fail(from, `candidate: ${e}`));
-        else p.pendingCandidates.push(init);
+        else if (p.pendingCandidates.length < 64) p.pendingCandidates.push({ ...init, correlation: v.correlation_id });
         break;
       }
       case 'disconnected':
@@ -241,7 +258,8 @@ export class P2P extends EventTarget {
   }
 
   async #flushCandidates(p) {
-    for (const c of p.pendingCandidates.splice(0)) {
+    for (const { correlation, ...c } of p.pendingCandidates.splice(0)) {
+      if (correlation && p.correlation && correlation !== p.correlation) continue;
       await p.pc.addIceCandidate(c).catch((e) => this.#fail(p.id, `candidate: ${e}`));
     }
   }

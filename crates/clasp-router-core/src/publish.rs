@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Direct P2P links recorded per session at most (they are self-reported).
+const MAX_LINKS_PER_SESSION: usize = 64;
+
 impl<H: Clone> Router<H> {
     /// Tells the subscribers of [`P2P_LEAVE`] that a P2P-capable session has ended, so its
     /// peers drop their connections to it at once.
@@ -173,6 +176,13 @@ impl<H: Clone> Router<H> {
     /// Keeps the list of direct P2P links from the peers' `connected` and `disconnected`
     /// signals (protocol.md §11), for operators; nothing else in a signal is looked at.
     fn note_p2p_link(&mut self, conn: ConnId, target: &str, p: &PubReq<'_>) {
+        // `connected` and `disconnected` signals are small; offers, answers and relayed data
+        // are not looked at. Only links to a session that exists (here or on another router).
+        if p.frame.len() > 512
+            || !(self.sessions.contains_key(target) || self.cluster.knows_remote_peer(target))
+        {
+            return;
+        }
         let Some(from) = self.writer_id(conn) else {
             return;
         };
@@ -187,13 +197,18 @@ impl<H: Clone> Router<H> {
             _ => None,
         };
         let target: Arc<str> = Arc::from(target);
+        let held = self
+            .p2p_links
+            .keys()
+            .filter(|(a, b)| *a == from || *b == from)
+            .count();
         let key = if from <= target {
             (from, target)
         } else {
             (target, from)
         };
         match kind.as_deref() {
-            Some("connected") if self.p2p_links.len() < 65_536 => {
+            Some("connected") if self.p2p_links.len() < 65_536 && held < MAX_LINKS_PER_SESSION => {
                 let now = self.last_now.wall;
                 self.p2p_links.entry(key).or_insert(now);
             }

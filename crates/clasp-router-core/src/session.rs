@@ -257,6 +257,19 @@ impl<H: Clone> Router<H> {
         self.session(conn).is_some_and(|s| s.may(action, address))
     }
 
+    /// Whether session `conn` may do `action` on everything `pattern` matches (everything in
+    /// open mode).
+    pub fn session_allows_pattern(&self, conn: ConnId, action: Action, pattern: &str) -> bool {
+        let Ok(p) = Pattern::compile(pattern) else {
+            return false;
+        };
+        self.session(conn).is_some_and(|s| {
+            s.grant
+                .as_ref()
+                .is_none_or(|g| g.scopes.allows_pattern(action, &p))
+        })
+    }
+
     /// The patterns session `conn` may read (`/**` in open mode), for a viewer that wants all
     /// it may see.
     pub fn session_read_patterns(&self, conn: ConnId) -> Vec<String> {

@@ -13,6 +13,7 @@ const st = {
   filter: '', filterFn: () => true,
   signals: new Map(), signalRows: new Map(), signalRebuild: false, paused: false,
   sessions: [], links: [], bridges: [], metrics: [], nextId: 1, waiting: new Map(), frame: 0,
+  lagFrom: null, operator: false,
 };
 // Figures the browser tests read.
 window.__console = { batches: 0, params: 0, lags: [], welcome: null, errors: [] };
@@ -50,6 +51,7 @@ function onMessage(m) {
     case 'welcome':
       window.__console.welcome = m;
       st.admin = m.admin;
+      st.operator = m.operator;
       $('#router-name').textContent = m.router;
       $('#login').hidden = true;
       document.querySelector('main').hidden = false;
@@ -68,7 +70,7 @@ function onMessage(m) {
 }
 
 function onError(text) {
-  window.__console.errors.push(text);
+  keep(window.__console.errors, text, 100);
   if (/token/i.test(text)) {
     // The router wants a (better) token: ask for one, and do not reconnect on our own.
     st.ws = null;
@@ -93,7 +95,8 @@ function onParams(m) {
   for (const a of m.removed) { st.params.delete(a); st.rebuild = true; }
   window.__console.batches++;
   window.__console.params = st.params.size;
-  schedule(() => window.__console.lags.push(Date.now() - m.now));
+  st.lagFrom = m.now;
+  schedule();
 }
 
 function setFilter(text) {
@@ -194,7 +197,8 @@ function edit(td) {
   const address = tr.dataset.address;
   if (td.querySelector('input')) return;
   const input = document.createElement('input');
-  input.value = shown(st.params.get(address)?.v ?? '');
+  // The value as JSON (a string quoted), so an unchanged string stays a string.
+  input.value = JSON.stringify(st.params.get(address)?.v ?? null);
   td.replaceChildren(input);
   input.focus();
   input.select();
@@ -217,7 +221,7 @@ function onResult(m) {
   st.waiting.delete(m.id);
   if (m.ok) return;
   const text = m.code ? `${m.error} (${m.code})` : m.error;
-  window.__console.errors.push(text);
+  keep(window.__console.errors, text, 100);
   if (w?.td) {
     const note = document.createElement('div');
     note.className = 'error';
@@ -241,11 +245,17 @@ function onSignals(m) {
       st.signalRebuild = true;
     }
     e.counts.push([now, s.n]);
+    while (e.counts.length && e.counts[0][0] < now - 1000) e.counts.shift();
+    e.seen = now;
     e.v = s.v;
     if (typeof s.v === 'number') {
       e.hist.push(s.v);
       if (e.hist.length > SPARK) e.hist.shift();
     }
+  }
+  // Addresses quiet for a minute leave the monitor.
+  for (const [a, e] of st.signals) {
+    if (now - e.seen > 60000) { st.signals.delete(a); st.signalRebuild = true; }
   }
   $('#signal-dropped').textContent = m.dropped ? `${m.dropped} deliveries dropped (the console fell behind)` : '';
   schedule();
@@ -312,7 +322,8 @@ function renderSessions() {
     }
     tr.children[0].className = 'addr';
     const td = document.createElement('td');
-    if (st.admin && s.id !== window.__console.welcome?.session) {
+    const inProcess = ['adapter', 'bridge'].includes(s.transport);
+    if (st.admin && !inProcess && s.id !== window.__console.welcome?.session) {
       const b = document.createElement('button');
       b.textContent = 'Kick';
       b.onclick = () => { const id = st.nextId++; st.waiting.set(id, {}); send({ op: 'kick', id, session: s.id }); };
@@ -407,15 +418,22 @@ function line(canvas, values) {
 
 // ---- frame scheduling and tabs -----------------------------------------------------------
 
-const afterFrame = [];
-function schedule(after) {
-  if (after) afterFrame.push(after);
+// Keeps at most `max` entries (the oldest go).
+function keep(list, v, max) {
+  list.push(v);
+  if (list.length > max) list.splice(0, list.length - max);
+}
+
+function schedule() {
   if (st.frame) return;
   st.frame = requestAnimationFrame(() => {
     st.frame = 0;
     if (visible('state')) renderParams();
     if (visible('signals')) renderSignals();
-    for (const f of afterFrame.splice(0)) f();
+    if (st.lagFrom !== null) {
+      keep(window.__console.lags, Date.now() - st.lagFrom, 2000);
+      st.lagFrom = null;
+    }
   });
 }
 

@@ -192,6 +192,24 @@ async fn the_feed_needs_a_token_and_shows_what_it_may_read() {
     .await;
     let no = next(&mut ws, "result").await;
     assert_eq!(no["ok"], false, "{no}");
+    // Who else is connected, from where, is not this viewer's to see: its own session only.
+    assert_eq!(w["operator"], false);
+    let s = next(&mut ws, "sessions").await;
+    let rows = s["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{s}");
+    assert_eq!(rows[0]["id"], w["session"]);
+}
+
+#[tokio::test]
+async fn a_page_of_another_site_cannot_open_the_feed() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let env = Env::start(|_| {}).await;
+    let url = format!("ws://{}/console/ws", env.addr);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let e = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(e.to_string().contains("403"), "{e}");
 }
 
 #[tokio::test]
@@ -200,8 +218,12 @@ async fn signals_sessions_metrics_and_kicks() {
     let mut ws = feed(&env, Some(&env.admin)).await;
     let w = next(&mut ws, "welcome").await;
     assert_eq!(
-        (w["admin"].clone(), w["read_all"].clone()),
-        (json!(true), json!(true))
+        (
+            w["admin"].clone(),
+            w["read_all"].clone(),
+            w["operator"].clone()
+        ),
+        (json!(true), json!(true), json!(true))
     );
     let mut c = env.connect(&env.admin).await;
     for i in 0..5 {

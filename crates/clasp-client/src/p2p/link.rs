@@ -523,6 +523,10 @@ impl Link {
     /// Closes the connection politely (DTLS close_notify), then stops.
     pub(crate) fn close(self) {
         let mut core = Core::lock(&self.core);
+        // Sends of a burst not flushed yet go out before the close.
+        if core.flush_due {
+            core.flush(Instant::now());
+        }
         core.ended = true;
         let _ = core.rtc.close();
         core.drive();

@@ -34,9 +34,16 @@ fn ms(us: u64) -> u64 {
     us / 1000
 }
 
+/// How long one message may take to go out before the viewer is taken for gone (a page that
+/// stopped reading must not hold its session open).
+const SEND_WITHIN: Duration = Duration::from_secs(10);
+
 async fn send(socket: &mut WebSocket, msg: &ToPage) -> bool {
     match serde_json::to_string(msg) {
-        Ok(text) => socket.send(WsMessage::Text(text.into())).await.is_ok(),
+        Ok(text) => matches!(
+            tokio::time::timeout(SEND_WITHIN, socket.send(WsMessage::Text(text.into()))).await,
+            Ok(Ok(()))
+        ),
         Err(_) => false,
     }
 }
@@ -202,10 +209,11 @@ async fn run(
     conn: ConnId,
     inbox: &Inbox,
 ) {
-    let (session, admin, patterns, auth) = shared.with_core(|core, _| {
+    let (session, admin, operator, patterns, auth) = shared.with_core(|core, _| {
         (
             core.session_id(conn).unwrap_or_default().to_owned(),
-            core.session_allows(conn, Action::Admin, "/clasp/sessions"),
+            core.session_allows_pattern(conn, Action::Admin, "/clasp/sessions/*"),
+            core.session_allows_pattern(conn, Action::Read, "/clasp/sessions/**"),
             core.session_read_patterns(conn),
             core.auth().required(),
         )
@@ -215,6 +223,7 @@ async fn run(
         session,
         auth,
         admin,
+        operator,
         read_all: patterns.iter().any(|p| p == "/**"),
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -238,6 +247,8 @@ async fn run(
         paused: false,
     };
     let mut full = true;
+    // The params the page holds.
+    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut batch = tokio::time::interval(BATCH);
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slow = tokio::time::interval(SLOW);
@@ -274,6 +285,9 @@ async fn run(
                 if full || !pending.params.is_empty() || !pending.removed.is_empty() {
                     let mut items: Vec<ParamRow> = pending.params.drain().map(|(_, v)| v).collect();
                     writers(shared, &mut items);
+                    for r in &items {
+                        known.insert(r.a.clone());
+                    }
                     let msg = ToPage::Params {
                         now,
                         full,
@@ -298,15 +312,38 @@ async fn run(
                 }
             }
             _ = slow.tick() => {
-                let (sessions, metrics) = snapshot(shared);
+                // Params the viewer has that are gone (expired): removed from its page.
+                gone(shared, &mut known, &mut pending);
+                let (sessions, metrics) = snapshot(shared, conn, operator);
                 if !send(socket, &sessions).await || !send(socket, &metrics).await {
                     return;
                 }
-                if let Some(bridges) = bridges(sources) && !send(socket, &bridges).await {
+                if operator && let Some(bridges) = bridges(sources) && !send(socket, &bridges).await {
                     return;
                 }
             }
         }
+    }
+}
+
+/// Moves the params the page holds that are no longer in the store (expired) to `removed`.
+fn gone(
+    shared: &Arc<Shared>,
+    known: &mut std::collections::HashSet<String>,
+    pending: &mut Pending,
+) {
+    let core = shared.core.lock();
+    let store = core.params();
+    let before = known.len();
+    known.retain(|a| {
+        let here = store.get(a).is_some() || pending.params.contains_key(a);
+        if !here {
+            pending.removed.push(a.clone());
+        }
+        here
+    });
+    if known.len() != before {
+        tracing::trace!(removed = before - known.len(), "console: params gone");
     }
 }
 
@@ -379,6 +416,19 @@ fn handle(
                     ));
                 }
                 let by = core.session_id(conn).unwrap_or("console").to_owned();
+                let target = core.sessions_info().into_iter().find(|s| *s.id == *session);
+                if let Some(t) = &target
+                    && let Some(Link::Adapter(i)) = core.handle_of(t.conn)
+                    && !matches!(i.peer(), Some(("mqtt" | "osc", _)))
+                {
+                    return Err((
+                        format!(
+                            "{} runs inside the router and cannot be ended from the console",
+                            t.name
+                        ),
+                        403,
+                    ));
+                }
                 if core.kick(&session, &by, now) {
                     Ok(())
                 } else {
@@ -410,10 +460,16 @@ fn refused(id: u64, error: String, code: u16) -> ToPage {
 }
 
 /// The session list and the router's counters, as the page shows them.
-fn snapshot(shared: &Arc<Shared>) -> (ToPage, ToPage) {
+fn snapshot(shared: &Arc<Shared>, viewer: ConnId, operator: bool) -> (ToPage, ToPage) {
     let now = shared.now().wall;
     let core = shared.core.lock();
-    let infos: Vec<SessionInfo> = core.sessions_info();
+    // Who else is connected, from where, with whose token, is for viewers that may read
+    // `/clasp/sessions/**` (admins included); others see their own session only.
+    let infos: Vec<SessionInfo> = core
+        .sessions_info()
+        .into_iter()
+        .filter(|s| operator || s.conn == viewer)
+        .collect();
     let items = infos
         .into_iter()
         .map(|s| {
@@ -449,6 +505,7 @@ fn snapshot(shared: &Arc<Shared>) -> (ToPage, ToPage) {
     let links = core
         .p2p_links()
         .into_iter()
+        .filter(|_| operator)
         .map(|(a, b, t)| (a.to_string(), b.to_string(), ms(t)))
         .collect();
     let m = core.metrics();

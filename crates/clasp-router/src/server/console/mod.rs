@@ -14,7 +14,7 @@ mod protocol;
 use axum::Router as HttpRouter;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -65,10 +65,55 @@ async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }
 
-async fn feed(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Whether a browser's `Origin` names this router (its `Host`): a page of another site must
+/// not drive the console with the viewer's browser. Clients that send no `Origin` (not a
+/// browser) are let through: they need the token anyway.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host))
+}
+
+async fn feed(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the console's feed takes pages of this router only (Origin differs from Host)",
+        )
+            .into_response();
+    }
     let shared = state.shared.clone();
     let tracker = state.tracker.clone();
     let sources = state.metrics.clone();
     ws.max_message_size(live::MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| tracker.track_future(live::serve(shared, sources, socket)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pages_of_this_router_drive_the_feed() {
+        let h = |origin: Option<&str>, host: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            if let Some(o) = origin {
+                m.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            same_origin(&m)
+        };
+        assert!(h(Some("http://127.0.0.1:7330"), "127.0.0.1:7330"));
+        assert!(h(Some("https://Router.local:7330"), "router.local:7330"));
+        assert!(h(None, "127.0.0.1:7330"), "not a browser");
+        assert!(!h(Some("http://evil.example"), "127.0.0.1:7330"));
+        assert!(!h(Some("http://127.0.0.1:7331"), "127.0.0.1:7330"));
+        assert!(!h(Some("null"), "127.0.0.1:7330"));
+    }
 }

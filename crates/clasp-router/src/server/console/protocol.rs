@@ -104,8 +104,11 @@ pub(crate) enum ToPage {
         session: String,
         /// Whether the router requires tokens.
         auth: bool,
-        /// Whether the viewer may end sessions.
+        /// Whether the viewer may end sessions (admin scope on `/clasp/sessions/*`).
         admin: bool,
+        /// Whether the viewer sees every session, P2P link and bridge (read scope on
+        /// `/clasp/sessions/**`); others see their own session only.
+        operator: bool,
         /// Whether the viewer may read every address (else the tree shows what it may).
         read_all: bool,
         version: &'static str,
