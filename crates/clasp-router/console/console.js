@@ -10,6 +10,7 @@ const SPARK = 60; // values kept per numeric signal
 const st = {
   ws: null, token: sessionStorage.getItem('clasp-console-token'), admin: false,
   params: new Map(), rows: new Map(), rebuild: true, dirty: new Set(), flashed: new Map(),
+  expanded: new Set(JSON.parse(sessionStorage.getItem('clasp-console-open') ?? '[]')),
   filter: '', filterFn: () => true,
   signals: new Map(), signalRows: new Map(), signalRebuild: false, paused: false,
   sessions: [], links: [], bridges: [], metrics: [], nextId: 1, waiting: new Map(), frame: 0,
@@ -130,7 +131,7 @@ function age(t) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
-function paramRow(p) {
+function paramRow(p, depth = null) {
   const tr = document.createElement('tr');
   tr.dataset.address = p.a;
   for (const cls of ['addr', 'value', 'rev', 'writer', 'age']) {
@@ -138,7 +139,14 @@ function paramRow(p) {
     td.className = cls;
     tr.appendChild(td);
   }
-  tr.children[0].textContent = p.a;
+  // In the tree, a leaf shows its last segment under its folder; in a list, the address.
+  if (depth === null) {
+    tr.children[0].textContent = p.a;
+  } else {
+    tr.children[0].textContent = p.a.slice(p.a.lastIndexOf('/') + 1);
+    tr.children[0].title = p.a;
+    tr.children[0].style.paddingLeft = `${0.5 + depth * 1.2}em`;
+  }
   tr.children[1].title = 'click to edit';
   fillRow(tr, p);
   return tr;
@@ -158,18 +166,15 @@ function renderParams() {
     st.rebuild = false;
     st.dirty.clear();
     const all = [...st.params.keys()].filter(st.filterFn).sort();
-    const list = all.slice(0, MAX_ROWS);
     st.rows.clear();
     st.flashed.clear();
     const frag = document.createDocumentFragment();
-    for (const a of list) {
-      const tr = paramRow(st.params.get(a));
-      st.rows.set(a, tr);
-      frag.appendChild(tr);
-    }
+    // With a filter: the matching params, flat. Without: a tree of the address segments,
+    // folders collapsed until opened.
+    const shown = st.filter ? flat(all, frag) : tree(all, frag);
     body.replaceChildren(frag);
     $('#param-count').textContent = `${st.params.size} params${all.length !== st.params.size ? `, ${all.length} match` : ''}`;
-    $('#param-more').textContent = all.length > MAX_ROWS ? `${all.length - MAX_ROWS} more not shown: narrow the filter` : '';
+    $('#param-more').textContent = shown > MAX_ROWS ? `${shown - MAX_ROWS} more rows not shown: narrow the filter or close a folder` : '';
     return;
   }
   const now = performance.now();
@@ -183,6 +188,66 @@ function renderParams() {
   }
   st.dirty.clear();
   unflash(now);
+}
+
+function flat(addresses, frag) {
+  for (const a of addresses.slice(0, MAX_ROWS)) {
+    const tr = paramRow(st.params.get(a));
+    st.rows.set(a, tr);
+    frag.appendChild(tr);
+  }
+  return addresses.length;
+}
+
+// The params as a tree of their address segments: a folder row per prefix (with how many
+// params are below it), opened and closed with a click; leaves are param rows. Returns the
+// rows it would show (at most MAX_ROWS are drawn).
+function tree(addresses, frag) {
+  const counts = new Map();
+  for (const a of addresses) {
+    let i = a.indexOf('/', 1);
+    while (i > 0) {
+      const prefix = a.slice(0, i);
+      counts.set(prefix, (counts.get(prefix) ?? 0) + 1);
+      i = a.indexOf('/', i + 1);
+    }
+  }
+  const emitted = new Set();
+  let rowsShown = 0;
+  const add = (tr) => { rowsShown++; if (rowsShown <= MAX_ROWS) frag.appendChild(tr); };
+  for (const a of addresses) {
+    let open = true;
+    let i = a.indexOf('/', 1);
+    let depth = 0;
+    while (i > 0 && open) {
+      const prefix = a.slice(0, i);
+      if (!emitted.has(prefix)) {
+        emitted.add(prefix);
+        add(folderRow(prefix, depth, counts.get(prefix)));
+      }
+      open = st.expanded.has(prefix);
+      depth++;
+      i = a.indexOf('/', i + 1);
+    }
+    if (!open) continue;
+    const tr = paramRow(st.params.get(a), depth);
+    if (rowsShown < MAX_ROWS) st.rows.set(a, tr);
+    add(tr);
+  }
+  return rowsShown;
+}
+
+function folderRow(prefix, depth, count) {
+  const tr = document.createElement('tr');
+  tr.className = 'folder';
+  tr.dataset.folder = prefix;
+  const td = document.createElement('td');
+  td.colSpan = 5;
+  td.style.paddingLeft = `${0.5 + depth * 1.2}em`;
+  const name = prefix.slice(prefix.lastIndexOf('/') + 1) || '/';
+  td.textContent = `${st.expanded.has(prefix) ? '▾' : '▸'} ${name}/  (${count})`;
+  tr.appendChild(td);
+  return tr;
 }
 
 // Rows changed in the last 300 ms are highlighted; one pass clears the old ones.
@@ -455,6 +520,15 @@ addEventListener('DOMContentLoaded', () => {
   for (const b of document.querySelectorAll('nav button')) b.onclick = () => show(b.dataset.tab);
   $('#param-filter').addEventListener('input', (e) => setFilter(e.target.value));
   $('#params').addEventListener('click', (e) => {
+    const folder = e.target.closest('tr.folder');
+    if (folder) {
+      const f = folder.dataset.folder;
+      if (st.expanded.has(f)) st.expanded.delete(f); else st.expanded.add(f);
+      sessionStorage.setItem('clasp-console-open', JSON.stringify([...st.expanded]));
+      st.rebuild = true;
+      schedule();
+      return;
+    }
     const td = e.target.closest('td.value');
     if (td) edit(td);
   });
