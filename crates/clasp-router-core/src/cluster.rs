@@ -252,10 +252,7 @@ impl<H: Clone> Router<H> {
             .config
             .param_ttl
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
-        let expires_at = match ttl {
-            Some(0) | None => None,
-            Some(secs) => Some(now.wall.saturating_add(u64::from(secs) * 1_000_000)),
-        };
+        let expires_at = state::ttl_expiry(now.wall, ttl);
         let write = Write {
             value: set.value,
             expected: None,

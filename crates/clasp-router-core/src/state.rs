@@ -51,8 +51,19 @@ pub struct Write<'a> {
     pub lock: bool,
     /// Release the lock (holder only).
     pub unlock: bool,
-    /// Time to live in seconds from now (`Some(0)` = never expire).
+    /// Time to live as a v4 SET carries it (see [`ttl_expiry`]; `Some(0)` = never expire).
     pub ttl: Option<u32>,
+}
+
+/// When a param written at `now` (wall µs) with the TTL a v4 SET carries expires: `0` never;
+/// otherwise the low 31 bits are seconds after this write. The high bit marks v4's "absolute"
+/// TTL (counted from the last write, as here); without it v4 means "sliding" (from the last
+/// access), which is counted from the last write too until reads refresh it (issue 19).
+pub fn ttl_expiry(now: u64, ttl: Option<u32>) -> Option<u64> {
+    match ttl.map(|t| t & 0x7FFF_FFFF) {
+        None | Some(0) => None,
+        Some(secs) => Some(now.saturating_add(u64::from(secs) * 1_000_000)),
+    }
 }
 
 /// Why a write was refused.
@@ -259,10 +270,7 @@ impl ParamStore {
         self.check(address, writer, write)?;
         let growth = self.growth(address, write.value);
         self.bytes = self.bytes.saturating_add_signed(growth);
-        let expires_at = match write.ttl {
-            Some(0) | None => None,
-            Some(secs) => Some(now.saturating_add(u64::from(secs) * 1_000_000)),
-        };
+        let expires_at = ttl_expiry(now, write.ttl);
         let key = match self.params.get_key_value(address) {
             Some((k, _)) => k.clone(),
             None => Arc::from(address),
@@ -583,6 +591,15 @@ mod tests {
         let (present, removed) = s.take_dirty();
         assert!(present.is_empty());
         assert_eq!(removed, vec![Arc::<str>::from("/t")]);
+        // v4's "absolute" TTL (high bit): the same seconds after the write, not 68 years.
+        t.ttl = Some(0x8000_0000 | 5);
+        s.write("/abs", &a, &t, 10_000_000).unwrap();
+        assert_eq!(s.get("/abs").unwrap().expires_at, Some(15_000_000));
+        t.ttl = Some(0x8000_0000);
+        s.write("/never", &a, &t, 0).unwrap();
+        assert_eq!(s.get("/never").unwrap().expires_at, None);
+        assert!(s.expire(15_000_000).iter().any(|(a, _)| &**a == "/abs"));
+        t.ttl = Some(2);
         // A later write without TTL clears an existing TTL.
         s.write("/u", &a, &t, 0).unwrap();
         s.write("/u", &a, &w(&v), 0).unwrap();
