@@ -8,27 +8,22 @@
 #[path = "../../clasp-cluster/tests/nats_support/mod.rs"]
 mod nats_support;
 mod support;
+#[path = "support/client.rs"]
+mod support_client;
 
 use std::time::Duration;
 
-use clasp_client::{Client, Error, ReconnectPolicy, Value};
+use clasp_client::{Error, Value};
 use clasp_router::server::{ClusterConfig, Server, ServerConfig};
 use futures_util::StreamExt;
 use nats_support::Nats;
 use support::{Router, within};
+use support_client::client;
 
 async fn router(n: &Nats, name: &str) -> Router {
     let url = n.url();
     let name = name.to_owned();
     Router::start_with(move |c| c.cluster = Some(ClusterConfig::new(vec![url], name))).await
-}
-
-async fn client(r: &Router) -> Client {
-    Client::builder(&r.url)
-        .reconnect(ReconnectPolicy::disabled())
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

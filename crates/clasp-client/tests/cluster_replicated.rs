@@ -10,13 +10,16 @@
 #[path = "../../clasp-cluster/tests/nats_support/mod.rs"]
 mod nats_support;
 mod support;
+#[path = "support/client.rs"]
+mod support_client;
 
 use std::time::{Duration, Instant};
 
-use clasp_client::{Client, ReconnectPolicy, Value};
+use clasp_client::Value;
 use clasp_router::server::ClusterConfig;
 use nats_support::NatsCluster;
 use support::Router;
+use support_client::client;
 
 async fn router(urls: Vec<String>) -> Router {
     Router::start_with(move |c| {
@@ -26,14 +29,6 @@ async fn router(urls: Vec<String>) -> Router {
         c.cluster = Some(cfg);
     })
     .await
-}
-
-async fn client(r: &Router) -> Client {
-    Client::builder(&r.url)
-        .reconnect(ReconnectPolicy::disabled())
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

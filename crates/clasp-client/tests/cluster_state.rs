@@ -9,29 +9,24 @@
 #[path = "../../clasp-cluster/tests/nats_support/mod.rs"]
 mod nats_support;
 mod support;
+#[path = "support/client.rs"]
+mod support_client;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clasp_client::{Client, Error, Message, ReconnectPolicy, SetOptions, Value};
+use clasp_client::{Error, Message, SetOptions, Value};
 use clasp_proto::{Publish, PublishPayload, Set, SignalType};
 use clasp_router::server::ClusterConfig;
 use futures_util::StreamExt;
 use nats_support::Nats;
 use support::{Router, within};
+use support_client::client;
 
 async fn router(n: &Nats) -> Router {
     let url = n.url();
     Router::start_with(move |c| c.cluster = Some(ClusterConfig::new(vec![url], "state"))).await
-}
-
-async fn client(r: &Router) -> Client {
-    Client::builder(&r.url)
-        .reconnect(ReconnectPolicy::disabled())
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn set(address: &str, v: i64) -> Message {

@@ -29,18 +29,8 @@ impl<H: Clone> Router<H> {
                 if self.sessions.contains_key(&session) {
                     return;
                 }
-                self.cluster
-                    .remote_peers
-                    .insert(session, (router, frame.clone()));
-                let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
-                self.fan_out(
-                    &address,
-                    SignalType::Event,
-                    Sender::Router,
-                    None,
-                    now,
-                    || Outgoing::Event(frame.clone()),
-                );
+                self.p2p_event(P2P_ANNOUNCE, &frame, Sender::Router, now);
+                self.cluster.remote_peers.insert(session, (router, frame));
             }
             P2pIn::Signal(target, frame) => {
                 if let Some(&to) = self.sessions.get(&target) {

@@ -21,16 +21,17 @@ impl<H: Clone> Router<H> {
         let Ok(frame) = clasp_proto::encode(&msg) else {
             return;
         };
-        let address: Arc<str> = Arc::from(P2P_LEAVE);
-        self.fan_out(
-            &address,
-            SignalType::Event,
-            Sender::Router,
-            None,
-            now,
-            || Outgoing::Event(frame.clone()),
-        );
+        self.p2p_event(P2P_LEAVE, &frame, Sender::Router, now);
         self.flush();
+    }
+
+    /// Fans out a P2P announce or leave frame to every subscriber of `address`, whatever its
+    /// type filter.
+    pub(super) fn p2p_event(&mut self, address: &str, frame: &Bytes, sender: Sender, now: Now) {
+        let address: Arc<str> = Arc::from(address);
+        self.fan_out(&address, SignalType::Event, sender, None, now, || {
+            Outgoing::Event(frame.clone())
+        });
     }
 
     /// A PUBLISH from a bundle: encoded once, then handled like one from a frame.
@@ -61,16 +62,7 @@ impl<H: Clone> Router<H> {
             if let Some(id) = self.writer_id(conn) {
                 self.cluster_p2p(cluster::P2pOut::Announce(id, p.frame.clone()));
             }
-            let address: Arc<str> = Arc::from(P2P_ANNOUNCE);
-            // Announces reach every subscriber of the address, whatever its type filter.
-            self.fan_out(
-                &address,
-                SignalType::Event,
-                Sender::Excluded(conn),
-                None,
-                now,
-                || Outgoing::Event(p.frame.clone()),
-            );
+            self.p2p_event(P2P_ANNOUNCE, &p.frame, Sender::Excluded(conn), now);
             return;
         }
         if let Err(r) = check_address(p.address) {

@@ -289,6 +289,11 @@ impl<H: Clone> Router<H> {
         }
     }
 
+    /// The connection of session `id`, if it is here.
+    pub fn conn_of(&self, id: &str) -> Option<ConnId> {
+        self.sessions.get(id).copied()
+    }
+
     /// The transport handle of a connection.
     pub fn handle_of(&self, conn: ConnId) -> Option<&H> {
         self.conns.get(&conn).map(|c| &c.handle)

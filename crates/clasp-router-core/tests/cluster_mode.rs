@@ -36,6 +36,21 @@ fn answer(h: &mut Harness, id: u64, outcome: ClusterOutcome) {
     h.core(|r, now| r.cluster_written(id, outcome, now));
 }
 
+/// A writer and a reader of `/s/**`; the writer sends a bundle of SETs `/s/a` and `/s/b` and
+/// the event `/s/go`: the writes it queued for the authority.
+fn scene(h: &mut Harness, qos: Option<Qos>) -> (Client, Client, Vec<ClusterWrite>) {
+    let (w, reader) = (h.client(), h.client());
+    h.sub(&reader, 1, "/s/**");
+    let b = bundle(vec![
+        set("/s/a", Value::Int(1)),
+        set("/s/b", Value::Int(2)),
+        event("/s/go", Value::Null),
+    ]);
+    h.send_qos(&w, b, qos);
+    let ws = writes(h);
+    (w, reader, ws)
+}
+
 /// Addresses of the SETs and PUBLISHes among `msgs`, in order.
 fn addresses(msgs: &[Message]) -> Vec<String> {
     msgs.iter()
@@ -50,18 +65,7 @@ fn addresses(msgs: &[Message]) -> Vec<String> {
 #[test]
 fn the_writing_router_applies_a_bundle_once_every_set_is_written() {
     let mut h = clustered();
-    let (w, reader) = (h.client(), h.client());
-    h.sub(&reader, 1, "/s/**");
-    h.send_qos(
-        &w,
-        bundle(vec![
-            set("/s/a", Value::Int(1)),
-            set("/s/b", Value::Int(2)),
-            event("/s/go", Value::Null),
-        ]),
-        Some(Qos::Confirm),
-    );
-    let ws = writes(&mut h);
+    let (w, reader, ws) = scene(&mut h, Some(Qos::Confirm));
     assert_eq!(ws.len(), 2);
     let mark = ws[0].bundle.clone().expect("a bundle mark");
     assert_eq!(ws[1].bundle, Some(mark.clone()));
@@ -86,18 +90,7 @@ fn the_writing_router_applies_a_bundle_once_every_set_is_written() {
 #[test]
 fn a_set_the_cluster_refuses_after_others_stood_is_reported_and_counted() {
     let mut h = clustered();
-    let (w, reader) = (h.client(), h.client());
-    h.sub(&reader, 1, "/s/**");
-    h.send_qos(
-        &w,
-        bundle(vec![
-            set("/s/a", Value::Int(1)),
-            set("/s/b", Value::Int(2)),
-            event("/s/go", Value::Null),
-        ]),
-        Some(Qos::Confirm),
-    );
-    let ws = writes(&mut h);
+    let (w, reader, ws) = scene(&mut h, Some(Qos::Confirm));
     answer(&mut h, ws[0].id, ClusterOutcome::Written(10));
     answer(&mut h, ws[1].id, ClusterOutcome::Conflict);
     // What was written is delivered with the signals, as the other routers deliver it.
@@ -320,17 +313,7 @@ fn a_ttl_travels_with_the_write_and_expiry_asks_the_authority_to_delete() {
 #[test]
 fn the_watch_bringing_an_own_bundle_first_does_not_split_it() {
     let mut h = clustered();
-    let (w, reader) = (h.client(), h.client());
-    h.sub(&reader, 1, "/s/**");
-    h.send(
-        &w,
-        bundle(vec![
-            set("/s/a", Value::Int(1)),
-            set("/s/b", Value::Int(2)),
-            event("/s/go", Value::Null),
-        ]),
-    );
-    let ws = writes(&mut h);
+    let (_w, reader, ws) = scene(&mut h, None);
     let mark = ws[0].bundle.clone().unwrap();
     // The bucket's watch brings the first SET before the authority's answers.
     let echo = RemoteChange {

@@ -17,6 +17,9 @@ use super::cluster::Status;
 use super::cluster_locks::Locks;
 use crate::core::{ClusterOutcome, ClusterWrite};
 
+// The core bounds a bundle's signals by what a record can hold.
+const _: () = assert!(crate::core::MAX_MARK_SIGNALS <= clasp_cluster::record::MAX_BUNDLE_SIGNALS);
+
 /// Writes sent to JetStream and not yet confirmed, at most.
 const MAX_IN_FLIGHT: usize = 1024;
 

@@ -416,16 +416,11 @@ fn handle(
                     ));
                 }
                 let by = core.session_id(conn).unwrap_or("console").to_owned();
-                let target = core.sessions_info().into_iter().find(|s| *s.id == *session);
-                if let Some(t) = &target
-                    && let Some(Link::Adapter(i)) = core.handle_of(t.conn)
+                if let Some(Link::Adapter(i)) = core.conn_of(&session).and_then(|c| core.handle_of(c))
                     && !matches!(i.peer(), Some(("mqtt" | "osc", _)))
                 {
                     return Err((
-                        format!(
-                            "{} runs inside the router and cannot be ended from the console",
-                            t.name
-                        ),
+                        format!("session {session} runs inside the router and cannot be ended from the console"),
                         403,
                     ));
                 }
