@@ -133,6 +133,8 @@ pub(crate) struct ServerArgs {
     no_console: bool,
     #[command(flatten)]
     cluster: crate::cluster::ClusterArgs,
+    #[command(flatten)]
+    journal: crate::journal::JournalArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,6 +214,8 @@ struct FileConfig {
     cluster: Option<crate::cluster::ClusterFile>,
     /// Serve the web console at /console (default true).
     console: Option<bool>,
+    /// The journal and history (see docs/time.md).
+    journal: Option<crate::journal::JournalFile>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -311,6 +315,7 @@ pub(crate) fn build_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     if let Some(ms) = file.flush_interval_ms {
         c.flush_interval = Duration::from_millis(ms.max(1));
     }
+    crate::journal::apply(&args.journal, file.journal, &mut c)?;
     if let Some(s) = args.param_ttl.or(file.param_ttl_secs) {
         c.router.param_ttl = (s > 0).then(|| Duration::from_secs(s));
     }

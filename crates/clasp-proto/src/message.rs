@@ -1,4 +1,4 @@
-//! The 17 CLASP v3 messages (protocol.md §3) and their enumerations (§2.4).
+//! The 17 CLASP v3 messages (protocol.md §3), v4's REPLAY, and their enumerations (§2.4).
 
 use crate::error_code::ErrorCode;
 use crate::frame::Qos;
@@ -24,6 +24,8 @@ pub mod code {
     pub const GET: u8 = 0x22;
     /// SNAPSHOT.
     pub const SNAPSHOT: u8 = 0x23;
+    /// REPLAY (v4): journal entries from a time range.
+    pub const REPLAY: u8 = 0x24;
     /// BUNDLE.
     pub const BUNDLE: u8 = 0x30;
     /// SYNC.
@@ -564,6 +566,23 @@ pub struct QueryResult {
     pub signals: Vec<SignalDef>,
 }
 
+/// REPLAY (0x24, a v4 addition): asks the router for the journaled SETs and PUBLISHes of a
+/// pattern in a time range. The router answers each entry as the SET (with its revision) or
+/// PUBLISH it broadcast, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Replay {
+    /// The addresses to replay.
+    pub pattern: Str,
+    /// From this router wall-clock time (µs since the Unix epoch), inclusive.
+    pub from: Option<u64>,
+    /// To this router wall-clock time (µs), inclusive.
+    pub to: Option<u64>,
+    /// At most this many entries (the first ones of the range).
+    pub limit: Option<u32>,
+    /// The signal types wanted (the SUBSCRIBE mask; all when empty).
+    pub types: SignalTypes,
+}
+
 /// A CLASP message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -585,6 +604,8 @@ pub enum Message {
     Get(Get),
     /// SNAPSHOT (0x23).
     Snapshot(Snapshot),
+    /// REPLAY (0x24, v4).
+    Replay(Replay),
     /// BUNDLE (0x30).
     Bundle(Bundle),
     /// SYNC (0x40).
@@ -616,6 +637,7 @@ impl Message {
             Message::Set(_) => code::SET,
             Message::Get(_) => code::GET,
             Message::Snapshot(_) => code::SNAPSHOT,
+            Message::Replay(_) => code::REPLAY,
             Message::Bundle(_) => code::BUNDLE,
             Message::Sync(_) => code::SYNC,
             Message::Ping => code::PING,
@@ -635,7 +657,10 @@ impl Message {
     /// The QoS the official encoders put on this message (protocol.md §5.4).
     pub fn default_qos(&self) -> Qos {
         match self {
-            Message::Set(_) | Message::Subscribe(_) | Message::Unsubscribe(_) => Qos::Confirm,
+            Message::Set(_)
+            | Message::Subscribe(_)
+            | Message::Unsubscribe(_)
+            | Message::Replay(_) => Qos::Confirm,
             Message::Publish(p) => p.signal.default_qos(),
             Message::Bundle(_) => Qos::Commit,
             _ => Qos::Fire,
@@ -655,6 +680,7 @@ pub fn name_of(code: u8) -> Option<&'static str> {
         code::SET => "SET",
         code::GET => "GET",
         code::SNAPSHOT => "SNAPSHOT",
+        code::REPLAY => "REPLAY",
         code::BUNDLE => "BUNDLE",
         code::SYNC => "SYNC",
         code::PING => "PING",
@@ -680,6 +706,6 @@ macro_rules! impl_from_payload {
 impl_from_payload!(
     Hello => Hello, Welcome => Welcome, Announce => Announce, Subscribe => Subscribe,
     Unsubscribe => Unsubscribe, Publish => Publish, Set => Set, Get => Get, Snapshot => Snapshot,
-    Bundle => Bundle, ClockSync => Sync, Ack => Ack, ErrorMessage => Error, Query => Query,
+    Replay => Replay, Bundle => Bundle, ClockSync => Sync, Ack => Ack, ErrorMessage => Error, Query => Query,
     QueryResult => Result,
 );

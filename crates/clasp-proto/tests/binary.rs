@@ -556,3 +556,33 @@ fn payload_len_is_the_encoded_payload_length() {
         assert_eq!(codec::payload_len(m).unwrap(), frame.len() - 4, "{m:?}");
     }
 }
+
+/// REPLAY (v4, 0x24) as the v4 encoder lays it out: flags (0x80 from, 0x40 to, 0x20 limit),
+/// the pattern, the present fields in that order, then the type mask.
+#[test]
+fn replay_layout() {
+    let m = Message::Replay(Replay {
+        pattern: "/a/**".into(),
+        from: Some(1),
+        to: None,
+        limit: Some(7),
+        types: SignalTypes::of(&[SignalType::Param, SignalType::Event]),
+    });
+    let mut payload = Vec::new();
+    m.encode_payload(&mut payload).unwrap();
+    let mut want = vec![0x24, 0xA0, 0x00, 0x05];
+    want.extend_from_slice(b"/a/**");
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.extend_from_slice(&7u32.to_be_bytes());
+    want.push(0x03);
+    assert_eq!(payload, want);
+    assert_eq!(Message::decode(&payload).unwrap(), m);
+    // All types and no options: mask 0xFF, flags 0.
+    let m = Message::Replay(Replay {
+        pattern: "/x".into(),
+        ..Default::default()
+    });
+    payload.clear();
+    m.encode_payload(&mut payload).unwrap();
+    assert_eq!(payload, [0x24, 0x00, 0x00, 0x02, b'/', b'x', 0xFF]);
+}

@@ -52,6 +52,15 @@ pub struct RouterConfig {
     /// the limit are dropped with ERROR 429 (at most one ERROR per second); a BUNDLE costs one
     /// message per inner message.
     pub rate_limit: Option<RateLimit>,
+    /// The signal kinds journaled (and kept as recent values for history): params and
+    /// events by default.
+    pub journal_kinds: clasp_proto::SignalTypes,
+    /// Without a journal: the broadcasts of each address kept for the `history` SUBSCRIBE
+    /// option (0: none, and history is refused).
+    pub history_depth: usize,
+    /// Without a journal: the most bytes those recent broadcasts take in all (the oldest go
+    /// first).
+    pub history_bytes: usize,
 }
 
 /// A token bucket: `per_sec` messages a second on average, bursts of up to `burst`.
@@ -89,6 +98,12 @@ impl Default for RouterConfig {
                 per_sec: 10_000,
                 burst: 20_000,
             }),
+            journal_kinds: clasp_proto::SignalTypes::of(&[
+                clasp_proto::SignalType::Param,
+                clasp_proto::SignalType::Event,
+            ]),
+            history_depth: 8,
+            history_bytes: 16 << 20,
         }
     }
 }

@@ -33,6 +33,10 @@ impl<H: Clone> Router<H> {
         make: impl Fn() -> Outgoing,
         make_typed: impl Fn() -> Option<Message>,
     ) {
+        if self.journal.wants(signal, address) {
+            let out = make();
+            self.journal_record(signal, address, out.frame(), now);
+        }
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
         self.index.for_each_match(address, |k| keys.push(k));
@@ -63,6 +67,9 @@ impl<H: Clone> Router<H> {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
+            if self.wire_only && c.adapter {
+                continue;
+            }
             let Some(sess) = c.session.as_mut() else {
                 continue;
             };
@@ -165,7 +172,7 @@ impl<H: Clone> Router<H> {
             }
         }
         self.scratch = keys;
-        if !shared.is_empty() {
+        if !shared.is_empty() && !self.wire_only {
             let o = match &out {
                 Some(o) => o.clone(),
                 None => make(),

@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod history;
 pub mod index;
 pub mod metrics;
 pub mod recorder;
@@ -27,6 +28,7 @@ mod cluster_links;
 mod durable;
 mod fanout;
 mod handshake;
+mod journal;
 mod output;
 mod publish;
 mod reads;
@@ -70,7 +72,9 @@ pub use cluster::{
 };
 pub use cluster_bundles::{MAX_MARK_BYTES, MAX_MARK_SIGNALS};
 pub use config::{RateLimit, RouterConfig};
+pub use history::HistoryPicker;
 use index::SubscriptionIndex;
+pub use journal::{JournalEntry, JournalRequest, ReplayEnd, ReplayRequest, signal_of_bit};
 pub use metrics::{Metrics, RefusalKind};
 pub use refusal::{Operation, Refusal};
 use state::{ParamStore, Write, WriteError};
@@ -182,6 +186,11 @@ pub struct Router<H> {
     dirty: Vec<ConnId>,
     metrics: Metrics,
     last_now: Now,
+    /// The journal's numbering, recent values, held connections (see [`journal`]).
+    journal: journal::Log<H>,
+    /// The fan-out in progress skips adapter sessions (an expiry notice: adapters such as
+    /// MQTT have their own rules for what an expiry tells subscribers).
+    wire_only: bool,
 }
 
 impl<H> std::fmt::Debug for Router<H> {
@@ -199,6 +208,7 @@ impl<H: Clone> Router<H> {
     /// A router with `config`, taking session ids from `ids`.
     pub fn new(config: RouterConfig, ids: IdSource) -> Self {
         let store = ParamStore::with_budget(config.max_params, config.max_param_bytes);
+        let journal = journal::Log::new(&config);
         let mut r = Router {
             config,
             ids,
@@ -229,6 +239,8 @@ impl<H: Clone> Router<H> {
             dirty: Vec::new(),
             metrics: Metrics::default(),
             last_now: Now { mono: 0, wall: 0 },
+            journal,
+            wire_only: false,
         };
         r.timers.push(Reverse((SWEEP_INTERVAL_US, Timer::Sweep)));
         r
@@ -339,6 +351,7 @@ impl<H: Clone> Router<H> {
         self.signals.remove_owner(conn);
         self.queries.retain(|q| q.conn() != conn);
         self.busy.remove(&conn);
+        self.journal_close(conn);
         self.drop_commits(conn);
         self.p2p_links
             .retain(|(a, b), _| *a != session.id && *b != session.id);
@@ -494,6 +507,7 @@ impl<H: Clone> Router<H> {
             Message::Bundle(b) => self.on_bundle(conn, qos, b, now),
             Message::Announce(a) => self.on_announce(conn, qos, a, now),
             Message::Query(q) => self.on_query(conn, &q.pattern, now),
+            Message::Replay(r) => self.on_replay(conn, qos, r),
             Message::Sync(s) => {
                 let reply = ClockSync {
                     t1: s.t1,

@@ -28,6 +28,18 @@ pub struct Metrics {
     pub bundles_scheduled: u64,
     /// Params removed because their TTL ran out.
     pub params_expired: u64,
+    /// Broadcasts handed to the journal.
+    pub journaled: u64,
+    /// Subscriptions that asked for history.
+    pub history_requests: u64,
+    /// Broadcasts sent as history.
+    pub history_sent: u64,
+    /// Histories given up (late, or too much waited behind them).
+    pub history_late: u64,
+    /// REPLAYs accepted.
+    pub replays: u64,
+    /// Entries sent in answer to REPLAYs.
+    pub replayed: u64,
     /// HELLOs refused for their token.
     pub auth_failures: u64,
     /// Messages refused for lack of scope (ERROR 301 or 403).
@@ -148,6 +160,12 @@ impl Default for Metrics {
             gesture_moves_coalesced: 0,
             bundles_scheduled: 0,
             params_expired: 0,
+            journaled: 0,
+            history_requests: 0,
+            history_sent: 0,
+            history_late: 0,
+            replays: 0,
+            replayed: 0,
             auth_failures: 0,
             forbidden: 0,
             sessions_revoked: 0,

@@ -6,6 +6,7 @@ use super::*;
 impl<H: Clone> Router<H> {
     /// Queues every staged frame as one [`Transmit::Frames`] batch per connection.
     pub(super) fn flush(&mut self) {
+        let mut overflow = Vec::new();
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 let transmit = if c.adapter {
@@ -13,12 +14,31 @@ impl<H: Clone> Router<H> {
                 } else {
                     Transmit::Frames(std::mem::take(&mut c.staged))
                 };
+                // A connection waiting for a history keeps everything until it comes.
+                let transmit = if self.journal.held(conn) {
+                    match self.journal.hold(conn, transmit) {
+                        Ok(full) => {
+                            if full {
+                                overflow.push(conn);
+                            }
+                            continue;
+                        }
+                        Err(t) => t,
+                    }
+                } else {
+                    transmit
+                };
                 self.output.push_back(Output {
                     conn,
                     to: c.handle.clone(),
                     transmit,
                 });
             }
+        }
+        for conn in overflow {
+            let r =
+                Refusal::HistoryLate(format!("over {} MiB of updates waited for the history", 16));
+            self.release_hold(conn, Some(r));
         }
     }
 
@@ -29,6 +49,9 @@ impl<H: Clone> Router<H> {
 
     /// Asks for `conn` to be closed, after the frames already queued for it.
     pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.journal.held(conn) {
+            self.release_hold(conn, None);
+        }
         if let Some(c) = self.conns.get(&conn) {
             self.output.push_back(Output {
                 conn,

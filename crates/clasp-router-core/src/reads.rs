@@ -20,6 +20,11 @@ impl<H: Clone> Router<H> {
             self.refuse(conn, Refusal::UnsupportedOption(opt), Some(s.pattern));
             return;
         }
+        let history = s.options.history.filter(|n| *n > 0);
+        if history.is_some() && !self.journal_on() && !self.journal.ring.enabled() {
+            self.refuse(conn, Refusal::NoHistory, Some(s.pattern));
+            return;
+        }
         let max = self.config.max_subscriptions;
         let max_bytes = self.config.max_subscription_bytes;
         let cost = sub_cost(&s.pattern);
@@ -64,6 +69,9 @@ impl<H: Clone> Router<H> {
         );
         let wants_params = s.types.accepts(SignalType::Param);
         self.index_insert((conn, s.id), pattern.clone());
+        if let Some(count) = history {
+            self.start_history(conn, &pattern, s.types, count);
+        }
         if pattern.matches(P2P_ANNOUNCE)
             && (!self.p2p_announces.is_empty() || self.cluster.has_remote_peers())
         {
@@ -101,6 +109,8 @@ impl<H: Clone> Router<H> {
     }
 
     pub(super) fn on_get(&mut self, conn: ConnId, address: Str) {
+        let wall = self.last_now.wall;
+        self.store.touch(&address, wall);
         match self.store.get(&address) {
             Some(p) => {
                 let snap = Snapshot {
@@ -136,11 +146,5 @@ impl<H: Clone> Router<H> {
 }
 
 pub(super) fn unsupported_option(o: &SubscribeOptions) -> Option<&'static str> {
-    if o.history.is_some() {
-        Some("history")
-    } else if o.window.is_some() {
-        Some("window")
-    } else {
-        None
-    }
+    o.window.is_some().then_some("window")
 }

@@ -278,6 +278,23 @@ pub enum Refusal {
     /// The cluster could not take a write (NATS unreachable, JetStream refused or silent).
     #[error("the cluster could not take the write: {0}")]
     ClusterUnavailable(String),
+    /// REPLAY (or a deep history) on a router that keeps no journal.
+    #[error("this router keeps no journal, so it cannot replay; start it with --journal")]
+    NoJournal,
+    /// History asked of a router that keeps neither a journal nor recent values.
+    #[error(
+        "subscription option `history` needs a journal (--journal) or recent values kept per address (history depth above 0); subscribe without it"
+    )]
+    NoHistory,
+    /// Too many REPLAYs of one session at once.
+    #[error("{0} REPLAYs of this session are being answered already; wait for one to end")]
+    Replays(usize),
+    /// The journal failed while answering.
+    #[error("the journal could not answer: {0}")]
+    Journal(String),
+    /// The history did not come in time; live updates follow without it.
+    #[error("{0}; live updates follow without the history")]
+    HistoryLate(String),
 }
 
 fn announce_text(
@@ -313,7 +330,8 @@ impl Refusal {
             | Refusal::ExpectedHello(_)
             | Refusal::SecondHello
             | Refusal::NoSession
-            | Refusal::UnsupportedOption(_) => ErrorCode::InvalidMessage,
+            | Refusal::UnsupportedOption(_)
+            | Refusal::NoHistory => ErrorCode::InvalidMessage,
             Refusal::Scope(_) | Refusal::ScopeNarrowed | Refusal::P2pSpoof(_) => {
                 ErrorCode::Forbidden
             }
@@ -330,14 +348,19 @@ impl Refusal {
             | Refusal::Gestures { .. }
             | Refusal::Scheduled { .. }
             | Refusal::Announce { .. }
-            | Refusal::QueryBacklog { .. } => ErrorCode::RateLimited,
+            | Refusal::QueryBacklog { .. }
+            | Refusal::Replays(_) => ErrorCode::RateLimited,
             Refusal::ScheduledTooFar { .. }
             | Refusal::BundleMember(_)
             | Refusal::BundleScope { .. } => ErrorCode::BundleRejected,
             Refusal::BundleFailed { cause, .. } | Refusal::BundlePartial { cause, .. } => {
                 cause.code()
             }
-            Refusal::NotDurable { .. } | Refusal::Reply(_) => ErrorCode::Internal,
+            Refusal::NotDurable { .. } | Refusal::Reply(_) | Refusal::Journal(_) => {
+                ErrorCode::Internal
+            }
+            Refusal::NoJournal => ErrorCode::ServiceUnavailable,
+            Refusal::HistoryLate(_) => ErrorCode::Timeout,
             Refusal::ClusterUnavailable(_) => ErrorCode::ServiceUnavailable,
         }
     }
@@ -351,7 +374,9 @@ impl Refusal {
                 RefusalKind::Scope
             }
             Refusal::P2pSpoof(_) => RefusalKind::P2pSpoof,
-            Refusal::RateLimited { .. } | Refusal::QueryBacklog { .. } => RefusalKind::RateLimit,
+            Refusal::RateLimited { .. } | Refusal::QueryBacklog { .. } | Refusal::Replays(_) => {
+                RefusalKind::RateLimit
+            }
             Refusal::Subscriptions { .. } | Refusal::SubscriptionBytes { .. } => {
                 RefusalKind::Subscriptions
             }

@@ -30,6 +30,8 @@ pub struct Param {
     pub lock: Option<Arc<str>>,
     /// Wall-clock expiry (µs), if the param has a TTL.
     pub expires_at: Option<u64>,
+    /// A sliding TTL (seconds): each GET moves the expiry to this long after it.
+    pub sliding: Option<u32>,
     /// What the adapter that wrote it attached (see [`crate::adapter::Attachment`]); any
     /// later write clears it.
     pub attached: Option<crate::adapter::Attached>,
@@ -57,8 +59,8 @@ pub struct Write<'a> {
 
 /// When a param written at `now` (wall µs) with the TTL a v4 SET carries expires: `0` never;
 /// otherwise the low 31 bits are seconds after this write. The high bit marks v4's "absolute"
-/// TTL (counted from the last write, as here); without it v4 means "sliding" (from the last
-/// access), which is counted from the last write too until reads refresh it (issue 19).
+/// TTL (counted from the last write); without it the TTL is "sliding": counted from the last
+/// write or GET ([`ParamStore::touch`]).
 pub fn ttl_expiry(now: u64, ttl: Option<u32>) -> Option<u64> {
     match ttl.map(|t| t & 0x7FFF_FFFF) {
         None | Some(0) => None,
@@ -282,6 +284,7 @@ impl ParamStore {
             timestamp: now,
             lock: None,
             expires_at: None,
+            sliding: None,
             attached: None,
         });
         param.value = write.value.clone();
@@ -289,6 +292,7 @@ impl ParamStore {
         param.revision += 1;
         param.writer = writer.clone();
         param.timestamp = now;
+        param.sliding = write.ttl.filter(|t| *t != 0 && t & 0x8000_0000 == 0);
         if write.unlock {
             param.lock = None;
         }
@@ -356,6 +360,7 @@ impl ParamStore {
             timestamp,
             lock: None,
             expires_at: None,
+            sliding: None,
             attached: None,
         });
         // `growth` counted the old attachment as freed.
@@ -398,6 +403,29 @@ impl ParamStore {
         self.dirty.insert(key, ());
         self.epoch += 1;
         true
+    }
+
+    /// A read of the param at `address` at `now` (wall µs): a sliding TTL starts again.
+    pub fn touch(&mut self, address: &str, now: u64) {
+        let Some((key, p)) = self.params.get_key_value(address) else {
+            return;
+        };
+        let (Some(secs), Some(old)) = (p.sliding, p.expires_at) else {
+            return;
+        };
+        let Some(new) = ttl_expiry(now, Some(secs)) else {
+            return;
+        };
+        if new <= old {
+            return;
+        }
+        let key = key.clone();
+        self.expiries.remove(&(old, key.clone()));
+        self.expiries.insert((new, key.clone()));
+        if let Some(p) = self.params.get_mut(address) {
+            p.expires_at = Some(new);
+        }
+        self.dirty.insert(key, ());
     }
 
     /// Releases every lock held by `session`; returns the addresses released.

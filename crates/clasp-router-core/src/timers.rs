@@ -44,6 +44,7 @@ impl<H: Clone> Router<H> {
                 Timer::Grant(conn) => self.revalidate_one(conn, now),
                 Timer::ClusterBundle(id) => self.gather_timeout(id, now),
                 Timer::Query => self.query_step(now),
+                Timer::History(conn, id) => self.history_deadline(conn, id),
                 Timer::Sweep => {
                     self.sweep(now);
                     self.timers
@@ -53,6 +54,9 @@ impl<H: Clone> Router<H> {
         }
         let expired = self.store.expire(now.wall);
         self.metrics.params_expired += expired.len() as u64;
+        for (address, revision) in &expired {
+            self.expiry_notice(address, *revision, now);
+        }
         if self.cluster.on {
             // The authority still holds them: the first router to see one expire deletes it
             // there (a compare-and-set on its revision, so a newer write is kept).
@@ -62,6 +66,33 @@ impl<H: Clone> Router<H> {
             self.cluster.expired.extend(expired);
         }
         self.flush();
+    }
+
+    /// Tells the subscribers of an expired param that it is gone: a SET of null at the next
+    /// revision (what a cleared MQTT retained message is too), to wire sessions.
+    fn expiry_notice(&mut self, address: &Arc<str>, revision: u64, now: Now) {
+        let null = clasp_proto::Value::Null;
+        let notice = SetRef {
+            address,
+            value: &null,
+            revision: Some(revision + 1),
+            lock: false,
+            unlock: false,
+            ttl: None,
+        };
+        let Ok(frame) = encode_set(&notice, FrameOptions::default()) else {
+            return;
+        };
+        self.wire_only = true;
+        self.fan_out(
+            address,
+            SignalType::Param,
+            Sender::Router,
+            None,
+            now,
+            || Outgoing::Param(frame.clone()),
+        );
+        self.wire_only = false;
     }
 
     pub(super) fn flush_filter(&mut self, conn: ConnId, sub_id: u32, address: &Arc<str>, now: Now) {
@@ -136,5 +167,7 @@ pub(super) enum Timer {
     ClusterBundle(u64),
     /// The next slice of the QUERYs in progress.
     Query,
+    /// A connection held for a history (its hold's id) has waited long enough.
+    History(ConnId, u64),
     Sweep,
 }

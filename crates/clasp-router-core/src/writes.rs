@@ -73,10 +73,10 @@ impl<H: Clone> Router<H> {
         now: Now,
     ) -> Result<(Bytes, state::Written), Refusal> {
         check_address(set.address)?;
-        let ttl = set.ttl.or(self
-            .config
-            .param_ttl
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)));
+        // The router's default TTL counts from the last write (v4's "absolute" bit).
+        let ttl = set.ttl.or(self.config.param_ttl.map(|d| {
+            u32::try_from(d.as_secs()).map_or(0x7FFF_FFFF, |s| s.min(0x7FFF_FFFF)) | 0x8000_0000
+        }));
         let write = Write {
             value: set.value,
             expected: set.revision,

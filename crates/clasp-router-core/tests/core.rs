@@ -559,22 +559,28 @@ fn bundles_cost_their_size_against_the_rate_limit() {
 }
 
 #[test]
-fn history_and_window_are_refused_clearly() {
-    let mut h = Harness::new();
+fn history_without_journal_or_depth_and_window_are_refused_clearly() {
+    let mut h = Harness::with(RouterConfig {
+        history_depth: 0,
+        ..RouterConfig::default()
+    });
     let a = h.client();
-    h.sub_with(
-        &a,
-        1,
-        "/h",
-        SubscribeOptions {
-            history: Some(5),
-            ..Default::default()
-        },
-    );
+    let opts = |history, window| SubscribeOptions {
+        history,
+        window,
+        ..Default::default()
+    };
+    h.sub_with(&a, 1, "/h", opts(Some(5), None));
     let Message::Error(e) = &a.msgs()[0] else {
         panic!()
     };
     assert!(e.message.contains("`history`"), "{}", e.message);
+    assert!(e.message.contains("--journal"), "{}", e.message);
+    h.sub_with(&a, 2, "/h", opts(None, Some(5)));
+    let Message::Error(e) = &a.msgs()[0] else {
+        panic!()
+    };
+    assert!(e.message.contains("`window`"), "{}", e.message);
     assert_eq!(h.subscription_count(), 0);
 }
 

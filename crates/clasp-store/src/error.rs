@@ -106,6 +106,9 @@ pub enum StoreError {
         /// What was wrong with it.
         detail: String,
     },
+    /// A journal append is out of order or malformed; nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     /// A record table name is empty, too long or has characters other than ASCII letters,
     /// digits, `-`, `_` and `.`.
     #[error(

@@ -18,12 +18,18 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod error;
+mod journal;
+mod journal_memory;
+mod journal_redb;
 mod memory;
 mod record;
 mod records;
 mod redb_store;
 
 pub use error::StoreError;
+pub use journal::{Entry, EntryRef, JOURNAL_FILE_NAME, Journal, JournalStats, Retention};
+pub use journal_memory::MemoryJournal;
+pub use journal_redb::RedbJournal;
 pub use memory::MemoryStore;
 pub use records::{
     MAX_TABLE_NAME_LEN, MemoryRecordTable, RecordBatch, RecordTable, validate_table_name,

@@ -267,7 +267,7 @@ impl RecordTable for RedbRecordTable {
 }
 
 /// Wraps a redb error from `operation` on the database at `path`.
-fn db_error<E: Into<redb::Error>>(
+pub(crate) fn db_error<E: Into<redb::Error>>(
     path: &Path,
     operation: &'static str,
 ) -> impl FnOnce(E) -> StoreError {
@@ -278,7 +278,7 @@ fn db_error<E: Into<redb::Error>>(
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     let fail = |error| StoreError::CreateDir {
         path: dir.to_path_buf(),
         error,
@@ -302,7 +302,7 @@ const REDB_HEADER_BYTES: u64 = 64 + 2 * 128;
 /// Refuses an existing state file that is empty, or shorter than a header and the start of a
 /// database (the magic number, or the zeros redb writes before it), which redb would otherwise
 /// take for a new database (empty) or fail on obscurely. A missing file is fine: it is created.
-fn check_not_cut_short(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn check_not_cut_short(path: &Path) -> Result<(), StoreError> {
     let truncated = |len| StoreError::Truncated {
         path: path.to_path_buf(),
         len,
@@ -330,7 +330,7 @@ fn check_not_cut_short(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_database(path: &Path) -> Result<Database, StoreError> {
+pub(crate) fn open_database(path: &Path) -> Result<Database, StoreError> {
     // redb's integrity check turns a file damaged outside redb into an error rather than a
     // panic; the catch is a last line of defence so a bad file can never take the process down.
     let opened = catch_unwind(AssertUnwindSafe(|| {

@@ -91,7 +91,8 @@ impl DriverState {
             | Message::Subscribe(_)
             | Message::Unsubscribe(_)
             | Message::Get(_)
-            | Message::Query(_) => {}
+            | Message::Query(_)
+            | Message::Replay(_) => {}
         }
     }
 

@@ -238,6 +238,20 @@ pub fn flat_message() -> impl Strategy<Value = Message> {
             })
         ),
         text().prop_map(|pattern| Message::Query(Query { pattern })),
+        (
+            text(),
+            maybe(any::<u64>()),
+            maybe(any::<u64>()),
+            maybe(any::<u32>()),
+            any::<u8>()
+        )
+            .prop_map(|(pattern, from, to, limit, mask)| Message::Replay(Replay {
+                pattern,
+                from,
+                to,
+                limit,
+                types: SignalTypes::from_mask(mask),
+            })),
         vec(signal_def(false), 0..4).prop_map(|signals| Message::Result(QueryResult { signals })),
     ]
 }

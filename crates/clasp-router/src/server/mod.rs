@@ -16,6 +16,7 @@ pub mod fuzzing;
 mod handle;
 mod http;
 pub mod inbox;
+mod journal;
 mod listen;
 pub mod outbox;
 mod persist;
@@ -45,6 +46,7 @@ use crate::core::{Event, Now, Output, Router, RouterConfig, Transmit};
 pub use cluster::ClusterConfig;
 pub use handle::RouterHandle;
 use inbox::Inbox;
+pub use journal::JournalConfig;
 use outbox::Outbox;
 pub use status::{write_counter, write_gauge};
 
@@ -109,6 +111,9 @@ pub struct ServerConfig {
     /// Serve the web console at `/console` (default on; it costs nothing while nobody has it
     /// open).
     pub console: bool,
+    /// Keep a journal of what the router broadcast (in `data_dir/journal.redb`, or in memory
+    /// without a data directory), for history and REPLAY; `None`: no journal.
+    pub journal: Option<JournalConfig>,
 }
 
 /// Where tokens and keys come from. The router requires tokens when JWT verification is
@@ -150,6 +155,7 @@ impl Default for ServerConfig {
             quic: None,
             cluster: None,
             console: true,
+            journal: None,
         }
     }
 }
@@ -211,6 +217,8 @@ pub(crate) struct Shared {
     cluster_tx: Option<cluster::Senders>,
     /// The cluster link's state, on a clustered router.
     pub(crate) cluster: Option<Arc<cluster::Status>>,
+    /// Where journaled entries and journal requests go, with a journal.
+    pub(crate) journal: Option<journal::Sender>,
 }
 
 impl Shared {
@@ -232,6 +240,15 @@ impl Shared {
         while let Some(event) = core.poll_event() {
             match event {
                 Event::CommitsWaiting => self.persist_wake.write_now(),
+            }
+        }
+        if let Some(j) = &self.journal {
+            let entries = core.take_journal();
+            if !entries.is_empty() {
+                j.append(entries);
+            }
+            while let Some(r) = core.poll_journal_request() {
+                j.request(r);
             }
         }
         if let Some(tx) = &self.cluster_tx {
@@ -340,6 +357,11 @@ pub struct Server {
     quic: Option<quinn::Endpoint>,
     /// The cluster link, on a clustered router.
     cluster: Option<cluster::Link>,
+    /// The journal and what the core sends it, until the server runs.
+    journal: Option<(
+        Arc<clasp_store::Journal>,
+        std::sync::mpsc::Receiver<journal::Work>,
+    )>,
 }
 
 impl std::fmt::Debug for Server {
@@ -388,6 +410,21 @@ impl Server {
                 "the restored params pass max_param_bytes: writes that grow the store are refused until it shrinks"
             );
         }
+        let journal = match &config.journal {
+            Some(_) => {
+                let (journal, sender, rx) = journal::open(config.data_dir.as_deref())?;
+                let s = journal.stats();
+                let (seq, time) = s.last.unwrap_or((0, 0));
+                core.start_journal(seq, time);
+                tracing::info!(journal = %sender.describe, entries = s.entries, "journal opened");
+                Some((journal, sender, rx))
+            }
+            None => None,
+        };
+        let (journal, journal_tx) = match journal {
+            Some((j, sender, rx)) => (Some((j, rx)), Some(sender)),
+            None => (None, None),
+        };
         let auth_watch = auth_files::load(&mut core, &config.auth)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -428,8 +465,10 @@ impl Server {
             separate_writers: writers.separate(),
             cluster_tx,
             cluster: cluster_status,
+            journal: journal_tx,
         });
         Ok(Server {
+            journal,
             cluster: cluster_link,
             shared,
             listener,
@@ -507,6 +546,7 @@ impl Server {
             tcp,
             quic,
             cluster,
+            journal,
         } = self;
         let addr = listener.local_addr()?;
         let scheme = if shared.config.tls.is_some() {
@@ -520,6 +560,10 @@ impl Server {
         }
         let tracker = TaskTracker::new();
         let persister = persist::spawn(shared.clone(), store);
+        let journal_threads = match (journal, shared.config.journal) {
+            (Some((j, rx)), Some(config)) => Some(journal::spawn(shared.clone(), j, rx, config)?),
+            _ => None,
+        };
         let timer = tokio::spawn(timer_loop(shared.clone()));
         let token_watch = tokio::spawn(auth_files::watch(shared.clone()));
         let cluster_tasks = cluster
@@ -618,6 +662,9 @@ impl Server {
             t.abort();
         }
         persist::stop(persister).await;
+        if let Some(t) = journal_threads {
+            let _ = tokio::task::spawn_blocking(move || journal::stop(t)).await;
+        }
         drop(writers);
         tracing::info!("stopped");
         Ok(())

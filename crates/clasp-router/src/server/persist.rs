@@ -41,6 +41,7 @@ pub(crate) fn restore(core: &mut Core, params: Vec<StoredParam>) {
                 timestamp: p.timestamp,
                 lock: None,
                 expires_at: p.expires_at,
+                sliding: None,
                 attached: p.attachment.map(|a| {
                     Arc::new(Persisted {
                         kind: Arc::from(a.kind),

@@ -108,6 +108,7 @@ fn render_metrics(s: &Shared) -> String {
     let (signals, signal_bytes) = core.signal_usage();
     let param_bytes = core.params().bytes();
     let cluster_locks = core.cluster_lock_count();
+    let history = core.history_usage();
     drop(core);
     let mut o = String::with_capacity(4096);
     let mut gauge = |name: &str, help: &str, v: u64| write_gauge(&mut o, name, help, v);
@@ -274,6 +275,7 @@ fn render_metrics(s: &Shared) -> String {
         "Connections refused because their IP address had too many open (HTTP 429).",
         s.refused_per_ip.load(Ordering::Relaxed),
     );
+    super::journal::metrics(&mut o, s.journal.as_ref(), &m, history);
     if let Some(c) = &s.cluster {
         cluster_metrics(&mut o, c, &m, cluster_locks);
     }

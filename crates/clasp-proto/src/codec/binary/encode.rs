@@ -261,6 +261,20 @@ fn encode_at(msg: &Message, out: &mut Vec<u8>, depth: usize) -> EResult {
                 put_param(out, p, depth)?;
             }
         }
+        Message::Replay(m) => {
+            let flags = flag(m.from.is_some(), 0x80)
+                | flag(m.to.is_some(), 0x40)
+                | flag(m.limit.is_some(), 0x20);
+            out.push(flags);
+            put_str(out, &m.pattern, "pattern")?;
+            for t in [m.from, m.to].into_iter().flatten() {
+                out.extend_from_slice(&t.to_be_bytes());
+            }
+            if let Some(n) = m.limit {
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            out.push(m.types.mask());
+        }
         Message::Bundle(m) => {
             let depth = nest(depth)?;
             out.push(flag(m.timestamp.is_some(), 0x80));

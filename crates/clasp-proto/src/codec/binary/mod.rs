@@ -477,6 +477,21 @@ fn decode_at(
             }
             Message::Snapshot(Snapshot { params })
         }
+        code::REPLAY => {
+            let flags = r.u8("flags")?;
+            let pattern = r.str("pattern")?;
+            let from = opt_if(flags & 0x80 != 0, || r.u64("from"))?;
+            let to = opt_if(flags & 0x40 != 0, || r.u64("to"))?;
+            let limit = opt_if(flags & 0x20 != 0, || r.u32("limit"))?;
+            let types = SignalTypes::from_mask(r.u8("type mask")?);
+            Message::Replay(Replay {
+                pattern,
+                from,
+                to,
+                limit,
+                types,
+            })
+        }
         code::BUNDLE => {
             let depth = r.nest(depth)?;
             let flags = r.u8("flags")?;

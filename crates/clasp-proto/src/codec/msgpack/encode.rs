@@ -319,6 +319,15 @@ fn message_fields(msg: &Message, depth: usize) -> EResult<Fields> {
             f.opt_uint("correlation_id", m.correlation_id)?;
         }
         Message::Query(m) => f.str("pattern", &m.pattern)?,
+        // v4 defines REPLAY in the binary encoding only; the legacy form carries its fields
+        // by name (no official decoder reads them; ours does).
+        Message::Replay(m) => {
+            f.str("pattern", &m.pattern)?;
+            f.opt_uint("from", m.from)?;
+            f.opt_uint("to", m.to)?;
+            f.opt_uint("limit", m.limit)?;
+            f.uint("types", m.types.mask().into())?;
+        }
         Message::Result(m) => signal_defs(&mut f, &m.signals, depth)?,
     }
     Ok(f)

@@ -341,6 +341,29 @@ impl<'a> Reader<'a> {
         }))
     }
 
+    /// REPLAY (v4 defines it in the binary encoding only; here with the binary fields by
+    /// name, `types` as the type mask).
+    pub(super) fn replay(&mut self, map: &MapAt) -> Result<Message> {
+        let mut pattern = None;
+        let mut m = Replay::default();
+        self.entries(map, |r, key| {
+            match key {
+                "pattern" => pattern = r.opt_string("pattern")?,
+                "from" => m.from = r.opt_uint("from")?,
+                "to" => m.to = r.opt_uint("to")?,
+                "limit" => m.limit = r.opt_uint("limit")?,
+                "types" => {
+                    let mask: Option<u8> = r.opt_uint("types")?;
+                    m.types = SignalTypes::from_mask(mask.unwrap_or(0xFF));
+                }
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        m.pattern = self.required(pattern, "pattern", map)?;
+        Ok(Message::Replay(m))
+    }
+
     pub(super) fn sync(&mut self, map: &MapAt) -> Result<Message> {
         let (mut t1, mut t2, mut t3) = (None, None, None);
         self.entries(map, |r, key| {

@@ -61,7 +61,7 @@ pub use encode::encode;
 const CONTEXT: &str = "MessagePack";
 
 /// The message names the `type` key may hold.
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "HELLO",
     "WELCOME",
     "ANNOUNCE",
@@ -78,6 +78,7 @@ const NAMES: [&str; 17] = [
     "ACK",
     "ERROR",
     "QUERY",
+    "REPLAY",
     "RESULT",
 ];
 
@@ -672,6 +673,7 @@ impl<'a> Reader<'a> {
                 pattern: self.only_field(&map, "pattern", |r| r.opt_string("pattern"))?,
             }),
             "SNAPSHOT" => self.snapshot(&map, depth)?,
+            "REPLAY" => self.replay(&map)?,
             "BUNDLE" => self.bundle(&map, depth)?,
             "SYNC" => self.sync(&map)?,
             "PING" => {

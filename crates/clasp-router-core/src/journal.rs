@@ -1,0 +1,450 @@
+//! Time: the journal entries the core produces, the `history` SUBSCRIBE option and REPLAY.
+//!
+//! Every broadcast (a SET with its new revision, a PUBLISH as forwarded) of the kinds the
+//! journal keeps is numbered and handed to the shell ([`Router::take_journal`]), which appends
+//! it to its journal. P2P signalling (`/clasp/p2p/…`) is never journaled.
+//!
+//! **History.** With a journal, a SUBSCRIBE asking for history becomes a
+//! [`JournalRequest::History`] for the shell, answered with [`Router::history_ready`]; until
+//! then everything for that connection is held (the snapshot, live updates, replies), so the
+//! history comes first and nothing is lost or doubled between the history (entries up to the
+//! request's sequence) and what follows (entries after it). Without a journal, the last few
+//! broadcasts of each address kept in memory ([`crate::history`]) are sent at once.
+//!
+//! **REPLAY** becomes a [`JournalRequest::Replay`]; the shell answers a slice at a time with
+//! [`Router::replay_ready`], pacing itself by the connection's queue.
+
+use clasp_proto::Replay;
+
+use super::*;
+use crate::auth::Scopes;
+use crate::history::{HistoryPicker, Ring};
+
+/// The longest a connection's output is held for a history.
+const HOLD_US: u64 = 10_000_000;
+/// The most bytes held for a history before the history is given up.
+const HOLD_BYTES: usize = 16 << 20;
+/// REPLAYs of one session answered at once.
+const MAX_REPLAYS: usize = 4;
+
+/// One broadcast for the journal.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    /// Its number: one more than the previous entry's.
+    pub seq: u64,
+    /// Router wall-clock µs, never less than the previous entry's.
+    pub time: u64,
+    /// The signal kind.
+    pub signal: SignalType,
+    /// The address.
+    pub address: Arc<str>,
+    /// The frame as broadcast.
+    pub frame: Bytes,
+}
+
+/// Work for the shell's journal, in the order it must be done (after appending every entry
+/// taken before it).
+#[derive(Debug)]
+pub enum JournalRequest<H> {
+    /// A new subscription's history: offer the journal's entries up to `upto`, newest first,
+    /// to `picker`, then give the result to [`Router::history_ready`].
+    History {
+        /// The connection.
+        conn: ConnId,
+        /// Its handle.
+        to: H,
+        /// The newest entry the history may hold.
+        upto: u64,
+        /// Chooses the entries.
+        picker: HistoryPicker,
+    },
+    /// A REPLAY: send the matching entries up to `upto`, oldest first, through
+    /// [`Router::replay_ready`].
+    Replay(ReplayRequest<H>),
+}
+
+/// A REPLAY to answer.
+#[derive(Debug)]
+pub struct ReplayRequest<H> {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its handle (to pace the answer by its queue).
+    pub to: H,
+    /// What was asked.
+    pub replay: Replay,
+    /// The pattern, compiled.
+    pub pattern: Pattern,
+    /// What the session may read (`None`: everything).
+    pub reader: Option<Scopes>,
+    /// The newest entry to send.
+    pub upto: u64,
+    /// Whether the end is acknowledged (QoS Confirm or Commit).
+    pub ack: bool,
+}
+
+impl<H> ReplayRequest<H> {
+    /// Whether an entry of `signal` at `address` at `time` belongs to the answer.
+    pub fn wants(&self, signal: SignalType, address: &str, time: u64) -> bool {
+        self.replay.types.accepts(signal)
+            && self.replay.from.is_none_or(|f| time >= f)
+            && self.replay.to.is_none_or(|t| time <= t)
+            && self.pattern.matches(address)
+            && self
+                .reader
+                .as_ref()
+                .is_none_or(|s| s.allows(Action::Read, address))
+    }
+}
+
+/// How a REPLAY's answer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// Every entry was sent; ACK if asked.
+    Done {
+        /// The pattern (the ACK's address).
+        pattern: Str,
+        /// Whether to ACK.
+        ack: bool,
+    },
+    /// The journal failed.
+    Failed(String),
+}
+
+/// The signal kind of a journal entry's kind bit (the SUBSCRIBE mask bit).
+pub fn signal_of_bit(bit: u8) -> Option<SignalType> {
+    SignalType::ALL.into_iter().find(|s| s.mask_bit() == bit)
+}
+
+/// What the core keeps for time: the journal's numbering and what waits for the shell, the
+/// recent values (no journal), and connections held for a history.
+pub(crate) struct Log<H> {
+    on: bool,
+    kinds: SignalTypes,
+    next_seq: u64,
+    last_time: u64,
+    pending: Vec<JournalEntry>,
+    requests: std::collections::VecDeque<JournalRequest<H>>,
+    pub(crate) ring: Ring,
+    holds: FxHashMap<ConnId, Hold>,
+    replays: FxHashMap<ConnId, usize>,
+    next_hold: u64,
+}
+
+/// A connection's output held until its histories arrive.
+struct Hold {
+    id: u64,
+    waiting: usize,
+    ready: Vec<(SignalType, Bytes)>,
+    held: Vec<Transmit>,
+    bytes: usize,
+}
+
+impl<H> Log<H> {
+    pub(crate) fn new(config: &RouterConfig) -> Self {
+        Log {
+            on: false,
+            kinds: config.journal_kinds,
+            next_seq: 1,
+            last_time: 0,
+            pending: Vec::new(),
+            requests: Default::default(),
+            ring: Ring::new(config.history_depth, config.history_bytes),
+            holds: FxHashMap::default(),
+            replays: FxHashMap::default(),
+            next_hold: 1,
+        }
+    }
+
+    /// Whether a broadcast of `signal` at `address` is kept.
+    #[inline]
+    pub(crate) fn wants(&self, signal: SignalType, address: &str) -> bool {
+        (self.on || self.ring.enabled())
+            && !self.kinds.is_all()
+            && self.kinds.accepts(signal)
+            && !address.starts_with("/clasp/p2p/")
+    }
+
+    pub(crate) fn held(&self, conn: ConnId) -> bool {
+        !self.holds.is_empty() && self.holds.contains_key(&conn)
+    }
+
+    /// Holds `t` if `conn` is held; gives it back otherwise. `true` once the hold is too big.
+    pub(crate) fn hold(&mut self, conn: ConnId, t: Transmit) -> Result<bool, Transmit> {
+        let Some(h) = self.holds.get_mut(&conn) else {
+            return Err(t);
+        };
+        h.bytes += match &t {
+            Transmit::Frames(f) => f.iter().map(|o| o.frame().len()).sum(),
+            Transmit::Deliver(d) => 64 * d.len(),
+            Transmit::Close(_) => 0,
+        };
+        h.held.push(t);
+        Ok(h.bytes > HOLD_BYTES)
+    }
+}
+
+impl<H: Clone> Router<H> {
+    /// Starts journaling: the shell has a journal whose last entry is `last_seq` at `last_time`
+    /// (0 for an empty one). The recent values kept in memory are no longer needed.
+    pub fn start_journal(&mut self, last_seq: u64, last_time: u64) {
+        let j = &mut self.journal;
+        j.on = true;
+        j.next_seq = last_seq.saturating_add(1);
+        j.last_time = last_time;
+        j.ring = Ring::new(0, 0);
+    }
+
+    /// Whether a journal is kept.
+    pub fn journal_on(&self) -> bool {
+        self.journal.on
+    }
+
+    /// Recent values kept in memory for history (without a journal): entries and bytes.
+    pub fn history_usage(&self) -> (usize, usize) {
+        self.journal.ring.usage()
+    }
+
+    /// Takes the entries journaled since the last call, in order.
+    pub fn take_journal(&mut self) -> Vec<JournalEntry> {
+        std::mem::take(&mut self.journal.pending)
+    }
+
+    /// The next journal request, after the entries taken before it.
+    pub fn poll_journal_request(&mut self) -> Option<JournalRequest<H>> {
+        self.journal.requests.pop_front()
+    }
+
+    /// Records a broadcast (called by the fan-out for the kinds kept).
+    pub(super) fn journal_record(
+        &mut self,
+        signal: SignalType,
+        address: &Arc<str>,
+        frame: &Bytes,
+        now: Now,
+    ) {
+        let j = &mut self.journal;
+        let seq = j.next_seq;
+        j.next_seq += 1;
+        if j.on {
+            j.last_time = j.last_time.max(now.wall);
+            j.pending.push(JournalEntry {
+                seq,
+                time: j.last_time,
+                signal,
+                address: address.clone(),
+                frame: frame.clone(),
+            });
+            self.metrics.journaled += 1;
+        } else {
+            j.ring.push(seq, signal, address, frame);
+        }
+    }
+
+    /// Starts a new subscription's history (the subscription is in place, its snapshot not
+    /// yet staged).
+    pub(super) fn start_history(
+        &mut self,
+        conn: ConnId,
+        pattern: &Pattern,
+        types: SignalTypes,
+        count: u32,
+    ) {
+        let reader = self
+            .session(conn)
+            .and_then(|s| s.grant.as_ref().map(|g| g.scopes.clone()));
+        let picker = HistoryPicker::new(pattern.clone(), types, count as usize, reader);
+        self.metrics.history_requests += 1;
+        if !self.journal.on {
+            let mut picker = picker;
+            self.journal.ring.pick(&mut picker);
+            for (signal, frame) in picker.finish() {
+                self.send_history(conn, signal, frame);
+            }
+            return;
+        }
+        let Some(to) = self.conns.get(&conn).map(|c| c.handle.clone()) else {
+            return;
+        };
+        // What was staged before goes out before the hold.
+        self.flush();
+        let id = self.journal.next_hold;
+        let j = &mut self.journal;
+        let new = !j.holds.contains_key(&conn);
+        let h = j.holds.entry(conn).or_insert_with(|| Hold {
+            id,
+            waiting: 0,
+            ready: Vec::new(),
+            held: Vec::new(),
+            bytes: 0,
+        });
+        h.waiting += 1;
+        if new {
+            j.next_hold += 1;
+            let at = self.last_now.mono + HOLD_US;
+            self.timers.push(Reverse((at, Timer::History(conn, id))));
+        }
+        let upto = self.journal.next_seq - 1;
+        self.journal.requests.push_back(JournalRequest::History {
+            conn,
+            to,
+            upto,
+            picker,
+        });
+    }
+
+    fn send_history(&mut self, conn: ConnId, signal: SignalType, frame: Bytes) {
+        let (out, code) = match signal {
+            SignalType::Param => (Outgoing::Param(frame), metrics::OUT_SET),
+            SignalType::Stream => (Outgoing::Stream(frame), metrics::OUT_PUBLISH),
+            _ => (Outgoing::Event(frame), metrics::OUT_PUBLISH),
+        };
+        self.metrics.history_sent += 1;
+        self.send(conn, out, code);
+    }
+
+    /// The history of a subscription of `conn` (oldest first), as chosen by the picker of its
+    /// [`JournalRequest::History`]; once every history the connection waits for is here, it
+    /// is sent, then everything held meanwhile.
+    pub fn history_ready(&mut self, conn: ConnId, history: Vec<(SignalType, Bytes)>, now: Now) {
+        self.last_now = now;
+        let Some(h) = self.journal.holds.get_mut(&conn) else {
+            return;
+        };
+        h.ready.extend(history);
+        h.waiting = h.waiting.saturating_sub(1);
+        if h.waiting == 0 {
+            self.release_hold(conn, None);
+        }
+        self.flush();
+    }
+
+    /// Sends what a hold kept: the histories that arrived, then what was held (then `error`).
+    pub(super) fn release_hold(&mut self, conn: ConnId, error: Option<Refusal>) {
+        let Some(h) = self.journal.holds.remove(&conn) else {
+            return;
+        };
+        self.flush();
+        for (signal, frame) in h.ready {
+            self.send_history(conn, signal, frame);
+        }
+        self.flush();
+        if let Some(c) = self.conns.get(&conn) {
+            let to = c.handle.clone();
+            for transmit in h.held {
+                self.output.push_back(Output {
+                    conn,
+                    to: to.clone(),
+                    transmit,
+                });
+            }
+        }
+        if let Some(r) = error {
+            self.metrics.history_late += 1;
+            self.refuse(conn, r, None);
+        }
+    }
+
+    /// A hold's time ran out.
+    pub(super) fn history_deadline(&mut self, conn: ConnId, id: u64) {
+        if self.journal.holds.get(&conn).is_some_and(|h| h.id == id) {
+            let r = Refusal::HistoryLate("the history did not arrive within 10 s".into());
+            self.release_hold(conn, Some(r));
+        }
+    }
+
+    /// REPLAY.
+    pub(super) fn on_replay(&mut self, conn: ConnId, qos: Qos, replay: Replay) {
+        let pattern = match Pattern::compile(&replay.pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                self.refuse(conn, e.into(), Some(replay.pattern));
+                return;
+            }
+        };
+        if !self.permits_pattern(conn, Action::Read, &pattern) {
+            self.refuse(conn, Refusal::Scope(Operation::Read), Some(replay.pattern));
+            return;
+        }
+        if !self.journal.on {
+            self.refuse(conn, Refusal::NoJournal, Some(replay.pattern));
+            return;
+        }
+        let running = self.journal.replays.get(&conn).copied().unwrap_or(0);
+        if running >= MAX_REPLAYS {
+            self.refuse(conn, Refusal::Replays(running), Some(replay.pattern));
+            return;
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let to = c.handle.clone();
+        let reader = c
+            .session
+            .as_ref()
+            .and_then(|s| s.grant.as_ref().map(|g| g.scopes.clone()));
+        *self.journal.replays.entry(conn).or_default() += 1;
+        self.metrics.replays += 1;
+        let upto = self.journal.next_seq - 1;
+        self.journal
+            .requests
+            .push_back(JournalRequest::Replay(ReplayRequest {
+                conn,
+                to,
+                replay,
+                pattern,
+                reader,
+                upto,
+                ack: qos.wants_ack(),
+            }));
+    }
+
+    /// A slice of a REPLAY's answer, oldest first; `end` once it is the last.
+    pub fn replay_ready(
+        &mut self,
+        conn: ConnId,
+        entries: Vec<(SignalType, Bytes)>,
+        end: Option<ReplayEnd>,
+        now: Now,
+    ) {
+        self.last_now = now;
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        for (signal, frame) in entries {
+            self.metrics.replayed += 1;
+            let (out, code) = match signal {
+                SignalType::Param => (Outgoing::Param(frame), metrics::OUT_SET),
+                SignalType::Stream => (Outgoing::Stream(frame), metrics::OUT_PUBLISH),
+                _ => (Outgoing::Event(frame), metrics::OUT_PUBLISH),
+            };
+            self.send(conn, out, code);
+        }
+        if let Some(end) = end {
+            if let Some(n) = self.journal.replays.get_mut(&conn) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.journal.replays.remove(&conn);
+                }
+            }
+            match end {
+                ReplayEnd::Done { pattern, ack } => {
+                    if ack {
+                        let ack = Ack {
+                            address: Some(pattern),
+                            ..Ack::default()
+                        };
+                        self.reply(conn, &Message::Ack(ack));
+                    }
+                }
+                ReplayEnd::Failed(why) => self.refuse(conn, Refusal::Journal(why), None),
+            }
+        }
+        self.flush();
+    }
+
+    /// Forgets what time kept for a connection that ended.
+    pub(super) fn journal_close(&mut self, conn: ConnId) {
+        self.journal.holds.remove(&conn);
+        self.journal.replays.remove(&conn);
+    }
+}
