@@ -9,6 +9,7 @@ pub struct SubscribeOptions {
     pub(crate) max_rate: Option<u32>,
     pub(crate) epsilon: Option<f64>,
     pub(crate) buffer: Option<usize>,
+    pub(crate) history: Option<u32>,
 }
 
 impl SubscribeOptions {
@@ -36,6 +37,15 @@ impl SubscribeOptions {
         self
     }
 
+    /// Ask for the last `n` earlier values of the pattern first, oldest first, before the
+    /// current values and the live updates (the router keeps them in its journal, or a few
+    /// per address in memory; one without either refuses the subscription). Asked again on
+    /// every reconnect.
+    pub fn history(mut self, n: u32) -> Self {
+        self.history = (n > 0).then_some(n);
+        self
+    }
+
     /// Updates buffered for a slow consumer before further ones are dropped and counted
     /// (default 4096; see [`Subscription::dropped`]).
     pub fn buffer(mut self, updates: usize) -> Self {
@@ -49,7 +59,7 @@ impl SubscribeOptions {
             clasp_proto::SubscribeOptions {
                 max_rate: self.max_rate,
                 epsilon: self.epsilon,
-                history: None,
+                history: self.history,
                 window: None,
             },
         )

@@ -494,3 +494,30 @@ async fn reconnects_resubscribes_and_resyncs() {
         "{kinds:?}"
     );
 }
+
+/// `close` right after a burst of writes sends them first: nothing sent before it is lost.
+#[tokio::test]
+async fn close_sends_what_was_sent_before_it() {
+    let router = Router::start().await;
+    let w = Client::connect(&router.url).await.unwrap();
+    for i in 0..500 {
+        w.set(&format!("/closing/{i}"), Value::Int(i))
+            .await
+            .unwrap();
+    }
+    w.close().await;
+    let r = Client::connect(&router.url).await.unwrap();
+    within("the last write before close", async {
+        loop {
+            if r.get("/closing/499").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let all = r.snapshot("/closing/*").await.unwrap();
+    assert_eq!(all.len(), 500);
+    r.close().await;
+    router.stop().await;
+}

@@ -26,6 +26,8 @@ const HOLD_US: u64 = 10_000_000;
 const HOLD_BYTES: usize = 16 << 20;
 /// REPLAYs of one session answered at once.
 const MAX_REPLAYS: usize = 4;
+/// The most entries a history holds (more can be had with REPLAY, a slice at a time).
+pub const MAX_HISTORY: u32 = 10_000;
 
 /// One broadcast for the journal.
 #[derive(Debug, Clone)]
@@ -252,7 +254,8 @@ impl<H: Clone> Router<H> {
         let reader = self
             .session(conn)
             .and_then(|s| s.grant.as_ref().map(|g| g.scopes.clone()));
-        let picker = HistoryPicker::new(pattern.clone(), types, count as usize, reader);
+        let count = count.min(MAX_HISTORY) as usize;
+        let picker = HistoryPicker::new(pattern.clone(), types, count, reader);
         self.metrics.history_requests += 1;
         if !self.journal.on {
             let mut picker = picker;
@@ -293,13 +296,19 @@ impl<H: Clone> Router<H> {
     }
 
     fn send_history(&mut self, conn: ConnId, signal: SignalType, frame: Bytes) {
-        let (out, code) = match signal {
-            SignalType::Param => (Outgoing::Param(frame), metrics::OUT_SET),
-            SignalType::Stream => (Outgoing::Stream(frame), metrics::OUT_PUBLISH),
-            _ => (Outgoing::Event(frame), metrics::OUT_PUBLISH),
-        };
         self.metrics.history_sent += 1;
-        self.send(conn, out, code);
+        self.send_past(conn, signal, frame);
+    }
+
+    /// Sends an earlier broadcast again. It goes as an event would (never coalesced or
+    /// dropped by a slow connection's queue): a history of one param is a series of values,
+    /// not a state whose latest value is enough.
+    fn send_past(&mut self, conn: ConnId, signal: SignalType, frame: Bytes) {
+        let code = match signal {
+            SignalType::Param => metrics::OUT_SET,
+            _ => metrics::OUT_PUBLISH,
+        };
+        self.send(conn, Outgoing::Event(frame), code);
     }
 
     /// The history of a subscription of `conn` (oldest first), as chosen by the picker of its
@@ -412,12 +421,7 @@ impl<H: Clone> Router<H> {
         }
         for (signal, frame) in entries {
             self.metrics.replayed += 1;
-            let (out, code) = match signal {
-                SignalType::Param => (Outgoing::Param(frame), metrics::OUT_SET),
-                SignalType::Stream => (Outgoing::Stream(frame), metrics::OUT_PUBLISH),
-                _ => (Outgoing::Event(frame), metrics::OUT_PUBLISH),
-            };
-            self.send(conn, out, code);
+            self.send_past(conn, signal, frame);
         }
         if let Some(end) = end {
             if let Some(n) = self.journal.replays.get_mut(&conn) {

@@ -74,7 +74,9 @@ pub use cluster_bundles::{MAX_MARK_BYTES, MAX_MARK_SIGNALS};
 pub use config::{RateLimit, RouterConfig};
 pub use history::HistoryPicker;
 use index::SubscriptionIndex;
-pub use journal::{JournalEntry, JournalRequest, ReplayEnd, ReplayRequest, signal_of_bit};
+pub use journal::{
+    JournalEntry, JournalRequest, MAX_HISTORY, ReplayEnd, ReplayRequest, signal_of_bit,
+};
 pub use metrics::{Metrics, RefusalKind};
 pub use refusal::{Operation, Refusal};
 use state::{ParamStore, Write, WriteError};

@@ -101,6 +101,11 @@ impl Shell {
             match wake {
                 Wake::Cancelled => {
                     cancelled = true;
+                    // What was sent before `close` goes out before the close.
+                    while let Ok(c) = self.cmd_rx.try_recv() {
+                        self.state.on_command(c);
+                    }
+                    let _ = self.write().await;
                     self.state.on_close(now);
                 }
                 Wake::Dialed(Ok(conn)) => {

@@ -103,6 +103,7 @@ impl Sender {
 pub(crate) struct Threads {
     tx: mpsc::Sender<Work>,
     writer: JoinHandle<()>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 /// Opens the journal; the receiver is handed to [`spawn`] once the server runs.
@@ -144,25 +145,36 @@ pub(crate) fn spawn(
     let status = sender.status.clone();
     let (history_tx, history_rx) = mpsc::channel::<JournalRequest<Link>>();
     let (replay_tx, replay_rx) = mpsc::channel::<ReplayRequest<Link>>();
+    let mut readers = Vec::new();
     for (name, rx) in [
         ("clasp-journal-history", ReaderRx::History(history_rx)),
         ("clasp-journal-replay", ReaderRx::Replay(replay_rx)),
     ] {
         let (shared, journal) = (shared.clone(), journal.clone());
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || read_loop(&shared, &journal, rx))?;
+        readers.push(
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || read_loop(&shared, &journal, rx))?,
+        );
     }
     let writer = std::thread::Builder::new()
         .name("clasp-journal".into())
         .spawn(move || write_loop(&journal, &rx, &status, config, &history_tx, &replay_tx))?;
-    Ok(Threads { tx, writer })
+    Ok(Threads {
+        tx,
+        writer,
+        readers,
+    })
 }
 
-/// Writes what is queued and stops the threads.
+/// Writes what is queued and stops the threads (the journal file is closed when this
+/// returns: the readers end once the writer has, their queues closed).
 pub(crate) fn stop(t: Threads) {
     let _ = t.tx.send(Work::Stop);
     let _ = t.writer.join();
+    for r in t.readers {
+        let _ = r.join();
+    }
 }
 
 fn write_loop(
