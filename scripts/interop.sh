@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Interop tests: the official Python (PyPI clasp-to==3.3.0) and JS (npm @clasp-to/core@3.3.2 with
-# ws, Node 20) clients against our router. Installs the clients when missing.
+# Interop tests: the official Python (PyPI clasp-to==3.3.0 and 4.2.0), JS (npm @clasp-to/core@3.3.2
+# with ws, Node 20) and Rust (crates.io clasp-client 4.5.0) clients against our router. Installs
+# (builds) the clients when missing.
 #
 #   ./scripts/interop.sh [path/to/clasp]
 set -euo pipefail
@@ -22,6 +23,21 @@ if ! "$venv/bin/python" -c 'import clasp, importlib.metadata as m; assert m.vers
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check clasp-to==3.3.0
 fi
+
+venv4="$cache/venv4"
+if ! "$venv4/bin/python" -c 'import clasp, importlib.metadata as m; assert m.version("clasp-to") == "4.2.0"' 2>/dev/null; then
+    say "installing the Python client (clasp-to==4.2.0) into $venv4"
+    rm -rf "$venv4"
+    python3 -m venv "$venv4"
+    "$venv4/bin/pip" install --quiet --disable-pip-version-check clasp-to==4.2.0
+fi
+
+# The official Rust client 4.5.0 in a small program of its own (not part of the workspace; its
+# dependencies need OpenSSL's headers).
+rust_v4="$cache/rust-v4-target/debug/clasp-interop-rust-v4"
+say "building the Rust client scenarios (crates.io clasp-client 4.5.0)"
+CARGO_TARGET_DIR="$cache/rust-v4-target" cargo build --quiet --locked \
+    --manifest-path tests/interop/rust-v4/Cargo.toml
 
 if [[ ! -d tests/interop/js/node_modules/@clasp-to/core ]]; then
     say "installing the JS client (@clasp-to/core 3.3.2, ws)"
@@ -60,6 +76,25 @@ if ! wait "$pid"; then
     echo "router did not exit cleanly on SIGTERM" >&2
     status=1
 fi
+trap - EXIT
+
+# The v4 clients on a fresh router of their own (the scenarios expect one), with a journal:
+# the 3.x scenarios, then v4's per-SET TTLs, expiry notices and history.
+start_router "$cache/router-v4.log" --journal
+say "Python client clasp-to 4.2.0 (the 3.x scenarios) against $url"
+timeout 300 "$venv4/bin/python" tests/interop/python/interop.py "$url" || status=1
+say "Rust client clasp-client 4.5.0 against $url"
+timeout 120 "$rust_v4" "$url" || status=1
+say "Python client clasp-to 4.2.0 (TTL, expiry, history) against $url"
+timeout 120 "$venv4/bin/python" tests/interop/python/v4.py "$url" || status=1
+kill -TERM "$pid"
+wait "$pid" || status=1
+trap - EXIT
+start_router "$cache/router-v4-ttl.log" --param-ttl 1
+say "Rust client clasp-client 4.5.0 (Ttl::Never over the router's default TTL) against $url"
+timeout 120 "$rust_v4" "$url" --default-ttl || status=1
+kill -TERM "$pid"
+wait "$pid" || status=1
 trap - EXIT
 
 # An authenticated router: tokens made with `clasp token create`.

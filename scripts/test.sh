@@ -64,6 +64,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# OpenSSL's headers: the official Rust client 4.5.0 (interop) builds native-tls.
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
 if [[ ${#need[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} (apt-get)"
     sudo_=""
