@@ -178,6 +178,15 @@ pub(crate) fn compile(specs: &[ActionSpec], cx: &Context<'_>) -> Result<Vec<Acti
     Ok(out)
 }
 
+/// Whether every number of `l` is finite (NaN and infinities are not written).
+fn finite(l: &Literal) -> bool {
+    match l {
+        Literal::Float(f) => f.is_finite(),
+        Literal::Array(a) => a.iter().all(finite),
+        _ => true,
+    }
+}
+
 fn write_action(
     spec: &ActionSpec,
     cx: &Context<'_>,
@@ -188,6 +197,17 @@ fn write_action(
         p.push(Seg::Key(k));
         p
     };
+    if let ActionSpec::Set { value, .. }
+    | ActionSpec::Publish {
+        value: Some(value), ..
+    } = spec
+        && !finite(value)
+    {
+        return Err(Problem::new(
+            at("value"),
+            "numbers must be finite (no nan or inf)".into(),
+        ));
+    }
     Ok(match spec {
         ActionSpec::Set { address, value } => WriteAction::Set {
             address: address::template(address, cx.captures, at("address"))?,

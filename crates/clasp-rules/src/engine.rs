@@ -199,6 +199,8 @@ impl Engine {
         self.timers(now, wall_us);
         self.wake_delays(now);
         self.step_ramps(now);
+        // A ramp step may have started a zero delay.
+        self.wake_delays(now);
         if now.saturating_sub(self.last_sweep) >= Duration::from_secs(1) {
             self.own.expire(now);
             self.last_sweep = now;

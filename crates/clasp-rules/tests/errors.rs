@@ -141,7 +141,12 @@ actions = [{ type = "publish", address = "/n" }]
 
 #[test]
 fn toml_other_semantic_errors() {
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
+        (
+            "value = 1 }",
+            "value = nan }",
+            "actions[0].value: numbers must be finite",
+        ),
         ("id = \"r\"", "id = \"r s\"", "rule id `r s`: use letters"),
         (
             "value = 1 }",
