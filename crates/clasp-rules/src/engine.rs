@@ -26,9 +26,6 @@ pub(crate) const MAX_KEYS: usize = 10_000;
 const MAX_DELAYS: usize = 100_000;
 /// Ramps running at once.
 const MAX_RAMPS: usize = 10_000;
-/// The longest a schedule lets the host sleep (the wall clock may jump).
-const SCHEDULE_RECHECK: Duration = Duration::from_secs(60);
-const MINUTE_US: i128 = 60_000_000;
 
 /// A rule's state.
 #[derive(Debug, Default)]
@@ -69,7 +66,7 @@ struct Work {
 
 /// The writes one cause led to, handed to the triggers in order (breadth first).
 #[derive(Debug, Default)]
-struct Cascade {
+pub(crate) struct Cascade {
     queue: VecDeque<Work>,
     firings: usize,
 }
@@ -80,19 +77,19 @@ struct Cascade {
 pub struct Engine {
     pub(crate) set: RuleSet,
     pub(crate) state: Vec<RuleState>,
-    values: HashMap<String, Value>,
-    own: OwnWrites,
+    pub(crate) values: HashMap<String, Value>,
+    pub(crate) own: OwnWrites,
     /// By (due, sequence number).
     pub(crate) delays: BTreeMap<(Duration, u64), Parked>,
     pub(crate) ramps: BTreeMap<String, Ramp>,
-    out: Vec<Output>,
-    next_id: u64,
-    seq: u64,
-    now: Duration,
+    pub(crate) out: Vec<Output>,
+    pub(crate) next_id: u64,
+    pub(crate) seq: u64,
+    pub(crate) now: Duration,
     /// (monotonic, wall µs) at the last poll.
-    wall: Option<(Duration, u64)>,
-    last_sweep: Duration,
-    totals: Stats,
+    pub(crate) wall: Option<(Duration, u64)>,
+    pub(crate) last_sweep: Duration,
+    pub(crate) totals: Stats,
 }
 
 impl Engine {
@@ -209,44 +206,6 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    /// When [`Engine::poll`] should next be called (monotonic); a time not after the last
-    /// one given means at once. `None`: nothing is due until an update comes. With a
-    /// schedule, at most a minute ahead.
-    pub fn next_deadline(&self) -> Option<Duration> {
-        let now = self.now;
-        if !self.out.is_empty() {
-            return Some(now);
-        }
-        let mut best: Option<Duration> = None;
-        let mut consider = |t: Duration| best = Some(best.map_or(t, |b| b.min(t)));
-        for (rule, st) in self.set.rules.iter().zip(&self.state) {
-            if !rule.enabled {
-                continue;
-            }
-            match rule.trigger {
-                Trigger::Interval { .. } => consider(st.next_interval.unwrap_or(now)),
-                Trigger::Schedule { offset_minutes, .. } => match (self.wall, st.next_schedule) {
-                    (Some((at, wall_us)), Some(local)) => {
-                        let target = i128::from(local - offset_minutes) * MINUTE_US;
-                        let wait = (target - i128::from(wall_us))
-                            .clamp(0, SCHEDULE_RECHECK.as_micros() as i128);
-                        consider(at + Duration::from_micros(wait as u64));
-                    }
-                    (Some((at, _)), None) => consider(at + SCHEDULE_RECHECK),
-                    (None, _) => consider(now),
-                },
-                _ => {}
-            }
-        }
-        if let Some((&(due, _), _)) = self.delays.first_key_value() {
-            consider(due);
-        }
-        for r in self.ramps.values() {
-            consider(r.due());
-        }
-        best
-    }
-
     /// The engine's counters and every rule's.
     pub fn stats(&self) -> Stats {
         let mut s = self.totals.clone();
@@ -287,7 +246,7 @@ impl Engine {
         }
     }
 
-    fn drain(&mut self, now: Duration, cx: &mut Cascade) {
+    pub(crate) fn drain(&mut self, now: Duration, cx: &mut Cascade) {
         while let Some(w) = cx.queue.pop_front() {
             self.deliver(&w, now, cx);
         }
@@ -356,7 +315,7 @@ impl Engine {
     }
 
     /// Fires rule `i` for `firing`, if loops, conditions and the cooldown allow.
-    fn fire(
+    pub(crate) fn fire(
         &mut self,
         i: usize,
         rule: &Arc<Rule>,
@@ -412,7 +371,7 @@ impl Engine {
 
     /// Runs rule `i`'s actions from `from` until the end or a delay.
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    pub(crate) fn run(
         &mut self,
         i: usize,
         rule: &Arc<Rule>,
@@ -537,7 +496,7 @@ impl Engine {
 
     /// Queues `write` of rule `i` for the host and hands it to the triggers. A SET that is
     /// not a ramp's own step stops the ramp on its address.
-    fn emit(
+    pub(crate) fn emit(
         &mut self,
         i: usize,
         write: Write,
@@ -573,108 +532,5 @@ impl Engine {
             rule: Arc::clone(&self.set.rules[i].id),
             write,
         });
-    }
-
-    /// Fires the intervals and schedules that are due.
-    fn timers(&mut self, now: Duration, wall_us: u64) {
-        let minute = (wall_us / 60_000_000) as i64;
-        for i in 0..self.set.rules.len() {
-            let rule = Arc::clone(&self.set.rules[i]);
-            if !rule.enabled {
-                continue;
-            }
-            let st = &mut self.state[i];
-            let due = match rule.trigger {
-                Trigger::Interval { every } => {
-                    let next = *st.next_interval.get_or_insert(now.saturating_add(every));
-                    let due = now >= next;
-                    if due {
-                        // Late: the missed periods are skipped, not fired in a burst.
-                        let behind = (now - next).as_nanos() / every.as_nanos().max(1);
-                        let k = u32::try_from(behind + 1).unwrap_or(u32::MAX);
-                        st.next_interval = Some(
-                            next.checked_add(every.saturating_mul(k))
-                                .unwrap_or(now.saturating_add(every)),
-                        );
-                    }
-                    due
-                }
-                Trigger::Schedule {
-                    cron,
-                    offset_minutes,
-                } => {
-                    let local = minute + offset_minutes;
-                    let went_back = st.last_minute.is_some_and(|m| local < m);
-                    st.last_minute = Some(local);
-                    match st.next_schedule {
-                        Some(next) if !went_back => {
-                            let due = local >= next;
-                            if due {
-                                st.next_schedule = cron.next_after(local);
-                            }
-                            due
-                        }
-                        // First poll, or the wall clock went back: from now on.
-                        _ => {
-                            st.next_schedule = cron.next_after(local);
-                            false
-                        }
-                    }
-                }
-                _ => false,
-            };
-            if due {
-                let mut cx = Cascade::default();
-                self.fire(i, &rule, Firing::default(), &[], now, &mut cx);
-                self.drain(now, &mut cx);
-            }
-        }
-    }
-
-    /// Carries on with the actions whose delay has ended, in the order they were due.
-    fn wake_delays(&mut self, now: Duration) {
-        while let Some(entry) = self.delays.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let p = entry.remove();
-            let rule = Arc::clone(&self.set.rules[p.rule]);
-            let mut cx = Cascade::default();
-            self.run(p.rule, &rule, p.firing, p.next, p.chain, now, &mut cx);
-            self.drain(now, &mut cx);
-        }
-    }
-
-    /// Writes the ramps' steps that are due.
-    fn step_ramps(&mut self, now: Duration) {
-        let due: Vec<String> = self
-            .ramps
-            .iter()
-            .filter(|(_, r)| r.due() <= now)
-            .map(|(a, _)| a.clone())
-            .collect();
-        for address in due {
-            // An earlier step's cascade may have stopped or replaced it.
-            let Some(r) = self.ramps.get_mut(&address).filter(|r| r.due() <= now) else {
-                continue;
-            };
-            let step = r.advance(now);
-            let (rule, chain) = (r.rule, r.chain.clone());
-            if step.done {
-                self.ramps.remove(&address);
-            }
-            if let Some(value) = step.value {
-                let mut cx = Cascade::default();
-                self.emit(
-                    rule,
-                    Write::Set { address, value },
-                    &chain,
-                    now,
-                    true,
-                    &mut cx,
-                );
-                self.drain(now, &mut cx);
-            }
-        }
     }
 }

@@ -86,6 +86,7 @@ mod reload;
 mod ruleset;
 pub mod spec;
 mod stats;
+mod timers;
 mod trigger;
 
 use std::fmt;
