@@ -37,7 +37,7 @@
 //!
 //! # Hosting it
 //!
-//! Sans-IO, with an injected clock: every call takes `now`, a monotonic [`Duration`] from any
+//! Sans-IO, with an injected clock: every call takes `now`, a monotonic [`Duration`](std::time::Duration) from any
 //! fixed start, and [`Engine::poll`] also the wall clock (µs since the Unix epoch) for
 //! schedules.
 //!
