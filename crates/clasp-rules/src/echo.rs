@@ -1,9 +1,10 @@
 //! The engine's own writes whose echo has not come back yet, to tell the router's echo of a
 //! write from someone else's change.
 //!
-//! Writes are kept per (kind, address) in the order they were made, for at most
-//! [`ECHO_TTL`]: the router echoes a SET at once, and a PUBLISH not at all to its sender, so
-//! anything older is a write whose echo will not come (refused, not subscribed).
+//! SETs are kept per address in the order they were made, for at most [`ECHO_TTL`]: the
+//! router echoes a SET at once, so anything older is a write whose echo will not come
+//! (refused, not subscribed). PUBLISHes are not kept: the router never sends an event back
+//! to its sender.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

@@ -508,8 +508,9 @@ impl Engine {
         let id = WriteId(self.next_id);
         self.next_id += 1;
         for (param, address, value) in write.parts() {
-            self.own.sent(id, param, address, value, now);
             let (changed, prev) = if param {
+                // The router never sends a PUBLISH back to its sender: only SETs have echoes.
+                self.own.sent(id, param, address, value, now);
                 if !ramp_step {
                     self.ramps.remove(address);
                 }

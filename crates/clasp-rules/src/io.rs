@@ -33,9 +33,10 @@ impl From<SignalType> for UpdateKind {
 /// * through the router's in-process door, an update carries `own` (the session's own SET)
 ///   and the attachment the host gave the write: pass [`Origin::Own`] with the
 ///   [`WriteId`] it attached, and [`Origin::Other`] for everything else;
-/// * a host that cannot tell passes [`Origin::Unknown`]: the engine matches the update with
-///   the writes it made whose echo has not come back (same kind, address and value, within
-///   10 s), oldest first;
+/// * a host that cannot tell passes [`Origin::Unknown`]: the engine matches a param's update
+///   with the SETs it made whose echo has not come back (same address and value, within
+///   10 s), oldest first (the router never sends a PUBLISH back to its sender, so an event
+///   is never taken for an echo);
 /// * the params found when subscribing (the SNAPSHOT) are [`Origin::Snapshot`]: recorded,
 ///   never a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,38 @@ fn echoes_mistaken_for_outside_writes_change_nothing_when_the_value_is_held() {
 }
 
 #[test]
+fn an_event_like_one_the_engine_published_is_not_taken_for_an_echo() {
+    let mut e = engine(
+        r#"
+        [[rule]]
+        id = "relay"
+        trigger = { type = "event", pattern = "/in" }
+        actions = [{ type = "publish", address = "/out", value = 1 }]
+
+        [[rule]]
+        id = "count"
+        trigger = { type = "event", pattern = "/out" }
+        actions = [{ type = "publish", address = "/counted" }]
+        "#,
+    );
+    publish(&mut e, "/in", Value::Null, 0);
+    assert_eq!(poll(&mut e, 0).len(), 2);
+    // Someone else publishes the same event: the router never echoes a PUBLISH to its
+    // sender, so this is not the engine's own.
+    e.on_update(
+        "/out",
+        &Value::Int(1),
+        UpdateKind::Event,
+        Origin::Unknown,
+        ms(1),
+    );
+    assert_eq!(
+        flat(&poll(&mut e, 1)),
+        [("publish", "/counted".to_owned(), Value::Null)]
+    );
+}
+
+#[test]
 fn chains_through_published_events_stop_too() {
     let mut e = engine(
         r#"

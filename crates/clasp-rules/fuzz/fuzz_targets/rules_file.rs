@@ -7,7 +7,7 @@
 //! * each poll returns a bounded number of writes (chains and cascades stop), each to a
 //!   concrete address (starting with `/`, no wildcard, no `{`), never a non-finite float
 //!   (the updates given are finite);
-//! * the echo of every write, given back as the engine's own, makes no write;
+//! * the echo of every SET, given back as the engine's own (by id or by value), makes no write;
 //! * following the engine's deadlines, it goes quiet or keeps to its timers.
 #![no_main]
 
@@ -37,18 +37,14 @@ fn check(outs: &[Output]) {
 
 fn echo(e: &mut Engine, outs: &[Output], now: Duration) {
     for o in outs {
-        for (param, address, value) in o.write.parts() {
-            let kind = if param {
-                UpdateKind::Param
-            } else {
-                UpdateKind::Event
-            };
+        // As the router does: SETs come back to their writer, PUBLISHes do not.
+        for (_, address, value) in o.write.parts().into_iter().filter(|p| p.0) {
             let origin = if o.id.0 % 2 == 0 {
                 Origin::Own(o.id)
             } else {
                 Origin::Unknown
             };
-            e.on_update(address, value, kind, origin, now);
+            e.on_update(address, value, UpdateKind::Param, origin, now);
         }
     }
 }
