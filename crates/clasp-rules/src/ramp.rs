@@ -59,7 +59,7 @@ impl Ramp {
             step,
             curve,
             int,
-            next: start + step.min(over),
+            next: start.saturating_add(step.min(over)),
             last: None,
         }
     }
@@ -70,7 +70,7 @@ impl Ramp {
     }
 
     fn end(&self) -> Duration {
-        self.start + self.over
+        self.start.saturating_add(self.over)
     }
 
     /// The value at `t` (not after the end).

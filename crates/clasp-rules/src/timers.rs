@@ -35,9 +35,9 @@ impl Engine {
                         let target = i128::from(local - offset_minutes) * MINUTE_US;
                         let wait = (target - i128::from(wall_us))
                             .clamp(0, SCHEDULE_RECHECK.as_micros() as i128);
-                        consider(at + Duration::from_micros(wait as u64));
+                        consider(at.saturating_add(Duration::from_micros(wait as u64)));
                     }
-                    (Some((at, _)), None) => consider(at + SCHEDULE_RECHECK),
+                    (Some((at, _)), None) => consider(at.saturating_add(SCHEDULE_RECHECK)),
                     (None, _) => consider(now),
                 },
                 _ => {}

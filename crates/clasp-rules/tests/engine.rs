@@ -367,3 +367,31 @@ fn disabled_rules_do_nothing_and_need_no_subscription() {
         Write::Set { .. }
     ));
 }
+
+#[test]
+fn times_near_the_end_of_the_clock_do_not_overflow() {
+    let mut e = engine(
+        r#"
+        [[rule]]
+        id = "all"
+        trigger = { type = "event", pattern = "/go" }
+        actions = [{ type = "ramp", address = "/r", from = 0.0, to = 1.0, over = "1h" },
+                   { type = "delay", for = "8000h" }, { type = "publish", address = "/p" }]
+
+        [[rule]]
+        id = "tick"
+        trigger = { type = "interval", every = "1h" }
+        actions = [{ type = "publish", address = "/t" }]
+
+        [[rule]]
+        id = "cron"
+        trigger = { type = "schedule", cron = "* * * * *" }
+        actions = [{ type = "publish", address = "/c" }]
+        "#,
+    );
+    let end = std::time::Duration::MAX - std::time::Duration::from_secs(10);
+    e.on_update("/go", &Value::Null, UpdateKind::Event, Origin::Other, end);
+    e.poll(end, u64::MAX);
+    assert!(e.next_deadline().is_some());
+    e.poll(std::time::Duration::MAX, u64::MAX);
+}
