@@ -17,6 +17,7 @@ pub mod mapper;
 pub mod midi;
 pub mod mqtt;
 pub mod osc;
+pub mod rules;
 pub mod socketio;
 pub mod stats;
 mod stream;

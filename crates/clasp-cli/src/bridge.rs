@@ -38,7 +38,6 @@ use clasp_bridge::osc::OscBridgeConfig;
 use clasp_bridge::socketio::SocketIoConfig;
 use clasp_bridge::ws::{WsBridgeConfig, WsMode};
 use clasp_mapping::{Engine, MappingSpec, describe};
-use clasp_router::server::Server;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -711,86 +710,4 @@ async fn bridge(
         );
     }
     Ok(())
-}
-
-/// Bridges and mappings from `clasp server` / `clasp relay`'s config file, run inside the
-/// router through its typed door (the same code as `clasp bridge`, on in-process links).
-#[derive(Debug)]
-pub(crate) struct InProcess {
-    engine: Option<Engine>,
-    specs: Vec<BridgeSpec>,
-    token: Option<String>,
-}
-
-impl InProcess {
-    /// Checks the tables of `path`; `None` when there are none.
-    pub(crate) fn new(
-        mappings: Vec<MappingSpec>,
-        specs: Vec<BridgeSpec>,
-        token: Option<String>,
-        path: &std::path::Path,
-    ) -> anyhow::Result<Option<InProcess>> {
-        for s in &specs {
-            s.check()
-                .with_context(|| format!("{}: bridge `{}`", path.display(), s.label()))?;
-        }
-        let engine = if mappings.is_empty() {
-            None
-        } else {
-            Some(
-                Engine::new(mappings)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), describe(&e)))?,
-            )
-        };
-        if engine.is_none() && specs.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(InProcess {
-            engine,
-            specs,
-            token,
-        }))
-    }
-
-    /// Starts them on `server` (until `stop`), and adds their counters to `/metrics`.
-    pub(crate) async fn start(
-        self,
-        server: Server,
-        stop: CancellationToken,
-    ) -> anyhow::Result<Server> {
-        let handle = server.handle();
-        let join =
-            |what: &str| format!("the in-process {what} cannot join the router (set bridge_token)");
-        let mut hosted = Vec::new();
-        for spec in self.specs {
-            let label = spec.label();
-            let link =
-                RouterLink::local_named(&handle, self.token.as_deref(), &format!("bridge:{label}"))
-                    .with_context(|| join(&format!("bridge `{label}`")))?;
-            let h = host::start(spec, link, stop.clone())
-                .await
-                .with_context(|| format!("bridge `{label}`"))?;
-            tracing::info!(bridge = %label, "bridge running in-process");
-            hosted.push(h);
-        }
-        if let Some(engine) = self.engine {
-            let rules = engine.len();
-            let link = RouterLink::local_named(&handle, self.token.as_deref(), "mappings")
-                .with_context(|| join("mappings"))?;
-            let mapper = Mapper::start(link, engine).await?;
-            let stats = Arc::new(MapperStats::default());
-            let run = mapper.run(stats.clone(), stop);
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::error!(error = %e, "the in-process mappings stopped");
-                }
-            });
-            tracing::info!(rules, "mappings running in-process");
-            hosted.push(Hosted {
-                label: "mappings".into(),
-                counters: stats,
-            });
-        }
-        Ok(server.with_metrics(move |o| host::write_metrics(o, &hosted)))
-    }
 }

@@ -4,6 +4,7 @@
 mod bridge;
 mod cluster;
 mod discover;
+mod in_process;
 mod journal;
 mod relay;
 mod server;

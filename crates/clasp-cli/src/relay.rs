@@ -19,7 +19,7 @@ use clasp_router::server::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::InProcess;
+use crate::in_process::InProcess;
 use crate::server::{ServerArgs, build_config, init_logging, load_mappings, shutdown_signal};
 
 /// With tokens on, registering and unregistering at the rendezvous API needs a token that may

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::InProcess;
+use crate::in_process::{InProcess, RulesSpec};
 
 /// Options of `clasp server`. Each has an environment variable, and all but `--config` can also
 /// be set in the TOML file given with `--config`; flags win over the file.
@@ -135,6 +135,14 @@ pub(crate) struct ServerArgs {
     cluster: crate::cluster::ClusterArgs,
     #[command(flatten)]
     journal: crate::journal::JournalArgs,
+    /// Run the rules of this file (TOML, or JSON for .json; see docs/rules.md) inside the
+    /// router; reloaded when it changes.
+    #[arg(long, env = "CLASP_RULES", value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// The token the rules' session joins with (needed when tokens are; its scopes are what
+    /// the rules may read and write) [default: bridge_token of the config file].
+    #[arg(long, env = "CLASP_RULES_TOKEN", value_name = "TOKEN")]
+    rules_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +224,10 @@ struct FileConfig {
     console: Option<bool>,
     /// The journal and history (see docs/time.md).
     journal: Option<crate::journal::JournalFile>,
+    /// A rules file to run inside the router (see docs/rules.md).
+    rules: Option<PathBuf>,
+    /// The token the rules join the router with.
+    rules_token: Option<String>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -226,11 +238,16 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 /// The config file's `[[mapping]]` tables, checked, to run inside the router.
 pub(crate) fn load_mappings(args: &ServerArgs) -> anyhow::Result<Option<InProcess>> {
-    let Some(path) = &args.config else {
-        return Ok(None);
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
     };
-    let file = load_file(path)?;
-    InProcess::new(file.mapping, file.bridge, file.bridge_token, path)
+    let rules = args.rules.clone().or(file.rules).map(|path| RulesSpec {
+        path,
+        token: args.rules_token.clone().or(file.rules_token),
+    });
+    let path = args.config.clone().unwrap_or_default();
+    InProcess::new(file.mapping, file.bridge, file.bridge_token, &path, rules)
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {

@@ -155,6 +155,13 @@ impl Local {
         }))
     }
 
+    pub(super) fn bundle_now(&self, messages: Vec<Message>) -> Result<(), BridgeError> {
+        self.submit(Message::Bundle(clasp_proto::Bundle {
+            timestamp: None,
+            messages,
+        }))
+    }
+
     fn submit(&self, msg: Message) -> Result<(), BridgeError> {
         let s = &self.shared;
         s.handle

@@ -219,6 +219,18 @@ impl RouterLink {
         Ok(())
     }
 
+    /// Makes `writes` at once as one BUNDLE: applied together, or not at all.
+    pub async fn bundle(&self, writes: &[Write]) -> Result<(), BridgeError> {
+        let messages: Vec<Message> = writes.iter().map(message).collect();
+        match &self.inner {
+            Inner::Remote(c, ..) => {
+                c.bundle(messages).await?;
+            }
+            Inner::Local(l) => l.bundle_now(messages)?,
+        }
+        Ok(())
+    }
+
     /// Waits until every update the router has produced for this link so far is in its
     /// subscriptions (remote: a PING round trip; local: the queue handed over).
     pub async fn sync(&self) -> Result<(), BridgeError> {
