@@ -11,7 +11,7 @@
 //! use clasp_client::recording::{PlayOptions, play, read};
 //! let file = std::io::BufReader::new(std::fs::File::open("show.jsonl")?);
 //! let rec = read(file)?;
-//! let stop = tokio_util::sync::CancellationToken::new();
+//! let stop = clasp_client::recording::CancellationToken::new();
 //! let report = play(&client, &rec, &PlayOptions::default(), &stop, |_| {}).await?;
 //! println!("p99 late {:?}", report.lateness.quantile(0.99));
 //! # Ok(()) }
@@ -28,3 +28,5 @@ pub use format::{
 };
 pub use lateness::Lateness;
 pub use player::{PlayOptions, Progress, Report, play, state_at};
+/// What stops a [`play`] (re-exported so callers need not depend on `tokio-util`).
+pub use tokio_util::sync::CancellationToken;
