@@ -19,7 +19,7 @@
 //! clasp-bench soak       --url ... --pid PID [--duration-secs 1800] [--interval-secs 10]
 //! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
 //! clasp-bench commit     --url ... [--writers 1,8,64] [--seconds 5] [--size 64]
-//! clasp-bench playback   --url ... [--cues 10000] [--rate 1000] [--spin-us 2000]
+//! clasp-bench playback   --url ... [--cues 10000] [--rate 1000] [--precise-us 2000]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench mqtt       --addr 127.0.0.1:1883 [--subscribers 100] [--size 8] [--seconds 10]
 //!                        [--warmup-secs 1] [--window 64 | --rate R] [--pid PID]

@@ -34,10 +34,10 @@ pub(crate) struct PlaybackOpts {
     /// Cues per second.
     #[arg(long, default_value_t = 1000)]
     pub(crate) rate: u32,
-    /// The player's switch from the timer to yielding, µs before each due instant (as
-    /// `clasp play --spin-us`; 0: the timer alone).
+    /// When the player leaves the timer for its precise wait, µs before each due instant (as
+    /// `clasp play --precise-us`; 0: the timer alone).
     #[arg(long, default_value_t = 2000)]
-    pub(crate) spin_us: u64,
+    pub(crate) precise_us: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,7 +45,7 @@ struct PlaybackResult {
     machine: String,
     cues: u64,
     rate: u32,
-    spin_us: u64,
+    precise_us: u64,
     player_p50_us: f64,
     player_p99_us: f64,
     player_max_us: f64,
@@ -115,7 +115,7 @@ pub(crate) async fn run(target: &Target, o: &PlaybackOpts, out: &Out) -> anyhow:
 
     let rec = Arc::new(recording(o.cues, o.rate));
     let opts = PlayOptions {
-        spin: Duration::from_micros(o.spin_us),
+        precise: Duration::from_micros(o.precise_us),
         initial: false,
         ..PlayOptions::default()
     };
@@ -183,7 +183,7 @@ pub(crate) async fn run(target: &Target, o: &PlaybackOpts, out: &Out) -> anyhow:
         machine: machine(),
         cues: o.cues,
         rate: o.rate,
-        spin_us: o.spin_us,
+        precise_us: o.precise_us,
         player_p50_us: us(player_lateness.quantile(0.5)),
         player_p99_us: us(player_lateness.quantile(0.99)),
         player_max_us: us(player_lateness.max()),

@@ -33,10 +33,11 @@ pub(crate) struct PlayArgs {
     /// Do not restore the recording's initial state first.
     #[arg(long)]
     no_initial: bool,
-    /// Microseconds before each due instant at which waiting turns from the timer (1 ms
-    /// ticks) to yielding in a loop; 0 uses the timer alone.
+    /// Microseconds before each due instant at which waiting leaves the runtime's timer (1 ms
+    /// ticks) for a precise wait (a thread sleep, then a busy loop for the last 100 µs); 0
+    /// uses the timer alone.
     #[arg(long, default_value_t = 2000, value_name = "US")]
-    spin_us: u64,
+    precise_us: u64,
     #[command(flatten)]
     conn: Conn,
 }
@@ -92,11 +93,11 @@ pub(crate) fn lateness_line(l: &Lateness) -> String {
 }
 
 /// Runs `clasp play` on a single-threaded runtime (the connection's task runs whenever the
-/// player yields).
+/// player waits).
 pub(crate) fn run(args: PlayArgs) -> anyhow::Result<()> {
     let path = args.file.display().to_string();
     let f = File::open(&args.file).with_context(|| format!("cannot open {path}"))?;
-    let rec = recording::read(BufReader::new(f)).with_context(|| format!("{path}"))?;
+    let rec = recording::read(BufReader::new(f)).with_context(|| path.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,7 +128,7 @@ async fn play(
         looped: args.looped,
         from_us: args.from.map_or(0, |d| d.as_micros() as u64),
         initial: !args.no_initial,
-        spin: Duration::from_micros(args.spin_us),
+        precise: Duration::from_micros(args.precise_us),
     };
     let length = rec.length_us();
     if opts.from_us > length {

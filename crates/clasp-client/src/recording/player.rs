@@ -2,9 +2,10 @@
 //!
 //! Every cue's due instant is computed from the instant the pass started (never from the
 //! previous send, so sleep errors do not add up). The wait is tokio's timer until
-//! [`PlayOptions::spin`] before the due instant (the timer fires on millisecond ticks, up to
-//! about a millisecond late), then yielding to the runtime in a loop until the instant has come;
-//! the send happens at once. The figures behind the default are in `docs/recording.md`.
+//! [`PlayOptions::precise`] before the due instant (the timer fires on millisecond ticks, up to
+//! about a millisecond late), then a thread sleep and a short busy loop on the runtime's
+//! thread; the send happens at once. The figures behind the default are in
+//! `docs/recording.md`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,8 +31,10 @@ pub struct PlayOptions {
     pub from_us: u64,
     /// Restore the initial snapshot (the `initial` entries) first.
     pub initial: bool,
-    /// How long before a due instant the timer hands over to yielding (0: the timer alone).
-    pub spin: Duration,
+    /// How long before a due instant the wait leaves tokio's timer (1 ms ticks) for a precise
+    /// wait on the runtime's thread: a sleep, then a busy loop for the last 100 µs (0: the
+    /// timer alone).
+    pub precise: Duration,
 }
 
 impl Default for PlayOptions {
@@ -41,7 +44,7 @@ impl Default for PlayOptions {
             looped: false,
             from_us: 0,
             initial: true,
-            spin: Duration::from_millis(2),
+            precise: Duration::from_millis(2),
         }
     }
 }
@@ -189,7 +192,7 @@ pub async fn play(
         ticks.show(&mut progress, &report, opts.from_us);
         for cue in &cues {
             let due = started + scaled(cue.t_us - opts.from_us);
-            if !wait_until(due, opts.spin, stop, &mut ticks, &mut progress, &report).await {
+            if !wait_until(due, opts.precise, stop, &mut ticks, &mut progress, &report).await {
                 report.interrupted = true;
                 break 'passes;
             }
@@ -254,10 +257,18 @@ impl Ticks {
     }
 }
 
-/// Waits until `due`: the timer until `spin` before it, then yielding. `false` if stopped.
+/// The last stretch of a precise wait that is a busy loop rather than a sleep (a thread's
+/// sleep ends up to ~60 µs late on Linux: the default timer slack and the wake-up).
+const BUSY: Duration = Duration::from_micros(100);
+
+/// Waits until `due`: tokio's timer until `precise` before it, then on this thread (a sleep,
+/// then a busy loop for the last [`BUSY`]). `false` if stopped.
+///
+/// The last stretch blocks the runtime's thread for at most `precise`; the connection's task
+/// gets a turn just before it, so what was sent is written first.
 async fn wait_until(
     due: Instant,
-    spin: Duration,
+    precise: Duration,
     stop: &CancellationToken,
     ticks: &mut Ticks,
     progress: &mut impl FnMut(&Progress<'_>),
@@ -275,15 +286,24 @@ async fn wait_until(
             ticks.show(progress, report, ticks.position_us);
         }
         let left = due - now;
-        if left > spin {
-            let wake = (due - spin).min(ticks.next);
+        if left > precise {
+            let wake = (due - precise).min(ticks.next);
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = stop.cancelled() => return false,
             }
-        } else {
-            tokio::task::yield_now().await;
+            continue;
         }
+        // Let the connection's task write what was sent before this thread waits.
+        tokio::task::yield_now().await;
+        let left = due.saturating_duration_since(Instant::now());
+        if left > BUSY {
+            std::thread::sleep(left - BUSY);
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        return true;
     }
 }
 
