@@ -19,6 +19,7 @@
 //! clasp-bench soak       --url ... --pid PID [--duration-secs 1800] [--interval-secs 10]
 //! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
 //! clasp-bench commit     --url ... [--writers 1,8,64] [--seconds 5] [--size 64]
+//! clasp-bench playback   --url ... [--cues 10000] [--rate 1000] [--precise-us 2000]
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench mqtt       --addr 127.0.0.1:1883 [--subscribers 100] [--size 8] [--seconds 10]
 //!                        [--warmup-secs 1] [--window 64 | --rate R] [--pid PID]
@@ -42,6 +43,7 @@ mod memory;
 mod mqtt;
 mod output;
 mod p2p;
+mod playback;
 mod report;
 mod soak;
 mod throughput;
@@ -58,6 +60,7 @@ use crate::memory::MemoryOpts;
 use crate::mqtt::{MqttOpts, MqttReportOpts};
 use crate::output::Out;
 use crate::p2p::P2pOpts;
+use crate::playback::PlaybackOpts;
 use crate::report::ReportOpts;
 use crate::soak::SoakOpts;
 use crate::throughput::ThroughputOpts;
@@ -166,6 +169,14 @@ enum Cmd {
         #[command(flatten)]
         opts: CommitOpts,
     },
+    /// The timing error of `clasp play` at a steady cue rate: lateness as seen by the player
+    /// and by a subscriber.
+    Playback {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: PlaybackOpts,
+    },
     /// MQTT fan-out against any MQTT 3.1.1 broker on this machine: one publisher, N
     /// subscribers on one topic, QoS 0; deliveries/s, publish-to-receive latency, loss.
     Mqtt(MqttOpts),
@@ -205,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::P2p { url, .. }
         | Cmd::Transports { url, .. }
         | Cmd::Commit { url, .. }
+        | Cmd::Playback { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::MqttReport(o) => return mqtt::report(o),
@@ -270,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::P2p { opts, .. } => p2p::run(&target, &opts, &out).await,
             Cmd::Transports { opts, .. } => transports::run(&target, &opts, &out).await,
             Cmd::Commit { opts, .. } => commit::run(&target, &opts, &out).await,
+            Cmd::Playback { opts, .. } => playback::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,

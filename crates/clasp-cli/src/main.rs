@@ -1,11 +1,13 @@
 //! `clasp`: run the CLASP router and work with it from the command line (`set`, `get`, `sub`,
-//! `emit`, `query`, `ping`, `snapshot`), and manage its tokens (`token`).
+//! `emit`, `query`, `ping`, `snapshot`, `record`, `play`), and manage its tokens (`token`).
 
 mod bridge;
 mod cluster;
 mod discover;
 mod in_process;
 mod journal;
+mod play;
+mod record;
 mod relay;
 mod server;
 mod token;
@@ -35,6 +37,10 @@ enum Command {
     Discover(discover::DiscoverArgs),
     /// Manage the router's CPSK tokens (create, list, revoke).
     Token(token::TokenArgs),
+    /// Record what a router carries under a pattern, with its timing, to a file.
+    Record(record::RecordArgs),
+    /// Play a recording back onto a router with its original timing.
+    Play(play::PlayArgs),
     #[command(flatten)]
     Tool(tools::Tool),
 }
@@ -47,6 +53,8 @@ fn main() -> std::process::ExitCode {
         Command::Bridge(args) => bridge::run(args),
         Command::Discover(args) => discover::run(args),
         Command::Token(args) => token::run(args),
+        Command::Record(args) => record::run(args),
+        Command::Play(args) => play::run(args),
         Command::Tool(tool) => tools::run(tool),
     };
     match result {

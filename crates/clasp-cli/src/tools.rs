@@ -26,20 +26,20 @@ const PING_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) struct Conn {
     /// The router's URL.
     #[arg(long, env = "CLASP_URL", default_value = "ws://127.0.0.1:7330")]
-    url: String,
+    pub(crate) url: String,
     /// Authentication token sent in HELLO.
     #[arg(long, env = "CLASP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Machine-readable output (JSON).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Also trust this PEM certificate for wss:// (a router's self-signed certificate or a
     /// private CA).
     #[arg(long, env = "CLASP_CA_CERT", value_name = "FILE")]
-    ca_cert: Option<std::path::PathBuf>,
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
     /// Seconds to wait for the connection and for each answer of the router.
     #[arg(long, default_value = "5", value_parser = parse_timeout, value_name = "SECONDS")]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The tools, as subcommands of `clasp`.
@@ -148,7 +148,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
-fn parse_signal_type(s: &str) -> Result<SignalType, String> {
+pub(crate) fn parse_signal_type(s: &str) -> Result<SignalType, String> {
     SignalType::from_name(s.trim()).ok_or_else(|| {
         format!("unknown signal type `{s}` (expected param, event, stream, gesture or timeline)")
     })
@@ -174,7 +174,7 @@ pub(crate) fn run(tool: Tool) -> anyhow::Result<()> {
 }
 
 /// Connects for a one-shot tool: no reconnecting, the `--timeout` for everything.
-async fn connect(
+pub(crate) async fn connect(
     conn: &Conn,
     tool: &str,
     sync_interval: Option<Duration>,

@@ -595,6 +595,18 @@ impl Client {
         self.send(encode_qos(&msg, Qos::Fire)?).await
     }
 
+    /// Sends messages as one atomic bundle, executed by the router at once, without waiting
+    /// for anything (QoS Fire: no ACK; a refusal comes as a
+    /// [`crate::ConnectionEvent::RouterError`]). For senders that must not stall on a round
+    /// trip, such as `clasp play`; [`Client::bundle`] waits for the router's answer.
+    pub async fn bundle_fire(&self, messages: Vec<Message>) -> Result<()> {
+        let msg = Message::Bundle(Bundle {
+            timestamp: None,
+            messages,
+        });
+        self.send(encode_qos(&msg, Qos::Fire)?).await
+    }
+
     async fn send_bundle(
         &self,
         messages: Vec<Message>,

@@ -42,6 +42,8 @@ mod insecure;
 pub mod json;
 mod options;
 pub mod p2p;
+#[cfg(feature = "recording")]
+pub mod recording;
 mod subscription;
 mod transport;
 

@@ -91,6 +91,12 @@ pub struct Update {
     pub gesture_id: Option<u32>,
     /// Gesture phase (gestures only).
     pub phase: Option<GesturePhase>,
+    /// Set when the update arrived inside a BUNDLE from the router: every update of that
+    /// BUNDLE carries the same number (counted per connection from 1), so a consumer can keep
+    /// them together. `None` for updates that arrived on their own. (Our router applies a
+    /// client's BUNDLE atomically but forwards its members as separate messages, one after
+    /// another; this is `Some` only when a router forwards a BUNDLE as such.)
+    pub bundle: Option<u64>,
 }
 
 impl Update {
@@ -105,6 +111,7 @@ impl Update {
             timestamp: None,
             gesture_id: None,
             phase: None,
+            bundle: None,
         }
     }
 
@@ -119,6 +126,7 @@ impl Update {
             timestamp: p.timestamp,
             gesture_id: None,
             phase: None,
+            bundle: None,
         }
     }
 
@@ -141,6 +149,7 @@ impl Update {
             timestamp: p.timestamp,
             gesture_id: p.id,
             phase: gesture.then_some(p.phase),
+            bundle: None,
         }
     }
 }

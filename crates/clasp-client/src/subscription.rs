@@ -41,6 +41,13 @@ impl Subscription {
         self.rx.recv().await
     }
 
+    /// The next update if one is already buffered, without waiting (`None`: none is, or the
+    /// client is closed). Unlike polling [`Subscription::recv`], never held back by the
+    /// runtime's cooperative budget, so it can drain everything received so far.
+    pub fn try_recv(&mut self) -> Option<Update> {
+        self.rx.try_recv().ok()
+    }
+
     /// Updates dropped so far because this subscription's consumer was too slow.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

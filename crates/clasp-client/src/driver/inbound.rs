@@ -81,9 +81,17 @@ impl DriverState {
                 }
             }
             Message::Bundle(b) => {
+                // The updates of one BUNDLE share a number, so subscribers can keep them
+                // together (a nested BUNDLE counts as part of the outer one).
+                let outer = self.in_bundle;
+                if outer.is_none() {
+                    self.bundles_in += 1;
+                    self.in_bundle = Some(self.bundles_in);
+                }
                 for m in b.messages {
                     self.handle(m, now);
                 }
+                self.in_bundle = outer;
             }
             Message::Announce(_)
             | Message::Hello(_)
@@ -171,7 +179,8 @@ impl DriverState {
         }
     }
 
-    fn dispatch(&mut self, u: Update) {
+    fn dispatch(&mut self, mut u: Update) {
+        u.bundle = self.in_bundle;
         for sub in self.subs.values_mut() {
             if !sub.options.types.is_empty() && !sub.options.types.contains(&u.kind) {
                 continue;

@@ -135,6 +135,10 @@ pub(crate) struct DriverState {
     pub(super) last_error: Option<String>,
     /// Jitter for reconnect delays (seeded in tests).
     rng: fastrand::Rng,
+    /// BUNDLEs received from the router so far (numbers [`crate::Update::bundle`]).
+    pub(super) bundles_in: u64,
+    /// The number of the BUNDLE whose messages are being handled, if any.
+    pub(super) in_bundle: Option<u64>,
 }
 
 impl DriverState {
@@ -150,6 +154,8 @@ impl DriverState {
             actions: VecDeque::new(),
             last_error: None,
             rng,
+            bundles_in: 0,
+            in_bundle: None,
         };
         st.dial(0, now);
         st

@@ -149,6 +149,43 @@ fn a_scheduled_bundle_runs_at_the_router_time_it_names() {
 }
 
 #[test]
+fn updates_of_one_inbound_bundle_share_a_number() {
+    // Our router forwards a bundle's members one by one; a router that forwards the BUNDLE
+    // itself is stood in for by handing the machine one directly.
+    let mut net = Net::new();
+    let c = net.client();
+    let (_, mut rx) = net.subscribe(c, "/u/**", SubscribeOptions::new());
+    let event = Message::Publish(Publish {
+        address: "/u/go".into(),
+        signal: SignalType::Event,
+        payload: PublishPayload::Value(Value::Int(1)),
+        ..Default::default()
+    });
+    let bundle = |msgs| {
+        Message::Bundle(Bundle {
+            timestamp: None,
+            messages: msgs,
+        })
+    };
+    let now = net.now;
+    let st = &mut net.peers[c].st;
+    st.handle(bundle(vec![set("/u/a", Value::Int(1)), event.clone()]), now);
+    st.handle(set("/u/b", Value::Int(2)), now);
+    st.handle(bundle(vec![set("/u/c", Value::Int(3))]), now);
+    let got: Vec<(String, Option<u64>)> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|u| (u.address.to_string(), u.bundle))
+        .collect();
+    let want = [
+        ("/u/a", Some(1)),
+        ("/u/go", Some(1)),
+        ("/u/b", None),
+        ("/u/c", Some(2)),
+    ];
+    let want: Vec<(String, Option<u64>)> = want.iter().map(|(a, b)| (a.to_string(), *b)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn snapshot_and_query_collect_until_the_pong() {
     let mut net = Net::new();
     let c = net.client();
