@@ -195,6 +195,10 @@ pub(crate) async fn connect(
     if let Some(i) = sync_interval {
         b = b.sync_interval(i);
     }
+    if tool == "record" {
+        // Bundles arrive whole, so a recording keeps them.
+        b = b.features(["param", "event", "stream", "gesture", "bundles"]);
+    }
     Ok(b.connect().await?)
 }
 

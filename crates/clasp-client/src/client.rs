@@ -55,7 +55,8 @@ impl ClientBuilder {
     }
 
     /// Feature names sent in HELLO (`param`, `event`, `stream`, `gesture`, `timeline`; default
-    /// the first three, as the official clients).
+    /// the first three, as the official clients). `bundles` asks this router to deliver a
+    /// BUNDLE's updates as one BUNDLE (see [`crate::Update::bundle`]).
     pub fn features<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         self.cfg.features = Features::from_names(names);
         self

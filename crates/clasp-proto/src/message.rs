@@ -246,18 +246,22 @@ impl Features {
     pub const TIMELINE: u8 = 0x08;
     /// Federation (v4).
     pub const FEDERATION: u8 = 0x04;
+    /// An extension of this implementation (no official client sets it): the session gets a
+    /// BUNDLE's updates as one BUNDLE, instead of one message each.
+    pub const BUNDLES: u8 = 0x01;
     /// What the official clients announce by default: param, event, stream (0xE0).
     pub const CLIENT_DEFAULT: Features = Features(0xE0);
     /// What a router announces: all five v3 features (0xF8).
     pub const ROUTER: Features = Features(0xF8);
 
-    const NAMES: [(u8, &'static str); 6] = [
+    const NAMES: [(u8, &'static str); 7] = [
         (Features::PARAM, "param"),
         (Features::EVENT, "event"),
         (Features::STREAM, "stream"),
         (Features::GESTURE, "gesture"),
         (Features::TIMELINE, "timeline"),
         (Features::FEDERATION, "federation"),
+        (Features::BUNDLES, "bundles"),
     ];
 
     /// The feature names in wire order.

@@ -100,6 +100,7 @@ impl<H: Clone> Router<H> {
             return;
         }
         let mut last_revision = None;
+        self.bundle_out = Some(FxHashMap::default());
         for m in bundle.messages {
             match m {
                 Message::Set(s) => match self.on_set(conn, Qos::Fire, &SetReq::owned(&s), now) {
@@ -111,6 +112,7 @@ impl<H: Clone> Router<H> {
                 _ => {}
             }
         }
+        self.send_whole_bundles();
         if qos.wants_ack() {
             let ack = Ack {
                 revision: last_revision,
@@ -215,4 +217,50 @@ fn bundle_cost(bundle: &Bundle) -> usize {
         })
         .sum::<usize>()
         + 64
+}
+
+impl<H: Clone> Router<H> {
+    /// Sends each session that asked for whole bundles what the bundle just applied gave it,
+    /// as one BUNDLE (a single update as itself).
+    fn send_whole_bundles(&mut self) {
+        let Some(whole) = self.bundle_out.take() else {
+            return;
+        };
+        let mut conns: Vec<_> = whole.into_iter().collect();
+        conns.sort_unstable_by_key(|(c, _)| *c);
+        for (conn, mut outs) in conns {
+            if outs.len() == 1 {
+                let o = outs.remove(0);
+                self.stage(conn, o);
+                continue;
+            }
+            let messages: Vec<Message> = outs
+                .iter()
+                .filter_map(|o| clasp_proto::decode_frame(o.frame()).ok().map(|d| d.message))
+                .collect();
+            let bundle = Message::Bundle(Bundle {
+                timestamp: None,
+                messages,
+            });
+            match encode(&bundle) {
+                Ok(frame) => self.stage(conn, Outgoing::Event(frame)),
+                // Too large for one frame: as separate updates, as to everyone else.
+                Err(_) => {
+                    for o in outs {
+                        self.stage(conn, o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stages a frame already counted by the fan-out.
+    fn stage(&mut self, conn: ConnId, o: Outgoing) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.staged.is_empty() && c.typed.is_empty() {
+                self.dirty.push(conn);
+            }
+            c.staged.push(o);
+        }
+    }
 }

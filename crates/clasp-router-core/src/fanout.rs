@@ -166,6 +166,12 @@ impl<H: Clone> Router<H> {
                         own: origin == Some(conn),
                         attached: self.attaching.clone(),
                     }));
+                } else if let Some(whole) = self
+                    .bundle_out
+                    .as_mut()
+                    .filter(|_| sess.features.0 & Features::BUNDLES != 0)
+                {
+                    whole.entry(conn).or_default().push(o);
                 } else {
                     c.staged.push(o);
                 }

@@ -193,6 +193,9 @@ pub struct Router<H> {
     /// The fan-out in progress skips adapter sessions (an expiry notice: adapters such as
     /// MQTT have their own rules for what an expiry tells subscribers).
     wire_only: bool,
+    /// While a bundle is applied: what its updates give each session that asked for whole
+    /// bundles ([`Features::BUNDLES`]), sent as one BUNDLE at its end.
+    bundle_out: Option<FxHashMap<ConnId, Vec<Outgoing>>>,
 }
 
 impl<H> std::fmt::Debug for Router<H> {
@@ -243,6 +246,7 @@ impl<H: Clone> Router<H> {
             last_now: Now { mono: 0, wall: 0 },
             journal,
             wire_only: false,
+            bundle_out: None,
         };
         r.timers.push(Reverse((SWEEP_INTERVAL_US, Timer::Sweep)));
         r

@@ -9,6 +9,10 @@ impl<H: Clone> Router<H> {
         let mut overflow = Vec::new();
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
+                if c.staged.is_empty() && c.typed.is_empty() {
+                    // Marked twice, or what was staged went elsewhere (a whole bundle).
+                    continue;
+                }
                 let transmit = if c.adapter {
                     Transmit::Deliver(std::mem::take(&mut c.typed))
                 } else {

@@ -483,3 +483,58 @@ fn journal_entries_are_numbered_in_order_and_skip_p2p_signalling() {
     assert!(matches!(d.message, Message::Set(s) if s.revision == Some(1)));
     let _ = ControlFlow::<()>::Continue(());
 }
+
+#[test]
+fn a_session_that_asks_gets_a_bundle_whole_and_others_get_its_members() {
+    let mut h = Harness::new();
+    let w = h.client();
+    let whole = h.open();
+    h.send(
+        &whole,
+        Message::Hello(Hello {
+            features: Features(Features::CLIENT_DEFAULT.0 | Features::BUNDLES),
+            ..Default::default()
+        }),
+    );
+    whole.msgs();
+    let plain = h.client();
+    h.sub(&whole, 1, "/b/**");
+    h.sub(&plain, 1, "/b/**");
+    whole.msgs();
+    plain.msgs();
+    h.send(
+        &w,
+        Message::Bundle(Bundle {
+            timestamp: None,
+            messages: vec![
+                set("/b/1", Value::Int(1)),
+                set("/b/2", Value::Int(2)),
+                event("/b/e", Value::Int(3)),
+            ],
+        }),
+    );
+    let got = whole.msgs();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let Message::Bundle(b) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        values(&b.messages),
+        [v("/b/1", 1), v("/b/2", 2), v("/b/e", 3)]
+    );
+    let Message::Set(s) = &b.messages[0] else {
+        panic!()
+    };
+    assert_eq!(
+        s.revision,
+        Some(1),
+        "the SETs as broadcast, with their revisions"
+    );
+    assert_eq!(
+        values(&plain.msgs()),
+        [v("/b/1", 1), v("/b/2", 2), v("/b/e", 3)]
+    );
+    // A lone SET is itself.
+    h.set(&w, "/b/1", Value::Int(9));
+    assert!(matches!(&whole.msgs()[..], [Message::Set(_)]));
+}
