@@ -20,6 +20,7 @@
 //! clasp-bench transports --url ws://... [--tcp 127.0.0.1:P] [--quic 127.0.0.1:P --ca-cert PEM]
 //! clasp-bench commit     --url ... [--writers 1,8,64] [--seconds 5] [--size 64]
 //! clasp-bench playback   --url ... [--cues 10000] [--rate 1000] [--precise-us 2000]
+//! clasp-bench replay     --url ... [--fill 1000000] [--size 8] (a router with --journal)
 //! clasp-bench report     --input results.jsonl [--ours ours --reference reference --echo echo]
 //! clasp-bench mqtt       --addr 127.0.0.1:1883 [--subscribers 100] [--size 8] [--seconds 10]
 //!                        [--warmup-secs 1] [--window 64 | --rate R] [--pid PID]
@@ -44,6 +45,7 @@ mod mqtt;
 mod output;
 mod p2p;
 mod playback;
+mod replay;
 mod report;
 mod soak;
 mod throughput;
@@ -61,6 +63,7 @@ use crate::mqtt::{MqttOpts, MqttReportOpts};
 use crate::output::Out;
 use crate::p2p::P2pOpts;
 use crate::playback::PlaybackOpts;
+use crate::replay::ReplayOpts;
 use crate::report::ReportOpts;
 use crate::soak::SoakOpts;
 use crate::throughput::ThroughputOpts;
@@ -177,6 +180,13 @@ enum Cmd {
         #[command(flatten)]
         opts: PlaybackOpts,
     },
+    /// Fills a journaled router with SETs, then REPLAYs them all: entries/s.
+    Replay {
+        #[command(flatten)]
+        url: UrlArg,
+        #[command(flatten)]
+        opts: ReplayOpts,
+    },
     /// MQTT fan-out against any MQTT 3.1.1 broker on this machine: one publisher, N
     /// subscribers on one topic, QoS 0; deliveries/s, publish-to-receive latency, loss.
     Mqtt(MqttOpts),
@@ -217,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Transports { url, .. }
         | Cmd::Commit { url, .. }
         | Cmd::Playback { url, .. }
+        | Cmd::Replay { url, .. }
         | Cmd::All { url, .. } => url.url.clone(),
         Cmd::Report(o) => return report::run(o),
         Cmd::MqttReport(o) => return mqtt::report(o),
@@ -283,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Transports { opts, .. } => transports::run(&target, &opts, &out).await,
             Cmd::Commit { opts, .. } => commit::run(&target, &opts, &out).await,
             Cmd::Playback { opts, .. } => playback::run(&target, &opts, &out).await,
+            Cmd::Replay { opts, .. } => replay::run(&target, &opts, &out).await,
             Cmd::All {
                 pid, metrics_url, ..
             } => all(&target, pid, metrics_url, &out).await,
