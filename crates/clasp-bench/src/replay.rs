@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clasp_proto::{FrameOptions, Message, Qos, Replay, SignalTypes, decode_frame_bytes, encode_with};
+use clasp_proto::{
+    FrameOptions, Message, Qos, Replay, SignalTypes, decode_frame_bytes, encode_with,
+};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
@@ -53,7 +55,11 @@ pub(crate) async fn run(target: &Target, o: &ReplayOpts, out: &Out) -> anyhow::R
             send_frame(&mut w, set_frame(&address, seq_value(i, o.size))?).await?;
         }
         // The router answers in order: once the PONG is back, every SET was taken.
-        send_frame(&mut w, encode_with(&Message::Ping, FrameOptions::default())?).await?;
+        send_frame(
+            &mut w,
+            encode_with(&Message::Ping, FrameOptions::default())?,
+        )
+        .await?;
         loop {
             match next(&mut w, Duration::from_secs(120)).await? {
                 Message::Pong => break,

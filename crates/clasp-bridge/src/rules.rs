@@ -85,35 +85,48 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Subscribes to what `engine` reads and records the state found, acting on none of it.
+/// The updates of several subscriptions as one stream; it never ends on its own (rules with
+/// only timed triggers read nothing and must run on).
+type Updates =
+    futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, crate::link::Update>>;
+
+/// Subscribes to `patterns`; the state they find is left in their buffers (see [`prime`]).
 async fn subscribe(
     link: &RouterLink,
-    engine: &mut Engine,
-    now: Duration,
+    patterns: Vec<String>,
 ) -> Result<Vec<LinkSubscription>, BridgeError> {
     let mut subs = Vec::new();
-    for pattern in engine.subscriptions() {
+    for pattern in patterns {
         subs.push(link.subscribe(&pattern).await?);
     }
     // The router answers in order: once the PING is back, every subscription's current
     // state is in its buffer.
     link.sync().await?;
-    for s in &mut subs {
-        while let Some(Some(u)) = s.next().now_or_never() {
-            engine.on_update(
-                &u.address,
-                &u.value,
-                UpdateKind::from(u.kind),
-                Origin::Snapshot,
-                now,
-            );
-        }
-    }
     Ok(subs)
 }
 
-/// Runs the rules of `path` on `link` until `stop` is cancelled or the link closes for good.
-/// Fails at once if the file does not load.
+/// Records the state `subs` found, acting on none of it, and merges them into one stream.
+fn prime(subs: Vec<LinkSubscription>, engine: &mut Engine, now: Duration) -> Updates {
+    let mut all: Updates = futures_util::stream::SelectAll::new();
+    all.push(futures_util::stream::pending().boxed());
+    for mut s in subs {
+        while let Some(Some(u)) = s.next().now_or_never() {
+            let kind = UpdateKind::from(u.kind);
+            engine.on_update(&u.address, &u.value, kind, Origin::Snapshot, now);
+        }
+        all.push(s.boxed());
+    }
+    all
+}
+
+/// Feeds `u` to the engine as an update from the router.
+fn feed(engine: &mut Engine, u: &crate::link::Update, now: Duration) {
+    let kind = UpdateKind::from(u.kind);
+    engine.on_update(&u.address, &u.value, kind, Origin::Unknown, now);
+}
+
+/// Runs the rules of `path` on `link` until `stop` is cancelled or the router closes the
+/// rules' session. Fails at once if the file does not load.
 pub async fn run(
     link: RouterLink,
     path: PathBuf,
@@ -124,9 +137,9 @@ pub async fn run(
     let set = load(&path)?;
     let mut seen = modified(&path);
     let mut engine = Engine::new(set);
-    let subs = subscribe(&link, &mut engine, start.elapsed()).await?;
+    let subs = subscribe(&link, engine.subscriptions()).await?;
+    let mut all = prime(subs, &mut engine, start.elapsed());
     tracing::info!(file = %path.display(), rules = engine.stats().rules.len(), "rules running");
-    let mut all = futures_util::stream::select_all(subs);
     let mut reload = tokio::time::interval(RELOAD_CHECK);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_at = Instant::now();
@@ -139,23 +152,37 @@ pub async fn run(
             u = all.next() => {
                 let Some(u) = u else { return Ok(()) };
                 let now = start.elapsed();
-                engine.on_update(&u.address, &u.value, UpdateKind::from(u.kind), Origin::Unknown, now);
+                feed(&mut engine, &u, now);
                 // Take what else arrived with it before acting.
                 while let Some(Some(u)) = all.next().now_or_never() {
-                    engine.on_update(&u.address, &u.value, UpdateKind::from(u.kind), Origin::Unknown, now);
+                    feed(&mut engine, &u, now);
                 }
             }
             _ = sleep_until(deadline) => {}
             _ = reload.tick() => {
+                if !link.is_connected() {
+                    return Err(BridgeError::Closed);
+                }
                 let m = modified(&path);
                 if m != seen {
                     seen = m;
-                    match load(&path) {
-                        Ok(set) => {
+                    // The new file's subscriptions first: one the rules' token may not make
+                    // refuses the file, and the rules in force keep running.
+                    let loaded = match load(&path) {
+                        Ok(set) => subscribe(&link, set.subscriptions())
+                            .await
+                            .map(|subs| (set, subs)),
+                        Err(e) => Err(e),
+                    };
+                    match loaded {
+                        Ok((set, subs)) => {
+                            // What the old subscriptions still hold is acted on first.
+                            let now = start.elapsed();
+                            while let Some(Some(u)) = all.next().now_or_never() {
+                                feed(&mut engine, &u, now);
+                            }
                             engine.replace(set);
-                            all = futures_util::stream::select_all(
-                                subscribe(&link, &mut engine, start.elapsed()).await?,
-                            );
+                            all = prime(subs, &mut engine, now);
                             status.reloads.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(file = %path.display(), "rules reloaded");
                         }

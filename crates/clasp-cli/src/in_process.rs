@@ -114,8 +114,9 @@ impl InProcess {
                 let status = Arc::new(RulesStatus::default());
                 let run = clasp_bridge::rules::run(link, r.path, status.clone(), stop);
                 tokio::spawn(async move {
-                    if let Err(e) = run.await {
-                        tracing::error!(error = %e, "the rules stopped");
+                    match run.await {
+                        Ok(()) => tracing::info!("the rules stopped"),
+                        Err(e) => tracing::error!(error = %e, "the rules stopped"),
                     }
                 });
                 Some(status)

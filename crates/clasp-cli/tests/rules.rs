@@ -174,3 +174,92 @@ fn a_bad_rules_file_is_refused_at_start_with_line_and_column() {
     assert!(err.contains("line 3, column"), "{err}");
     assert!(err.contains("hour: 25 is out of range"), "{err}");
 }
+
+fn token(dir: &str, scopes: &str) -> String {
+    let out = common::clasp_ok(&["token", "create", "--data-dir", dir, "--scopes", scopes]);
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+/// With tokens required, the rules need a token of their own, and its scopes bound what they
+/// may do: a write outside them is refused by the router and counted.
+#[tokio::test]
+async fn rules_act_within_their_token_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let client_token = token(d, "admin:/**");
+    let rules_token = token(d, "read:/**,write:/allowed/**");
+    let path = dir.path().join("rules.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nid = \"both\"\ntrigger = { type = \"event\", pattern = \"/go\" }\nactions = [\n  { type = \"set\", address = \"/allowed/x\", value = 1 },\n  { type = \"set\", address = \"/denied/y\", value = 1 },\n]\n",
+    )
+    .unwrap();
+    let rules = path.to_str().unwrap();
+    // Without a token for them, the router does not start, and says why.
+    let out = common::clasp(&[
+        "server",
+        "--data-dir",
+        d,
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--rules",
+        rules,
+    ])
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rules-token"), "{err}");
+
+    let server = start(&[
+        "--data-dir",
+        d,
+        "--rules",
+        rules,
+        "--rules-token",
+        &rules_token,
+    ]);
+    let c = Client::builder(&server.url)
+        .token(client_token)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    metric_reaches(&server.url, "clasp_rules_updates_total", 0.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.emit("/go", Value::Int(1)).await.unwrap();
+    metric_reaches(&server.url, "clasp_rules_write_errors_total", 1.0).await;
+    assert_eq!(c.get("/allowed/x").await.unwrap(), Value::Int(1));
+    assert!(
+        c.get("/denied/y").await.is_err(),
+        "written outside the rules' scopes"
+    );
+    c.close().await;
+}
+
+/// Rules that read nothing (timed triggers only) run on.
+#[tokio::test]
+async fn rules_with_only_timed_triggers_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.json");
+    std::fs::write(
+        &path,
+        r#"{"rule": [{"id": "tick", "trigger": {"type": "interval", "every": "100ms"},
+            "actions": [{"type": "publish", "address": "/tick", "value": true}]}]}"#,
+    )
+    .unwrap();
+    let server = start(&["--memory", "--rules", path.to_str().unwrap()]);
+    let c = connect(&server.url).await;
+    let mut ticks = c.subscribe("/tick").await.unwrap();
+    for _ in 0..3 {
+        let u = tokio::time::timeout(WAIT, ticks.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.value, Value::Bool(true));
+    }
+    c.close().await;
+}

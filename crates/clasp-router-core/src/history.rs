@@ -17,6 +17,23 @@ use clasp_proto::{SignalType, SignalTypes};
 
 use crate::auth::{Action, Scopes};
 
+/// The most bytes of frames a history holds.
+pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+/// The most broadcasts looked at for one history (a pattern that matches little must not read
+/// the whole journal).
+pub const MAX_EXAMINED: usize = 2_000_000;
+
+/// An earlier broadcast sent again (a history, a REPLAY): its kind, address and frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Past {
+    /// The signal kind.
+    pub signal: SignalType,
+    /// The address (checked against the session's read scopes when it is sent).
+    pub address: Box<str>,
+    /// The frame as broadcast.
+    pub frame: Bytes,
+}
+
 /// Chooses a subscription's history from broadcasts offered newest first.
 #[derive(Debug, Clone)]
 pub struct HistoryPicker {
@@ -26,7 +43,9 @@ pub struct HistoryPicker {
     reader: Option<Scopes>,
     /// Params whose newest broadcast was seen (their current value, in the snapshot).
     current: HashSet<Box<str>>,
-    picked: Vec<(SignalType, Bytes)>,
+    picked: Vec<Past>,
+    bytes: usize,
+    examined: usize,
 }
 
 impl HistoryPicker {
@@ -40,6 +59,8 @@ impl HistoryPicker {
             reader,
             current: HashSet::new(),
             picked: Vec::new(),
+            bytes: 0,
+            examined: 0,
         }
     }
 
@@ -55,7 +76,11 @@ impl HistoryPicker {
         address: &str,
         frame: impl FnOnce() -> Bytes,
     ) -> ControlFlow<()> {
-        if self.picked.len() >= self.count {
+        self.examined += 1;
+        if self.picked.len() >= self.count
+            || self.bytes >= MAX_HISTORY_BYTES
+            || self.examined > MAX_EXAMINED
+        {
             return ControlFlow::Break(());
         }
         if !self.types.accepts(signal)
@@ -71,8 +96,14 @@ impl HistoryPicker {
             self.current.insert(address.into());
             return ControlFlow::Continue(());
         }
-        self.picked.push((signal, frame()));
-        if self.picked.len() >= self.count {
+        let frame = frame();
+        self.bytes += frame.len();
+        self.picked.push(Past {
+            signal,
+            address: address.into(),
+            frame,
+        });
+        if self.picked.len() >= self.count || self.bytes >= MAX_HISTORY_BYTES {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -80,7 +111,7 @@ impl HistoryPicker {
     }
 
     /// The history, oldest first.
-    pub fn finish(mut self) -> Vec<(SignalType, Bytes)> {
+    pub fn finish(mut self) -> Vec<Past> {
         self.picked.reverse();
         self.picked
     }

@@ -18,14 +18,18 @@ use clasp_proto::Replay;
 
 use super::*;
 use crate::auth::Scopes;
-use crate::history::{HistoryPicker, Ring};
+use crate::history::{HistoryPicker, Past, Ring};
 
 /// The longest a connection's output is held for a history.
 const HOLD_US: u64 = 10_000_000;
-/// The most bytes held for a history before the history is given up.
-const HOLD_BYTES: usize = 16 << 20;
-/// REPLAYs of one session answered at once.
+/// The most bytes (and frames) held for a history before the history is given up: with the
+/// history itself (at most [`crate::history::MAX_HISTORY_BYTES`]) well within what a
+/// connection's queue takes at once.
+const HOLD_BYTES: usize = 4 << 20;
+const HOLD_FRAMES: usize = 16_384;
+/// REPLAYs of one session answered at once, and histories it waits for at once.
 const MAX_REPLAYS: usize = 4;
+pub(crate) const MAX_HISTORIES: usize = 4;
 /// The most entries a history holds (more can be had with REPLAY, a slice at a time).
 pub const MAX_HISTORY: u32 = 10_000;
 
@@ -55,6 +59,8 @@ pub enum JournalRequest<H> {
         conn: ConnId,
         /// Its handle.
         to: H,
+        /// The hold it is for (give it back to [`Router::history_ready`]).
+        hold: u64,
         /// The newest entry the history may hold.
         upto: u64,
         /// Chooses the entries.
@@ -136,9 +142,12 @@ pub(crate) struct Log<H> {
 struct Hold {
     id: u64,
     waiting: usize,
-    ready: Vec<(SignalType, Bytes)>,
+    /// Monotonic µs after which it is given up.
+    deadline: u64,
+    ready: Vec<Past>,
     held: Vec<Transmit>,
     bytes: usize,
+    frames: usize,
 }
 
 impl<H> Log<H> {
@@ -161,7 +170,6 @@ impl<H> Log<H> {
     #[inline]
     pub(crate) fn wants(&self, signal: SignalType, address: &str) -> bool {
         (self.on || self.ring.enabled())
-            && !self.kinds.is_all()
             && self.kinds.accepts(signal)
             && !address.starts_with("/clasp/p2p/")
     }
@@ -170,18 +178,25 @@ impl<H> Log<H> {
         !self.holds.is_empty() && self.holds.contains_key(&conn)
     }
 
+    /// Histories `conn` waits for.
+    pub(crate) fn waiting(&self, conn: ConnId) -> usize {
+        self.holds.get(&conn).map_or(0, |h| h.waiting)
+    }
+
     /// Holds `t` if `conn` is held; gives it back otherwise. `true` once the hold is too big.
     pub(crate) fn hold(&mut self, conn: ConnId, t: Transmit) -> Result<bool, Transmit> {
         let Some(h) = self.holds.get_mut(&conn) else {
             return Err(t);
         };
-        h.bytes += match &t {
-            Transmit::Frames(f) => f.iter().map(|o| o.frame().len()).sum(),
-            Transmit::Deliver(d) => 64 * d.len(),
-            Transmit::Close(_) => 0,
+        let (bytes, frames) = match &t {
+            Transmit::Frames(f) => (f.iter().map(|o| o.frame().len()).sum(), f.len()),
+            Transmit::Deliver(d) => (64 * d.len(), d.len()),
+            Transmit::Close(_) => (0, 0),
         };
+        h.bytes += bytes;
+        h.frames += frames;
         h.held.push(t);
-        Ok(h.bytes > HOLD_BYTES)
+        Ok(h.bytes > HOLD_BYTES || h.frames > HOLD_FRAMES)
     }
 }
 
@@ -194,6 +209,11 @@ impl<H: Clone> Router<H> {
         j.next_seq = last_seq.saturating_add(1);
         j.last_time = last_time;
         j.ring = Ring::new(0, 0);
+    }
+
+    /// Whether `conn`'s output is held for a history now.
+    pub fn history_held(&self, conn: ConnId) -> bool {
+        self.journal.held(conn)
     }
 
     /// Whether a journal is kept.
@@ -229,12 +249,19 @@ impl<H: Clone> Router<H> {
         j.next_seq += 1;
         if j.on {
             j.last_time = j.last_time.max(now.wall);
+            // A forwarded PUBLISH may be a slice of a larger read buffer: copied, so the
+            // journal's queue never keeps the buffer alive. A SET's broadcast frame is its own.
+            let frame = if signal == SignalType::Param {
+                frame.clone()
+            } else {
+                Bytes::copy_from_slice(frame)
+            };
             j.pending.push(JournalEntry {
                 seq,
                 time: j.last_time,
                 signal,
                 address: address.clone(),
-                frame: frame.clone(),
+                frame,
             });
             self.metrics.journaled += 1;
         } else {
@@ -260,8 +287,8 @@ impl<H: Clone> Router<H> {
         if !self.journal.on {
             let mut picker = picker;
             self.journal.ring.pick(&mut picker);
-            for (signal, frame) in picker.finish() {
-                self.send_history(conn, signal, frame);
+            for p in picker.finish() {
+                self.send_history(conn, p);
             }
             return;
         }
@@ -270,53 +297,63 @@ impl<H: Clone> Router<H> {
         };
         // What was staged before goes out before the hold.
         self.flush();
-        let id = self.journal.next_hold;
+        let next = self.journal.next_hold;
+        let deadline = self.last_now.mono + HOLD_US;
         let j = &mut self.journal;
-        let new = !j.holds.contains_key(&conn);
         let h = j.holds.entry(conn).or_insert_with(|| Hold {
-            id,
+            id: next,
             waiting: 0,
+            deadline,
             ready: Vec::new(),
             held: Vec::new(),
             bytes: 0,
+            frames: 0,
         });
-        h.waiting += 1;
-        if new {
+        if h.id == next {
             j.next_hold += 1;
-            let at = self.last_now.mono + HOLD_US;
-            self.timers.push(Reverse((at, Timer::History(conn, id))));
         }
+        h.waiting += 1;
+        h.deadline = deadline;
+        let hold = h.id;
+        self.timers
+            .push(Reverse((deadline, Timer::History(conn, hold))));
         let upto = self.journal.next_seq - 1;
         self.journal.requests.push_back(JournalRequest::History {
             conn,
             to,
+            hold,
             upto,
             picker,
         });
     }
 
-    fn send_history(&mut self, conn: ConnId, signal: SignalType, frame: Bytes) {
+    fn send_history(&mut self, conn: ConnId, p: Past) {
         self.metrics.history_sent += 1;
-        self.send_past(conn, signal, frame);
+        self.send_past(conn, p);
     }
 
-    /// Sends an earlier broadcast again. It goes as an event would (never coalesced or
+    /// Sends an earlier broadcast again, if the session may read it now (its token's scopes
+    /// may have narrowed since it asked). It goes as an event would (never coalesced or
     /// dropped by a slow connection's queue): a history of one param is a series of values,
     /// not a state whose latest value is enough.
-    fn send_past(&mut self, conn: ConnId, signal: SignalType, frame: Bytes) {
-        let code = match signal {
+    fn send_past(&mut self, conn: ConnId, p: Past) {
+        if !self.permits(conn, Action::Read, &p.address) {
+            return;
+        }
+        let code = match p.signal {
             SignalType::Param => metrics::OUT_SET,
             _ => metrics::OUT_PUBLISH,
         };
-        self.send(conn, Outgoing::Event(frame), code);
+        self.send(conn, Outgoing::Event(p.frame), code);
     }
 
-    /// The history of a subscription of `conn` (oldest first), as chosen by the picker of its
-    /// [`JournalRequest::History`]; once every history the connection waits for is here, it
-    /// is sent, then everything held meanwhile.
-    pub fn history_ready(&mut self, conn: ConnId, history: Vec<(SignalType, Bytes)>, now: Now) {
+    /// The history of a subscription of `conn` (oldest first), as chosen by the picker of the
+    /// [`JournalRequest::History`] for `hold`; once every history the connection waits for is
+    /// here, they are sent, then everything held meanwhile. A history for a hold that was
+    /// given up meanwhile is dropped.
+    pub fn history_ready(&mut self, conn: ConnId, hold: u64, history: Vec<Past>, now: Now) {
         self.last_now = now;
-        let Some(h) = self.journal.holds.get_mut(&conn) else {
+        let Some(h) = self.journal.holds.get_mut(&conn).filter(|h| h.id == hold) else {
             return;
         };
         h.ready.extend(history);
@@ -329,12 +366,20 @@ impl<H: Clone> Router<H> {
 
     /// Sends what a hold kept: the histories that arrived, then what was held (then `error`).
     pub(super) fn release_hold(&mut self, conn: ConnId, error: Option<Refusal>) {
-        let Some(h) = self.journal.holds.remove(&conn) else {
+        let Some(mut h) = self.journal.holds.remove(&conn) else {
             return;
         };
-        self.flush();
-        for (signal, frame) in h.ready {
-            self.send_history(conn, signal, frame);
+        // What is staged for the connection now came after what was held: it joins the hold.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.staged.is_empty() {
+                h.held.push(Transmit::Frames(std::mem::take(&mut c.staged)));
+            }
+            if !c.typed.is_empty() {
+                h.held.push(Transmit::Deliver(std::mem::take(&mut c.typed)));
+            }
+        }
+        for p in h.ready {
+            self.send_history(conn, p);
         }
         self.flush();
         if let Some(c) = self.conns.get(&conn) {
@@ -353,9 +398,15 @@ impl<H: Clone> Router<H> {
         }
     }
 
-    /// A hold's time ran out.
+    /// A hold's time may have run out (its deadline moves on with each history asked for).
     pub(super) fn history_deadline(&mut self, conn: ConnId, id: u64) {
-        if self.journal.holds.get(&conn).is_some_and(|h| h.id == id) {
+        let now = self.last_now.mono;
+        if self
+            .journal
+            .holds
+            .get(&conn)
+            .is_some_and(|h| h.id == id && now >= h.deadline)
+        {
             let r = Refusal::HistoryLate("the history did not arrive within 10 s".into());
             self.release_hold(conn, Some(r));
         }
@@ -411,7 +462,7 @@ impl<H: Clone> Router<H> {
     pub fn replay_ready(
         &mut self,
         conn: ConnId,
-        entries: Vec<(SignalType, Bytes)>,
+        entries: Vec<Past>,
         end: Option<ReplayEnd>,
         now: Now,
     ) {
@@ -419,9 +470,9 @@ impl<H: Clone> Router<H> {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        for (signal, frame) in entries {
+        for p in entries {
             self.metrics.replayed += 1;
-            self.send_past(conn, signal, frame);
+            self.send_past(conn, p);
         }
         if let Some(end) = end {
             if let Some(n) = self.journal.replays.get_mut(&conn) {

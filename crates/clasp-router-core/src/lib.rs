@@ -72,7 +72,7 @@ pub use cluster::{
 };
 pub use cluster_bundles::{MAX_MARK_BYTES, MAX_MARK_SIGNALS};
 pub use config::{RateLimit, RouterConfig};
-pub use history::HistoryPicker;
+pub use history::{HistoryPicker, MAX_HISTORY_BYTES, Past};
 use index::SubscriptionIndex;
 pub use journal::{
     JournalEntry, JournalRequest, MAX_HISTORY, ReplayEnd, ReplayRequest, signal_of_bit,

@@ -25,6 +25,11 @@ impl<H: Clone> Router<H> {
             self.refuse(conn, Refusal::NoHistory, Some(s.pattern));
             return;
         }
+        if history.is_some() && self.journal.waiting(conn) >= journal::MAX_HISTORIES {
+            let r = Refusal::Histories(journal::MAX_HISTORIES);
+            self.refuse(conn, r, Some(s.pattern));
+            return;
+        }
         let max = self.config.max_subscriptions;
         let max_bytes = self.config.max_subscription_bytes;
         let cost = sub_cost(&s.pattern);

@@ -289,6 +289,11 @@ pub enum Refusal {
     /// Too many REPLAYs of one session at once.
     #[error("{0} REPLAYs of this session are being answered already; wait for one to end")]
     Replays(usize),
+    /// Too many histories of one session waited for at once.
+    #[error(
+        "{0} histories of this session are being read already; subscribe again when they have come"
+    )]
+    Histories(usize),
     /// The journal failed while answering.
     #[error("the journal could not answer: {0}")]
     Journal(String),
@@ -349,7 +354,8 @@ impl Refusal {
             | Refusal::Scheduled { .. }
             | Refusal::Announce { .. }
             | Refusal::QueryBacklog { .. }
-            | Refusal::Replays(_) => ErrorCode::RateLimited,
+            | Refusal::Replays(_)
+            | Refusal::Histories(_) => ErrorCode::RateLimited,
             Refusal::ScheduledTooFar { .. }
             | Refusal::BundleMember(_)
             | Refusal::BundleScope { .. } => ErrorCode::BundleRejected,
@@ -374,9 +380,10 @@ impl Refusal {
                 RefusalKind::Scope
             }
             Refusal::P2pSpoof(_) => RefusalKind::P2pSpoof,
-            Refusal::RateLimited { .. } | Refusal::QueryBacklog { .. } | Refusal::Replays(_) => {
-                RefusalKind::RateLimit
-            }
+            Refusal::RateLimited { .. }
+            | Refusal::QueryBacklog { .. }
+            | Refusal::Replays(_)
+            | Refusal::Histories(_) => RefusalKind::RateLimit,
             Refusal::Subscriptions { .. } | Refusal::SubscriptionBytes { .. } => {
                 RefusalKind::Subscriptions
             }

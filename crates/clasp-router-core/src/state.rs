@@ -363,8 +363,10 @@ impl ParamStore {
             sliding: None,
             attached: None,
         });
-        // `growth` counted the old attachment as freed.
+        // `growth` counted the old attachment as freed. The authority decides expiries: no
+        // sliding TTL here.
         param.attached = None;
+        param.sliding = None;
         param.value = value.clone();
         param.revision = revision;
         param.writer = writer.clone();
@@ -405,7 +407,9 @@ impl ParamStore {
         true
     }
 
-    /// A read of the param at `address` at `now` (wall µs): a sliding TTL starts again.
+    /// A read of the param at `address` at `now` (wall µs): a sliding TTL starts again (not
+    /// for a param already past its expiry and waiting to be swept; a move of less than a
+    /// second is not worth a write to disk).
     pub fn touch(&mut self, address: &str, now: u64) {
         let Some((key, p)) = self.params.get_key_value(address) else {
             return;
@@ -416,7 +420,7 @@ impl ParamStore {
         let Some(new) = ttl_expiry(now, Some(secs)) else {
             return;
         };
-        if new <= old {
+        if old <= now || new < old.saturating_add(1_000_000) {
             return;
         }
         let key = key.clone();

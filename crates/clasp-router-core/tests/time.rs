@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clasp_proto::*;
 use clasp_router_core::auth::Scopes;
-use clasp_router_core::{JournalEntry, JournalRequest, ReplayEnd, RouterConfig};
+use clasp_router_core::{JournalEntry, JournalRequest, Past, ReplayEnd, RouterConfig};
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -165,6 +165,7 @@ impl Journal {
             match req {
                 JournalRequest::History {
                     conn,
+                    hold,
                     upto,
                     mut picker,
                     ..
@@ -178,7 +179,7 @@ impl Journal {
                         }
                     }
                     let got = picker.finish();
-                    h.core(|r, now| r.history_ready(conn, got, now));
+                    h.core(|r, now| r.history_ready(conn, hold, got, now));
                 }
                 JournalRequest::Replay(r) => {
                     let limit = r.replay.limit.map_or(usize::MAX, |n| n as usize);
@@ -187,7 +188,11 @@ impl Journal {
                         .iter()
                         .filter(|e| e.seq <= r.upto && r.wants(e.signal, &e.address, e.time))
                         .take(limit)
-                        .map(|e| (e.signal, e.frame.clone()))
+                        .map(|e| Past {
+                            signal: e.signal,
+                            address: (*e.address).into(),
+                            frame: e.frame.clone(),
+                        })
                         .collect();
                     let end = ReplayEnd::Done {
                         pattern: r.replay.pattern.clone(),
@@ -537,4 +542,37 @@ fn a_session_that_asks_gets_a_bundle_whole_and_others_get_its_members() {
     // A lone SET is itself.
     h.set(&w, "/b/1", Value::Int(9));
     assert!(matches!(&whole.msgs()[..], [Message::Set(_)]));
+}
+
+#[test]
+fn a_late_history_for_a_given_up_hold_is_dropped_and_histories_are_bounded() {
+    let mut h = journaled();
+    let mut j = Journal::default();
+    let w = h.client();
+    for i in 1..=3 {
+        h.set(&w, "/g/a", Value::Int(i));
+    }
+    let r = h.client();
+    h.sub_with(&r, 1, "/g/a", history(5));
+    j.take(&mut h);
+    let stale = h.core(|c, _| c.poll_journal_request()).unwrap();
+    // Given up after 10 s: what waited comes out with an ERROR.
+    h.advance(Duration::from_secs(11));
+    assert!(r.msgs().iter().any(|m| error_code(m) == Some(502)));
+    // A new history subscription, then the stale answer arrives: it is not taken for the new one.
+    h.sub_with(&r, 2, "/g/a", history(1));
+    if let JournalRequest::History { conn, hold, .. } = stale {
+        h.core(|c, now| c.history_ready(conn, hold, Vec::new(), now));
+    }
+    assert!(r.msgs().is_empty(), "still held for its own history");
+    assert_eq!(j.answer(&mut h), 1);
+    assert_eq!(values(&r.msgs()), [v("/g/a", 2), v("snapshot /g/a", 3)]);
+    // At most four histories waited for at once.
+    for id in 10..14 {
+        h.sub_with(&r, id, "/g/*", history(1));
+    }
+    h.sub_with(&r, 20, "/g/*", history(1));
+    assert_eq!(j.answer(&mut h), 4);
+    let got = r.msgs();
+    assert!(got.iter().any(|m| error_code(m) == Some(429)), "{got:?}");
 }

@@ -105,7 +105,9 @@ impl Shell {
                     while let Ok(c) = self.cmd_rx.try_recv() {
                         self.state.on_command(c);
                     }
-                    let _ = self.write().await;
+                    // A peer that reads nothing does not hold the close up for long.
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(2), self.write()).await;
                     self.state.on_close(now);
                 }
                 Wake::Dialed(Ok(conn)) => {

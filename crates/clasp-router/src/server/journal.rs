@@ -19,16 +19,21 @@ use bytes::Bytes;
 use clasp_store::{EntryRef, Journal, Retention};
 
 use super::{Link, Shared};
-use crate::core::{JournalEntry, JournalRequest, ReplayEnd, ReplayRequest, signal_of_bit};
+use crate::core::{JournalEntry, JournalRequest, Past, ReplayEnd, ReplayRequest, signal_of_bit};
 
-/// Entries waiting to be written past which new ones are dropped.
+/// Entries (and bytes of them) waiting to be written past which new ones are dropped.
 pub(crate) const MAX_QUEUED: u64 = 2_000_000;
+pub(crate) const MAX_QUEUED_BYTES: u64 = 256 << 20;
 /// Entries written per transaction at most.
 const BATCH: usize = 8_192;
-/// Entries per slice of a REPLAY's answer.
+/// Entries, and bytes of frames, per slice of a REPLAY's answer at most.
 const REPLAY_SLICE: usize = 512;
-/// A REPLAY waits while the connection has more than this many bytes queued.
+const REPLAY_SLICE_BYTES: usize = 256 << 10;
+/// A REPLAY waits while the connection has more than this many bytes or frames queued.
 const REPLAY_QUEUE_BYTES: usize = 1 << 20;
+const REPLAY_QUEUE_FRAMES: usize = 8_192;
+/// A REPLAY whose connection reads nothing for this long is given up.
+const REPLAY_STALL: Duration = Duration::from_secs(30);
 /// How often retention is applied.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,6 +59,9 @@ impl Default for JournalConfig {
 #[derive(Debug, Default)]
 pub(crate) struct Status {
     pub(crate) queued: AtomicU64,
+    pub(crate) queued_bytes: AtomicU64,
+    /// Set when the server stops: readers end their scans.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) written: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) write_errors: AtomicU64,
@@ -80,7 +88,13 @@ impl Sender {
     /// Queues what the core journaled; drops it (counted) past the bound.
     pub(crate) fn append(&self, entries: Vec<JournalEntry>) {
         let n = entries.len() as u64;
-        if self.status.queued.load(Ordering::Relaxed) + n > MAX_QUEUED {
+        let bytes: u64 = entries
+            .iter()
+            .map(|e| (e.frame.len() + e.address.len()) as u64)
+            .sum();
+        if self.status.queued.load(Ordering::Relaxed) + n > MAX_QUEUED
+            || self.status.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_BYTES
+        {
             let before = self.status.dropped.fetch_add(n, Ordering::Relaxed);
             if before == 0 || (before + n) / 100_000 > before / 100_000 {
                 tracing::warn!(
@@ -91,6 +105,7 @@ impl Sender {
             return;
         }
         self.status.queued.fetch_add(n, Ordering::Relaxed);
+        self.status.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let _ = self.tx.send(Work::Append(entries));
     }
 
@@ -102,6 +117,7 @@ impl Sender {
 /// The journal's threads, once started.
 pub(crate) struct Threads {
     tx: mpsc::Sender<Work>,
+    status: Arc<Status>,
     writer: JoinHandle<()>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -143,6 +159,7 @@ pub(crate) fn spawn(
     };
     let tx = sender.tx.clone();
     let status = sender.status.clone();
+    let shared_status = sender.status.clone();
     let (history_tx, history_rx) = mpsc::channel::<JournalRequest<Link>>();
     let (replay_tx, replay_rx) = mpsc::channel::<ReplayRequest<Link>>();
     let mut readers = Vec::new();
@@ -162,6 +179,7 @@ pub(crate) fn spawn(
         .spawn(move || write_loop(&journal, &rx, &status, config, &history_tx, &replay_tx))?;
     Ok(Threads {
         tx,
+        status: shared_status,
         writer,
         readers,
     })
@@ -170,6 +188,7 @@ pub(crate) fn spawn(
 /// Writes what is queued and stops the threads (the journal file is closed when this
 /// returns: the readers end once the writer has, their queues closed).
 pub(crate) fn stop(t: Threads) {
+    t.status.stopping.store(true, Ordering::Relaxed);
     let _ = t.tx.send(Work::Stop);
     let _ = t.writer.join();
     for r in t.readers {
@@ -201,7 +220,7 @@ fn write_loop(
                     since = Instant::now();
                 }
                 buf.extend(entries);
-                if buf.len() >= BATCH {
+                if buf.len() >= BATCH || since.elapsed() >= config.flush {
                     write(journal, &mut buf, status);
                 }
             }
@@ -248,6 +267,10 @@ fn write(journal: &Journal, buf: &mut Vec<JournalEntry>, status: &Status) {
             })
             .collect();
         let n = chunk.len() as u64;
+        let bytes: u64 = chunk
+            .iter()
+            .map(|e| (e.frame.len() + e.address.len()) as u64)
+            .sum();
         match journal.append(&refs) {
             Ok(()) => {
                 status.written.fetch_add(n, Ordering::Relaxed);
@@ -259,6 +282,7 @@ fn write(journal: &Journal, buf: &mut Vec<JournalEntry>, status: &Status) {
             }
         }
         status.queued.fetch_sub(n, Ordering::Relaxed);
+        status.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
     buf.clear();
     publish_stats(journal, status);
@@ -288,31 +312,48 @@ enum ReaderRx {
 }
 
 fn read_loop(shared: &Shared, journal: &Journal, rx: ReaderRx) {
+    let stopping = || {
+        shared
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.status.stopping.load(Ordering::Relaxed))
+    };
     match rx {
         ReaderRx::History(rx) => {
             while let Ok(r) = rx.recv() {
-                if let JournalRequest::History {
+                let JournalRequest::History {
                     conn,
+                    hold,
                     upto,
                     mut picker,
                     ..
                 } = r
-                {
-                    let read = journal.scan_back(upto, 1024, |e| match signal_of_bit(e.kind) {
+                else {
+                    continue;
+                };
+                // A hold given up meanwhile (or a connection gone) needs no reading.
+                if !shared.core.lock().history_held(conn) {
+                    continue;
+                }
+                let read = journal.scan_back(upto, 1024, |e| {
+                    if stopping() {
+                        return ControlFlow::Break(());
+                    }
+                    match signal_of_bit(e.kind) {
                         Some(signal) => picker.offer(signal, &e.address, || Bytes::from(e.frame)),
                         None => ControlFlow::Continue(()),
-                    });
-                    if let Err(e) = read {
-                        tracing::error!(error = %e, "journal read for a history failed");
                     }
-                    let history = picker.finish();
-                    shared.with_core(|core, now| core.history_ready(conn, history, now));
+                });
+                if let Err(e) = read {
+                    tracing::error!(error = %e, "journal read for a history failed");
                 }
+                let history = picker.finish();
+                shared.with_core(|core, now| core.history_ready(conn, hold, history, now));
             }
         }
         ReaderRx::Replay(rx) => {
             while let Ok(r) = rx.recv() {
-                let end = match replay(shared, journal, &r) {
+                let end = match replay(shared, journal, &r, &stopping) {
                     Ok(()) => ReplayEnd::Done {
                         pattern: r.replay.pattern.clone(),
                         ack: r.ack,
@@ -325,8 +366,14 @@ fn read_loop(shared: &Shared, journal: &Journal, rx: ReaderRx) {
     }
 }
 
-/// Sends a REPLAY's answer a slice at a time, waiting while the connection's queue is full.
-fn replay(shared: &Shared, journal: &Journal, r: &ReplayRequest<Link>) -> Result<(), String> {
+/// Sends a REPLAY's answer a slice at a time, waiting while the connection's queue is full
+/// (or its output held for a history).
+fn replay(
+    shared: &Shared,
+    journal: &Journal,
+    r: &ReplayRequest<Link>,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(), String> {
     let start = match r.replay.from {
         Some(t) => match journal.seek_time(t).map_err(|e| e.to_string())? {
             Some(seq) => seq,
@@ -336,11 +383,19 @@ fn replay(shared: &Shared, journal: &Journal, r: &ReplayRequest<Link>) -> Result
     };
     let limit = r.replay.limit.map_or(usize::MAX, |n| n as usize);
     let mut sent = 0usize;
-    let mut slice: Vec<(clasp_proto::SignalType, Bytes)> = Vec::new();
-    let mut gone = false;
+    let mut slice: Vec<Past> = Vec::new();
+    let mut slice_bytes = 0usize;
+    let mut scanned = 0u64;
+    let mut failure: Option<String> = None;
     journal
         .scan(start, r.upto, 1024, |e| {
-            if r.replay.to.is_some_and(|t| e.time > t) || sent >= limit {
+            scanned += 1;
+            if r.replay.to.is_some_and(|t| e.time > t) || sent >= limit || stopping() {
+                return ControlFlow::Break(());
+            }
+            // A long scan that matches little still notices its connection is gone.
+            if scanned.is_multiple_of(65_536) && shared.core.lock().session_id(r.conn).is_none() {
+                failure = Some("the connection closed".into());
                 return ControlFlow::Break(());
             }
             let Some(signal) = signal_of_bit(e.kind) else {
@@ -349,41 +404,78 @@ fn replay(shared: &Shared, journal: &Journal, r: &ReplayRequest<Link>) -> Result
             if !r.wants(signal, &e.address, e.time) {
                 return ControlFlow::Continue(());
             }
-            slice.push((signal, Bytes::from(e.frame)));
+            slice_bytes += e.frame.len();
+            slice.push(Past {
+                signal,
+                address: e.address.into(),
+                frame: Bytes::from(e.frame),
+            });
             sent += 1;
-            if slice.len() >= REPLAY_SLICE {
-                if !wait_for_room(shared, r) {
-                    gone = true;
+            if slice.len() >= REPLAY_SLICE || slice_bytes >= REPLAY_SLICE_BYTES {
+                if let Err(why) = wait_for_room(shared, r) {
+                    failure = Some(why);
                     return ControlFlow::Break(());
                 }
                 let s = std::mem::take(&mut slice);
+                slice_bytes = 0;
                 shared.with_core(|core, now| core.replay_ready(r.conn, s, None, now));
             }
             ControlFlow::Continue(())
         })
         .map_err(|e| e.to_string())?;
-    if !gone && !slice.is_empty() && wait_for_room(shared, r) {
+    if let Some(why) = failure {
+        return Err(why);
+    }
+    if !slice.is_empty() {
+        wait_for_room(shared, r)?;
         shared.with_core(|core, now| core.replay_ready(r.conn, slice, None, now));
     }
     Ok(())
 }
 
-/// Waits while the connection has a full queue; `false` once it is gone.
-fn wait_for_room(shared: &Shared, r: &ReplayRequest<Link>) -> bool {
+/// Waits while the connection has a full queue or its output is held; gives up once it is
+/// gone, the server stops, or nothing was read for [`REPLAY_STALL`].
+fn wait_for_room(shared: &Shared, r: &ReplayRequest<Link>) -> Result<(), String> {
     let Link::Wire(outbox) = &r.to else {
-        return true;
+        return Ok(());
     };
+    let started = std::time::Instant::now();
+    let mut last = outbox.depth();
+    let mut progress = started;
     let mut waited = 0u32;
     loop {
         if outbox.closing().is_some() {
-            return false;
+            return Err("the connection closed".into());
         }
-        if outbox.depth().1 <= REPLAY_QUEUE_BYTES {
-            return true;
+        let depth = outbox.depth();
+        if depth.1 <= REPLAY_QUEUE_BYTES
+            && depth.0 <= REPLAY_QUEUE_FRAMES
+            && !shared.core.lock().history_held(r.conn)
+        {
+            return Ok(());
+        }
+        if depth != last {
+            last = depth;
+            progress = std::time::Instant::now();
+        }
+        if progress.elapsed() >= REPLAY_STALL {
+            return Err(format!(
+                "the connection read nothing for {} s",
+                REPLAY_STALL.as_secs()
+            ));
         }
         waited += 1;
-        if waited.is_multiple_of(100) && shared.core.lock().session_id(r.conn).is_none() {
-            return false;
+        if waited.is_multiple_of(100) {
+            if shared.core.lock().session_id(r.conn).is_none() {
+                return Err("the connection closed".into());
+            }
+            if shared
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.status.stopping.load(Ordering::Relaxed))
+            {
+                return Err("the router is stopping".into());
+            }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
