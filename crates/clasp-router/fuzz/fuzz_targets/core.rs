@@ -354,5 +354,7 @@ fn check(router: &Router<Recorder>, conns: &mut [Conn]) {
                 }
             }
         }
+        // An expiry notice (null at the next revision) is the param's last: it starts again.
+        c.seen.retain(|addr, _| router.params().get(addr).is_some());
     }
 }
