@@ -14,11 +14,9 @@
 //! **REPLAY** becomes a [`JournalRequest::Replay`]; the shell answers a slice at a time with
 //! [`Router::replay_ready`], pacing itself by the connection's queue.
 
-use clasp_proto::Replay;
-
 use super::*;
-use crate::auth::Scopes;
 use crate::history::{HistoryPicker, Past, Ring};
+use crate::replay::ReplayRequest;
 
 /// The longest a connection's output is held for a history.
 const HOLD_US: u64 = 10_000_000;
@@ -27,8 +25,7 @@ const HOLD_US: u64 = 10_000_000;
 /// connection's queue takes at once.
 const HOLD_BYTES: usize = 4 << 20;
 const HOLD_FRAMES: usize = 16_384;
-/// REPLAYs of one session answered at once, and histories it waits for at once.
-const MAX_REPLAYS: usize = 4;
+/// Histories one session waits for at once.
 pub(crate) const MAX_HISTORIES: usize = 4;
 /// The most entries a history holds (more can be had with REPLAY, a slice at a time).
 pub const MAX_HISTORY: u32 = 10_000;
@@ -71,53 +68,6 @@ pub enum JournalRequest<H> {
     Replay(ReplayRequest<H>),
 }
 
-/// A REPLAY to answer.
-#[derive(Debug)]
-pub struct ReplayRequest<H> {
-    /// The connection.
-    pub conn: ConnId,
-    /// Its handle (to pace the answer by its queue).
-    pub to: H,
-    /// What was asked.
-    pub replay: Replay,
-    /// The pattern, compiled.
-    pub pattern: Pattern,
-    /// What the session may read (`None`: everything).
-    pub reader: Option<Scopes>,
-    /// The newest entry to send.
-    pub upto: u64,
-    /// Whether the end is acknowledged (QoS Confirm or Commit).
-    pub ack: bool,
-}
-
-impl<H> ReplayRequest<H> {
-    /// Whether an entry of `signal` at `address` at `time` belongs to the answer.
-    pub fn wants(&self, signal: SignalType, address: &str, time: u64) -> bool {
-        self.replay.types.accepts(signal)
-            && self.replay.from.is_none_or(|f| time >= f)
-            && self.replay.to.is_none_or(|t| time <= t)
-            && self.pattern.matches(address)
-            && self
-                .reader
-                .as_ref()
-                .is_none_or(|s| s.allows(Action::Read, address))
-    }
-}
-
-/// How a REPLAY's answer ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayEnd {
-    /// Every entry was sent; ACK if asked.
-    Done {
-        /// The pattern (the ACK's address).
-        pattern: Str,
-        /// Whether to ACK.
-        ack: bool,
-    },
-    /// The journal failed.
-    Failed(String),
-}
-
 /// The signal kind of a journal entry's kind bit (the SUBSCRIBE mask bit).
 pub fn signal_of_bit(bit: u8) -> Option<SignalType> {
     SignalType::ALL.into_iter().find(|s| s.mask_bit() == bit)
@@ -126,15 +76,16 @@ pub fn signal_of_bit(bit: u8) -> Option<SignalType> {
 /// What the core keeps for time: the journal's numbering and what waits for the shell, the
 /// recent values (no journal), and connections held for a history.
 pub(crate) struct Log<H> {
-    on: bool,
+    pub(crate) on: bool,
     kinds: SignalTypes,
-    next_seq: u64,
+    pub(crate) next_seq: u64,
     last_time: u64,
     pending: Vec<JournalEntry>,
-    requests: std::collections::VecDeque<JournalRequest<H>>,
+    pub(crate) requests: std::collections::VecDeque<JournalRequest<H>>,
     pub(crate) ring: Ring,
     holds: FxHashMap<ConnId, Hold>,
-    replays: FxHashMap<ConnId, usize>,
+    /// REPLAYs being answered, per connection (see `replay.rs`).
+    pub(crate) replays: FxHashMap<ConnId, usize>,
     next_hold: u64,
 }
 
@@ -336,7 +287,7 @@ impl<H: Clone> Router<H> {
     /// may have narrowed since it asked). It goes as an event would (never coalesced or
     /// dropped by a slow connection's queue): a history of one param is a series of values,
     /// not a state whose latest value is enough.
-    fn send_past(&mut self, conn: ConnId, p: Past) {
+    pub(super) fn send_past(&mut self, conn: ConnId, p: Past) {
         if !self.permits(conn, Action::Read, &p.address) {
             return;
         }
@@ -410,91 +361,6 @@ impl<H: Clone> Router<H> {
             let r = Refusal::HistoryLate("the history did not arrive within 10 s".into());
             self.release_hold(conn, Some(r));
         }
-    }
-
-    /// REPLAY.
-    pub(super) fn on_replay(&mut self, conn: ConnId, qos: Qos, replay: Replay) {
-        let pattern = match Pattern::compile(&replay.pattern) {
-            Ok(p) => p,
-            Err(e) => {
-                self.refuse(conn, e.into(), Some(replay.pattern));
-                return;
-            }
-        };
-        if !self.permits_pattern(conn, Action::Read, &pattern) {
-            self.refuse(conn, Refusal::Scope(Operation::Read), Some(replay.pattern));
-            return;
-        }
-        if !self.journal.on {
-            self.refuse(conn, Refusal::NoJournal, Some(replay.pattern));
-            return;
-        }
-        let running = self.journal.replays.get(&conn).copied().unwrap_or(0);
-        if running >= MAX_REPLAYS {
-            self.refuse(conn, Refusal::Replays(running), Some(replay.pattern));
-            return;
-        }
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        let to = c.handle.clone();
-        let reader = c
-            .session
-            .as_ref()
-            .and_then(|s| s.grant.as_ref().map(|g| g.scopes.clone()));
-        *self.journal.replays.entry(conn).or_default() += 1;
-        self.metrics.replays += 1;
-        let upto = self.journal.next_seq - 1;
-        self.journal
-            .requests
-            .push_back(JournalRequest::Replay(ReplayRequest {
-                conn,
-                to,
-                replay,
-                pattern,
-                reader,
-                upto,
-                ack: qos.wants_ack(),
-            }));
-    }
-
-    /// A slice of a REPLAY's answer, oldest first; `end` once it is the last.
-    pub fn replay_ready(
-        &mut self,
-        conn: ConnId,
-        entries: Vec<Past>,
-        end: Option<ReplayEnd>,
-        now: Now,
-    ) {
-        self.last_now = now;
-        if !self.conns.contains_key(&conn) {
-            return;
-        }
-        for p in entries {
-            self.metrics.replayed += 1;
-            self.send_past(conn, p);
-        }
-        if let Some(end) = end {
-            if let Some(n) = self.journal.replays.get_mut(&conn) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.journal.replays.remove(&conn);
-                }
-            }
-            match end {
-                ReplayEnd::Done { pattern, ack } => {
-                    if ack {
-                        let ack = Ack {
-                            address: Some(pattern),
-                            ..Ack::default()
-                        };
-                        self.reply(conn, &Message::Ack(ack));
-                    }
-                }
-                ReplayEnd::Failed(why) => self.refuse(conn, Refusal::Journal(why), None),
-            }
-        }
-        self.flush();
     }
 
     /// Forgets what time kept for a connection that ended.

@@ -33,6 +33,7 @@ mod output;
 mod publish;
 mod reads;
 pub mod refusal;
+mod replay;
 mod request;
 mod session;
 mod shared;
@@ -74,11 +75,10 @@ pub use cluster_bundles::{MAX_MARK_BYTES, MAX_MARK_SIGNALS};
 pub use config::{RateLimit, RouterConfig};
 pub use history::{HistoryPicker, MAX_HISTORY_BYTES, Past};
 use index::SubscriptionIndex;
-pub use journal::{
-    JournalEntry, JournalRequest, MAX_HISTORY, ReplayEnd, ReplayRequest, signal_of_bit,
-};
+pub use journal::{JournalEntry, JournalRequest, MAX_HISTORY, signal_of_bit};
 pub use metrics::{Metrics, RefusalKind};
 pub use refusal::{Operation, Refusal};
+pub use replay::{ReplayEnd, ReplayRequest};
 use state::{ParamStore, Write, WriteError};
 pub use transmit::{CloseReason, Event, Outgoing, Output, Transmit};
 
