@@ -94,6 +94,20 @@ pub fn write_counter(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
 }
 
+/// Appends a table of counters (name, help, value) and one of gauges to `o`.
+pub(crate) fn write_tables(
+    o: &mut String,
+    counters: &[(&str, &str, u64)],
+    gauges: &[(&str, &str, u64)],
+) {
+    for (name, help, v) in counters {
+        write_counter(o, name, help, *v);
+    }
+    for (name, help, v) in gauges {
+        write_gauge(o, name, help, *v);
+    }
+}
+
 fn render_metrics(s: &Shared) -> String {
     use std::fmt::Write as _;
     let core = s.core.lock();
@@ -373,9 +387,6 @@ fn cluster_metrics(
             load(&sig.duplicates),
         ),
     ];
-    for (name, help, v) in counters {
-        write_counter(o, name, help, v);
-    }
     let gauges: [(&str, &str, u64); 4] = [
         (
             "clasp_cluster_routers",
@@ -398,9 +409,7 @@ fn cluster_metrics(
             u64::from(c.connected.load(Ordering::Relaxed)),
         ),
     ];
-    for (name, help, v) in gauges {
-        write_gauge(o, name, help, v);
-    }
+    write_tables(o, &counters, &gauges);
 }
 
 fn json_str(s: &str) -> String {

@@ -11,7 +11,7 @@ pub(crate) fn metrics(
     m: &crate::core::Metrics,
     (ring_entries, ring_bytes): (usize, usize),
 ) {
-    use crate::server::{write_counter, write_gauge};
+    use crate::server::status::write_tables;
     let counters = [
         (
             "clasp_journaled_total",
@@ -40,21 +40,19 @@ pub(crate) fn metrics(
             m.replayed,
         ),
     ];
-    for (name, help, v) in counters {
-        write_counter(o, name, help, v);
-    }
-    write_gauge(
-        o,
-        "clasp_history_kept",
-        "Recent broadcasts kept in memory for history (without a journal).",
-        ring_entries as u64,
-    );
-    write_gauge(
-        o,
-        "clasp_history_kept_bytes",
-        "Bytes of the recent broadcasts kept for history.",
-        ring_bytes as u64,
-    );
+    let gauges = [
+        (
+            "clasp_history_kept",
+            "Recent broadcasts kept in memory for history (without a journal).",
+            ring_entries as u64,
+        ),
+        (
+            "clasp_history_kept_bytes",
+            "Bytes of the recent broadcasts kept for history.",
+            ring_bytes as u64,
+        ),
+    ];
+    write_tables(o, &counters, &gauges);
     let Some(j) = journal else {
         return;
     };
@@ -87,9 +85,6 @@ pub(crate) fn metrics(
             load(&s.compactions),
         ),
     ];
-    for (name, help, v) in counters {
-        write_counter(o, name, help, v);
-    }
     let gauges = [
         (
             "clasp_journal_entries",
@@ -107,7 +102,5 @@ pub(crate) fn metrics(
             load(&s.queued),
         ),
     ];
-    for (name, help, v) in gauges {
-        write_gauge(o, name, help, v);
-    }
+    write_tables(o, &counters, &gauges);
 }
