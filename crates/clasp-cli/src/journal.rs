@@ -1,7 +1,5 @@
 //! The journal and history options of `clasp server` and `clasp relay` (see docs/time.md).
 
-use std::time::Duration;
-
 use anyhow::bail;
 use clap::Args;
 use clasp_proto::{SignalType, SignalTypes};
@@ -71,8 +69,8 @@ pub(crate) fn apply(
         .as_deref()
         .or(file.retention.as_deref())
     {
-        let d = parse_age(age)?;
-        j.retention.max_age_us = (!d.is_zero()).then_some(d.as_micros() as u64);
+        let secs = crate::token::parse_secs(age)?;
+        j.retention.max_age_us = (secs > 0).then_some(secs.saturating_mul(1_000_000));
     }
     if let Some(mb) = args.journal_max_mb.or(file.max_mb) {
         if mb == 0 {
@@ -102,34 +100,12 @@ fn parse_kinds<'a>(names: impl Iterator<Item = &'a str>) -> anyhow::Result<Signa
     Ok(SignalTypes::of(&kinds))
 }
 
-/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
-pub(crate) fn parse_age(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("`{s}` is not an age: use e.g. 90s, 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => bail!("`{s}` is not an age: use e.g. 90s, 30m, 24h or 7d"),
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ages_and_kinds() {
-        assert_eq!(parse_age("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_age("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_age("7d").unwrap(), Duration::from_secs(7 * 86_400));
-        assert!(parse_age("1w").is_err());
-        assert!(parse_age("h").is_err());
+    fn kinds() {
         let k = parse_kinds("param, stream".split(',')).unwrap();
         assert!(k.accepts(SignalType::Stream) && !k.accepts(SignalType::Event));
         assert!(parse_kinds("param,bogus".split(',')).is_err());

@@ -17,7 +17,7 @@ use clasp_client::recording::{Entry, EntryKind, Header, Writer};
 use clasp_client::{SignalType, SubscribeOptions, Update};
 
 use crate::play::parse_time;
-use crate::tools::{Conn, connect, parse_signal_type};
+use crate::tools::{Conn, connect_with, parse_signal_type};
 
 /// How often the status line is printed and the file flushed.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -160,7 +160,9 @@ fn open_out(args: &RecordArgs) -> anyhow::Result<File> {
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let file = open_out(&args)?;
-    let client = connect(&args.conn, "record", None).await?;
+    // Bundles arrive whole, so a recording keeps them.
+    let features = ["param", "event", "stream", "gesture", "bundles"];
+    let client = connect_with(&args.conn, "record", None, Some(&features)).await?;
     let result = record_with(&args, file, &client).await;
     client.close().await;
     result

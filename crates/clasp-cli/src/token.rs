@@ -56,8 +56,16 @@ enum TokenCmd {
     },
 }
 
-/// Parses `30s`, `15m`, `12h`, `7d` or a number of seconds.
+/// Parses `30s`, `15m`, `12h`, `7d` or a number of seconds: a lifetime, so not zero.
 fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    match parse_secs(s)? {
+        0 => bail!("`{}` is not a usable lifetime", s.trim()),
+        v => Ok(v),
+    }
+}
+
+/// Parses `30s`, `15m`, `12h`, `7d` or a number of seconds (zero included).
+pub(crate) fn parse_secs(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
@@ -74,8 +82,7 @@ fn parse_duration(s: &str) -> anyhow::Result<u64> {
         _ => bail!("`{s}`: unknown unit `{unit}` (use s, m, h or d)"),
     };
     n.checked_mul(mul)
-        .filter(|&v| v > 0)
-        .with_context(|| format!("`{s}` is not a usable lifetime"))
+        .with_context(|| format!("`{s}` is too long"))
 }
 
 fn when(unix: u64) -> String {
@@ -206,6 +213,7 @@ mod tests {
         assert_eq!(parse_duration("7d").ok(), Some(604_800));
         assert_eq!(parse_duration("90").ok(), Some(90));
         assert!(parse_duration("0").is_err());
+        assert_eq!(parse_secs("0").ok(), Some(0), "an age bound may be zero");
         assert!(parse_duration("3w").is_err());
         assert!(parse_duration("soon").is_err());
     }

@@ -179,6 +179,16 @@ pub(crate) async fn connect(
     tool: &str,
     sync_interval: Option<Duration>,
 ) -> anyhow::Result<Client> {
+    connect_with(conn, tool, sync_interval, None).await
+}
+
+/// [`connect`], announcing `features` in HELLO instead of the default ones.
+pub(crate) async fn connect_with(
+    conn: &Conn,
+    tool: &str,
+    sync_interval: Option<Duration>,
+    features: Option<&[&str]>,
+) -> anyhow::Result<Client> {
     let mut b = Client::builder(conn.url.clone())
         .name(format!("clasp {tool}"))
         .reconnect(ReconnectPolicy::disabled())
@@ -195,9 +205,8 @@ pub(crate) async fn connect(
     if let Some(i) = sync_interval {
         b = b.sync_interval(i);
     }
-    if tool == "record" {
-        // Bundles arrive whole, so a recording keeps them.
-        b = b.features(["param", "event", "stream", "gesture", "bundles"]);
+    if let Some(f) = features {
+        b = b.features(f.iter().copied());
     }
     Ok(b.connect().await?)
 }

@@ -235,13 +235,11 @@ async fn a_recording_plays_back_the_same_entries_with_their_timing() {
             .filter(|e| !matches!(&*e.address, "/show/a" | "/show/b" | "/show/go"))
             .all(|e| e.bundle.is_none() || e.bundle != members[0].bundle)
     );
-    let marked = first.clone();
-
     // Play it onto B while a recorder listens there.
     let second = dir.path().join("second.jsonl");
     let r = Recorder::start(&b.url, &second);
     let bundles_before = metric(&b, "clasp_messages_in_total{type=\"BUNDLE\"}");
-    let (report, err) = play(&marked, &b.url, &[]);
+    let (report, err) = play(&first, &b.url, &[]);
     let (again, _) = r.stop(&second);
     let p99 = report["p99_us"].as_u64().expect("p99_us in the report");
     println!("clasp play's own report: p99 lateness {p99} µs; {report}");
@@ -294,7 +292,7 @@ async fn a_recording_plays_back_the_same_entries_with_their_timing() {
     let third = dir.path().join("third.jsonl");
     let r = Recorder::start(&c.url, &third);
     let from = format!("{}", from_us as f64 / 1e6);
-    let (report, _) = play(&marked, &c.url, &["--from", &from]);
+    let (report, _) = play(&first, &c.url, &["--from", &from]);
     let (from_rec, _) = r.stop(&third);
     assert_eq!(report["sent"], 5);
     let got = live(&from_rec);

@@ -253,14 +253,4 @@ impl<H: Clone> Router<H> {
             }
         }
     }
-
-    /// Stages a frame already counted by the fan-out.
-    fn stage(&mut self, conn: ConnId, o: Outgoing) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.staged.is_empty() && c.typed.is_empty() {
-                self.dirty.push(conn);
-            }
-            c.staged.push(o);
-        }
-    }
 }

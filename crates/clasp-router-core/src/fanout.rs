@@ -33,10 +33,6 @@ impl<H: Clone> Router<H> {
         make: impl Fn() -> Outgoing,
         make_typed: impl Fn() -> Option<Message>,
     ) {
-        if self.journal.wants(signal, address) {
-            let out = make();
-            self.journal_record(signal, address, out.frame(), now);
-        }
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
         self.index.for_each_match(address, |k| keys.push(k));
@@ -52,6 +48,11 @@ impl<H: Clone> Router<H> {
             metrics::OUT_PUBLISH
         };
         let mut out: Option<Outgoing> = None;
+        if self.journal.wants(signal, address) {
+            // Built once: the journal and the deliveries share the frame.
+            let frame = out.insert(make()).frame().clone();
+            self.journal_record(signal, address, &frame, now);
+        }
         // What adapter sessions get: the frame decoded once, shared by all of them.
         let mut typed: Option<Arc<Message>> = None;
         let (origin, exclude) = match sender {
@@ -143,6 +144,16 @@ impl<H: Clone> Router<H> {
                     None => out.insert(make()).clone(),
                 };
                 self.metrics.count_out(out_code, o.frame().len());
+                if !c.adapter
+                    && let Some(whole) = self
+                        .bundle_out
+                        .as_mut()
+                        .filter(|_| sess.features.0 & Features::BUNDLES != 0)
+                {
+                    // Sent with the rest of the bundle when it ends.
+                    whole.entry(conn).or_default().push(o);
+                    continue;
+                }
                 if c.staged.is_empty() && c.typed.is_empty() {
                     self.dirty.push(conn);
                 }
@@ -166,12 +177,6 @@ impl<H: Clone> Router<H> {
                         own: origin == Some(conn),
                         attached: self.attaching.clone(),
                     }));
-                } else if let Some(whole) = self
-                    .bundle_out
-                    .as_mut()
-                    .filter(|_| sess.features.0 & Features::BUNDLES != 0)
-                {
-                    whole.entry(conn).or_default().push(o);
                 } else {
                     c.staged.push(o);
                 }

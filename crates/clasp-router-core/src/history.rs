@@ -157,8 +157,7 @@ impl Ring {
     }
 
     pub(crate) fn push(&mut self, seq: u64, signal: SignalType, address: &Arc<str>, frame: &Bytes) {
-        // A copy: the frame may be a slice of a larger read buffer.
-        let frame = Bytes::copy_from_slice(frame);
+        let frame = crate::journal::owned_frame(signal, frame);
         let cost = Self::cost(address, &frame);
         if cost > self.max_bytes {
             return;

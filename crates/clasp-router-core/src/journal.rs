@@ -68,6 +68,16 @@ pub enum JournalRequest<H> {
     Replay(ReplayRequest<H>),
 }
 
+/// A broadcast frame that keeps nothing else alive: a forwarded PUBLISH may be a slice of a
+/// larger read buffer, so it is copied; a SET's broadcast frame is its own.
+pub(crate) fn owned_frame(signal: SignalType, frame: &Bytes) -> Bytes {
+    if signal == SignalType::Param {
+        frame.clone()
+    } else {
+        Bytes::copy_from_slice(frame)
+    }
+}
+
 /// The signal kind of a journal entry's kind bit (the SUBSCRIBE mask bit).
 pub fn signal_of_bit(bit: u8) -> Option<SignalType> {
     SignalType::ALL.into_iter().find(|s| s.mask_bit() == bit)
@@ -200,13 +210,7 @@ impl<H: Clone> Router<H> {
         j.next_seq += 1;
         if j.on {
             j.last_time = j.last_time.max(now.wall);
-            // A forwarded PUBLISH may be a slice of a larger read buffer: copied, so the
-            // journal's queue never keeps the buffer alive. A SET's broadcast frame is its own.
-            let frame = if signal == SignalType::Param {
-                frame.clone()
-            } else {
-                Bytes::copy_from_slice(frame)
-            };
+            let frame = owned_frame(signal, frame);
             j.pending.push(JournalEntry {
                 seq,
                 time: j.last_time,

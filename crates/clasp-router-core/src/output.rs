@@ -10,7 +10,7 @@ impl<H: Clone> Router<H> {
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 if c.staged.is_empty() && c.typed.is_empty() {
-                    // Marked twice, or what was staged went elsewhere (a whole bundle).
+                    // What was staged went into a history's hold as it was released.
                     continue;
                 }
                 let transmit = if c.adapter {
@@ -77,8 +77,15 @@ impl<H: Clone> Router<H> {
     }
 
     pub(super) fn send(&mut self, conn: ConnId, out: Outgoing, code: u8) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if self.conns.contains_key(&conn) {
             self.metrics.count_out(code, out.frame().len());
+            self.stage(conn, out);
+        }
+    }
+
+    /// Stages a frame (already counted) for `conn`; an adapter session gets it decoded.
+    pub(super) fn stage(&mut self, conn: ConnId, out: Outgoing) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             if c.staged.is_empty() && c.typed.is_empty() {
                 self.dirty.push(conn);
             }

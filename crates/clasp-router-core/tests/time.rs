@@ -3,7 +3,6 @@
 //! default) and the notice subscribers get when a param expires.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -486,7 +485,6 @@ fn journal_entries_are_numbered_in_order_and_skip_p2p_signalling() {
         panic!()
     };
     assert!(matches!(d.message, Message::Set(s) if s.revision == Some(1)));
-    let _ = ControlFlow::<()>::Continue(());
 }
 
 #[test]
